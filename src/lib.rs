@@ -1,0 +1,15 @@
+//! wheelslim: split fat GPU/NPU Python wheels into a slim main wheel plus shared runtime wheels,
+//! trim embedded device code to the GPU architectures you ship for, and audit wheels for what
+//! PyPI will refuse.
+//!
+//! Data flows one way: **read** ([`wheel`]) → **inspect** ([`elf`], [`fatbin`], [`profile`]) →
+//! **plan** → **apply** → **write** → **verify**. The library never prints; it returns facts,
+//! plans and reports for the command line to render.
+
+pub mod elf;
+pub mod error;
+pub mod fatbin;
+pub mod profile;
+pub mod wheel;
+
+pub use error::{Error, Location, Result};

@@ -1,0 +1,216 @@
+//! Wheels: the filename, the archive, and the `.dist-info` files (`WHEEL`, `METADATA`,
+//! `RECORD`), read once and kept in memory; member data stays in the archive until asked for.
+
+pub mod deflate;
+pub mod filename;
+pub mod headers;
+pub mod record;
+pub mod writer;
+pub mod zip;
+
+use std::path::{Path, PathBuf};
+
+pub use filename::{WheelFilename, normalize_name};
+pub use headers::HeaderFile;
+pub use record::{Record, RecordEntry};
+pub use zip::{Limits, Member, ZipArchive, ZipError};
+
+use crate::error::{Error, Location};
+
+/// Problems with the wheel layer above the zip format.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WheelError {
+    #[error("{0}")]
+    Filename(#[from] filename::FilenameError),
+    #[error("no `.dist-info` folder")]
+    NoDistInfo,
+    #[error("more than one `.dist-info` folder: {0}")]
+    SeveralDistInfo(String),
+    #[error("`.dist-info` folder `{found}` does not match the filename (expected `{expected}`)")]
+    DistInfoMismatch { found: String, expected: String },
+    #[error("missing `{0}`")]
+    Missing(String),
+    #[error("`{file}` is not valid UTF-8")]
+    NotUtf8 { file: String },
+    #[error("`{file}`: {reason}")]
+    BadHeaderFile { file: String, reason: String },
+    #[error("{0}")]
+    Record(#[from] record::RecordError),
+    #[error("cannot read `{file}`: {err}")]
+    Unreadable { file: String, err: ZipError },
+}
+
+impl WheelError {
+    pub fn hint(&self) -> Option<&'static str> {
+        Some(match self {
+            WheelError::Filename(_) => {
+                "wheel files must be named `{name}-{version}(-{build})?-{python}-{abi}-{platform}.whl`"
+            }
+            WheelError::NoDistInfo
+            | WheelError::SeveralDistInfo(_)
+            | WheelError::DistInfoMismatch { .. } => {
+                "a wheel must hold exactly one `{name}-{version}.dist-info` folder; rebuild it"
+            }
+            _ => "the wheel's metadata is damaged; rebuild the wheel",
+        })
+    }
+}
+
+/// An opened wheel.
+#[derive(Debug)]
+pub struct Wheel {
+    /// The path as the user gave it (used in messages).
+    pub path: PathBuf,
+    pub filename: WheelFilename,
+    pub archive: ZipArchive,
+    /// `{name}-{version}.dist-info`, without a trailing slash.
+    pub dist_info: String,
+    pub wheel_file: HeaderFile,
+    pub metadata: HeaderFile,
+    pub record: Record,
+}
+
+/// Where a member lands when the wheel is installed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scheme {
+    Purelib,
+    Platlib,
+    Scripts,
+    Headers,
+    Data,
+}
+
+impl Wheel {
+    pub fn open(path: &Path, limits: &Limits) -> Result<Wheel, Error> {
+        let location = Location::wheel(path);
+        let name = path.file_name().and_then(|n| n.to_str()).ok_or_else(|| {
+            Error::Usage(format!("`{}` is not a wheel file name", path.display()))
+        })?;
+        let filename: WheelFilename = name.parse().map_err(|e| Error::Wheel {
+            location: location.clone(),
+            err: WheelError::Filename(e),
+        })?;
+        let archive = ZipArchive::open(path, limits).map_err(|e| match e {
+            zip::ArchiveOpenError::Io(err) => Error::io("read", path, err),
+            zip::ArchiveOpenError::Zip(err) => Error::Zip {
+                location: location.clone(),
+                err,
+            },
+        })?;
+        let werr = |err| Error::Wheel {
+            location: location.clone(),
+            err,
+        };
+        let mut dist_infos: Vec<&str> = archive
+            .members()
+            .iter()
+            .filter_map(|m| m.name.split_once('/').map(|(top, _)| top))
+            .filter(|top| top.ends_with(".dist-info"))
+            .collect();
+        dist_infos.sort_unstable();
+        dist_infos.dedup();
+        let dist_info = match dist_infos.as_slice() {
+            [] => return Err(werr(WheelError::NoDistInfo)),
+            [one] => one.to_string(),
+            many => return Err(werr(WheelError::SeveralDistInfo(many.join(", ")))),
+        };
+        let expected = format!("{}.dist-info", filename.dist_info_prefix());
+        let (found_name, found_version) = dist_info
+            .trim_end_matches(".dist-info")
+            .rsplit_once('-')
+            .unwrap_or((&dist_info, ""));
+        if normalize_name(found_name) != filename.normalized_name()
+            || found_version != filename.version
+        {
+            return Err(werr(WheelError::DistInfoMismatch {
+                found: dist_info,
+                expected,
+            }));
+        }
+        let read_text = |file: &str| -> Result<String, Error> {
+            let full = format!("{dist_info}/{file}");
+            let m = archive
+                .member(&full)
+                .ok_or_else(|| werr(WheelError::Missing(full.clone())))?;
+            let bytes = archive.read(m).map_err(|err| Error::Zip {
+                location: location.with_member(&full),
+                err,
+            })?;
+            String::from_utf8(bytes).map_err(|_| werr(WheelError::NotUtf8 { file: full.clone() }))
+        };
+        let parse_headers = |file: &str| -> Result<HeaderFile, Error> {
+            let text = read_text(file)?;
+            HeaderFile::parse(&text).map_err(|e| {
+                werr(WheelError::BadHeaderFile {
+                    file: format!("{dist_info}/{file}"),
+                    reason: e.to_string(),
+                })
+            })
+        };
+        let wheel_file = parse_headers("WHEEL")?;
+        let metadata = parse_headers("METADATA")?;
+        let record = Record::parse(&read_text("RECORD")?).map_err(|e| werr(e.into()))?;
+        Ok(Wheel {
+            path: path.to_path_buf(),
+            filename,
+            archive,
+            dist_info,
+            wheel_file,
+            metadata,
+            record,
+        })
+    }
+
+    pub fn location(&self) -> Location {
+        Location::wheel(&self.path)
+    }
+
+    pub fn member_location(&self, member: &str) -> Location {
+        Location::member(&self.path, member)
+    }
+
+    pub fn root_is_purelib(&self) -> bool {
+        self.wheel_file
+            .get("Root-Is-Purelib")
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
+    }
+
+    /// `{name}-{version}.data`
+    pub fn data_dir(&self) -> String {
+        format!("{}.data", self.dist_info.trim_end_matches(".dist-info"))
+    }
+
+    /// Where a member is installed: the scheme and the path inside it.
+    pub fn install_path<'a>(&self, member: &'a str) -> (Scheme, &'a str) {
+        let data = self.data_dir();
+        if let Some(rest) = member
+            .strip_prefix(data.as_str())
+            .and_then(|r| r.strip_prefix('/'))
+            && let Some((scheme, inner)) = rest.split_once('/')
+        {
+            let s = match scheme {
+                "purelib" => Scheme::Purelib,
+                "platlib" => Scheme::Platlib,
+                "scripts" => Scheme::Scripts,
+                "headers" => Scheme::Headers,
+                _ => Scheme::Data,
+            };
+            return (s, inner);
+        }
+        let root = if self.root_is_purelib() {
+            Scheme::Purelib
+        } else {
+            Scheme::Platlib
+        };
+        (root, member)
+    }
+
+    /// The project name from METADATA (falls back to the filename).
+    pub fn project_name(&self) -> String {
+        self.metadata
+            .get("Name")
+            .map(str::to_string)
+            .unwrap_or_else(|| self.filename.name.clone())
+    }
+}
