@@ -1,7 +1,409 @@
-//! Profiles: which vendor libraries exist, and what to do with them.
+//! Profiles: data (TOML) that says which vendor libraries exist and what to do with them.
+//!
+//! The built-in profiles in `profiles/` are embedded in the binary; a user file with the same
+//! schema can be given by path. A library rule matches a shared object by its file name or its
+//! SONAME after [normalization](libname): auditwheel's `-<hash8>` suffix is removed, and a
+//! pattern matches the name or any shorter version of it (`libcudart.so.12` matches
+//! `libcudart.so.12.8.90`; `libcuda.so` matches `libcuda.so.1`).
+
+mod libname;
+
+use std::path::Path;
+
+use globset::{Glob, GlobSet, GlobSetBuilder};
+use serde::{Deserialize, Serialize};
+
+pub use libname::{soname_version, unhash, version_prefixes};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProfileError {
-    #[error("{0}")]
-    Invalid(String),
+    #[error("unknown profile `{name}` (built in: {known})")]
+    Unknown { name: String, known: String },
+    #[error("cannot read profile `{path}`: {err}")]
+    Read { path: String, err: std::io::Error },
+    #[error("profile `{source_name}` is not valid: {reason}")]
+    Invalid { source_name: String, reason: String },
+}
+
+/// What to do with a library a profile matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    /// Move it into a shared runtime wheel.
+    Move,
+    /// Move it into a runtime wheel, or with `--upstream` depend on an existing upstream wheel.
+    Upstream,
+    /// It must never be bundled (a driver or system-provided library).
+    Forbid,
+}
+
+/// Where an upstream wheel puts the library, and which versions of it to require.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Upstream {
+    /// Distribution name; `{cuda}` stands for the CUDA major the wheel was built for.
+    pub package: String,
+    /// Folder inside site-packages that holds the library (`nvidia/cublas/lib`).
+    pub folder: String,
+    /// A PEP 440 specifier (`>=12,<13`). Without it the range comes from the library's soname
+    /// version: `>=N[.M],<N+1`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Defaults {
+    license: Option<String>,
+    license_note: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    name: String,
+    patterns: Vec<String>,
+    action: Action,
+    #[serde(default)]
+    license: Option<String>,
+    #[serde(default)]
+    license_note: Option<String>,
+    #[serde(default)]
+    upstream: Option<Upstream>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProfile {
+    name: String,
+    description: String,
+    #[serde(default)]
+    cuda: Option<u32>,
+    #[serde(default)]
+    defaults: Defaults,
+    #[serde(rename = "library")]
+    libraries: Vec<RawRule>,
+}
+
+/// One library rule of a profile.
+#[derive(Debug, Clone, Serialize)]
+pub struct LibraryRule {
+    pub name: String,
+    pub patterns: Vec<String>,
+    pub action: Action,
+    /// SPDX licence expression (or `LicenseRef-...`).
+    pub license: Option<String>,
+    pub license_note: Option<String>,
+    pub upstream: Option<Upstream>,
+    #[serde(skip)]
+    matcher: GlobSet,
+}
+
+impl LibraryRule {
+    /// True when the licence is not an OSI-style open licence (a `LicenseRef-` or unknown).
+    pub fn is_proprietary(&self) -> bool {
+        self.license
+            .as_deref()
+            .is_some_and(|l| l.contains("LicenseRef-") || l.contains("Proprietary"))
+    }
+
+    fn matches_name(&self, name: &str) -> bool {
+        let name = unhash(name);
+        version_prefixes(&name)
+            .iter()
+            .any(|n| self.matcher.is_match(n))
+    }
+}
+
+/// A loaded profile.
+#[derive(Debug, Clone, Serialize)]
+pub struct Profile {
+    pub name: String,
+    pub description: String,
+    /// The CUDA major this profile is for, when it is CUDA-version specific.
+    pub cuda: Option<u32>,
+    pub libraries: Vec<LibraryRule>,
+    /// `built-in` or the path of the file.
+    pub origin: String,
+    /// The TOML text it was loaded from.
+    #[serde(skip)]
+    pub text: String,
+}
+
+/// The built-in profiles, embedded at compile time.
+const BUILT_IN: &[(&str, &str)] = &[
+    ("cuda12", include_str!("../../profiles/cuda12.toml")),
+    ("cuda13", include_str!("../../profiles/cuda13.toml")),
+    ("cudnn", include_str!("../../profiles/cudnn.toml")),
+    ("nccl", include_str!("../../profiles/nccl.toml")),
+    (
+        "ascend-cann",
+        include_str!("../../profiles/ascend-cann.toml"),
+    ),
+    (
+        "triton-shared",
+        include_str!("../../profiles/triton-shared.toml"),
+    ),
+    ("rocm", include_str!("../../profiles/rocm.toml")),
+];
+
+pub fn built_in_names() -> Vec<&'static str> {
+    BUILT_IN.iter().map(|(n, _)| *n).collect()
+}
+
+impl Profile {
+    /// Parses a profile from TOML text. `origin` names it in messages.
+    pub fn parse(text: &str, origin: &str) -> Result<Profile, ProfileError> {
+        let invalid = |reason: String| ProfileError::Invalid {
+            source_name: origin.to_string(),
+            reason,
+        };
+        let raw: RawProfile = toml::from_str(text).map_err(|e| invalid(e.to_string()))?;
+        if raw.libraries.is_empty() {
+            return Err(invalid("it lists no `[[library]]`".into()));
+        }
+        let mut libraries = Vec::with_capacity(raw.libraries.len());
+        for r in raw.libraries {
+            if r.patterns.is_empty() {
+                return Err(invalid(format!("library `{}` has no patterns", r.name)));
+            }
+            let mut b = GlobSetBuilder::new();
+            for p in &r.patterns {
+                if p.contains('/') {
+                    return Err(invalid(format!(
+                        "pattern `{p}` of library `{}` contains `/`: patterns match file names",
+                        r.name
+                    )));
+                }
+                let glob = Glob::new(p)
+                    .map_err(|e| invalid(format!("pattern `{p}` of library `{}`: {e}", r.name)))?;
+                b.add(glob);
+            }
+            let matcher = b
+                .build()
+                .map_err(|e| invalid(format!("library `{}`: {e}", r.name)))?;
+            if r.action == Action::Upstream && r.upstream.is_none() {
+                return Err(invalid(format!(
+                    "library `{}` has action `upstream` but no `upstream = {{ package, folder }}`",
+                    r.name
+                )));
+            }
+            if let Some(u) = &r.upstream {
+                if u.package.trim().is_empty() || u.folder.trim().is_empty() {
+                    return Err(invalid(format!(
+                        "library `{}`: upstream package and folder must not be empty",
+                        r.name
+                    )));
+                }
+                if u.folder.starts_with('/') || u.folder.split('/').any(|c| c == "..") {
+                    return Err(invalid(format!(
+                        "library `{}`: upstream folder `{}` must be relative to site-packages",
+                        r.name, u.folder
+                    )));
+                }
+            }
+            libraries.push(LibraryRule {
+                license: r.license.or_else(|| raw.defaults.license.clone()),
+                license_note: r.license_note.or_else(|| raw.defaults.license_note.clone()),
+                name: r.name,
+                patterns: r.patterns,
+                action: r.action,
+                upstream: r.upstream,
+                matcher,
+            });
+        }
+        Ok(Profile {
+            name: raw.name,
+            description: raw.description,
+            cuda: raw.cuda,
+            libraries,
+            origin: origin.to_string(),
+            text: text.to_string(),
+        })
+    }
+
+    pub fn built_in(name: &str) -> Result<Profile, ProfileError> {
+        let (_, text) =
+            BUILT_IN
+                .iter()
+                .find(|(n, _)| *n == name)
+                .ok_or_else(|| ProfileError::Unknown {
+                    name: name.to_string(),
+                    known: built_in_names().join(", "),
+                })?;
+        Profile::parse(text, "built-in")
+    }
+
+    /// A built-in name, or a path to a TOML file (anything with `/` or ending in `.toml`).
+    pub fn load(spec: &str) -> Result<Profile, ProfileError> {
+        if spec.contains('/') || spec.ends_with(".toml") {
+            let text =
+                std::fs::read_to_string(Path::new(spec)).map_err(|err| ProfileError::Read {
+                    path: spec.to_string(),
+                    err,
+                })?;
+            Profile::parse(&text, spec)
+        } else {
+            Profile::built_in(spec)
+        }
+    }
+
+    pub fn all_built_in() -> Vec<Profile> {
+        // PANIC SAFETY: the built-in profiles are checked by a unit test.
+        BUILT_IN
+            .iter()
+            .map(|(_, t)| Profile::parse(t, "built-in").expect("built-in profiles parse"))
+            .collect()
+    }
+
+    /// The first rule of this profile matching a library's file name or SONAME.
+    pub fn match_library(&self, file_name: &str, soname: Option<&str>) -> Option<&LibraryRule> {
+        self.libraries
+            .iter()
+            .find(|r| r.matches_name(file_name) || soname.is_some_and(|s| r.matches_name(s)))
+    }
+}
+
+/// A library matched by a profile.
+#[derive(Debug, Clone, Copy)]
+pub struct Match<'a> {
+    pub profile: &'a Profile,
+    pub rule: &'a LibraryRule,
+}
+
+/// An ordered set of profiles.
+#[derive(Debug, Clone)]
+pub struct ProfileSet {
+    pub profiles: Vec<Profile>,
+}
+
+impl ProfileSet {
+    pub fn built_in() -> ProfileSet {
+        ProfileSet {
+            profiles: Profile::all_built_in(),
+        }
+    }
+
+    pub fn load(specs: &[String]) -> Result<ProfileSet, ProfileError> {
+        let profiles = specs
+            .iter()
+            .map(|s| Profile::load(s))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(ProfileSet { profiles })
+    }
+
+    /// The rule matching a library. When several profiles match (CUDA 12 and 13 share some
+    /// sonames), the one for `cuda_major` wins, then the first in order.
+    pub fn match_library(
+        &self,
+        file_name: &str,
+        soname: Option<&str>,
+        cuda_major: Option<u32>,
+    ) -> Option<Match<'_>> {
+        let mut hits = self.profiles.iter().filter_map(|p| {
+            p.match_library(file_name, soname)
+                .map(|rule| Match { profile: p, rule })
+        });
+        let first = hits.next()?;
+        if first.profile.cuda.is_none() || first.profile.cuda == cuda_major {
+            return Some(first);
+        }
+        Some(hits.find(|m| m.profile.cuda == cuda_major).unwrap_or(first))
+    }
+}
+
+/// The CUDA major version a set of libraries was built for, from the CUDA runtime sonames
+/// among them (`libcudart.so.12` → 12).
+pub fn detect_cuda_major<'a>(names: impl IntoIterator<Item = &'a str>) -> Option<u32> {
+    let mut found = None;
+    for n in names {
+        let n = unhash(n);
+        for stem in [
+            "libcudart.so.",
+            "libcublas.so.",
+            "libnvrtc.so.",
+            "libcublasLt.so.",
+        ] {
+            if let Some(v) = n.strip_prefix(stem)
+                && let Some(major) = v.split('.').next().and_then(|m| m.parse::<u32>().ok())
+            {
+                // libcublas.so.12 is CUDA 12; its major tracks the toolkit's.
+                found = Some(found.map_or(major, |f: u32| f.max(major)));
+            }
+        }
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn built_in_profiles_parse_and_cover_the_drivers() {
+        let all = Profile::all_built_in();
+        assert_eq!(all.len(), 7);
+        let set = ProfileSet::built_in();
+        for driver in ["libcuda.so.1", "libnvidia-ml.so.1", "libascend_hal.so"] {
+            let m = set.match_library(driver, None, None).unwrap();
+            assert_eq!(m.rule.action, Action::Forbid, "{driver}");
+        }
+    }
+
+    #[test]
+    fn matches_versioned_and_hashed_names() {
+        let p = Profile::built_in("cuda12").unwrap();
+        let r = p.match_library("libcudart-80664282.so.12", None).unwrap();
+        assert_eq!(r.name, "cudart");
+        assert_eq!(
+            p.match_library("libcudart.so.12.8.90", None).unwrap().name,
+            "cudart"
+        );
+        assert!(p.match_library("libcudart.so.13", None).is_none());
+        assert_eq!(
+            p.match_library("libnvrtc-builtins-4730a239.so.12.8", None)
+                .unwrap()
+                .name,
+            "nvrtc"
+        );
+        // Matching by SONAME when the file was renamed.
+        assert_eq!(
+            p.match_library("renamed.so", Some("libcublasLt.so.12"))
+                .unwrap()
+                .name,
+            "cublas"
+        );
+        assert!(p.match_library("libcudart_static.a", None).is_none());
+    }
+
+    #[test]
+    fn cuda_major_breaks_ties_between_profiles() {
+        let set = ProfileSet::built_in();
+        let m = set
+            .match_library("libcurand.so.10", None, Some(13))
+            .unwrap();
+        assert_eq!(m.profile.name, "cuda13");
+        let m = set
+            .match_library("libcurand.so.10", None, Some(12))
+            .unwrap();
+        assert_eq!(m.profile.name, "cuda12");
+        assert_eq!(
+            detect_cuda_major(["libfoo.so", "libcudart-1a2b3c4d.so.13"]),
+            Some(13)
+        );
+    }
+
+    #[test]
+    fn rejects_bad_profiles() {
+        for bad in [
+            "name='x'\ndescription='d'\n",
+            "name='x'\ndescription='d'\n[[library]]\nname='a'\npatterns=[]\naction='move'\n",
+            "name='x'\ndescription='d'\n[[library]]\nname='a'\npatterns=['a/b']\naction='move'\n",
+            "name='x'\ndescription='d'\n[[library]]\nname='a'\npatterns=['x']\naction='upstream'\n",
+            "name='x'\ndescription='d'\n[[library]]\nname='a'\npatterns=['x']\naction='explode'\n",
+            "name='x'\ndescription='d'\nbogus=1\n[[library]]\nname='a'\npatterns=['x']\naction='move'\n",
+        ] {
+            assert!(Profile::parse(bad, "test").is_err(), "{bad}");
+        }
+    }
 }
