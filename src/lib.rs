@@ -13,3 +13,8 @@ pub mod profile;
 pub mod wheel;
 
 pub use error::{Error, Location, Result};
+pub mod budget;
+pub mod diagnostic;
+pub mod facts;
+pub mod links;
+pub mod policy;

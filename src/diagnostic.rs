@@ -1,0 +1,57 @@
+//! Findings that do not stop a run: what is wrong with one member, what a check found.
+
+use serde::Serialize;
+
+use crate::error::{Error, Location};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Note,
+    Warning,
+    /// Something could not be read or processed; the command exits 2 at the end.
+    Error,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Diagnostic {
+    pub severity: Severity,
+    /// `wheel!member`, or the wheel alone.
+    pub location: String,
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
+}
+
+impl Diagnostic {
+    pub fn new(severity: Severity, location: &Location, message: impl Into<String>) -> Self {
+        Diagnostic {
+            severity,
+            location: location.to_string(),
+            message: message.into(),
+            hint: None,
+        }
+    }
+
+    pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+
+    /// An error turned into a diagnostic (its location and hint kept).
+    pub fn from_error(err: &Error) -> Self {
+        let (location, message) = match err {
+            Error::Zip { location, err } => (location.to_string(), err.to_string()),
+            Error::Wheel { location, err } => (location.to_string(), err.to_string()),
+            Error::Elf { location, err } => (location.to_string(), err.to_string()),
+            Error::DeviceCode { location, err } => (location.to_string(), err.to_string()),
+            other => (String::new(), other.to_string()),
+        };
+        Diagnostic {
+            severity: Severity::Error,
+            location,
+            message,
+            hint: err.hint(),
+        }
+    }
+}

@@ -1,0 +1,302 @@
+//! The inspect stage: turns an opened wheel into plain facts. Every member is inflated once, in
+//! parallel, hashed for RECORD on the way; ELF objects and loose device files are kept in memory
+//! just long enough to be described (under a shared memory budget), then dropped.
+
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::budget::Budget;
+use crate::diagnostic::{Diagnostic, Severity};
+use crate::elf::{self, Inspected};
+use crate::error::Error;
+use crate::wheel::Wheel;
+use crate::wheel::record::{HashState, sha256_field};
+use crate::wheel::zip::{Member, ZipError};
+
+/// Loose device-code files recognised by extension.
+pub const DEVICE_EXTENSIONS: &[&str] = &[".cubin", ".fatbin", ".ptx", ".hsaco", ".co"];
+
+pub fn is_device_file_name(name: &str) -> bool {
+    DEVICE_EXTENSIONS.iter().any(|e| name.ends_with(e))
+}
+
+/// True for names that look like shared objects (`x.so`, `x.so.1.2`, `x.cpython-311-x86_64-linux-gnu.so`).
+pub fn looks_like_shared_object(name: &str) -> bool {
+    let base = name.rsplit('/').next().unwrap_or(name);
+    base.ends_with(".so") || crate::profile::soname_version(base).is_some()
+}
+
+/// What a member holds.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum Content {
+    /// Not an object wheelslim looks into.
+    Other,
+    Elf {
+        elf: Inspected,
+    },
+    /// Could not be read or described; see the wheel's diagnostics.
+    Unreadable,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct MemberFacts {
+    pub name: String,
+    pub size: u64,
+    pub compressed_size: u64,
+    #[serde(skip)]
+    pub sha256: Option<[u8; 32]>,
+    pub content: Content,
+}
+
+impl MemberFacts {
+    pub fn elf(&self) -> Option<&Inspected> {
+        match &self.content {
+            Content::Elf { elf } => Some(elf),
+            _ => None,
+        }
+    }
+
+    pub fn host_elf(&self) -> Option<&elf::ElfInfo> {
+        match self.elf() {
+            Some(Inspected::Host(info)) => Some(info),
+            _ => None,
+        }
+    }
+
+    pub fn file_name(&self) -> &str {
+        self.name.rsplit('/').next().unwrap_or(&self.name)
+    }
+}
+
+/// How the archive's members and RECORD agree.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RecordCheck {
+    /// Members with no RECORD line.
+    pub unlisted: Vec<String>,
+    /// RECORD lines naming no member.
+    pub missing: Vec<String>,
+    /// Members whose hash or size differs from RECORD.
+    pub mismatched: Vec<String>,
+    /// Members listed without a hash (other than RECORD and its signatures).
+    pub unhashed: Vec<String>,
+}
+
+impl RecordCheck {
+    pub fn is_clean(&self) -> bool {
+        self.unlisted.is_empty()
+            && self.missing.is_empty()
+            && self.mismatched.is_empty()
+            && self.unhashed.is_empty()
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct WheelFacts {
+    pub members: Vec<MemberFacts>,
+    pub record: RecordCheck,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+/// Options for the inspect stage.
+#[derive(Debug, Clone, Copy)]
+pub struct InspectOptions {
+    /// Keep and describe ELF objects and device files (false: hash only).
+    pub describe: bool,
+}
+
+impl Default for InspectOptions {
+    fn default() -> Self {
+        InspectOptions { describe: true }
+    }
+}
+
+struct Streamed {
+    hash: HashState,
+    kept: Option<Vec<u8>>,
+}
+
+/// Inflates one member once: hashes it, and keeps its bytes when `keep(first_bytes)` says so.
+fn stream_member<'b>(
+    wheel: &Wheel,
+    m: &Member,
+    budget: &'b Budget,
+    keep: impl Fn(&[u8]) -> bool,
+) -> Result<(Streamed, Option<crate::budget::Reservation<'b>>), ZipError> {
+    let mut hash = HashState::default();
+    let mut kept: Option<Vec<u8>> = None;
+    let mut decided = false;
+    let mut reservation = None;
+    // Bytes seen before the decision (the sniff needs the first few).
+    let mut head: Vec<u8> = Vec::new();
+    wheel.archive.stream(m, |chunk| {
+        hash.update(chunk);
+        if !decided {
+            head.extend_from_slice(chunk);
+            if head.len() >= 64 || head.len() as u64 == m.size {
+                decided = true;
+                if keep(&head) {
+                    reservation = Some(budget.reserve(m.size));
+                    let mut v = Vec::with_capacity(m.size as usize);
+                    v.extend_from_slice(&head);
+                    kept = Some(v);
+                }
+            }
+        } else if let Some(v) = kept.as_mut() {
+            v.extend_from_slice(chunk);
+        }
+        Ok(())
+    })?;
+    if !decided && keep(&head) {
+        // Empty member: nothing was streamed.
+        kept = Some(head);
+    }
+    Ok((Streamed { hash, kept }, reservation))
+}
+
+/// Inspects every member of a wheel. Problems with single members become diagnostics; the rest
+/// of the wheel is still described.
+pub fn inspect_wheel(wheel: &Wheel, opts: InspectOptions, budget: &Budget) -> WheelFacts {
+    let members = wheel.archive.members();
+    let results: Vec<(MemberFacts, Vec<Diagnostic>)> = members
+        .par_iter()
+        .map(|m| inspect_member(wheel, m, opts, budget))
+        .collect();
+    let mut diagnostics = Vec::new();
+    let mut facts = Vec::with_capacity(results.len());
+    for (f, d) in results {
+        facts.push(f);
+        diagnostics.extend(d);
+    }
+    let record = check_record(wheel, &facts, &mut diagnostics);
+    WheelFacts {
+        members: facts,
+        record,
+        diagnostics,
+    }
+}
+
+fn inspect_member(
+    wheel: &Wheel,
+    m: &Member,
+    opts: InspectOptions,
+    budget: &Budget,
+) -> (MemberFacts, Vec<Diagnostic>) {
+    let mut diags = Vec::new();
+    let loc = wheel.member_location(&m.name);
+    let mut facts = MemberFacts {
+        name: m.name.clone(),
+        size: m.size,
+        compressed_size: m.compressed_size,
+        sha256: None,
+        content: Content::Other,
+    };
+    if m.is_dir {
+        return (facts, diags);
+    }
+    if let Some(p) = &m.problem {
+        diags.push(Diagnostic::from_error(&Error::Zip {
+            location: loc,
+            err: p.clone(),
+        }));
+        facts.content = Content::Unreadable;
+        return (facts, diags);
+    }
+    let name = m.name.clone();
+    let so_like = looks_like_shared_object(&name);
+    let keep = |head: &[u8]| opts.describe && (elf::is_elf(head) || so_like);
+    let (streamed, reservation) = match stream_member(wheel, m, budget, keep) {
+        Ok(s) => s,
+        Err(err) => {
+            diags.push(Diagnostic::from_error(&Error::Zip { location: loc, err }));
+            facts.content = Content::Unreadable;
+            return (facts, diags);
+        }
+    };
+    facts.sha256 = Some(streamed.hash.digest());
+    if let Some(bytes) = streamed.kept {
+        match elf::inspect(&bytes) {
+            Ok(inspected) => {
+                if let Inspected::Unsupported(u) = &inspected {
+                    diags.push(Diagnostic::new(Severity::Note, &loc, u.reason.clone()));
+                }
+                facts.content = Content::Elf { elf: inspected };
+            }
+            Err(err) => {
+                diags.push(Diagnostic::from_error(&Error::Elf { location: loc, err }));
+                facts.content = Content::Unreadable;
+            }
+        }
+        drop(bytes);
+    }
+    drop(reservation);
+    (facts, diags)
+}
+
+fn is_record_signature(path: &str, dist_info: &str) -> bool {
+    path == format!("{dist_info}/RECORD.jws") || path == format!("{dist_info}/RECORD.p7s")
+}
+
+fn check_record(wheel: &Wheel, facts: &[MemberFacts], diags: &mut Vec<Diagnostic>) -> RecordCheck {
+    let mut check = RecordCheck::default();
+    let record_path = format!("{}/RECORD", wheel.dist_info);
+    let mut by_path = std::collections::HashMap::new();
+    for e in &wheel.record.entries {
+        by_path.insert(e.path.as_str(), e);
+    }
+    let mut seen = std::collections::HashSet::new();
+    for f in facts {
+        if f.name.ends_with('/') {
+            continue;
+        }
+        seen.insert(f.name.as_str());
+        if f.name == record_path || is_record_signature(&f.name, &wheel.dist_info) {
+            continue;
+        }
+        let Some(entry) = by_path.get(f.name.as_str()) else {
+            check.unlisted.push(f.name.clone());
+            continue;
+        };
+        let Some(digest) = f.sha256 else { continue };
+        match entry.hash.as_deref() {
+            None => check.unhashed.push(f.name.clone()),
+            Some(h) if h.starts_with("sha256=") => {
+                if h != sha256_field(&digest) || entry.size.is_some_and(|s| s != f.size) {
+                    check.mismatched.push(f.name.clone());
+                }
+            }
+            // sha384/sha512 lines: the size is still checked.
+            Some(_) => {
+                if entry.size.is_some_and(|s| s != f.size) {
+                    check.mismatched.push(f.name.clone());
+                }
+            }
+        }
+    }
+    for e in &wheel.record.entries {
+        if !seen.contains(e.path.as_str()) {
+            check.missing.push(e.path.clone());
+        }
+    }
+    let loc = wheel.member_location(&record_path);
+    for (list, what) in [
+        (&check.mismatched, "hash or size differs from RECORD"),
+        (&check.unlisted, "member is not listed in RECORD"),
+        (&check.unhashed, "RECORD lists the member without a hash"),
+    ] {
+        for name in list {
+            diags.push(
+                Diagnostic::new(Severity::Warning, &wheel.member_location(name), what)
+                    .with_hint("installers reject wheels whose RECORD does not match; rebuild the wheel or regenerate RECORD"),
+            );
+        }
+    }
+    for name in &check.missing {
+        diags.push(Diagnostic::new(
+            Severity::Warning,
+            &loc,
+            format!("RECORD lists `{name}`, which is not in the archive"),
+        ));
+    }
+    check
+}
