@@ -13,8 +13,16 @@ pub mod profile;
 pub mod wheel;
 
 pub use error::{Error, Location, Result};
+pub mod audit;
 pub mod budget;
+pub mod cli;
+pub mod device;
 pub mod diagnostic;
 pub mod facts;
 pub mod links;
 pub mod policy;
+
+/// Human-readable byte sizes (`1.5 MiB`).
+pub fn cli_size(b: u64) -> String {
+    cli::render_size(b)
+}

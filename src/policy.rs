@@ -60,8 +60,8 @@ pub fn tag_glibc(platform: &str) -> Option<(u32, u32)> {
 }
 
 /// The CPU architecture part of a platform tag (`manylinux_2_17_x86_64` → `x86_64`).
-pub fn tag_arch(platform: &str) -> Option<&str> {
-    for arch in [
+pub fn tag_arch(platform: &str) -> Option<&'static str> {
+    [
         "x86_64",
         "aarch64",
         "ppc64le",
@@ -70,12 +70,9 @@ pub fn tag_arch(platform: &str) -> Option<&str> {
         "i686",
         "riscv64",
         "loongarch64",
-    ] {
-        if platform.ends_with(arch) {
-            return Some(arch);
-        }
-    }
-    None
+    ]
+    .into_iter()
+    .find(|arch| platform.ends_with(arch))
 }
 
 /// Parses `2.34` into (2, 34).

@@ -37,6 +37,16 @@ pub enum Action {
     Forbid,
 }
 
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Move => "move",
+            Action::Upstream => "upstream",
+            Action::Forbid => "forbid",
+        }
+    }
+}
+
 /// Where an upstream wheel puts the library, and which versions of it to require.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -1,0 +1,682 @@
+//! `wheelslim audit`: what a set of wheels holds and what PyPI would say about them.
+//!
+//! The report is plain data (serialized as the versioned `--json` schema); the command line
+//! renders it for people.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use crate::budget::Budget;
+use crate::device::{self, DeviceReport};
+use crate::diagnostic::{Diagnostic, Severity};
+use crate::elf::Inspected;
+use crate::error::Error;
+use crate::facts::{self, InspectOptions, RecordCheck, WheelFacts};
+use crate::links::{self, Resolution, Tree};
+use crate::policy;
+use crate::profile::{Action, ProfileSet, detect_cuda_major};
+use crate::wheel::zip::{Method, ZipFinding};
+use crate::wheel::{Limits, Scheme, Wheel};
+
+/// Version of the `--json` schema; bumped on any incompatible change.
+pub const SCHEMA: &str = "wheelslim.audit/1";
+
+/// PyPI's default per-file upload limit (warehouse `MAX_FILESIZE`).
+pub const PYPI_MAX_FILESIZE: u64 = 100 * 1024 * 1024;
+/// Warehouse rejects wheels whose uncompressed/compressed ratio exceeds this...
+pub const COMPRESSION_RATIO_THRESHOLD: f64 = 50.0;
+/// ...when the uncompressed size is above this.
+pub const COMPRESSION_RATIO_MIN_SIZE: u64 = 64 * 1024 * 1024;
+/// Duplicate payloads smaller than this are not worth reporting.
+const DUPLICATE_MIN_SIZE: u64 = 4096;
+
+#[derive(Debug, Clone)]
+pub struct AuditOptions {
+    pub max_size: u64,
+    pub limits: Limits,
+    pub memory_budget: u64,
+    /// How many of the largest members to list.
+    pub largest: usize,
+}
+
+impl Default for AuditOptions {
+    fn default() -> Self {
+        AuditOptions {
+            max_size: PYPI_MAX_FILESIZE,
+            limits: Limits::default(),
+            memory_budget: 1 << 30,
+            largest: 10,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct MemberSize {
+    pub name: String,
+    pub size: u64,
+    pub compressed_size: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SectionSize {
+    pub name: String,
+    pub size: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct NeededReport {
+    pub name: String,
+    pub resolution: Resolution,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ElfReport {
+    pub member: String,
+    pub machine: String,
+    pub kind: String,
+    pub soname: Option<String>,
+    pub needed: Vec<NeededReport>,
+    pub rpath: Vec<String>,
+    pub runpath: Vec<String>,
+    pub glibc: Option<String>,
+    pub glibcxx: Option<String>,
+    pub cxxabi: Option<String>,
+    pub load_align: u64,
+    pub stripped: bool,
+    pub sections: Vec<SectionSize>,
+    /// Set for objects wheelslim lists but does not inspect (32-bit, big-endian).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unsupported: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct VendorLibrary {
+    pub member: String,
+    pub profile: String,
+    pub library: String,
+    pub action: Action,
+    pub license: Option<String>,
+    pub license_note: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream_package: Option<String>,
+    pub size: u64,
+    pub compressed_size: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DuplicateGroup {
+    pub sha256: String,
+    pub size: u64,
+    /// `wheel!member` for each copy.
+    pub copies: Vec<String>,
+    /// Bytes that one shared copy would save (installed).
+    pub wasted: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Violation {
+    /// Stable rule id (`max-size`, `compression-ratio`, ...).
+    pub rule: &'static str,
+    /// True for rules PyPI enforces at upload; false for install-time checks.
+    pub pypi: bool,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FitAdvice {
+    /// Bytes over the limit.
+    pub over_by: u64,
+    /// Compressed bytes `wheelslim split` would move out (profile-matched libraries).
+    pub split_moves_out: u64,
+    pub fits_after_split: bool,
+    /// Further members (largest first) that would also have to leave.
+    pub also_remove: Vec<MemberSize>,
+    /// Installed bytes a device-code trim to the single most common architecture would drop.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trim_could_drop: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct WheelAudit {
+    pub path: String,
+    pub name: String,
+    pub version: String,
+    pub tags: Vec<String>,
+    pub compressed_size: u64,
+    pub installed_size: u64,
+    pub members: usize,
+    pub largest: Vec<MemberSize>,
+    pub elf_objects: Vec<ElfReport>,
+    pub vendor_libraries: Vec<VendorLibrary>,
+    pub device_code: Vec<DeviceReport>,
+    pub duplicates: Vec<DuplicateGroup>,
+    pub violations: Vec<Violation>,
+    pub pypi_ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub to_fit: Option<FitAdvice>,
+    pub record: RecordCheck,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AuditReport {
+    pub schema: &'static str,
+    pub max_size: u64,
+    pub wheels: Vec<WheelAudit>,
+    /// Identical payloads found in more than one of the given wheels.
+    pub shared_across_wheels: Vec<DuplicateGroup>,
+    /// Wheels that could not be opened at all.
+    pub failed: Vec<Diagnostic>,
+}
+
+impl AuditReport {
+    pub fn has_errors(&self) -> bool {
+        !self.failed.is_empty()
+            || self
+                .wheels
+                .iter()
+                .any(|w| w.diagnostics.iter().any(|d| d.severity == Severity::Error))
+    }
+
+    pub fn has_violations(&self) -> bool {
+        self.wheels.iter().any(|w| !w.violations.is_empty())
+    }
+}
+
+fn hex(d: &[u8; 32]) -> String {
+    d.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Audits wheels. A wheel that cannot be opened is reported in `failed`; the others are audited.
+pub fn audit(paths: &[PathBuf], profiles: &ProfileSet, opts: &AuditOptions) -> AuditReport {
+    let budget = Budget::new(opts.memory_budget);
+    let mut wheels = Vec::new();
+    let mut failed = Vec::new();
+    let mut all_hashes: Vec<(String, u64, [u8; 32])> = Vec::new();
+    for path in paths {
+        match Wheel::open(path, &opts.limits) {
+            Ok(wheel) => {
+                let facts = facts::inspect_wheel(&wheel, InspectOptions::default(), &budget);
+                let device = device::scan_wheel(&wheel, &facts, &budget);
+                for f in &facts.members {
+                    if let Some(h) = f.sha256
+                        && f.size >= DUPLICATE_MIN_SIZE
+                    {
+                        all_hashes.push((wheel.member_location(&f.name).to_string(), f.size, h));
+                    }
+                }
+                wheels.push(audit_wheel(&wheel, facts, device, profiles, opts));
+            }
+            Err(e) => failed.push(Diagnostic::from_error(&e)),
+        }
+    }
+    let shared_across_wheels = if paths.len() > 1 {
+        group_duplicates(all_hashes, true)
+    } else {
+        Vec::new()
+    };
+    AuditReport {
+        schema: SCHEMA,
+        max_size: opts.max_size,
+        wheels,
+        shared_across_wheels,
+        failed,
+    }
+}
+
+/// Groups copies by content. With `across`, only groups spanning several wheels are kept.
+fn group_duplicates(items: Vec<(String, u64, [u8; 32])>, across: bool) -> Vec<DuplicateGroup> {
+    let mut groups: BTreeMap<[u8; 32], (u64, Vec<String>)> = BTreeMap::new();
+    for (loc, size, h) in items {
+        groups.entry(h).or_insert((size, Vec::new())).1.push(loc);
+    }
+    let mut out: Vec<DuplicateGroup> = groups
+        .into_iter()
+        .filter(|(_, (_, copies))| copies.len() > 1)
+        .filter(|(_, (_, copies))| {
+            !across || {
+                let wheel_of = |c: &String| c.split('!').next().unwrap_or("").to_string();
+                copies.iter().any(|c| wheel_of(c) != wheel_of(&copies[0]))
+            }
+        })
+        .map(|(h, (size, mut copies))| {
+            copies.sort();
+            DuplicateGroup {
+                sha256: hex(&h),
+                size,
+                wasted: size * (copies.len() as u64 - 1),
+                copies,
+            }
+        })
+        .collect();
+    out.sort_by(|a, b| b.wasted.cmp(&a.wasted).then(a.sha256.cmp(&b.sha256)));
+    out
+}
+
+/// The provider check for NEEDED names not found in the wheel: libraries that profiles say the
+/// machine supplies (`forbid`: drivers, system toolkits).
+pub fn provided_by_machine<'a>(
+    profiles: &'a ProfileSet,
+    cuda: Option<u32>,
+) -> impl Fn(&str) -> Option<String> + 'a {
+    move |name: &str| {
+        profiles
+            .match_library(name, None, cuda)
+            .filter(|m| m.rule.action == Action::Forbid)
+            .map(|m| format!("{} ({})", m.rule.name, m.profile.name))
+    }
+}
+
+fn audit_wheel(
+    wheel: &Wheel,
+    facts: WheelFacts,
+    device: (Vec<DeviceReport>, Vec<Diagnostic>),
+    profiles: &ProfileSet,
+    opts: &AuditOptions,
+) -> WheelAudit {
+    let (device_code, device_diags) = device;
+    let mut diagnostics = facts.diagnostics.clone();
+    diagnostics.extend(device_diags);
+    let members = &facts.members;
+    let installed_size: u64 = members.iter().map(|m| m.size).sum();
+    let compressed_size = wheel.archive.file_len();
+
+    let mut largest: Vec<MemberSize> = members
+        .iter()
+        .filter(|m| !m.name.ends_with('/'))
+        .map(|m| MemberSize {
+            name: m.name.clone(),
+            size: m.size,
+            compressed_size: m.compressed_size,
+        })
+        .collect();
+    largest.sort_by(|a, b| b.size.cmp(&a.size).then(a.name.cmp(&b.name)));
+    largest.truncate(opts.largest);
+
+    // Vendor libraries.
+    let cuda = detect_cuda_major(
+        members.iter().map(|m| m.file_name()).chain(
+            members
+                .iter()
+                .filter_map(|m| m.host_elf())
+                .flat_map(|e| e.needed.iter().map(String::as_str)),
+        ),
+    );
+    let mut vendor_libraries = Vec::new();
+    for m in members {
+        let soname = m.host_elf().and_then(|e| e.soname.as_deref());
+        let is_lib = m.host_elf().is_some() || facts::looks_like_shared_object(&m.name);
+        if !is_lib {
+            continue;
+        }
+        if let Some(hit) = profiles.match_library(m.file_name(), soname, cuda) {
+            vendor_libraries.push(VendorLibrary {
+                member: m.name.clone(),
+                profile: hit.profile.name.clone(),
+                library: hit.rule.name.clone(),
+                action: hit.rule.action,
+                license: hit.rule.license.clone(),
+                license_note: hit.rule.license_note.clone(),
+                upstream_package: hit.rule.upstream.as_ref().map(|u| {
+                    u.package
+                        .replace("{cuda}", &cuda.map_or("{cuda}".into(), |c| c.to_string()))
+                }),
+                size: m.size,
+                compressed_size: m.compressed_size,
+            });
+        }
+    }
+
+    // ELF objects and their links, resolved inside this wheel as installed.
+    let mut objects = Vec::new();
+    for m in members {
+        if let Some(info) = m.host_elf() {
+            let (scheme, inner) = wheel.install_path(&m.name);
+            if matches!(scheme, Scheme::Purelib | Scheme::Platlib) {
+                objects.push(links::Object {
+                    path: inner.to_string(),
+                    origin: wheel.member_location(&m.name).to_string(),
+                    elf: info,
+                });
+            }
+        }
+    }
+    let tree = Tree::new(objects);
+    let provided = provided_by_machine(profiles, cuda);
+    let mut resolutions: HashMap<String, Vec<NeededReport>> = HashMap::new();
+    for (i, obj) in tree.objects().iter().enumerate() {
+        let links = tree.load(i, &provided);
+        let own: Vec<NeededReport> = links
+            .into_iter()
+            .filter(|l| l.from == obj.path)
+            .map(|l| NeededReport {
+                name: l.needed,
+                resolution: l.resolution,
+            })
+            .collect();
+        resolutions.insert(obj.origin.clone(), own);
+    }
+    let mut elf_objects = Vec::new();
+    for m in members {
+        let loc = wheel.member_location(&m.name).to_string();
+        match m.elf() {
+            Some(Inspected::Host(info)) => {
+                let needed = resolutions.remove(&loc).unwrap_or_else(|| {
+                    info.needed
+                        .iter()
+                        .map(|n| NeededReport {
+                            name: n.clone(),
+                            resolution: Resolution::Missing {
+                                searched: vec!["(not installed into site-packages)".into()],
+                            },
+                        })
+                        .collect()
+                });
+                let mut sections: Vec<SectionSize> = info
+                    .sections
+                    .iter()
+                    .filter(|s| s.in_file && s.size > 0)
+                    .map(|s| SectionSize {
+                        name: s.name.clone(),
+                        size: s.size,
+                    })
+                    .collect();
+                sections.sort_by(|a, b| b.size.cmp(&a.size).then(a.name.cmp(&b.name)));
+                elf_objects.push(ElfReport {
+                    member: m.name.clone(),
+                    machine: info.machine.to_string(),
+                    kind: info.kind.to_string(),
+                    soname: info.soname.clone(),
+                    needed,
+                    rpath: info.rpath.clone(),
+                    runpath: info.runpath.clone(),
+                    glibc: info.glibc.clone(),
+                    glibcxx: info.glibcxx.clone(),
+                    cxxabi: info.cxxabi.clone(),
+                    load_align: info.load_align,
+                    stripped: !info.has_symtab,
+                    sections,
+                    unsupported: None,
+                });
+            }
+            Some(Inspected::Unsupported(u)) => elf_objects.push(ElfReport {
+                member: m.name.clone(),
+                machine: u.machine.to_string(),
+                kind: format!(
+                    "{}-bit{}",
+                    u.class,
+                    if u.big_endian { " big-endian" } else { "" }
+                ),
+                soname: None,
+                needed: Vec::new(),
+                rpath: Vec::new(),
+                runpath: Vec::new(),
+                glibc: None,
+                glibcxx: None,
+                cxxabi: None,
+                load_align: 0,
+                stripped: false,
+                sections: Vec::new(),
+                unsupported: Some(u.reason.clone()),
+            }),
+            _ => {}
+        }
+    }
+
+    // Duplicates inside this wheel.
+    let duplicates = group_duplicates(
+        members
+            .iter()
+            .filter(|m| m.size >= DUPLICATE_MIN_SIZE)
+            .filter_map(|m| {
+                m.sha256
+                    .map(|h| (wheel.member_location(&m.name).to_string(), m.size, h))
+            })
+            .collect(),
+        false,
+    );
+
+    // Checks.
+    let mut violations = Vec::new();
+    let mut v = |rule, pypi, message: String| {
+        violations.push(Violation {
+            rule,
+            pypi,
+            message,
+        })
+    };
+    if compressed_size > opts.max_size {
+        v(
+            "max-size",
+            true,
+            format!(
+                "the wheel is {} bytes ({:.1} MiB), over the {} byte ({:.1} MiB) limit",
+                compressed_size,
+                mib(compressed_size),
+                opts.max_size,
+                mib(opts.max_size)
+            ),
+        );
+    }
+    if installed_size > COMPRESSION_RATIO_MIN_SIZE && compressed_size > 0 {
+        let ratio = installed_size as f64 / compressed_size as f64;
+        if ratio > COMPRESSION_RATIO_THRESHOLD {
+            v(
+                "compression-ratio",
+                true,
+                format!(
+                    "uncompressed/compressed ratio is {ratio:.1}, above PyPI's {COMPRESSION_RATIO_THRESHOLD} for wheels over 64 MiB uncompressed"
+                ),
+            );
+        }
+    }
+    for f in wheel.archive.findings() {
+        match f {
+            ZipFinding::UnsupportedMethod { member, method } => v(
+                "compression-method",
+                true,
+                format!(
+                    "`{member}` uses compression method {method}; PyPI accepts only STORED and DEFLATE"
+                ),
+            ),
+            ZipFinding::DataDescriptor { member } => v(
+                "data-descriptor",
+                true,
+                format!("`{member}` has a data descriptor; PyPI rejects them"),
+            ),
+            ZipFinding::DuplicateName { member } => v(
+                "duplicate-name",
+                true,
+                format!("`{member}` appears more than once"),
+            ),
+            ZipFinding::Comment { bytes } => v(
+                "zip-comment",
+                true,
+                format!("the archive has a {bytes}-byte comment; PyPI rejects it"),
+            ),
+            ZipFinding::TrailingData { bytes } => v(
+                "trailing-data",
+                true,
+                format!("{bytes} bytes follow the end of the archive"),
+            ),
+            ZipFinding::LeadingData { bytes } => v(
+                "unexpected-data",
+                true,
+                format!("{bytes} unexplained bytes sit before or inside the central directory"),
+            ),
+            ZipFinding::Symlink { member } => v(
+                "symlink",
+                false,
+                format!("`{member}` is a symlink; installers write it as a regular file"),
+            ),
+            ZipFinding::Zip64 => {}
+        }
+    }
+    for m in wheel.archive.members() {
+        if let Some(p) = &m.problem {
+            use crate::wheel::ZipError as Z;
+            let rule = match p {
+                Z::LocalHeaderMismatch { .. } | Z::BadLocalHeader(_) => "local-header",
+                Z::UnsafeName { .. } | Z::NameNotUtf8 => "unsafe-name",
+                Z::DuplicateName | Z::UnsupportedMethod(_) => continue,
+                _ => "unreadable-member",
+            };
+            v(rule, true, format!("`{}`: {p}", m.name));
+        }
+        if matches!(m.method, Method::Other(_)) {
+            continue;
+        }
+    }
+    if !facts.record.is_clean() {
+        let r = &facts.record;
+        v(
+            "record",
+            false,
+            format!(
+                "RECORD does not match the archive: {} mismatched, {} unlisted, {} missing, {} without hash",
+                r.mismatched.len(),
+                r.unlisted.len(),
+                r.missing.len(),
+                r.unhashed.len()
+            ),
+        );
+    }
+    for lib in vendor_libraries
+        .iter()
+        .filter(|l| l.action == Action::Forbid)
+    {
+        v(
+            "forbidden-library",
+            false,
+            format!(
+                "`{}` is {} ({}) and must not be bundled: {}",
+                lib.member,
+                lib.library,
+                lib.profile,
+                lib.license_note
+                    .as_deref()
+                    .unwrap_or("the machine provides it")
+            ),
+        );
+    }
+    // manylinux: the glibc the tag promises must cover what the objects need.
+    let promised = wheel
+        .filename
+        .platform
+        .iter()
+        .filter_map(|p| policy::tag_glibc(p))
+        .min();
+    if let Some(promised) = promised {
+        for m in members {
+            if let Some(info) = m.host_elf()
+                && let Some(need) = info.glibc.as_deref().and_then(policy::parse_glibc)
+                && need > promised
+            {
+                v(
+                    "manylinux-glibc",
+                    false,
+                    format!(
+                        "`{}` needs GLIBC_{}.{} but the platform tag promises glibc {}.{}",
+                        m.name, need.0, need.1, promised.0, promised.1
+                    ),
+                );
+            }
+        }
+    }
+    let arch = wheel
+        .filename
+        .platform
+        .iter()
+        .find_map(|p| policy::tag_arch(p));
+    if let Some(arch) = arch {
+        for m in members {
+            if let Some(info) = m.host_elf()
+                && info.machine.platform_arch().is_some_and(|a| a != arch)
+            {
+                v(
+                    "wrong-architecture",
+                    false,
+                    format!(
+                        "`{}` is {} but the wheel is tagged {arch}",
+                        m.name, info.machine
+                    ),
+                );
+            }
+        }
+    }
+    let pypi_ok = violations.iter().all(|x| !x.pypi);
+
+    let to_fit = (compressed_size > opts.max_size).then(|| {
+        let over_by = compressed_size - opts.max_size;
+        let moving: Vec<&VendorLibrary> = vendor_libraries
+            .iter()
+            .filter(|l| l.action != Action::Forbid)
+            .collect();
+        let split_moves_out: u64 = moving.iter().map(|l| l.compressed_size).sum();
+        let fits_after_split = split_moves_out >= over_by;
+        let mut also_remove = Vec::new();
+        if !fits_after_split {
+            let mut need = over_by - split_moves_out;
+            let mut rest: Vec<&facts::MemberFacts> = members
+                .iter()
+                .filter(|m| !moving.iter().any(|l| l.member == m.name))
+                .filter(|m| !m.name.starts_with(&wheel.dist_info))
+                .collect();
+            rest.sort_by(|a, b| {
+                b.compressed_size
+                    .cmp(&a.compressed_size)
+                    .then(a.name.cmp(&b.name))
+            });
+            for m in rest {
+                if need == 0 {
+                    break;
+                }
+                need = need.saturating_sub(m.compressed_size);
+                also_remove.push(MemberSize {
+                    name: m.name.clone(),
+                    size: m.size,
+                    compressed_size: m.compressed_size,
+                });
+            }
+        }
+        let trim_could_drop = device::best_single_arch_saving(&device_code);
+        FitAdvice {
+            over_by,
+            split_moves_out,
+            fits_after_split,
+            also_remove,
+            trim_could_drop,
+        }
+    });
+
+    WheelAudit {
+        path: wheel.path.display().to_string(),
+        name: wheel.project_name(),
+        version: wheel.filename.version.clone(),
+        tags: wheel.filename.tags(),
+        compressed_size,
+        installed_size,
+        members: members.len(),
+        largest,
+        elf_objects,
+        vendor_libraries,
+        device_code,
+        duplicates,
+        violations,
+        pypi_ok,
+        to_fit,
+        record: facts.record,
+        diagnostics,
+    }
+}
+
+pub fn mib(b: u64) -> f64 {
+    b as f64 / (1024.0 * 1024.0)
+}
+
+/// Convenience for callers that want an error when a wheel cannot be opened.
+pub fn open_all(paths: &[PathBuf], limits: &Limits) -> Result<Vec<Wheel>, Error> {
+    paths.iter().map(|p| Wheel::open(p, limits)).collect()
+}

@@ -1,0 +1,142 @@
+//! Command-line arguments.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "wheelslim",
+    version,
+    about = "Split fat GPU/NPU wheels into slim wheels plus shared runtime wheels, trim device code, and audit what PyPI will refuse",
+    after_help = "Exit codes: 0 ok, 1 a check found something, 2 error."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct GlobalArgs {
+    /// Print less (only errors and the result).
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// Print more detail.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Machine-readable JSON on stdout (human messages go to stderr).
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Never draw progress bars.
+    #[arg(long, global = true)]
+    pub no_progress: bool,
+    /// Worker threads (default: one per core).
+    #[arg(short, long, global = true, value_name = "N")]
+    pub jobs: Option<usize>,
+    /// Refuse archives with more members than this.
+    #[arg(long, global = true, value_name = "N", default_value_t = 250_000)]
+    pub max_members: usize,
+    /// Refuse archives that inflate to more than this in all (e.g. `64GiB`).
+    #[arg(long, global = true, value_name = "SIZE", default_value = "64GiB", value_parser = parse_size)]
+    pub max_inflated: u64,
+    /// Bytes of members kept in memory at once, across workers (the largest single member is
+    /// always allowed).
+    #[arg(long, global = true, value_name = "SIZE", default_value = "1GiB", value_parser = parse_size)]
+    pub memory: u64,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Report what wheels hold: sizes, ELF objects and their links, vendor libraries, GPU
+    /// architectures, duplicates, licences, and PyPI's verdict.
+    Audit(AuditArgs),
+    /// List the built-in profiles, or print one as TOML.
+    Profiles(ProfilesArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// Wheels to audit.
+    #[arg(required = true, value_name = "WHEEL")]
+    pub wheels: Vec<PathBuf>,
+    /// Per-file upload limit (PyPI's default is 100 MiB).
+    #[arg(long, value_name = "SIZE", default_value = "100MiB", value_parser = parse_size)]
+    pub max_size: u64,
+    /// Exit 1 when any check fails (size, upload rules, forbidden libraries, RECORD, manylinux).
+    #[arg(long)]
+    pub check: bool,
+    /// Profiles to match vendor libraries with: a built-in name or a TOML file (repeatable;
+    /// default: all built-in profiles).
+    #[arg(long = "profile", value_name = "NAME|PATH")]
+    pub profiles: Vec<String>,
+    /// How many of the largest members to list.
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    pub largest: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct ProfilesArgs {
+    #[command(subcommand)]
+    pub action: Option<ProfilesAction>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProfilesAction {
+    /// Print a profile as TOML.
+    Show {
+        /// A built-in name or a path to a TOML file.
+        name: String,
+    },
+}
+
+/// Parses sizes like `100MiB`, `1.5GB`, `104857600`, `64k`.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (examples: 100MiB, 1.5GB, 104857600)"))?;
+    let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kib" => 1024.0,
+        "kb" => 1e3,
+        "m" | "mib" => 1024.0 * 1024.0,
+        "mb" => 1e6,
+        "g" | "gib" => 1024.0 * 1024.0 * 1024.0,
+        "gb" => 1e9,
+        "t" | "tib" => 1024f64.powi(4),
+        "tb" => 1e12,
+        other => return Err(format!("unknown size unit {other:?} in {s:?}")),
+    };
+    let v = n * mult;
+    if !v.is_finite() || v < 0.0 || v > u64::MAX as f64 {
+        return Err(format!("{s:?} is out of range"));
+    }
+    Ok(v.round() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("100MiB").unwrap(), 104_857_600);
+        assert_eq!(parse_size("104857600").unwrap(), 104_857_600);
+        assert_eq!(parse_size("1.5GB").unwrap(), 1_500_000_000);
+        assert_eq!(parse_size("64k").unwrap(), 65536);
+        assert!(parse_size("ten").is_err());
+        assert!(parse_size("5 parsecs").is_err());
+    }
+
+    #[test]
+    fn cli_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,53 @@
+//! `wheelslim audit`.
+
+use anyhow::Result;
+
+use super::args::{AuditArgs, GlobalArgs};
+use super::{Outcome, Printer, render};
+use crate::audit::{AuditOptions, audit};
+use crate::profile::ProfileSet;
+use crate::wheel::Limits;
+
+pub fn limits(g: &GlobalArgs) -> Limits {
+    Limits {
+        max_members: g.max_members,
+        max_total_size: g.max_inflated,
+        ..Limits::default()
+    }
+}
+
+pub fn profiles(specs: &[String]) -> Result<ProfileSet> {
+    Ok(if specs.is_empty() {
+        ProfileSet::built_in()
+    } else {
+        ProfileSet::load(specs)?
+    })
+}
+
+pub fn run(args: &AuditArgs, g: &GlobalArgs, printer: &Printer) -> Result<Outcome> {
+    let profiles = profiles(&args.profiles)?;
+    let opts = AuditOptions {
+        max_size: args.max_size,
+        limits: limits(g),
+        memory_budget: g.memory,
+        largest: args.largest,
+    };
+    let bar = printer.progress(args.wheels.len() as u64, "auditing");
+    let report = audit(&args.wheels, &profiles, &opts);
+    bar.finish_and_clear();
+    if printer.json {
+        printer.json_value(&report)?;
+        for d in report.failed.iter() {
+            printer.diagnostic(d);
+        }
+    } else {
+        printer.result(&render::audit(&report, g.verbose))?;
+    }
+    Ok(if report.has_errors() {
+        Outcome::Error
+    } else if args.check && report.has_violations() {
+        Outcome::Found
+    } else {
+        Outcome::Ok
+    })
+}

@@ -1,0 +1,110 @@
+//! The printer: the only place that writes to stdout and stderr.
+//!
+//! The command's result (a report, a plan, JSON) goes to stdout; messages, warnings, errors and
+//! progress go to stderr. Progress bars are drawn only when stderr is a terminal.
+
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+use std::io::{self, IsTerminal, Write};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use super::args::GlobalArgs;
+use crate::diagnostic::{Diagnostic, Severity};
+
+pub struct Printer {
+    pub json: bool,
+    quiet: bool,
+    verbose: u8,
+    progress: bool,
+}
+
+impl Printer {
+    pub fn new(g: &GlobalArgs) -> Printer {
+        let progress = !g.no_progress
+            && !g.quiet
+            && std::env::var_os("WHEELSLIM_NO_PROGRESS").is_none()
+            && io::stderr().is_terminal();
+        Printer {
+            json: g.json,
+            quiet: g.quiet,
+            verbose: g.verbose,
+            progress,
+        }
+    }
+
+    /// Writes the command's result to stdout.
+    pub fn result(&self, text: &str) -> io::Result<()> {
+        let mut out = io::stdout().lock();
+        out.write_all(text.as_bytes())?;
+        out.flush()
+    }
+
+    /// Writes a JSON document (one line) to stdout.
+    pub fn json_value<T: serde::Serialize>(&self, value: &T) -> io::Result<()> {
+        let mut out = io::stdout().lock();
+        serde_json::to_writer(&mut out, value).map_err(io::Error::other)?;
+        out.write_all(b"\n")?;
+        out.flush()
+    }
+
+    /// A message for people (stderr), unless `--quiet`.
+    pub fn info(&self, msg: &str) {
+        if !self.quiet {
+            eprintln!("{msg}");
+        }
+    }
+
+    /// Detail shown with `-v`.
+    pub fn detail(&self, msg: &str) {
+        if self.verbose > 0 && !self.quiet {
+            eprintln!("{msg}");
+        }
+    }
+
+    pub fn diagnostic(&self, d: &Diagnostic) {
+        if self.quiet && d.severity != Severity::Error {
+            return;
+        }
+        let label = match d.severity {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+            Severity::Note => "note",
+        };
+        if d.location.is_empty() {
+            eprintln!("{label}: {}", d.message);
+        } else {
+            eprintln!("{label}: {}: {}", d.location, d.message);
+        }
+        if let Some(h) = &d.hint {
+            eprintln!("  hint: {h}");
+        }
+    }
+
+    pub fn error(&self, e: &anyhow::Error) {
+        eprintln!("error: {e}");
+        for cause in e.chain().skip(1) {
+            eprintln!("  caused by: {cause}");
+        }
+        if let Some(ws) = e.downcast_ref::<crate::Error>()
+            && let Some(h) = ws.hint()
+        {
+            eprintln!("  hint: {h}");
+        }
+    }
+
+    /// A progress bar over `len` steps (hidden when not on a terminal).
+    pub fn progress(&self, len: u64, what: &str) -> ProgressBar {
+        if !self.progress {
+            return ProgressBar::hidden();
+        }
+        let bar = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr());
+        if let Ok(style) =
+            ProgressStyle::with_template("{spinner} {msg} [{bar:30}] {pos}/{len} ({elapsed})")
+        {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        bar.set_message(what.to_string());
+        bar
+    }
+}

@@ -1,0 +1,277 @@
+//! Renders reports as text for people.
+
+use std::fmt::Write;
+
+use crate::audit::{AuditReport, WheelAudit};
+use crate::diagnostic::Severity;
+use crate::links::Resolution;
+
+pub fn size(b: u64) -> String {
+    const K: f64 = 1024.0;
+    let f = b as f64;
+    if f < K {
+        format!("{b} B")
+    } else if f < K * K {
+        format!("{:.1} KiB", f / K)
+    } else if f < K * K * K {
+        format!("{:.1} MiB", f / (K * K))
+    } else {
+        format!("{:.2} GiB", f / (K * K * K))
+    }
+}
+
+fn resolution(r: &Resolution) -> String {
+    match r {
+        Resolution::Installed { path, .. } => format!("→ {path}"),
+        Resolution::AlreadyLoaded { path } => format!("→ {path} (already loaded)"),
+        Resolution::System => "→ system (manylinux)".into(),
+        Resolution::Provided { by } => format!("→ provided by the machine: {by}"),
+        Resolution::Missing { searched } if searched.is_empty() => {
+            "→ not in this wheel (no RPATH/RUNPATH)".into()
+        }
+        Resolution::Missing { searched } => {
+            format!("→ not found (searched {})", searched.join(", "))
+        }
+    }
+}
+
+pub fn audit(report: &AuditReport, verbose: u8) -> String {
+    let mut o = String::new();
+    for w in &report.wheels {
+        wheel(&mut o, w, report.max_size, verbose);
+        o.push('\n');
+    }
+    if !report.shared_across_wheels.is_empty() {
+        let total: u64 = report.shared_across_wheels.iter().map(|g| g.wasted).sum();
+        let _ = writeln!(
+            o,
+            "Shared across wheels: {} payloads, {} repeated (a runtime wheel would hold one copy)",
+            report.shared_across_wheels.len(),
+            size(total)
+        );
+        for g in report
+            .shared_across_wheels
+            .iter()
+            .take(if verbose > 0 { usize::MAX } else { 10 })
+        {
+            let _ = writeln!(
+                o,
+                "  {:>10}  ×{}  {}",
+                size(g.size),
+                g.copies.len(),
+                g.copies.join("  ")
+            );
+        }
+        o.push('\n');
+    }
+    for d in &report.failed {
+        let _ = writeln!(o, "error: {}: {}", d.location, d.message);
+        if let Some(h) = &d.hint {
+            let _ = writeln!(o, "  hint: {h}");
+        }
+    }
+    o
+}
+
+fn wheel(o: &mut String, w: &WheelAudit, max_size: u64, verbose: u8) {
+    let _ = writeln!(o, "{}", w.path);
+    let _ = writeln!(o, "  {} {}  [{}]", w.name, w.version, w.tags.join(", "));
+    let _ = writeln!(
+        o,
+        "  {} compressed, {} installed, {} members",
+        size(w.compressed_size),
+        size(w.installed_size),
+        w.members
+    );
+    let verdict = if w.pypi_ok {
+        "PyPI: would accept".to_string()
+    } else {
+        let n = w.violations.iter().filter(|v| v.pypi).count();
+        format!(
+            "PyPI: WOULD REJECT ({n} problem{})",
+            if n == 1 { "" } else { "s" }
+        )
+    };
+    let _ = writeln!(o, "  {verdict} (limit {})", size(max_size));
+
+    let _ = writeln!(o, "\n  Largest members");
+    for m in &w.largest {
+        let _ = writeln!(
+            o,
+            "    {:>10} {:>10}  {}",
+            size(m.size),
+            size(m.compressed_size),
+            m.name
+        );
+    }
+
+    if !w.elf_objects.is_empty() {
+        let _ = writeln!(o, "\n  ELF objects");
+        for e in &w.elf_objects {
+            if let Some(u) = &e.unsupported {
+                let _ = writeln!(o, "    {}  {} {}: {u}", e.member, e.machine, e.kind);
+                continue;
+            }
+            let mut line = format!("    {}  {} {}", e.member, e.machine, e.kind);
+            if let Some(s) = &e.soname {
+                let _ = write!(line, "  soname {s}");
+            }
+            if let Some(g) = &e.glibc {
+                let _ = write!(line, "  GLIBC_{g}");
+            }
+            if let Some(g) = &e.glibcxx {
+                let _ = write!(line, "  GLIBCXX_{g}");
+            }
+            let _ = write!(line, "  align {:#x}", e.load_align);
+            if e.stripped {
+                line.push_str("  stripped");
+            }
+            let _ = writeln!(o, "{line}");
+            if !e.rpath.is_empty() {
+                let _ = writeln!(o, "      RPATH   {}", e.rpath.join(":"));
+            }
+            if !e.runpath.is_empty() {
+                let _ = writeln!(o, "      RUNPATH {}", e.runpath.join(":"));
+            }
+            for n in &e.needed {
+                if verbose == 0 && matches!(n.resolution, Resolution::System) {
+                    continue;
+                }
+                let _ = writeln!(o, "      NEEDED  {} {}", n.name, resolution(&n.resolution));
+            }
+            if verbose > 0 {
+                for s in e.sections.iter().take(8) {
+                    let _ = writeln!(o, "      {:>10}  {}", size(s.size), s.name);
+                }
+            }
+        }
+    }
+
+    if !w.vendor_libraries.is_empty() {
+        let _ = writeln!(o, "\n  Vendor libraries");
+        for v in &w.vendor_libraries {
+            let mut line = format!(
+                "    {:>10}  {}  {}/{}  {}",
+                size(v.size),
+                v.member,
+                v.profile,
+                v.library,
+                v.action.as_str()
+            );
+            if let Some(p) = &v.upstream_package {
+                let _ = write!(line, " → {p}");
+            }
+            if let Some(l) = &v.license {
+                let _ = write!(line, "  [{l}]");
+            }
+            let _ = writeln!(o, "{line}");
+        }
+    }
+
+    if !w.device_code.is_empty() {
+        let _ = writeln!(o, "\n  Device code");
+        for d in &w.device_code {
+            crate::device::render(o, d);
+        }
+    }
+
+    if !w.duplicates.is_empty() {
+        let _ = writeln!(o, "\n  Duplicate payloads");
+        for g in &w.duplicates {
+            let _ = writeln!(
+                o,
+                "    {:>10}  ×{}  {}",
+                size(g.size),
+                g.copies.len(),
+                g.copies.join("  ")
+            );
+        }
+    }
+
+    let licences: Vec<_> = w
+        .vendor_libraries
+        .iter()
+        .filter(|v| {
+            v.license
+                .as_deref()
+                .is_some_and(|l| l.contains("LicenseRef"))
+        })
+        .collect();
+    if !licences.is_empty() {
+        let _ = writeln!(o, "\n  Licence flags");
+        for v in licences {
+            let _ = writeln!(
+                o,
+                "    {}: {}{}",
+                v.member,
+                v.license.as_deref().unwrap_or(""),
+                v.license_note
+                    .as_deref()
+                    .map(|n| format!(" — {n}"))
+                    .unwrap_or_default()
+            );
+        }
+    }
+
+    if !w.violations.is_empty() {
+        let _ = writeln!(o, "\n  Checks failed");
+        for v in &w.violations {
+            let _ = writeln!(
+                o,
+                "    [{}]{} {}",
+                v.rule,
+                if v.pypi { " (PyPI)" } else { "" },
+                v.message
+            );
+        }
+    }
+    if let Some(f) = &w.to_fit {
+        let _ = writeln!(o, "\n  To fit under {}", size(max_size));
+        let _ = writeln!(o, "    over by {}", size(f.over_by));
+        let _ = writeln!(
+            o,
+            "    `wheelslim split` would move out {} of vendor libraries: {}",
+            size(f.split_moves_out),
+            if f.fits_after_split {
+                "enough"
+            } else {
+                "not enough"
+            }
+        );
+        for m in &f.also_remove {
+            let _ = writeln!(
+                o,
+                "    would also have to leave: {} ({} compressed)",
+                m.name,
+                size(m.compressed_size)
+            );
+        }
+        if let Some(t) = f.trim_could_drop {
+            let _ = writeln!(
+                o,
+                "    trimming device code to one architecture would drop about {} installed",
+                size(t)
+            );
+        }
+    }
+
+    let problems: Vec<_> = w
+        .diagnostics
+        .iter()
+        .filter(|d| verbose > 0 || d.severity > Severity::Note)
+        .collect();
+    if !problems.is_empty() {
+        let _ = writeln!(o, "\n  Problems");
+        for d in problems {
+            let label = match d.severity {
+                Severity::Error => "error",
+                Severity::Warning => "warning",
+                Severity::Note => "note",
+            };
+            let _ = writeln!(o, "    {label}: {}: {}", d.location, d.message);
+            if let Some(h) = &d.hint {
+                let _ = writeln!(o, "      hint: {h}");
+            }
+        }
+    }
+}
