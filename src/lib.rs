@@ -26,3 +26,4 @@ pub mod policy;
 pub fn cli_size(b: u64) -> String {
     cli::render_size(b)
 }
+pub mod plan;

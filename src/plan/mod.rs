@@ -1,0 +1,11 @@
+//! The plan stage: a pure function from facts and settings to a [`SplitPlan`] — which member
+//! goes into which output wheel, which edits each ELF object gets, which requirements METADATA
+//! gains. Nothing here reads or writes files, so every decision can be tested directly, and
+//! `--dry-run` is a view of the plan.
+
+pub mod split;
+
+pub use split::{
+    ElfEdit, LibraryPlan, MainPlan, MemberAction, RemovedLibrary, RuntimeSet, SplitPlan,
+    SplitSettings, plan_split,
+};

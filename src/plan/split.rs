@@ -1,0 +1,739 @@
+//! Planning `wheelslim split`.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use serde::Serialize;
+
+use crate::diagnostic::{Diagnostic, Severity};
+use crate::elf::{ElfInfo, Machine};
+use crate::error::Error;
+use crate::facts::{MemberFacts, WheelFacts};
+use crate::links::{expand_entry, parent_dir, relative_rpath};
+use crate::profile::{Action, ProfileSet, detect_cuda_major, soname_version, unhash};
+use crate::wheel::filename::filename_safe_name;
+use crate::wheel::{Scheme, Wheel, normalize_name};
+
+/// Settings for `split` that shape the plan.
+#[derive(Debug, Clone)]
+pub struct SplitSettings {
+    /// Depend on upstream wheels for libraries whose profile entry names one.
+    pub upstream: bool,
+    /// Restore public sonames (`libcudart-80664282.so.12` → `libcudart.so.12`).
+    pub unhash: bool,
+}
+
+/// Edits to one ELF object's dynamic section, in the planner's terms.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ElfEdit {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub set_soname: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rename_needed: Vec<(String, String)>,
+    /// The complete new search path, when it changes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub search_path: Option<Vec<String>>,
+    /// Entries of the old search path that were dropped (reported).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub dropped_entries: Vec<String>,
+}
+
+impl ElfEdit {
+    pub fn is_empty(&self) -> bool {
+        self.set_soname.is_none() && self.rename_needed.is_empty() && self.search_path.is_none()
+    }
+}
+
+/// What happens to one member of an input wheel in its main output wheel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "action", rename_all = "kebab-case")]
+pub enum MemberAction {
+    /// Copied as it is (compressed bytes reused).
+    Copy { member: String },
+    /// Rewritten ELF object.
+    Edit { member: String, edit: ElfEdit },
+    /// Leaves the main wheel (see `removed`).
+    Remove { member: String },
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "to", rename_all = "kebab-case")]
+pub enum RemovedLibrary {
+    /// Moved into a runtime set.
+    Runtime {
+        member: String,
+        set: String,
+        file: String,
+        /// Set when it moved only because a moved library needs it.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        dependency_of: Option<String>,
+    },
+    /// Provided by an upstream wheel instead.
+    Upstream {
+        member: String,
+        package: String,
+        folder: String,
+    },
+    /// Must not be bundled; the machine provides it.
+    Forbidden { member: String, rule: String },
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct MainPlan {
+    /// Index of the input wheel.
+    pub input: usize,
+    pub input_path: String,
+    /// File name of the output wheel (same as the input's).
+    pub file_name: String,
+    pub members: Vec<MemberAction>,
+    pub removed: Vec<RemovedLibrary>,
+    /// Runtime sets (by key) this wheel requires exactly.
+    pub runtime_sets: Vec<String>,
+    /// Upstream requirements to add (`nvidia-cublas-cu12>=12,<13`).
+    pub requirements: Vec<String>,
+}
+
+/// A library inside a runtime set.
+#[derive(Debug, Clone, Serialize)]
+pub struct LibraryPlan {
+    /// Final file name inside the set's `lib/` folder.
+    pub file: String,
+    /// Where the bytes come from: input wheel index and member.
+    pub input: usize,
+    pub member: String,
+    pub size: u64,
+    pub compressed_size: u64,
+    #[serde(skip)]
+    pub sha256: [u8; 32],
+    pub edit: ElfEdit,
+    /// Profile rule that moved it (`cuda12/cudart`), or `dependency` when it moved with one.
+    pub rule: String,
+}
+
+/// Libraries that go into shared runtime wheels: one set per project, profile, version and
+/// platform. A set becomes one runtime wheel, or several if it does not fit the size limit.
+#[derive(Debug, Clone, Serialize)]
+pub struct RuntimeSet {
+    /// Stable key: `{project}-runtime-{profile}` plus version and platform.
+    pub key: String,
+    /// Distribution name (`slimdemo-runtime-cuda12`).
+    pub name: String,
+    pub version: String,
+    /// The import package that holds `lib/` (`slimdemo_runtime_cuda12`).
+    pub package: String,
+    /// Platform tags (`manylinux_2_17_x86_64`, ...).
+    pub platforms: Vec<String>,
+    pub profile: String,
+    pub libraries: Vec<LibraryPlan>,
+    /// SPDX expressions of the libraries' licences.
+    pub licenses: Vec<String>,
+    pub license_notes: Vec<String>,
+    /// Upstream requirements its libraries need.
+    pub requirements: Vec<String>,
+}
+
+impl RuntimeSet {
+    pub fn lib_dir(&self) -> String {
+        format!("{}/lib", self.package)
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SplitPlan {
+    pub mains: Vec<MainPlan>,
+    pub runtime_sets: Vec<RuntimeSet>,
+    pub notes: Vec<Diagnostic>,
+}
+
+/// Where a library ends up, for the purpose of rewiring the objects that need it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Destination {
+    /// Into a runtime set's lib folder, under this file name.
+    Runtime {
+        set: String,
+        dir: String,
+        file: String,
+    },
+    Upstream {
+        dir: String,
+        file: String,
+        requirement: String,
+    },
+    Forbidden,
+}
+
+struct Decision<'a> {
+    member: &'a MemberFacts,
+    dest: Destination,
+    rule: String,
+    license: Option<String>,
+    license_note: Option<String>,
+    dependency_of: Option<String>,
+}
+
+fn is_movable_object(info: &ElfInfo) -> bool {
+    info.kind == "shared-object"
+        && matches!(
+            info.machine,
+            Machine::X86_64 | Machine::Aarch64 | Machine::Ppc64le
+        )
+}
+
+/// `>=12,<13` from `12`; `>=12.8,<13` from `12.8.90`.
+fn range_from_version(v: &str) -> Option<String> {
+    let parts: Vec<u64> = v
+        .split('.')
+        .map(|p| p.parse().ok())
+        .collect::<Option<_>>()?;
+    let major = *parts.first()?;
+    let lower = if parts.len() >= 2 {
+        format!("{}.{}", parts[0], parts[1])
+    } else {
+        major.to_string()
+    };
+    Some(format!(">={lower},<{}", major + 1))
+}
+
+/// Plans the split of every input wheel. `inputs` pairs each opened wheel with its facts.
+pub fn plan_split(
+    inputs: &[(&Wheel, &WheelFacts)],
+    profiles: &ProfileSet,
+    settings: &SplitSettings,
+) -> Result<SplitPlan, Error> {
+    let mut notes = Vec::new();
+    let mut mains = Vec::new();
+    let mut sets: BTreeMap<String, RuntimeSet> = BTreeMap::new();
+
+    for (input, (wheel, facts)) in inputs.iter().enumerate() {
+        let project = normalize_name(&wheel.project_name());
+        let version = wheel.filename.version.clone();
+        let platforms = wheel.filename.platform.clone();
+        let platform_key = platforms.join(".");
+        let cuda = detect_cuda_major(
+            facts.members.iter().map(|m| m.file_name()).chain(
+                facts
+                    .members
+                    .iter()
+                    .filter_map(|m| m.host_elf())
+                    .flat_map(|e| e.needed.iter().map(String::as_str)),
+            ),
+        );
+        let installed = |m: &MemberFacts| -> Option<String> {
+            match wheel.install_path(&m.name) {
+                (Scheme::Purelib | Scheme::Platlib, p) => Some(p.to_string()),
+                _ => None,
+            }
+        };
+
+        // 1. Libraries matched by profiles.
+        let mut decisions: Vec<Decision> = Vec::new();
+        for m in &facts.members {
+            let Some(info) = m.host_elf() else { continue };
+            if !is_movable_object(info) || installed(m).is_none() {
+                continue;
+            }
+            let Some(hit) = profiles.match_library(m.file_name(), info.soname.as_deref(), cuda)
+            else {
+                continue;
+            };
+            let rule = format!("{}/{}", hit.profile.name, hit.rule.name);
+            let public = unhash(m.file_name());
+            let dest = match hit.rule.action {
+                Action::Forbid => Destination::Forbidden,
+                Action::Upstream if settings.upstream => {
+                    // PANIC SAFETY: profile parsing guarantees an upstream table for this action.
+                    let up = hit.rule.upstream.as_ref().ok_or_else(|| {
+                        Error::refused(format!("profile rule {rule} has no upstream mapping"), None)
+                    })?;
+                    let package = if up.package.contains("{cuda}") {
+                        let Some(c) = cuda else {
+                            return Err(Error::refused(
+                                format!(
+                                    "{}: cannot tell which CUDA version `{}` was built for, so the upstream package `{}` is ambiguous",
+                                    wheel.member_location(&m.name),
+                                    m.name,
+                                    up.package
+                                ),
+                                Some("bundle libcudart or pass a profile file whose upstream package names the CUDA version".into()),
+                            ));
+                        };
+                        up.package.replace("{cuda}", &c.to_string())
+                    } else {
+                        up.package.clone()
+                    };
+                    let spec = match &up.version {
+                        Some(v) => v.clone(),
+                        None => soname_version(&public)
+                            .and_then(range_from_version)
+                            .unwrap_or_default(),
+                    };
+                    Destination::Upstream {
+                        dir: up.folder.trim_end_matches('/').to_string(),
+                        file: public.clone(),
+                        requirement: format!("{package}{spec}"),
+                    }
+                }
+                _ => {
+                    let key = format!(
+                        "{project}-runtime-{}@{version}@{platform_key}",
+                        hit.profile.name
+                    );
+                    let package = format!(
+                        "{}_runtime_{}",
+                        filename_safe_name(&project),
+                        filename_safe_name(&hit.profile.name)
+                    );
+                    let file = if settings.unhash {
+                        public.clone()
+                    } else {
+                        m.file_name().to_string()
+                    };
+                    Destination::Runtime {
+                        set: key,
+                        dir: format!("{package}/lib"),
+                        file,
+                    }
+                }
+            };
+            decisions.push(Decision {
+                member: m,
+                dest,
+                rule,
+                license: hit.rule.license.clone(),
+                license_note: hit.rule.license_note.clone(),
+                dependency_of: None,
+            });
+        }
+
+        // 2. Bundled libraries that moved libraries need move with them (closure).
+        let by_file: HashMap<&str, &MemberFacts> = facts
+            .members
+            .iter()
+            .filter(|m| m.host_elf().is_some_and(is_movable_object) && installed(m).is_some())
+            .map(|m| (m.file_name(), m))
+            .collect();
+        let mut i = 0;
+        while i < decisions.len() {
+            let (set, dir, profile_file_unhash) = match &decisions[i].dest {
+                Destination::Runtime { set, dir, .. } => {
+                    (set.clone(), dir.clone(), settings.unhash)
+                }
+                _ => {
+                    i += 1;
+                    continue;
+                }
+            };
+            let needs: Vec<String> = decisions[i]
+                .member
+                .host_elf()
+                .map(|e| e.needed.clone())
+                .unwrap_or_default();
+            let parent_name = decisions[i].member.name.clone();
+            for n in needs {
+                if let Some(dep) = by_file.get(n.as_str())
+                    && !decisions.iter().any(|d| d.member.name == dep.name)
+                {
+                    let file = if profile_file_unhash {
+                        unhash(dep.file_name())
+                    } else {
+                        dep.file_name().to_string()
+                    };
+                    decisions.push(Decision {
+                        member: dep,
+                        dest: Destination::Runtime {
+                            set: set.clone(),
+                            dir: dir.clone(),
+                            file,
+                        },
+                        rule: "dependency".into(),
+                        license: None,
+                        license_note: None,
+                        dependency_of: Some(parent_name.clone()),
+                    });
+                }
+            }
+            i += 1;
+        }
+
+        // Old file name → destination, for rewiring.
+        let moved: HashMap<&str, &Destination> = decisions
+            .iter()
+            .map(|d| (d.member.file_name(), &d.dest))
+            .collect();
+        // Folders (install paths) that hold files of this wheel after the split.
+        let removed_names: BTreeSet<&str> =
+            decisions.iter().map(|d| d.member.name.as_str()).collect();
+        let remaining_files: BTreeSet<String> = facts
+            .members
+            .iter()
+            .filter(|m| !removed_names.contains(m.name.as_str()))
+            .filter_map(|m| installed(m))
+            .collect();
+        let wheel_dirs: BTreeSet<String> = facts
+            .members
+            .iter()
+            .filter_map(|m| installed(m))
+            .map(|p| parent_dir(&p).to_string())
+            .collect();
+
+        // 3. Rewire the objects that stay.
+        let mut members = Vec::new();
+        let mut wanted_sets = BTreeSet::new();
+        let mut requirements = BTreeSet::new();
+        for m in &facts.members {
+            if removed_names.contains(m.name.as_str()) {
+                members.push(MemberAction::Remove {
+                    member: m.name.clone(),
+                });
+                continue;
+            }
+            let edit = match (m.host_elf(), installed(m)) {
+                (Some(info), Some(path))
+                    if is_movable_object(info) || info.kind == "executable" =>
+                {
+                    rewire(
+                        info,
+                        &path,
+                        &path,
+                        &moved,
+                        &remaining_files,
+                        &wheel_dirs,
+                        &mut wanted_sets,
+                        &mut requirements,
+                    )
+                }
+                _ => ElfEdit::default(),
+            };
+            if edit.is_empty() {
+                members.push(MemberAction::Copy {
+                    member: m.name.clone(),
+                });
+            } else {
+                for d in &edit.dropped_entries {
+                    notes.push(Diagnostic::new(
+                        Severity::Note,
+                        &wheel.member_location(&m.name),
+                        format!(
+                            "search path entry `{d}` dropped: nothing it needs is there any more"
+                        ),
+                    ));
+                }
+                members.push(MemberAction::Edit {
+                    member: m.name.clone(),
+                    edit,
+                });
+            }
+        }
+
+        // 4. Runtime sets get the moved libraries, with their own rewiring.
+        let mut removed = Vec::new();
+        for d in &decisions {
+            match &d.dest {
+                Destination::Forbidden => {
+                    removed.push(RemovedLibrary::Forbidden {
+                        member: d.member.name.clone(),
+                        rule: d.rule.clone(),
+                    });
+                    notes.push(Diagnostic::new(
+                        Severity::Warning,
+                        &wheel.member_location(&d.member.name),
+                        format!(
+                            "removed: {} must not be bundled; the machine provides it",
+                            d.rule
+                        ),
+                    ));
+                }
+                Destination::Upstream {
+                    dir, requirement, ..
+                } => {
+                    let package = requirement
+                        .split(|c: char| "<>=!~ ;".contains(c))
+                        .next()
+                        .unwrap_or(requirement)
+                        .to_string();
+                    requirements.insert(requirement.clone());
+                    removed.push(RemovedLibrary::Upstream {
+                        member: d.member.name.clone(),
+                        package,
+                        folder: dir.clone(),
+                    });
+                }
+                Destination::Runtime { set, dir, file } => {
+                    wanted_sets.insert(set.clone());
+                    removed.push(RemovedLibrary::Runtime {
+                        member: d.member.name.clone(),
+                        set: set.clone(),
+                        file: file.clone(),
+                        dependency_of: d.dependency_of.clone(),
+                    });
+                    // PANIC SAFETY: only ELF members become decisions.
+                    let info = d
+                        .member
+                        .host_elf()
+                        .ok_or_else(|| Error::refused("internal: moved member is not ELF", None))?;
+                    let new_path = format!("{dir}/{file}");
+                    let old_path = installed(d.member).unwrap_or_default();
+                    let mut set_reqs = BTreeSet::new();
+                    let mut set_wanted = BTreeSet::new();
+                    let mut edit = rewire(
+                        info,
+                        &old_path,
+                        &new_path,
+                        &moved,
+                        &remaining_files,
+                        &wheel_dirs,
+                        &mut set_wanted,
+                        &mut set_reqs,
+                    );
+                    // Its own old folder no longer exists for it; keep $ORIGIN-style siblings.
+                    if *file != d.member.file_name() {
+                        edit.set_soname = Some(file.clone());
+                    }
+                    let (name, package) = set_names(set);
+                    let entry = sets.entry(set.clone()).or_insert_with(|| RuntimeSet {
+                        key: set.clone(),
+                        name,
+                        version: version.clone(),
+                        package,
+                        platforms: platforms.clone(),
+                        profile: d.rule.split('/').next().unwrap_or("").to_string(),
+                        libraries: Vec::new(),
+                        licenses: Vec::new(),
+                        license_notes: Vec::new(),
+                        requirements: Vec::new(),
+                    });
+                    if entry.profile == "dependency" {
+                        entry.profile = d.rule.split('/').next().unwrap_or("").to_string();
+                    }
+                    for r in set_reqs {
+                        if !entry.requirements.contains(&r) {
+                            entry.requirements.push(r);
+                        }
+                    }
+                    if let Some(l) = &d.license
+                        && !entry.licenses.contains(l)
+                    {
+                        entry.licenses.push(l.clone());
+                    }
+                    if let Some(n) = &d.license_note
+                        && !entry.license_notes.contains(n)
+                    {
+                        entry.license_notes.push(n.clone());
+                    }
+                    let lib = LibraryPlan {
+                        file: file.clone(),
+                        input,
+                        member: d.member.name.clone(),
+                        size: d.member.size,
+                        compressed_size: d.member.compressed_size,
+                        sha256: d.member.sha256.unwrap_or([0; 32]),
+                        edit,
+                        rule: d.rule.clone(),
+                    };
+                    merge_library(entry, lib, inputs)?;
+                }
+            }
+        }
+        mains.push(MainPlan {
+            input,
+            input_path: wheel.path.display().to_string(),
+            file_name: wheel.filename.to_string(),
+            members,
+            removed,
+            runtime_sets: wanted_sets.into_iter().collect(),
+            requirements: requirements.into_iter().collect(),
+        });
+    }
+    let mut runtime_sets: Vec<RuntimeSet> = sets.into_values().collect();
+    for s in &mut runtime_sets {
+        s.libraries.sort_by(|a, b| a.file.cmp(&b.file));
+        s.licenses.sort();
+        s.license_notes.sort();
+        s.requirements.sort();
+    }
+    Ok(SplitPlan {
+        mains,
+        runtime_sets,
+        notes,
+    })
+}
+
+/// `{project}-runtime-{profile}@...` → (distribution name, import package).
+fn set_names(key: &str) -> (String, String) {
+    let name = key.split('@').next().unwrap_or(key).to_string();
+    let package = filename_safe_name(&name);
+    (name, package)
+}
+
+/// Adds a library to a set. The same library from several inputs (cp310 … cp313 builds) is
+/// stored once: the copy chosen does not depend on the order of the inputs.
+fn merge_library(
+    set: &mut RuntimeSet,
+    lib: LibraryPlan,
+    inputs: &[(&Wheel, &WheelFacts)],
+) -> Result<(), Error> {
+    let lib_dir = set.lib_dir();
+    let Some(existing) = set.libraries.iter_mut().find(|l| l.file == lib.file) else {
+        set.libraries.push(lib);
+        return Ok(());
+    };
+    let loc = |l: &LibraryPlan| inputs[l.input].0.member_location(&l.member).to_string();
+    if existing.sha256 != lib.sha256 || existing.size != lib.size {
+        return Err(Error::refused(
+            format!(
+                "two different libraries would both become `{}/{}`: {} and {}",
+                lib_dir,
+                lib.file,
+                loc(existing),
+                loc(&lib)
+            ),
+            Some(
+                "build every wheel against the same vendor library, or split them in separate runs"
+                    .into(),
+            ),
+        ));
+    }
+    // Prefer the smaller stored copy; break ties by wheel file name, never by argument order.
+    let name = |l: &LibraryPlan| inputs[l.input].0.filename.to_string();
+    if (lib.compressed_size, name(&lib)) < (existing.compressed_size, name(existing)) {
+        *existing = lib;
+    }
+    Ok(())
+}
+
+/// Works out how an object that was installed at `old_path` and will be at `new_path` (the same
+/// for objects that stay) finds what it needs after the move.
+#[allow(clippy::too_many_arguments)]
+fn rewire(
+    info: &ElfInfo,
+    old_path: &str,
+    new_path: &str,
+    moved: &HashMap<&str, &Destination>,
+    remaining_files: &BTreeSet<String>,
+    wheel_dirs: &BTreeSet<String>,
+    wanted_sets: &mut BTreeSet<String>,
+    requirements: &mut BTreeSet<String>,
+) -> ElfEdit {
+    let old_origin = parent_dir(old_path);
+    let new_origin = parent_dir(new_path);
+    let relocated = old_origin != new_origin;
+    let mut edit = ElfEdit::default();
+    let mut new_dirs: Vec<String> = Vec::new();
+    let mut needs_moved = false;
+    for n in &info.needed {
+        let Some(dest) = moved.get(n.as_str()) else {
+            continue;
+        };
+        match dest {
+            Destination::Runtime { set, dir, file } => {
+                needs_moved = true;
+                wanted_sets.insert(set.clone());
+                if file != n {
+                    edit.rename_needed.push((n.clone(), file.clone()));
+                }
+                if !new_dirs.contains(dir) {
+                    new_dirs.push(dir.clone());
+                }
+            }
+            Destination::Upstream {
+                dir,
+                file,
+                requirement,
+            } => {
+                needs_moved = true;
+                requirements.insert(requirement.clone());
+                if file != n {
+                    edit.rename_needed.push((n.clone(), file.clone()));
+                }
+                if !new_dirs.contains(dir) {
+                    new_dirs.push(dir.clone());
+                }
+            }
+            // The name stays; the machine supplies it.
+            Destination::Forbidden => {}
+        }
+    }
+    if !needs_moved && !relocated {
+        return edit;
+    }
+    let old: Vec<String> = if info.runpath.is_empty() {
+        info.rpath.clone()
+    } else {
+        info.runpath.clone()
+    };
+    let needed_after: BTreeSet<&str> = info
+        .needed
+        .iter()
+        .map(String::as_str)
+        .filter(|n| !moved.contains_key(n))
+        .collect();
+    let mut entries: Vec<String> = Vec::new();
+    let push = |entries: &mut Vec<String>, e: String| {
+        if !entries.contains(&e) {
+            entries.push(e);
+        }
+    };
+    for e in &old {
+        match expand_entry(e, old_origin) {
+            // Absolute, or leaving site-packages: not ours to judge.
+            None => push(&mut entries, e.clone()),
+            Some(dir) if wheel_dirs.contains(&dir) => {
+                // One of this wheel's folders: keep it while it still holds something needed.
+                if needed_after
+                    .iter()
+                    .any(|n| remaining_files.contains(&join(&dir, n)))
+                {
+                    let e = if relocated {
+                        relative_rpath(new_origin, &dir)
+                    } else {
+                        e.clone()
+                    };
+                    push(&mut entries, e);
+                } else {
+                    edit.dropped_entries.push(e.clone());
+                }
+            }
+            // Another package's folder (an upstream wheel): keep, re-expressed if we moved.
+            Some(dir) => {
+                let e = if relocated {
+                    relative_rpath(new_origin, &dir)
+                } else {
+                    e.clone()
+                };
+                push(&mut entries, e);
+            }
+        }
+    }
+    for d in &new_dirs {
+        let already = entries
+            .iter()
+            .any(|e| expand_entry(e, new_origin).as_deref() == Some(d.as_str()));
+        if !already {
+            push(&mut entries, relative_rpath(new_origin, d));
+        }
+    }
+    edit.dropped_entries.retain(|d| !entries.contains(d));
+    if entries != old {
+        edit.search_path = Some(entries);
+    }
+    edit
+}
+
+fn join(dir: &str, name: &str) -> String {
+    if dir.is_empty() {
+        name.to_string()
+    } else {
+        format!("{dir}/{name}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_ranges() {
+        assert_eq!(range_from_version("12").as_deref(), Some(">=12,<13"));
+        assert_eq!(range_from_version("12.8.90").as_deref(), Some(">=12.8,<13"));
+        assert_eq!(range_from_version("x"), None);
+    }
+}
