@@ -15,20 +15,13 @@ use crate::elf::Inspected;
 use crate::error::Error;
 use crate::facts::{self, InspectOptions, RecordCheck, WheelFacts};
 use crate::links::{self, Resolution, Tree};
-use crate::policy;
 use crate::profile::{Action, ProfileSet, detect_cuda_major};
-use crate::wheel::zip::{Method, ZipFinding};
 use crate::wheel::{Limits, Scheme, Wheel};
 
 /// Version of the `--json` schema; bumped on any incompatible change.
 pub const SCHEMA: &str = "wheelslim.audit/1";
 
-/// PyPI's default per-file upload limit (warehouse `MAX_FILESIZE`).
-pub const PYPI_MAX_FILESIZE: u64 = 100 * 1024 * 1024;
-/// Warehouse rejects wheels whose uncompressed/compressed ratio exceeds this...
-pub const COMPRESSION_RATIO_THRESHOLD: f64 = 50.0;
-/// ...when the uncompressed size is above this.
-pub const COMPRESSION_RATIO_MIN_SIZE: u64 = 64 * 1024 * 1024;
+pub use crate::checks::{PYPI_MAX_FILESIZE, Violation};
 /// Duplicate payloads smaller than this are not worth reporting.
 const DUPLICATE_MIN_SIZE: u64 = 4096;
 
@@ -113,15 +106,6 @@ pub struct DuplicateGroup {
     pub copies: Vec<String>,
     /// Bytes that one shared copy would save (installed).
     pub wasted: u64,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct Violation {
-    /// Stable rule id (`max-size`, `compression-ratio`, ...).
-    pub rule: &'static str,
-    /// True for rules PyPI enforces at upload; false for install-time checks.
-    pub pypi: bool,
-    pub message: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -439,118 +423,29 @@ fn audit_wheel(
     );
 
     // Checks.
-    let mut violations = Vec::new();
-    let mut v = |rule, pypi, message: String| {
-        violations.push(Violation {
-            rule,
-            pypi,
-            message,
-        })
-    };
-    if compressed_size > opts.max_size {
-        v(
-            "max-size",
-            true,
-            format!(
-                "the wheel is {} bytes ({:.1} MiB), over the {} byte ({:.1} MiB) limit",
-                compressed_size,
-                mib(compressed_size),
-                opts.max_size,
-                mib(opts.max_size)
-            ),
-        );
-    }
-    if installed_size > COMPRESSION_RATIO_MIN_SIZE && compressed_size > 0 {
-        let ratio = installed_size as f64 / compressed_size as f64;
-        if ratio > COMPRESSION_RATIO_THRESHOLD {
-            v(
-                "compression-ratio",
-                true,
-                format!(
-                    "uncompressed/compressed ratio is {ratio:.1}, above PyPI's {COMPRESSION_RATIO_THRESHOLD} for wheels over 64 MiB uncompressed"
-                ),
-            );
-        }
-    }
-    for f in wheel.archive.findings() {
-        match f {
-            ZipFinding::UnsupportedMethod { member, method } => v(
-                "compression-method",
-                true,
-                format!(
-                    "`{member}` uses compression method {method}; PyPI accepts only STORED and DEFLATE"
-                ),
-            ),
-            ZipFinding::DataDescriptor { member } => v(
-                "data-descriptor",
-                true,
-                format!("`{member}` has a data descriptor; PyPI rejects them"),
-            ),
-            ZipFinding::DuplicateName { member } => v(
-                "duplicate-name",
-                true,
-                format!("`{member}` appears more than once"),
-            ),
-            ZipFinding::Comment { bytes } => v(
-                "zip-comment",
-                true,
-                format!("the archive has a {bytes}-byte comment; PyPI rejects it"),
-            ),
-            ZipFinding::TrailingData { bytes } => v(
-                "trailing-data",
-                true,
-                format!("{bytes} bytes follow the end of the archive"),
-            ),
-            ZipFinding::LeadingData { bytes } => v(
-                "unexpected-data",
-                true,
-                format!("{bytes} unexplained bytes sit before or inside the central directory"),
-            ),
-            ZipFinding::Symlink { member } => v(
-                "symlink",
-                false,
-                format!("`{member}` is a symlink; installers write it as a regular file"),
-            ),
-            ZipFinding::Zip64 => {}
-        }
-    }
-    for m in wheel.archive.members() {
-        if let Some(p) = &m.problem {
-            use crate::wheel::ZipError as Z;
-            let rule = match p {
-                Z::LocalHeaderMismatch { .. } | Z::BadLocalHeader(_) => "local-header",
-                Z::UnsafeName { .. } | Z::NameNotUtf8 => "unsafe-name",
-                Z::DuplicateName | Z::UnsupportedMethod(_) => continue,
-                _ => "unreadable-member",
-            };
-            v(rule, true, format!("`{}`: {p}", m.name));
-        }
-        if matches!(m.method, Method::Other(_)) {
-            continue;
-        }
-    }
+    let mut violations = crate::checks::upload_checks(wheel, installed_size, opts.max_size);
     if !facts.record.is_clean() {
         let r = &facts.record;
-        v(
-            "record",
-            false,
-            format!(
+        violations.push(Violation {
+            rule: "record",
+            pypi: false,
+            message: format!(
                 "RECORD does not match the archive: {} mismatched, {} unlisted, {} missing, {} without hash",
                 r.mismatched.len(),
                 r.unlisted.len(),
                 r.missing.len(),
                 r.unhashed.len()
             ),
-        );
+        });
     }
     for lib in vendor_libraries
         .iter()
         .filter(|l| l.action == Action::Forbid)
     {
-        v(
-            "forbidden-library",
-            false,
-            format!(
+        violations.push(Violation {
+            rule: "forbidden-library",
+            pypi: false,
+            message: format!(
                 "`{}` is {} ({}) and must not be bundled: {}",
                 lib.member,
                 lib.library,
@@ -559,53 +454,9 @@ fn audit_wheel(
                     .as_deref()
                     .unwrap_or("the machine provides it")
             ),
-        );
+        });
     }
-    // manylinux: the glibc the tag promises must cover what the objects need.
-    let promised = wheel
-        .filename
-        .platform
-        .iter()
-        .filter_map(|p| policy::tag_glibc(p))
-        .min();
-    if let Some(promised) = promised {
-        for m in members {
-            if let Some(info) = m.host_elf()
-                && let Some(need) = info.glibc.as_deref().and_then(policy::parse_glibc)
-                && need > promised
-            {
-                v(
-                    "manylinux-glibc",
-                    false,
-                    format!(
-                        "`{}` needs GLIBC_{}.{} but the platform tag promises glibc {}.{}",
-                        m.name, need.0, need.1, promised.0, promised.1
-                    ),
-                );
-            }
-        }
-    }
-    let arch = wheel
-        .filename
-        .platform
-        .iter()
-        .find_map(|p| policy::tag_arch(p));
-    if let Some(arch) = arch {
-        for m in members {
-            if let Some(info) = m.host_elf()
-                && info.machine.platform_arch().is_some_and(|a| a != arch)
-            {
-                v(
-                    "wrong-architecture",
-                    false,
-                    format!(
-                        "`{}` is {} but the wheel is tagged {arch}",
-                        m.name, info.machine
-                    ),
-                );
-            }
-        }
-    }
+    violations.extend(crate::checks::platform_checks(wheel, members));
     let pypi_ok = violations.iter().all(|x| !x.pypi);
 
     let to_fit = (compressed_size > opts.max_size).then(|| {

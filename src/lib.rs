@@ -26,4 +26,6 @@ pub mod policy;
 pub fn cli_size(b: u64) -> String {
     cli::render_size(b)
 }
+pub mod checks;
 pub mod plan;
+pub mod verify;

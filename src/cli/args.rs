@@ -52,8 +52,25 @@ pub enum Command {
     /// Report what wheels hold: sizes, ELF objects and their links, vendor libraries, GPU
     /// architectures, duplicates, licences, and PyPI's verdict.
     Audit(AuditArgs),
+    /// Prove a set of wheels: RECORD, PyPI's upload rules, and that every NEEDED of every ELF
+    /// object resolves once they are installed together.
+    Verify(VerifyArgs),
     /// List the built-in profiles, or print one as TOML.
     Profiles(ProfilesArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Wheels that will be installed together.
+    #[arg(required = true, value_name = "WHEEL")]
+    pub wheels: Vec<PathBuf>,
+    /// Per-file upload limit.
+    #[arg(long, value_name = "SIZE", default_value = "100MiB", value_parser = parse_size)]
+    pub max_size: u64,
+    /// Profiles that say which libraries the machine provides and where upstream wheels put
+    /// theirs (default: all built-in profiles).
+    #[arg(long = "profile", value_name = "NAME|PATH")]
+    pub profiles: Vec<String>,
 }
 
 #[derive(Debug, Args)]

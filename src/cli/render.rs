@@ -275,3 +275,69 @@ fn wheel(o: &mut String, w: &WheelAudit, max_size: u64, verbose: u8) {
         }
     }
 }
+
+pub fn verify(r: &crate::verify::VerifyReport) -> String {
+    let mut o = String::new();
+    for w in &r.wheels {
+        let status = if w.violations.is_empty() {
+            "ok"
+        } else {
+            "FAILED"
+        };
+        let _ = writeln!(o, "{}: {status}", w.path);
+        for v in &w.violations {
+            let _ = writeln!(
+                o,
+                "  [{}]{} {}",
+                v.rule,
+                if v.pypi { " (PyPI)" } else { "" },
+                v.message
+            );
+        }
+        for d in w.diagnostics.iter().filter(|d| d.severity > Severity::Note) {
+            let _ = writeln!(o, "  {}: {}", d.location, d.message);
+        }
+    }
+    for c in &r.conflicts {
+        let _ = writeln!(o, "conflict: {c} is installed by more than one wheel");
+    }
+    for u in &r.unresolved {
+        let searched = if u.searched.is_empty() {
+            "nothing: no RPATH/RUNPATH".to_string()
+        } else {
+            u.searched.join(", ")
+        };
+        let via = if u.loading == u.object {
+            String::new()
+        } else {
+            format!("when loading {}; ", u.loading)
+        };
+        let _ = writeln!(
+            o,
+            "unresolved: {} needs {} ({via}searched {searched})",
+            u.object, u.needed
+        );
+    }
+    for n in &r.from_upstream {
+        let _ = writeln!(
+            o,
+            "upstream: {} gets {} from {}",
+            n.object, n.needed, n.from_package
+        );
+    }
+    for d in &r.failed {
+        let _ = writeln!(o, "error: {}: {}", d.location, d.message);
+    }
+    let _ = writeln!(
+        o,
+        "{} wheel(s), {} ELF object(s) checked: {}",
+        r.wheels.len(),
+        r.objects_checked,
+        if r.ok && r.failed.is_empty() {
+            "OK"
+        } else {
+            "PROBLEMS FOUND"
+        }
+    );
+    o
+}

@@ -1,0 +1,30 @@
+//! `wheelslim verify`.
+
+use anyhow::Result;
+
+use super::args::{GlobalArgs, VerifyArgs};
+use super::audit::{limits, profiles};
+use super::{Outcome, Printer, render};
+use crate::verify::{VerifyOptions, verify};
+
+pub fn run(args: &VerifyArgs, g: &GlobalArgs, printer: &Printer) -> Result<Outcome> {
+    let profiles = profiles(&args.profiles)?;
+    let opts = VerifyOptions {
+        max_size: args.max_size,
+        limits: limits(g),
+        memory_budget: g.memory,
+    };
+    let report = verify(&args.wheels, &profiles, &opts);
+    if printer.json {
+        printer.json_value(&report)?;
+    } else {
+        printer.result(&render::verify(&report))?;
+    }
+    Ok(if report.has_errors() {
+        Outcome::Error
+    } else if report.ok {
+        Outcome::Ok
+    } else {
+        Outcome::Found
+    })
+}

@@ -1,0 +1,237 @@
+//! `wheelslim verify`: proves that a set of wheels, installed together into one site-packages,
+//! is consistent — RECORD matches every member, PyPI's upload rules hold, and every NEEDED of
+//! every ELF object resolves inside the set (the way ld.so will), or is a manylinux system
+//! library, or is supplied by the machine (driver), or comes from an upstream wheel that the set
+//! requires.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use crate::audit::provided_by_machine;
+use crate::budget::Budget;
+use crate::checks::{Violation, platform_checks, upload_checks};
+use crate::diagnostic::{Diagnostic, Severity};
+use crate::facts::{self, InspectOptions, RecordCheck, WheelFacts};
+use crate::links::{self, Resolution, Tree, expand_entry, parent_dir};
+use crate::profile::{ProfileSet, detect_cuda_major, unhash};
+use crate::wheel::{Limits, Scheme, Wheel, normalize_name};
+
+pub const SCHEMA: &str = "wheelslim.verify/1";
+
+#[derive(Debug, Clone)]
+pub struct VerifyOptions {
+    pub max_size: u64,
+    pub limits: Limits,
+    pub memory_budget: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct WheelVerdict {
+    pub path: String,
+    pub record: RecordCheck,
+    pub violations: Vec<Violation>,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LinkProblem {
+    /// `wheel!member` of the object.
+    pub object: String,
+    pub needed: String,
+    /// The object loaded first (`dlopen`) when the problem showed.
+    pub loading: String,
+    pub searched: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LinkNote {
+    pub object: String,
+    pub needed: String,
+    pub from_package: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct VerifyReport {
+    pub schema: &'static str,
+    pub wheels: Vec<WheelVerdict>,
+    pub unresolved: Vec<LinkProblem>,
+    /// NEEDED entries that will come from upstream wheels the set requires.
+    pub from_upstream: Vec<LinkNote>,
+    /// Install paths written by more than one wheel.
+    pub conflicts: Vec<String>,
+    pub objects_checked: usize,
+    pub ok: bool,
+    pub failed: Vec<Diagnostic>,
+}
+
+impl VerifyReport {
+    pub fn has_errors(&self) -> bool {
+        !self.failed.is_empty()
+            || self
+                .wheels
+                .iter()
+                .any(|w| w.diagnostics.iter().any(|d| d.severity == Severity::Error))
+    }
+}
+
+/// Opens and fully inspects each wheel (every member hashed), then checks the set.
+pub fn verify(paths: &[PathBuf], profiles: &ProfileSet, opts: &VerifyOptions) -> VerifyReport {
+    let budget = Budget::new(opts.memory_budget);
+    let mut opened = Vec::new();
+    let mut failed = Vec::new();
+    for p in paths {
+        match Wheel::open(p, &opts.limits) {
+            Ok(w) => {
+                let f = facts::inspect_wheel(&w, InspectOptions::default(), &budget);
+                opened.push((w, f));
+            }
+            Err(e) => failed.push(Diagnostic::from_error(&e)),
+        }
+    }
+    let refs: Vec<(&Wheel, &WheelFacts)> = opened.iter().map(|(w, f)| (w, f)).collect();
+    let mut report = verify_facts(&refs, profiles, opts.max_size);
+    report.ok = report.ok && failed.is_empty();
+    report.failed = failed;
+    report
+}
+
+/// Checks a set of wheels whose facts are already known.
+pub fn verify_facts(
+    wheels: &[(&Wheel, &WheelFacts)],
+    profiles: &ProfileSet,
+    max_size: u64,
+) -> VerifyReport {
+    let mut verdicts = Vec::new();
+    let mut objects = Vec::new();
+    let mut owners: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut required: BTreeSet<String> = BTreeSet::new();
+    let mut names_in_set: BTreeSet<String> = BTreeSet::new();
+    for (wheel, facts) in wheels {
+        let installed_size = facts.members.iter().map(|m| m.size).sum();
+        let mut violations = upload_checks(wheel, installed_size, max_size);
+        if !facts.record.is_clean() {
+            violations.push(Violation {
+                rule: "record",
+                pypi: false,
+                message: "RECORD does not match the archive".into(),
+            });
+        }
+        violations.extend(platform_checks(wheel, &facts.members));
+        verdicts.push(WheelVerdict {
+            path: wheel.path.display().to_string(),
+            record: facts.record.clone(),
+            violations,
+            diagnostics: facts.diagnostics.clone(),
+        });
+        names_in_set.insert(normalize_name(&wheel.project_name()));
+        for r in wheel.metadata.get_all("Requires-Dist") {
+            if r.contains("extra ==") || r.contains("extra==") {
+                continue;
+            }
+            let name: String = r
+                .trim()
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || "-_.".contains(*c))
+                .collect();
+            required.insert(normalize_name(&name));
+        }
+        for m in &facts.members {
+            let (scheme, path) = wheel.install_path(&m.name);
+            if !matches!(scheme, Scheme::Purelib | Scheme::Platlib) || m.name.ends_with('/') {
+                continue;
+            }
+            // RECORD files and the like are per-wheel; only real files can collide.
+            if !path.contains(".dist-info/") {
+                owners
+                    .entry(path.to_string())
+                    .or_default()
+                    .push(wheel.path.display().to_string());
+            }
+            if let Some(info) = m.host_elf() {
+                objects.push(links::Object {
+                    path: path.to_string(),
+                    origin: wheel.member_location(&m.name).to_string(),
+                    elf: info,
+                });
+            }
+        }
+    }
+    let conflicts: Vec<String> = owners
+        .into_iter()
+        .filter(|(_, o)| o.len() > 1)
+        .map(|(p, o)| format!("{p} ({})", o.join(", ")))
+        .collect();
+    let cuda = detect_cuda_major(objects.iter().flat_map(|o| {
+        o.elf
+            .needed
+            .iter()
+            .map(String::as_str)
+            .chain(o.path.rsplit('/').next())
+    }));
+    let tree = Tree::new(objects);
+    let provided = provided_by_machine(profiles, cuda);
+    let mut unresolved = Vec::new();
+    let mut from_upstream = Vec::new();
+    let mut seen = BTreeSet::new();
+    for (i, root) in tree.objects().iter().enumerate() {
+        for link in tree.load(i, &provided) {
+            let Resolution::Missing { searched } = &link.resolution else {
+                continue;
+            };
+            let object = tree
+                .objects()
+                .iter()
+                .find(|o| o.path == link.from)
+                .map_or(link.from.clone(), |o| o.origin.clone());
+            if !seen.insert((object.clone(), link.needed.clone())) {
+                continue;
+            }
+            // An upstream wheel the set requires, in a folder the object searches?
+            let from = tree.objects().iter().find(|o| o.path == link.from);
+            let upstream = from.and_then(|o| {
+                let hit = profiles.match_library(&unhash(&link.needed), None, cuda)?;
+                let up = hit.rule.upstream.as_ref()?;
+                let package = up
+                    .package
+                    .replace("{cuda}", &cuda.map_or(String::new(), |c| c.to_string()));
+                let origin = parent_dir(&o.path);
+                let searches = o
+                    .elf
+                    .rpath
+                    .iter()
+                    .chain(o.elf.runpath.iter())
+                    .filter_map(|e| expand_entry(e, origin))
+                    .any(|d| d == up.folder.trim_end_matches('/'));
+                (searches && required.contains(&normalize_name(&package))).then_some(package)
+            });
+            match upstream {
+                Some(package) => from_upstream.push(LinkNote {
+                    object,
+                    needed: link.needed.clone(),
+                    from_package: package,
+                }),
+                None => unresolved.push(LinkProblem {
+                    object,
+                    needed: link.needed.clone(),
+                    loading: root.origin.clone(),
+                    searched: searched.clone(),
+                }),
+            }
+        }
+    }
+    let ok = unresolved.is_empty()
+        && conflicts.is_empty()
+        && verdicts.iter().all(|v| v.violations.is_empty());
+    VerifyReport {
+        schema: SCHEMA,
+        objects_checked: tree.objects().len(),
+        wheels: verdicts,
+        unresolved,
+        from_upstream,
+        conflicts,
+        ok,
+        failed: Vec::new(),
+    }
+}
