@@ -366,12 +366,12 @@ pub fn plan_split(
             .members
             .iter()
             .filter(|m| !removed_names.contains(m.name.as_str()))
-            .filter_map(|m| installed(m))
+            .filter_map(&installed)
             .collect();
         let wheel_dirs: BTreeSet<String> = facts
             .members
             .iter()
-            .filter_map(|m| installed(m))
+            .filter_map(&installed)
             .map(|p| parent_dir(&p).to_string())
             .collect();
 
