@@ -26,6 +26,8 @@ pub mod policy;
 pub fn cli_size(b: u64) -> String {
     cli::render_size(b)
 }
+pub mod apply;
 pub mod checks;
 pub mod plan;
+pub mod split;
 pub mod verify;

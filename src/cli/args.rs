@@ -52,11 +52,50 @@ pub enum Command {
     /// Report what wheels hold: sizes, ELF objects and their links, vendor libraries, GPU
     /// architectures, duplicates, licences, and PyPI's verdict.
     Audit(AuditArgs),
+    /// Move vendor libraries into shared runtime wheels (or onto upstream wheels), rewire the
+    /// ELF objects that need them, and fit every output under the size limit.
+    Split(SplitArgs),
     /// Prove a set of wheels: RECORD, PyPI's upload rules, and that every NEEDED of every ELF
     /// object resolves once they are installed together.
     Verify(VerifyArgs),
     /// List the built-in profiles, or print one as TOML.
     Profiles(ProfilesArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SplitArgs {
+    /// Wheels to split (for example every CPython version's build of one project).
+    #[arg(required = true, value_name = "WHEEL")]
+    pub wheels: Vec<PathBuf>,
+    /// Folder for the main wheels.
+    #[arg(short = 'w', long, value_name = "DIR", default_value = "wheelhouse")]
+    pub wheel_dir: PathBuf,
+    /// Folder for the runtime wheels (default: the same as --wheel-dir). cibuildwheel wants
+    /// exactly one wheel in its {dest_dir}: put runtime wheels elsewhere.
+    #[arg(long, value_name = "DIR")]
+    pub runtime_dir: Option<PathBuf>,
+    /// Profiles choosing what moves: a built-in name or a TOML file (repeatable; default:
+    /// every built-in profile).
+    #[arg(long = "profile", value_name = "NAME|PATH")]
+    pub profiles: Vec<String>,
+    /// Depend on upstream wheels (e.g. nvidia-cublas-cu12) instead of bundling, for libraries
+    /// whose profile entry names one.
+    #[arg(long)]
+    pub upstream: bool,
+    /// Restore public sonames of auditwheel-renamed libraries (libcudart-80664282.so.12 →
+    /// libcudart.so.12) in runtime wheels.
+    #[arg(long)]
+    pub unhash: bool,
+    /// Per-file size limit for every output.
+    #[arg(long, value_name = "SIZE", default_value = "100MiB", value_parser = parse_size)]
+    pub max_size: u64,
+    /// Print the plan and write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Re-deflate runtime-wheel members with wheelslim's own deterministic deflate, so the
+    /// runtime wheel's bytes do not depend on how the input wheels were compressed (slower).
+    #[arg(long)]
+    pub canonical_runtime: bool,
 }
 
 #[derive(Debug, Args)]

@@ -6,6 +6,7 @@ mod audit;
 mod printer;
 mod profiles;
 mod render;
+mod split;
 mod verify;
 
 use std::io;
@@ -61,6 +62,7 @@ pub fn main() -> ExitCode {
     }
     let result = match &cli.command {
         Command::Audit(a) => audit::run(a, &cli.global, &printer),
+        Command::Split(a) => split::run(a, &cli.global, &printer),
         Command::Verify(a) => verify::run(a, &cli.global, &printer),
         Command::Profiles(p) => profiles::run(p, &printer),
     };

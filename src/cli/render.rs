@@ -341,3 +341,100 @@ pub fn verify(r: &crate::verify::VerifyReport) -> String {
     );
     o
 }
+
+pub fn split(r: &crate::split::SplitReport) -> String {
+    use crate::plan::{MemberAction, RemovedLibrary};
+    let mut o = String::new();
+    if r.dry_run {
+        let _ = writeln!(o, "Plan (dry run: nothing written)");
+    }
+    for m in &r.plan.mains {
+        let _ = writeln!(o, "{} → {}", m.input_path, m.file_name);
+        for rem in &m.removed {
+            match rem {
+                RemovedLibrary::Runtime {
+                    member,
+                    set,
+                    file,
+                    dependency_of,
+                } => {
+                    let set = set.split('@').next().unwrap_or(set);
+                    let why = dependency_of
+                        .as_ref()
+                        .map(|d| format!(" (needed by {d})"))
+                        .unwrap_or_default();
+                    let _ = writeln!(o, "  move     {member} → {set}: lib/{file}{why}");
+                }
+                RemovedLibrary::Upstream {
+                    member,
+                    package,
+                    folder,
+                } => {
+                    let _ = writeln!(o, "  upstream {member} → {package} ({folder})");
+                }
+                RemovedLibrary::Forbidden { member, rule } => {
+                    let _ = writeln!(o, "  remove   {member} ({rule}: provided by the machine)");
+                }
+            }
+        }
+        for a in &m.members {
+            if let MemberAction::Edit { member, edit } = a {
+                let _ = writeln!(o, "  rewire   {member}");
+                for (old, new) in &edit.rename_needed {
+                    let _ = writeln!(o, "           NEEDED {old} → {new}");
+                }
+                if let Some(p) = &edit.search_path {
+                    let _ = writeln!(o, "           search path {}", p.join(":"));
+                }
+                for d in &edit.dropped_entries {
+                    let _ = writeln!(o, "           dropped {d}");
+                }
+            }
+        }
+        for req in m
+            .runtime_sets
+            .iter()
+            .map(|s| s.split('@').next().unwrap_or(s))
+            .chain(m.requirements.iter().map(String::as_str))
+        {
+            let _ = writeln!(o, "  requires {req}");
+        }
+    }
+    for s in &r.plan.runtime_sets {
+        let total: u64 = s.libraries.iter().map(|l| l.size).sum();
+        let _ = writeln!(
+            o,
+            "runtime {} {} [{}]: {} libraries, {} installed, into {}",
+            s.name,
+            s.version,
+            s.platforms.join("."),
+            s.libraries.len(),
+            size(total),
+            s.lib_dir()
+        );
+    }
+    for out in &r.outputs {
+        let _ = writeln!(
+            o,
+            "wrote {} ({}, {} members, {})",
+            out.path,
+            out.kind,
+            out.members,
+            size(out.size)
+        );
+    }
+    if let Some(v) = &r.verify {
+        let _ = writeln!(
+            o,
+            "verified: {} wheel(s), {} ELF object(s), every NEEDED resolves{}",
+            v.wheels.len(),
+            v.objects_checked,
+            if v.from_upstream.is_empty() {
+                String::new()
+            } else {
+                format!(" ({} from upstream wheels)", v.from_upstream.len())
+            }
+        );
+    }
+    o
+}

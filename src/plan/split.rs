@@ -105,6 +105,8 @@ pub struct LibraryPlan {
     #[serde(skip)]
     pub sha256: [u8; 32],
     pub edit: ElfEdit,
+    /// Its NEEDED entries under their final names.
+    pub needed: Vec<String>,
     /// Profile rule that moved it (`cuda12/cudart`), or `dependency` when it moved with one.
     pub rule: String,
 }
@@ -519,7 +521,18 @@ pub fn plan_split(
                     {
                         entry.license_notes.push(n.clone());
                     }
+                    let needed = info
+                        .needed
+                        .iter()
+                        .map(|n| {
+                            edit.rename_needed
+                                .iter()
+                                .find(|(old, _)| old == n)
+                                .map_or(n.clone(), |(_, new)| new.clone())
+                        })
+                        .collect();
                     let lib = LibraryPlan {
+                        needed,
                         file: file.clone(),
                         input,
                         member: d.member.name.clone(),

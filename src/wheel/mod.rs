@@ -83,6 +83,12 @@ pub enum Scheme {
 
 impl Wheel {
     pub fn open(path: &Path, limits: &Limits) -> Result<Wheel, Error> {
+        Self::open_as(path, path, limits)
+    }
+
+    /// Opens the file at `file`, named and reported as `path` (used for finished wheels that
+    /// still sit in a temporary file).
+    pub fn open_as(file: &Path, path: &Path, limits: &Limits) -> Result<Wheel, Error> {
         let location = Location::wheel(path);
         let name = path.file_name().and_then(|n| n.to_str()).ok_or_else(|| {
             Error::Usage(format!("`{}` is not a wheel file name", path.display()))
@@ -91,8 +97,8 @@ impl Wheel {
             location: location.clone(),
             err: WheelError::Filename(e),
         })?;
-        let archive = ZipArchive::open(path, limits).map_err(|e| match e {
-            zip::ArchiveOpenError::Io(err) => Error::io("read", path, err),
+        let archive = ZipArchive::open(file, limits).map_err(|e| match e {
+            zip::ArchiveOpenError::Io(err) => Error::io("read", file, err),
             zip::ArchiveOpenError::Zip(err) => Error::Zip {
                 location: location.clone(),
                 err,

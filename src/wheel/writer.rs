@@ -111,6 +111,13 @@ pub struct PendingFile {
     pub size: u64,
 }
 
+impl PendingFile {
+    /// Where the finished bytes are until [`commit`] renames them.
+    pub fn temp_path(&self) -> &Path {
+        &self.tmp
+    }
+}
+
 fn werr(target: &Path, e: io::Error) -> Error {
     Error::io("write", target, e)
 }

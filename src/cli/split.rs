@@ -1,0 +1,44 @@
+//! `wheelslim split`.
+
+use anyhow::Result;
+
+use super::args::{GlobalArgs, SplitArgs};
+use super::audit::{limits, profiles};
+use super::{Outcome, Printer, render};
+use crate::plan::SplitSettings;
+use crate::split::{SplitOptions, split};
+use crate::wheel::writer::ZipTime;
+
+pub fn run(args: &SplitArgs, g: &GlobalArgs, printer: &Printer) -> Result<Outcome> {
+    let profiles = profiles(&args.profiles)?;
+    let opts = SplitOptions {
+        settings: SplitSettings {
+            upstream: args.upstream,
+            unhash: args.unhash,
+        },
+        wheel_dir: args.wheel_dir.clone(),
+        runtime_dir: args
+            .runtime_dir
+            .clone()
+            .unwrap_or_else(|| args.wheel_dir.clone()),
+        max_size: args.max_size,
+        limits: limits(g),
+        memory_budget: g.memory,
+        time: ZipTime::from_env()?,
+        dry_run: args.dry_run,
+        canonical_runtime: args.canonical_runtime,
+    };
+    let bar = printer.progress(args.wheels.len() as u64, "splitting");
+    let report = split(&args.wheels, &profiles, &opts);
+    bar.finish_and_clear();
+    let report = report?;
+    if printer.json {
+        printer.json_value(&report)?;
+    } else {
+        printer.result(&render::split(&report))?;
+    }
+    for d in &report.notes {
+        printer.diagnostic(d);
+    }
+    Ok(Outcome::Ok)
+}

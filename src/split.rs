@@ -1,0 +1,908 @@
+//! `wheelslim split`: read → inspect → plan → apply → write → verify → commit.
+//!
+//! Every output is written to a temporary file in its target folder; all of them are checked
+//! (sizes, RECORD, upload rules, link resolution over the whole output set) before any is renamed
+//! into place, so a failure leaves nothing behind.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::apply;
+use crate::budget::Budget;
+use crate::diagnostic::{Diagnostic, Severity};
+use crate::elf::{ElfInfo, Inspected};
+use crate::error::Error;
+use crate::facts::{self, Content, InspectOptions, MemberFacts, RecordCheck, WheelFacts};
+use crate::plan::pack::pack;
+use crate::plan::{MemberAction, RuntimeSet, SplitPlan, SplitSettings, plan_split};
+use crate::profile::ProfileSet;
+use crate::verify::{VerifyReport, verify_facts};
+use crate::wheel::deflate::{self, Compressed};
+use crate::wheel::headers::HeaderFile;
+use crate::wheel::record::{Record, RecordEntry, sha256_field};
+use crate::wheel::writer::{PendingFile, WheelWriter, ZipTime, commit, normalized_mode};
+use crate::wheel::{Limits, Wheel, normalize_name};
+
+pub const SCHEMA: &str = "wheelslim.split/1";
+
+/// Room kept free in each runtime wheel for headers, `__init__.py` and `.dist-info`.
+const RUNTIME_OVERHEAD: u64 = 256 * 1024;
+
+#[derive(Debug, Clone)]
+pub struct SplitOptions {
+    pub settings: SplitSettings,
+    pub wheel_dir: PathBuf,
+    pub runtime_dir: PathBuf,
+    pub max_size: u64,
+    pub limits: Limits,
+    pub memory_budget: u64,
+    pub time: ZipTime,
+    pub dry_run: bool,
+    /// Re-deflate runtime-wheel members with wheelslim's own deterministic deflate, so runtime
+    /// wheels do not depend on how the inputs compressed them.
+    pub canonical_runtime: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Output {
+    pub path: String,
+    /// `main` or `runtime`.
+    pub kind: &'static str,
+    pub size: u64,
+    pub members: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SplitReport {
+    pub schema: &'static str,
+    pub dry_run: bool,
+    pub plan: SplitPlan,
+    pub outputs: Vec<Output>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verify: Option<VerifyReport>,
+    pub notes: Vec<Diagnostic>,
+}
+
+/// One member's new bytes.
+struct Rewritten {
+    compressed: Compressed,
+    sha256: [u8; 32],
+    info: Option<ElfInfo>,
+}
+
+/// What an output member is made from.
+enum Source<'a> {
+    /// Raw copy of an input member.
+    Copy { wheel: &'a Wheel, member: &'a str },
+    /// Bytes we produced.
+    New(&'a Compressed),
+}
+
+struct OutMember<'a> {
+    name: String,
+    source: Source<'a>,
+    sha256: [u8; 32],
+    size: u64,
+    mode: u32,
+    /// Facts for the self-check.
+    facts: MemberFacts,
+}
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+        _ => false,
+    }
+}
+
+/// Opens and inspects inputs, refusing any that cannot be split cleanly.
+pub fn open_inputs(
+    paths: &[PathBuf],
+    limits: &Limits,
+    budget: &Budget,
+) -> Result<Vec<(Wheel, WheelFacts)>, Error> {
+    let mut seen: Vec<&PathBuf> = Vec::new();
+    for p in paths {
+        if seen.iter().any(|q| same_file(q, p)) {
+            return Err(Error::Usage(format!("`{}` is given twice", p.display())));
+        }
+        seen.push(p);
+    }
+    let mut out = Vec::new();
+    for p in paths {
+        let wheel = Wheel::open(p, limits)?;
+        let facts = facts::inspect_wheel(&wheel, InspectOptions::default(), budget);
+        if let Some(d) = facts
+            .diagnostics
+            .iter()
+            .find(|d| d.severity == Severity::Error)
+        {
+            return Err(Error::refused(
+                format!("{}: {}", d.location, d.message),
+                Some(d.hint.clone().unwrap_or_else(|| {
+                    "wheelslim only rewrites wheels it can read completely; run `wheelslim audit` on it".into()
+                })),
+            ));
+        }
+        if !facts.record.is_clean() {
+            let what = facts
+                .record
+                .mismatched
+                .first()
+                .or(facts.record.unlisted.first())
+                .or(facts.record.missing.first())
+                .cloned()
+                .unwrap_or_default();
+            return Err(Error::refused(
+                format!(
+                    "{}: RECORD does not match the archive (first: `{what}`)",
+                    wheel.path.display()
+                ),
+                Some("the wheel was modified after it was built, or is corrupt; rebuild it".into()),
+            ));
+        }
+        for m in wheel.archive.members() {
+            if m.problem.is_none() && m.is_symlink {
+                return Err(Error::refused(
+                    format!("{}: member is a symlink", wheel.member_location(&m.name)),
+                    Some("wheels cannot carry symlinks; rebuild it with real files".into()),
+                ));
+            }
+        }
+        out.push((wheel, facts));
+    }
+    Ok(out)
+}
+
+/// Runs `split`.
+pub fn split(
+    paths: &[PathBuf],
+    profiles: &ProfileSet,
+    opts: &SplitOptions,
+) -> Result<SplitReport, Error> {
+    let budget = Budget::new(opts.memory_budget);
+    let inputs = open_inputs(paths, &opts.limits, &budget)?;
+    let refs: Vec<(&Wheel, &WheelFacts)> = inputs.iter().map(|(w, f)| (w, f)).collect();
+    let plan = plan_split(&refs, profiles, &opts.settings)?;
+    let notes = plan.notes.clone();
+    if opts.dry_run {
+        return Ok(SplitReport {
+            schema: SCHEMA,
+            dry_run: true,
+            plan,
+            outputs: Vec::new(),
+            verify: None,
+            notes,
+        });
+    }
+
+    // Outputs must never replace inputs, and two outputs must not share a name.
+    let mut targets: HashSet<PathBuf> = HashSet::new();
+    for m in &plan.mains {
+        let target = opts.wheel_dir.join(&m.file_name);
+        if paths.iter().any(|p| same_file(p, &target)) {
+            return Err(Error::refused(
+                format!("`{}` would overwrite the input wheel", target.display()),
+                Some("write the outputs to another folder with -w/--wheel-dir".into()),
+            ));
+        }
+        if !targets.insert(target.clone()) {
+            return Err(Error::refused(
+                format!("two inputs would both be written to `{}`", target.display()),
+                None,
+            ));
+        }
+    }
+
+    // Apply: rewrite the ELF objects that need it, in parallel, under the memory budget.
+    let mut jobs: Vec<(usize, String, &crate::plan::ElfEdit)> = Vec::new();
+    for m in &plan.mains {
+        for a in &m.members {
+            if let MemberAction::Edit { member, edit } = a {
+                jobs.push((m.input, member.clone(), edit));
+            }
+        }
+    }
+    for s in &plan.runtime_sets {
+        for l in &s.libraries {
+            if !l.edit.is_empty() {
+                jobs.push((l.input, l.member.clone(), &l.edit));
+            }
+        }
+    }
+    let rewritten: Vec<((usize, String), Rewritten)> = jobs
+        .par_iter()
+        .map(|(input, member, edit)| {
+            let wheel = &inputs[*input].0;
+            let loc = wheel.member_location(member);
+            let m = wheel
+                .archive
+                .member(member)
+                .ok_or_else(|| Error::refused(format!("internal: {loc} vanished"), None))?;
+            let _r = budget.reserve(m.size.saturating_mul(2));
+            let bytes = wheel.archive.read(m).map_err(|err| Error::Zip {
+                location: loc.clone(),
+                err,
+            })?;
+            let out = apply::patch_elf(&bytes, edit).map_err(|err| Error::Elf {
+                location: loc.clone(),
+                err,
+            })?;
+            drop(bytes);
+            let info = match crate::elf::inspect(&out) {
+                Ok(Inspected::Host(i)) => Some(*i),
+                Ok(_) => None,
+                Err(err) => return Err(Error::Elf { location: loc, err }),
+            };
+            let sha256 = sha2_digest(&out);
+            let compressed = deflate::compress(&out, deflate::DEFAULT_LEVEL);
+            Ok((
+                (*input, member.clone()),
+                Rewritten {
+                    compressed,
+                    sha256,
+                    info,
+                },
+            ))
+        })
+        .collect::<Result<_, Error>>()?;
+    let rewritten: HashMap<(usize, String), Rewritten> = rewritten.into_iter().collect();
+
+    // Runtime members re-deflated canonically, when asked.
+    let canonical: HashMap<(usize, String), Compressed> = if opts.canonical_runtime {
+        plan.runtime_sets
+            .iter()
+            .flat_map(|s| s.libraries.iter())
+            .filter(|l| l.edit.is_empty())
+            .collect::<Vec<_>>()
+            .par_iter()
+            .map(|l| {
+                let wheel = &inputs[l.input].0;
+                let loc = wheel.member_location(&l.member);
+                let m = wheel
+                    .archive
+                    .member(&l.member)
+                    .ok_or_else(|| Error::refused(format!("internal: {loc} vanished"), None))?;
+                let _r = budget.reserve(m.size.saturating_mul(2));
+                let bytes = wheel
+                    .archive
+                    .read(m)
+                    .map_err(|err| Error::Zip { location: loc, err })?;
+                Ok((
+                    (l.input, l.member.clone()),
+                    deflate::compress(&bytes, deflate::DEFAULT_LEVEL),
+                ))
+            })
+            .collect::<Result<_, Error>>()?
+    } else {
+        HashMap::new()
+    };
+
+    // Pack runtime sets into wheels under the limit.
+    let capacity = opts.max_size.saturating_sub(RUNTIME_OVERHEAD);
+    let mut runtime_wheels: Vec<RuntimeWheel> = Vec::new();
+    for set in &plan.runtime_sets {
+        let stored = |l: &crate::plan::LibraryPlan| -> u64 {
+            let key = (l.input, l.member.clone());
+            rewritten
+                .get(&key)
+                .map(|r| r.compressed.data.len() as u64)
+                .or_else(|| canonical.get(&key).map(|c| c.data.len() as u64))
+                .unwrap_or(l.compressed_size)
+        };
+        let items: Vec<(String, u64)> = set
+            .libraries
+            .iter()
+            .map(|l| (l.file.clone(), stored(l) + 200 + 2 * l.file.len() as u64))
+            .collect();
+        let bins = pack(&items, capacity).map_err(|i| {
+            let l = &set.libraries[i];
+            Error::refused(
+                format!(
+                    "{} is {} bytes compressed and cannot fit in a wheel under the {} byte limit even alone",
+                    inputs[l.input].0.member_location(&l.member),
+                    items[i].1,
+                    opts.max_size
+                ),
+                Some("trim its device code to the GPUs you ship for (--sm 80,90 / --gfx ...), or raise --max-size if your index allows larger files".into()),
+            )
+        })?;
+        let n = bins.len();
+        for (k, bin) in bins.into_iter().enumerate() {
+            let name = if k == 0 {
+                set.name.clone()
+            } else {
+                format!("{}-part{}", set.name, k + 1)
+            };
+            runtime_wheels.push(RuntimeWheel {
+                set,
+                name,
+                part: k,
+                parts: n,
+                libraries: bin,
+            });
+        }
+    }
+
+    // Build every output's member list.
+    let mut outputs_spec: Vec<(PathBuf, &'static str, Vec<OutMember>)> = Vec::new();
+    let runtime_names: BTreeMap<&str, Vec<String>> = {
+        let mut m: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+        for rw in &runtime_wheels {
+            m.entry(rw.set.key.as_str())
+                .or_default()
+                .push(rw.name.clone());
+        }
+        m
+    };
+    let mut generated: Vec<Compressed> = Vec::new();
+    // First pass: produce generated files (stored in `generated`, referenced by index).
+    struct Gen {
+        name: String,
+        index: usize,
+        sha256: [u8; 32],
+        size: u64,
+    }
+    let make = |generated: &mut Vec<Compressed>, name: &str, text: &str| -> Gen {
+        let bytes = text.as_bytes();
+        generated.push(deflate::compress(bytes, deflate::DEFAULT_LEVEL));
+        Gen {
+            name: name.to_string(),
+            index: generated.len() - 1,
+            sha256: sha2_digest(bytes),
+            size: bytes.len() as u64,
+        }
+    };
+    let mut main_gens: Vec<Vec<Gen>> = Vec::new();
+    for m in &plan.mains {
+        let wheel = &inputs[m.input].0;
+        let mut meta = wheel.metadata.clone();
+        let existing: HashSet<String> = meta
+            .get_all("Requires-Dist")
+            .map(requirement_name)
+            .collect();
+        for key in &m.runtime_sets {
+            let version = plan
+                .runtime_sets
+                .iter()
+                .find(|s| &s.key == key)
+                .map(|s| s.version.clone())
+                .unwrap_or_default();
+            for name in runtime_names.get(key.as_str()).into_iter().flatten() {
+                if !existing.contains(&normalize_name(name)) {
+                    meta.add("Requires-Dist", &format!("{name}=={version}"));
+                }
+            }
+        }
+        for r in &m.requirements {
+            if !existing.contains(&requirement_name(r)) {
+                meta.add("Requires-Dist", r);
+            }
+        }
+        let name = format!("{}/METADATA", wheel.dist_info);
+        main_gens.push(vec![make(&mut generated, &name, &meta.to_text())]);
+    }
+    let mut runtime_gens: Vec<Vec<Gen>> = Vec::new();
+    for rw in &runtime_wheels {
+        let set = rw.set;
+        let dist_info = format!(
+            "{}-{}.dist-info",
+            crate::wheel::filename::filename_safe_name(&rw.name),
+            set.version
+        );
+        let mut gens = Vec::new();
+        if rw.part == 0 {
+            gens.push(make(
+                &mut generated,
+                &format!("{}/__init__.py", set.package),
+                &preload_module(set),
+            ));
+        }
+        gens.push(make(
+            &mut generated,
+            &format!("{dist_info}/METADATA"),
+            &runtime_metadata(rw, &runtime_names),
+        ));
+        gens.push(make(
+            &mut generated,
+            &format!("{dist_info}/WHEEL"),
+            &runtime_wheel_file(set),
+        ));
+        runtime_gens.push(gens);
+    }
+
+    for (mi, m) in plan.mains.iter().enumerate() {
+        let (wheel, facts) = &inputs[m.input];
+        let by_name: HashMap<&str, &MemberFacts> =
+            facts.members.iter().map(|f| (f.name.as_str(), f)).collect();
+        let record_name = format!("{}/RECORD", wheel.dist_info);
+        let mut members = Vec::new();
+        for a in &m.members {
+            let (name, edited) = match a {
+                MemberAction::Remove { .. } => continue,
+                MemberAction::Copy { member } => (member, false),
+                MemberAction::Edit { member, .. } => (member, true),
+            };
+            if *name == record_name || name.ends_with('/') {
+                continue;
+            }
+            let Some(src) = wheel.archive.member(name) else {
+                continue;
+            };
+            let f = by_name.get(name.as_str()).copied();
+            if let Some(g) = main_gens[mi].iter().find(|g| &g.name == name) {
+                members.push(OutMember {
+                    name: name.clone(),
+                    source: Source::New(&generated[g.index]),
+                    sha256: g.sha256,
+                    size: g.size,
+                    mode: normalized_mode(src.unix_mode),
+                    facts: plain_facts(name, g.size, g.sha256),
+                });
+            } else if edited {
+                let r = &rewritten[&(m.input, name.clone())];
+                members.push(OutMember {
+                    name: name.clone(),
+                    source: Source::New(&r.compressed),
+                    sha256: r.sha256,
+                    size: r.compressed.size,
+                    mode: normalized_mode(src.unix_mode),
+                    facts: elf_facts(name, &r.compressed, r.sha256, r.info.clone()),
+                });
+            } else {
+                let f = f.ok_or_else(|| {
+                    Error::refused(format!("internal: no facts for {name}"), None)
+                })?;
+                members.push(OutMember {
+                    name: name.clone(),
+                    source: Source::Copy {
+                        wheel,
+                        member: name,
+                    },
+                    sha256: f.sha256.unwrap_or([0; 32]),
+                    size: f.size,
+                    mode: normalized_mode(src.unix_mode),
+                    facts: f.clone(),
+                });
+            }
+        }
+        order_dist_info_last(&mut members, &wheel.dist_info);
+        outputs_spec.push((opts.wheel_dir.join(&m.file_name), "main", members));
+    }
+    for (ri, rw) in runtime_wheels.iter().enumerate() {
+        let set = rw.set;
+        let mut members = Vec::new();
+        for g in &runtime_gens[ri] {
+            members.push(OutMember {
+                name: g.name.clone(),
+                source: Source::New(&generated[g.index]),
+                sha256: g.sha256,
+                size: g.size,
+                mode: 0o100644,
+                facts: plain_facts(&g.name, g.size, g.sha256),
+            });
+        }
+        for &li in &rw.libraries {
+            let l = &set.libraries[li];
+            let name = format!("{}/{}", set.lib_dir(), l.file);
+            let (wheel, facts) = &inputs[l.input];
+            let key = (l.input, l.member.clone());
+            if let Some(r) = rewritten.get(&key) {
+                members.push(OutMember {
+                    facts: elf_facts(&name, &r.compressed, r.sha256, r.info.clone()),
+                    name,
+                    source: Source::New(&r.compressed),
+                    sha256: r.sha256,
+                    size: r.compressed.size,
+                    mode: 0o100755,
+                });
+            } else {
+                let f = facts
+                    .members
+                    .iter()
+                    .find(|f| f.name == l.member)
+                    .ok_or_else(|| {
+                        Error::refused(format!("internal: no facts for {}", l.member), None)
+                    })?;
+                let mut mf = f.clone();
+                mf.name = name.clone();
+                let source = match canonical.get(&key) {
+                    Some(c) => Source::New(c),
+                    None => Source::Copy {
+                        wheel,
+                        member: &l.member,
+                    },
+                };
+                members.push(OutMember {
+                    name,
+                    source,
+                    sha256: l.sha256,
+                    size: l.size,
+                    mode: 0o100755,
+                    facts: mf,
+                });
+            }
+        }
+        let dist_info = format!(
+            "{}-{}.dist-info",
+            crate::wheel::filename::filename_safe_name(&rw.name),
+            set.version
+        );
+        members.sort_by(|a, b| a.name.cmp(&b.name));
+        order_dist_info_last(&mut members, &dist_info);
+        let file = format!(
+            "{}-{}-py3-none-{}.whl",
+            crate::wheel::filename::filename_safe_name(&rw.name),
+            set.version,
+            set.platforms.join(".")
+        );
+        outputs_spec.push((opts.runtime_dir.join(file), "runtime", members));
+    }
+
+    // Write everything to temporary files.
+    for dir in [&opts.wheel_dir, &opts.runtime_dir] {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io("create the folder", dir.clone(), e))?;
+    }
+    let written: Vec<(PendingFile, &'static str, Vec<MemberFacts>, String)> = outputs_spec
+        .into_par_iter()
+        .map(|(target, kind, members)| write_output(&target, kind, members, opts.time))
+        .collect::<Result<_, Error>>()?;
+
+    // Check what was written before anything is renamed into place.
+    let mut outputs = Vec::new();
+    for (p, kind, _, _) in &written {
+        if p.size > opts.max_size {
+            return Err(Error::refused(
+                format!(
+                    "`{}` would be {} bytes, over the {} byte limit",
+                    p.target.display(),
+                    p.size,
+                    opts.max_size
+                ),
+                Some("trim device code (--sm/--gfx), move more libraries out with --profile, or raise --max-size".into()),
+            ));
+        }
+        outputs.push(Output {
+            path: p.target.display().to_string(),
+            kind,
+            size: p.size,
+            members: 0,
+        });
+    }
+    let mut reopened = Vec::new();
+    for (p, _, member_facts, _) in &written {
+        let w = Wheel::open_as(p.temp_path(), &p.target, &opts.limits)?;
+        let f = WheelFacts {
+            members: member_facts.clone(),
+            record: check_written_record(&w, member_facts),
+            diagnostics: Vec::new(),
+        };
+        reopened.push((w, f));
+    }
+    for (o, (w, _)) in outputs.iter_mut().zip(&reopened) {
+        o.members = w.archive.members().len();
+    }
+    let refs: Vec<(&Wheel, &WheelFacts)> = reopened.iter().map(|(w, f)| (w, f)).collect();
+    let report = verify_facts(&refs, profiles, opts.max_size);
+    if !report.ok {
+        let mut lines: Vec<String> = report
+            .unresolved
+            .iter()
+            .map(|u| {
+                format!(
+                    "{} needs {} (searched {})",
+                    u.object,
+                    u.needed,
+                    u.searched.join(", ")
+                )
+            })
+            .collect();
+        for w in &report.wheels {
+            for v in &w.violations {
+                lines.push(format!("{}: [{}] {}", w.path, v.rule, v.message));
+            }
+        }
+        lines.extend(report.conflicts.iter().map(|c| format!("conflict: {c}")));
+        return Err(Error::refused(
+            format!("the split outputs failed their own check; nothing was written:\n  {}", lines.join("\n  ")),
+            Some("this is a wheelslim bug or an unusual input; please report it with `wheelslim audit --json` of the inputs".into()),
+        ));
+    }
+    drop(reopened);
+    let pending: Vec<PendingFile> = written.into_iter().map(|(p, ..)| p).collect();
+    commit(pending)?;
+    Ok(SplitReport {
+        schema: SCHEMA,
+        dry_run: false,
+        plan,
+        outputs,
+        verify: Some(report),
+        notes,
+    })
+}
+
+struct RuntimeWheel<'a> {
+    set: &'a RuntimeSet,
+    name: String,
+    part: usize,
+    parts: usize,
+    libraries: Vec<usize>,
+}
+
+fn sha2_digest(data: &[u8]) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(data).into()
+}
+
+fn requirement_name(r: &str) -> String {
+    let name: String = r
+        .trim()
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || "-_.".contains(*c))
+        .collect();
+    normalize_name(&name)
+}
+
+fn plain_facts(name: &str, size: u64, sha256: [u8; 32]) -> MemberFacts {
+    MemberFacts {
+        name: name.to_string(),
+        size,
+        compressed_size: 0,
+        sha256: Some(sha256),
+        content: Content::Other,
+    }
+}
+
+fn elf_facts(name: &str, c: &Compressed, sha256: [u8; 32], info: Option<ElfInfo>) -> MemberFacts {
+    MemberFacts {
+        name: name.to_string(),
+        size: c.size,
+        compressed_size: c.data.len() as u64,
+        sha256: Some(sha256),
+        content: match info {
+            Some(i) => Content::Elf {
+                elf: Inspected::Host(Box::new(i)),
+            },
+            None => Content::Other,
+        },
+    }
+}
+
+/// `.dist-info` members go last, in their original order, and RECORD is written after them.
+fn order_dist_info_last(members: &mut [OutMember], dist_info: &str) {
+    let prefix = format!("{dist_info}/");
+    members.sort_by_key(|m| m.name.starts_with(&prefix));
+}
+
+fn write_output(
+    target: &Path,
+    kind: &'static str,
+    members: Vec<OutMember>,
+    time: ZipTime,
+) -> Result<(PendingFile, &'static str, Vec<MemberFacts>, String), Error> {
+    let mut w = WheelWriter::create(target, time)?;
+    let dist_info = members
+        .iter()
+        .find_map(|m| {
+            m.name
+                .split_once('/')
+                .map(|(top, _)| top)
+                .filter(|t| t.ends_with(".dist-info"))
+        })
+        .unwrap_or("")
+        .to_string();
+    let mut record = Record::default();
+    let mut facts = Vec::with_capacity(members.len() + 1);
+    for m in members {
+        match &m.source {
+            Source::Copy { wheel, member } => {
+                let src = wheel.archive.member(member).ok_or_else(|| {
+                    Error::refused(
+                        format!("internal: {} vanished", wheel.member_location(member)),
+                        None,
+                    )
+                })?;
+                w.add_raw(&m.name, &wheel.archive, src, m.mode)?;
+            }
+            Source::New(c) => w.add_compressed(&m.name, c, m.mode)?,
+        }
+        record.entries.push(RecordEntry {
+            path: m.name.clone(),
+            hash: Some(sha256_field(&m.sha256)),
+            size: Some(m.size),
+        });
+        facts.push(m.facts);
+    }
+    let record_name = format!("{dist_info}/RECORD");
+    record.entries.push(RecordEntry {
+        path: record_name.clone(),
+        hash: None,
+        size: None,
+    });
+    let text = record.to_text();
+    let c = deflate::compress(text.as_bytes(), deflate::DEFAULT_LEVEL);
+    w.add_compressed(&record_name, &c, 0o100644)?;
+    facts.push(plain_facts(
+        &record_name,
+        text.len() as u64,
+        sha2_digest(text.as_bytes()),
+    ));
+    Ok((w.finish()?, kind, facts, record_name))
+}
+
+/// RECORD as written against the member list and our hashes.
+fn check_written_record(w: &Wheel, facts: &[MemberFacts]) -> RecordCheck {
+    let mut check = RecordCheck::default();
+    let by: HashMap<&str, &MemberFacts> = facts.iter().map(|f| (f.name.as_str(), f)).collect();
+    for m in w.archive.members() {
+        if m.name == format!("{}/RECORD", w.dist_info) {
+            continue;
+        }
+        match (w.record.get(&m.name), by.get(m.name.as_str())) {
+            (None, _) => check.unlisted.push(m.name.clone()),
+            (Some(e), Some(f)) => {
+                let ok = e.size == Some(m.size)
+                    && f.size == m.size
+                    && e.hash == f.sha256.map(|h| sha256_field(&h));
+                if !ok {
+                    check.mismatched.push(m.name.clone());
+                }
+            }
+            (Some(_), None) => check.mismatched.push(m.name.clone()),
+        }
+    }
+    for e in &w.record.entries {
+        if w.archive.member(&e.path).is_none() {
+            check.missing.push(e.path.clone());
+        }
+    }
+    check
+}
+
+fn runtime_wheel_file(set: &RuntimeSet) -> String {
+    let mut h = HeaderFile::build(
+        &[
+            ("Wheel-Version", "1.0".to_string()),
+            (
+                "Generator",
+                format!("wheelslim {}", env!("CARGO_PKG_VERSION")),
+            ),
+            ("Root-Is-Purelib", "false".to_string()),
+        ],
+        None,
+    );
+    for p in &set.platforms {
+        h.add("Tag", &format!("py3-none-{p}"));
+    }
+    h.to_text()
+}
+
+fn runtime_metadata(rw: &RuntimeWheel, names: &BTreeMap<&str, Vec<String>>) -> String {
+    let set = rw.set;
+    let files: Vec<&str> = rw
+        .libraries
+        .iter()
+        .map(|&i| set.libraries[i].file.as_str())
+        .collect();
+    let project = set.name.split("-runtime-").next().unwrap_or(&set.name);
+    let mut fields = vec![
+        ("Metadata-Version", "2.4".to_string()),
+        ("Name", rw.name.clone()),
+        ("Version", set.version.clone()),
+        (
+            "Summary",
+            format!(
+                "Vendor libraries of {project} {} ({} profile), shared by every Python version",
+                set.version, set.profile
+            ),
+        ),
+    ];
+    if !set.licenses.is_empty() {
+        fields.push(("License-Expression", set.licenses.join(" AND ")));
+    }
+    let mut h = HeaderFile::build(&fields, None);
+    // Other parts of the same set install into the same folder; they travel together.
+    if rw.parts > 1 {
+        for other in names.get(set.key.as_str()).into_iter().flatten() {
+            if *other != rw.name {
+                h.add("Requires-Dist", &format!("{other}=={}", set.version));
+            }
+        }
+    }
+    for r in &set.requirements {
+        h.add("Requires-Dist", r);
+    }
+    h.add("Description-Content-Type", "text/markdown");
+    let mut body = format!(
+        "# {}\n\nShared vendor libraries split out of `{project}` {} by wheelslim, installed into `{}`.\n\n",
+        rw.name,
+        set.version,
+        set.lib_dir()
+    );
+    for f in &files {
+        body.push_str(&format!("- `{f}`\n"));
+    }
+    if !set.license_notes.is_empty() {
+        body.push_str("\nLicences:\n\n");
+        for n in &set.license_notes {
+            body.push_str(&format!("- {n}\n"));
+        }
+    }
+    let mut text = h.to_text();
+    text.push('\n');
+    text.push_str(&body);
+    text
+}
+
+/// The runtime package's `__init__.py`: says what it holds and offers `preload()`.
+fn preload_module(set: &RuntimeSet) -> String {
+    // Dependencies first, so each library finds the ones it needs already loaded.
+    let mut order: Vec<&str> = Vec::new();
+    let deps: HashMap<&str, Vec<&str>> = set
+        .libraries
+        .iter()
+        .map(|l| {
+            let needs: Vec<&str> = l
+                .needed
+                .iter()
+                .filter(|n| set.libraries.iter().any(|o| &o.file == *n))
+                .map(String::as_str)
+                .collect();
+            (l.file.as_str(), needs)
+        })
+        .collect();
+    fn visit<'a>(
+        n: &'a str,
+        deps: &HashMap<&'a str, Vec<&'a str>>,
+        order: &mut Vec<&'a str>,
+        stack: &mut Vec<&'a str>,
+    ) {
+        if order.contains(&n) || stack.contains(&n) {
+            return;
+        }
+        stack.push(n);
+        for d in deps.get(n).into_iter().flatten() {
+            visit(d, deps, order, stack);
+        }
+        stack.pop();
+        order.push(n);
+    }
+    for l in &set.libraries {
+        visit(&l.file, &deps, &mut order, &mut Vec::new());
+    }
+    let list: String = order.iter().map(|f| format!("    {f:?},\n")).collect();
+    format!(
+        r#""""Vendor libraries shared by every Python version of this project (wheelslim, {profile} profile).
+
+The libraries live in the `lib` folder next to this file, and the project's extension modules
+find them through their RPATH. When this package is installed into a different site-packages
+folder than the project that uses it (user site vs. virtualenv, purelib vs. platlib), call
+`preload()` before importing that project: it loads every library here by absolute path, and the
+dynamic loader then reuses them by soname.
+"""
+
+import ctypes
+import os
+
+LIB_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib")
+LIBRARIES = [
+{list}]
+_handles = []
+
+
+def preload():
+    """Load every bundled library (dependencies first); safe to call more than once."""
+    if not _handles:
+        for name in LIBRARIES:
+            path = os.path.join(LIB_DIR, name)
+            if os.path.exists(path):
+                _handles.append(ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL))
+    return list(_handles)
+"#,
+        profile = set.profile,
+    )
+}
