@@ -1,0 +1,99 @@
+//! Helpers shared by the integration tests.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn fixture(rel: &str) -> PathBuf {
+    root().join("fixtures").join(rel)
+}
+
+pub const SLIMDEMO: &str =
+    "wheels/slimdemo-0.1.0-cp38-abi3-manylinux2014_x86_64.manylinux_2_17_x86_64.whl";
+pub const CUDAFIX: &str = "wheels/cudafix-0.1.0-cp311-cp311-manylinux_2_34_x86_64.whl";
+pub const HIPFIX: &str = "wheels/hipfix-0.1.0-cp311-cp311-manylinux_2_34_x86_64.whl";
+pub const PUREFIX: &str = "wheels/purefix-1.0-py3-none-any.whl";
+
+/// An outside tool the test suite installs (`./test.sh` sets these). Missing → the test fails
+/// and says how to get it; it never passes silently.
+pub fn tool_env(var: &str) -> PathBuf {
+    match std::env::var_os(var) {
+        Some(v) if Path::new(&v).exists() => PathBuf::from(v),
+        _ => panic!(
+            "{var} is not set or does not exist: run the tests with ./test.sh, which installs the tools"
+        ),
+    }
+}
+
+pub fn wheelslim(args: &[&str]) -> Output {
+    wheelslim_in(args, &root())
+}
+
+pub fn wheelslim_in(args: &[&str], cwd: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_wheelslim"))
+        .args(args)
+        .current_dir(cwd)
+        .env("WHEELSLIM_NO_PROGRESS", "1")
+        .env_remove("SOURCE_DATE_EPOCH")
+        .output()
+        .expect("run wheelslim")
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Runs a command and returns its stdout, failing the test (with its stderr) if it fails.
+pub fn run(cmd: &mut Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn code(o: &Output) -> i32 {
+    o.status.code().unwrap_or(-1)
+}
+
+pub fn tempdir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("wheelslim-test-")
+        .tempdir()
+        .expect("tempdir")
+}
+
+/// Every member name and uncompressed bytes of a wheel, read with the `zip` crate (an
+/// independent reader of what wheelslim writes).
+pub fn read_zip(path: &Path) -> Vec<(String, Vec<u8>)> {
+    use std::io::Read;
+    let f = std::fs::File::open(path).unwrap();
+    let mut z = zip::ZipArchive::new(f).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut out = Vec::new();
+    for i in 0..z.len() {
+        let mut e = z.by_index(i).unwrap();
+        let mut v = Vec::new();
+        e.read_to_end(&mut v).unwrap();
+        let name = e
+            .name()
+            .map(|n| n.to_string())
+            .unwrap_or_else(|err| panic!("{}: bad member name: {err}", path.display()));
+        out.push((name, v));
+    }
+    out
+}

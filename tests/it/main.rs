@@ -1,0 +1,6 @@
+//! The integration tests, as one binary (faster to link). Run them with `./test.sh`, which
+//! installs the outside tools they check against.
+
+mod audit;
+mod common;
+mod verify;
