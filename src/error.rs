@@ -133,10 +133,7 @@ impl Error {
             Error::Io { .. } => None,
             Error::Zip { err, .. } => err.hint().map(str::to_string),
             Error::Wheel { err, .. } => err.hint().map(str::to_string),
-            Error::Elf { .. } => Some(
-                "the member looks like a shared object but is not a valid ELF file; rebuild the wheel or remove the member"
-                    .to_string(),
-            ),
+            Error::Elf { err, .. } => Some(err.hint().to_string()),
             Error::DeviceCode { .. } => Some(
                 "the embedded device code is damaged; rebuild the library, or run without device-code trimming"
                     .to_string(),

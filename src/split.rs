@@ -198,6 +198,26 @@ pub fn split(
         }
     }
 
+    // A library that cannot fit alone fails before any work is done (it is checked again with
+    // exact sizes once rewritten members are compressed).
+    let capacity = opts.max_size.saturating_sub(RUNTIME_OVERHEAD);
+    for set in &plan.runtime_sets {
+        for l in set
+            .libraries
+            .iter()
+            .filter(|l| l.edit.is_empty() && !opts.canonical_runtime)
+        {
+            if l.compressed_size > capacity {
+                return Err(too_big(
+                    &inputs[l.input].0,
+                    &l.member,
+                    l.compressed_size,
+                    opts.max_size,
+                ));
+            }
+        }
+    }
+
     // Apply: rewrite the ELF objects that need it, in parallel, under the memory budget.
     let mut jobs: Vec<(usize, String, &crate::plan::ElfEdit)> = Vec::new();
     for m in &plan.mains {
@@ -283,7 +303,6 @@ pub fn split(
     };
 
     // Pack runtime sets into wheels under the limit.
-    let capacity = opts.max_size.saturating_sub(RUNTIME_OVERHEAD);
     let mut runtime_wheels: Vec<RuntimeWheel> = Vec::new();
     for set in &plan.runtime_sets {
         let stored = |l: &crate::plan::LibraryPlan| -> u64 {
@@ -301,15 +320,7 @@ pub fn split(
             .collect();
         let bins = pack(&items, capacity).map_err(|i| {
             let l = &set.libraries[i];
-            Error::refused(
-                format!(
-                    "{} is {} bytes compressed and cannot fit in a wheel under the {} byte limit even alone",
-                    inputs[l.input].0.member_location(&l.member),
-                    items[i].1,
-                    opts.max_size
-                ),
-                Some("trim its device code to the GPUs you ship for (--sm 80,90 / --gfx ...), or raise --max-size if your index allows larger files".into()),
-            )
+            too_big(&inputs[l.input].0, &l.member, items[i].1, opts.max_size)
         })?;
         let n = bins.len();
         for (k, bin) in bins.into_iter().enumerate() {
@@ -623,6 +634,16 @@ pub fn split(
         verify: Some(report),
         notes,
     })
+}
+
+fn too_big(wheel: &Wheel, member: &str, bytes: u64, max_size: u64) -> Error {
+    Error::refused(
+        format!(
+            "{} is {bytes} bytes compressed and cannot fit in a wheel under the {max_size} byte limit even alone",
+            wheel.member_location(member),
+        ),
+        Some("trim its device code to the GPUs you ship for (--sm 80,90 / --gfx ...), or raise --max-size if your index allows larger files".into()),
+    )
 }
 
 struct RuntimeWheel<'a> {
