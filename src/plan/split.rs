@@ -238,7 +238,7 @@ pub fn plan_split(
                 continue;
             };
             let rule = format!("{}/{}", hit.profile.name, hit.rule.name);
-            let public = unhash(m.file_name());
+            let public = hit.rule.public_name(m.file_name());
             let dest = match hit.rule.action {
                 Action::Forbid => Destination::Forbidden,
                 Action::Upstream if settings.upstream => {

@@ -123,6 +123,25 @@ impl LibraryRule {
             .iter()
             .any(|n| self.matcher.is_match(n))
     }
+
+    /// The public soname of a (possibly auditwheel-renamed) library this rule matches.
+    ///
+    /// auditwheel names its copies after the file (`libcudart-53d54daa.so.12.6.68`) and replaces
+    /// the SONAME with that name, so the public soname (`libcudart.so.12`) is lost. The rule's
+    /// patterns say it: the shortest version of the name that a pattern matches, not counting
+    /// the bare `lib.so` unless that is the whole name.
+    pub fn public_name(&self, file_name: &str) -> String {
+        let name = unhash(file_name);
+        let mut candidates = version_prefixes(&name);
+        candidates.reverse();
+        let bare_allowed = candidates.len() == 1;
+        candidates
+            .iter()
+            .filter(|c| bare_allowed || c.contains(".so."))
+            .find(|c| self.matcher.is_match(c.as_str()))
+            .cloned()
+            .unwrap_or(name)
+    }
 }
 
 /// A loaded profile.
@@ -384,6 +403,22 @@ mod tests {
             "cublas"
         );
         assert!(p.match_library("libcudart_static.a", None).is_none());
+    }
+
+    #[test]
+    fn public_names_come_from_the_patterns() {
+        let p = Profile::built_in("cuda12").unwrap();
+        let name = |f: &str| p.match_library(f, None).unwrap().public_name(f);
+        assert_eq!(name("libcudart-53d54daa.so.12.6.68"), "libcudart.so.12");
+        assert_eq!(name("libcudart-aa97f077.so.12"), "libcudart.so.12");
+        assert_eq!(name("libnvrtc-a1f1e7d6.so.12.6.85"), "libnvrtc.so.12");
+        assert_eq!(
+            name("libnvrtc-builtins-a1d5fce3.so.12.6.85"),
+            "libnvrtc-builtins.so.12.6"
+        );
+        assert_eq!(name("libcublasLt.so.12.9.1.4"), "libcublasLt.so.12");
+        let driver = p.match_library("libcuda-1a2b3c4d.so.1", None).unwrap();
+        assert_eq!(driver.public_name("libcuda-1a2b3c4d.so.1"), "libcuda.so.1");
     }
 
     #[test]
