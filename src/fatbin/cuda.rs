@@ -798,4 +798,4 @@ pub(crate) fn window_log_for(size: u64) -> u32 {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
