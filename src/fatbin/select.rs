@@ -46,7 +46,7 @@ use serde::Serialize;
 
 use super::FatbinError;
 use super::bytes::u64_of;
-use super::cuda::{Container, CudaArch, Entry, EntryEdit, EntryKind};
+use super::cuda::{Container, CudaArch, Entry, EntryEdit, EntryKind, rebuild_container_with};
 use super::hip::BundleEntry;
 
 /// Which PTX to keep next to the SASS (see the module docs).
@@ -442,6 +442,30 @@ impl Selection {
             .iter()
             .map(|c| self.choose_container(c).kept_bytes(c))
             .fold(0u64, u64::saturating_add)
+    }
+
+    /// [`Selection::kept_bytes`] without the estimate: containers whose concat groups lose
+    /// some members are rebuilt (decompressed and recompressed) to measure them.
+    pub fn kept_bytes_exact(
+        &self,
+        section: &[u8],
+        containers: &[Container],
+    ) -> Result<u64, FatbinError> {
+        let mut total = 0u64;
+        for c in containers {
+            let choice = self.choose_container(c);
+            let partial = choice
+                .edits()
+                .iter()
+                .any(|e| matches!(e, EntryEdit::KeepMembers(_)));
+            let bytes = if partial {
+                u64_of(rebuild_container_with(section, c, &choice.edits())?.len())
+            } else {
+                choice.kept_bytes(c)
+            };
+            total = total.saturating_add(bytes);
+        }
+        Ok(total)
     }
 }
 

@@ -21,8 +21,9 @@ pub enum EntryEdit {
     Keep,
     /// Leave the entry out.
     Drop,
-    /// A concat group keeping only the members flagged `true`: all of them means
-    /// [`EntryEdit::Keep`], none means [`EntryEdit::Drop`], anything else rebuilds the group.
+    /// A concat group keeping only the members flagged `true`: all of them (vacuously so for
+    /// an entry without members) means [`EntryEdit::Keep`], none of a group's members means
+    /// [`EntryEdit::Drop`], anything else rebuilds the group.
     KeepMembers(Vec<bool>),
 }
 
@@ -76,7 +77,10 @@ pub fn rebuild_container_with(
                         actual: flags.len(),
                     });
                 }
-                if flags.iter().any(|&k| k) {
+                if flags.iter().all(|&k| k) {
+                    // Every member, or an entry without members: verbatim.
+                    out.extend_from_slice(e.bytes(section)?);
+                } else if flags.iter().any(|&k| k) {
                     out.extend_from_slice(&rebuild_concat_entry(section, e, flags)?);
                 }
             }
