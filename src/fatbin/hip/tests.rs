@@ -342,3 +342,30 @@ fn mutations_never_panic() {
         }
     }
 }
+
+#[test]
+fn rebuilding_many_tiny_entries_is_refused() {
+    // 5000 one-byte code objects would need 5000 × 4 KiB of padding.
+    let entries: Vec<(String, Vec<u8>)> = (0..5000)
+        .map(|i| (format!("hipv4-amdgcn-amd-amdhsa--gfx{i}"), vec![1u8]))
+        .collect();
+    let mut table = BUNDLE_MAGIC.to_vec();
+    table.extend_from_slice(&(entries.len() as u64).to_le_bytes());
+    let table_len = 32 + entries.iter().map(|(t, _)| 24 + t.len()).sum::<usize>();
+    for (i, (t, _)) in entries.iter().enumerate() {
+        table.extend_from_slice(&((table_len + i) as u64).to_le_bytes());
+        table.extend_from_slice(&1u64.to_le_bytes());
+        table.extend_from_slice(&(t.len() as u64).to_le_bytes());
+        table.extend_from_slice(t.as_bytes());
+    }
+    table.extend(std::iter::repeat_n(1u8, entries.len()));
+    let b = &parse_section(&table).unwrap()[0];
+    let keep: Vec<bool> = (0..5000).map(|i| i != 0).collect();
+    assert!(matches!(
+        rebuild_bundle(&table, b, &keep).unwrap_err(),
+        FatbinError::BadField {
+            field: "entry count",
+            ..
+        }
+    ));
+}

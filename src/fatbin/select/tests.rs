@@ -7,6 +7,7 @@
 
 use super::*;
 use crate::fatbin::cuda::{Compression, ConcatMember};
+use crate::fatbin::hip::BundleEntry;
 
 fn arch(s: &str) -> CudaArch {
     s.parse().unwrap()
@@ -349,6 +350,20 @@ fn bytes_per_arch_counts_images() {
     assert_eq!(
         s.kept_bytes(std::slice::from_ref(&c)),
         16 + 1064 + 1064 + 64 + 500
+    );
+    let per = kept_bytes_per_target(
+        std::slice::from_ref(&c),
+        &[arch("90"), arch("100")],
+        PtxPolicy::Newest,
+        UnmatchedPolicy::Keep,
+    );
+    // 100: the sm_100f member (half the group) plus compute_90.
+    assert_eq!(
+        per,
+        [
+            (arch("90"), 16 + 1064 + 1064 + 64 + 500),
+            (arch("100"), 16 + 1064 + 64 + 500)
+        ]
     );
 }
 
