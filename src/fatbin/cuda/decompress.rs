@@ -1,0 +1,162 @@
+//! Decompressing entry payloads: raw LZ4 blocks and zstd frames, to an exact size under a cap.
+
+use super::{Compression, Entry};
+use crate::fatbin::bytes::{slice, u64_of};
+use crate::fatbin::{DEFAULT_DECOMPRESS_CAP, FatbinError};
+
+/// Decompress an entry's payload, capped at [`DEFAULT_DECOMPRESS_CAP`].
+///
+/// Uncompressed entries return their payload as stored (padded to 8).
+pub fn decompress_entry(section: &[u8], e: &Entry) -> Result<Vec<u8>, FatbinError> {
+    decompress_entry_capped(section, e, DEFAULT_DECOMPRESS_CAP)
+}
+
+/// [`decompress_entry`] with a caller-chosen cap on the output size. The output must be exactly
+/// `uncompressed_size` bytes: streams that produce more or less are errors.
+pub fn decompress_entry_capped(
+    section: &[u8],
+    e: &Entry,
+    cap: u64,
+) -> Result<Vec<u8>, FatbinError> {
+    let payload = slice(
+        section,
+        e.payload_offset(),
+        u64_of(e.payload_size),
+        "entry payload",
+    )?;
+    match e.compression {
+        Compression::None => Ok(payload.to_vec()),
+        Compression::Unknown(flags) => Err(FatbinError::UnknownCompression {
+            offset: e.offset,
+            flags,
+        }),
+        Compression::Lz4 | Compression::Zstd => {
+            let stream = slice(payload, 0, e.compressed_size, "compressed stream")?;
+            decompress(
+                e.compression,
+                stream,
+                e.uncompressed_size,
+                cap,
+                "fatbin entry",
+                e.offset,
+            )
+        }
+    }
+}
+
+/// Decompress `stream` (a raw LZ4 block or one zstd frame) to exactly `size` bytes.
+pub(crate) fn decompress(
+    method: Compression,
+    stream: &[u8],
+    size: u64,
+    cap: u64,
+    what: &'static str,
+    offset: usize,
+) -> Result<Vec<u8>, FatbinError> {
+    if size > cap {
+        return Err(FatbinError::TooLarge {
+            what,
+            offset,
+            size,
+            cap,
+        });
+    }
+    let too_large = || FatbinError::TooLarge {
+        what,
+        offset,
+        size,
+        cap: u64_of(usize::MAX),
+    };
+    let usize_size = usize::try_from(size).map_err(|_| too_large())?;
+    let fail = |method: &'static str, reason: String| FatbinError::Decompress {
+        what,
+        offset,
+        method,
+        reason,
+    };
+    match method {
+        Compression::Lz4 => {
+            // An LZ4 sequence of n bytes yields at most about 255·n bytes: refuse claims the
+            // stream cannot back before allocating for them.
+            if size > u64_of(stream.len()).saturating_mul(256) {
+                return Err(fail(
+                    "lz4",
+                    format!("{} compressed bytes cannot expand to {size}", stream.len()),
+                ));
+            }
+            let mut out = vec![0u8; usize_size];
+            let n = lz4_flex::block::decompress_into(stream, &mut out)
+                .map_err(|err| fail("lz4", err.to_string()))?;
+            if n != usize_size {
+                return Err(FatbinError::SizeMismatch {
+                    what,
+                    offset,
+                    expected: size,
+                    actual: u64_of(n),
+                });
+            }
+            Ok(out)
+        }
+        Compression::Zstd => zstd_exact(stream, size, what, offset),
+        Compression::None | Compression::Unknown(_) => Err(fail(
+            method.name(),
+            "not a supported compression".to_string(),
+        )),
+    }
+}
+
+/// Decode one zstd frame that must fill `stream` exactly and produce exactly `size` bytes.
+/// The output grows as data arrives, so a lying header costs no memory up front.
+fn zstd_exact(
+    stream: &[u8],
+    size: u64,
+    what: &'static str,
+    offset: usize,
+) -> Result<Vec<u8>, FatbinError> {
+    use std::io::Read;
+    let fail = |reason: String| FatbinError::Decompress {
+        what,
+        offset,
+        method: "zstd",
+        reason,
+    };
+    match zstd::zstd_safe::find_frame_compressed_size(stream) {
+        Ok(n) if n == stream.len() => {}
+        Ok(n) => {
+            return Err(fail(format!(
+                "the frame is {n} bytes long, the header says {}",
+                stream.len()
+            )));
+        }
+        Err(code) => {
+            return Err(fail(zstd::zstd_safe::get_error_name(code).to_string()));
+        }
+    }
+    let mut dec = zstd::stream::read::Decoder::with_buffer(stream)
+        .map_err(|err| fail(err.to_string()))?
+        .single_frame();
+    // The window never needs to exceed the output; this bounds the decoder's own allocation.
+    dec.window_log_max(window_log_for(size))
+        .map_err(|err| fail(err.to_string()))?;
+    let mut out = Vec::new();
+    let n = dec
+        .by_ref()
+        .take(size.saturating_add(1))
+        .read_to_end(&mut out)
+        .map_err(|err| fail(err.to_string()))?;
+    if u64_of(n) != size {
+        return Err(FatbinError::SizeMismatch {
+            what,
+            offset,
+            expected: size,
+            actual: u64_of(n),
+        });
+    }
+    Ok(out)
+}
+
+/// log2 of the smallest power of two ≥ `size`, clamped to zstd's limits (10..=31).
+pub(crate) fn window_log_for(size: u64) -> u32 {
+    let bits = u64::BITS.saturating_sub(size.saturating_sub(1).leading_zeros());
+    bits.clamp(10, 31)
+}
