@@ -5,7 +5,12 @@ use serde::Serialize;
 
 use crate::budget::Budget;
 use crate::diagnostic::Diagnostic;
+use crate::elf::{ElfInfo, SectionInfo};
 use crate::facts::WheelFacts;
+use crate::fatbin::cuda::{self, CudaArch};
+use crate::fatbin::loose::LooseInfo;
+use crate::fatbin::select::{self, GfxSelection};
+use crate::fatbin::{FatbinError, hip};
 use crate::wheel::Wheel;
 
 #[derive(Debug, Clone, Serialize)]
@@ -39,13 +44,269 @@ pub struct DeviceReport {
     pub trims: Vec<TrimEstimate>,
 }
 
-/// Describes the device code of every member (filled in with the fatbin module).
+/// SASS before PTX before the rest, each by architecture number.
+fn row_order(r: &ArchRow) -> (u8, u32, String) {
+    let rank = match r.code.as_str() {
+        "sass" => 0,
+        "ptx" => 1,
+        "host" => 3,
+        _ => 2,
+    };
+    let digits: String = r
+        .arch
+        .trim_start_matches(|c: char| !c.is_ascii_digit())
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    (rank, digits.parse().unwrap_or(0), r.arch.clone())
+}
+
+/// The device-code sections wheelslim knows, and which format each holds.
+pub const CUDA_SECTIONS: &[&str] = &[".nv_fatbin", "__nv_relfatbin"];
+pub const HIP_SECTIONS: &[&str] = &[".hip_fatbin"];
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CudaSection {
+    pub name: String,
+    pub size: u64,
+    pub containers: Vec<cuda::Container>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct HipSection {
+    pub name: String,
+    pub size: u64,
+    pub bundles: Vec<hip::OffloadBundle>,
+}
+
+/// Device code found in one member.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct DeviceFacts {
+    pub cuda: Vec<CudaSection>,
+    pub hip: Vec<HipSection>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub loose: Option<LooseInfo>,
+}
+
+impl DeviceFacts {
+    pub fn is_empty(&self) -> bool {
+        self.cuda.is_empty() && self.hip.is_empty() && self.loose.is_none()
+    }
+}
+
+/// A section's bytes, checked against the file.
+pub fn section_bytes<'a>(data: &'a [u8], s: &SectionInfo) -> Result<&'a [u8], FatbinError> {
+    let start = usize::try_from(s.offset).ok();
+    let end = start.and_then(|st| st.checked_add(usize::try_from(s.size).ok()?));
+    match (start, end) {
+        (Some(st), Some(e)) if e <= data.len() => Ok(&data[st..e]),
+        _ => Err(FatbinError::Truncated {
+            what: "device-code section",
+            offset: usize::try_from(s.offset).unwrap_or(usize::MAX),
+            needed: s.size,
+            available: data.len(),
+        }),
+    }
+}
+
+/// Parses the device-code sections of a host ELF object. The error names the section.
+pub fn scan_elf(data: &[u8], info: &ElfInfo) -> Result<DeviceFacts, (String, FatbinError)> {
+    let mut facts = DeviceFacts::default();
+    for s in info.sections.iter().filter(|s| s.in_file && s.size > 0) {
+        if CUDA_SECTIONS.contains(&s.name.as_str()) {
+            let bytes = section_bytes(data, s).map_err(|e| (s.name.clone(), e))?;
+            let containers = cuda::parse_section(bytes).map_err(|e| (s.name.clone(), e))?;
+            facts.cuda.push(CudaSection {
+                name: s.name.clone(),
+                size: s.size,
+                containers,
+            });
+        } else if HIP_SECTIONS.contains(&s.name.as_str()) {
+            let bytes = section_bytes(data, s).map_err(|e| (s.name.clone(), e))?;
+            let bundles = hip::parse_section(bytes).map_err(|e| (s.name.clone(), e))?;
+            facts.hip.push(HipSection {
+                name: s.name.clone(),
+                size: s.size,
+                bundles,
+            });
+        }
+    }
+    Ok(facts)
+}
+
+/// The audit's view of one member's device code.
+pub fn report(member: &str, d: &DeviceFacts) -> Option<DeviceReport> {
+    if !d.cuda.is_empty() {
+        let containers: Vec<cuda::Container> = d
+            .cuda
+            .iter()
+            .flat_map(|s| s.containers.iter().cloned())
+            .collect();
+        let per_arch = select::bytes_per_arch(&containers);
+        let mut rows: Vec<ArchRow> = per_arch
+            .iter()
+            .map(|(arch, b)| ArchRow {
+                arch: arch.clone(),
+                code: if arch.starts_with("sm_") {
+                    "sass"
+                } else if arch.starts_with("compute_") {
+                    "ptx"
+                } else {
+                    "other"
+                }
+                .to_string(),
+                entries: b.images as usize,
+                stored_bytes: b.stored,
+                uncompressed_bytes: b.image,
+            })
+            .collect();
+        rows.sort_by_key(row_order);
+        let mut targets: Vec<CudaArch> = per_arch
+            .keys()
+            .filter(|k| k.starts_with("sm_"))
+            .filter_map(|k| k.parse().ok())
+            .collect();
+        targets.sort_by_key(|t: &CudaArch| (t.sm, t.to_string()));
+        targets.dedup();
+        let trims = select::kept_bytes_per_target(
+            &containers,
+            &targets,
+            select::PtxPolicy::Newest,
+            select::UnmatchedPolicy::Keep,
+        )
+        .into_iter()
+        .map(|(t, kept)| TrimEstimate {
+            target: t.to_string(),
+            kept_bytes: kept,
+        })
+        .collect();
+        return Some(DeviceReport {
+            member: member.to_string(),
+            kind: "cuda".into(),
+            sections: d.cuda.iter().map(|s| s.name.clone()).collect(),
+            containers: containers.len(),
+            stored_bytes: d.cuda.iter().map(|s| s.size).sum(),
+            rows,
+            trims,
+        });
+    }
+    if !d.hip.is_empty() {
+        let bundles: Vec<&hip::OffloadBundle> =
+            d.hip.iter().flat_map(|s| s.bundles.iter()).collect();
+        let mut rows: std::collections::BTreeMap<String, ArchRow> =
+            std::collections::BTreeMap::new();
+        // Stored bytes of a compressed bundle are shared out in proportion to entry sizes.
+        let stored_share = |b: &hip::OffloadBundle, size: u64| -> u64 {
+            let total = b.uncompressed_len().max(1);
+            (b.len as u128 * size as u128 / total as u128) as u64
+        };
+        let mut targets: Vec<String> = Vec::new();
+        for b in &bundles {
+            for e in &b.entries {
+                let arch = e.target.clone().unwrap_or_else(|| e.triple.clone());
+                let code = if e.is_host() { "host" } else { "code-object" };
+                let row = rows.entry(arch.clone()).or_insert_with(|| ArchRow {
+                    arch: arch.clone(),
+                    code: code.into(),
+                    entries: 0,
+                    stored_bytes: 0,
+                    uncompressed_bytes: 0,
+                });
+                row.entries += 1;
+                row.stored_bytes += stored_share(b, e.size);
+                row.uncompressed_bytes += e.size;
+                if !e.is_host() && e.is_amdgcn() && !targets.contains(&arch) {
+                    targets.push(arch);
+                }
+            }
+        }
+        targets.sort();
+        let trims = targets
+            .iter()
+            .filter_map(|t| {
+                let sel = GfxSelection::parse(t).ok()?;
+                let kept: u64 = bundles
+                    .iter()
+                    .map(|b| {
+                        let choice = sel.choose(&b.entries);
+                        b.entries
+                            .iter()
+                            .zip(&choice.keep)
+                            .filter(|(_, k)| **k)
+                            .map(|(e, _)| stored_share(b, e.size))
+                            .sum::<u64>()
+                    })
+                    .sum();
+                Some(TrimEstimate {
+                    target: t.clone(),
+                    kept_bytes: kept,
+                })
+            })
+            .collect();
+        let mut rows: Vec<ArchRow> = rows.into_values().collect();
+        rows.sort_by_key(row_order);
+        return Some(DeviceReport {
+            member: member.to_string(),
+            kind: "hip".into(),
+            sections: d.hip.iter().map(|s| s.name.clone()).collect(),
+            containers: bundles.len(),
+            stored_bytes: d.hip.iter().map(|s| s.size).sum(),
+            rows,
+            trims,
+        });
+    }
+    let l = d.loose.as_ref()?;
+    Some(DeviceReport {
+        member: member.to_string(),
+        kind: format!("loose-{}", loose_kind_name(l.kind)),
+        sections: Vec::new(),
+        containers: 0,
+        stored_bytes: l.bytes,
+        rows: l
+            .archs
+            .iter()
+            .map(|a| ArchRow {
+                arch: a.clone(),
+                code: if a.starts_with("compute_") {
+                    "ptx"
+                } else if a.starts_with("sm_") {
+                    "sass"
+                } else {
+                    "code-object"
+                }
+                .into(),
+                entries: 1,
+                stored_bytes: l.bytes / l.archs.len().max(1) as u64,
+                uncompressed_bytes: l.bytes / l.archs.len().max(1) as u64,
+            })
+            .collect(),
+        trims: Vec::new(),
+    })
+}
+
+fn loose_kind_name(k: crate::fatbin::loose::LooseKind) -> &'static str {
+    use crate::fatbin::loose::LooseKind as K;
+    match k {
+        K::Cubin => "cubin",
+        K::Fatbin => "fatbin",
+        K::Ptx => "ptx",
+        K::AmdCodeObject => "code-object",
+        K::OffloadBundle => "offload-bundle",
+    }
+}
+
+/// Device-code reports for every member of a wheel, from its facts.
 pub fn scan_wheel(
     _wheel: &Wheel,
-    _facts: &WheelFacts,
+    facts: &WheelFacts,
     _budget: &Budget,
 ) -> (Vec<DeviceReport>, Vec<Diagnostic>) {
-    (Vec::new(), Vec::new())
+    let reports = facts
+        .members
+        .iter()
+        .filter_map(|m| m.device.as_ref().and_then(|d| report(&m.name, d)))
+        .collect();
+    (reports, Vec::new())
 }
 
 /// The most installed bytes a trim to a single architecture would drop, over all libraries.
@@ -75,15 +336,24 @@ pub fn best_single_arch_saving(reports: &[DeviceReport]) -> Option<u64> {
 pub(crate) fn render(o: &mut String, d: &DeviceReport) {
     use std::fmt::Write;
     let size = crate::cli_size;
-    let _ = writeln!(
-        o,
-        "    {}  {} in {} ({} container{})",
-        d.member,
-        size(d.stored_bytes),
-        d.sections.join(", "),
-        d.containers,
-        if d.containers == 1 { "" } else { "s" }
-    );
+    let unit = if d.kind == "hip" {
+        "bundle"
+    } else {
+        "container"
+    };
+    if d.sections.is_empty() || d.sections == ["(file)"] {
+        let _ = writeln!(o, "    {}  {} ({})", d.member, size(d.stored_bytes), d.kind);
+    } else {
+        let _ = writeln!(
+            o,
+            "    {}  {} in {} ({} {unit}{})",
+            d.member,
+            size(d.stored_bytes),
+            d.sections.join(", "),
+            d.containers,
+            if d.containers == 1 { "" } else { "s" }
+        );
+    }
     let _ = writeln!(
         o,
         "      {:<12} {:<11} {:>7} {:>11} {:>13}",

@@ -47,6 +47,10 @@ pub struct MemberFacts {
     #[serde(skip)]
     pub sha256: Option<[u8; 32]>,
     pub content: Content,
+    /// Device code inside the member (fatbin sections, offload bundles) or the member itself
+    /// (a loose cubin, PTX, code object).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device: Option<crate::device::DeviceFacts>,
 }
 
 impl MemberFacts {
@@ -190,6 +194,7 @@ fn inspect_member(
         compressed_size: m.compressed_size,
         sha256: None,
         content: Content::Other,
+        device: None,
     };
     if m.is_dir {
         return (facts, diags);
@@ -204,7 +209,12 @@ fn inspect_member(
     }
     let name = m.name.clone();
     let so_like = looks_like_shared_object(&name);
-    let keep = |head: &[u8]| opts.describe && (elf::is_elf(head) || so_like);
+    let keep = |head: &[u8]| {
+        opts.describe
+            && (elf::is_elf(head)
+                || so_like
+                || crate::fatbin::loose::classify(&name, head).is_some())
+    };
     let (streamed, reservation) = match stream_member(wheel, m, budget, keep) {
         Ok(s) => s,
         Err(err) => {
@@ -215,22 +225,97 @@ fn inspect_member(
     };
     facts.sha256 = Some(streamed.hash.digest());
     if let Some(bytes) = streamed.kept {
-        match elf::inspect(&bytes) {
-            Ok(inspected) => {
-                if let Inspected::Unsupported(u) = &inspected {
-                    diags.push(Diagnostic::new(Severity::Note, &loc, u.reason.clone()));
-                }
-                facts.content = Content::Elf { elf: inspected };
-            }
-            Err(err) => {
-                diags.push(Diagnostic::from_error(&Error::Elf { location: loc, err }));
-                facts.content = Content::Unreadable;
-            }
-        }
+        describe(&name, &bytes, &loc, so_like, &mut facts, &mut diags);
         drop(bytes);
     }
     drop(reservation);
     (facts, diags)
+}
+
+/// Describes a kept member: ELF facts, device code inside it, or a loose device file.
+fn describe(
+    name: &str,
+    bytes: &[u8],
+    loc: &crate::error::Location,
+    so_like: bool,
+    facts: &mut MemberFacts,
+    diags: &mut Vec<Diagnostic>,
+) {
+    let device_error = |section: Option<&str>, err: crate::fatbin::FatbinError| {
+        let what = section.map(|s| format!(" in `{s}`")).unwrap_or_default();
+        Diagnostic::new(Severity::Error, loc, format!("device code{what}: {err}")).with_hint(
+            "the embedded device code is damaged; rebuild the library, or leave it out of trimming",
+        )
+    };
+    // Loose device files first: a cubin or hsaco is an ELF file too, but a device one.
+    match crate::fatbin::loose::inspect(name, bytes) {
+        Ok(Some(info)) => {
+            use crate::fatbin::loose::LooseKind;
+            let mut d = crate::device::DeviceFacts::default();
+            // Containers and bundles in loose files get the same per-entry view as sections.
+            let parsed = match info.kind {
+                LooseKind::Fatbin => crate::fatbin::cuda::parse_section(bytes).map(|containers| {
+                    d.cuda.push(crate::device::CudaSection {
+                        name: "(file)".into(),
+                        size: bytes.len() as u64,
+                        containers,
+                    })
+                }),
+                LooseKind::OffloadBundle => {
+                    crate::fatbin::hip::parse_section(bytes).map(|bundles| {
+                        d.hip.push(crate::device::HipSection {
+                            name: "(file)".into(),
+                            size: bytes.len() as u64,
+                            bundles,
+                        })
+                    })
+                }
+                _ => Ok(()),
+            };
+            if let Err(err) = parsed {
+                diags.push(device_error(None, err));
+                facts.content = Content::Unreadable;
+                return;
+            }
+            d.loose = Some(info);
+            facts.device = Some(d);
+            if !elf::is_elf(bytes) {
+                return;
+            }
+        }
+        Ok(None) => {}
+        Err(err) => {
+            diags.push(device_error(None, err));
+            facts.content = Content::Unreadable;
+            return;
+        }
+    }
+    if !elf::is_elf(bytes) && !so_like {
+        return;
+    }
+    match elf::inspect(bytes) {
+        Ok(inspected) => {
+            match &inspected {
+                Inspected::Unsupported(u) => {
+                    diags.push(Diagnostic::new(Severity::Note, loc, u.reason.clone()));
+                }
+                Inspected::Host(info) => match crate::device::scan_elf(bytes, info) {
+                    Ok(d) if !d.is_empty() => facts.device = Some(d),
+                    Ok(_) => {}
+                    Err((section, err)) => diags.push(device_error(Some(&section), err)),
+                },
+                Inspected::Device { .. } => {}
+            }
+            facts.content = Content::Elf { elf: inspected };
+        }
+        Err(err) => {
+            diags.push(Diagnostic::from_error(&Error::Elf {
+                location: loc.clone(),
+                err,
+            }));
+            facts.content = Content::Unreadable;
+        }
+    }
 }
 
 fn is_record_signature(path: &str, dist_info: &str) -> bool {

@@ -675,6 +675,7 @@ fn plain_facts(name: &str, size: u64, sha256: [u8; 32]) -> MemberFacts {
         compressed_size: 0,
         sha256: Some(sha256),
         content: Content::Other,
+        device: None,
     }
 }
 
@@ -690,6 +691,7 @@ fn elf_facts(name: &str, c: &Compressed, sha256: [u8; 32], info: Option<ElfInfo>
             },
             None => Content::Other,
         },
+        device: None,
     }
 }
 

@@ -97,3 +97,38 @@ pub fn read_zip(path: &Path) -> Vec<(String, Vec<u8>)> {
     }
     out
 }
+
+/// Writes a minimal valid wheel holding `files` (project `demo` 1.0) and returns its path.
+pub fn make_wheel(dir: &Path, platform: &str, files: &[(&str, &[u8])]) -> PathBuf {
+    use base64::Engine;
+    use sha2::{Digest, Sha256};
+    use std::io::Write;
+    let path = dir.join(format!("demo-1.0-py3-none-{platform}.whl"));
+    let f = std::fs::File::create(&path).unwrap();
+    let mut z = zip::ZipWriter::new(f);
+    let opts = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Deflated)
+        .last_modified_time(zip::DateTime::default());
+    let mut record = String::new();
+    let wheel = format!(
+        "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: false\nTag: py3-none-{platform}\n"
+    );
+    let meta = "Metadata-Version: 2.1\nName: demo\nVersion: 1.0\n\n".to_string();
+    let mut all: Vec<(String, Vec<u8>)> = files
+        .iter()
+        .map(|(n, d)| (n.to_string(), d.to_vec()))
+        .collect();
+    all.push(("demo-1.0.dist-info/METADATA".into(), meta.into_bytes()));
+    all.push(("demo-1.0.dist-info/WHEEL".into(), wheel.into_bytes()));
+    for (name, data) in &all {
+        z.start_file(name.as_str(), opts).unwrap();
+        z.write_all(data).unwrap();
+        let digest = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(data));
+        record.push_str(&format!("{name},sha256={digest},{}\n", data.len()));
+    }
+    record.push_str("demo-1.0.dist-info/RECORD,,\n");
+    z.start_file("demo-1.0.dist-info/RECORD", opts).unwrap();
+    z.write_all(record.as_bytes()).unwrap();
+    z.finish().unwrap();
+    path
+}

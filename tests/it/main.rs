@@ -3,4 +3,5 @@
 
 mod audit;
 mod common;
+mod device;
 mod verify;
