@@ -28,6 +28,7 @@ pub fn cli_size(b: u64) -> String {
 }
 pub mod apply;
 pub mod checks;
+pub mod output;
 pub mod plan;
 pub mod split;
 pub mod verify;

@@ -5,25 +5,28 @@
 //! into place, so a failure leaves nothing behind.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::apply;
 use crate::budget::Budget;
-use crate::diagnostic::{Diagnostic, Severity};
+use crate::diagnostic::Diagnostic;
 use crate::elf::{ElfInfo, Inspected};
 use crate::error::Error;
-use crate::facts::{self, Content, InspectOptions, MemberFacts, RecordCheck, WheelFacts};
+use crate::facts::{MemberFacts, WheelFacts};
+use crate::output::{
+    self, Finish, OutMember, Output, Source, elf_facts, open_inputs, order_dist_info_last,
+    plain_facts, same_file, sha2_digest,
+};
 use crate::plan::pack::pack;
 use crate::plan::{MemberAction, RuntimeSet, SplitPlan, SplitSettings, plan_split};
 use crate::profile::ProfileSet;
-use crate::verify::{VerifyReport, verify_facts};
+use crate::verify::VerifyReport;
 use crate::wheel::deflate::{self, Compressed};
 use crate::wheel::headers::HeaderFile;
-use crate::wheel::record::{Record, RecordEntry, sha256_field};
-use crate::wheel::writer::{PendingFile, WheelWriter, ZipTime, commit, normalized_mode};
+use crate::wheel::writer::{ZipTime, normalized_mode};
 use crate::wheel::{Limits, Wheel, normalize_name};
 
 pub const SCHEMA: &str = "wheelslim.split/1";
@@ -47,15 +50,6 @@ pub struct SplitOptions {
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct Output {
-    pub path: String,
-    /// `main` or `runtime`.
-    pub kind: &'static str,
-    pub size: u64,
-    pub members: usize,
-}
-
-#[derive(Debug, Clone, Serialize)]
 pub struct SplitReport {
     pub schema: &'static str,
     pub dry_run: bool,
@@ -71,91 +65,6 @@ struct Rewritten {
     compressed: Compressed,
     sha256: [u8; 32],
     info: Option<ElfInfo>,
-}
-
-/// What an output member is made from.
-enum Source<'a> {
-    /// Raw copy of an input member.
-    Copy { wheel: &'a Wheel, member: &'a str },
-    /// Bytes we produced.
-    New(&'a Compressed),
-}
-
-struct OutMember<'a> {
-    name: String,
-    source: Source<'a>,
-    sha256: [u8; 32],
-    size: u64,
-    mode: u32,
-    /// Facts for the self-check.
-    facts: MemberFacts,
-}
-
-fn same_file(a: &Path, b: &Path) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    match (std::fs::metadata(a), std::fs::metadata(b)) {
-        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
-        _ => false,
-    }
-}
-
-/// Opens and inspects inputs, refusing any that cannot be split cleanly.
-pub fn open_inputs(
-    paths: &[PathBuf],
-    limits: &Limits,
-    budget: &Budget,
-) -> Result<Vec<(Wheel, WheelFacts)>, Error> {
-    let mut seen: Vec<&PathBuf> = Vec::new();
-    for p in paths {
-        if seen.iter().any(|q| same_file(q, p)) {
-            return Err(Error::Usage(format!("`{}` is given twice", p.display())));
-        }
-        seen.push(p);
-    }
-    let mut out = Vec::new();
-    for p in paths {
-        let wheel = Wheel::open(p, limits)?;
-        let facts = facts::inspect_wheel(&wheel, InspectOptions::default(), budget);
-        if let Some(d) = facts
-            .diagnostics
-            .iter()
-            .find(|d| d.severity == Severity::Error)
-        {
-            return Err(Error::refused(
-                format!("{}: {}", d.location, d.message),
-                Some(d.hint.clone().unwrap_or_else(|| {
-                    "wheelslim only rewrites wheels it can read completely; run `wheelslim audit` on it".into()
-                })),
-            ));
-        }
-        if !facts.record.is_clean() {
-            let what = facts
-                .record
-                .mismatched
-                .first()
-                .or(facts.record.unlisted.first())
-                .or(facts.record.missing.first())
-                .cloned()
-                .unwrap_or_default();
-            return Err(Error::refused(
-                format!(
-                    "{}: RECORD does not match the archive (first: `{what}`)",
-                    wheel.path.display()
-                ),
-                Some("the wheel was modified after it was built, or is corrupt; rebuild it".into()),
-            ));
-        }
-        for m in wheel.archive.members() {
-            if m.problem.is_none() && m.is_symlink {
-                return Err(Error::refused(
-                    format!("{}: member is a symlink", wheel.member_location(&m.name)),
-                    Some("wheels cannot carry symlinks; rebuild it with real files".into()),
-                ));
-            }
-        }
-        out.push((wheel, facts));
-    }
-    Ok(out)
 }
 
 /// Runs `split`.
@@ -554,78 +463,22 @@ pub fn split(
         outputs_spec.push((opts.runtime_dir.join(file), "runtime", members));
     }
 
-    // Write everything to temporary files.
+    // Write everything to temporary files, check them, then rename them into place.
     for dir in [&opts.wheel_dir, &opts.runtime_dir] {
         std::fs::create_dir_all(dir).map_err(|e| Error::io("create the folder", dir.clone(), e))?;
     }
-    let written: Vec<(PendingFile, &'static str, Vec<MemberFacts>, String)> = outputs_spec
-        .into_par_iter()
-        .map(|(target, kind, members)| write_output(&target, kind, members, opts.time))
-        .collect::<Result<_, Error>>()?;
-
-    // Check what was written before anything is renamed into place.
-    let mut outputs = Vec::new();
-    for (p, kind, _, _) in &written {
-        if p.size > opts.max_size {
-            return Err(Error::refused(
-                format!(
-                    "`{}` would be {} bytes, over the {} byte limit",
-                    p.target.display(),
-                    p.size,
-                    opts.max_size
-                ),
-                Some("trim device code (--sm/--gfx), move more libraries out with --profile, or raise --max-size".into()),
-            ));
-        }
-        outputs.push(Output {
-            path: p.target.display().to_string(),
-            kind,
-            size: p.size,
-            members: 0,
-        });
-    }
-    let mut reopened = Vec::new();
-    for (p, _, member_facts, _) in &written {
-        let w = Wheel::open_as(p.temp_path(), &p.target, &opts.limits)?;
-        let f = WheelFacts {
-            members: member_facts.clone(),
-            record: check_written_record(&w, member_facts),
-            diagnostics: Vec::new(),
-        };
-        reopened.push((w, f));
-    }
-    for (o, (w, _)) in outputs.iter_mut().zip(&reopened) {
-        o.members = w.archive.members().len();
-    }
-    let refs: Vec<(&Wheel, &WheelFacts)> = reopened.iter().map(|(w, f)| (w, f)).collect();
-    let report = verify_facts(&refs, profiles, opts.max_size);
-    if !report.ok {
-        let mut lines: Vec<String> = report
-            .unresolved
-            .iter()
-            .map(|u| {
-                format!(
-                    "{} needs {} (searched {})",
-                    u.object,
-                    u.needed,
-                    u.searched.join(", ")
-                )
-            })
-            .collect();
-        for w in &report.wheels {
-            for v in &w.violations {
-                lines.push(format!("{}: [{}] {}", w.path, v.rule, v.message));
-            }
-        }
-        lines.extend(report.conflicts.iter().map(|c| format!("conflict: {c}")));
-        return Err(Error::refused(
-            format!("the split outputs failed their own check; nothing was written:\n  {}", lines.join("\n  ")),
-            Some("this is a wheelslim bug or an unusual input; please report it with `wheelslim audit --json` of the inputs".into()),
-        ));
-    }
-    drop(reopened);
-    let pending: Vec<PendingFile> = written.into_iter().map(|(p, ..)| p).collect();
-    commit(pending)?;
+    let (outputs, report) = output::finish(
+        outputs_spec,
+        &Finish {
+            profiles,
+            max_size: opts.max_size,
+            limits: &opts.limits,
+            time: opts.time,
+            links: true,
+            size_is_error: true,
+            what: "split",
+        },
+    )?;
     Ok(SplitReport {
         schema: SCHEMA,
         dry_run: false,
@@ -654,11 +507,6 @@ struct RuntimeWheel<'a> {
     libraries: Vec<usize>,
 }
 
-fn sha2_digest(data: &[u8]) -> [u8; 32] {
-    use sha2::{Digest, Sha256};
-    Sha256::digest(data).into()
-}
-
 fn requirement_name(r: &str) -> String {
     let name: String = r
         .trim()
@@ -666,124 +514,6 @@ fn requirement_name(r: &str) -> String {
         .take_while(|c| c.is_ascii_alphanumeric() || "-_.".contains(*c))
         .collect();
     normalize_name(&name)
-}
-
-fn plain_facts(name: &str, size: u64, sha256: [u8; 32]) -> MemberFacts {
-    MemberFacts {
-        name: name.to_string(),
-        size,
-        compressed_size: 0,
-        sha256: Some(sha256),
-        content: Content::Other,
-        device: None,
-    }
-}
-
-fn elf_facts(name: &str, c: &Compressed, sha256: [u8; 32], info: Option<ElfInfo>) -> MemberFacts {
-    MemberFacts {
-        name: name.to_string(),
-        size: c.size,
-        compressed_size: c.data.len() as u64,
-        sha256: Some(sha256),
-        content: match info {
-            Some(i) => Content::Elf {
-                elf: Inspected::Host(Box::new(i)),
-            },
-            None => Content::Other,
-        },
-        device: None,
-    }
-}
-
-/// `.dist-info` members go last, in their original order, and RECORD is written after them.
-fn order_dist_info_last(members: &mut [OutMember], dist_info: &str) {
-    let prefix = format!("{dist_info}/");
-    members.sort_by_key(|m| m.name.starts_with(&prefix));
-}
-
-fn write_output(
-    target: &Path,
-    kind: &'static str,
-    members: Vec<OutMember>,
-    time: ZipTime,
-) -> Result<(PendingFile, &'static str, Vec<MemberFacts>, String), Error> {
-    let mut w = WheelWriter::create(target, time)?;
-    let dist_info = members
-        .iter()
-        .find_map(|m| {
-            m.name
-                .split_once('/')
-                .map(|(top, _)| top)
-                .filter(|t| t.ends_with(".dist-info"))
-        })
-        .unwrap_or("")
-        .to_string();
-    let mut record = Record::default();
-    let mut facts = Vec::with_capacity(members.len() + 1);
-    for m in members {
-        match &m.source {
-            Source::Copy { wheel, member } => {
-                let src = wheel.archive.member(member).ok_or_else(|| {
-                    Error::refused(
-                        format!("internal: {} vanished", wheel.member_location(member)),
-                        None,
-                    )
-                })?;
-                w.add_raw(&m.name, &wheel.archive, src, m.mode)?;
-            }
-            Source::New(c) => w.add_compressed(&m.name, c, m.mode)?,
-        }
-        record.entries.push(RecordEntry {
-            path: m.name.clone(),
-            hash: Some(sha256_field(&m.sha256)),
-            size: Some(m.size),
-        });
-        facts.push(m.facts);
-    }
-    let record_name = format!("{dist_info}/RECORD");
-    record.entries.push(RecordEntry {
-        path: record_name.clone(),
-        hash: None,
-        size: None,
-    });
-    let text = record.to_text();
-    let c = deflate::compress(text.as_bytes(), deflate::DEFAULT_LEVEL);
-    w.add_compressed(&record_name, &c, 0o100644)?;
-    facts.push(plain_facts(
-        &record_name,
-        text.len() as u64,
-        sha2_digest(text.as_bytes()),
-    ));
-    Ok((w.finish()?, kind, facts, record_name))
-}
-
-/// RECORD as written against the member list and our hashes.
-fn check_written_record(w: &Wheel, facts: &[MemberFacts]) -> RecordCheck {
-    let mut check = RecordCheck::default();
-    let by: HashMap<&str, &MemberFacts> = facts.iter().map(|f| (f.name.as_str(), f)).collect();
-    for m in w.archive.members() {
-        if m.name == format!("{}/RECORD", w.dist_info) {
-            continue;
-        }
-        match (w.record.get(&m.name), by.get(m.name.as_str())) {
-            (None, _) => check.unlisted.push(m.name.clone()),
-            (Some(e), Some(f)) => {
-                let ok = e.size == Some(m.size)
-                    && f.size == m.size
-                    && e.hash == f.sha256.map(|h| sha256_field(&h));
-                if !ok {
-                    check.mismatched.push(m.name.clone());
-                }
-            }
-            (Some(_), None) => check.mismatched.push(m.name.clone()),
-        }
-    }
-    for e in &w.record.entries {
-        if w.archive.member(&e.path).is_none() {
-            check.missing.push(e.path.clone());
-        }
-    }
-    check
 }
 
 fn runtime_wheel_file(set: &RuntimeSet) -> String {

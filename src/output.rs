@@ -1,0 +1,345 @@
+//! Writing output wheels: what each member is made from, writing them to temporary files,
+//! checking what was written, and renaming everything into place at once.
+//!
+//! Shared by `split` and `trim`.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::budget::Budget;
+use crate::diagnostic::Severity;
+use crate::elf::{ElfInfo, Inspected};
+use crate::error::Error;
+use crate::facts::{self, Content, InspectOptions, MemberFacts, RecordCheck, WheelFacts};
+use crate::profile::ProfileSet;
+use crate::verify::{VerifyReport, verify_facts};
+use crate::wheel::deflate::{self, Compressed};
+use crate::wheel::record::{Record, RecordEntry, sha256_field};
+use crate::wheel::writer::{PendingFile, WheelWriter, ZipTime, commit};
+use crate::wheel::{Limits, Wheel};
+
+/// One wheel written.
+#[derive(Debug, Clone, Serialize)]
+pub struct Output {
+    pub path: String,
+    /// `main`, `runtime` or `trimmed`.
+    pub kind: &'static str,
+    pub size: u64,
+    pub members: usize,
+}
+
+/// What an output member is made from.
+pub enum Source<'a> {
+    /// Raw copy of an input member.
+    Copy { wheel: &'a Wheel, member: &'a str },
+    /// Bytes we produced.
+    New(&'a Compressed),
+}
+
+pub struct OutMember<'a> {
+    pub name: String,
+    pub source: Source<'a>,
+    pub sha256: [u8; 32],
+    pub size: u64,
+    pub mode: u32,
+    /// Facts for the self-check.
+    pub facts: MemberFacts,
+}
+
+pub fn same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+        _ => false,
+    }
+}
+
+/// Opens and inspects inputs, refusing any that cannot be split cleanly.
+pub fn open_inputs(
+    paths: &[PathBuf],
+    limits: &Limits,
+    budget: &Budget,
+) -> Result<Vec<(Wheel, WheelFacts)>, Error> {
+    let mut seen: Vec<&PathBuf> = Vec::new();
+    for p in paths {
+        if seen.iter().any(|q| same_file(q, p)) {
+            return Err(Error::Usage(format!("`{}` is given twice", p.display())));
+        }
+        seen.push(p);
+    }
+    let mut out = Vec::new();
+    for p in paths {
+        let wheel = Wheel::open(p, limits)?;
+        let facts = facts::inspect_wheel(&wheel, InspectOptions::default(), budget);
+        if let Some(d) = facts
+            .diagnostics
+            .iter()
+            .find(|d| d.severity == Severity::Error)
+        {
+            return Err(Error::refused(
+                format!("{}: {}", d.location, d.message),
+                Some(d.hint.clone().unwrap_or_else(|| {
+                    "wheelslim only rewrites wheels it can read completely; run `wheelslim audit` on it".into()
+                })),
+            ));
+        }
+        if !facts.record.is_clean() {
+            let what = facts
+                .record
+                .mismatched
+                .first()
+                .or(facts.record.unlisted.first())
+                .or(facts.record.missing.first())
+                .cloned()
+                .unwrap_or_default();
+            return Err(Error::refused(
+                format!(
+                    "{}: RECORD does not match the archive (first: `{what}`)",
+                    wheel.path.display()
+                ),
+                Some("the wheel was modified after it was built, or is corrupt; rebuild it".into()),
+            ));
+        }
+        for m in wheel.archive.members() {
+            if m.problem.is_none() && m.is_symlink {
+                return Err(Error::refused(
+                    format!("{}: member is a symlink", wheel.member_location(&m.name)),
+                    Some("wheels cannot carry symlinks; rebuild it with real files".into()),
+                ));
+            }
+        }
+        out.push((wheel, facts));
+    }
+    Ok(out)
+}
+
+pub fn sha2_digest(data: &[u8]) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(data).into()
+}
+
+pub fn plain_facts(name: &str, size: u64, sha256: [u8; 32]) -> MemberFacts {
+    MemberFacts {
+        name: name.to_string(),
+        size,
+        compressed_size: 0,
+        sha256: Some(sha256),
+        content: Content::Other,
+        device: None,
+    }
+}
+
+pub fn elf_facts(
+    name: &str,
+    c: &Compressed,
+    sha256: [u8; 32],
+    info: Option<ElfInfo>,
+) -> MemberFacts {
+    MemberFacts {
+        name: name.to_string(),
+        size: c.size,
+        compressed_size: c.data.len() as u64,
+        sha256: Some(sha256),
+        content: match info {
+            Some(i) => Content::Elf {
+                elf: Inspected::Host(Box::new(i)),
+            },
+            None => Content::Other,
+        },
+        device: None,
+    }
+}
+
+/// `.dist-info` members go last, in their original order, and RECORD is written after them.
+pub fn order_dist_info_last(members: &mut [OutMember], dist_info: &str) {
+    let prefix = format!("{dist_info}/");
+    members.sort_by_key(|m| m.name.starts_with(&prefix));
+}
+
+pub fn write_output(
+    target: &Path,
+    kind: &'static str,
+    members: Vec<OutMember>,
+    time: ZipTime,
+) -> Result<(PendingFile, &'static str, Vec<MemberFacts>, String), Error> {
+    let mut w = WheelWriter::create(target, time)?;
+    let dist_info = members
+        .iter()
+        .find_map(|m| {
+            m.name
+                .split_once('/')
+                .map(|(top, _)| top)
+                .filter(|t| t.ends_with(".dist-info"))
+        })
+        .unwrap_or("")
+        .to_string();
+    let mut record = Record::default();
+    let mut facts = Vec::with_capacity(members.len() + 1);
+    for m in members {
+        match &m.source {
+            Source::Copy { wheel, member } => {
+                let src = wheel.archive.member(member).ok_or_else(|| {
+                    Error::refused(
+                        format!("internal: {} vanished", wheel.member_location(member)),
+                        None,
+                    )
+                })?;
+                w.add_raw(&m.name, &wheel.archive, src, m.mode)?;
+            }
+            Source::New(c) => w.add_compressed(&m.name, c, m.mode)?,
+        }
+        record.entries.push(RecordEntry {
+            path: m.name.clone(),
+            hash: Some(sha256_field(&m.sha256)),
+            size: Some(m.size),
+        });
+        facts.push(m.facts);
+    }
+    let record_name = format!("{dist_info}/RECORD");
+    record.entries.push(RecordEntry {
+        path: record_name.clone(),
+        hash: None,
+        size: None,
+    });
+    let text = record.to_text();
+    let c = deflate::compress(text.as_bytes(), deflate::DEFAULT_LEVEL);
+    w.add_compressed(&record_name, &c, 0o100644)?;
+    facts.push(plain_facts(
+        &record_name,
+        text.len() as u64,
+        sha2_digest(text.as_bytes()),
+    ));
+    Ok((w.finish()?, kind, facts, record_name))
+}
+
+/// RECORD as written against the member list and our hashes.
+pub fn check_written_record(w: &Wheel, facts: &[MemberFacts]) -> RecordCheck {
+    let mut check = RecordCheck::default();
+    let by: HashMap<&str, &MemberFacts> = facts.iter().map(|f| (f.name.as_str(), f)).collect();
+    for m in w.archive.members() {
+        if m.name == format!("{}/RECORD", w.dist_info) {
+            continue;
+        }
+        match (w.record.get(&m.name), by.get(m.name.as_str())) {
+            (None, _) => check.unlisted.push(m.name.clone()),
+            (Some(e), Some(f)) => {
+                let ok = e.size == Some(m.size)
+                    && f.size == m.size
+                    && e.hash == f.sha256.map(|h| sha256_field(&h));
+                if !ok {
+                    check.mismatched.push(m.name.clone());
+                }
+            }
+            (Some(_), None) => check.mismatched.push(m.name.clone()),
+        }
+    }
+    for e in &w.record.entries {
+        if w.archive.member(&e.path).is_none() {
+            check.missing.push(e.path.clone());
+        }
+    }
+    check
+}
+
+/// How [`finish`] judges what was written.
+pub struct Finish<'a> {
+    pub profiles: &'a ProfileSet,
+    pub max_size: u64,
+    pub limits: &'a Limits,
+    pub time: ZipTime,
+    /// Every NEEDED must resolve inside the written set (split); trim leaves links alone.
+    pub links: bool,
+    /// An output over `max_size` is an error (split); otherwise it is reported.
+    pub size_is_error: bool,
+    /// The command, for messages.
+    pub what: &'static str,
+}
+
+/// Writes every output to a temporary file next to its target, checks what was written
+/// (sizes, RECORD against our own hashes, upload rules, optionally links over the whole set),
+/// and renames everything into place only if all of it passed.
+pub fn finish(
+    outputs_spec: Vec<(PathBuf, &'static str, Vec<OutMember>)>,
+    f: &Finish,
+) -> Result<(Vec<Output>, VerifyReport), Error> {
+    // Write everything to temporary files.
+    let written: Vec<(PendingFile, &'static str, Vec<MemberFacts>, String)> = outputs_spec
+        .into_par_iter()
+        .map(|(target, kind, members)| write_output(&target, kind, members, f.time))
+        .collect::<Result<_, Error>>()?;
+
+    // Check what was written before anything is renamed into place.
+    let mut outputs = Vec::new();
+    for (p, kind, _, _) in &written {
+        if f.size_is_error && p.size > f.max_size {
+            return Err(Error::refused(
+                format!(
+                    "`{}` would be {} bytes, over the {} byte limit",
+                    p.target.display(),
+                    p.size,
+                    f.max_size
+                ),
+                Some("trim device code (--sm/--gfx), move more libraries out with --profile, or raise --max-size".into()),
+            ));
+        }
+        outputs.push(Output {
+            path: p.target.display().to_string(),
+            kind,
+            size: p.size,
+            members: 0,
+        });
+    }
+    let mut reopened = Vec::new();
+    for (p, _, member_facts, _) in &written {
+        let w = Wheel::open_as(p.temp_path(), &p.target, f.limits)?;
+        let f = WheelFacts {
+            members: member_facts.clone(),
+            record: check_written_record(&w, member_facts),
+            diagnostics: Vec::new(),
+        };
+        reopened.push((w, f));
+    }
+    for (o, (w, _)) in outputs.iter_mut().zip(&reopened) {
+        o.members = w.archive.members().len();
+    }
+    let refs: Vec<(&Wheel, &WheelFacts)> = reopened.iter().map(|(w, f)| (w, f)).collect();
+    let report = verify_facts(&refs, f.profiles, f.max_size);
+    let failed = !report.conflicts.is_empty()
+        || (f.links && !report.unresolved.is_empty())
+        || report.wheels.iter().any(|w| {
+            w.violations
+                .iter()
+                .any(|v| f.size_is_error || v.rule != "max-size")
+        });
+    if failed {
+        let mut lines: Vec<String> = report
+            .unresolved
+            .iter()
+            .map(|u| {
+                format!(
+                    "{} needs {} (searched {})",
+                    u.object,
+                    u.needed,
+                    u.searched.join(", ")
+                )
+            })
+            .collect();
+        for w in &report.wheels {
+            for v in &w.violations {
+                lines.push(format!("{}: [{}] {}", w.path, v.rule, v.message));
+            }
+        }
+        lines.extend(report.conflicts.iter().map(|c| format!("conflict: {c}")));
+        return Err(Error::refused(
+            format!("the {} outputs failed their own check; nothing was written:\n  {}", f.what, lines.join("\n  ")),
+            Some("this is a wheelslim bug or an unusual input; please report it with `wheelslim audit --json` of the inputs".into()),
+        ));
+    }
+    drop(reopened);
+    let pending: Vec<PendingFile> = written.into_iter().map(|(p, ..)| p).collect();
+    commit(pending)?;
+    Ok((outputs, report))
+}
