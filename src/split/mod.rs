@@ -10,6 +10,10 @@ use std::path::PathBuf;
 use rayon::prelude::*;
 use serde::Serialize;
 
+mod runtime;
+
+use runtime::{RuntimeWheel, preload_module, runtime_metadata, runtime_wheel_file};
+
 use crate::apply;
 use crate::budget::Budget;
 use crate::diagnostic::Diagnostic;
@@ -21,11 +25,10 @@ use crate::output::{
     plain_facts, same_file, sha2_digest,
 };
 use crate::plan::pack::pack;
-use crate::plan::{MemberAction, RuntimeSet, SplitPlan, SplitSettings, plan_split};
+use crate::plan::{MemberAction, SplitPlan, SplitSettings, plan_split};
 use crate::profile::ProfileSet;
 use crate::verify::VerifyReport;
 use crate::wheel::deflate::{self, Compressed};
-use crate::wheel::headers::HeaderFile;
 use crate::wheel::writer::{ZipTime, normalized_mode};
 use crate::wheel::{Limits, Wheel, normalize_name};
 
@@ -499,14 +502,6 @@ fn too_big(wheel: &Wheel, member: &str, bytes: u64, max_size: u64) -> Error {
     )
 }
 
-struct RuntimeWheel<'a> {
-    set: &'a RuntimeSet,
-    name: String,
-    part: usize,
-    parts: usize,
-    libraries: Vec<usize>,
-}
-
 fn requirement_name(r: &str) -> String {
     let name: String = r
         .trim()
@@ -514,148 +509,4 @@ fn requirement_name(r: &str) -> String {
         .take_while(|c| c.is_ascii_alphanumeric() || "-_.".contains(*c))
         .collect();
     normalize_name(&name)
-}
-
-fn runtime_wheel_file(set: &RuntimeSet) -> String {
-    let mut h = HeaderFile::build(
-        &[
-            ("Wheel-Version", "1.0".to_string()),
-            (
-                "Generator",
-                format!("wheelslim {}", env!("CARGO_PKG_VERSION")),
-            ),
-            ("Root-Is-Purelib", "false".to_string()),
-        ],
-        None,
-    );
-    for p in &set.platforms {
-        h.add("Tag", &format!("py3-none-{p}"));
-    }
-    h.to_text()
-}
-
-fn runtime_metadata(rw: &RuntimeWheel, names: &BTreeMap<&str, Vec<String>>) -> String {
-    let set = rw.set;
-    let files: Vec<&str> = rw
-        .libraries
-        .iter()
-        .map(|&i| set.libraries[i].file.as_str())
-        .collect();
-    let project = set.name.split("-runtime-").next().unwrap_or(&set.name);
-    let mut fields = vec![
-        ("Metadata-Version", "2.4".to_string()),
-        ("Name", rw.name.clone()),
-        ("Version", set.version.clone()),
-        (
-            "Summary",
-            format!(
-                "Vendor libraries of {project} {} ({} profile), shared by every Python version",
-                set.version, set.profile
-            ),
-        ),
-    ];
-    if !set.licenses.is_empty() {
-        fields.push(("License-Expression", set.licenses.join(" AND ")));
-    }
-    let mut h = HeaderFile::build(&fields, None);
-    // Other parts of the same set install into the same folder; they travel together.
-    if rw.parts > 1 {
-        for other in names.get(set.key.as_str()).into_iter().flatten() {
-            if *other != rw.name {
-                h.add("Requires-Dist", &format!("{other}=={}", set.version));
-            }
-        }
-    }
-    for r in &set.requirements {
-        h.add("Requires-Dist", r);
-    }
-    h.add("Description-Content-Type", "text/markdown");
-    let mut body = format!(
-        "# {}\n\nShared vendor libraries split out of `{project}` {} by wheelslim, installed into `{}`.\n\n",
-        rw.name,
-        set.version,
-        set.lib_dir()
-    );
-    for f in &files {
-        body.push_str(&format!("- `{f}`\n"));
-    }
-    if !set.license_notes.is_empty() {
-        body.push_str("\nLicences:\n\n");
-        for n in &set.license_notes {
-            body.push_str(&format!("- {n}\n"));
-        }
-    }
-    let mut text = h.to_text();
-    text.push('\n');
-    text.push_str(&body);
-    text
-}
-
-/// The runtime package's `__init__.py`: says what it holds and offers `preload()`.
-fn preload_module(set: &RuntimeSet) -> String {
-    // Dependencies first, so each library finds the ones it needs already loaded.
-    let mut order: Vec<&str> = Vec::new();
-    let deps: HashMap<&str, Vec<&str>> = set
-        .libraries
-        .iter()
-        .map(|l| {
-            let needs: Vec<&str> = l
-                .needed
-                .iter()
-                .filter(|n| set.libraries.iter().any(|o| &o.file == *n))
-                .map(String::as_str)
-                .collect();
-            (l.file.as_str(), needs)
-        })
-        .collect();
-    fn visit<'a>(
-        n: &'a str,
-        deps: &HashMap<&'a str, Vec<&'a str>>,
-        order: &mut Vec<&'a str>,
-        stack: &mut Vec<&'a str>,
-    ) {
-        if order.contains(&n) || stack.contains(&n) {
-            return;
-        }
-        stack.push(n);
-        for d in deps.get(n).into_iter().flatten() {
-            visit(d, deps, order, stack);
-        }
-        stack.pop();
-        order.push(n);
-    }
-    for l in &set.libraries {
-        visit(&l.file, &deps, &mut order, &mut Vec::new());
-    }
-    let list: String = order.iter().map(|f| format!("    {f:?},\n")).collect();
-    format!(
-        r#""""Vendor libraries shared by every Python version of this project (wheelslim, {profile} profile).
-
-The libraries live in the `lib` folder next to this file, and the project's extension modules
-find them through their RPATH. When this package is installed into a different site-packages
-folder than the project that uses it (user site vs. virtualenv, purelib vs. platlib), call
-`preload()` before importing that project: it loads every library here by absolute path, and the
-dynamic loader then reuses them by soname.
-"""
-
-import ctypes
-import os
-
-LIB_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib")
-LIBRARIES = [
-{list}]
-_handles = []
-
-
-def preload():
-    """Load every bundled library (dependencies first); safe to call more than once."""
-    if not _handles:
-        for name in LIBRARIES:
-            path = os.path.join(LIB_DIR, name)
-            if os.path.exists(path):
-                _handles.append(ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL))
-    return list(_handles)
-"#,
-        profile = set.profile,
-    )
 }
