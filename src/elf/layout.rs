@@ -1,0 +1,628 @@
+//! Placing a grown `.dynstr` or `.dynamic` and assembling the output file.
+//!
+//! Every byte before `P`, the end of the last byte any segment maps from the file, keeps its
+//! offset. New content is inserted at `P` and everything from `P` on (non-alloc sections such as
+//! `.symtab`, `.comment` and debug info, the section header table) moves down by the inserted
+//! length, which is a multiple of their alignment. No address of existing content changes.
+//!
+//! Three placements, cheapest first:
+//! - **in place**: same size, same layout; only string bytes, dynamic entries and `vn_file`
+//!   values change;
+//! - **extend the last PT_LOAD** when `.dynstr` is its tail (files already edited by patchelf):
+//!   the appended strings go right after it;
+//! - **a new PT_LOAD** above every existing segment, holding a copy of `.dynstr` with the new
+//!   strings appended and/or `.dynamic` with room for the new entries. Its offset is congruent to
+//!   its address modulo the largest existing `p_align` (64 KiB on aarch64), and the file is not
+//!   padded to a page. The program header table needs one more entry; in order of preference it
+//!   takes a PT_NULL entry, grows in place over bytes that no section, segment or dynamic tag
+//!   uses (patchelf'd files), or moves to the start of the new segment (shared libraries only:
+//!   `ld.so` and musl find the table through PT_PHDR or the PT_LOAD that maps `e_phoff`, but
+//!   kernels before Linux 5.18 derive `AT_PHDR` of an executable from the first PT_LOAD).
+
+use super::ElfError;
+use super::dynview::DynView;
+use super::patch::Method;
+use super::raw::{
+    self, ADDRESS_TAGS, DT_STRSZ, DT_STRTAB, DYN_SIZE, DynEntry, ET_EXEC, Elf64, PF_R, PF_W,
+    PHDR_SIZE, PT_INTERP, PT_LOAD, PT_NULL, PT_PHDR, ProgramHeader, SHDR_SIZE, SHT_DYNAMIC,
+    SHT_DYNSYM, SHT_SYMTAB, SIZED_TABLES, SYM_SIZE, SectionHeader, align_up,
+};
+
+/// The edited dynamic section, ready to be laid out.
+pub(crate) struct Edited<'e> {
+    /// The dynamic entries (without the DT_NULL terminator); DT_STRTAB/DT_STRSZ are updated here.
+    pub entries: Vec<DynEntry>,
+    /// The original DT_STRSZ bytes, with in-place edits.
+    pub table: &'e [u8],
+    /// Strings appended after the table.
+    pub tail: &'e [u8],
+    /// `vn_file` fields to rewrite: (file offset, new string offset).
+    pub vn_files: Vec<(u64, u32)>,
+}
+
+pub(crate) struct Laid {
+    pub data: Vec<u8>,
+    pub method: Method,
+    pub notes: Vec<String>,
+}
+
+/// The largest alignment a moved section may ask for before we refuse.
+const MAX_SHIFT_ALIGN: u64 = 0x10000;
+/// New `.dynamic` arrays keep this many spare DT_NULL slots besides the terminator.
+const SPARE_DYN_SLOTS: usize = 4;
+
+fn internal(what: &str) -> ElfError {
+    ElfError::Unsupported(format!("layout arithmetic overflowed ({what})"))
+}
+
+fn overlaps(a_off: u64, a_len: u64, b_off: u64, b_len: u64) -> bool {
+    a_len > 0
+        && b_len > 0
+        && a_off < b_off.saturating_add(b_len)
+        && b_off < a_off.saturating_add(a_len)
+}
+
+/// How the program header table gets its extra entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PhdrSlot {
+    /// Replace the PT_NULL entry at this index.
+    Null(usize),
+    /// Grow the table over unused bytes right after it.
+    Grow,
+    /// Move the table into the new segment.
+    Move,
+}
+
+struct Ctx<'a, 'd> {
+    elf: &'a Elf64<'d>,
+    view: &'a DynView<'d>,
+    /// End of the loaded file content: insertions happen here.
+    p: u64,
+    /// Alignment the content after `p` needs to keep.
+    shift_align: u64,
+    dynstr_index: Option<usize>,
+    dynamic_index: Option<usize>,
+}
+
+impl Ctx<'_, '_> {
+    fn new<'a, 'd>(elf: &'a Elf64<'d>, view: &'a DynView<'d>) -> Result<Ctx<'a, 'd>, ElfError> {
+        let mut p = 0u64;
+        for ph in &elf.phdrs {
+            if ph.p_filesz > 0 {
+                p = p.max(ph.file_end().ok_or_else(|| internal("segment end"))?);
+            }
+        }
+        for s in elf.shdrs.iter().skip(1) {
+            if s.in_file() && s.is_alloc() && s.sh_size > 0 {
+                p = p.max(s.sh_offset.saturating_add(s.sh_size));
+            }
+        }
+        let mut shift_align = 8u64;
+        for s in elf.shdrs.iter().skip(1) {
+            if !s.in_file() {
+                continue;
+            }
+            let end = s.sh_offset.saturating_add(s.sh_size);
+            if s.sh_offset < p && end > p {
+                return Err(ElfError::Unsupported(format!(
+                    "section `{}` straddles the end of the loaded content at {p:#x}",
+                    elf.section_name(s)
+                )));
+            }
+            if s.sh_offset >= p {
+                shift_align = shift_align.max(s.sh_addralign);
+            }
+        }
+        if shift_align > MAX_SHIFT_ALIGN || !shift_align.is_power_of_two() {
+            return Err(ElfError::Unsupported(format!(
+                "a non-loaded section asks for alignment {shift_align:#x}"
+            )));
+        }
+        let tables = [
+            (
+                elf.header.e_shoff,
+                u64::from(elf.header.e_shnum) * SHDR_SIZE,
+            ),
+            (
+                elf.header.e_phoff,
+                u64::from(elf.header.e_phnum) * PHDR_SIZE,
+            ),
+        ];
+        for (off, len) in tables {
+            if off < p && off.saturating_add(len) > p {
+                return Err(ElfError::Unsupported(format!(
+                    "a header table at {off:#x} straddles the end of the loaded content at {p:#x}"
+                )));
+            }
+        }
+        let dynstr_index = elf.shdrs.iter().position(|s| {
+            s.in_file() && s.sh_offset == view.strtab.offset && s.sh_addr == view.strtab.vaddr
+        });
+        let dynamic_index = elf
+            .shdrs
+            .iter()
+            .position(|s| s.sh_type == SHT_DYNAMIC && s.sh_offset == view.segment.p_offset);
+        Ok(Ctx {
+            elf,
+            view,
+            p,
+            shift_align,
+            dynstr_index,
+            dynamic_index,
+        })
+    }
+
+    /// Where a byte at input offset `off` lands when `delta` bytes are inserted at `p`.
+    fn moved(&self, off: u64, delta: u64) -> u64 {
+        if off >= self.p { off + delta } else { off }
+    }
+
+    /// `data[..p] + zeros(delta) + data[p..]`, with the capacity reserved once.
+    fn assemble(&self, delta: u64) -> Result<Vec<u8>, ElfError> {
+        let data = self.elf.data;
+        let p = usize::try_from(self.p).map_err(|_| internal("p"))?;
+        let delta = usize::try_from(delta).map_err(|_| internal("delta"))?;
+        let (head, rest) = data.split_at_checked(p).ok_or_else(|| internal("split"))?;
+        let mut out = Vec::with_capacity(
+            data.len()
+                .checked_add(delta)
+                .ok_or_else(|| internal("size"))?,
+        );
+        out.extend_from_slice(head);
+        out.resize(p + delta, 0);
+        out.extend_from_slice(rest);
+        Ok(out)
+    }
+
+    /// Rewrites the section header table at its new place, with `edit` applied to each header.
+    fn write_sections(
+        &self,
+        out: &mut [u8],
+        delta: u64,
+        edit: impl Fn(usize, &mut SectionHeader),
+    ) -> Result<(), ElfError> {
+        if self.elf.shdrs.is_empty() {
+            return Ok(());
+        }
+        let base = self.moved(self.elf.header.e_shoff, delta);
+        raw::put_u64(out, 40, base)?;
+        for (i, s) in self.elf.shdrs.iter().enumerate() {
+            let mut n = *s;
+            if i > 0 && n.in_file() && n.sh_offset >= self.p {
+                n.sh_offset += delta;
+            }
+            edit(i, &mut n);
+            if n != *s {
+                let at = base + i as u64 * SHDR_SIZE;
+                raw::put_u64(out, at + 16, n.sh_addr)?;
+                raw::put_u64(out, at + 24, n.sh_offset)?;
+                raw::put_u64(out, at + 32, n.sh_size)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn write_phdrs(
+        &self,
+        out: &mut [u8],
+        phoff: u64,
+        phdrs: &[ProgramHeader],
+    ) -> Result<(), ElfError> {
+        let phnum = u16::try_from(phdrs.len())
+            .ok()
+            .filter(|&n| n < 0xffff)
+            .ok_or_else(|| ElfError::Unsupported("too many program headers".into()))?;
+        raw::put_u64(out, 32, phoff)?;
+        raw::put_u16(out, 56, phnum)?;
+        for (i, ph) in phdrs.iter().enumerate() {
+            raw::put(out, phoff + i as u64 * PHDR_SIZE, &ph.encode())?;
+        }
+        Ok(())
+    }
+
+    fn write_vn_files(&self, out: &mut [u8], vn_files: &[(u64, u32)]) -> Result<(), ElfError> {
+        for &(field, value) in vn_files {
+            raw::put_u32(out, field, value)?;
+        }
+        Ok(())
+    }
+}
+
+/// Encodes `entries` + DT_NULL padding into `slots` 16-byte slots.
+fn encode_dynamic(entries: &[DynEntry], slots: usize) -> Result<Vec<u8>, ElfError> {
+    if entries.len() >= slots {
+        return Err(internal("dynamic slots"));
+    }
+    let mut buf = vec![0u8; slots * DYN_SIZE as usize];
+    for (i, e) in entries.iter().enumerate() {
+        let at = i as u64 * DYN_SIZE;
+        raw::put_u64(&mut buf, at, e.tag)?;
+        raw::put_u64(&mut buf, at + 8, e.val)?;
+    }
+    Ok(buf)
+}
+
+fn set_tag(entries: &mut [DynEntry], tag: u64, val: u64) {
+    for e in entries.iter_mut().filter(|e| e.tag == tag) {
+        e.val = val;
+    }
+}
+
+/// Lays out the edited dynamic section and returns the whole new file.
+pub(crate) fn lay_out(elf: &Elf64, view: &DynView, edited: Edited) -> Result<Laid, ElfError> {
+    let ctx = Ctx::new(elf, view)?;
+    let grow_strings = !edited.tail.is_empty();
+    let move_dynamic = edited.entries.len() + 1 > view.dynamic.slots;
+    if !grow_strings && !move_dynamic {
+        return in_place(&ctx, edited);
+    }
+    if grow_strings
+        && !move_dynamic
+        && let Some(li) = extendable_load(&ctx)
+    {
+        return extend_last(&ctx, edited, li);
+    }
+    new_segment(&ctx, edited, grow_strings, move_dynamic)
+}
+
+fn in_place(ctx: &Ctx, edited: Edited) -> Result<Laid, ElfError> {
+    let view = ctx.view;
+    let mut out = ctx.assemble(0)?;
+    raw::put(&mut out, view.strtab.offset, edited.table)?;
+    let dynamic = encode_dynamic(&edited.entries, view.dynamic.slots)?;
+    raw::put(&mut out, view.dynamic.offset, &dynamic)?;
+    ctx.write_vn_files(&mut out, &edited.vn_files)?;
+    Ok(Laid {
+        data: out,
+        method: Method::InPlace,
+        notes: Vec::new(),
+    })
+}
+
+/// The PT_LOAD whose tail is `.dynstr`, when it is also the last thing loaded from the file and
+/// the highest segment in memory (so it can grow).
+fn extendable_load(ctx: &Ctx) -> Option<usize> {
+    let st = ctx.view.strtab;
+    if st.offset.checked_add(st.size)? != ctx.p {
+        return None;
+    }
+    let top = ctx.elf.loads().filter_map(ProgramHeader::mem_end).max()?;
+    ctx.elf.phdrs.iter().position(|p| {
+        p.p_type == PT_LOAD
+            && p.file_offset_of(st.vaddr, st.size) == Some(st.offset)
+            && p.file_end() == Some(ctx.p)
+            && p.p_filesz == p.p_memsz
+            && p.mem_end() == Some(top)
+    })
+}
+
+fn extend_last(ctx: &Ctx, mut edited: Edited, li: usize) -> Result<Laid, ElfError> {
+    let (elf, view) = (ctx.elf, ctx.view);
+    let added = edited.tail.len() as u64;
+    let delta = align_up(added, ctx.shift_align).ok_or_else(|| internal("delta"))?;
+    let new_size = view.strtab.size + added;
+    set_tag(&mut edited.entries, DT_STRSZ, new_size);
+
+    let mut out = ctx.assemble(delta)?;
+    raw::put(&mut out, view.strtab.offset, edited.table)?;
+    raw::put(&mut out, ctx.p, edited.tail)?;
+    let dynamic = encode_dynamic(&edited.entries, view.dynamic.slots)?;
+    raw::put(&mut out, view.dynamic.offset, &dynamic)?;
+    ctx.write_vn_files(&mut out, &edited.vn_files)?;
+
+    let mut phdrs = elf.phdrs.clone();
+    if let Some(load) = phdrs.get_mut(li) {
+        load.p_filesz += added;
+        load.p_memsz += added;
+    }
+    ctx.write_phdrs(&mut out, ctx.moved(elf.header.e_phoff, delta), &phdrs)?;
+    ctx.write_sections(&mut out, delta, |i, s| {
+        if Some(i) == ctx.dynstr_index {
+            s.sh_size = new_size;
+        }
+    })?;
+    Ok(Laid {
+        data: out,
+        method: Method::AppendedDynstr,
+        notes: vec![format!(
+            "appended {added} bytes to `.dynstr` by extending the last PT_LOAD (segment [{li}]), \
+             whose tail it already was"
+        )],
+    })
+}
+
+fn is_executable(elf: &Elf64) -> bool {
+    elf.header.e_type == ET_EXEC || elf.phdrs.iter().any(|p| p.p_type == PT_INTERP)
+}
+
+/// True when the program header table can take one more entry where it is: the next 56 bytes
+/// are mapped by the same PT_LOAD, and no section, other segment, header table or dynamic tag
+/// uses them.
+fn can_grow_table(ctx: &Ctx, entries: &[DynEntry]) -> bool {
+    let elf = ctx.elf;
+    if elf.shdrs.is_empty() {
+        // Without section headers nothing proves the bytes are unused.
+        return false;
+    }
+    let table = elf.header.e_phoff;
+    let start = table + u64::from(elf.header.e_phnum) * PHDR_SIZE;
+    let Some(end) = start.checked_add(PHDR_SIZE) else {
+        return false;
+    };
+    let holder = elf.phdrs.iter().position(|p| {
+        p.p_type == PT_LOAD && p.p_offset <= table && p.file_end().is_some_and(|e| end <= e)
+    });
+    let Some(holder) = holder else {
+        return false;
+    };
+    if elf
+        .shdrs
+        .iter()
+        .skip(1)
+        .any(|s| s.in_file() && overlaps(s.sh_offset, s.sh_size, start, PHDR_SIZE))
+    {
+        return false;
+    }
+    let sh_table = u64::from(elf.header.e_shnum) * SHDR_SIZE;
+    if overlaps(elf.header.e_shoff, sh_table, start, PHDR_SIZE) {
+        return false;
+    }
+    let other_segment = elf.phdrs.iter().enumerate().any(|(i, p)| {
+        i != holder && p.p_type != PT_PHDR && overlaps(p.p_offset, p.p_filesz, start, PHDR_SIZE)
+    });
+    if other_segment {
+        return false;
+    }
+    let tag_inside = |tag: u64, len: u64| {
+        entries
+            .iter()
+            .filter(|e| e.tag == tag)
+            .filter_map(|e| elf.vaddr_to_offset(e.val, 0))
+            .any(|off| overlaps(off, len.max(1), start, PHDR_SIZE))
+    };
+    if ADDRESS_TAGS.iter().any(|&(tag, _)| tag_inside(tag, 1)) {
+        return false;
+    }
+    !SIZED_TABLES.iter().any(|&(addr_tag, size_tag, _)| {
+        let size = entries
+            .iter()
+            .find(|e| e.tag == size_tag)
+            .map_or(0, |e| e.val);
+        tag_inside(addr_tag, size)
+    })
+}
+
+fn choose_slot(ctx: &Ctx, entries: &[DynEntry]) -> Result<PhdrSlot, ElfError> {
+    if let Some(i) = ctx.elf.phdrs.iter().position(|p| p.p_type == PT_NULL) {
+        return Ok(PhdrSlot::Null(i));
+    }
+    if can_grow_table(ctx, entries) {
+        return Ok(PhdrSlot::Grow);
+    }
+    if is_executable(ctx.elf) {
+        return Err(ElfError::Unsupported(
+            "the program header table of this executable has no room for another entry, and \
+             moving it is only done for shared libraries"
+                .into(),
+        ));
+    }
+    Ok(PhdrSlot::Move)
+}
+
+fn new_segment(
+    ctx: &Ctx,
+    mut edited: Edited,
+    grow_strings: bool,
+    move_dynamic: bool,
+) -> Result<Laid, ElfError> {
+    let (elf, view) = (ctx.elf, ctx.view);
+    let slot = choose_slot(ctx, &edited.entries)?;
+    let mut notes = Vec::new();
+
+    let loads: Vec<&ProgramHeader> = elf.loads().collect();
+    let align = loads
+        .iter()
+        .map(|p| p.p_align)
+        .max()
+        .unwrap_or(0)
+        .max(0x1000);
+    let mut top = 0u64;
+    for p in &loads {
+        top = top.max(p.mem_end().ok_or_else(|| internal("segment end"))?);
+    }
+
+    let phnum_new = match slot {
+        PhdrSlot::Null(_) => elf.phdrs.len(),
+        PhdrSlot::Grow | PhdrSlot::Move => elf.phdrs.len() + 1,
+    };
+    // Content of the new segment: [program headers][.dynamic][.dynstr].
+    let seg_off = align_up(ctx.p, 16).ok_or_else(|| internal("offset"))?;
+    let mut cursor = seg_off;
+    let phdr_off = cursor;
+    if slot == PhdrSlot::Move {
+        cursor += phnum_new as u64 * PHDR_SIZE;
+    }
+    let dyn_slots = edited.entries.len() + 1 + SPARE_DYN_SLOTS;
+    let dyn_off = align_up(cursor, 8).ok_or_else(|| internal("offset"))?;
+    if move_dynamic {
+        cursor = dyn_off + dyn_slots as u64 * DYN_SIZE;
+    }
+    let str_off = cursor;
+    let str_size = view.strtab.size + edited.tail.len() as u64;
+    if grow_strings {
+        cursor += str_size;
+    }
+    let seg_size = cursor - seg_off;
+    let seg_vaddr = align_up(top, align)
+        .and_then(|v| v.checked_add(seg_off % align))
+        .ok_or_else(|| internal("address"))?;
+    seg_vaddr
+        .checked_add(seg_size)
+        .ok_or_else(|| internal("address"))?;
+    let addr = |off: u64| seg_vaddr + (off - seg_off);
+    let delta = align_up(cursor - ctx.p, ctx.shift_align).ok_or_else(|| internal("delta"))?;
+
+    if grow_strings {
+        set_tag(&mut edited.entries, DT_STRTAB, addr(str_off));
+        set_tag(&mut edited.entries, DT_STRSZ, str_size);
+    }
+
+    let mut out = ctx.assemble(delta)?;
+    if grow_strings {
+        raw::put(&mut out, str_off, edited.table)?;
+        raw::put(&mut out, str_off + view.strtab.size, edited.tail)?;
+        notes.push(format!(
+            "moved `.dynstr` ({str_size:#x} bytes, {} of them new) into a new PT_LOAD at \
+             {:#x} (file offset {str_off:#x}); the old copy is left unreferenced",
+            edited.tail.len(),
+            addr(str_off)
+        ));
+    } else {
+        raw::put(&mut out, view.strtab.offset, edited.table)?;
+    }
+    let dynamic = encode_dynamic(
+        &edited.entries,
+        if move_dynamic {
+            dyn_slots
+        } else {
+            view.dynamic.slots
+        },
+    )?;
+    if move_dynamic {
+        raw::put(&mut out, dyn_off, &dynamic)?;
+        notes.push(format!(
+            "moved `.dynamic` ({} entries, no DT_NULL slack left) into a new writable PT_LOAD at \
+             {:#x} (file offset {dyn_off:#x}) with {SPARE_DYN_SLOTS} spare slots",
+            edited.entries.len(),
+            addr(dyn_off)
+        ));
+    } else {
+        raw::put(&mut out, view.dynamic.offset, &dynamic)?;
+    }
+    ctx.write_vn_files(&mut out, &edited.vn_files)?;
+
+    let new_load = ProgramHeader {
+        p_type: PT_LOAD,
+        p_flags: if move_dynamic { PF_R | PF_W } else { PF_R },
+        p_offset: seg_off,
+        p_vaddr: seg_vaddr,
+        p_paddr: seg_vaddr,
+        p_filesz: seg_size,
+        p_memsz: seg_size,
+        p_align: align,
+    };
+    let mut phdrs = elf.phdrs.clone();
+    if let PhdrSlot::Null(i) = slot {
+        phdrs.remove(i);
+        notes.push("the new PT_LOAD took the place of a PT_NULL program header".into());
+    }
+    let after_last_load = phdrs
+        .iter()
+        .rposition(|p| p.p_type == PT_LOAD)
+        .map_or(0, |i| i + 1);
+    phdrs.insert(after_last_load, new_load);
+    let table_len = phnum_new as u64 * PHDR_SIZE;
+    for p in phdrs.iter_mut() {
+        if p.p_type == PT_PHDR {
+            if slot == PhdrSlot::Move {
+                p.p_offset = phdr_off;
+                p.p_vaddr = addr(phdr_off);
+                p.p_paddr = p.p_vaddr;
+            }
+            p.p_filesz = table_len;
+            p.p_memsz = table_len;
+        }
+    }
+    if move_dynamic {
+        for p in phdrs.iter_mut().filter(|p| p.p_type == raw::PT_DYNAMIC) {
+            p.p_offset = dyn_off;
+            p.p_vaddr = addr(dyn_off);
+            p.p_paddr = p.p_vaddr;
+            p.p_filesz = dyn_slots as u64 * DYN_SIZE;
+            p.p_memsz = p.p_filesz;
+        }
+    }
+    let phoff = match slot {
+        PhdrSlot::Move => {
+            notes.push(format!(
+                "moved the program header table ({phnum_new} entries) to the start of the new \
+                 PT_LOAD (file offset {phdr_off:#x}): it had no room to grow in place"
+            ));
+            phdr_off
+        }
+        PhdrSlot::Grow => {
+            notes.push("grew the program header table in place over unused bytes".into());
+            ctx.moved(elf.header.e_phoff, delta)
+        }
+        PhdrSlot::Null(_) => ctx.moved(elf.header.e_phoff, delta),
+    };
+    ctx.write_phdrs(&mut out, phoff, &phdrs)?;
+
+    let old_dyn = (view.segment.p_vaddr, view.segment.p_filesz);
+    ctx.write_sections(&mut out, delta, |i, s| {
+        if grow_strings && Some(i) == ctx.dynstr_index {
+            s.sh_offset = str_off;
+            s.sh_addr = addr(str_off);
+            s.sh_size = str_size;
+        }
+        if move_dynamic && Some(i) == ctx.dynamic_index {
+            s.sh_offset = dyn_off;
+            s.sh_addr = addr(dyn_off);
+            s.sh_size = dyn_slots as u64 * DYN_SIZE;
+        }
+    })?;
+    if move_dynamic {
+        let moved = rebase_dynamic_symbols(ctx, &mut out, delta, old_dyn, addr(dyn_off))?;
+        if moved > 0 {
+            notes.push(format!(
+                "repointed {moved} `_DYNAMIC` symbol(s) to the new `.dynamic`"
+            ));
+        }
+    }
+    Ok(Laid {
+        data: out,
+        method: Method::NewSegment {
+            dynstr: grow_strings,
+            dynamic: move_dynamic,
+            program_headers: slot == PhdrSlot::Move,
+        },
+        notes,
+    })
+}
+
+/// Moves the value of every symbol defined in `.dynamic` (normally just `_DYNAMIC`) along with
+/// it; returns how many changed.
+fn rebase_dynamic_symbols(
+    ctx: &Ctx,
+    out: &mut [u8],
+    delta: u64,
+    (old_addr, old_size): (u64, u64),
+    new_addr: u64,
+) -> Result<usize, ElfError> {
+    let Some(dyn_index) = ctx.dynamic_index.and_then(|i| u16::try_from(i).ok()) else {
+        return Ok(0);
+    };
+    let mut moved = 0;
+    for s in ctx
+        .elf
+        .shdrs
+        .iter()
+        .filter(|s| matches!(s.sh_type, SHT_SYMTAB | SHT_DYNSYM))
+    {
+        if s.sh_entsize != SYM_SIZE {
+            continue;
+        }
+        let syms = raw::bytes(ctx.elf.data, s.sh_offset, s.sh_size, "a symbol table")?;
+        let base = ctx.moved(s.sh_offset, delta);
+        for i in 0..(syms.len() as u64 / SYM_SIZE) {
+            let at = i * SYM_SIZE;
+            let shndx = raw::u16_at(syms, at + 6)?;
+            let value = raw::u64_at(syms, at + 8)?;
+            if shndx == dyn_index && value >= old_addr && value <= old_addr + old_size {
+                raw::put_u64(out, base + at + 8, new_addr + (value - old_addr))?;
+                moved += 1;
+            }
+        }
+    }
+    Ok(moved)
+}
