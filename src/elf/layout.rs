@@ -258,7 +258,7 @@ pub(crate) fn lay_out(elf: &Elf64, view: &DynView, edited: Edited) -> Result<Lai
     }
     if grow_strings
         && !move_dynamic
-        && let Some(li) = extendable_load(&ctx)
+        && let Some(li) = extendable_load(&ctx, &edited.entries)
     {
         return extend_last(&ctx, edited, li);
     }
@@ -280,40 +280,47 @@ fn in_place(ctx: &Ctx, edited: Edited) -> Result<Laid, ElfError> {
 }
 
 /// The PT_LOAD whose tail is `.dynstr`, when it is also the last thing loaded from the file and
-/// the highest segment in memory (so it can grow).
-fn extendable_load(ctx: &Ctx) -> Option<usize> {
+/// the highest segment in memory (so it can grow). Bytes between the end of `.dynstr` and the
+/// end of the segment (patchelf pads to 8) count as its tail when nothing uses them.
+fn extendable_load(ctx: &Ctx, entries: &[DynEntry]) -> Option<usize> {
     let st = ctx.view.strtab;
-    if st.offset.checked_add(st.size)? != ctx.p {
+    let str_end = st.offset.checked_add(st.size)?;
+    if str_end > ctx.p {
         return None;
     }
     let top = ctx.elf.loads().filter_map(ProgramHeader::mem_end).max()?;
-    ctx.elf.phdrs.iter().position(|p| {
+    let li = ctx.elf.phdrs.iter().position(|p| {
         p.p_type == PT_LOAD
             && p.file_offset_of(st.vaddr, st.size) == Some(st.offset)
             && p.file_end() == Some(ctx.p)
             && p.p_filesz == p.p_memsz
             && p.mem_end() == Some(top)
-    })
+    })?;
+    let gap = ctx.p - str_end;
+    (gap == 0 || unused_bytes(ctx, entries, str_end, gap, li, false)).then_some(li)
 }
 
 fn extend_last(ctx: &Ctx, mut edited: Edited, li: usize) -> Result<Laid, ElfError> {
     let (elf, view) = (ctx.elf, ctx.view);
     let added = edited.tail.len() as u64;
-    let delta = align_up(added, ctx.shift_align).ok_or_else(|| internal("delta"))?;
+    let str_end = view.strtab.offset + view.strtab.size;
+    // The unused gap after `.dynstr` takes the first bytes; the rest is inserted at P.
+    let grow = (str_end + added).saturating_sub(ctx.p);
+    let delta = align_up(grow, ctx.shift_align).ok_or_else(|| internal("delta"))?;
     let new_size = view.strtab.size + added;
     set_tag(&mut edited.entries, DT_STRSZ, new_size);
 
     let mut out = ctx.assemble(delta)?;
     raw::put(&mut out, view.strtab.offset, edited.table)?;
-    raw::put(&mut out, ctx.p, edited.tail)?;
+    raw::put(&mut out, str_end, edited.tail)?;
     let dynamic = encode_dynamic(&edited.entries, view.dynamic.slots)?;
     raw::put(&mut out, view.dynamic.offset, &dynamic)?;
     ctx.write_vn_files(&mut out, &edited.vn_files)?;
 
     let mut phdrs = elf.phdrs.clone();
     if let Some(load) = phdrs.get_mut(li) {
-        load.p_filesz += added;
-        load.p_memsz += added;
+        load.p_filesz += grow;
+        load.p_memsz += grow;
     }
     ctx.write_phdrs(&mut out, ctx.moved(elf.header.e_phoff, delta), &phdrs)?;
     ctx.write_sections(&mut out, delta, |i, s| {
@@ -325,60 +332,63 @@ fn extend_last(ctx: &Ctx, mut edited: Edited, li: usize) -> Result<Laid, ElfErro
         data: out,
         method: Method::AppendedDynstr,
         notes: vec![format!(
-            "appended {added} bytes to `.dynstr` by extending the last PT_LOAD (segment [{li}]), \
-             whose tail it already was"
+            "appended {added} bytes to `.dynstr`, the tail of the last PT_LOAD (segment [{li}]), \
+             which grew by {grow} bytes"
         )],
     })
 }
 
-fn is_executable(elf: &Elf64) -> bool {
-    elf.header.e_type == ET_EXEC || elf.phdrs.iter().any(|p| p.p_type == PT_INTERP)
-}
-
-/// True when the program header table can take one more entry where it is: the next 56 bytes
-/// are mapped by the same PT_LOAD, and no section, other segment, header table or dynamic tag
-/// uses them.
-fn can_grow_table(ctx: &Ctx, entries: &[DynEntry]) -> bool {
+/// True when the file bytes `[start, start+len)` are provably unused: the PT_LOAD `holder` maps
+/// them, and no section, other segment (PT_PHDR excepted when `phdr_ok`), header table or
+/// dynamic tag refers to them. Without section headers nothing can be proven.
+fn unused_bytes(
+    ctx: &Ctx,
+    entries: &[DynEntry],
+    start: u64,
+    len: u64,
+    holder: usize,
+    phdr_ok: bool,
+) -> bool {
     let elf = ctx.elf;
     if elf.shdrs.is_empty() {
-        // Without section headers nothing proves the bytes are unused.
         return false;
     }
-    let table = elf.header.e_phoff;
-    let start = table + u64::from(elf.header.e_phnum) * PHDR_SIZE;
-    let Some(end) = start.checked_add(PHDR_SIZE) else {
+    let Some(end) = start.checked_add(len) else {
         return false;
     };
-    let holder = elf.phdrs.iter().position(|p| {
-        p.p_type == PT_LOAD && p.p_offset <= table && p.file_end().is_some_and(|e| end <= e)
-    });
-    let Some(holder) = holder else {
+    let held = elf
+        .phdrs
+        .get(holder)
+        .is_some_and(|p| p.p_offset <= start && p.file_end().is_some_and(|e| end <= e));
+    if !held {
         return false;
-    };
+    }
     if elf
         .shdrs
         .iter()
         .skip(1)
-        .any(|s| s.in_file() && overlaps(s.sh_offset, s.sh_size, start, PHDR_SIZE))
+        .any(|s| s.in_file() && overlaps(s.sh_offset, s.sh_size, start, len))
     {
         return false;
     }
     let sh_table = u64::from(elf.header.e_shnum) * SHDR_SIZE;
-    if overlaps(elf.header.e_shoff, sh_table, start, PHDR_SIZE) {
+    if overlaps(elf.header.e_shoff, sh_table, start, len) {
         return false;
     }
     let other_segment = elf.phdrs.iter().enumerate().any(|(i, p)| {
-        i != holder && p.p_type != PT_PHDR && overlaps(p.p_offset, p.p_filesz, start, PHDR_SIZE)
+        i != holder
+            && !(phdr_ok && p.p_type == PT_PHDR)
+            && overlaps(p.p_offset, p.p_filesz, start, len)
     });
     if other_segment {
         return false;
     }
-    let tag_inside = |tag: u64, len: u64| {
+    let tag_inside = |tag: u64, size: u64| {
         entries
             .iter()
             .filter(|e| e.tag == tag)
             .filter_map(|e| elf.vaddr_to_offset(e.val, 0))
-            .any(|off| overlaps(off, len.max(1), start, PHDR_SIZE))
+            .any(|off| overlaps(off, size.max(1), start, len))
     };
     if ADDRESS_TAGS.iter().any(|&(tag, _)| tag_inside(tag, 1)) {
         return false;
@@ -390,6 +400,23 @@ fn can_grow_table(ctx: &Ctx, entries: &[DynEntry]) -> bool {
             .map_or(0, |e| e.val);
         tag_inside(addr_tag, size)
     })
+}
+
+fn is_executable(elf: &Elf64) -> bool {
+    elf.header.e_type == ET_EXEC || elf.phdrs.iter().any(|p| p.p_type == PT_INTERP)
+}
+
+/// True when the program header table can take one more entry where it is: the next 56 bytes
+/// are mapped by the PT_LOAD holding the table and nothing else uses them (patchelf'd files
+/// often have the old `.dynstr` area there).
+fn can_grow_table(ctx: &Ctx, entries: &[DynEntry]) -> bool {
+    let elf = ctx.elf;
+    let table = elf.header.e_phoff;
+    let start = table + u64::from(elf.header.e_phnum) * PHDR_SIZE;
+    let holder = elf.phdrs.iter().position(|p| {
+        p.p_type == PT_LOAD && p.p_offset <= table && p.file_end().is_some_and(|e| start <= e)
+    });
+    holder.is_some_and(|h| unused_bytes(ctx, entries, start, PHDR_SIZE, h, true))
 }
 
 fn choose_slot(ctx: &Ctx, entries: &[DynEntry]) -> Result<PhdrSlot, ElfError> {
@@ -558,7 +585,18 @@ fn new_segment(
     };
     ctx.write_phdrs(&mut out, phoff, &phdrs)?;
 
-    let old_dyn = (view.segment.p_vaddr, view.segment.p_filesz);
+    let mut moves = Vec::new();
+    if grow_strings && let Some(i) = ctx.dynstr_index {
+        moves.push((i, view.strtab.vaddr, view.strtab.size, addr(str_off)));
+    }
+    if move_dynamic && let Some(i) = ctx.dynamic_index {
+        moves.push((
+            i,
+            view.segment.p_vaddr,
+            view.segment.p_filesz,
+            addr(dyn_off),
+        ));
+    }
     ctx.write_sections(&mut out, delta, |i, s| {
         if grow_strings && Some(i) == ctx.dynstr_index {
             s.sh_offset = str_off;
@@ -571,13 +609,11 @@ fn new_segment(
             s.sh_size = dyn_slots as u64 * DYN_SIZE;
         }
     })?;
-    if move_dynamic {
-        let moved = rebase_dynamic_symbols(ctx, &mut out, delta, old_dyn, addr(dyn_off))?;
-        if moved > 0 {
-            notes.push(format!(
-                "repointed {moved} `_DYNAMIC` symbol(s) to the new `.dynamic`"
-            ));
-        }
+    let rebased = rebase_symbols(ctx, &mut out, delta, &moves)?;
+    if rebased > 0 {
+        notes.push(format!(
+            "moved {rebased} symbol(s) defined in the moved sections (section symbols, `_DYNAMIC`)"
+        ));
     }
     Ok(Laid {
         data: out,
@@ -590,18 +626,15 @@ fn new_segment(
     })
 }
 
-/// Moves the value of every symbol defined in `.dynamic` (normally just `_DYNAMIC`) along with
-/// it; returns how many changed.
-fn rebase_dynamic_symbols(
+/// Moves the value of every symbol defined in a moved section (its STT_SECTION symbol,
+/// `_DYNAMIC`) along with it. `moves` holds (section index, old address, size, new address).
+/// Returns how many symbols changed.
+fn rebase_symbols(
     ctx: &Ctx,
     out: &mut [u8],
     delta: u64,
-    (old_addr, old_size): (u64, u64),
-    new_addr: u64,
+    moves: &[(usize, u64, u64, u64)],
 ) -> Result<usize, ElfError> {
-    let Some(dyn_index) = ctx.dynamic_index.and_then(|i| u16::try_from(i).ok()) else {
-        return Ok(0);
-    };
     let mut moved = 0;
     for s in ctx
         .elf
@@ -616,10 +649,13 @@ fn rebase_dynamic_symbols(
         let base = ctx.moved(s.sh_offset, delta);
         for i in 0..(syms.len() as u64 / SYM_SIZE) {
             let at = i * SYM_SIZE;
-            let shndx = raw::u16_at(syms, at + 6)?;
+            let shndx = usize::from(raw::u16_at(syms, at + 6)?);
             let value = raw::u64_at(syms, at + 8)?;
-            if shndx == dyn_index && value >= old_addr && value <= old_addr + old_size {
-                raw::put_u64(out, base + at + 8, new_addr + (value - old_addr))?;
+            let target = moves.iter().find(|&&(index, old, size, _)| {
+                index == shndx && value >= old && value - old <= size
+            });
+            if let Some(&(_, old, _, new)) = target {
+                raw::put_u64(out, base + at + 8, new + (value - old))?;
                 moved += 1;
             }
         }
