@@ -1358,6 +1358,29 @@ fn hostile_inputs_give_errors_not_panics() {
         Err(ElfError::Truncated(_))
     ));
 
+    // An empty section may carry any offset (nothing reads it); the layout must not trip on it.
+    let comment = parsed
+        .section_headers
+        .iter()
+        .position(|s| parsed.shdr_strtab.get_at(s.sh_name) == Some(".comment"))
+        .expect(".comment");
+    let mut empty = input.clone();
+    let at = parsed.header.e_shoff as usize + comment * 64;
+    set_u64(&mut empty, at + 24, u64::MAX - 4);
+    set_u64(&mut empty, at + 32, 0);
+    let out = patch_ok(&empty, &edits);
+    elf::check(&out.data).expect("output passes");
+    // A version-needs chain that points far outside its table.
+    let vr = parsed
+        .section_headers
+        .iter()
+        .find(|s| parsed.shdr_strtab.get_at(s.sh_name) == Some(".gnu.version_r"))
+        .expect(".gnu.version_r");
+    let mut chain = input.clone();
+    chain[vr.sh_offset as usize + 8..vr.sh_offset as usize + 12]
+        .copy_from_slice(&0xffff_fff0u32.to_le_bytes());
+    assert!(matches!(elf::patch(&chain, &edits), Err(ElfError::Layout(m)) if m.contains("vn_aux")));
+
     // Random corruption of the headers, tables and dynamic section: Ok (and then the output
     // passed its own check) or Err, never a panic.
     let hot: Vec<(usize, usize)> = vec![
@@ -1406,4 +1429,61 @@ fn hostile_inputs_give_errors_not_panics() {
         accepted > 0,
         "some harmless corruptions must still be accepted"
     );
+}
+
+#[test]
+fn repatching_our_output_and_patchelf_afterwards() {
+    let b = Build::new(Arch::X86_64);
+    for linker in [Linker::Gnu, Linker::Lld] {
+        let lib = b.consumer(linker, OrigPath::None);
+        let case = Case::new(
+            &b.root,
+            &format!("again_{linker:?}"),
+            &b.dep(),
+            "libdep.so.1",
+        );
+        let first = patch_ok(
+            &read(&lib),
+            &edits_path(long_list(&case.deps), PathKind::Keep),
+        );
+        assert!(
+            matches!(first.method, Method::NewSegment { .. }),
+            "{first:?}"
+        );
+        // The second edit finds `.dynstr` at the tail of the segment the first one added.
+        let mut longer = long_list(&case.deps);
+        longer.insert(0, format!("/second/{}", "w".repeat(200)));
+        let edits = DynamicEdits {
+            soname: Some("libuse-again.so".into()),
+            ..edits_path(longer.clone(), PathKind::Keep)
+        };
+        let second = patch_ok(&first.data, &edits);
+        assert_eq!(second.method, Method::AppendedDynstr, "{:#?}", second.notes);
+        let once = case.lib_dir.join("once.so");
+        write_exec(&once, &first.data);
+        let path = case.lib_dir.join("libuse.so");
+        write_exec(&path, &second.data);
+        let needed = facts(&first.data).needed;
+        prove_static(
+            &once,
+            &path,
+            &Want {
+                soname: Some("libuse-again.so".into()),
+                needed,
+                rpath: longer,
+                ..Want::default()
+            },
+            &second,
+        );
+        assert_eq!(load_x86(&path).as_deref(), Ok(USE_5));
+        // patchelf (what auditwheel runs) still understands our layout.
+        let pe = case.lib_dir.join("patchelfed.so");
+        write_exec(&pe, &second.data);
+        let list = format!("{}:/third/{}", s(&case.deps), "z".repeat(300));
+        run(Command::new(require("patchelf", "patchelf"))
+            .args(["--set-rpath", &list])
+            .arg(&pe));
+        elf::check(&read(&pe)).expect("patchelf output passes the checker");
+        assert_eq!(load_x86(&pe).as_deref(), Ok(USE_5));
+    }
 }

@@ -97,9 +97,12 @@ impl Ctx<'_, '_> {
                 p = p.max(s.sh_offset.saturating_add(s.sh_size));
             }
         }
+        let len = elf.data.len() as u64;
         let mut shift_align = 8u64;
         for s in elf.shdrs.iter().skip(1) {
-            if !s.in_file() {
+            // Empty sections are not checked and may carry any offset: only those inside the
+            // file move with it.
+            if !s.in_file() || s.sh_offset > len {
                 continue;
             }
             let end = s.sh_offset.saturating_add(s.sh_size);
@@ -152,9 +155,14 @@ impl Ctx<'_, '_> {
         })
     }
 
-    /// Where a byte at input offset `off` lands when `delta` bytes are inserted at `p`.
+    /// Where a byte at input offset `off` (inside the file) lands when `delta` bytes are
+    /// inserted at `p`.
     fn moved(&self, off: u64, delta: u64) -> u64 {
-        if off >= self.p { off + delta } else { off }
+        if off >= self.p && off <= self.elf.data.len() as u64 {
+            off.saturating_add(delta)
+        } else {
+            off
+        }
     }
 
     /// `data[..p] + zeros(delta) + data[p..]`, with the capacity reserved once.
@@ -188,8 +196,8 @@ impl Ctx<'_, '_> {
         raw::put_u64(out, 40, base)?;
         for (i, s) in self.elf.shdrs.iter().enumerate() {
             let mut n = *s;
-            if i > 0 && n.in_file() && n.sh_offset >= self.p {
-                n.sh_offset += delta;
+            if i > 0 && n.in_file() {
+                n.sh_offset = self.moved(n.sh_offset, delta);
             }
             edit(i, &mut n);
             if n != *s {

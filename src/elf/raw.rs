@@ -531,7 +531,7 @@ pub(crate) fn read_verneed(
         )));
     }
     let mut out = Vec::new();
-    let mut at = off;
+    let mut at = advance(off, 0, limit, "DT_VERNEED")?;
     // Auxiliary entries are 16 bytes each too: more of them than fit means overlapping chains.
     let mut budget = limit / 16;
     for i in 0..count {
@@ -543,9 +543,7 @@ pub(crate) fn read_verneed(
         let aux = u32_at(area, at + 8)?;
         let next = u32_at(area, at + 12)?;
         let mut names = Vec::new();
-        let mut a = at
-            .checked_add(u64::from(aux))
-            .ok_or_else(|| overflow("vn_aux"))?;
+        let mut a = advance(at, aux, limit, "vn_aux")?;
         for j in 0..cnt {
             names.push(u32_at(area, a + 8)?);
             let anext = u32_at(area, a + 12)?;
@@ -555,9 +553,7 @@ pub(crate) fn read_verneed(
                         "a version-needs entry ends its auxiliary list early".into(),
                     ));
                 }
-                a = a
-                    .checked_add(u64::from(anext))
-                    .ok_or_else(|| overflow("vna_next"))?;
+                a = advance(a, anext, limit, "vna_next")?;
             }
         }
         out.push(Verneed {
@@ -572,9 +568,7 @@ pub(crate) fn read_verneed(
                     i + 1
                 )));
             }
-            at = at
-                .checked_add(u64::from(next))
-                .ok_or_else(|| overflow("vn_next"))?;
+            at = advance(at, next, limit, "vn_next")?;
         }
     }
     Ok(out)
@@ -594,7 +588,7 @@ pub(crate) fn read_verdef_names(
         )));
     }
     let mut names = Vec::new();
-    let mut at = off;
+    let mut at = advance(off, 0, limit, "DT_VERDEF")?;
     let mut budget = limit / 8;
     for i in 0..count {
         let cnt = u16_at(area, at + 6)?;
@@ -603,9 +597,7 @@ pub(crate) fn read_verdef_names(
         })?;
         let aux = u32_at(area, at + 12)?;
         let next = u32_at(area, at + 16)?;
-        let mut a = at
-            .checked_add(u64::from(aux))
-            .ok_or_else(|| overflow("vd_aux"))?;
+        let mut a = advance(at, aux, limit, "vd_aux")?;
         for j in 0..cnt {
             names.push(u32_at(area, a)?);
             let anext = u32_at(area, a + 4)?;
@@ -615,9 +607,7 @@ pub(crate) fn read_verdef_names(
                         "a version definition ends its auxiliary list early".into(),
                     ));
                 }
-                a = a
-                    .checked_add(u64::from(anext))
-                    .ok_or_else(|| overflow("vda_next"))?;
+                a = advance(a, anext, limit, "vda_next")?;
             }
         }
         if i + 1 < count {
@@ -627,14 +617,15 @@ pub(crate) fn read_verdef_names(
                     i + 1
                 )));
             }
-            at = at
-                .checked_add(u64::from(next))
-                .ok_or_else(|| overflow("vd_next"))?;
+            at = advance(at, next, limit, "vd_next")?;
         }
     }
     Ok(names)
 }
 
-fn overflow(field: &str) -> ElfError {
-    ElfError::Malformed(format!("{field} overflows"))
+/// `at + step`, refused unless it stays below `limit` (so later `+ 16` reads cannot overflow).
+fn advance(at: u64, step: u32, limit: u64, field: &str) -> Result<u64, ElfError> {
+    at.checked_add(u64::from(step))
+        .filter(|&n| n < limit)
+        .ok_or_else(|| ElfError::Malformed(format!("{field} points past the version table")))
 }
