@@ -292,3 +292,137 @@ fn check_dynamic(elf: &Elf64, view: &DynView, problems: &mut Problems) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::elf::synth::{DYNAMIC_OFF, Synth, VERNEED_OFF};
+
+    fn phdr_at(i: u64) -> u64 {
+        0x40 + i * PHDR_SIZE
+    }
+
+    fn set_u64(data: &mut [u8], at: u64, v: u64) {
+        let at = at as usize;
+        data[at..at + 8].copy_from_slice(&v.to_le_bytes());
+    }
+
+    fn layout_error(data: &[u8]) -> String {
+        match check(data) {
+            Err(ElfError::Layout(m)) => m,
+            other => panic!("expected a layout error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_well_formed_object_passes() {
+        check(&Synth::default().build()).unwrap();
+        check(
+            &Synth {
+                pt_phdr: true,
+                pt_null: true,
+                note_after_phdrs: true,
+                ..Synth::default()
+            }
+            .build(),
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn unsorted_overlapping_and_misaligned_loads_are_reported() {
+        let good = Synth::default().build();
+        let mut swapped = good.clone();
+        let (a, b) = (phdr_at(0) as usize, phdr_at(1) as usize);
+        let first: Vec<u8> = swapped[a..a + 56].to_vec();
+        swapped.copy_within(b..b + 56, a);
+        swapped[b..b + 56].copy_from_slice(&first);
+        assert!(layout_error(&swapped).contains("not sorted"));
+
+        let mut overlap = good.clone();
+        set_u64(&mut overlap, phdr_at(0) + 40, 0x1500); // p_memsz of the first LOAD
+        assert!(layout_error(&overlap).contains("overlap"));
+
+        let mut misaligned = good.clone();
+        set_u64(&mut misaligned, phdr_at(1) + 16, 0x1500); // p_vaddr of the second LOAD
+        let m = layout_error(&misaligned);
+        assert!(m.contains("differ modulo p_align"), "{m}");
+        assert!(m.contains("`.dynamic`"), "sections no longer map: {m}");
+
+        let mut bigger = good.clone();
+        set_u64(&mut bigger, phdr_at(0) + 32, 0x500); // p_filesz > p_memsz
+        assert!(layout_error(&bigger).contains("p_filesz"));
+
+        let mut odd = good;
+        set_u64(&mut odd, phdr_at(0) + 48, 0x1800);
+        assert!(layout_error(&odd).contains("power of two"));
+    }
+
+    #[test]
+    fn phdr_and_dynamic_must_describe_what_they_claim() {
+        let mut data = Synth {
+            pt_phdr: true,
+            ..Synth::default()
+        }
+        .build();
+        set_u64(&mut data, phdr_at(0) + 32, 56); // PT_PHDR p_filesz: one entry only
+        assert!(layout_error(&data).contains("PT_PHDR"));
+
+        let mut data = Synth::default().build();
+        set_u64(&mut data, phdr_at(2) + 8, DYNAMIC_OFF + 16); // PT_DYNAMIC p_offset
+        let m = layout_error(&data);
+        assert!(m.contains("does not match section `.dynamic`"), "{m}");
+    }
+
+    #[test]
+    fn dynamic_strings_and_version_files_are_checked() {
+        let mut data = Synth::default().build();
+        set_u64(&mut data, DYNAMIC_OFF + 8, 0x5000); // DT_NEEDED beyond DT_STRSZ
+        assert!(layout_error(&data).contains("DT_NEEDED"));
+
+        // vn_file naming something that is not NEEDED (here: the symbol name `dep_value`).
+        let mut data = Synth::default().build();
+        let dep_value = 1 + "libdep.so.1".len() as u32 + 1 + "LIBDEP_1.0".len() as u32 + 1;
+        let at = VERNEED_OFF as usize + 4;
+        data[at..at + 4].copy_from_slice(&dep_value.to_le_bytes());
+        let m = layout_error(&data);
+        assert!(
+            m.contains("`dep_value`") && m.contains("needed != NULL"),
+            "{m}"
+        );
+
+        let mut data = Synth::default().build();
+        set_u64(&mut data, DYNAMIC_OFF + 3 * 16 + 8, 0x0dea_d000); // DT_SYMTAB
+        assert!(layout_error(&data).contains("DT_SYMTAB"));
+    }
+
+    #[test]
+    fn sections_outside_the_file_or_their_segment_are_reported() {
+        let data = Synth::default().build();
+        let shoff = u64::from_le_bytes(data[40..48].try_into().unwrap());
+        let mut past = data.clone();
+        set_u64(&mut past, shoff + 64 + 32, 0x10_0000); // .dynstr sh_size
+        assert!(layout_error(&past).contains("ends past the file"));
+        let mut moved = data;
+        set_u64(&mut moved, shoff + 64 + 16, 0x250); // .dynstr sh_addr ≠ its offset
+        assert!(layout_error(&moved).contains("`.dynstr`"));
+    }
+
+    #[test]
+    fn other_classes_and_types_are_unsupported() {
+        let mut data = Synth::default().build();
+        data[4] = 1;
+        assert!(matches!(check(&data), Err(ElfError::Unsupported(m)) if m.contains("32-bit")));
+        let mut data = Synth::default().build();
+        data[5] = 2;
+        assert!(matches!(check(&data), Err(ElfError::Unsupported(m)) if m.contains("big-endian")));
+        let mut data = Synth::default().build();
+        data[16] = 1; // ET_REL
+        assert!(matches!(check(&data), Err(ElfError::Unsupported(_))));
+        assert!(matches!(
+            check(b"\x7fELF\x02\x01\x01"),
+            Err(ElfError::Truncated(_))
+        ));
+        assert!(matches!(check(b""), Err(ElfError::NotElf(_))));
+    }
+}

@@ -8,6 +8,8 @@ mod layout;
 pub mod patch;
 mod raw;
 mod strings;
+#[cfg(test)]
+mod synth;
 
 pub use check::check;
 pub use inspect::{ElfInfo, Inspected, Machine, SectionInfo, SegmentInfo, UnsupportedElf, inspect};

@@ -555,3 +555,276 @@ pub fn patch(input: &[u8], edits: &DynamicEdits) -> Result<PatchOutcome, ElfErro
         notes,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::elf::raw::{PT_LOAD, PT_NULL, PT_PHDR};
+    use crate::elf::synth::Synth;
+
+    fn info(data: &[u8]) -> crate::elf::ElfInfo {
+        match inspect(data).unwrap() {
+            Inspected::Host(i) => *i,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn path(list: &[&str], kind: PathKind) -> DynamicEdits {
+        DynamicEdits {
+            search_path: Some(list.iter().map(|s| s.to_string()).collect()),
+            path_kind: kind,
+            ..DynamicEdits::default()
+        }
+    }
+
+    fn long() -> String {
+        format!("/long/{}", "x".repeat(300))
+    }
+
+    /// Entries before the terminator + slots of the synthetic `.dynamic`.
+    const SYNTH_ENTRIES: usize = 7;
+
+    #[test]
+    fn a_new_entry_goes_into_dt_null_slack_and_reuses_an_existing_string() {
+        let input = Synth {
+            extra_strings: vec!["/opt/lib"],
+            ..Synth::default()
+        }
+        .build();
+        let out = patch(&input, &path(&["/opt/lib"], PathKind::Keep)).unwrap();
+        assert_eq!(out.method, Method::InPlace, "{:#?}", out.notes);
+        assert_eq!(out.data.len(), input.len());
+        assert_eq!(info(&out.data).rpath, vec!["/opt/lib"]);
+        assert!(
+            out.notes.iter().any(|n| n.contains("reused")),
+            "{:#?}",
+            out.notes
+        );
+    }
+
+    #[test]
+    fn no_slack_moves_dynamic_into_a_writable_segment() {
+        let input = Synth {
+            dyn_slots: SYNTH_ENTRIES + 1,
+            extra_strings: vec!["/opt/lib"],
+            ..Synth::default()
+        }
+        .build();
+        let out = patch(&input, &path(&["/opt/lib"], PathKind::Runpath)).unwrap();
+        assert_eq!(
+            out.method,
+            Method::NewSegment {
+                dynstr: false,
+                dynamic: true,
+                program_headers: false
+            },
+            "{:#?}",
+            out.notes
+        );
+        let i = info(&out.data);
+        assert_eq!(i.runpath, vec!["/opt/lib"]);
+        let dynamic = i.segments.iter().find(|s| s.kind == "DYNAMIC").unwrap();
+        let load = i.segments.iter().rfind(|s| s.kind == "LOAD").unwrap();
+        assert_eq!((load.flags.as_str(), dynamic.offset), ("RW", load.offset));
+        // The moved array keeps spare DT_NULL slots for the next edit.
+        assert!(
+            dynamic.filesz >= (SYNTH_ENTRIES as u64 + 2 + 4) * 16,
+            "{dynamic:?}"
+        );
+    }
+
+    #[test]
+    fn a_pt_null_slot_takes_the_new_load() {
+        let input = Synth {
+            pt_null: true,
+            note_after_phdrs: true,
+            ..Synth::default()
+        }
+        .build();
+        let before = Elf64::parse(&input).unwrap().phdrs;
+        let out = patch(&input, &path(&[&long()], PathKind::Keep)).unwrap();
+        assert_eq!(
+            out.method,
+            Method::NewSegment {
+                dynstr: true,
+                dynamic: false,
+                program_headers: false
+            }
+        );
+        assert!(
+            out.notes.iter().any(|n| n.contains("PT_NULL")),
+            "{:#?}",
+            out.notes
+        );
+        let after = Elf64::parse(&out.data).unwrap().phdrs;
+        assert_eq!(after.len(), before.len());
+        assert!(!after.iter().any(|p| p.p_type == PT_NULL));
+        assert_eq!(after.iter().filter(|p| p.p_type == PT_LOAD).count(), 3);
+        assert_eq!(info(&out.data).rpath, vec![long()]);
+    }
+
+    #[test]
+    fn free_bytes_after_the_table_let_it_grow_in_place() {
+        let input = Synth {
+            pt_phdr: true,
+            ..Synth::default()
+        }
+        .build();
+        let out = patch(&input, &path(&[&long()], PathKind::Keep)).unwrap();
+        assert_eq!(
+            out.method,
+            Method::NewSegment {
+                dynstr: true,
+                dynamic: false,
+                program_headers: false
+            }
+        );
+        let elf = Elf64::parse(&out.data).unwrap();
+        assert_eq!(elf.header.e_phoff, 0x40);
+        let phdr = elf.phdrs.iter().find(|p| p.p_type == PT_PHDR).unwrap();
+        assert_eq!(phdr.p_filesz, elf.phdrs.len() as u64 * 56);
+    }
+
+    #[test]
+    fn a_note_after_the_table_makes_it_move_with_pt_phdr() {
+        let input = Synth {
+            pt_phdr: true,
+            note_after_phdrs: true,
+            ..Synth::default()
+        }
+        .build();
+        let out = patch(&input, &path(&[&long()], PathKind::Keep)).unwrap();
+        assert_eq!(
+            out.method,
+            Method::NewSegment {
+                dynstr: true,
+                dynamic: false,
+                program_headers: true
+            }
+        );
+        let elf = Elf64::parse(&out.data).unwrap();
+        let phdr = elf.phdrs.iter().find(|p| p.p_type == PT_PHDR).unwrap();
+        let last = elf.phdrs.iter().rfind(|p| p.p_type == PT_LOAD).unwrap();
+        assert_eq!((phdr.p_offset, phdr.p_vaddr), (last.p_offset, last.p_vaddr));
+        assert_eq!(elf.header.e_phoff, last.p_offset);
+        // The note did not move.
+        let before = Elf64::parse(&input).unwrap();
+        let note = |e: &Elf64| {
+            *e.phdrs
+                .iter()
+                .find(|p| p.p_type == crate::elf::raw::PT_NOTE)
+                .unwrap()
+        };
+        assert_eq!(note(&elf), note(&before));
+    }
+
+    #[test]
+    fn retag_remove_and_keep_semantics() {
+        let rpath = Synth {
+            path: Some((DT_RPATH, "/old/path/long/enough")),
+            ..Synth::default()
+        }
+        .build();
+        // Same string, other kind: only the tag changes.
+        let out = patch(&rpath, &path(&["/old/path/long/enough"], PathKind::Runpath)).unwrap();
+        assert_eq!(out.method, Method::InPlace);
+        let i = info(&out.data);
+        assert_eq!(
+            (i.rpath.len(), i.runpath),
+            (0, vec!["/old/path/long/enough".to_string()])
+        );
+        // Keep keeps RPATH; a shorter path overwrites in place.
+        let out = patch(&rpath, &path(&["/new"], PathKind::Keep)).unwrap();
+        assert_eq!(out.method, Method::InPlace);
+        assert_eq!(info(&out.data).rpath, vec!["/new"]);
+        // Some(vec![]) removes it, and the freed slot becomes DT_NULL slack.
+        let out = patch(&rpath, &path(&[], PathKind::Keep)).unwrap();
+        assert_eq!(out.method, Method::InPlace);
+        let i = info(&out.data);
+        assert!(i.rpath.is_empty() && i.runpath.is_empty());
+        // No path at all + Keep → DT_RPATH (documented default).
+        let none = Synth {
+            extra_strings: vec!["/opt"],
+            ..Synth::default()
+        }
+        .build();
+        assert_eq!(
+            info(&patch(&none, &path(&["/opt"], PathKind::Keep)).unwrap().data).rpath,
+            vec!["/opt"]
+        );
+        // Asking for what is already there changes nothing.
+        let same = patch(&rpath, &path(&["/old/path/long/enough"], PathKind::Keep)).unwrap();
+        assert_eq!((same.method, same.data == rpath), (Method::Unchanged, true));
+    }
+
+    #[test]
+    fn a_shorter_needed_name_overwrites_the_string_it_shares_with_vn_file() {
+        let input = Synth::default().build();
+        let edits = DynamicEdits {
+            replace_needed: vec![("libdep.so.1".into(), "libx.so.1".into())],
+            ..DynamicEdits::default()
+        };
+        let out = patch(&input, &edits).unwrap();
+        assert_eq!(out.method, Method::InPlace, "{:#?}", out.notes);
+        let i = info(&out.data);
+        assert_eq!(i.needed, vec!["libx.so.1"]);
+        assert_eq!(i.version_needs[0].file, "libx.so.1");
+        assert_eq!(i.version_needs[0].versions, vec!["LIBDEP_1.0"]);
+    }
+
+    #[test]
+    fn a_longer_soname_is_added_and_appended() {
+        let input = Synth {
+            soname: Some("libs.so"),
+            ..Synth::default()
+        }
+        .build();
+        let edits = DynamicEdits {
+            soname: Some("libsomething-longer.so.1".into()),
+            ..DynamicEdits::default()
+        };
+        let out = patch(&input, &edits).unwrap();
+        assert!(
+            matches!(out.method, Method::NewSegment { dynstr: true, .. }),
+            "{out:?}"
+        );
+        assert_eq!(
+            info(&out.data).soname.as_deref(),
+            Some("libsomething-longer.so.1")
+        );
+        let added = patch(&Synth::default().build(), &edits).unwrap();
+        assert_eq!(
+            info(&added.data).soname.as_deref(),
+            Some("libsomething-longer.so.1")
+        );
+        assert!(added.notes.iter().any(|n| n.contains("added a DT_SONAME")));
+    }
+
+    #[test]
+    fn invalid_edits_and_missing_needed_are_refused() {
+        let input = Synth::default().build();
+        let edits = DynamicEdits {
+            replace_needed: vec![
+                ("a.so".into(), "b.so".into()),
+                ("a.so".into(), "c.so".into()),
+            ],
+            ..DynamicEdits::default()
+        };
+        assert!(
+            matches!(patch(&input, &edits), Err(ElfError::InvalidEdit(m)) if m.contains("twice"))
+        );
+        let edits = DynamicEdits {
+            replace_needed: vec![("nope.so".into(), "b.so".into())],
+            ..DynamicEdits::default()
+        };
+        assert_eq!(
+            patch(&input, &edits),
+            Err(ElfError::NeededNotFound("nope.so".into()))
+        );
+        let mut cuda = input.clone();
+        cuda[18] = 190;
+        assert!(
+            matches!(patch(&cuda, &DynamicEdits::default()), Err(ElfError::Unsupported(m)) if m.contains("GPU"))
+        );
+    }
+}
