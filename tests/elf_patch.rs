@@ -409,12 +409,17 @@ fn prove_static(orig: &Path, out: &Path, want: &Want, outcome: &PatchOutcome) {
         outcome.notes
     );
 
-    assert_untouched(&read(orig), &data);
+    assert_untouched(&read(orig), &data, outcome);
 }
 
-/// Every section other than the edited ones (`.dynstr`, `.dynamic`, `.gnu.version_r`) has the
-/// same address and bytes; in `.symtab` only symbols defined in `.dynstr`/`.dynamic` may move.
-fn assert_untouched(orig: &[u8], out: &[u8]) {
+/// Every section other than the edited ones (`.dynstr`, `.dynamic`, `.gnu.version_r`) keeps its
+/// bytes, and its address unless the outcome says it moved (executables); in `.symtab` only
+/// symbols defined in edited or moved sections may change their value.
+fn assert_untouched(orig: &[u8], out: &[u8], outcome: &PatchOutcome) {
+    let moved: &[String] = match &outcome.method {
+        Method::NewSegment { moved_sections, .. } => moved_sections,
+        _ => &[],
+    };
     let a = goblin::elf::Elf::parse(orig).expect("goblin parses the input");
     let b = goblin::elf::Elf::parse(out).expect("goblin parses the output");
     assert_eq!(a.section_headers.len(), b.section_headers.len());
@@ -428,7 +433,15 @@ fn assert_untouched(orig: &[u8], out: &[u8]) {
         if name == ".symtab" || sa.sh_type == goblin::elf::section_header::SHT_NOBITS {
             continue;
         }
-        assert_eq!(sa.sh_addr, sb.sh_addr, "section {name} moved in memory");
+        if moved.iter().any(|m| m == name) {
+            edited_index.push(i);
+            assert_ne!(
+                sa.sh_addr, sb.sh_addr,
+                "section {name} was reported as moved"
+            );
+        } else {
+            assert_eq!(sa.sh_addr, sb.sh_addr, "section {name} moved in memory");
+        }
         let ra = sa.sh_offset as usize..(sa.sh_offset + sa.sh_size) as usize;
         let rb = sb.sh_offset as usize..(sb.sh_offset + sb.sh_size) as usize;
         assert!(orig[ra] == out[rb], "section {name} changed");
@@ -839,41 +852,95 @@ fn patchelf_edited_input_grows_its_header_table_in_place() {
     );
 }
 
-#[test]
-fn executable_in_place_edit_runs_and_no_room_is_refused() {
-    let b = Build::new(Arch::X86_64);
+/// Builds the executable, patches it in place (short path) and with a long path (the sections
+/// after its program header table move; the table itself never does), and runs both.
+fn executable_scenarios(arch: Arch) {
+    let b = Build::new(arch);
     let prog = b.executable(&long_orig_path());
-    let dir = mkdir(&b.root.join("exe"));
-    let libs = mkdir(&dir.join("libs"));
-    std::fs::copy(b.root.join("libuse.so"), libs.join("libuse.so")).expect("copy");
-    std::fs::copy(b.dep(), libs.join("libdep.so.1")).expect("copy");
     let input = read(&prog);
-    let out = patch_ok(&input, &edits_path(vec![s(&libs)], PathKind::Keep));
-    assert_eq!(out.method, Method::InPlace);
-    let path = dir.join("prog");
-    write_exec(&path, &out.data);
-    let mut perms = std::fs::metadata(&path).expect("stat").permissions();
-    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
-    std::fs::set_permissions(&path, perms).expect("chmod");
-    prove_static(
-        &prog,
-        &path,
-        &Want {
-            needed: facts(&input).needed,
-            rpath: vec![s(&libs)],
-            ..Want::default()
-        },
-        &out,
-    );
-    let ran = run(Command::new(&path)
-        .env("LD_BIND_NOW", "1")
-        .env_remove("LD_LIBRARY_PATH"));
-    assert_eq!(ran.trim(), USE_5);
-    // A longer path needs another program header, and an executable's table is never moved.
-    match elf::patch(&input, &edits_path(long_list(&libs), PathKind::Keep)) {
-        Err(ElfError::Unsupported(m)) => assert!(m.contains("executable"), "{m}"),
-        other => panic!("expected a refusal, got {:?}", other.map(|o| o.method)),
+    let needed = facts(&input).needed;
+    for (name, long) in [("short", false), ("long", true)] {
+        let dir = mkdir(&b.root.join(format!("exe_{name}")));
+        let libs = mkdir(&dir.join("libs"));
+        std::fs::copy(b.root.join("libuse.so"), libs.join("libuse.so")).expect("copy");
+        std::fs::copy(b.dep(), libs.join("libdep.so.1")).expect("copy");
+        let list = if long {
+            long_list(&libs)
+        } else {
+            vec![s(&libs)]
+        };
+        let out = patch_ok(&input, &edits_path(list.clone(), PathKind::Keep));
+        let path = dir.join("prog");
+        write_exec(&path, &out.data);
+        let mut perms = std::fs::metadata(&path).expect("stat").permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+        std::fs::set_permissions(&path, perms).expect("chmod");
+        prove_static(
+            &prog,
+            &path,
+            &Want {
+                needed: needed.clone(),
+                rpath: list,
+                ..Want::default()
+            },
+            &out,
+        );
+        if long {
+            match &out.method {
+                Method::NewSegment {
+                    program_headers: false,
+                    moved_sections,
+                    ..
+                } => {
+                    assert!(
+                        moved_sections.iter().any(|m| m == ".interp"),
+                        "{moved_sections:?}"
+                    );
+                }
+                other => panic!("{other:?}"),
+            }
+            let before = goblin::elf::Elf::parse(&input).expect("parse");
+            let after = goblin::elf::Elf::parse(&out.data).expect("parse");
+            assert_eq!(
+                after.header.e_phoff, before.header.e_phoff,
+                "an executable's table never moves"
+            );
+            assert_eq!(after.interpreter, before.interpreter);
+        } else {
+            assert_eq!(out.method, Method::InPlace);
+        }
+        let ran = match arch {
+            Arch::X86_64 => run(Command::new(&path)
+                .env("LD_BIND_NOW", "1")
+                .env_remove("LD_LIBRARY_PATH")),
+            Arch::Aarch64 => run(
+                Command::new(require("qemu-aarch64-static", "qemu-user-static"))
+                    .args([
+                        "-p",
+                        "65536",
+                        "-L",
+                        "/usr/aarch64-linux-gnu",
+                        "-E",
+                        "LD_BIND_NOW=1",
+                        "-U",
+                        "LD_LIBRARY_PATH",
+                    ])
+                    .arg(&path),
+            ),
+            Arch::Ppc64le => unreachable!("not exercised"),
+        };
+        assert_eq!(ran.trim(), USE_5, "{name}: {:#?}", out.notes);
     }
+}
+
+#[test]
+fn executables_keep_their_table_and_run() {
+    executable_scenarios(Arch::X86_64);
+}
+
+#[test]
+fn aarch64_executables_keep_their_table_and_run_under_qemu() {
+    executable_scenarios(Arch::Aarch64);
 }
 
 #[test]

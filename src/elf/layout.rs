@@ -27,6 +27,7 @@ use super::raw::{
     PHDR_SIZE, PT_INTERP, PT_LOAD, PT_NULL, PT_PHDR, ProgramHeader, SHDR_SIZE, SHT_DYNAMIC,
     SHT_DYNSYM, SHT_SYMTAB, SIZED_TABLES, SYM_SIZE, SectionHeader, align_up,
 };
+use super::slide::{self, Span};
 
 /// The edited dynamic section, ready to be laid out.
 pub(crate) struct Edited<'e> {
@@ -63,14 +64,16 @@ fn overlaps(a_off: u64, a_len: u64, b_off: u64, b_len: u64) -> bool {
 }
 
 /// How the program header table gets its extra entry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum PhdrSlot {
     /// Replace the PT_NULL entry at this index.
     Null(usize),
     /// Grow the table over unused bytes right after it.
     Grow,
-    /// Move the table into the new segment.
+    /// Move the table into the new segment (shared libraries).
     Move,
+    /// Move the sections right after the table into the new segment (executables).
+    Slide(Span),
 }
 
 struct Ctx<'a, 'd> {
@@ -434,16 +437,19 @@ fn choose_slot(ctx: &Ctx, entries: &[DynEntry]) -> Result<PhdrSlot, ElfError> {
     if can_grow_table(ctx, entries) {
         return Ok(PhdrSlot::Grow);
     }
-    if is_executable(ctx.elf) {
-        return Err(ElfError::Unsupported(
-            "the program header table of this executable has no room for another entry, and \
-             moving it is only done for shared libraries"
-                .into(),
-        ));
+    if !is_executable(ctx.elf) {
+        return Ok(PhdrSlot::Move);
     }
-    Ok(PhdrSlot::Move)
+    match slide::find_span(ctx.elf, ctx.view, entries, ctx.dynstr_index, PHDR_SIZE) {
+        Ok(span) => Ok(PhdrSlot::Slide(span)),
+        Err(why) => Err(ElfError::Unsupported(format!(
+            "the program header table of this executable has no room for another entry (an \
+             executable's table never moves) and the sections after it cannot move: {why}"
+        ))),
+    }
 }
 
+#[allow(clippy::too_many_lines)]
 fn new_segment(
     ctx: &Ctx,
     mut edited: Edited,
@@ -468,14 +474,22 @@ fn new_segment(
 
     let phnum_new = match slot {
         PhdrSlot::Null(_) => elf.phdrs.len(),
-        PhdrSlot::Grow | PhdrSlot::Move => elf.phdrs.len() + 1,
+        PhdrSlot::Grow | PhdrSlot::Move | PhdrSlot::Slide(_) => elf.phdrs.len() + 1,
     };
-    // Content of the new segment: [program headers][.dynamic][.dynstr].
+    // Content of the new segment: [program headers | moved sections][.dynamic][.dynstr].
     let seg_off = align_up(ctx.p, 16).ok_or_else(|| internal("offset"))?;
     let mut cursor = seg_off;
     let phdr_off = cursor;
-    if slot == PhdrSlot::Move {
-        cursor += phnum_new as u64 * PHDR_SIZE;
+    let mut span_off = cursor;
+    match &slot {
+        PhdrSlot::Move => cursor += phnum_new as u64 * PHDR_SIZE,
+        PhdrSlot::Slide(span) => {
+            // Same offset modulo the block's alignment, so every moved section stays aligned.
+            let base = align_up(cursor, span.align).ok_or_else(|| internal("offset"))?;
+            span_off = base + span.start % span.align;
+            cursor = span_off + (span.end - span.start);
+        }
+        PhdrSlot::Null(_) | PhdrSlot::Grow => {}
     }
     let dyn_slots = edited.entries.len() + 1 + SPARE_DYN_SLOTS;
     let dyn_off = align_up(cursor, 8).ok_or_else(|| internal("offset"))?;
@@ -501,8 +515,44 @@ fn new_segment(
         set_tag(&mut edited.entries, DT_STRTAB, addr(str_off));
         set_tag(&mut edited.entries, DT_STRSZ, str_size);
     }
+    // The moved block shifts by one file distance and one address distance.
+    let slide = match &slot {
+        PhdrSlot::Slide(span) => Some((span, span_off - span.start, addr(span_off) - span.vaddr)),
+        _ => None,
+    };
+    if let Some((span, _, addr_shift)) = slide {
+        for &t in &span.tags {
+            if let Some(e) = edited.entries.get_mut(t) {
+                e.val += addr_shift;
+            }
+        }
+    }
 
     let mut out = ctx.assemble(delta)?;
+    if let Some((span, _, _)) = slide {
+        let block = raw::bytes(
+            elf.data,
+            span.start,
+            span.end - span.start,
+            "the moved sections",
+        )?;
+        raw::put(&mut out, span_off, block)?;
+        // The old place becomes the table's room; what the table does not cover is zeroed.
+        raw::put(&mut out, span.start, &vec![0u8; block.len()])?;
+        let names: Vec<String> = span
+            .sections
+            .iter()
+            .filter_map(|&i| elf.shdrs.get(i))
+            .map(|s| format!("`{}`", elf.section_name(s)))
+            .collect();
+        notes.push(format!(
+            "moved {} ({:#x} bytes after the program header table) into the new PT_LOAD at {:#x} \
+             to make room for one more program header",
+            names.join(", "),
+            block.len(),
+            addr(span_off)
+        ));
+    }
     if grow_strings {
         raw::put(&mut out, str_off, edited.table)?;
         raw::put(&mut out, str_off + view.strtab.size, edited.tail)?;
@@ -547,6 +597,15 @@ fn new_segment(
         p_align: align,
     };
     let mut phdrs = elf.phdrs.clone();
+    if let Some((span, file_shift, addr_shift)) = slide {
+        for &i in &span.segments {
+            if let Some(p) = phdrs.get_mut(i) {
+                p.p_offset += file_shift;
+                p.p_vaddr += addr_shift;
+                p.p_paddr = p.p_paddr.wrapping_add(addr_shift);
+            }
+        }
+    }
     if let PhdrSlot::Null(i) = slot {
         phdrs.remove(i);
         notes.push("the new PT_LOAD took the place of a PT_NULL program header".into());
@@ -589,7 +648,7 @@ fn new_segment(
             notes.push("grew the program header table in place over unused bytes".into());
             ctx.moved(elf.header.e_phoff, delta)
         }
-        PhdrSlot::Null(_) => ctx.moved(elf.header.e_phoff, delta),
+        PhdrSlot::Null(_) | PhdrSlot::Slide(_) => ctx.moved(elf.header.e_phoff, delta),
     };
     ctx.write_phdrs(&mut out, phoff, &phdrs)?;
 
@@ -605,6 +664,15 @@ fn new_segment(
             addr(dyn_off),
         ));
     }
+    let mut slid = Vec::new();
+    if let Some((span, file_shift, addr_shift)) = slide {
+        for &i in &span.sections {
+            if let Some(s) = elf.shdrs.get(i) {
+                moves.push((i, s.sh_addr, s.sh_size, s.sh_addr + addr_shift));
+                slid.push((i, file_shift, addr_shift));
+            }
+        }
+    }
     ctx.write_sections(&mut out, delta, |i, s| {
         if grow_strings && Some(i) == ctx.dynstr_index {
             s.sh_offset = str_off;
@@ -616,6 +684,10 @@ fn new_segment(
             s.sh_addr = addr(dyn_off);
             s.sh_size = dyn_slots as u64 * DYN_SIZE;
         }
+        if let Some(&(_, file_shift, addr_shift)) = slid.iter().find(|(j, _, _)| *j == i) {
+            s.sh_offset += file_shift;
+            s.sh_addr += addr_shift;
+        }
     })?;
     let rebased = rebase_symbols(ctx, &mut out, delta, &moves)?;
     if rebased > 0 {
@@ -623,12 +695,22 @@ fn new_segment(
             "moved {rebased} symbol(s) defined in the moved sections (section symbols, `_DYNAMIC`)"
         ));
     }
+    let moved_sections = match &slot {
+        PhdrSlot::Slide(span) => span
+            .sections
+            .iter()
+            .filter_map(|&i| elf.shdrs.get(i))
+            .map(|s| elf.section_name(s))
+            .collect(),
+        _ => Vec::new(),
+    };
     Ok(Laid {
         data: out,
         method: Method::NewSegment {
             dynstr: grow_strings,
             dynamic: move_dynamic,
             program_headers: slot == PhdrSlot::Move,
+            moved_sections,
         },
         notes,
     })

@@ -7,6 +7,7 @@ pub mod inspect;
 mod layout;
 pub mod patch;
 mod raw;
+mod slide;
 mod strings;
 #[cfg(test)]
 mod synth;

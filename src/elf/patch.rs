@@ -77,11 +77,14 @@ pub enum Method {
     AppendedDynstr,
     /// A new PT_LOAD was added at the top of the address space holding what is flagged here:
     /// a copy of `.dynstr` with the new strings, `.dynamic` with room for the new entries, the
-    /// program header table (when it could not grow in place).
+    /// program header table (shared libraries, when it could not grow in place), and, in
+    /// executables whose table has no room, the sections that followed it (`.interp`, notes,
+    /// hash tables...) by name.
     NewSegment {
         dynstr: bool,
         dynamic: bool,
         program_headers: bool,
+        moved_sections: Vec<String>,
     },
 }
 
@@ -616,7 +619,8 @@ mod tests {
             Method::NewSegment {
                 dynstr: false,
                 dynamic: true,
-                program_headers: false
+                program_headers: false,
+                moved_sections: vec![]
             },
             "{:#?}",
             out.notes
@@ -648,7 +652,8 @@ mod tests {
             Method::NewSegment {
                 dynstr: true,
                 dynamic: false,
-                program_headers: false
+                program_headers: false,
+                moved_sections: vec![]
             }
         );
         assert!(
@@ -676,7 +681,8 @@ mod tests {
             Method::NewSegment {
                 dynstr: true,
                 dynamic: false,
-                program_headers: false
+                program_headers: false,
+                moved_sections: vec![]
             }
         );
         let elf = Elf64::parse(&out.data).unwrap();
@@ -699,7 +705,8 @@ mod tests {
             Method::NewSegment {
                 dynstr: true,
                 dynamic: false,
-                program_headers: true
+                program_headers: true,
+                moved_sections: vec![]
             }
         );
         let elf = Elf64::parse(&out.data).unwrap();
@@ -826,5 +833,97 @@ mod tests {
         assert!(
             matches!(patch(&cuda, &DynamicEdits::default()), Err(ElfError::Unsupported(m)) if m.contains("GPU"))
         );
+    }
+}
+
+#[cfg(test)]
+mod executable_tests {
+    use super::*;
+    use crate::elf::raw::{PT_INTERP, PT_NOTE};
+    use crate::elf::synth::{DYNAMIC_OFF, Synth};
+
+    fn long_path() -> DynamicEdits {
+        DynamicEdits {
+            search_path: Some(vec![format!("/long/{}", "x".repeat(300))]),
+            ..DynamicEdits::default()
+        }
+    }
+
+    #[test]
+    fn an_executable_moves_the_sections_after_its_table_not_the_table() {
+        let input = Synth {
+            interp: true,
+            note_after_phdrs: true,
+            pt_phdr: true,
+            ..Synth::default()
+        }
+        .build();
+        let out = patch(&input, &long_path()).unwrap();
+        match &out.method {
+            Method::NewSegment {
+                program_headers: false,
+                moved_sections,
+                ..
+            } => {
+                assert_eq!(
+                    moved_sections,
+                    &[".interp".to_string(), ".note.test".to_string()]
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        let before = Elf64::parse(&input).unwrap();
+        let after = Elf64::parse(&out.data).unwrap();
+        assert_eq!(
+            after.header.e_phoff, 0x40,
+            "an executable's table never moves"
+        );
+        let seg = |e: &Elf64, t| *e.phdrs.iter().find(|p| p.p_type == t).unwrap();
+        let (old_interp, new_interp) = (seg(&before, PT_INTERP), seg(&after, PT_INTERP));
+        let (old_note, new_note) = (seg(&before, PT_NOTE), seg(&after, PT_NOTE));
+        let bytes = |d: &[u8], p: crate::elf::raw::ProgramHeader| {
+            d[p.p_offset as usize..(p.p_offset + p.p_filesz) as usize].to_vec()
+        };
+        assert_eq!(bytes(&out.data, new_interp), bytes(&input, old_interp));
+        assert_eq!(bytes(&out.data, new_note), bytes(&input, old_note));
+        // One shift for the whole block, alignment kept.
+        assert_eq!(
+            new_note.p_vaddr - old_note.p_vaddr,
+            new_interp.p_vaddr - old_interp.p_vaddr
+        );
+        assert_eq!(new_note.p_offset % 16, old_note.p_offset % 16);
+        assert_eq!(info_interp(&out.data), "/lib64/ld-linux-x86-64.so.2");
+    }
+
+    fn info_interp(data: &[u8]) -> String {
+        match inspect(data).unwrap() {
+            Inspected::Host(i) => i.interpreter.unwrap(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_executable_is_refused_when_something_else_points_at_those_sections() {
+        let mut input = Synth {
+            interp: true,
+            ..Synth::default()
+        }
+        .build();
+        // Turn DT_SYMENT (5th entry) into a DT_INIT that points at `.interp`.
+        let interp = Elf64::parse(&input)
+            .unwrap()
+            .phdrs
+            .iter()
+            .find(|p| p.p_type == crate::elf::raw::PT_INTERP)
+            .unwrap()
+            .p_vaddr;
+        let at = (DYNAMIC_OFF + 4 * 16) as usize;
+        input[at..at + 8].copy_from_slice(&12u64.to_le_bytes());
+        input[at + 8..at + 16].copy_from_slice(&interp.to_le_bytes());
+        check(&input).unwrap();
+        match patch(&input, &long_path()) {
+            Err(ElfError::Unsupported(m)) => assert!(m.contains("dynamic tag 0xc"), "{m}"),
+            other => panic!("{:?}", other.map(|o| o.method)),
+        }
     }
 }

@@ -2,13 +2,13 @@
 //! linkers never produce (PT_NULL slots, exact DT_NULL slack, a note right after the program
 //! header table, deliberately broken invariants).
 //!
-//! Layout: `[ehdr][phdrs]...[.note @0x1c0?][.dynstr @0x200][.gnu.version_r @0x300]
+//! Layout: `[ehdr][phdrs][.interp?][.note?][.dynstr @0x200][.gnu.version_r @0x300]
 //! [.dynsym @0x340]` in an R PT_LOAD at 0, `.dynamic @0x400` (vaddr 0x1400) in an RW PT_LOAD,
 //! then `.shstrtab` and the section headers.
 
 use super::raw::{
     DT_NEEDED, DT_SONAME, DT_STRSZ, DT_STRTAB, DT_SYMTAB, DT_VERNEED, DT_VERNEEDNUM, PT_DYNAMIC,
-    PT_LOAD, PT_NOTE, PT_NULL, PT_PHDR, ProgramHeader,
+    PT_INTERP, PT_LOAD, PT_NOTE, PT_NULL, PT_PHDR, ProgramHeader,
 };
 
 pub(crate) const DYNSTR_OFF: u64 = 0x200;
@@ -16,6 +16,7 @@ pub(crate) const VERNEED_OFF: u64 = 0x300;
 pub(crate) const DYNSYM_OFF: u64 = 0x340;
 pub(crate) const DYNAMIC_OFF: u64 = 0x400;
 pub(crate) const DYNAMIC_VADDR: u64 = 0x1400;
+const INTERP: &[u8] = b"/lib64/ld-linux-x86-64.so.2\0";
 
 #[derive(Debug, Clone)]
 pub(crate) struct Synth {
@@ -30,6 +31,8 @@ pub(crate) struct Synth {
     pub pt_phdr: bool,
     /// Put a note section right after the program header table, so the table cannot grow.
     pub note_after_phdrs: bool,
+    /// Make it an executable: `.interp` + PT_INTERP right after the table (before the note).
+    pub interp: bool,
 }
 
 impl Default for Synth {
@@ -42,6 +45,7 @@ impl Default for Synth {
             pt_null: false,
             pt_phdr: false,
             note_after_phdrs: false,
+            interp: false,
         }
     }
 }
@@ -120,10 +124,30 @@ impl Synth {
             p_memsz: self.dyn_slots as u64 * 16,
             p_align: 8,
         });
-        let table_end = 0x40
-            + (phdrs.len() as u64 + u64::from(self.pt_null) + u64::from(self.note_after_phdrs))
-                * 56;
-        let note_off = table_end;
+        let extra =
+            u64::from(self.pt_null) + u64::from(self.note_after_phdrs) + u64::from(self.interp);
+        let table_end = 0x40 + (phdrs.len() as u64 + extra) * 56;
+        let interp_off = table_end;
+        let note_off = if self.interp {
+            (interp_off + INTERP.len() as u64).div_ceil(4) * 4
+        } else {
+            table_end
+        };
+        if self.interp {
+            phdrs.insert(
+                usize::from(self.pt_phdr),
+                ProgramHeader {
+                    p_type: PT_INTERP,
+                    p_flags: 4,
+                    p_offset: interp_off,
+                    p_vaddr: interp_off,
+                    p_paddr: interp_off,
+                    p_filesz: INTERP.len() as u64,
+                    p_memsz: INTERP.len() as u64,
+                    p_align: 1,
+                },
+            );
+        }
         if self.note_after_phdrs {
             phdrs.push(ProgramHeader {
                 p_type: PT_NOTE,
@@ -157,6 +181,9 @@ impl Synth {
         let mut buf = vec![0u8; 0x400];
         for (i, p) in phdrs.iter().enumerate() {
             put(&mut buf, 0x40 + i as u64 * 56, &p.encode());
+        }
+        if self.interp {
+            put(&mut buf, interp_off, INTERP);
         }
         if self.note_after_phdrs {
             // namesz 4, descsz 4, type 1, "GNU\0", desc.
@@ -256,6 +283,21 @@ impl Synth {
             8,
             16,
         ]);
+        if self.interp {
+            let n_interp = shstr.add(".interp");
+            sections.push([
+                n_interp,
+                1,
+                2,
+                interp_off,
+                interp_off,
+                INTERP.len() as u64,
+                0,
+                0,
+                1,
+                0,
+            ]);
+        }
         if self.note_after_phdrs {
             let n_note = shstr.add(".note.test");
             sections.push([n_note, 7, 2, note_off, note_off, 0x18, 0, 0, 4, 0]);
