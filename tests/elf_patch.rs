@@ -146,7 +146,7 @@ int main(int argc, char **argv) {
 const USE_5: &str = "111";
 /// An original search path longer than any temporary folder, so a new folder fits in place.
 fn long_orig_path() -> String {
-    format!("/nonexistent/original/search/path/{}", "o".repeat(120))
+    format!("/nonexistent/original/search/path/{}", "o".repeat(250))
 }
 
 // ---------------------------------------------------------------------------------- toolchains
@@ -292,16 +292,27 @@ impl Build {
         path
     }
 
-    /// Builds an executable that needs `libuse_Gnu_Rpath.so` (a PIE, with PT_INTERP).
-    fn executable(&self, rpath: &str) -> PathBuf {
+    /// Builds a PIE executable (with PT_INTERP) that needs `libuse.so`, with a DT_RPATH.
+    fn executable(&self, linker: Linker, rpath: &str) -> PathBuf {
         let lib = self.consumer(Linker::Gnu, OrigPath::None);
         std::fs::copy(&lib, self.root.join("libuse.so")).expect("copy");
-        let mut cmd = Command::new(self.arch.gcc());
+        let name = format!("prog_{linker:?}");
+        let mut cmd = match linker {
+            Linker::Lld => {
+                let mut c = Command::new(require("clang-19", "clang-19 lld-19"));
+                c.arg("-fuse-ld=lld");
+                if self.arch == Arch::Aarch64 {
+                    c.arg("--target=aarch64-linux-gnu");
+                }
+                c
+            }
+            _ => Command::new(self.arch.gcc()),
+        };
         cmd.current_dir(&self.root)
             .args([
                 "-O2",
                 "-o",
-                "prog",
+                &name,
                 "main.c",
                 "-L.",
                 "-luse",
@@ -310,7 +321,7 @@ impl Build {
             .arg(format!("-Wl,-rpath,{rpath}"))
             .arg("-Wl,--disable-new-dtags");
         run(&mut cmd);
-        self.root.join("prog")
+        self.root.join(name)
     }
 
     /// Builds the dlopen driver for this architecture.
@@ -562,7 +573,7 @@ fn edits_path(list: Vec<String>, kind: PathKind) -> DynamicEdits {
 
 /// A search path longer than every string in the inputs, ending with `dir`.
 fn long_list(dir: &Path) -> Vec<String> {
-    vec![format!("/nonexistent/{}", "l".repeat(300)), s(dir)]
+    vec![format!("/nonexistent/{}", "l".repeat(600)), s(dir)]
 }
 
 /// The four standard scenarios on one consumer: long path (append/new segment), short path
@@ -854,13 +865,13 @@ fn patchelf_edited_input_grows_its_header_table_in_place() {
 
 /// Builds the executable, patches it in place (short path) and with a long path (the sections
 /// after its program header table move; the table itself never does), and runs both.
-fn executable_scenarios(arch: Arch) {
+fn executable_scenarios(arch: Arch, linker: Linker) {
     let b = Build::new(arch);
-    let prog = b.executable(&long_orig_path());
+    let prog = b.executable(linker, &long_orig_path());
     let input = read(&prog);
     let needed = facts(&input).needed;
     for (name, long) in [("short", false), ("long", true)] {
-        let dir = mkdir(&b.root.join(format!("exe_{name}")));
+        let dir = mkdir(&b.root.join(format!("exe_{linker:?}_{name}")));
         let libs = mkdir(&dir.join("libs"));
         std::fs::copy(b.root.join("libuse.so"), libs.join("libuse.so")).expect("copy");
         std::fs::copy(b.dep(), libs.join("libdep.so.1")).expect("copy");
@@ -935,12 +946,15 @@ fn executable_scenarios(arch: Arch) {
 
 #[test]
 fn executables_keep_their_table_and_run() {
-    executable_scenarios(Arch::X86_64);
+    executable_scenarios(Arch::X86_64, Linker::Gnu);
+    // lld leaves no DT_NULL slack either: `.dynamic` moves too.
+    executable_scenarios(Arch::X86_64, Linker::Lld);
 }
 
 #[test]
 fn aarch64_executables_keep_their_table_and_run_under_qemu() {
-    executable_scenarios(Arch::Aarch64);
+    executable_scenarios(Arch::Aarch64, Linker::Gnu);
+    executable_scenarios(Arch::Aarch64, Linker::Lld);
 }
 
 #[test]
