@@ -15,9 +15,15 @@
 //!   its address modulo the largest existing `p_align` (64 KiB on aarch64), and the file is not
 //!   padded to a page. The program header table needs one more entry; in order of preference it
 //!   takes a PT_NULL entry, grows in place over bytes that no section, segment or dynamic tag
-//!   uses (patchelf'd files), or moves to the start of the new segment (shared libraries only:
-//!   `ld.so` and musl find the table through PT_PHDR or the PT_LOAD that maps `e_phoff`, but
-//!   kernels before Linux 5.18 derive `AT_PHDR` of an executable from the first PT_LOAD).
+//!   uses (patchelf'd files), or, in a shared library, moves to the start of the new segment
+//!   (`ld.so` and musl find the table through PT_PHDR or the PT_LOAD that maps `e_phoff`). An
+//!   executable's table never moves (kernels before Linux 5.18 derive `AT_PHDR` from the first
+//!   PT_LOAD): the sections after it move instead (see `slide`).
+//!
+//! Symbols defined in a moved section (section symbols, `_DYNAMIC`) move with it. GOT[0], the
+//! link-time address of `_DYNAMIC` that GNU ld and lld store, is left alone: glibc reads it only
+//! while `ld.so` relocates itself, and patchelf leaves it stale in every auditwheel-repaired
+//! wheel too.
 
 use super::ElfError;
 use super::dynview::DynView;
@@ -25,7 +31,7 @@ use super::patch::Method;
 use super::raw::{
     self, ADDRESS_TAGS, DT_STRSZ, DT_STRTAB, DYN_SIZE, DynEntry, ET_EXEC, Elf64, PF_R, PF_W,
     PHDR_SIZE, PT_INTERP, PT_LOAD, PT_NULL, PT_PHDR, ProgramHeader, SHDR_SIZE, SHT_DYNAMIC,
-    SHT_DYNSYM, SHT_SYMTAB, SIZED_TABLES, SYM_SIZE, SectionHeader, align_up,
+    SHT_DYNSYM, SHT_SYMTAB, SIZED_TABLES, SYM_SIZE, SectionHeader, align_up, overlaps,
 };
 use super::slide::{self, Span};
 
@@ -54,13 +60,6 @@ const SPARE_DYN_SLOTS: usize = 4;
 
 fn internal(what: &str) -> ElfError {
     ElfError::Unsupported(format!("layout arithmetic overflowed ({what})"))
-}
-
-fn overlaps(a_off: u64, a_len: u64, b_off: u64, b_len: u64) -> bool {
-    a_len > 0
-        && b_len > 0
-        && a_off < b_off.saturating_add(b_len)
-        && b_off < a_off.saturating_add(a_len)
 }
 
 /// How the program header table gets its extra entry.
@@ -449,155 +448,119 @@ fn choose_slot(ctx: &Ctx, entries: &[DynEntry]) -> Result<PhdrSlot, ElfError> {
     }
 }
 
-#[allow(clippy::too_many_lines)]
-fn new_segment(
-    ctx: &Ctx,
-    mut edited: Edited,
-    grow_strings: bool,
-    move_dynamic: bool,
-) -> Result<Laid, ElfError> {
-    let (elf, view) = (ctx.elf, ctx.view);
-    let slot = choose_slot(ctx, &edited.entries)?;
-    let mut notes = Vec::new();
+/// Where each part of the new PT_LOAD goes:
+/// `[program header table | sections moved out of its way][.dynamic][.dynstr]`.
+struct Plan {
+    slot: PhdrSlot,
+    /// The new PT_LOAD itself.
+    load: ProgramHeader,
+    /// Entries of the new program header table.
+    phnum: usize,
+    /// File offset of the moved table (`Move`) or of the moved block (`Slide`).
+    head_off: u64,
+    dyn_off: Option<u64>,
+    dyn_slots: usize,
+    str_off: Option<u64>,
+    str_size: u64,
+    /// Bytes inserted at `P`.
+    delta: u64,
+}
 
-    let loads: Vec<&ProgramHeader> = elf.loads().collect();
-    let align = loads
-        .iter()
-        .map(|p| p.p_align)
-        .max()
-        .unwrap_or(0)
-        .max(0x1000);
-    let mut top = 0u64;
-    for p in &loads {
-        top = top.max(p.mem_end().ok_or_else(|| internal("segment end"))?);
+impl Plan {
+    fn addr(&self, off: u64) -> u64 {
+        self.load.p_vaddr + (off - self.load.p_offset)
     }
 
-    let phnum_new = match slot {
+    /// The block moved out of an executable's way, with its file and address shifts.
+    fn slide(&self) -> Option<(&Span, u64, u64)> {
+        match &self.slot {
+            PhdrSlot::Slide(span) => Some((
+                span,
+                self.head_off - span.start,
+                self.addr(self.head_off) - span.vaddr,
+            )),
+            _ => None,
+        }
+    }
+}
+
+fn plan_segment(
+    ctx: &Ctx,
+    slot: PhdrSlot,
+    edited: &Edited,
+    grow_strings: bool,
+    move_dynamic: bool,
+) -> Result<Plan, ElfError> {
+    let elf = ctx.elf;
+    let mut align = 0x1000;
+    let mut top = 0u64;
+    for p in elf.loads() {
+        align = align.max(p.p_align);
+        top = top.max(p.mem_end().ok_or_else(|| internal("segment end"))?);
+    }
+    let phnum = match slot {
         PhdrSlot::Null(_) => elf.phdrs.len(),
         PhdrSlot::Grow | PhdrSlot::Move | PhdrSlot::Slide(_) => elf.phdrs.len() + 1,
     };
-    // Content of the new segment: [program headers | moved sections][.dynamic][.dynstr].
     let seg_off = align_up(ctx.p, 16).ok_or_else(|| internal("offset"))?;
+    let mut head_off = seg_off;
     let mut cursor = seg_off;
-    let phdr_off = cursor;
-    let mut span_off = cursor;
     match &slot {
-        PhdrSlot::Move => cursor += phnum_new as u64 * PHDR_SIZE,
+        PhdrSlot::Move => cursor += phnum as u64 * PHDR_SIZE,
         PhdrSlot::Slide(span) => {
             // Same offset modulo the block's alignment, so every moved section stays aligned.
             let base = align_up(cursor, span.align).ok_or_else(|| internal("offset"))?;
-            span_off = base + span.start % span.align;
-            cursor = span_off + (span.end - span.start);
+            head_off = base + span.start % span.align;
+            cursor = head_off + (span.end - span.start);
         }
         PhdrSlot::Null(_) | PhdrSlot::Grow => {}
     }
     let dyn_slots = edited.entries.len() + 1 + SPARE_DYN_SLOTS;
-    let dyn_off = align_up(cursor, 8).ok_or_else(|| internal("offset"))?;
+    let mut dyn_off = None;
     if move_dynamic {
-        cursor = dyn_off + dyn_slots as u64 * DYN_SIZE;
+        let at = align_up(cursor, 8).ok_or_else(|| internal("offset"))?;
+        dyn_off = Some(at);
+        cursor = at + dyn_slots as u64 * DYN_SIZE;
     }
-    let str_off = cursor;
-    let str_size = view.strtab.size + edited.tail.len() as u64;
+    let str_size = ctx.view.strtab.size + edited.tail.len() as u64;
+    let mut str_off = None;
     if grow_strings {
+        str_off = Some(cursor);
         cursor += str_size;
     }
-    let seg_size = cursor - seg_off;
-    let seg_vaddr = align_up(top, align)
+    let size = cursor - seg_off;
+    let vaddr = align_up(top, align)
         .and_then(|v| v.checked_add(seg_off % align))
+        .filter(|v| v.checked_add(size).is_some())
         .ok_or_else(|| internal("address"))?;
-    seg_vaddr
-        .checked_add(seg_size)
-        .ok_or_else(|| internal("address"))?;
-    let addr = |off: u64| seg_vaddr + (off - seg_off);
     let delta = align_up(cursor - ctx.p, ctx.shift_align).ok_or_else(|| internal("delta"))?;
-
-    if grow_strings {
-        set_tag(&mut edited.entries, DT_STRTAB, addr(str_off));
-        set_tag(&mut edited.entries, DT_STRSZ, str_size);
-    }
-    // The moved block shifts by one file distance and one address distance.
-    let slide = match &slot {
-        PhdrSlot::Slide(span) => Some((span, span_off - span.start, addr(span_off) - span.vaddr)),
-        _ => None,
-    };
-    if let Some((span, _, addr_shift)) = slide {
-        for &t in &span.tags {
-            if let Some(e) = edited.entries.get_mut(t) {
-                e.val += addr_shift;
-            }
-        }
-    }
-
-    let mut out = ctx.assemble(delta)?;
-    if let Some((span, _, _)) = slide {
-        let block = raw::bytes(
-            elf.data,
-            span.start,
-            span.end - span.start,
-            "the moved sections",
-        )?;
-        raw::put(&mut out, span_off, block)?;
-        // The old place becomes the table's room; what the table does not cover is zeroed.
-        raw::put(&mut out, span.start, &vec![0u8; block.len()])?;
-        let names: Vec<String> = span
-            .sections
-            .iter()
-            .filter_map(|&i| elf.shdrs.get(i))
-            .map(|s| format!("`{}`", elf.section_name(s)))
-            .collect();
-        notes.push(format!(
-            "moved {} ({:#x} bytes after the program header table) into the new PT_LOAD at {:#x} \
-             to make room for one more program header",
-            names.join(", "),
-            block.len(),
-            addr(span_off)
-        ));
-    }
-    if grow_strings {
-        raw::put(&mut out, str_off, edited.table)?;
-        raw::put(&mut out, str_off + view.strtab.size, edited.tail)?;
-        notes.push(format!(
-            "moved `.dynstr` ({str_size:#x} bytes, {} of them new) into a new PT_LOAD at \
-             {:#x} (file offset {str_off:#x}); the old copy is left unreferenced",
-            edited.tail.len(),
-            addr(str_off)
-        ));
-    } else {
-        raw::put(&mut out, view.strtab.offset, edited.table)?;
-    }
-    let dynamic = encode_dynamic(
-        &edited.entries,
-        if move_dynamic {
-            dyn_slots
-        } else {
-            view.dynamic.slots
+    Ok(Plan {
+        slot,
+        load: ProgramHeader {
+            p_type: PT_LOAD,
+            p_flags: if move_dynamic { PF_R | PF_W } else { PF_R },
+            p_offset: seg_off,
+            p_vaddr: vaddr,
+            p_paddr: vaddr,
+            p_filesz: size,
+            p_memsz: size,
+            p_align: align,
         },
-    )?;
-    if move_dynamic {
-        raw::put(&mut out, dyn_off, &dynamic)?;
-        notes.push(format!(
-            "moved `.dynamic` ({} entries, no DT_NULL slack left) into a new writable PT_LOAD at \
-             {:#x} (file offset {dyn_off:#x}) with {SPARE_DYN_SLOTS} spare slots",
-            edited.entries.len(),
-            addr(dyn_off)
-        ));
-    } else {
-        raw::put(&mut out, view.dynamic.offset, &dynamic)?;
-    }
-    ctx.write_vn_files(&mut out, &edited.vn_files)?;
+        phnum,
+        head_off,
+        dyn_off,
+        dyn_slots,
+        str_off,
+        str_size,
+        delta,
+    })
+}
 
-    let new_load = ProgramHeader {
-        p_type: PT_LOAD,
-        p_flags: if move_dynamic { PF_R | PF_W } else { PF_R },
-        p_offset: seg_off,
-        p_vaddr: seg_vaddr,
-        p_paddr: seg_vaddr,
-        p_filesz: seg_size,
-        p_memsz: seg_size,
-        p_align: align,
-    };
-    let mut phdrs = elf.phdrs.clone();
-    if let Some((span, file_shift, addr_shift)) = slide {
+/// The new program header table: the new PT_LOAD after the last one, and PT_PHDR, PT_DYNAMIC
+/// and the segments of a moved block pointing at their new places.
+fn program_headers(ctx: &Ctx, plan: &Plan) -> Vec<ProgramHeader> {
+    let mut phdrs = ctx.elf.phdrs.clone();
+    if let Some((span, file_shift, addr_shift)) = plan.slide() {
         for &i in &span.segments {
             if let Some(p) = phdrs.get_mut(i) {
                 p.p_offset += file_shift;
@@ -606,110 +569,185 @@ fn new_segment(
             }
         }
     }
-    if let PhdrSlot::Null(i) = slot {
+    if let PhdrSlot::Null(i) = plan.slot {
         phdrs.remove(i);
-        notes.push("the new PT_LOAD took the place of a PT_NULL program header".into());
     }
     let after_last_load = phdrs
         .iter()
         .rposition(|p| p.p_type == PT_LOAD)
         .map_or(0, |i| i + 1);
-    phdrs.insert(after_last_load, new_load);
-    let table_len = phnum_new as u64 * PHDR_SIZE;
+    phdrs.insert(after_last_load, plan.load);
+    let table_len = plan.phnum as u64 * PHDR_SIZE;
     for p in phdrs.iter_mut() {
         if p.p_type == PT_PHDR {
-            if slot == PhdrSlot::Move {
-                p.p_offset = phdr_off;
-                p.p_vaddr = addr(phdr_off);
+            if plan.slot == PhdrSlot::Move {
+                p.p_offset = plan.head_off;
+                p.p_vaddr = plan.addr(plan.head_off);
                 p.p_paddr = p.p_vaddr;
             }
             p.p_filesz = table_len;
             p.p_memsz = table_len;
         }
-    }
-    if move_dynamic {
-        for p in phdrs.iter_mut().filter(|p| p.p_type == raw::PT_DYNAMIC) {
-            p.p_offset = dyn_off;
-            p.p_vaddr = addr(dyn_off);
+        if p.p_type == raw::PT_DYNAMIC
+            && let Some(off) = plan.dyn_off
+        {
+            p.p_offset = off;
+            p.p_vaddr = plan.addr(off);
             p.p_paddr = p.p_vaddr;
-            p.p_filesz = dyn_slots as u64 * DYN_SIZE;
+            p.p_filesz = plan.dyn_slots as u64 * DYN_SIZE;
             p.p_memsz = p.p_filesz;
         }
     }
-    let phoff = match slot {
-        PhdrSlot::Move => {
-            notes.push(format!(
-                "moved the program header table ({phnum_new} entries) to the start of the new \
-                 PT_LOAD (file offset {phdr_off:#x}): it had no room to grow in place"
-            ));
-            phdr_off
-        }
-        PhdrSlot::Grow => {
-            notes.push("grew the program header table in place over unused bytes".into());
-            ctx.moved(elf.header.e_phoff, delta)
-        }
-        PhdrSlot::Null(_) | PhdrSlot::Slide(_) => ctx.moved(elf.header.e_phoff, delta),
-    };
-    ctx.write_phdrs(&mut out, phoff, &phdrs)?;
+    phdrs
+}
 
-    let mut moves = Vec::new();
-    if grow_strings && let Some(i) = ctx.dynstr_index {
-        moves.push((i, view.strtab.vaddr, view.strtab.size, addr(str_off)));
+fn new_segment(
+    ctx: &Ctx,
+    mut edited: Edited,
+    grow_strings: bool,
+    move_dynamic: bool,
+) -> Result<Laid, ElfError> {
+    let (elf, view) = (ctx.elf, ctx.view);
+    let slot = choose_slot(ctx, &edited.entries)?;
+    let plan = plan_segment(ctx, slot, &edited, grow_strings, move_dynamic)?;
+    let mut notes = Vec::new();
+
+    if let Some(off) = plan.str_off {
+        set_tag(&mut edited.entries, DT_STRTAB, plan.addr(off));
+        set_tag(&mut edited.entries, DT_STRSZ, plan.str_size);
     }
-    if move_dynamic && let Some(i) = ctx.dynamic_index {
-        moves.push((
-            i,
-            view.segment.p_vaddr,
-            view.segment.p_filesz,
-            addr(dyn_off),
-        ));
-    }
-    let mut slid = Vec::new();
-    if let Some((span, file_shift, addr_shift)) = slide {
-        for &i in &span.sections {
-            if let Some(s) = elf.shdrs.get(i) {
-                moves.push((i, s.sh_addr, s.sh_size, s.sh_addr + addr_shift));
-                slid.push((i, file_shift, addr_shift));
+    if let Some((span, _, addr_shift)) = plan.slide() {
+        for &t in &span.tags {
+            if let Some(e) = edited.entries.get_mut(t) {
+                e.val += addr_shift;
             }
         }
     }
-    ctx.write_sections(&mut out, delta, |i, s| {
-        if grow_strings && Some(i) == ctx.dynstr_index {
-            s.sh_offset = str_off;
-            s.sh_addr = addr(str_off);
-            s.sh_size = str_size;
+
+    let mut out = ctx.assemble(plan.delta)?;
+    if let Some((span, _, _)) = plan.slide() {
+        let block = raw::bytes(
+            elf.data,
+            span.start,
+            span.end - span.start,
+            "the moved sections",
+        )?;
+        raw::put(&mut out, plan.head_off, block)?;
+        // The old place becomes the table's room; what the table does not cover is zeroed.
+        raw::put(&mut out, span.start, &vec![0u8; block.len()])?;
+        notes.push(format!(
+            "moved {} ({:#x} bytes after the program header table) into the new PT_LOAD at {:#x} \
+             to make room for one more program header",
+            span.names(elf)
+                .iter()
+                .map(|n| format!("`{n}`"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            block.len(),
+            plan.addr(plan.head_off)
+        ));
+    }
+    match plan.str_off {
+        Some(off) => {
+            raw::put(&mut out, off, edited.table)?;
+            raw::put(&mut out, off + view.strtab.size, edited.tail)?;
+            notes.push(format!(
+                "moved `.dynstr` ({:#x} bytes, {} of them new) into a new PT_LOAD at {:#x} \
+                 (file offset {off:#x}); the old copy is left unreferenced",
+                plan.str_size,
+                edited.tail.len(),
+                plan.addr(off)
+            ));
         }
-        if move_dynamic && Some(i) == ctx.dynamic_index {
-            s.sh_offset = dyn_off;
-            s.sh_addr = addr(dyn_off);
-            s.sh_size = dyn_slots as u64 * DYN_SIZE;
+        None => raw::put(&mut out, view.strtab.offset, edited.table)?,
+    }
+    match plan.dyn_off {
+        Some(off) => {
+            raw::put(
+                &mut out,
+                off,
+                &encode_dynamic(&edited.entries, plan.dyn_slots)?,
+            )?;
+            notes.push(format!(
+                "moved `.dynamic` ({} entries, no DT_NULL slack left) into a new writable \
+                 PT_LOAD at {:#x} (file offset {off:#x}) with {SPARE_DYN_SLOTS} spare slots",
+                edited.entries.len(),
+                plan.addr(off)
+            ));
         }
-        if let Some(&(_, file_shift, addr_shift)) = slid.iter().find(|(j, _, _)| *j == i) {
-            s.sh_offset += file_shift;
-            s.sh_addr += addr_shift;
+        None => {
+            let dynamic = encode_dynamic(&edited.entries, view.dynamic.slots)?;
+            raw::put(&mut out, view.dynamic.offset, &dynamic)?;
+        }
+    }
+    ctx.write_vn_files(&mut out, &edited.vn_files)?;
+
+    let phoff = match plan.slot {
+        PhdrSlot::Move => {
+            notes.push(format!(
+                "moved the program header table ({} entries) to the start of the new PT_LOAD \
+                 (file offset {:#x}): it had no room to grow in place",
+                plan.phnum, plan.head_off
+            ));
+            plan.head_off
+        }
+        PhdrSlot::Grow => {
+            notes.push("grew the program header table in place over unused bytes".into());
+            ctx.moved(elf.header.e_phoff, plan.delta)
+        }
+        PhdrSlot::Null(_) => {
+            notes.push("the new PT_LOAD took the place of a PT_NULL program header".into());
+            ctx.moved(elf.header.e_phoff, plan.delta)
+        }
+        PhdrSlot::Slide(_) => ctx.moved(elf.header.e_phoff, plan.delta),
+    };
+    ctx.write_phdrs(&mut out, phoff, &program_headers(ctx, &plan))?;
+
+    // Sections that moved: (index, old address, size, new address, new offset).
+    let mut moves = Vec::new();
+    if let (Some(off), Some(i)) = (plan.str_off, ctx.dynstr_index) {
+        moves.push((i, view.strtab.vaddr, plan.str_size, plan.addr(off), off));
+    }
+    if let (Some(off), Some(i)) = (plan.dyn_off, ctx.dynamic_index) {
+        let size = plan.dyn_slots as u64 * DYN_SIZE;
+        moves.push((i, view.segment.p_vaddr, size, plan.addr(off), off));
+    }
+    if let Some((span, file_shift, addr_shift)) = plan.slide() {
+        for &i in &span.sections {
+            if let Some(s) = elf.shdrs.get(i) {
+                moves.push((
+                    i,
+                    s.sh_addr,
+                    s.sh_size,
+                    s.sh_addr + addr_shift,
+                    s.sh_offset + file_shift,
+                ));
+            }
+        }
+    }
+    ctx.write_sections(&mut out, plan.delta, |i, s| {
+        if let Some(&(_, _, size, addr, off)) = moves.iter().find(|m| m.0 == i) {
+            s.sh_offset = off;
+            s.sh_addr = addr;
+            s.sh_size = size;
         }
     })?;
-    let rebased = rebase_symbols(ctx, &mut out, delta, &moves)?;
+    let rebased = rebase_symbols(ctx, &mut out, plan.delta, &moves)?;
     if rebased > 0 {
         notes.push(format!(
             "moved {rebased} symbol(s) defined in the moved sections (section symbols, `_DYNAMIC`)"
         ));
     }
-    let moved_sections = match &slot {
-        PhdrSlot::Slide(span) => span
-            .sections
-            .iter()
-            .filter_map(|&i| elf.shdrs.get(i))
-            .map(|s| elf.section_name(s))
-            .collect(),
-        _ => Vec::new(),
-    };
+    let moved_sections = plan
+        .slide()
+        .map(|(span, _, _)| span.names(elf))
+        .unwrap_or_default();
     Ok(Laid {
         data: out,
         method: Method::NewSegment {
             dynstr: grow_strings,
             dynamic: move_dynamic,
-            program_headers: slot == PhdrSlot::Move,
+            program_headers: plan.slot == PhdrSlot::Move,
             moved_sections,
         },
         notes,
@@ -717,13 +755,14 @@ fn new_segment(
 }
 
 /// Moves the value of every symbol defined in a moved section (its STT_SECTION symbol,
-/// `_DYNAMIC`) along with it. `moves` holds (section index, old address, size, new address).
-/// Returns how many symbols changed.
+/// `_DYNAMIC`) along with it. `moves` holds (section index, old address, size, new address,
+/// new offset); a symbol moves when it lies in `[old address, old address + size]`. Returns how
+/// many symbols changed.
 fn rebase_symbols(
     ctx: &Ctx,
     out: &mut [u8],
     delta: u64,
-    moves: &[(usize, u64, u64, u64)],
+    moves: &[(usize, u64, u64, u64, u64)],
 ) -> Result<usize, ElfError> {
     let mut moved = 0;
     for s in ctx
@@ -741,10 +780,10 @@ fn rebase_symbols(
             let at = i * SYM_SIZE;
             let shndx = usize::from(raw::u16_at(syms, at + 6)?);
             let value = raw::u64_at(syms, at + 8)?;
-            let target = moves.iter().find(|&&(index, old, size, _)| {
+            let target = moves.iter().find(|&&(index, old, size, _, _)| {
                 index == shndx && value >= old && value - old <= size
             });
-            if let Some(&(_, old, _, new)) = target {
+            if let Some(&(_, old, _, new, _)) = target {
                 raw::put_u64(out, base + at + 8, new + (value - old))?;
                 moved += 1;
             }

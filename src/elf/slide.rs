@@ -15,7 +15,7 @@
 use super::dynview::DynView;
 use super::raw::{
     self, DT_SYMTAB, DT_VERDEF, DT_VERNEED, DynEntry, Elf64, PHDR_SIZE, PT_GNU_PROPERTY, PT_INTERP,
-    PT_LOAD, PT_NOTE, PT_PHDR, SHT_DYNSYM,
+    PT_LOAD, PT_NOTE, PT_PHDR, SHT_DYNSYM, overlaps,
 };
 
 const SHT_HASH: u32 = 5;
@@ -65,8 +65,16 @@ pub(crate) struct Span {
     pub tags: Vec<usize>,
 }
 
-fn overlaps(a: u64, a_len: u64, b: u64, b_len: u64) -> bool {
-    a_len > 0 && b_len > 0 && a < b.saturating_add(b_len) && b < a.saturating_add(a_len)
+impl Span {
+    /// The names of the moved sections, in file order.
+    pub fn names(&self, elf: &Elf64) -> Vec<String> {
+        let mut idx = self.sections.clone();
+        idx.sort_by_key(|&i| elf.shdrs.get(i).map_or(0, |s| s.sh_offset));
+        idx.iter()
+            .filter_map(|&i| elf.shdrs.get(i))
+            .map(|s| elf.section_name(s))
+            .collect()
+    }
 }
 
 fn movable_section(elf: &Elf64, i: usize, dynstr: Option<usize>) -> bool {
