@@ -59,6 +59,13 @@ pub fn check(data: &[u8]) -> Result<(), ElfError> {
             elf.header.e_type
         )));
     }
+    if is_debug_only(&elf) {
+        return Err(ElfError::Unsupported(
+            "a separate debug-info file (its loaded sections are NOBITS): there is no dynamic \
+             section to read or rewrite"
+                .into(),
+        ));
+    }
     let mut problems = Problems::default();
     check_segments(&elf, &mut problems);
     check_sections(&elf, &mut problems);
@@ -68,6 +75,14 @@ pub fn check(data: &[u8]) -> Result<(), ElfError> {
         Err(e) => problems.push(format!("dynamic section: {e}")),
     }
     problems.finish()
+}
+
+/// `objcopy --only-keep-debug` output keeps the program headers but turns the loaded sections,
+/// `.dynamic` included, into NOBITS.
+fn is_debug_only(elf: &Elf64) -> bool {
+    elf.shdrs.iter().any(|s| {
+        s.sh_type == SHT_NOBITS && matches!(elf.section_name(s).as_str(), ".dynamic" | ".dynstr")
+    })
 }
 
 fn is_pow2_or_zero(v: u64) -> bool {
@@ -424,5 +439,15 @@ mod tests {
             Err(ElfError::Truncated(_))
         ));
         assert!(matches!(check(b""), Err(ElfError::NotElf(_))));
+    }
+
+    #[test]
+    fn separate_debug_files_are_named_as_such() {
+        // What `objcopy --only-keep-debug` does to `.dynamic`: NOBITS, with PT_DYNAMIC intact.
+        let mut data = Synth::default().build();
+        let shoff = u64::from_le_bytes(data[40..48].try_into().unwrap());
+        let dynamic = (shoff + 4 * 64 + 4) as usize; // sh_type of section 4, `.dynamic`
+        data[dynamic..dynamic + 4].copy_from_slice(&SHT_NOBITS.to_le_bytes());
+        assert!(matches!(check(&data), Err(ElfError::Unsupported(m)) if m.contains("debug-info")));
     }
 }
