@@ -140,7 +140,9 @@ pub(crate) fn bytes<'a>(
 
 pub(crate) fn u16_at(data: &[u8], off: u64) -> Result<u16, ElfError> {
     let b = bytes(data, off, 2, "a 16-bit field")?;
-    Ok(u16::from_le_bytes([b[0], b[1]]))
+    let mut a = [0u8; 2];
+    a.copy_from_slice(b);
+    Ok(u16::from_le_bytes(a))
 }
 
 pub(crate) fn u32_at(data: &[u8], off: u64) -> Result<u32, ElfError> {
