@@ -342,8 +342,12 @@ fn extend_last(ctx: &Ctx, mut edited: Edited, li: usize) -> Result<Laid, ElfErro
         data: out,
         method: Method::AppendedDynstr,
         notes: vec![format!(
-            "appended {added} bytes to `.dynstr`, the tail of the last PT_LOAD (segment [{li}]), \
-             which grew by {grow} bytes"
+            "appended {added} bytes to `.dynstr`, the tail of the last PT_LOAD (segment [{li}]){}",
+            if grow < added {
+                format!(", {} of them over unused padding after it", added - grow)
+            } else {
+                String::new()
+            }
         )],
     })
 }
