@@ -1,8 +1,20 @@
-//! ELF objects: read-only facts ([`inspect`]) for audits and plans.
+//! ELF objects: read-only facts ([`inspect`]) for audits and plans; dynamic-section edits
+//! ([`patch`]: RPATH/RUNPATH, NEEDED, SONAME) and the layout checker ([`check`]) that guards them.
 
+pub mod check;
+mod dynview;
 pub mod inspect;
+mod layout;
+pub mod patch;
+mod raw;
+mod slide;
+mod strings;
+#[cfg(test)]
+mod synth;
 
+pub use check::check;
 pub use inspect::{ElfInfo, Inspected, Machine, SectionInfo, SegmentInfo, UnsupportedElf, inspect};
+pub use patch::{DynamicEdits, Method, PatchOutcome, PathKind, patch};
 
 /// Problems reading or editing an ELF object.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -15,6 +27,18 @@ pub enum ElfError {
     Malformed(String),
     #[error("cannot rewrite: {0}")]
     Unsupported(String),
+    /// A layout invariant does not hold (see [`check`]).
+    #[error("ELF layout check failed: {0}")]
+    Layout(String),
+    /// `replace_needed` names a library the object does not list in DT_NEEDED.
+    #[error("`{0}` is not a DT_NEEDED entry of this object")]
+    NeededNotFound(String),
+    /// The requested edit itself is not valid (empty name, NUL byte, `:` inside a path entry).
+    #[error("invalid edit: {0}")]
+    InvalidEdit(String),
+    /// The rewritten bytes failed the re-parse or the layout check; nothing was produced.
+    #[error("the rewritten object failed its own check, so it was not produced: {0}")]
+    OutputCheck(String),
 }
 
 impl ElfError {
