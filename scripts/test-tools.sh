@@ -5,7 +5,8 @@
 #   - NVIDIA cuobjdump and the CUDA 13 runtime (libcudart.so.13), from PyPI wheels
 #   - a Python venv with pip (for installing split outputs into fresh venvs)
 #   - Debian packages when missing: binutils (readelf), gcc, clang-19/lld-19, aarch64 and
-#     ppc64le cross compilers and sysroots, qemu-user-static (loading aarch64 outputs)
+#     ppc64le cross compilers and sysroots, qemu-user-static (loading aarch64/ppc64le outputs),
+#     elfutils (eu-elflint), patchelf (only to build patchelf-edited test inputs)
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 tools="$root/.tools"
@@ -42,6 +43,10 @@ command -v powerpc64le-linux-gnu-gcc >/dev/null || need+=(gcc-powerpc64le-linux-
 [ -e /usr/aarch64-linux-gnu/lib/ld-linux-aarch64.so.1 ] || need+=(libc6-arm64-cross)
 [ -e /usr/aarch64-linux-gnu/lib/libstdc++.so.6 ] || need+=(libstdc++6-arm64-cross)
 command -v qemu-aarch64-static >/dev/null || need+=(qemu-user-static)
+[ -e /usr/powerpc64le-linux-gnu/lib/ld64.so.2 ] || need+=(libc6-ppc64el-cross)
+command -v eu-elflint >/dev/null || need+=(elfutils)
+# patchelf builds patchelf-edited inputs for the rewriter's tests; wheelslim never runs it.
+command -v patchelf >/dev/null || need+=(patchelf)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "installing Debian packages: ${need[*]}" >&2

@@ -161,31 +161,50 @@ fn stream_member<'b>(
 /// Inspects every member of a wheel. Problems with single members become diagnostics; the rest
 /// of the wheel is still described.
 pub fn inspect_wheel(wheel: &Wheel, opts: InspectOptions, budget: &Budget) -> WheelFacts {
+    inspect_wheel_with(wheel, opts, budget, &|_: &MemberFacts, _: &[u8]| None::<()>).0
+}
+
+/// Like [`inspect_wheel`], and while each kept member's bytes are in memory (ELF objects and
+/// device files, right after they are described), `work` may turn them into something else —
+/// this is how `trim` rewrites a member without inflating it a second time. Its results come
+/// back in member order.
+pub fn inspect_wheel_with<T: Send>(
+    wheel: &Wheel,
+    opts: InspectOptions,
+    budget: &Budget,
+    work: &(dyn Fn(&MemberFacts, &[u8]) -> Option<T> + Sync),
+) -> (WheelFacts, Vec<Option<T>>) {
     let members = wheel.archive.members();
-    let results: Vec<(MemberFacts, Vec<Diagnostic>)> = members
+    let results: Vec<(MemberFacts, Vec<Diagnostic>, Option<T>)> = members
         .par_iter()
-        .map(|m| inspect_member(wheel, m, opts, budget))
+        .map(|m| inspect_member(wheel, m, opts, budget, work))
         .collect();
     let mut diagnostics = Vec::new();
     let mut facts = Vec::with_capacity(results.len());
-    for (f, d) in results {
+    let mut outputs = Vec::with_capacity(results.len());
+    for (f, d, t) in results {
         facts.push(f);
         diagnostics.extend(d);
+        outputs.push(t);
     }
     let record = check_record(wheel, &facts, &mut diagnostics);
-    WheelFacts {
-        members: facts,
-        record,
-        diagnostics,
-    }
+    (
+        WheelFacts {
+            members: facts,
+            record,
+            diagnostics,
+        },
+        outputs,
+    )
 }
 
-fn inspect_member(
+fn inspect_member<T>(
     wheel: &Wheel,
     m: &Member,
     opts: InspectOptions,
     budget: &Budget,
-) -> (MemberFacts, Vec<Diagnostic>) {
+    work: &(dyn Fn(&MemberFacts, &[u8]) -> Option<T> + Sync),
+) -> (MemberFacts, Vec<Diagnostic>, Option<T>) {
     let mut diags = Vec::new();
     let loc = wheel.member_location(&m.name);
     let mut facts = MemberFacts {
@@ -197,7 +216,7 @@ fn inspect_member(
         device: None,
     };
     if m.is_dir {
-        return (facts, diags);
+        return (facts, diags, None);
     }
     if let Some(p) = &m.problem {
         diags.push(Diagnostic::from_error(&Error::Zip {
@@ -205,7 +224,7 @@ fn inspect_member(
             err: p.clone(),
         }));
         facts.content = Content::Unreadable;
-        return (facts, diags);
+        return (facts, diags, None);
     }
     let name = m.name.clone();
     let so_like = looks_like_shared_object(&name);
@@ -220,16 +239,20 @@ fn inspect_member(
         Err(err) => {
             diags.push(Diagnostic::from_error(&Error::Zip { location: loc, err }));
             facts.content = Content::Unreadable;
-            return (facts, diags);
+            return (facts, diags, None);
         }
     };
     facts.sha256 = Some(streamed.hash.digest());
+    let mut out = None;
     if let Some(bytes) = streamed.kept {
         describe(&name, &bytes, &loc, so_like, &mut facts, &mut diags);
+        if !matches!(facts.content, Content::Unreadable) {
+            out = work(&facts, &bytes);
+        }
         drop(bytes);
     }
     drop(reservation);
-    (facts, diags)
+    (facts, diags, out)
 }
 
 /// Describes a kept member: ELF facts, device code inside it, or a loose device file.

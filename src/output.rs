@@ -15,7 +15,7 @@ use crate::elf::{ElfInfo, Inspected};
 use crate::error::Error;
 use crate::facts::{self, Content, InspectOptions, MemberFacts, RecordCheck, WheelFacts};
 use crate::profile::ProfileSet;
-use crate::verify::{VerifyReport, verify_facts};
+use crate::verify::{VerifyReport, install_sets, verify_sets};
 use crate::wheel::deflate::{self, Compressed};
 use crate::wheel::record::{Record, RecordEntry, sha256_field};
 use crate::wheel::writer::{PendingFile, WheelWriter, ZipTime, commit};
@@ -57,12 +57,52 @@ pub fn same_file(a: &Path, b: &Path) -> bool {
     }
 }
 
-/// Opens and inspects inputs, refusing any that cannot be split cleanly.
-pub fn open_inputs(
-    paths: &[PathBuf],
-    limits: &Limits,
-    budget: &Budget,
-) -> Result<Vec<(Wheel, WheelFacts)>, Error> {
+/// Refuses inputs that cannot be rewritten cleanly: unreadable members, RECORD that does not
+/// match, symlinks.
+pub fn check_input(wheel: &Wheel, facts: &WheelFacts) -> Result<(), Error> {
+    if let Some(d) = facts
+        .diagnostics
+        .iter()
+        .find(|d| d.severity == Severity::Error)
+    {
+        return Err(Error::refused(
+            format!("{}: {}", d.location, d.message),
+            Some(d.hint.clone().unwrap_or_else(|| {
+                "wheelslim only rewrites wheels it can read completely; run `wheelslim audit` on it"
+                    .into()
+            })),
+        ));
+    }
+    if !facts.record.is_clean() {
+        let what = facts
+            .record
+            .mismatched
+            .first()
+            .or(facts.record.unlisted.first())
+            .or(facts.record.missing.first())
+            .cloned()
+            .unwrap_or_default();
+        return Err(Error::refused(
+            format!(
+                "{}: RECORD does not match the archive (first: `{what}`)",
+                wheel.path.display()
+            ),
+            Some("the wheel was modified after it was built, or is corrupt; rebuild it".into()),
+        ));
+    }
+    for m in wheel.archive.members() {
+        if m.problem.is_none() && m.is_symlink {
+            return Err(Error::refused(
+                format!("{}: member is a symlink", wheel.member_location(&m.name)),
+                Some("wheels cannot carry symlinks; rebuild it with real files".into()),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Refuses the same input file given twice.
+pub fn check_distinct(paths: &[PathBuf]) -> Result<(), Error> {
     let mut seen: Vec<&PathBuf> = Vec::new();
     for p in paths {
         if seen.iter().any(|q| same_file(q, p)) {
@@ -70,47 +110,21 @@ pub fn open_inputs(
         }
         seen.push(p);
     }
+    Ok(())
+}
+
+/// Opens and inspects inputs, refusing any that cannot be rewritten cleanly.
+pub fn open_inputs(
+    paths: &[PathBuf],
+    limits: &Limits,
+    budget: &Budget,
+) -> Result<Vec<(Wheel, WheelFacts)>, Error> {
+    check_distinct(paths)?;
     let mut out = Vec::new();
     for p in paths {
         let wheel = Wheel::open(p, limits)?;
         let facts = facts::inspect_wheel(&wheel, InspectOptions::default(), budget);
-        if let Some(d) = facts
-            .diagnostics
-            .iter()
-            .find(|d| d.severity == Severity::Error)
-        {
-            return Err(Error::refused(
-                format!("{}: {}", d.location, d.message),
-                Some(d.hint.clone().unwrap_or_else(|| {
-                    "wheelslim only rewrites wheels it can read completely; run `wheelslim audit` on it".into()
-                })),
-            ));
-        }
-        if !facts.record.is_clean() {
-            let what = facts
-                .record
-                .mismatched
-                .first()
-                .or(facts.record.unlisted.first())
-                .or(facts.record.missing.first())
-                .cloned()
-                .unwrap_or_default();
-            return Err(Error::refused(
-                format!(
-                    "{}: RECORD does not match the archive (first: `{what}`)",
-                    wheel.path.display()
-                ),
-                Some("the wheel was modified after it was built, or is corrupt; rebuild it".into()),
-            ));
-        }
-        for m in wheel.archive.members() {
-            if m.problem.is_none() && m.is_symlink {
-                return Err(Error::refused(
-                    format!("{}: member is a symlink", wheel.member_location(&m.name)),
-                    Some("wheels cannot carry symlinks; rebuild it with real files".into()),
-                ));
-            }
-        }
+        check_input(&wheel, &facts)?;
         out.push((wheel, facts));
     }
     Ok(out)
@@ -256,6 +270,9 @@ pub struct Finish<'a> {
     pub size_is_error: bool,
     /// The command, for messages.
     pub what: &'static str,
+    /// Which outputs are installed together (indices into the outputs); `None`: work it out
+    /// from the wheels' names and tags.
+    pub sets: Option<Vec<Vec<usize>>>,
 }
 
 /// Writes every output to a temporary file next to its target, checks what was written
@@ -306,7 +323,8 @@ pub fn finish(
         o.members = w.archive.members().len();
     }
     let refs: Vec<(&Wheel, &WheelFacts)> = reopened.iter().map(|(w, f)| (w, f)).collect();
-    let report = verify_facts(&refs, f.profiles, f.max_size);
+    let sets = f.sets.clone().unwrap_or_else(|| install_sets(&refs));
+    let report = verify_sets(&refs, &sets, f.profiles, f.max_size);
     let failed = !report.conflicts.is_empty()
         || (f.links && !report.unresolved.is_empty())
         || report.wheels.iter().any(|w| {

@@ -61,6 +61,8 @@ pub struct VerifyReport {
     pub from_upstream: Vec<LinkNote>,
     /// Install paths written by more than one wheel.
     pub conflicts: Vec<String>,
+    /// The sets of wheels checked as installed together.
+    pub sets: Vec<Vec<String>>,
     pub objects_checked: usize,
     pub ok: bool,
     pub failed: Vec<Diagnostic>,
@@ -97,17 +99,81 @@ pub fn verify(paths: &[PathBuf], profiles: &ProfileSet, opts: &VerifyOptions) ->
     report
 }
 
-/// Checks a set of wheels whose facts are already known.
+/// Checks wheels whose facts are already known, grouped into the sets that would be installed
+/// together (see [`install_sets`]).
 pub fn verify_facts(
     wheels: &[(&Wheel, &WheelFacts)],
     profiles: &ProfileSet,
     max_size: u64,
 ) -> VerifyReport {
+    let sets = install_sets(wheels);
+    verify_sets(wheels, &sets, profiles, max_size)
+}
+
+fn requirement_name(r: &str) -> String {
+    let name: String = r
+        .trim()
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || "-_.".contains(*c))
+        .collect();
+    normalize_name(&name)
+}
+
+/// The sets of wheels that can be installed together. Several wheels of one project (its
+/// cp310 … cp313 builds, or builds for several platforms) are alternatives, never installed
+/// side by side: each of the project with the most alternatives starts a set, joined by every
+/// wheel of the other projects whose platform tags it can share. With no alternatives, all
+/// the wheels form one set.
+pub fn install_sets(wheels: &[(&Wheel, &WheelFacts)]) -> Vec<Vec<usize>> {
+    let mut by_project: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    for (i, (w, _)) in wheels.iter().enumerate() {
+        by_project
+            .entry(normalize_name(&w.project_name()))
+            .or_default()
+            .push(i);
+    }
+    let Some((main, alternatives)) = by_project
+        .iter()
+        .max_by_key(|(name, v)| (v.len(), std::cmp::Reverse((*name).clone())))
+    else {
+        return Vec::new();
+    };
+    if alternatives.len() <= 1 {
+        return vec![(0..wheels.len()).collect()];
+    }
+    let compatible = |a: usize, b: usize| {
+        let pa = &wheels[a].0.filename.platform;
+        let pb = &wheels[b].0.filename.platform;
+        pa.iter().any(|p| p == "any")
+            || pb.iter().any(|p| p == "any")
+            || pa.iter().any(|p| pb.contains(p))
+    };
+    alternatives
+        .iter()
+        .map(|&m| {
+            let mut set = vec![m];
+            for (name, members) in &by_project {
+                if name == main {
+                    continue;
+                }
+                if let Some(&other) = members.iter().find(|&&o| compatible(m, o)) {
+                    set.push(other);
+                }
+            }
+            set.sort_unstable();
+            set
+        })
+        .collect()
+}
+
+/// Checks each wheel, then the links and file conflicts of each install set.
+pub fn verify_sets(
+    wheels: &[(&Wheel, &WheelFacts)],
+    sets: &[Vec<usize>],
+    profiles: &ProfileSet,
+    max_size: u64,
+) -> VerifyReport {
     let mut verdicts = Vec::new();
-    let mut objects = Vec::new();
-    let mut owners: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    let mut required: BTreeSet<String> = BTreeSet::new();
-    let mut names_in_set: BTreeSet<String> = BTreeSet::new();
     for (wheel, facts) in wheels {
         let installed_size = facts.members.iter().map(|m| m.size).sum();
         let mut violations = upload_checks(wheel, installed_size, max_size);
@@ -125,17 +191,71 @@ pub fn verify_facts(
             violations,
             diagnostics: facts.diagnostics.clone(),
         });
-        names_in_set.insert(normalize_name(&wheel.project_name()));
+    }
+    let mut unresolved = Vec::new();
+    let mut from_upstream = Vec::new();
+    let mut conflicts = Vec::new();
+    let mut objects_checked = 0;
+    let mut seen = BTreeSet::new();
+    for set in sets {
+        let members: Vec<(&Wheel, &WheelFacts)> = set.iter().map(|&i| wheels[i]).collect();
+        check_set(
+            &members,
+            profiles,
+            &mut SetFindings {
+                unresolved: &mut unresolved,
+                from_upstream: &mut from_upstream,
+                conflicts: &mut conflicts,
+                objects_checked: &mut objects_checked,
+                seen: &mut seen,
+            },
+        );
+    }
+    conflicts.sort();
+    conflicts.dedup();
+    let ok = unresolved.is_empty()
+        && conflicts.is_empty()
+        && verdicts.iter().all(|v| v.violations.is_empty());
+    VerifyReport {
+        schema: SCHEMA,
+        sets: sets
+            .iter()
+            .map(|s| {
+                s.iter()
+                    .map(|&i| wheels[i].0.path.display().to_string())
+                    .collect()
+            })
+            .collect(),
+        objects_checked,
+        wheels: verdicts,
+        unresolved,
+        from_upstream,
+        conflicts,
+        ok,
+        failed: Vec::new(),
+    }
+}
+
+struct SetFindings<'a> {
+    unresolved: &'a mut Vec<LinkProblem>,
+    from_upstream: &'a mut Vec<LinkNote>,
+    conflicts: &'a mut Vec<String>,
+    objects_checked: &'a mut usize,
+    /// (object, needed) pairs already reported.
+    seen: &'a mut BTreeSet<(String, String)>,
+}
+
+/// Links and conflicts of one install set.
+fn check_set(wheels: &[(&Wheel, &WheelFacts)], profiles: &ProfileSet, out: &mut SetFindings) {
+    let mut objects = Vec::new();
+    let mut owners: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut required: BTreeSet<String> = BTreeSet::new();
+    for (wheel, facts) in wheels {
         for r in wheel.metadata.get_all("Requires-Dist") {
             if r.contains("extra ==") || r.contains("extra==") {
                 continue;
             }
-            let name: String = r
-                .trim()
-                .chars()
-                .take_while(|c| c.is_ascii_alphanumeric() || "-_.".contains(*c))
-                .collect();
-            required.insert(normalize_name(&name));
+            required.insert(requirement_name(r));
         }
         for m in &facts.members {
             let (scheme, path) = wheel.install_path(&m.name);
@@ -158,11 +278,12 @@ pub fn verify_facts(
             }
         }
     }
-    let conflicts: Vec<String> = owners
-        .into_iter()
-        .filter(|(_, o)| o.len() > 1)
-        .map(|(p, o)| format!("{p} ({})", o.join(", ")))
-        .collect();
+    out.conflicts.extend(
+        owners
+            .into_iter()
+            .filter(|(_, o)| o.len() > 1)
+            .map(|(p, o)| format!("{p} ({})", o.join(", "))),
+    );
     let cuda = detect_cuda_major(objects.iter().flat_map(|o| {
         o.elf
             .needed
@@ -171,25 +292,19 @@ pub fn verify_facts(
             .chain(o.path.rsplit('/').next())
     }));
     let tree = Tree::new(objects);
+    *out.objects_checked += tree.objects().len();
     let provided = provided_by_machine(profiles, cuda);
-    let mut unresolved = Vec::new();
-    let mut from_upstream = Vec::new();
-    let mut seen = BTreeSet::new();
     for (i, root) in tree.objects().iter().enumerate() {
         for link in tree.load(i, &provided) {
             let Resolution::Missing { searched } = &link.resolution else {
                 continue;
             };
-            let object = tree
-                .objects()
-                .iter()
-                .find(|o| o.path == link.from)
-                .map_or(link.from.clone(), |o| o.origin.clone());
-            if !seen.insert((object.clone(), link.needed.clone())) {
+            let from = tree.objects().iter().find(|o| o.path == link.from);
+            let object = from.map_or(link.from.clone(), |o| o.origin.clone());
+            if !out.seen.insert((object.clone(), link.needed.clone())) {
                 continue;
             }
             // An upstream wheel the set requires, in a folder the object searches?
-            let from = tree.objects().iter().find(|o| o.path == link.from);
             let upstream = from.and_then(|o| {
                 let hit = profiles.match_library(&unhash(&link.needed), None, cuda)?;
                 let up = hit.rule.upstream.as_ref()?;
@@ -207,12 +322,12 @@ pub fn verify_facts(
                 (searches && required.contains(&normalize_name(&package))).then_some(package)
             });
             match upstream {
-                Some(package) => from_upstream.push(LinkNote {
+                Some(package) => out.from_upstream.push(LinkNote {
                     object,
                     needed: link.needed.clone(),
                     from_package: package,
                 }),
-                None => unresolved.push(LinkProblem {
+                None => out.unresolved.push(LinkProblem {
                     object,
                     needed: link.needed.clone(),
                     loading: root.origin.clone(),
@@ -220,18 +335,5 @@ pub fn verify_facts(
                 }),
             }
         }
-    }
-    let ok = unresolved.is_empty()
-        && conflicts.is_empty()
-        && verdicts.iter().all(|v| v.violations.is_empty());
-    VerifyReport {
-        schema: SCHEMA,
-        objects_checked: tree.objects().len(),
-        wheels: verdicts,
-        unresolved,
-        from_upstream,
-        conflicts,
-        ok,
-        failed: Vec::new(),
     }
 }

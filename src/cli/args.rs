@@ -55,6 +55,9 @@ pub enum Command {
     /// Move vendor libraries into shared runtime wheels (or onto upstream wheels), rewire the
     /// ELF objects that need them, and fit every output under the size limit.
     Split(SplitArgs),
+    /// Keep only the device code the chosen GPUs need (CUDA fatbins, HIP offload bundles,
+    /// loose cubin/PTX/code-object files), and really shrink the files.
+    Trim(TrimArgs),
     /// Prove a set of wheels: RECORD, PyPI's upload rules, and that every NEEDED of every ELF
     /// object resolves once they are installed together.
     Verify(VerifyArgs),
@@ -96,6 +99,49 @@ pub struct SplitArgs {
     /// runtime wheel's bytes do not depend on how the input wheels were compressed (slower).
     #[arg(long)]
     pub canonical_runtime: bool,
+}
+
+/// Device-code selection, shared by `trim` and `split`.
+#[derive(Debug, Clone, Args)]
+pub struct DeviceArgs {
+    /// CUDA architectures to keep, e.g. `80,86,90a,100f,120`: SASS that runs on them (same
+    /// major, lower or equal minor; `a` images only on their exact SM) plus PTX per --ptx.
+    #[arg(long, value_name = "LIST")]
+    pub sm: Option<String>,
+    /// Which PTX to keep: `newest` usable by the highest target (so newer GPUs can JIT; the
+    /// default), `all` usable by some target, or `none` (except where a target would be left
+    /// with nothing usable).
+    #[arg(long, value_name = "POLICY", default_value = "newest")]
+    pub ptx: crate::fatbin::select::PtxPolicy,
+    /// Containers in which nothing matches the targets: `keep` them whole (default) or `drop`
+    /// their images.
+    #[arg(long, value_name = "POLICY", default_value = "keep")]
+    pub unmatched: crate::fatbin::select::UnmatchedPolicy,
+    /// AMD GPU targets to keep, e.g. `gfx90a,gfx942` (target features like `gfx90a:xnack+`).
+    #[arg(long, value_name = "LIST")]
+    pub gfx: Option<String>,
+    /// Never remove bytes from files: rewrite device code in place and zero what is dropped
+    /// (the wheel still shrinks after compression).
+    #[arg(long)]
+    pub zero_only: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct TrimArgs {
+    /// Wheels to trim.
+    #[arg(required = true, value_name = "WHEEL")]
+    pub wheels: Vec<PathBuf>,
+    /// Folder for the trimmed wheels.
+    #[arg(short = 'w', long, value_name = "DIR", default_value = "wheelhouse")]
+    pub wheel_dir: PathBuf,
+    #[command(flatten)]
+    pub device: DeviceArgs,
+    /// Size limit to report against.
+    #[arg(long, value_name = "SIZE", default_value = "100MiB", value_parser = parse_size)]
+    pub max_size: u64,
+    /// Show per library and architecture what would be kept and dropped; write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Args)]

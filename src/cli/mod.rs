@@ -63,6 +63,7 @@ pub fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Audit(a) => audit::run(a, &cli.global, &printer),
         Command::Split(a) => split::run(a, &cli.global, &printer),
+        Command::Trim(_) => Err(anyhow::anyhow!("trim is not wired yet")),
         Command::Verify(a) => verify::run(a, &cli.global, &printer),
         Command::Profiles(p) => profiles::run(p, &printer),
     };

@@ -47,8 +47,11 @@ impl ElfError {
             ElfError::NotElf(_) | ElfError::Truncated(_) | ElfError::Malformed(_) => {
                 "the member is named like a shared object but is not a valid ELF file; rebuild the wheel or remove the member"
             }
-            ElfError::Unsupported(_) => {
+            ElfError::Unsupported(_) | ElfError::Layout(_) | ElfError::OutputCheck(_) => {
                 "wheelslim could not rewrite this object safely; run `wheelslim audit` on the wheel and report the layout if it looks ordinary"
+            }
+            ElfError::NeededNotFound(_) | ElfError::InvalidEdit(_) => {
+                "this is a wheelslim bug: the planned edit does not fit the object; please report it"
             }
         }
     }

@@ -466,6 +466,22 @@ pub fn split(
         outputs_spec.push((opts.runtime_dir.join(file), "runtime", members));
     }
 
+    // Each main wheel is installed with the runtime wheels of the sets it requires.
+    let sets: Vec<Vec<usize>> = plan
+        .mains
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let mut set = vec![i];
+            for (k, rw) in runtime_wheels.iter().enumerate() {
+                if m.runtime_sets.contains(&rw.set.key) {
+                    set.push(plan.mains.len() + k);
+                }
+            }
+            set
+        })
+        .collect();
+
     // Write everything to temporary files, check them, then rename them into place.
     for dir in [&opts.wheel_dir, &opts.runtime_dir] {
         std::fs::create_dir_all(dir).map_err(|e| Error::io("create the folder", dir.clone(), e))?;
@@ -480,6 +496,7 @@ pub fn split(
             links: true,
             size_is_error: true,
             what: "split",
+            sets: Some(sets),
         },
     )?;
     Ok(SplitReport {

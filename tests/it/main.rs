@@ -4,4 +4,5 @@
 mod audit;
 mod common;
 mod device;
+mod split;
 mod verify;

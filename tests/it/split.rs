@@ -1,0 +1,448 @@
+//! `wheelslim split` end to end, checked by tools we did not write: pip installing the outputs
+//! into fresh venvs, CPython importing the extension and calling into the moved libraries,
+//! `ldd`, and `readelf`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::common::*;
+
+struct Venv {
+    dir: PathBuf,
+}
+
+impl Venv {
+    fn new(parent: &Path, name: &str) -> Venv {
+        let dir = parent.join(name);
+        let python = std::env::var("WHEELSLIM_PYTHON")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| {
+                panic!("WHEELSLIM_PYTHON is not set: run the tests with ./test.sh")
+            });
+        run(Command::new(python).args(["-m", "venv"]).arg(&dir));
+        Venv { dir }
+    }
+
+    fn python(&self) -> PathBuf {
+        self.dir.join("bin/python")
+    }
+
+    fn site_packages(&self) -> PathBuf {
+        let out = run(Command::new(self.python()).args([
+            "-c",
+            "import sysconfig; print(sysconfig.get_paths()['platlib'])",
+        ]));
+        PathBuf::from(out.trim())
+    }
+
+    fn pip_install(&self, args: &[&str]) -> String {
+        run(Command::new(self.python())
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--no-index",
+                "--disable-pip-version-check",
+                "-q",
+            ])
+            .args(args))
+    }
+
+    /// Imports slimdemo and calls into both vendor libraries, with every symbol bound at load.
+    fn call_slimdemo(&self, prelude: &str) -> Result<String, String> {
+        let code = format!(
+            "{prelude}\nimport slimdemo._native as n\nprint(n.runtime_version(), n.cublas_version(), n.runtime_via_cublas())"
+        );
+        let out = Command::new(self.python())
+            .args(["-c", &code])
+            .env("LD_BIND_NOW", "1")
+            .env_remove("LD_LIBRARY_PATH")
+            .current_dir(&self.dir)
+            .output()
+            .unwrap();
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+}
+
+/// Where `ldd` says a library resolves, with `..` resolved.
+fn ldd_path(ldd: &str, lib: &str) -> PathBuf {
+    let line = ldd
+        .lines()
+        .find(|l| l.trim_start().starts_with(lib))
+        .unwrap_or_else(|| panic!("{lib} not in ldd output:\n{ldd}"));
+    let path = line
+        .split("=>")
+        .nth(1)
+        .and_then(|r| r.split(" (").next())
+        .map(str::trim)
+        .unwrap_or_else(|| panic!("no path for {lib}: {line}"));
+    Path::new(path)
+        .canonicalize()
+        .unwrap_or_else(|e| panic!("{lib} resolves to {path}, which does not exist: {e}"))
+}
+
+fn files_in(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+fn split(args: &[&str]) -> std::process::Output {
+    let mut all = vec!["split"];
+    all.extend_from_slice(args);
+    wheelslim(&all)
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+const MAIN_NAME: &str = "slimdemo-0.1.0-cp38-abi3-manylinux2014_x86_64.manylinux_2_17_x86_64.whl";
+const RUNTIME_NAME: &str =
+    "slimdemo_runtime_cuda12-0.1.0-py3-none-manylinux2014_x86_64.manylinux_2_17_x86_64.whl";
+
+#[test]
+fn split_installs_and_links_into_the_runtime_package() {
+    let tmp = tempdir();
+    let (main_dir, rt_dir) = (tmp.path().join("dist"), tmp.path().join("runtime"));
+    let input = fixture(SLIMDEMO);
+    let before = std::fs::read(&input).unwrap();
+    let out = split(&[
+        s(&input),
+        "-w",
+        s(&main_dir),
+        "--runtime-dir",
+        s(&rt_dir),
+        "--unhash",
+    ]);
+    assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+    assert_eq!(
+        std::fs::read(&input).unwrap(),
+        before,
+        "the input must not change"
+    );
+    assert_eq!(files_in(&main_dir), [MAIN_NAME]);
+    assert_eq!(files_in(&rt_dir), [RUNTIME_NAME]);
+    let main = main_dir.join(MAIN_NAME);
+    let runtime = rt_dir.join(RUNTIME_NAME);
+
+    // The main wheel lost the vendor libraries and requires the runtime wheel exactly.
+    let members = read_zip(&main);
+    assert!(
+        members.iter().all(|(n, _)| !n.contains("slimdemo.libs")),
+        "{:?}",
+        members.iter().map(|m| &m.0).collect::<Vec<_>>()
+    );
+    let meta = String::from_utf8(
+        members
+            .iter()
+            .find(|(n, _)| n.ends_with("METADATA"))
+            .unwrap()
+            .1
+            .clone(),
+    )
+    .unwrap();
+    assert!(
+        meta.contains("Requires-Dist: slimdemo-runtime-cuda12==0.1.0\n"),
+        "{meta}"
+    );
+    let rt_members: Vec<String> = read_zip(&runtime).into_iter().map(|(n, _)| n).collect();
+    assert_eq!(
+        rt_members,
+        [
+            "slimdemo_runtime_cuda12/__init__.py",
+            "slimdemo_runtime_cuda12/lib/libcublas.so.12",
+            "slimdemo_runtime_cuda12/lib/libcudart.so.12",
+            "slimdemo_runtime_cuda12-0.1.0.dist-info/METADATA",
+            "slimdemo_runtime_cuda12-0.1.0.dist-info/WHEEL",
+            "slimdemo_runtime_cuda12-0.1.0.dist-info/RECORD",
+        ]
+    );
+
+    // Our own verify and audit agree.
+    let v = wheelslim(&["verify", s(&main), s(&runtime)]);
+    assert_eq!(code(&v), 0, "{}", stdout(&v));
+
+    // pip installs both from the two folders into a fresh venv; the extension works.
+    let venv = Venv::new(tmp.path(), "venv");
+    venv.pip_install(&[
+        "--find-links",
+        s(&main_dir),
+        "--find-links",
+        s(&rt_dir),
+        "slimdemo",
+    ]);
+    assert_eq!(venv.call_slimdemo("").unwrap(), "12080 120904 12080");
+
+    // ldd resolves the vendor libraries into the runtime package, and readelf shows the
+    // renamed NEEDED and the new RPATH.
+    let site = venv.site_packages();
+    let ext = site.join("slimdemo/_native.abi3.so");
+    let ldd = run(Command::new("ldd").arg(&ext));
+    for lib in ["libcudart.so.12", "libcublas.so.12"] {
+        let expected = site.join("slimdemo_runtime_cuda12/lib").join(lib);
+        assert_eq!(
+            ldd_path(&ldd, lib),
+            expected.canonicalize().unwrap(),
+            "{ldd}"
+        );
+    }
+    let dynamic = run(Command::new("readelf").arg("-dW").arg(&ext));
+    assert!(
+        dynamic.contains("[$ORIGIN/../slimdemo_runtime_cuda12/lib]"),
+        "{dynamic}"
+    );
+    assert!(!dynamic.contains("slimdemo.libs"), "{dynamic}");
+    let versions = run(Command::new("readelf").arg("-VW").arg(&ext));
+    assert!(
+        !versions.contains("-aa97f077"),
+        "verneed still names the hashed library:\n{versions}"
+    );
+    let cublas = site.join("slimdemo_runtime_cuda12/lib/libcublas.so.12");
+    let dynamic = run(Command::new("readelf").arg("-dW").arg(&cublas));
+    assert!(
+        dynamic.contains("Library soname: [libcublas.so.12]"),
+        "{dynamic}"
+    );
+    assert!(
+        dynamic.contains("Shared library: [libcudart.so.12]"),
+        "{dynamic}"
+    );
+}
+
+#[test]
+fn runtime_in_another_site_packages_needs_preload() {
+    let tmp = tempdir();
+    let out_dir = tmp.path().join("out");
+    let out = split(&[s(&fixture(SLIMDEMO)), "-w", s(&out_dir)]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let venv = Venv::new(tmp.path(), "venv");
+    venv.pip_install(&["--no-deps", s(&out_dir.join(MAIN_NAME))]);
+    let elsewhere = tmp.path().join("elsewhere");
+    venv.pip_install(&[
+        "--no-deps",
+        "--target",
+        s(&elsewhere),
+        s(&out_dir.join(RUNTIME_NAME)),
+    ]);
+    // Without preload the loader cannot find the libraries...
+    let err = venv.call_slimdemo("").unwrap_err();
+    assert!(err.contains("cannot open shared object file"), "{err}");
+    // ...with the runtime package's preload() it can.
+    let prelude = format!(
+        "import sys; sys.path.insert(0, {:?})\nimport slimdemo_runtime_cuda12 as rt\nrt.preload()",
+        s(&elsewhere)
+    );
+    assert_eq!(venv.call_slimdemo(&prelude).unwrap(), "12080 120904 12080");
+}
+
+#[test]
+fn outputs_are_deterministic_and_independent_of_input_order() {
+    let tmp = tempdir();
+    // The same build under two Python tags, as cp38/cp39 jobs would produce.
+    let a = tmp.path().join(MAIN_NAME);
+    let b = tmp.path().join(MAIN_NAME.replace("cp38", "cp39"));
+    std::fs::copy(fixture(SLIMDEMO), &a).unwrap();
+    std::fs::copy(fixture(SLIMDEMO), &b).unwrap();
+    let run_split = |dir: &str, inputs: &[&Path]| -> PathBuf {
+        let out = tmp.path().join(dir);
+        let mut args: Vec<&str> = inputs.iter().map(|p| s(p)).collect();
+        args.extend(["-w", s(&out), "--unhash"]);
+        let o = split(&args);
+        assert_eq!(code(&o), 0, "{}", stderr(&o));
+        out
+    };
+    let one = run_split("one", &[&a, &b]);
+    let two = run_split("two", &[&a, &b]);
+    let rev = run_split("rev", &[&b, &a]);
+    let alone = run_split("alone", &[&b]);
+    assert_eq!(files_in(&one), files_in(&rev));
+    assert_eq!(
+        files_in(&one).len(),
+        3,
+        "two mains and one shared runtime wheel: {:?}",
+        files_in(&one)
+    );
+    for f in files_in(&one) {
+        let bytes = std::fs::read(one.join(&f)).unwrap();
+        assert_eq!(
+            bytes,
+            std::fs::read(two.join(&f)).unwrap(),
+            "{f} differs between runs"
+        );
+        assert_eq!(
+            bytes,
+            std::fs::read(rev.join(&f)).unwrap(),
+            "{f} depends on input order"
+        );
+    }
+    assert_eq!(
+        std::fs::read(one.join(RUNTIME_NAME)).unwrap(),
+        std::fs::read(alone.join(RUNTIME_NAME)).unwrap(),
+        "the runtime wheel depends on which inputs were given"
+    );
+}
+
+#[test]
+fn source_date_epoch_sets_the_timestamps() {
+    let tmp = tempdir();
+    let out_dir = tmp.path().join("out");
+    let o = Command::new(env!("CARGO_BIN_EXE_wheelslim"))
+        .args(["split", s(&fixture(SLIMDEMO)), "-w", s(&out_dir)])
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let f = std::fs::File::open(out_dir.join(RUNTIME_NAME)).unwrap();
+    let mut z = zip::ZipArchive::new(f).unwrap();
+    let t = z.by_index(0).unwrap().last_modified().unwrap();
+    assert_eq!((t.year(), t.month(), t.day()), (2023, 11, 14));
+}
+
+#[test]
+fn a_library_over_the_limit_fails_and_writes_nothing() {
+    let tmp = tempdir();
+    let (main_dir, rt_dir) = (tmp.path().join("dist"), tmp.path().join("rt"));
+    std::fs::create_dir_all(&main_dir).unwrap();
+    let o = split(&[
+        s(&fixture(SLIMDEMO)),
+        "-w",
+        s(&main_dir),
+        "--runtime-dir",
+        s(&rt_dir),
+        "--max-size",
+        "200KiB",
+    ]);
+    // 200 KiB minus the reserved room leaves no space for any library.
+    assert_eq!(code(&o), 2, "{}", stdout(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("cannot fit in a wheel under the 204800 byte limit"),
+        "{err}"
+    );
+    assert!(
+        err.contains("slimdemo.libs/lib"),
+        "names the library: {err}"
+    );
+    assert!(err.contains("--sm"), "suggests trimming: {err}");
+    assert_eq!(files_in(&main_dir), Vec::<String>::new());
+    assert_eq!(files_in(&rt_dir), Vec::<String>::new());
+}
+
+#[test]
+fn refuses_to_overwrite_its_input() {
+    let tmp = tempdir();
+    let input = tmp.path().join(MAIN_NAME);
+    std::fs::copy(fixture(SLIMDEMO), &input).unwrap();
+    let before = std::fs::read(&input).unwrap();
+    let o = split(&[s(&input), "-w", s(tmp.path())]);
+    assert_eq!(code(&o), 2);
+    assert!(
+        stderr(&o).contains("would overwrite the input wheel"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(std::fs::read(&input).unwrap(), before);
+    assert_eq!(files_in(tmp.path()), [MAIN_NAME]);
+}
+
+#[test]
+fn dry_run_prints_the_plan_and_writes_nothing() {
+    let tmp = tempdir();
+    let out_dir = tmp.path().join("never");
+    let o = split(&[
+        s(&fixture(SLIMDEMO)),
+        "-w",
+        s(&out_dir),
+        "--dry-run",
+        "--json",
+        "--unhash",
+    ]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(!out_dir.exists());
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["schema"], "wheelslim.split/1");
+    assert_eq!(v["dry_run"], true);
+    let sets = v["plan"]["runtime_sets"].as_array().unwrap();
+    assert_eq!(sets.len(), 1);
+    assert_eq!(sets[0]["name"], "slimdemo-runtime-cuda12");
+    let files: Vec<&str> = sets[0]["libraries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["file"].as_str().unwrap())
+        .collect();
+    assert_eq!(files, ["libcublas.so.12", "libcudart.so.12"]);
+}
+
+#[test]
+fn upstream_mode_depends_on_nvidia_wheels() {
+    let tmp = tempdir();
+    let out_dir = tmp.path().join("out");
+    let o = split(&[s(&fixture(SLIMDEMO)), "-w", s(&out_dir), "--upstream"]);
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    assert_eq!(
+        files_in(&out_dir),
+        [MAIN_NAME],
+        "no runtime wheel when everything goes upstream"
+    );
+    let main = out_dir.join(MAIN_NAME);
+    let members = read_zip(&main);
+    let meta = String::from_utf8(
+        members
+            .iter()
+            .find(|(n, _)| n.ends_with("METADATA"))
+            .unwrap()
+            .1
+            .clone(),
+    )
+    .unwrap();
+    assert!(
+        meta.contains("Requires-Dist: nvidia-cuda-runtime-cu12>=12,<13\n"),
+        "{meta}"
+    );
+    assert!(
+        meta.contains("Requires-Dist: nvidia-cublas-cu12>=12,<13\n"),
+        "{meta}"
+    );
+    // verify accepts the links because the set requires the packages that provide them.
+    let v = wheelslim(&["verify", "--json", s(&main)]);
+    assert_eq!(code(&v), 0, "{}", stdout(&v));
+    let report: serde_json::Value = serde_json::from_slice(&v.stdout).unwrap();
+    assert_eq!(report["from_upstream"].as_array().unwrap().len(), 2);
+
+    // Lay out what the NVIDIA wheels would install (their real sonames, in their folders), and
+    // the extension finds it there.
+    let venv = Venv::new(tmp.path(), "venv");
+    venv.pip_install(&["--no-deps", s(&main)]);
+    let site = venv.site_packages();
+    let rt = tmp.path().join("rt");
+    let o = split(&[s(&fixture(SLIMDEMO)), "-w", s(&rt), "--unhash"]);
+    assert_eq!(code(&o), 0);
+    let libs = read_zip(&rt.join(RUNTIME_NAME));
+    for (folder, lib) in [
+        ("nvidia/cuda_runtime/lib", "libcudart.so.12"),
+        ("nvidia/cublas/lib", "libcublas.so.12"),
+    ] {
+        let data = &libs.iter().find(|(n, _)| n.ends_with(lib)).unwrap().1;
+        std::fs::create_dir_all(site.join(folder)).unwrap();
+        std::fs::write(site.join(folder).join(lib), data).unwrap();
+    }
+    assert_eq!(venv.call_slimdemo("").unwrap(), "12080 120904 12080");
+    let ldd = run(Command::new("ldd").arg(site.join("slimdemo/_native.abi3.so")));
+    assert_eq!(
+        ldd_path(&ldd, "libcudart.so.12"),
+        site.join("nvidia/cuda_runtime/lib/libcudart.so.12")
+            .canonicalize()
+            .unwrap()
+    );
+}
