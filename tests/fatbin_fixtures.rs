@@ -415,7 +415,7 @@ fn images_of(c: &Container) -> Vec<String> {
 fn selections_rebuild_real_containers_including_concat_groups() {
     let cases: &[(&str, &[&str])] = &[
         ("90", &["E sm_90", "E sm_90a", "P compute_90"]),
-        ("86", &["E sm_80", "E sm_86"]),
+        ("86", &["E sm_86"]),
         ("100", &["P compute_90", "E sm_100f"]),
         ("120", &["P compute_120", "E sm_120"]),
         ("80,90", &["E sm_80", "E sm_90", "E sm_90a", "P compute_90"]),

@@ -8,10 +8,13 @@
 //!
 //! Per container, each image (an entry, or a member of a concat group) is judged as follows:
 //!
-//! 1. **SASS** (ELF cubins) is kept when it runs on some target: a base `sm_XY` image on a target
-//!    `sm_XZ` of the same major with Y ≤ Z; an `a` image only on exactly its SM; an `f` image on
-//!    the same major with the image's minor ≤ the target's. Every compatible image is kept, not
-//!    only the best one per target.
+//! 1. **SASS** (ELF cubins) *runs* on a target when it is a base `sm_XY` image on a target
+//!    `sm_XZ` of the same major with Y ≤ Z, an `a` image on exactly its SM, or an `f` image of
+//!    the same major with the image's minor ≤ the target's. For each target, the images with
+//!    the highest SM that runs there are kept (every variant of that SM: `sm_90` and `sm_90a`
+//!    both stay for target 90). That is the image the driver loads; older compatible images in
+//!    the same container hold the same kernels and are dropped (target 86 keeps `sm_86`, not
+//!    also `sm_80`).
 //! 2. **PTX** `compute_XY` is *usable* by a target when the driver can JIT it there: base PTX on
 //!    any target ≥ XY, `a` PTX only on exactly XY, `f` PTX on the same major with minor ≥ Y.
 //!    The "newest usable PTX" for a target is every PTX entry with the highest SM among those
@@ -125,6 +128,9 @@ pub enum Reason {
     NoTargets,
     /// SASS that runs on no target.
     Incompatible,
+    /// SASS that runs on a target, where a newer image in the same container runs there too
+    /// (the driver loads that one).
+    Superseded,
     /// PTX usable by some target but not needed under the PTX policy.
     PtxNotNeeded,
     /// PTX that no target can JIT.
@@ -356,13 +362,26 @@ impl Selection {
         let Some(&highest) = devices.last() else {
             return images.iter().map(|_| (true, Reason::NoTargets)).collect();
         };
+        // The driver loads the best SASS for a device: the highest SM that runs on it. Older
+        // compatible images in the same container hold the same kernels and are never loaded.
+        let best_sass: Vec<Option<u32>> = devices
+            .iter()
+            .map(|d| {
+                images
+                    .iter()
+                    .filter(|i| i.kind == EntryKind::Elf && i.arch.sass_runs_on(d.sm))
+                    .map(|i| i.arch.sm)
+                    .max()
+            })
+            .collect();
         let mut out: Vec<Option<Reason>> = images
             .iter()
             .map(|img| match img.kind {
                 EntryKind::Elf => devices
                     .iter()
-                    .find(|d| img.arch.sass_runs_on(d.sm))
-                    .map(|&target| Reason::Sass { target }),
+                    .zip(&best_sass)
+                    .find(|(d, best)| img.arch.sass_runs_on(d.sm) && **best == Some(img.arch.sm))
+                    .map(|(&target, _)| Reason::Sass { target }),
                 EntryKind::Ptx => None,
                 EntryKind::Concat | EntryKind::Unknown(_) => Some(Reason::UnknownKind),
             })
@@ -431,6 +450,9 @@ impl Selection {
                         (false, Reason::PtxNotNeeded)
                     }
                     EntryKind::Ptx => (false, Reason::PtxUnusable),
+                    EntryKind::Elf if devices.iter().any(|d| img.arch.sass_runs_on(d.sm)) => {
+                        (false, Reason::Superseded)
+                    }
                     _ => (false, Reason::Incompatible),
                 },
             })

@@ -92,12 +92,13 @@ fn newest_policy_on_the_full_set() {
     // (targets, kept) — written out one by one.
     let cases: &[(&str, &[&str])] = &[
         // sm_80 runs on 86; compute_90 is newer than 86 and 86 has SASS: no PTX.
-        ("86", &["sm_80", "sm_86"]),
+        // sm_86 is the best SASS for an sm_86 device; sm_80 holds the same kernels and is dropped.
+        ("86", &["sm_86"]),
         // sm_90 and sm_90a both run on sm_90; compute_90 is the newest PTX ≤ 90.
         ("90", &["sm_90", "sm_90a", "compute_90"]),
         ("90a", &["sm_90", "sm_90a", "compute_90"]),
-        // sm_89 (Ada): sm_80 and sm_86 run; no PTX ≤ 89.
-        ("89", &["sm_80", "sm_86"]),
+        // sm_89 (Ada): sm_80 and sm_86 run, the driver loads sm_86; no PTX ≤ 89.
+        ("89", &["sm_86"]),
         // sm_70 runs on sm_75.
         ("75", &["sm_70"]),
         // the family image runs on 100 and 103; compute_90 is the newest PTX ≤ 100.
@@ -121,10 +122,7 @@ fn newest_policy_on_the_full_set() {
             ],
         ),
         // 86 has SASS; 90 gets compute_90 as the newest PTX ≤ the highest target (90).
-        (
-            "86,90",
-            &["sm_80", "sm_86", "sm_90", "sm_90a", "compute_90"],
-        ),
+        ("86,90", &["sm_86", "sm_90", "sm_90a", "compute_90"]),
         // 110 has no SASS: its fallback is compute_90; the highest target (120) gets compute_120.
         ("110,120", &["sm_120", "compute_90", "compute_120"]),
     ];
@@ -143,7 +141,7 @@ fn all_and_none_policies() {
         ["sm_80", "sm_120", "compute_90", "compute_120"]
     );
     // PTX newer than every target stays out even with All.
-    assert_eq!(all("86"), ["sm_80", "sm_86"]);
+    assert_eq!(all("86"), ["sm_86"]);
     assert_eq!(none("80,90"), ["sm_80", "sm_90", "sm_90a"]);
     assert_eq!(none("120"), ["sm_120"]);
     // 110 would be left with nothing: it keeps the newest PTX it can use.
@@ -160,7 +158,7 @@ fn reasons_are_reported() {
         [
             Reason::Incompatible,
             Reason::Incompatible,
-            Reason::Sass { target: arch("86") },
+            Reason::Superseded,
             Reason::Sass { target: arch("86") },
             Reason::Incompatible,
             Reason::Incompatible,
@@ -196,10 +194,8 @@ fn a_and_f_images_and_ptx() {
     ];
     assert_eq!(kept(&sel("90"), set), ["sm_90a", "compute_90a"]);
     // compute_90a is only usable on sm_90; the family PTX on 100 and 103.
-    assert_eq!(
-        kept(&sel("103"), set),
-        ["sm_100f", "sm_103a", "compute_100f"]
-    );
+    // On sm_103 the exact sm_103a image is the best; the family image is not loaded there.
+    assert_eq!(kept(&sel("103"), set), ["sm_103a", "compute_100f"]);
     assert_eq!(kept(&sel("100"), set), ["sm_100f", "compute_100f"]);
     // sm_110: nothing runs, nothing JITs: the container matched nothing.
     let c = sel("110").choose(&entries(set));
