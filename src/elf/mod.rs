@@ -1,6 +1,13 @@
 //! ELF objects: read-only facts ([`inspect`]) for audits and plans.
 
 pub mod inspect;
+pub(crate) mod layout;
+pub mod shrink;
+mod shrink_cut;
+mod shrink_pack;
+mod shrink_refs;
+mod shrink_verify;
+pub(crate) mod tables;
 
 pub use inspect::{ElfInfo, Inspected, Machine, SectionInfo, SegmentInfo, UnsupportedElf, inspect};
 
@@ -15,6 +22,10 @@ pub enum ElfError {
     Malformed(String),
     #[error("cannot rewrite: {0}")]
     Unsupported(String),
+    #[error("invalid section edit: {0}")]
+    InvalidEdit(String),
+    #[error("the rewritten file failed its self-check: {0}")]
+    SelfCheck(String),
 }
 
 /// True when `data` starts with the ELF magic.

@@ -3,4 +3,6 @@
 
 mod audit;
 mod common;
+mod shrink_cuda;
+mod shrink_support;
 mod verify;
