@@ -3,6 +3,9 @@
 
 mod audit;
 mod common;
+mod shrink_built;
 mod shrink_cuda;
+mod shrink_errors;
+mod shrink_other;
 mod shrink_support;
 mod verify;

@@ -528,8 +528,14 @@ pub fn deflated_len(data: &[u8]) -> usize {
     e.finish().unwrap().len()
 }
 
+/// Writes a test output into `dir` (and, for inspection by hand, into
+/// `$WHEELSLIM_KEEP_OUTPUTS` when that is set).
 pub fn write(dir: &Path, name: &str, data: &[u8]) -> PathBuf {
     let p = dir.join(name);
     std::fs::write(&p, data).unwrap();
+    if let Some(keep) = std::env::var_os("WHEELSLIM_KEEP_OUTPUTS") {
+        std::fs::create_dir_all(&keep).unwrap();
+        std::fs::write(Path::new(&keep).join(name), data).unwrap();
+    }
     p
 }

@@ -1,0 +1,471 @@
+//! `elf::shrink::shrink` on libraries built at test time from the fixture sources around
+//! hand-embedded fatbin containers (`fixtures/src/embed`): fatbins big enough to free 64 KiB
+//! granules on aarch64 and ppc64le (loaded under qemu with 64 KiB pages), GNU ld RELR, lld,
+//! a non-PIE executable whose wrapper has no relocation, and the references that must make
+//! the shrinker fall back to zeroing.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use wheelslim::elf::shrink::{ShrinkMethod, ShrinkOutcome, shrink};
+
+use crate::common::{fixture, tempdir};
+use crate::shrink_support::*;
+
+/// The real container of `fix_sm80_sm90_compute90.fatbin` (ELF sm_80, PTX sm_90, ELF sm_90)
+/// with its entries repeated `times` times: a valid container cuobjdump lists.
+fn big_container(times: usize) -> Vec<u8> {
+    let c = std::fs::read(fixture("cuda/loose/fix_sm80_sm90_compute90.fatbin")).unwrap();
+    let walked = cuda_containers(&c);
+    let first = &walked[0];
+    let picks: Vec<usize> = (0..times).flat_map(|_| 0..first.entries.len()).collect();
+    rebuild_cuda(&c, first, &picks)
+}
+
+fn sh(cmd: &mut Command) {
+    let (ok, out, err) = run_out(cmd);
+    assert!(ok, "{cmd:?} failed:\n{out}\n{err}");
+}
+
+/// Assembles `fatbin_embed.S` around each container (wrapper `fix_wrapper_<name>`).
+fn embed(cc: &str, dir: &Path, containers: &[(&str, &[u8])]) -> Vec<PathBuf> {
+    let src = fixture("src/embed/fatbin_embed.S");
+    containers
+        .iter()
+        .map(|(name, bytes)| {
+            std::fs::write(dir.join(format!("{name}.fatbin")), bytes).unwrap();
+            let obj = dir.join(format!("fatbin_{name}.o"));
+            sh(Command::new(cc)
+                .args(["-c", "-fPIC"])
+                .arg(format!("-DFATBIN_FILE=\"{name}.fatbin\""))
+                .arg(format!("-DWRAPPER=fix_wrapper_{name}"))
+                .arg(format!("-Wa,-I,{}", dir.display()))
+                .arg(&src)
+                .arg("-o")
+                .arg(&obj));
+            obj
+        })
+        .collect()
+}
+
+fn stub(cc: &str, dir: &Path) -> PathBuf {
+    let obj = dir.join("cuda_stub.o");
+    sh(Command::new(cc)
+        .args(["-O2", "-fPIC", "-fvisibility=hidden", "-c"])
+        .arg(fixture("src/embed/cuda_stub.c"))
+        .arg("-o")
+        .arg(&obj));
+    obj
+}
+
+/// A C host that registers the wrappers `names` from a constructor and exports `fix_host`.
+fn host_c(dir: &Path, names: &[&str], extra: &str) -> PathBuf {
+    let mut c = String::from(
+        "struct fatbin_wrapper;\n\
+         void **__cudaRegisterFatBinary(void *) __attribute__((visibility(\"hidden\")));\n\
+         void __cudaRegisterFatBinaryEnd(void **) __attribute__((visibility(\"hidden\")));\n",
+    );
+    for n in names {
+        c.push_str(&format!(
+            "extern const struct fatbin_wrapper fix_wrapper_{n} __attribute__((visibility(\"hidden\")));\n"
+        ));
+    }
+    c.push_str("__attribute__((constructor)) static void fix_register(void) {\n");
+    for n in names {
+        c.push_str(&format!(
+            "    __cudaRegisterFatBinaryEnd(__cudaRegisterFatBinary((void *)&fix_wrapper_{n}));\n"
+        ));
+    }
+    c.push_str(
+        "}\n__attribute__((visibility(\"default\"))) int fix_host(int v) { return 2 * v + 1; }\n",
+    );
+    c.push_str(extra);
+    let p = dir.join("host.c");
+    std::fs::write(&p, c).unwrap();
+    p
+}
+
+/// An x86_64 shared object embedding `containers`, built by `cc` (gcc: GNU ld; clang-19:
+/// whatever `ldflags` select).
+fn build_x86_with(
+    cc: &str,
+    dir: &Path,
+    containers: &[(&str, &[u8])],
+    extra_asm: &str,
+    ldflags: &[&str],
+) -> PathBuf {
+    need(cc, cc);
+    let mut objs = embed(cc, dir, containers);
+    objs.push(stub(cc, dir));
+    let names: Vec<&str> = containers.iter().map(|c| c.0).collect();
+    let host = host_c(dir, &names, "");
+    let mut cmd = Command::new(cc);
+    cmd.args(["-O2", "-fPIC", "-shared", "-Wl,--no-undefined"])
+        .args(ldflags)
+        .arg(host)
+        .args(&objs);
+    if !extra_asm.is_empty() {
+        let s = dir.join("extra.S");
+        std::fs::write(&s, extra_asm).unwrap();
+        cmd.arg(s);
+    }
+    let out = dir.join("libembed.so");
+    sh(cmd.arg("-o").arg(&out));
+    out
+}
+
+/// The same with gcc and GNU ld.
+fn build_x86(
+    dir: &Path,
+    containers: &[(&str, &[u8])],
+    extra_asm: &str,
+    ldflags: &[&str],
+) -> PathBuf {
+    build_x86_with("gcc", dir, containers, extra_asm, ldflags)
+}
+
+/// `fix_host(3) fix_fatbin_check() fix_fatbin_entries() fix_fatbin_elves()` through ctypes.
+fn load_embed(path: &Path) -> String {
+    let py = crate::common::tool_env("WHEELSLIM_PYTHON");
+    let (ok, out, err) = run_out(
+        Command::new(py)
+            .args([
+                "-c",
+                "import ctypes,sys; l=ctypes.CDLL(sys.argv[1]); print(l.fix_host(3), l.fix_fatbin_check(), l.fix_fatbin_entries(), l.fix_fatbin_elves())",
+            ])
+            .arg(path)
+            .env("LD_BIND_NOW", "1"),
+    );
+    assert!(ok, "loading {} failed: {out}{err}", path.display());
+    out.trim().to_string()
+}
+
+fn trim_first(data: &[u8]) -> (ShrinkOutcome, Vec<Vec<u8>>) {
+    let (edit, news, _) = cuda_edit(data, ".nv_fatbin", Keep::First);
+    (shrink(data, &[edit], true).unwrap(), news)
+}
+
+fn reason(o: &ShrinkOutcome) -> &str {
+    match &o.method {
+        ShrinkMethod::Zeroed { reason } => reason,
+        m => panic!("expected a fallback to zeroing, got {m:?} ({:?})", o.notes),
+    }
+}
+
+#[test]
+fn aarch64_big_fatbin_is_cut_in_64k_granules_and_loads_with_64k_pages() {
+    let x = "aarch64-linux-gnu";
+    need(&format!("{x}-g++"), "g++-aarch64-linux-gnu");
+    let dir = tempdir();
+    let d = dir.path();
+    let (ka, kb) = (big_container(12), big_container(9));
+    let mut objs = embed(&format!("{x}-gcc"), d, &[("ka", &ka), ("kb", &kb)]);
+    objs.push(stub(&format!("{x}-gcc"), d));
+    let host = d.join("a64.o");
+    sh(Command::new(format!("{x}-g++"))
+        .args(["-O2", "-fPIC", "-c"])
+        .arg(fixture("src/aarch64/a64.cpp"))
+        .arg("-o")
+        .arg(&host));
+    let lib = d.join("libbig_a64.so");
+    sh(Command::new(format!("{x}-g++"))
+        .args([
+            "-shared",
+            "-Wl,-z,max-page-size=65536",
+            "-Wl,--no-undefined",
+        ])
+        .arg(&host)
+        .args(&objs)
+        .arg("-o")
+        .arg(&lib));
+    let calls = [
+        "fix_a64_host:3",
+        "fix_throw_catch:7",
+        "fix_fatbin_check",
+        "fix_fatbin_entries",
+        "fix_fatbin_elves",
+    ];
+    assert_eq!(
+        load_qemu("aarch64", &lib, &calls)[2..],
+        [
+            "fix_fatbin_check(0) = 2",
+            "fix_fatbin_entries(0) = 63",
+            "fix_fatbin_elves(0) = 42"
+        ]
+    );
+    let data = std::fs::read(&lib).unwrap();
+    assert_eq!(load_align(&data), 0x10000);
+    let (outcome, news) = trim_first(&data);
+    let out = write(d, "libbig_a64_trimmed.so", &outcome.data);
+    let removed = check_cut_layout(&lib, &out, &outcome);
+    assert!(removed >= 0x20000, "{removed:#x} {:?}", outcome.notes);
+    assert_eq!(
+        cuobjdump_list(&out, false),
+        cuobjdump_of_containers(d, &news)
+    );
+    assert_eq!(
+        load_qemu("aarch64", &out, &calls),
+        [
+            "fix_a64_host(3) = 13",
+            "fix_throw_catch(7) = 73",
+            "fix_fatbin_check(0) = 2",
+            "fix_fatbin_entries(0) = 2",
+            "fix_fatbin_elves(0) = 2"
+        ]
+    );
+}
+
+#[test]
+fn ppc64le_big_fatbin_is_cut_and_loads() {
+    let x = "powerpc64le-linux-gnu";
+    need(
+        &format!("{x}-gcc"),
+        "gcc-powerpc64le-linux-gnu libc6-dev-ppc64el-cross",
+    );
+    let dir = tempdir();
+    let d = dir.path();
+    let ka = big_container(12);
+    let mut objs = embed(&format!("{x}-gcc"), d, &[("ka", &ka)]);
+    objs.push(stub(&format!("{x}-gcc"), d));
+    let lib = d.join("libbig_ppc.so");
+    sh(Command::new(format!("{x}-gcc"))
+        .args(["-O2", "-fPIC", "-shared", "-Wl,--no-undefined"])
+        .arg(fixture("src/ppc64le/ppc.c"))
+        .args(&objs)
+        .arg("-o")
+        .arg(&lib));
+    let data = std::fs::read(&lib).unwrap();
+    let (outcome, news) = trim_first(&data);
+    let out = write(d, "libbig_ppc_trimmed.so", &outcome.data);
+    let removed = check_cut_layout(&lib, &out, &outcome);
+    assert!(removed >= 0x10000, "{removed:#x}");
+    assert_eq!(
+        cuobjdump_list(&out, false),
+        cuobjdump_of_containers(d, &news)
+    );
+    assert_eq!(
+        load_qemu(
+            "ppc64le",
+            &out,
+            &[
+                "fix_ppc_host:3",
+                "fix_fatbin_check",
+                "fix_fatbin_entries",
+                "fix_fatbin_elves"
+            ]
+        ),
+        [
+            "fix_ppc_host(3) = 16",
+            "fix_fatbin_check(0) = 1",
+            "fix_fatbin_entries(0) = 1",
+            "fix_fatbin_elves(0) = 1"
+        ]
+    );
+}
+
+/// GNU ld with `-z pack-relative-relocs`: the wrapper pointers are RELR words (in place).
+#[test]
+fn x86_relr_wrappers_are_re_pointed() {
+    let dir = tempdir();
+    let (ka, kb) = (big_container(3), big_container(2));
+    let lib = build_x86(
+        dir.path(),
+        &[("ka", &ka), ("kb", &kb)],
+        "",
+        &["-Wl,-z,pack-relative-relocs"],
+    );
+    let (ok, dynamic, _) = run_out(Command::new("readelf").arg("-dW").arg(&lib));
+    assert!(
+        ok && dynamic.contains("(RELR)"),
+        "the linker did not use RELR:\n{dynamic}"
+    );
+    assert_eq!(load_embed(&lib), "7 2 15 10");
+    let data = std::fs::read(&lib).unwrap();
+    let (outcome, news) = trim_first(&data);
+    let out = write(dir.path(), "librelr.so", &outcome.data);
+    check_cut_layout(&lib, &out, &outcome);
+    assert_eq!(
+        cuobjdump_list(&out, false),
+        cuobjdump_of_containers(dir.path(), &news)
+    );
+    assert_eq!(load_embed(&out), "7 2 2 2");
+}
+
+/// lld: the RELA addend holds the container address and the word in place is 0.
+#[test]
+fn x86_lld_wrappers_are_re_pointed() {
+    need("ld.lld-19", "lld-19");
+    let dir = tempdir();
+    let (ka, kb) = (big_container(3), big_container(2));
+    let lib = build_x86_with(
+        "clang-19",
+        dir.path(),
+        &[("ka", &ka), ("kb", &kb)],
+        "",
+        &["-fuse-ld=lld"],
+    );
+    let (_, comment, _) = run_out(Command::new("readelf").args(["-p", ".comment"]).arg(&lib));
+    assert!(comment.contains("LLD"), "not linked by lld:\n{comment}");
+    let data = std::fs::read(&lib).unwrap();
+    let (seg, _, _) = section(&data, ".nvFatBinSegment").unwrap();
+    assert_eq!(
+        rd64(&data, seg + 8),
+        0,
+        "lld wrote the wrapper pointer in place"
+    );
+    let (outcome, news) = trim_first(&data);
+    let out = write(dir.path(), "liblld.so", &outcome.data);
+    check_cut_layout(&lib, &out, &outcome);
+    assert_eq!(
+        cuobjdump_list(&out, false),
+        cuobjdump_of_containers(dir.path(), &news)
+    );
+    assert_eq!(load_embed(&out), "7 2 2 2");
+}
+
+/// A non-PIE executable: the wrapper's pointer is a link-time constant with no relocation, and
+/// there is a PT_PHDR that must stay mapped.
+#[test]
+fn non_pie_executable_wrappers_without_relocations() {
+    let dir = tempdir();
+    let d = dir.path();
+    let ka = big_container(4);
+    let mut objs = embed("gcc", d, &[("ka", &ka)]);
+    objs.push(stub("gcc", d));
+    let host = host_c(
+        d,
+        &["ka"],
+        "#include <stdio.h>\nint fix_fatbin_check(void); int fix_fatbin_entries(void); int fix_fatbin_elves(void);\n\
+         int main(void) { printf(\"%d %d %d\\n\", fix_fatbin_check(), fix_fatbin_entries(), fix_fatbin_elves()); return 0; }\n",
+    );
+    let exe = d.join("embed_exe");
+    sh(Command::new("gcc")
+        .args(["-O2", "-no-pie"])
+        .arg(host)
+        .args(&objs)
+        .arg("-o")
+        .arg(&exe));
+    let data = std::fs::read(&exe).unwrap();
+    let (ok, relocs, _) = run_out(Command::new("readelf").arg("-rW").arg(&exe));
+    assert!(
+        ok && !relocs.contains("RELATIVE"),
+        "expected no RELATIVE relocation:\n{relocs}"
+    );
+    let (outcome, _) = trim_first(&data);
+    let out = write(d, "embed_exe_trimmed", &outcome.data);
+    check_cut_layout(&exe, &out, &outcome);
+    let mut perm = std::fs::metadata(&out).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o755);
+    std::fs::set_permissions(&out, perm).unwrap();
+    let (ok, stdout, err) = run_out(&mut Command::new(&out));
+    assert!(ok, "the trimmed executable does not run: {err}");
+    assert_eq!(stdout.trim(), "1 1 1");
+}
+
+/// A RELATIVE relocation (a data pointer) into the middle of a container: zeroed, with why.
+#[test]
+fn pointer_into_a_container_falls_back_to_zeroing() {
+    let dir = tempdir();
+    let ka = big_container(4);
+    // fatbin_embed.S's label is local, so the extra pointer goes through a second label.
+    let asm = "    .section .nv_fatbin, \"a\"\n    .balign 8\nmid_label:\n    .incbin \"ka.fatbin\"\n\
+               \n    .section .data.rel.ro, \"aw\"\n    .balign 8\n    .quad mid_label + 16\n\
+               \n    .section .note.GNU-stack, \"\", @progbits\n";
+    let asm = asm.replace(
+        "ka.fatbin",
+        &dir.path().join("ka.fatbin").display().to_string(),
+    );
+    let lib = build_x86(dir.path(), &[("ka", &ka)], &asm, &[]);
+    let data = std::fs::read(&lib).unwrap();
+    let (outcome, news) = trim_first(&data);
+    let why = reason(&outcome);
+    assert!(
+        why.contains("R_X86_64_RELATIVE relocation at 0x")
+            && why.contains("points into `.nv_fatbin` at +0x"),
+        "{why}"
+    );
+    assert!(why.ends_with("not at a container start"), "{why}");
+    assert_eq!(outcome.data.len(), data.len());
+    let out = write(dir.path(), "libmid.so", &outcome.data);
+    let mut expected = cuobjdump_of_containers(dir.path(), &news);
+    expected.truncate(news.len()); // one entry per trimmed container
+    assert_eq!(cuobjdump_list(&out, false), expected);
+    assert_eq!(load_embed(&out), "7 1 1 1");
+}
+
+/// A symbolic R_X86_64_64 relocation against an exported symbol in `.nv_fatbin`.
+#[test]
+fn symbolic_relocation_into_the_section_falls_back_to_zeroing() {
+    let dir = tempdir();
+    let ka = big_container(4);
+    let asm = "    .section .nv_fatbin, \"a\"\n    .balign 8\n    .globl fix_blob\n    .type fix_blob, @object\n\
+               fix_blob:\n    .incbin \"PATH\"\n    .balign 8\n\
+               \n    .data\n    .balign 8\n    .quad fix_blob\n\
+               \n    .section .note.GNU-stack, \"\", @progbits\n";
+    let asm = asm.replace("PATH", &dir.path().join("ka.fatbin").display().to_string());
+    let lib = build_x86(dir.path(), &[("ka", &ka)], &asm, &[]);
+    let data = std::fs::read(&lib).unwrap();
+    let (outcome, _) = trim_first(&data);
+    let why = reason(&outcome);
+    assert!(
+        why.contains("R_X86_64_64 relocation at 0x") && why.contains("`fix_blob`"),
+        "{why}"
+    );
+    let out = write(dir.path(), "libsym.so", &outcome.data);
+    assert_eq!(load_embed(&out), "7 1 1 1");
+}
+
+/// `__start___nv_relfatbin` marks a bound of the section: the section must not move.
+#[test]
+fn start_stop_symbols_fall_back_to_zeroing() {
+    let dir = tempdir();
+    let ka = big_container(4);
+    let asm = "    .section __nv_relfatbin, \"a\"\n    .balign 8\n    .incbin \"PATH\"\n\
+               \n    .section .data.rel.ro, \"aw\"\n    .balign 8\n    .quad __stop___nv_relfatbin\n\
+               \n    .section .note.GNU-stack, \"\", @progbits\n";
+    let asm = asm.replace("PATH", &dir.path().join("ka.fatbin").display().to_string());
+    let lib = build_x86(dir.path(), &[("ka", &ka)], &asm, &[]);
+    let data = std::fs::read(&lib).unwrap();
+    let edits: Vec<_> = [".nv_fatbin", "__nv_relfatbin"]
+        .iter()
+        .map(|s| cuda_edit(&data, s, Keep::First).0)
+        .collect();
+    let outcome = shrink(&data, &edits, true).unwrap();
+    let why = reason(&outcome);
+    assert!(
+        why.contains("__stop___nv_relfatbin") || why.contains("end of `__nv_relfatbin`"),
+        "{why}"
+    );
+}
+
+/// A copy of a real fixture with one RELATIVE addend edited to point 0x40 bytes into the
+/// second container.
+#[test]
+fn edited_addend_into_a_container_falls_back_to_zeroing() {
+    let path = fixture("cuda/libfix_plain.so");
+    let mut data = std::fs::read(&path).unwrap();
+    let (_, fat_addr, fat_size) = section(&data, ".nv_fatbin").unwrap();
+    let (fat_off, _, _) = section(&data, ".nv_fatbin").unwrap();
+    let second = cuda_containers(&data[fat_off..fat_off + fat_size])[1].off as u64;
+    let elf = goblin::elf::Elf::parse(&data).unwrap();
+    // The RELATIVE relocation at .data.rel.ro+8 (it points into .rodata).
+    let victim = elf
+        .dynrelas
+        .iter()
+        .position(|r| r.r_type == 8 && r.r_addend.is_some_and(|a| (0x3000..0x3170).contains(&a)))
+        .expect("a RELATIVE relocation into .rodata");
+    let (rela_off, _, _) = section(&data, ".rela.dyn").unwrap();
+    let at = rela_off + victim * 24 + 16;
+    let target = fat_addr + second + 0x40;
+    data[at..at + 8].copy_from_slice(&target.to_le_bytes());
+    let (edit, _, _) = cuda_edit(&data, ".nv_fatbin", Keep::First);
+    let outcome = shrink(&data, &[edit], true).unwrap();
+    let why = reason(&outcome);
+    assert!(
+        why.contains(&format!(
+            "points into `.nv_fatbin` at +{:#x}, not at a container start",
+            second + 0x40
+        )),
+        "{why}"
+    );
+}
