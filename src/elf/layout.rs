@@ -11,6 +11,7 @@ pub(crate) const SHDR_SIZE: u64 = 64;
 
 pub(crate) const PT_LOAD: u32 = 1;
 pub(crate) const PT_DYNAMIC: u32 = 2;
+pub(crate) const PT_INTERP: u32 = 3;
 pub(crate) const PT_PHDR: u32 = 6;
 
 pub(crate) const SHT_NULL: u32 = 0;

@@ -10,13 +10,13 @@
 //! of the file when there is no PT_PHDR.
 
 use super::layout::{
-    EHDR_SIZE, Layout, PHDR_SIZE, PT_PHDR, SHDR_SIZE, Segment, align_up, bytes_at, overlaps,
-    put_bytes, put_u16, put_u64, zero_range,
+    EHDR_SIZE, Layout, PHDR_SIZE, PT_INTERP, PT_PHDR, SHDR_SIZE, Segment, align_up, bytes_at,
+    overlaps, put_bytes, put_u16, put_u64, zero_range,
 };
 use super::shrink::{Refuse, SectionEdit};
 use super::shrink_pack::Packing;
 use super::shrink_refs::{RefEdits, Tables, relative_target};
-use super::tables::{self, SHN_UNDEF, STT_TLS};
+use super::tables::{self, SHN_UNDEF, STT_SECTION, STT_TLS};
 
 /// One range cut out of the file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -271,20 +271,18 @@ fn provably_unused(d: &[u8], l: &Layout, t: &Tables, p: &Packing, off: u64, len:
     if overlaps(l.shoff, l.sections.len() as u64 * SHDR_SIZE, off, len) {
         return false;
     }
-    for (j, s) in l.sections.iter().enumerate().skip(1) {
+    for s in l.sections.iter().skip(1) {
         let at_or_in = off <= s.offset && s.offset < end;
-        if (s.in_file() && overlaps(s.offset, s.size, off, len))
-            || (s.in_file() && s.size == 0 && at_or_in)
-        {
+        if s.in_file() && (overlaps(s.offset, s.size, off, len) || (s.size == 0 && at_or_in)) {
             return false;
         }
-        let _ = j;
     }
     for s in &l.segments {
-        if !s.is_load()
+        // PT_NULL entries are ignored by every loader.
+        if s.p_type != 0
+            && !s.is_load()
             && s.p_type != PT_PHDR
-            && overlaps(s.offset, s.filesz.max(1), off, len)
-            && s.filesz > 0
+            && overlaps(s.offset, s.filesz, off, len)
         {
             return false;
         }
@@ -306,9 +304,11 @@ fn provably_unused(d: &[u8], l: &Layout, t: &Tables, p: &Packing, off: u64, len:
         return false;
     }
     for tab in &t.symtabs {
+        // Section symbols name a section, whose bytes were checked above.
         if tab.syms.iter().any(|s| {
             s.shndx != SHN_UNDEF
                 && s.st_type() != STT_TLS
+                && s.st_type() != STT_SECTION
                 && overlaps(s.value, s.size.max(1), v, len)
         }) {
             return false;
@@ -325,8 +325,9 @@ fn provably_unused(d: &[u8], l: &Layout, t: &Tables, p: &Packing, off: u64, len:
     true
 }
 
-/// The first place the table fits, in the order of preference (excluding giving up granules).
-fn find_spot(
+/// The places the table fits, in the order of preference (giving up granules and the end of
+/// the file aside).
+fn spots(
     d: &[u8],
     l: &Layout,
     t: &Tables,
@@ -334,7 +335,8 @@ fn find_spot(
     holes: &[Hole],
     map: &OffsetMap,
     size: u64,
-) -> Option<TableSpot> {
+) -> Vec<TableSpot> {
+    let mut out = Vec::new();
     let old = l.phdr_table_len();
     let holder = l.load_holding_file(l.phoff, old.max(1));
     let same_load = l.load_holding_file(l.phoff, size) == holder;
@@ -348,9 +350,10 @@ fn find_spot(
         && !in_cut
         && size > old
         && provably_unused(d, l, t, p, l.phoff + old, size - old)
+        && let Some(out_off) = map.map(l.phoff)
     {
-        return Some(TableSpot {
-            out_off: map.map(l.phoff)?,
+        out.push(TableSpot {
+            out_off,
             in_range: Some((l.phoff, l.phoff + size)),
             vaddr: l.offset_to_vaddr(l.phoff),
             how: format!(
@@ -391,26 +394,97 @@ fn find_spot(
                 ),
             )
         };
-        if let Some(s) = head.or_else(tail) {
-            return Some(s);
-        }
+        out.extend(head);
+        out.extend(tail());
     }
     for (ri, r) in p.regions.iter().enumerate() {
         if holes.iter().any(|h| h.region == ri) {
             continue;
         }
-        if let Some(s) = dead(
+        out.extend(dead(
             r.off(r.new_end),
             r.off(r.old_end),
             format!(
                 "moved into the dead bytes at the end of {}",
                 region_name(p, ri)
             ),
-        ) {
-            return Some(s);
+        ));
+    }
+    out
+}
+
+/// The page-rounded file range a loader maps for a PT_LOAD with pages of `page` bytes.
+fn mapped_file_range(s: &Segment, page: u64) -> (u64, u64) {
+    let start = super::layout::align_down(s.offset, page);
+    let vstart = super::layout::align_down(s.vaddr, page);
+    let vend = align_up(s.vaddr_file_end(), page).unwrap_or(u64::MAX);
+    (start, start.saturating_add(vend - vstart))
+}
+
+/// Whether loaders will find the table at output offset `off` (`size` bytes, mapped at
+/// `vaddr`) through the program headers `segs`:
+/// * a PT_LOAD must map it from the file at `vaddr` (PT_PHDR says where it is);
+/// * without PT_PHDR, glibc takes the first PT_LOAD whose page-rounded file image covers the
+///   table, so every PT_LOAD that does (with the largest page size, a superset of smaller
+///   ones) must map those bytes at the same address, and none but the holder may zero-fill
+///   its last page (`.bss`);
+/// * a program (PT_INTERP) gets AT_PHDR from older kernels as the first PT_LOAD's
+///   `p_vaddr - p_offset` plus `e_phoff`, so the holder must share that difference;
+/// * an unmapped table (end of file) is only for objects without PT_PHDR or PT_INTERP, and no
+///   PT_LOAD may cover it even page-rounded.
+pub(crate) fn loaders_find_table(
+    segs: &[Segment],
+    off: u64,
+    size: u64,
+    vaddr: Option<u64>,
+) -> Result<(), String> {
+    let has = |t: u32| segs.iter().any(|s| s.p_type == t);
+    let loads: Vec<&Segment> = segs.iter().filter(|s| s.is_load()).collect();
+    let page = loads.iter().map(|s| s.align).max().unwrap_or(1).max(1);
+    let end = off.saturating_add(size);
+    let claims = |s: &&&Segment| {
+        let (a, b) = mapped_file_range(s, page);
+        a <= off && end <= b
+    };
+    let Some(v) = vaddr else {
+        if has(PT_PHDR) || has(PT_INTERP) {
+            return Err(
+                "an unmapped program header table needs an object without PT_PHDR and PT_INTERP"
+                    .into(),
+            );
+        }
+        return match loads.iter().find(claims) {
+            Some(s) => Err(format!(
+                "the PT_LOAD at {:#x} covers the unmapped table once page-rounded",
+                s.vaddr
+            )),
+            None => Ok(()),
+        };
+    };
+    let delta = v.wrapping_sub(off);
+    let holder = loads
+        .iter()
+        .find(|s| s.offset <= off && end <= s.file_end() && s.vaddr.wrapping_sub(s.offset) == delta)
+        .ok_or_else(|| format!("no PT_LOAD maps the program header table at {v:#x}"))?;
+    if !has(PT_PHDR) {
+        for s in loads.iter().filter(claims) {
+            let same = s.vaddr.wrapping_sub(s.offset) == delta;
+            let zero_fills = s.memsz > s.filesz && !std::ptr::eq(*s, *holder);
+            if !same || zero_fills {
+                return Err(format!(
+                    "the PT_LOAD at {:#x} would be taken for the one holding the program header table",
+                    s.vaddr
+                ));
+            }
         }
     }
-    None
+    if has(PT_INTERP)
+        && let Some(first) = loads.first()
+        && first.vaddr.wrapping_sub(first.offset) != delta
+    {
+        return Err("older kernels would compute AT_PHDR from the first PT_LOAD".into());
+    }
+    Ok(())
 }
 
 fn region_name(p: &Packing, ri: usize) -> String {
@@ -452,14 +526,15 @@ pub(crate) fn plan(d: &[u8], l: &Layout, t: &Tables, p: &Packing) -> Result<CutP
         ));
     }
     check_holes(l, p, &holes)?;
-    let has_phdr = l.segments.iter().any(|s| s.p_type == PT_PHDR);
     let mut given_up = 0u64;
     loop {
         let map = OffsetMap::new(&holes);
         let mut segments = build_segments(l, &holes, &map)?;
         let size = segments.len() as u64 * PHDR_SIZE;
         let base_len = l.file_len - map.removed();
-        let mut spot = find_spot(d, l, t, p, &holes, &map, size);
+        let mut spot = spots(d, l, t, p, &holes, &map, size)
+            .into_iter()
+            .find(|s| loaders_find_table(&segments, s.out_off, size, s.vaddr).is_ok());
         let mut out_len = base_len;
         if spot.is_none() {
             if let Some(h) = holes.iter_mut().find(|h| h.len() >= 2 * granule) {
@@ -475,16 +550,31 @@ pub(crate) fn plan(d: &[u8], l: &Layout, t: &Tables, p: &Packing) -> Result<CutP
                 }
                 continue;
             }
-            if has_phdr {
+            let mut at = align_up(base_len, 8).unwrap_or(base_len);
+            // Past any PT_LOAD's page-rounded file image, so no loader mistakes it for mapped.
+            for s in segments.iter().filter(|s| s.is_load()) {
+                let (_, end) = mapped_file_range(s, granule);
+                if end > at && s.offset <= at {
+                    at = align_up(end, 8).unwrap_or(end);
+                }
+            }
+            if let Err(why) = loaders_find_table(&segments, at, size, None) {
                 return Err(Refuse::Cut(format!(
                     "there is no room for a program header table of {} entries: no unused bytes follow it, \
-                     the dead bytes beside the hole are too few, giving up the only {granule:#x}-byte granule \
-                     would leave nothing to cut, and PT_PHDR forbids an unmapped table",
+                     the dead bytes beside the hole are too few or unsuitable, giving up the only \
+                     {granule:#x}-byte granule would leave nothing to cut, and the end of the file is \
+                     not an option ({why})",
                     segments.len()
                 )));
             }
-            let at = align_up(base_len, 8).unwrap_or(base_len);
             out_len = at + size;
+            if out_len >= l.file_len {
+                return Err(Refuse::Cut(format!(
+                    "the program header table only fits at the end of the file, which would leave it \
+                     no shorter ({:#x} cut, table at {at:#x})",
+                    map.removed()
+                )));
+            }
             spot = Some(TableSpot {
                 out_off: at,
                 in_range: None,

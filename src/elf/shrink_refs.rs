@@ -57,11 +57,15 @@ pub(crate) struct Tables {
     pub relative: u32,
 }
 
+/// Reads the relocations, symbols and `.dynamic`. A table that cannot be read makes the
+/// references unaccountable: the cut is refused, but zeroing in place is still possible.
 pub(crate) fn read_tables(d: &[u8], l: &Layout, relative: u32) -> Result<Tables, Refuse> {
+    let unreadable =
+        |e: super::ElfError| Refuse::Cut(format!("the references cannot all be read: {e}"));
     Ok(Tables {
-        relocs: tables::relocations(d, l, relative)?,
-        symtabs: tables::all_symbol_tables(d, l)?,
-        dynamic: tables::dynamic_entries(d, l)?,
+        relocs: tables::relocations(d, l, relative).map_err(unreadable)?,
+        symtabs: tables::all_symbol_tables(d, l).map_err(unreadable)?,
+        dynamic: tables::dynamic_entries(d, l).map_err(unreadable)?,
         relative,
     })
 }
@@ -81,6 +85,13 @@ pub(crate) fn relative_target(d: &[u8], l: &Layout, r: &Reloc) -> Result<u64, Re
 pub(crate) fn analyse(d: &[u8], l: &Layout, t: &Tables, p: &Packing) -> Result<RefEdits, Refuse> {
     let mut ed = RefEdits::default();
     let name = |ty: u32| tables::reloc_name(l.machine, ty);
+    let entry = u64_at(d, 24)?;
+    if p.region_of(entry).is_some() {
+        return Err(Refuse::Cut(format!(
+            "the entry point {entry:#x} lies in {}",
+            p.describe(entry)
+        )));
+    }
 
     for e in &t.dynamic {
         if e.tag == DT_ANDROID_REL || e.tag == DT_ANDROID_RELA {
@@ -162,12 +173,12 @@ pub(crate) fn analyse(d: &[u8], l: &Layout, t: &Tables, p: &Packing) -> Result<R
             continue;
         }
         let Some((tab, sym)) = lookup.get(r.symtab, r.sym) else {
-            return Err(Refuse::Fatal(super::ElfError::Malformed(format!(
-                "the {} relocation at {:#x} names symbol {}, which does not exist",
+            return Err(Refuse::Cut(format!(
+                "the {} relocation at {:#x} names symbol {}, which cannot be read",
                 name(r.r_type),
                 r.r_offset,
                 r.sym
-            ))));
+            )));
         };
         if sym.shndx == SHN_UNDEF || sym.st_type() == STT_TLS {
             continue;

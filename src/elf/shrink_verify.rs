@@ -221,6 +221,12 @@ pub(crate) fn verify_cut(out: &[u8], e: &CutExpect) -> Check {
     check_loads(&ol)?;
     check_sections_mapped(&ol)?;
     check_table(out, &ol)?;
+    super::shrink_cut::loaders_find_table(
+        &ol.segments,
+        ol.phoff,
+        ol.phdr_table_len(),
+        c.table.vaddr,
+    )?;
     if ol.segments != c.segments {
         return Err("the program headers are not the planned ones".into());
     }

@@ -58,6 +58,31 @@ fn stub(cc: &str, dir: &Path) -> PathBuf {
     obj
 }
 
+/// `fix_phdrs()`: what `dl_iterate_phdr` (the unwinder's way in) reports for this object, as
+/// `e_phnum * 100 + PT_LOAD count + 10 * (PT_GNU_EH_FRAME found)`; -1 if the object is not found.
+const PHDRS_C: &str = "#define _GNU_SOURCE\n#include <link.h>\n\
+    int fix_host(int);\n\
+    static int fix_phdrs_cb(struct dl_phdr_info *i, size_t n, void *out) {\n\
+        (void)n;\n\
+        ElfW(Addr) me = (ElfW(Addr))&fix_host;\n\
+        int loads = 0, eh = 0, mine = 0;\n\
+        for (int k = 0; k < i->dlpi_phnum; k++) {\n\
+            const ElfW(Phdr) *p = &i->dlpi_phdr[k];\n\
+            if (p->p_type == PT_LOAD) {\n\
+                loads++;\n\
+                if (me >= i->dlpi_addr + p->p_vaddr && me < i->dlpi_addr + p->p_vaddr + p->p_memsz) mine = 1;\n\
+            }\n\
+            if (p->p_type == PT_GNU_EH_FRAME) eh = 1;\n\
+        }\n\
+        if (mine) { *(int *)out = i->dlpi_phnum * 100 + eh * 10 + loads; return 1; }\n\
+        return 0;\n\
+    }\n\
+    __attribute__((visibility(\"default\"))) int fix_phdrs(void) {\n\
+        int out = -1;\n\
+        dl_iterate_phdr(fix_phdrs_cb, &out);\n\
+        return out;\n\
+    }\n";
+
 /// A C host that registers the wrappers `names` from a constructor and exports `fix_host`.
 fn host_c(dir: &Path, names: &[&str], extra: &str) -> PathBuf {
     let mut c = String::from(
@@ -79,6 +104,7 @@ fn host_c(dir: &Path, names: &[&str], extra: &str) -> PathBuf {
     c.push_str(
         "}\n__attribute__((visibility(\"default\"))) int fix_host(int v) { return 2 * v + 1; }\n",
     );
+    c.push_str(PHDRS_C);
     c.push_str(extra);
     let p = dir.join("host.c");
     std::fs::write(&p, c).unwrap();
@@ -126,12 +152,35 @@ fn build_x86(
 
 /// `fix_host(3) fix_fatbin_check() fix_fatbin_entries() fix_fatbin_elves()` through ctypes.
 fn load_embed(path: &Path) -> String {
+    let data = std::fs::read(path).unwrap();
+    let elf = goblin::elf::Elf::parse(&data).unwrap();
+    let loads = elf
+        .program_headers
+        .iter()
+        .filter(|p| p.p_type == goblin::elf::program_header::PT_LOAD)
+        .count();
+    let eh = elf
+        .program_headers
+        .iter()
+        .any(|p| p.p_type == goblin::elf::program_header::PT_GNU_EH_FRAME);
+    let expect_phdrs = elf.program_headers.len() * 100 + usize::from(eh) * 10 + loads;
+    let got = load_embed_raw(path);
+    let (head, phdrs) = got.rsplit_once(' ').unwrap();
+    assert_eq!(
+        phdrs,
+        expect_phdrs.to_string(),
+        "dl_iterate_phdr does not see the program headers"
+    );
+    head.to_string()
+}
+
+fn load_embed_raw(path: &Path) -> String {
     let py = crate::common::tool_env("WHEELSLIM_PYTHON");
     let (ok, out, err) = run_out(
         Command::new(py)
             .args([
                 "-c",
-                "import ctypes,sys; l=ctypes.CDLL(sys.argv[1]); print(l.fix_host(3), l.fix_fatbin_check(), l.fix_fatbin_entries(), l.fix_fatbin_elves())",
+                "import ctypes,sys; l=ctypes.CDLL(sys.argv[1]); print(l.fix_host(3), l.fix_fatbin_check(), l.fix_fatbin_entries(), l.fix_fatbin_elves(), l.fix_phdrs())",
             ])
             .arg(path)
             .env("LD_BIND_NOW", "1"),
@@ -468,4 +517,156 @@ fn edited_addend_into_a_container_falls_back_to_zeroing() {
         )),
         "{why}"
     );
+}
+
+const PAGE: u64 = 0x1000;
+
+fn align(v: u64, a: u64) -> u64 {
+    v.div_ceil(a) * a
+}
+
+/// A library whose single container is followed by zero padding so that `.nv_fatbin` ends 64
+/// bytes past a page boundary, and an edit whose packed end falls 16 bytes short of a page
+/// boundary, with `pages` whole pages between: no dead bytes to speak of on either side of
+/// the hole, so the program header table needs a granule given up or the end of the file.
+fn tight_case(dir: &Path, pages: u64) -> (PathBuf, wheelslim::elf::shrink::SectionEdit) {
+    let ka = big_container(1);
+    let c = ka.len() as u64;
+    let probe_dir = tempdir();
+    let probe = build_x86(probe_dir.path(), &[("ka", &ka)], "", &[]);
+    let (_, s, _) = section(&std::fs::read(&probe).unwrap(), ".nv_fatbin").unwrap();
+    let trimmed = rebuild_cuda(&ka, &cuda_containers(&ka)[0], &[0]);
+    let t = trimmed.len() as u64;
+    let p1 = align(
+        (s + t + 16).max((s + c).saturating_sub(64 + pages * PAGE)),
+        PAGE,
+    );
+    let p2 = p1 + pages * PAGE;
+    let pad = p2 + 64 - s - c;
+    let mut padded = ka.clone();
+    padded.resize((c + pad) as usize, 0);
+    let lib = build_x86(dir, &[("ka", &padded)], "", &[]);
+    let data = std::fs::read(&lib).unwrap();
+    let (_, s2, size) = section(&data, ".nv_fatbin").unwrap();
+    assert_eq!(
+        (s2, s2 + size as u64),
+        (s, p2 + 64),
+        "the layout moved between builds"
+    );
+    let mut new = trimmed;
+    new.resize((p1 - 16 - s) as usize, 0);
+    assert!(new.len() as u64 <= c);
+    let edit = wheelslim::elf::shrink::SectionEdit {
+        name: ".nv_fatbin".into(),
+        blocks: vec![wheelslim::elf::shrink::Block {
+            old_offset: 0,
+            old_len: c,
+            new_bytes: new,
+            align: 8,
+        }],
+    };
+    (lib, edit)
+}
+
+/// Rule 6 (iii): no room beside a 3-page hole, so one page of it is given up to hold the table.
+#[test]
+fn phdr_table_takes_a_granule_given_up() {
+    let dir = tempdir();
+    let (lib, edit) = tight_case(dir.path(), 3);
+    let data = std::fs::read(&lib).unwrap();
+    let outcome = shrink(&data, &[edit], true).unwrap();
+    assert!(
+        matches!(
+            outcome.method,
+            ShrinkMethod::Cut {
+                file_bytes_removed: 0x2000,
+                segments_split: 1
+            }
+        ),
+        "{:?} {:?}",
+        outcome.method,
+        outcome.notes
+    );
+    assert!(
+        outcome
+            .notes
+            .iter()
+            .any(|n| n.contains("giving up 1 granule")),
+        "{:?}",
+        outcome.notes
+    );
+    let out = write(dir.path(), "libtight3.so", &outcome.data);
+    check_cut_layout(&lib, &out, &outcome);
+    assert_eq!(load_embed(&out), "7 1 1 1");
+}
+
+/// Rule 6 (iv): a one-page hole with no room anywhere, in an object without PT_PHDR: the table
+/// goes to the end of the file (not mapped; glibc copies it), and unwinding still finds
+/// PT_GNU_EH_FRAME through `dl_iterate_phdr`.
+#[test]
+fn phdr_table_at_the_end_of_the_file() {
+    let dir = tempdir();
+    let (lib, edit) = tight_case(dir.path(), 1);
+    let data = std::fs::read(&lib).unwrap();
+    let outcome = shrink(&data, &[edit], true).unwrap();
+    assert!(
+        outcome.notes.iter().any(|n| n.contains("end of the file")),
+        "{:?} {:?}",
+        outcome.method,
+        outcome.notes
+    );
+    let out = write(dir.path(), "libtight1.so", &outcome.data);
+    let removed = check_cut_layout(&lib, &out, &outcome);
+    assert!(removed > 0 && removed < PAGE);
+    let elf = goblin::elf::Elf::parse(&outcome.data).unwrap();
+    assert_eq!(
+        elf.header.e_phoff + u64::from(elf.header.e_phnum) * 56,
+        outcome.data.len() as u64
+    );
+    assert_eq!(load_embed(&out), "7 1 1 1");
+}
+
+/// Rule 6 (i): unused bytes after the table (as patchelf leaves them) let it grow in place.
+/// Emulated by linking with a long build-id note and then retiring the note (section type
+/// SHT_NULL, segment type PT_NULL), which leaves its bytes covered by nothing.
+#[test]
+fn phdr_table_grows_in_place_over_unused_bytes() {
+    let dir = tempdir();
+    let ka = big_container(4);
+    let id = format!("-Wl,--build-id=0x{}", "ab".repeat(100));
+    let lib = build_x86(dir.path(), &[("ka", &ka)], "", &[&id]);
+    let mut data = std::fs::read(&lib).unwrap();
+    let elf = goblin::elf::Elf::parse(&data).unwrap();
+    let shoff = elf.header.e_shoff as usize;
+    let phoff = elf.header.e_phoff as usize;
+    let note_sec = elf
+        .section_headers
+        .iter()
+        .position(|s| elf.shdr_strtab.get_at(s.sh_name) == Some(".note.gnu.build-id"))
+        .unwrap();
+    let note_seg = elf
+        .program_headers
+        .iter()
+        .position(|p| p.p_type == goblin::elf::program_header::PT_NOTE)
+        .unwrap();
+    let phnum = elf.program_headers.len();
+    drop(elf);
+    data[shoff + note_sec * 64 + 4..shoff + note_sec * 64 + 8].copy_from_slice(&0u32.to_le_bytes());
+    data[phoff + note_seg * 56..phoff + note_seg * 56 + 4].copy_from_slice(&0u32.to_le_bytes());
+    let retired = write(dir.path(), "libretired.so", &data);
+    assert_eq!(load_embed(&retired), "7 1 12 8");
+    let (outcome, _) = trim_first(&data);
+    assert!(
+        outcome.notes.iter().any(|n| n.contains("grown in place")),
+        "{:?} {:?}",
+        outcome.method,
+        outcome.notes
+    );
+    let out = write(dir.path(), "libinplace.so", &outcome.data);
+    let elf = goblin::elf::Elf::parse(&outcome.data).unwrap();
+    assert_eq!(elf.header.e_phoff as usize, phoff);
+    assert_eq!(elf.program_headers.len(), phnum + 1);
+    assert!(matches!(outcome.method, ShrinkMethod::Cut { .. }));
+    assert_eq!(load_embed(&out), "7 1 1 1");
+    assert_eq!(readelf_complaints(&out), readelf_complaints(&retired));
 }
