@@ -142,16 +142,11 @@ fn cut(
     };
     shrink_verify::verify_cut(&out, &expect)
         .map_err(|m| Refuse::Cut(format!("the cut output failed its self-check: {m}")))?;
-    let notes = cut_notes(
-        l,
-        &packing,
-        &refs,
-        &plan,
-        input.len() as u64 - out.len() as u64,
-    );
+    let removed = (input.len() as u64).saturating_sub(out.len() as u64);
+    let notes = cut_notes(l, &packing, &refs, &plan, removed);
     Ok(ShrinkOutcome {
         method: ShrinkMethod::Cut {
-            file_bytes_removed: input.len() as u64 - out.len() as u64,
+            file_bytes_removed: removed,
             segments_split: plan.holes.len(),
         },
         data: out,

@@ -295,7 +295,7 @@ fn provably_unused(d: &[u8], l: &Layout, t: &Tables, p: &Packing, off: u64, len:
     let Some(v) = l.offset_to_vaddr(off) else {
         return true;
     };
-    let vend = v + len;
+    let vend = v.saturating_add(len);
     let hit = |a: u64| v <= a && a < vend;
     if t.dynamic
         .iter()
@@ -500,6 +500,9 @@ fn region_name(p: &Packing, ri: usize) -> String {
 pub(crate) fn plan(d: &[u8], l: &Layout, t: &Tables, p: &Packing) -> Result<CutPlan, Refuse> {
     let granule = l.max_load_align();
     let mut holes = candidate_holes(l, p, granule);
+    if p.regions.is_empty() {
+        return Err(Refuse::Cut("no device section was edited".into()));
+    }
     if holes.is_empty() {
         let ends: Vec<String> = p
             .regions

@@ -63,8 +63,14 @@ pub(crate) fn resolve(l: &Layout, edits: &[SectionEdit]) -> Result<Vec<DevSectio
                 e.name, s.offset, s.size
             ))
         })?;
+        if !s.is_alloc() {
+            return Err(ElfError::Unsupported(format!(
+                "`{}` is not allocated (SHF_ALLOC): it is not part of the memory image",
+                e.name
+            )));
+        }
         let seg = &l.segments[load];
-        if seg.vaddr.checked_add(s.offset - seg.offset) != Some(s.addr) || !s.is_alloc() {
+        if seg.vaddr.checked_add(s.offset - seg.offset) != Some(s.addr) {
             return Err(ElfError::Unsupported(format!(
                 "`{}`'s address {:#x} does not match where its PT_LOAD maps file offset {:#x}",
                 e.name, s.addr, s.offset
@@ -94,6 +100,9 @@ pub(crate) fn resolve(l: &Layout, edits: &[SectionEdit]) -> Result<Vec<DevSectio
                     what(),
                     b.align
                 )));
+            }
+            if b.old_len == 0 {
+                return Err(ElfError::InvalidEdit(format!("{} is empty", what())));
             }
             if b.new_bytes.len() as u64 > b.old_len {
                 return Err(ElfError::InvalidEdit(format!(
@@ -213,6 +222,7 @@ pub(crate) struct Packing {
     /// New (address, size) of each device section.
     pub new_sections: Vec<(u64, u64)>,
     marks: Vec<(u64, Mark)>,
+    any_dropped: bool,
 }
 
 impl Packing {
@@ -260,14 +270,18 @@ impl Packing {
     /// the section's new start, a container's new start, or where a dropped container went.
     pub(crate) fn is_legal_new_target(&self, di: usize, v: u64) -> bool {
         self.new_sections.get(di).is_some_and(|s| s.0 == v)
-            || self
-                .placed
-                .iter()
-                .any(|pl| pl.dev == di && pl.new_addr == v)
-            || self
-                .marks
-                .iter()
-                .any(|m| matches!(m.1, Mark::Dropped(at, d) if d == di && at == v))
+            || self.placed_at(v).is_some_and(|p| self.placed[p].dev == di)
+            || (self.any_dropped
+                && self
+                    .marks
+                    .iter()
+                    .any(|m| matches!(m.1, Mark::Dropped(at, d) if d == di && at == v)))
+    }
+
+    /// The container placed at new address `v`, if any (placed containers are sorted by
+    /// new address: regions are disjoint and packed in address order).
+    pub(crate) fn placed_at(&self, v: u64) -> Option<usize> {
+        self.placed.binary_search_by_key(&v, |p| p.new_addr).ok()
     }
 
     /// "`.nv_fatbin` at +0x10" for an address inside a region.
@@ -415,7 +429,9 @@ pub(crate) fn pack(
         r.new_end = pos;
     }
     marks.sort_by_key(|m| m.0);
+    let any_dropped = marks.iter().any(|m| matches!(m.1, Mark::Dropped(..)));
     Ok(Packing {
+        any_dropped,
         devs,
         regions,
         placed,

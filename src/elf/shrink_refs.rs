@@ -147,12 +147,12 @@ pub(crate) fn analyse(d: &[u8], l: &Layout, t: &Tables, p: &Packing) -> Result<R
                     }
                     ed.retargeted += 1;
                 }
-                _ => {
+                other => {
                     return Err(Refuse::Cut(format!(
-                        "a {} relocation at {:#x} points into {}, not at a container start",
+                        "a {} relocation at {:#x} points {}",
                         name(r.r_type),
                         r.r_offset,
-                        p.describe(target)
+                        illegal_target(p, other, target)
                     )));
                 }
             }
@@ -207,6 +207,19 @@ pub(crate) fn analyse(d: &[u8], l: &Layout, t: &Tables, p: &Packing) -> Result<R
     Ok(ed)
 }
 
+/// "into `.nv_fatbin` at +0x10, not at a container start", or "at the container at +0x200
+/// of `.nv_fatbin`, which the edit drops".
+fn illegal_target(p: &Packing, class: Class, addr: u64) -> String {
+    match class {
+        Class::Dropped { dev, .. } => format!(
+            "at the container at +{:#x} of `{}`, which the edit drops",
+            addr - p.devs[dev].addr,
+            p.devs[dev].name
+        ),
+        _ => format!("into {}, not at a container start", p.describe(addr)),
+    }
+}
+
 fn symbols(d: &[u8], t: &Tables, p: &Packing, ed: &mut RefEdits) -> Result<(), Refuse> {
     for tab in &t.symtabs {
         let table = if tab.dynamic { ".dynsym" } else { ".symtab" };
@@ -258,6 +271,23 @@ fn symbols(d: &[u8], t: &Tables, p: &Packing, ed: &mut RefEdits) -> Result<(), R
                 }
                 continue;
             }
+            // Attributed by st_shndx: the value must lie inside this very section (an address
+            // equal to its end belongs to what follows, so such a symbol marks the end).
+            if sym.value == dev.end() {
+                return Err(Refuse::Cut(format!(
+                    "the {table} symbol `{}` marks the end of `{}`",
+                    shown(),
+                    dev.name
+                )));
+            }
+            if sym.value < dev.addr || sym.value > dev.end() {
+                return Err(Refuse::Cut(format!(
+                    "the {table} symbol `{}` belongs to `{}` but its value {:#x} lies outside it",
+                    shown(),
+                    dev.name,
+                    sym.value
+                )));
+            }
             match p.classify(sym.value) {
                 Class::Container { new, placed } => {
                     let pl = &p.placed[placed];
@@ -296,13 +326,6 @@ fn symbols(d: &[u8], t: &Tables, p: &Packing, ed: &mut RefEdits) -> Result<(), R
                         shown(),
                         dev.name
                     ));
-                }
-                Class::Outside if sym.value == dev.end() => {
-                    return Err(Refuse::Cut(format!(
-                        "the {table} symbol `{}` marks the end of `{}`",
-                        shown(),
-                        dev.name
-                    )));
                 }
                 _ => {
                     return Err(Refuse::Cut(format!(
@@ -363,10 +386,10 @@ fn wrappers(
                         ed.patch(rec + 8, new)?;
                         ed.retargeted += 1;
                     }
-                    _ => {
+                    other => {
                         return Err(Refuse::Cut(format!(
-                            "wrapper {i} of `{sec}` points into {}, not at a container start",
-                            p.describe(ptr)
+                            "wrapper {i} of `{sec}` points {}",
+                            illegal_target(p, other, ptr)
                         )));
                     }
                 }

@@ -487,6 +487,8 @@ pub(crate) fn verify_cut(out: &[u8], e: &CutExpect) -> Check {
     }
 
     // Wrappers point at container starts holding the new bytes.
+    let by_place: std::collections::HashMap<u64, &tables::Reloc> =
+        relocs.iter().map(|r| (r.r_offset, r)).collect();
     for (sec, _) in WRAPPER_SECTIONS {
         for s in ol
             .sections
@@ -496,7 +498,7 @@ pub(crate) fn verify_cut(out: &[u8], e: &CutExpect) -> Check {
         {
             for i in 0..s.size / WRAPPER_SIZE {
                 let field = s.addr + i * WRAPPER_SIZE + 8;
-                let ptr = match relocs.iter().find(|r| r.r_offset == field) {
+                let ptr = match by_place.get(&field) {
                     Some(r) => relative_target(out, &ol, r)
                         .map_err(|_| "unreadable wrapper".to_string())?,
                     None => {
@@ -507,7 +509,7 @@ pub(crate) fn verify_cut(out: &[u8], e: &CutExpect) -> Check {
                     let (a, n) = p.new_sections[di];
                     a <= ptr && ptr < a + n
                 });
-                if in_dev && !p.placed.iter().any(|pl| pl.new_addr == ptr) {
+                if in_dev && p.placed_at(ptr).is_none() {
                     return Err(format!(
                         "wrapper {i} of `{sec}` points at {ptr:#x}, not at a container start"
                     ));

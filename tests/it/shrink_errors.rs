@@ -136,7 +136,7 @@ fn emptied_referenced_container_refuses_the_cut() {
     let outcome = shrink(&data, &[edit], true).unwrap();
     match outcome.method {
         ShrinkMethod::Zeroed { reason } => {
-            assert!(reason.contains("not at a container start"), "{reason}")
+            assert!(reason.contains("which the edit drops"), "{reason}")
         }
         m => panic!("{m:?}"),
     }
@@ -268,6 +268,68 @@ fn misaligned_block_refuses_the_cut() {
     let outcome = shrink(&data, &[edit], true).unwrap();
     match outcome.method {
         ShrinkMethod::Zeroed { reason } => assert!(reason.contains("not aligned"), "{reason}"),
+        m => panic!("{m:?}"),
+    }
+}
+
+/// P1: an address equal to the section's end belongs to what follows (here `.eh_frame_hdr`).
+/// A RELATIVE relocation pointing there is not a reference into `.nv_fatbin`: the cut goes
+/// ahead and leaves it alone (no address outside the section changes).
+#[test]
+fn pointer_to_the_section_end_is_left_alone() {
+    let (mut data, _) = plain();
+    let (_, fat_addr, fat_size) = section(&data, ".nv_fatbin").unwrap();
+    let end = fat_addr + fat_size as u64;
+    let (_, hdr_addr, _) = section(&data, ".eh_frame_hdr").unwrap();
+    assert_eq!(hdr_addr, end);
+    let elf = goblin::elf::Elf::parse(&data).unwrap();
+    let victim = elf
+        .dynrelas
+        .iter()
+        .position(|r| r.r_type == 8 && r.r_addend.is_some_and(|a| (0x3000..0x3170).contains(&a)))
+        .unwrap();
+    let (rela, _, _) = section(&data, ".rela.dyn").unwrap();
+    let at = rela + victim * 24 + 16;
+    data[at..at + 8].copy_from_slice(&end.to_le_bytes());
+    let (edit, _, _) = cuda_edit(&data, ".nv_fatbin", Keep::First);
+    let outcome = shrink(&data, &[edit], true).unwrap();
+    assert!(
+        matches!(outcome.method, ShrinkMethod::Cut { .. }),
+        "{:?}",
+        outcome.method
+    );
+    assert_eq!(outcome.data[at..at + 8], end.to_le_bytes());
+}
+
+/// P1 the other way round: a symbol of `.nv_fatbin` (by st_shndx) whose value is the
+/// section's end marks that end, which moves: no cut.
+#[test]
+fn end_of_section_symbol_refuses_the_cut() {
+    let (mut data, _) = plain();
+    let (_, fat_addr, fat_size) = section(&data, ".nv_fatbin").unwrap();
+    let elf = goblin::elf::Elf::parse(&data).unwrap();
+    let symtab = elf
+        .section_headers
+        .iter()
+        .find(|s| s.sh_type == goblin::elf::section_header::SHT_SYMTAB)
+        .unwrap()
+        .sh_offset as usize;
+    let index = elf
+        .syms
+        .iter()
+        .position(|s| elf.strtab.get_at(s.st_name) == Some("fatbinData") && s.st_value != fat_addr)
+        .unwrap();
+    let value = symtab + index * 24 + 8;
+    data[value..value + 8].copy_from_slice(&(fat_addr + fat_size as u64).to_le_bytes());
+    let (edit, _, _) = cuda_edit(&data, ".nv_fatbin", Keep::First);
+    let outcome = shrink(&data, &[edit], true).unwrap();
+    match outcome.method {
+        ShrinkMethod::Zeroed { reason } => {
+            assert!(
+                reason.contains("`fatbinData` marks the end of `.nv_fatbin`"),
+                "{reason}"
+            )
+        }
         m => panic!("{m:?}"),
     }
 }
