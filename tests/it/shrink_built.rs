@@ -670,3 +670,73 @@ fn phdr_table_grows_in_place_over_unused_bytes() {
     assert_eq!(load_embed(&out), "7 1 1 1");
     assert_eq!(readelf_complaints(&out), readelf_complaints(&retired));
 }
+
+/// Two device sections with another section between them: each is packed on its own and
+/// each frees its own hole, so the PT_LOAD is split twice (FORMATS P2).
+#[test]
+fn two_separate_sections_give_two_holes() {
+    let dir = tempdir();
+    let d = dir.path();
+    let (ka, kr) = (big_container(4), big_container(5));
+    std::fs::write(d.join("kr.fatbin"), &kr).unwrap();
+    let asm = format!(
+        "    .section .nv_mid, \"a\"\n    .balign 8\n    .quad 0x1122334455667788\n\
+         \n    .section __nv_relfatbin, \"a\"\n    .balign 8\nrelData:\n    .incbin \"{}\"\n    .balign 8\n\
+         \n    .section .nvFatBinSegment, \"aw\"\n    .balign 8\n    .globl fix_wrapper_kr\n    .hidden fix_wrapper_kr\n\
+         fix_wrapper_kr:\n    .long 0x466243B1\n    .long 1\n    .quad relData\n    .quad 0\n\
+         \n    .section .note.GNU-stack, \"\", @progbits\n",
+        d.join("kr.fatbin").display()
+    );
+    let mut objs = embed("gcc", d, &[("ka", &ka)]);
+    objs.push(stub("gcc", d));
+    let extra = d.join("extra.S");
+    std::fs::write(&extra, asm).unwrap();
+    let lib = d.join("libtwo.so");
+    sh(Command::new("gcc")
+        .args(["-O2", "-fPIC", "-shared", "-Wl,--no-undefined"])
+        .arg(host_c(d, &["ka", "kr"], ""))
+        .args(&objs)
+        .arg(&extra)
+        .arg("-o")
+        .arg(&lib));
+    let data = std::fs::read(&lib).unwrap();
+    let (_, a, asz) = section(&data, ".nv_fatbin").unwrap();
+    let (_, m, _) = section(&data, ".nv_mid").unwrap();
+    let (_, r, _) = section(&data, "__nv_relfatbin").unwrap();
+    assert!(a + asz as u64 <= m && m < r, "unexpected section order");
+    assert_eq!(load_embed(&lib), "7 2 27 18");
+    let mut edits = Vec::new();
+    let mut news = Vec::new();
+    for s in [".nv_fatbin", "__nv_relfatbin"] {
+        let (e, n, _) = cuda_edit(&data, s, Keep::First);
+        edits.push(e);
+        news.extend(n);
+    }
+    let outcome = shrink(&data, &edits, true).unwrap();
+    assert!(
+        matches!(
+            outcome.method,
+            ShrinkMethod::Cut {
+                segments_split: 2,
+                ..
+            }
+        ),
+        "{:?} {:?}",
+        outcome.method,
+        outcome.notes
+    );
+    let out = write(d, "libtwo_trimmed.so", &outcome.data);
+    check_cut_layout(&lib, &out, &outcome);
+    assert_eq!(
+        cuobjdump_list(&out, true),
+        cuobjdump_of_containers(d, &news)
+    );
+    assert_eq!(load_embed(&out), "7 2 2 2");
+    // The section between the holes kept its address and bytes.
+    let (mo, m2, _) = section(&outcome.data, ".nv_mid").unwrap();
+    assert_eq!(m2, m);
+    assert_eq!(
+        outcome.data[mo..mo + 8],
+        0x1122334455667788u64.to_le_bytes()
+    );
+}
