@@ -425,9 +425,9 @@ fn mapped_file_range(s: &Segment, page: u64) -> (u64, u64) {
 /// `vaddr`) through the program headers `segs`:
 /// * a PT_LOAD must map it from the file at `vaddr` (PT_PHDR says where it is);
 /// * without PT_PHDR, glibc takes the first PT_LOAD whose page-rounded file image covers the
-///   table, so every PT_LOAD that does (with the largest page size, a superset of smaller
-///   ones) must map those bytes at the same address, and none but the holder may zero-fill
-///   its last page (`.bss`);
+///   table, so every PT_LOAD before the holder that does (with the largest page size, a
+///   superset of smaller ones) must map those bytes at the same address and must not
+///   zero-fill its last page (`.bss`);
 /// * a program (PT_INTERP) gets AT_PHDR from older kernels as the first PT_LOAD's
 ///   `p_vaddr - p_offset` plus `e_phoff`, so the holder must share that difference;
 /// * an unmapped table (end of file) is only for objects without PT_PHDR or PT_INTERP, and no
@@ -467,9 +467,12 @@ pub(crate) fn loaders_find_table(
         .find(|s| s.offset <= off && end <= s.file_end() && s.vaddr.wrapping_sub(s.offset) == delta)
         .ok_or_else(|| format!("no PT_LOAD maps the program header table at {v:#x}"))?;
     if !has(PT_PHDR) {
-        for s in loads.iter().filter(claims) {
+        // The holder claims the table at every page size; only a PT_LOAD before it can
+        // be taken first.
+        let before = loads.iter().take_while(|s| !std::ptr::eq(**s, *holder));
+        for s in before.filter(claims) {
             let same = s.vaddr.wrapping_sub(s.offset) == delta;
-            let zero_fills = s.memsz > s.filesz && !std::ptr::eq(*s, *holder);
+            let zero_fills = s.memsz > s.filesz;
             if !same || zero_fills {
                 return Err(format!(
                     "the PT_LOAD at {:#x} would be taken for the one holding the program header table",
@@ -706,4 +709,64 @@ pub(crate) fn assemble(
         )));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::elf::layout::PT_LOAD;
+
+    fn hole(off_start: u64, off_end: u64) -> Hole {
+        Hole {
+            region: 0,
+            load: 0,
+            vstart: off_start,
+            vend: off_end,
+            off_start,
+            off_end,
+        }
+    }
+
+    #[test]
+    fn offset_map_is_monotone_and_undefined_inside_cuts() {
+        let m = OffsetMap::new(&[hole(0x6000, 0x8000), hole(0x2000, 0x3000)]);
+        assert_eq!(m.removed(), 0x3000);
+        assert_eq!(m.map(0x1fff), Some(0x1fff));
+        assert_eq!(m.map(0x2000), Some(0x2000));
+        assert_eq!(m.map(0x2001), None);
+        assert_eq!(m.map(0x3000), Some(0x2000));
+        assert_eq!(m.map(0x6000), Some(0x5000));
+        assert_eq!(m.map(0x8000), Some(0x5000));
+        assert_eq!(m.map(0x9000), Some(0x6000));
+    }
+
+    fn load(offset: u64, vaddr: u64, filesz: u64, memsz: u64) -> Segment {
+        Segment {
+            p_type: PT_LOAD,
+            flags: 4,
+            offset,
+            vaddr,
+            paddr: vaddr,
+            filesz,
+            memsz,
+            align: 0x1000,
+        }
+    }
+
+    #[test]
+    fn loaders_must_find_the_table() {
+        // Head [0, 0x3000) at 0, tail at file 0x3000 / address 0xd000, then RW with .bss.
+        let segs = [
+            load(0, 0, 0x3000, 0x3000),
+            load(0x3000, 0xd000, 0x800, 0x800),
+            load(0x3d00, 0xed00, 0x200, 0x400),
+        ];
+        assert!(loaders_find_table(&segs, 0x2800, 0x230, Some(0x2800)).is_ok());
+        assert!(loaders_find_table(&segs, 0x3000, 0x230, Some(0xd000)).is_ok());
+        // Mapped at the wrong address, or by no PT_LOAD.
+        assert!(loaders_find_table(&segs, 0x3000, 0x230, Some(0x3000)).is_err());
+        // Past the RW file image but inside its page: glibc would take the zero-filled page.
+        assert!(loaders_find_table(&segs, 0x3f10, 0x40, None).is_err());
+        assert!(loaders_find_table(&segs, 0x4000, 0x40, None).is_ok());
+    }
 }

@@ -32,7 +32,11 @@ fn cut_variant(variant: &str, keep: Keep) -> u64 {
         containers.extend(news);
     }
     let outcome = shrink(&data, &edits, true).unwrap();
-    let out = write(dir.path(), &format!("libfix_{variant}.so"), &outcome.data);
+    let out = write(
+        dir.path(),
+        &format!("libfix_{variant}.{keep:?}.so"),
+        &outcome.data,
+    );
     let removed = match &outcome.method {
         ShrinkMethod::Zeroed { reason } => {
             assert!(reason.contains("no whole 0x1000-byte granule"), "{reason}");
@@ -199,7 +203,11 @@ fn zero_variant(variant: &str) {
         outcome.method
     );
     assert_eq!(outcome.data.len(), data.len());
-    let out = write(dir.path(), &format!("libfix_{variant}.so"), &outcome.data);
+    let out = write(
+        dir.path(),
+        &format!("libfix_{variant}.zeroed.so"),
+        &outcome.data,
+    );
     let layout = |p: &std::path::Path| run_out(Command::new("readelf").arg("-lSW").arg(p)).1;
     assert_eq!(layout(&path), layout(&out), "zeroing changed the layout");
     assert!(deflated_len(&outcome.data) < deflated_len(&data));

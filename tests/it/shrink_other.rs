@@ -17,7 +17,7 @@ fn hip_bundles_are_cut_and_phdr_stays_mapped() {
     assert_eq!(objects, 2);
     let outcome = shrink(&data, &[edit], true).unwrap();
     let dir = tempdir();
-    let out = write(dir.path(), "libhipfix.so", &outcome.data);
+    let out = write(dir.path(), "libhipfix.cut.so", &outcome.data);
     let removed = check_cut_layout(&path, &out, &outcome);
     assert!(removed >= 0x5000, "{removed:#x}");
     // PT_PHDR describes the moved table and a PT_LOAD maps it.
@@ -88,7 +88,7 @@ fn hip_zero_in_place() {
     assert_eq!(outcome.data.len(), data.len());
     assert!(deflated_len(&outcome.data) < deflated_len(&data));
     let dir = tempdir();
-    let out = write(dir.path(), "libhipfix.so", &outcome.data);
+    let out = write(dir.path(), "libhipfix.zeroed.so", &outcome.data);
     assert_eq!(load_hip(&out), "11 73 2 2 3");
 }
 
