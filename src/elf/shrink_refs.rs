@@ -119,7 +119,8 @@ pub(crate) fn analyse(d: &[u8], l: &Layout, t: &Tables, p: &Packing) -> Result<R
                 p.describe(r.r_offset)
             )));
         }
-        if r.r_type == t.relative && r.sym == 0 {
+        // The loader computes base + addend for RELATIVE, whatever the symbol index says.
+        if r.r_type == t.relative {
             let target = relative_target(d, l, r)?;
             match p.classify(target) {
                 Class::Outside => {}
@@ -367,6 +368,13 @@ fn wrappers(
             for i in 0..s.size / WRAPPER_SIZE {
                 let rec = s.offset + i * WRAPPER_SIZE;
                 let m = u32_at(d, rec)?;
+                if m == 0
+                    && bytes_at(d, rec, WRAPPER_SIZE, "a wrapper")?
+                        .iter()
+                        .all(|&x| x == 0)
+                {
+                    continue; // padding
+                }
                 if m != magic {
                     return Err(Refuse::Cut(format!(
                         "wrapper {i} of `{sec}` has magic {m:#010x}, expected {magic:#010x}"
