@@ -5,6 +5,7 @@ pub(crate) mod layout;
 pub mod shrink;
 mod shrink_cut;
 mod shrink_pack;
+mod shrink_phdrs;
 mod shrink_refs;
 mod shrink_verify;
 pub(crate) mod tables;

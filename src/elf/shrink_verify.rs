@@ -221,7 +221,7 @@ pub(crate) fn verify_cut(out: &[u8], e: &CutExpect) -> Check {
     check_loads(&ol)?;
     check_sections_mapped(&ol)?;
     check_table(out, &ol)?;
-    super::shrink_cut::loaders_find_table(
+    super::shrink_phdrs::loaders_find_table(
         &ol.segments,
         ol.phoff,
         ol.phdr_table_len(),
