@@ -1,7 +1,7 @@
 //! ELF objects: read-only facts ([`inspect`]) for audits and plans.
 
 pub mod inspect;
-pub(crate) mod layout;
+pub(crate) mod shrink_layout;
 pub mod shrink;
 mod shrink_cut;
 mod shrink_pack;

@@ -13,7 +13,7 @@
 //! and says why. Both outputs are checked against the input before they are returned.
 
 use super::ElfError;
-use super::layout::Layout;
+use super::shrink_layout::Layout;
 use super::shrink_cut::{self, CutPlan};
 use super::shrink_pack::{self, DevSection, Packing};
 use super::shrink_refs::{self, RefEdits};
@@ -221,8 +221,8 @@ fn zero_in_place(
             let b = &e.blocks[bi];
             let off = dev.offset + b.old_offset;
             let n = b.new_bytes.len() as u64;
-            super::layout::put_bytes(&mut out, off, &b.new_bytes)?;
-            super::layout::zero_range(&mut out, off + n, b.old_len - n)?;
+            super::shrink_layout::put_bytes(&mut out, off, &b.new_bytes)?;
+            super::shrink_layout::zero_range(&mut out, off + n, b.old_len - n)?;
             freed += b.old_len - n;
             ranges.push((off, b.new_bytes.as_slice(), b.old_len));
         }

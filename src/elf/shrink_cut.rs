@@ -9,7 +9,7 @@
 //! still mapped) bytes beside a hole, head side first; in a granule given up for it; at the end
 //! of the file when there is no PT_PHDR.
 
-use super::layout::{
+use super::shrink_layout::{
     EHDR_SIZE, Layout, PHDR_SIZE, PT_PHDR, SHDR_SIZE, Segment, align_up, bytes_at, overlaps,
     put_bytes, put_u16, put_u64, zero_range,
 };
@@ -86,7 +86,7 @@ fn candidate_holes(l: &Layout, p: &Packing, granule: u64) -> Vec<Hole> {
         let Some(vstart) = align_up(r.new_end, granule) else {
             continue;
         };
-        let vend = super::layout::align_down(r.old_end, granule);
+        let vend = super::shrink_layout::align_down(r.old_end, granule);
         if vstart >= vend {
             continue;
         }

@@ -9,7 +9,7 @@
 //! to whatever follows it.
 
 use super::ElfError;
-use super::layout::{Layout, align_up, bytes_at, overlaps};
+use super::shrink_layout::{Layout, align_up, bytes_at, overlaps};
 use super::shrink::{Refuse, SectionEdit};
 
 /// A device-code section named by an edit, validated.

@@ -11,7 +11,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use super::layout::{Layout, bytes_at, u32_at, u64_at};
+use super::shrink_layout::{Layout, bytes_at, u32_at, u64_at};
 use super::shrink::Refuse;
 use super::shrink_pack::{Class, Packing};
 use super::tables::{

@@ -13,7 +13,7 @@
 //!   and every wrapper or symbol that points into a device section points at a container start;
 //! * the file is shorter by exactly the cut bytes.
 
-use super::layout::{EHDR_SIZE, Layout, PT_PHDR, Segment, bytes_at, u64_at};
+use super::shrink_layout::{EHDR_SIZE, Layout, PT_PHDR, Segment, bytes_at, u64_at};
 use super::shrink::SectionEdit;
 use super::shrink_cut::CutPlan;
 use super::shrink_pack::{Class, Packing};
