@@ -31,4 +31,5 @@ pub mod checks;
 pub mod output;
 pub mod plan;
 pub mod split;
+pub mod trim;
 pub mod verify;

@@ -7,6 +7,7 @@ mod printer;
 mod profiles;
 mod render;
 mod split;
+mod trim;
 mod verify;
 
 use std::io;
@@ -63,7 +64,7 @@ pub fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Audit(a) => audit::run(a, &cli.global, &printer),
         Command::Split(a) => split::run(a, &cli.global, &printer),
-        Command::Trim(_) => Err(anyhow::anyhow!("trim is not wired yet")),
+        Command::Trim(a) => trim::run(a, &cli.global, &printer),
         Command::Verify(a) => verify::run(a, &cli.global, &printer),
         Command::Profiles(p) => profiles::run(p, &printer),
     };

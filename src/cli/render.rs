@@ -438,3 +438,79 @@ pub fn split(r: &crate::split::SplitReport) -> String {
     }
     o
 }
+
+pub fn trim(r: &crate::trim::TrimReport) -> String {
+    let mut o = String::new();
+    let mut targets = r.sm.clone();
+    targets.extend(r.gfx.iter().cloned());
+    let _ = writeln!(
+        o,
+        "{} to {}",
+        if r.dry_run {
+            "Would trim (dry run)"
+        } else {
+            "Trimmed"
+        },
+        targets.join(", ")
+    );
+    for w in &r.wheels {
+        let _ = writeln!(o, "{}", w.input);
+        if w.members.is_empty() {
+            let _ = writeln!(o, "  no device code to trim");
+        }
+        for m in &w.members {
+            let _ = writeln!(
+                o,
+                "  {}: {} → {} ({}){}",
+                m.member,
+                size(m.bytes_before),
+                size(m.bytes_after),
+                m.method,
+                if m.zip_after > 0 {
+                    format!(
+                        ", in the wheel {} → {}",
+                        size(m.zip_before),
+                        size(m.zip_after)
+                    )
+                } else {
+                    String::new()
+                }
+            );
+            if let Some(reason) = &m.reason {
+                let _ = writeln!(o, "    why: {reason}");
+            }
+            for a in &m.archs {
+                let _ = writeln!(
+                    o,
+                    "    {:<12} kept {:>3} ({:>10})  dropped {:>3} ({:>10})",
+                    a.arch,
+                    a.kept,
+                    size(a.kept_bytes),
+                    a.dropped,
+                    size(a.dropped_bytes)
+                );
+            }
+            if m.unmatched_containers > 0 {
+                let _ = writeln!(
+                    o,
+                    "    {} container(s) held nothing for these targets and were kept whole (--unmatched drop to drop them)",
+                    m.unmatched_containers
+                );
+            }
+            for n in &m.notes {
+                let _ = writeln!(o, "    note: {n}");
+            }
+        }
+        if let Some(out) = &w.output {
+            let _ = writeln!(
+                o,
+                "  wrote {out}: {} → {} ({} → {} installed)",
+                size(w.size_before),
+                size(w.size_after),
+                size(w.installed_before),
+                size(w.installed_after)
+            );
+        }
+    }
+    o
+}

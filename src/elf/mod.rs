@@ -7,10 +7,18 @@ pub mod inspect;
 mod layout;
 pub mod patch;
 mod raw;
+pub mod shrink;
+mod shrink_cut;
+pub(crate) mod shrink_layout;
+mod shrink_pack;
+mod shrink_phdrs;
+mod shrink_refs;
+mod shrink_verify;
 mod slide;
 mod strings;
 #[cfg(test)]
 mod synth;
+pub(crate) mod tables;
 
 pub use check::check;
 pub use inspect::{ElfInfo, Inspected, Machine, SectionInfo, SegmentInfo, UnsupportedElf, inspect};
@@ -33,12 +41,16 @@ pub enum ElfError {
     /// `replace_needed` names a library the object does not list in DT_NEEDED.
     #[error("`{0}` is not a DT_NEEDED entry of this object")]
     NeededNotFound(String),
-    /// The requested edit itself is not valid (empty name, NUL byte, `:` inside a path entry).
+    /// The requested edit itself is not valid (empty name, NUL byte, `:` inside a path entry;
+    /// device-code blocks that overlap, grow or fall outside their section).
     #[error("invalid edit: {0}")]
     InvalidEdit(String),
     /// The rewritten bytes failed the re-parse or the layout check; nothing was produced.
     #[error("the rewritten object failed its own check, so it was not produced: {0}")]
     OutputCheck(String),
+    /// A shrunk file failed its comparison with the input; nothing was produced.
+    #[error("the rewritten file failed its self-check: {0}")]
+    SelfCheck(String),
 }
 
 impl ElfError {
@@ -47,7 +59,10 @@ impl ElfError {
             ElfError::NotElf(_) | ElfError::Truncated(_) | ElfError::Malformed(_) => {
                 "the member is named like a shared object but is not a valid ELF file; rebuild the wheel or remove the member"
             }
-            ElfError::Unsupported(_) | ElfError::Layout(_) | ElfError::OutputCheck(_) => {
+            ElfError::Unsupported(_)
+            | ElfError::Layout(_)
+            | ElfError::OutputCheck(_)
+            | ElfError::SelfCheck(_) => {
                 "wheelslim could not rewrite this object safely; run `wheelslim audit` on the wheel and report the layout if it looks ordinary"
             }
             ElfError::NeededNotFound(_) | ElfError::InvalidEdit(_) => {

@@ -4,5 +4,10 @@
 mod audit;
 mod common;
 mod device;
+mod shrink_built;
+mod shrink_cuda;
+mod shrink_errors;
+mod shrink_other;
+mod shrink_support;
 mod split;
 mod verify;

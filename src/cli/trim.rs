@@ -1,0 +1,55 @@
+//! `wheelslim trim`.
+
+use anyhow::{Context, Result};
+
+use super::args::{DeviceArgs, GlobalArgs, TrimArgs};
+use super::audit::limits;
+use super::{Outcome, Printer, render};
+use crate::fatbin::select::{GfxSelection, Selection};
+use crate::profile::ProfileSet;
+use crate::trim::{TrimOptions, TrimSettings, trim};
+use crate::wheel::writer::ZipTime;
+
+/// Turns the device-code options into trim settings.
+pub fn settings(d: &DeviceArgs) -> Result<TrimSettings> {
+    let cuda =
+        d.sm.as_deref()
+            .map(|list| {
+                Selection::parse_targets(list)
+                    .map(|s| s.with_ptx(d.ptx).with_unmatched(d.unmatched))
+                    .with_context(|| format!("--sm {list}"))
+            })
+            .transpose()?;
+    let gfx = d
+        .gfx
+        .as_deref()
+        .map(|list| GfxSelection::parse(list).with_context(|| format!("--gfx {list}")))
+        .transpose()?;
+    Ok(TrimSettings {
+        cuda,
+        gfx,
+        allow_cut: !d.zero_only,
+    })
+}
+
+pub fn run(args: &TrimArgs, g: &GlobalArgs, printer: &Printer) -> Result<Outcome> {
+    let opts = TrimOptions {
+        settings: settings(&args.device)?,
+        wheel_dir: args.wheel_dir.clone(),
+        max_size: args.max_size,
+        limits: limits(g),
+        memory_budget: g.memory,
+        time: ZipTime::from_env()?,
+        dry_run: args.dry_run,
+    };
+    let bar = printer.progress(args.wheels.len() as u64, "trimming");
+    let report = trim(&args.wheels, &ProfileSet::built_in(), &opts);
+    bar.finish_and_clear();
+    let report = report?;
+    if printer.json {
+        printer.json_value(&report)?;
+    } else {
+        printer.result(&render::trim(&report))?;
+    }
+    Ok(Outcome::Ok)
+}

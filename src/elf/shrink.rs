@@ -1,0 +1,241 @@
+//! Making a host ELF object really smaller after its device code was trimmed.
+//!
+//! The caller rebuilds each container (CUDA fatbin container, HIP offload bundle) of a device
+//! section with fewer entries and hands the new bytes in. [`shrink`] then either
+//!
+//! * **cuts**: packs the containers from the section start, re-points every reference to them,
+//!   and removes the freed whole granules from the file by splitting the PT_LOAD that holds
+//!   them, so that no virtual address of anything else changes (FORMATS.md §5, §8.3); or
+//! * **zeroes in place**: writes each container at its old offset and zeroes its tail. The
+//!   layout is untouched and the file keeps its size, but the wheel shrinks after deflate.
+//!
+//! It cuts only when every reference into the sections is accounted for; otherwise it zeroes
+//! and says why. Both outputs are checked against the input before they are returned.
+
+use super::ElfError;
+use super::shrink_cut::{self, CutPlan};
+use super::shrink_layout::Layout;
+use super::shrink_pack::{self, DevSection, Packing};
+use super::shrink_refs::{self, RefEdits};
+use super::shrink_verify::{self, CutExpect};
+use super::tables;
+
+/// One container (or bundle) of a device-code section, as rebuilt by the caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Block {
+    /// Offset of the container from the section start.
+    pub old_offset: u64,
+    /// Its length in the input.
+    pub old_len: u64,
+    /// Its new bytes; at most `old_len` long. Empty drops the container.
+    pub new_bytes: Vec<u8>,
+    /// Alignment of the container's address: 8 for CUDA, 4096 for HIP.
+    pub align: u64,
+}
+
+/// The rebuilt containers of one section. Bytes of the section that no block covers must be
+/// zero padding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SectionEdit {
+    /// `.nv_fatbin`, `__nv_relfatbin`, `.hip_fatbin`.
+    pub name: String,
+    pub blocks: Vec<Block>,
+}
+
+/// How the file was shrunk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ShrinkMethod {
+    /// Containers packed and whole granules removed from the file.
+    Cut {
+        /// How much shorter the file is.
+        file_bytes_removed: u64,
+        /// How many PT_LOADs were split (one per hole).
+        segments_split: usize,
+    },
+    /// Containers rewritten in place, tails zeroed; same size and layout.
+    Zeroed {
+        /// Why the file was not cut.
+        reason: String,
+    },
+}
+
+/// The rewritten file and what was done to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShrinkOutcome {
+    pub data: Vec<u8>,
+    pub method: ShrinkMethod,
+    /// What a report should say: sizes, holes, where the program header table went, caveats.
+    pub notes: Vec<String>,
+}
+
+/// Why the cut was not made: a reason to fall back to zeroing, or an input that cannot be
+/// handled by either method.
+#[derive(Debug)]
+pub(crate) enum Refuse {
+    Cut(String),
+    Fatal(ElfError),
+}
+
+impl From<ElfError> for Refuse {
+    fn from(e: ElfError) -> Refuse {
+        Refuse::Fatal(e)
+    }
+}
+
+/// Rewrites `input` so that each edited section holds the new container bytes.
+///
+/// With `allow_cut`, the file is cut when that is provably safe and zeroed in place (with the
+/// reason in [`ShrinkMethod::Zeroed`]) otherwise; without it, it is always zeroed in place.
+/// Errors are for inputs neither method can handle: not a 64-bit little-endian x86_64,
+/// aarch64 or ppc64le ELF file, truncated or malformed headers, an edit naming a missing or
+/// NOBITS section or one not inside one PT_LOAD, or blocks that overlap, grow or fall
+/// outside their section.
+pub fn shrink(
+    input: &[u8],
+    edits: &[SectionEdit],
+    allow_cut: bool,
+) -> Result<ShrinkOutcome, ElfError> {
+    let l = Layout::parse(input)?;
+    let relative = tables::relative_type(l.machine).ok_or_else(|| {
+        ElfError::Unsupported(format!(
+            "e_machine {} is not x86_64, aarch64 or ppc64le",
+            l.machine
+        ))
+    })?;
+    let devs = shrink_pack::resolve(&l, edits)?;
+    if !allow_cut {
+        return zero_in_place(
+            input,
+            &devs,
+            edits,
+            "cutting was not allowed".into(),
+            Vec::new(),
+        );
+    }
+    match cut(input, &l, relative, devs.clone(), edits) {
+        Ok(outcome) => Ok(outcome),
+        Err(Refuse::Cut(reason)) => zero_in_place(input, &devs, edits, reason, Vec::new()),
+        Err(Refuse::Fatal(e)) => Err(e),
+    }
+}
+
+fn cut(
+    input: &[u8],
+    l: &Layout,
+    relative: u32,
+    devs: Vec<DevSection>,
+    edits: &[SectionEdit],
+) -> Result<ShrinkOutcome, Refuse> {
+    let tables = shrink_refs::read_tables(input, l, relative)?;
+    let packing = shrink_pack::pack(input, l, devs, edits)?;
+    let refs = shrink_refs::analyse(input, l, &tables, &packing)?;
+    let plan = shrink_cut::plan(input, l, &tables, &packing)?;
+    let out = shrink_cut::assemble(input, l, &packing, edits, &refs, &plan)?;
+    let expect = CutExpect {
+        input,
+        inl: l,
+        plan: &plan,
+        packing: &packing,
+        edits,
+        refs: &refs,
+        tables: &tables,
+    };
+    shrink_verify::verify_cut(&out, &expect)
+        .map_err(|m| Refuse::Cut(format!("the cut output failed its self-check: {m}")))?;
+    let removed = (input.len() as u64).saturating_sub(out.len() as u64);
+    let notes = cut_notes(l, &packing, &refs, &plan, removed);
+    Ok(ShrinkOutcome {
+        method: ShrinkMethod::Cut {
+            file_bytes_removed: removed,
+            segments_split: plan.holes.len(),
+        },
+        data: out,
+        notes,
+    })
+}
+
+fn cut_notes(
+    l: &Layout,
+    p: &Packing,
+    refs: &RefEdits,
+    plan: &CutPlan,
+    removed: u64,
+) -> Vec<String> {
+    let mut notes = Vec::new();
+    for (di, d) in p.devs.iter().enumerate() {
+        let kept = p.placed.iter().filter(|pl| pl.dev == di).count();
+        let (addr, size) = p.new_sections[di];
+        let moved = if addr != d.addr {
+            format!(", moved from {:#x} to {addr:#x}", d.addr)
+        } else {
+            String::new()
+        };
+        notes.push(format!(
+            "`{}`: {:#x} → {size:#x} bytes, {kept} of {} containers packed from the section start{moved}",
+            d.name,
+            d.size,
+            d.blocks.len()
+        ));
+    }
+    for h in &plan.holes {
+        notes.push(format!(
+            "cut {:#x} bytes at file offset {:#x} (addresses {:#x}..{:#x} left unmapped) by splitting a PT_LOAD",
+            h.len(),
+            h.off_start,
+            h.vstart,
+            h.vend
+        ));
+    }
+    notes.push(format!("program header table: {}", plan.table.how));
+    if plan.table.in_range.is_none() {
+        notes.push(format!(
+            "the file is {removed:#x} bytes shorter: {:#x} cut, less the table appended at the end",
+            plan.map.removed()
+        ));
+    }
+    notes.push(format!(
+        "re-pointed {} reference(s) to moved containers",
+        refs.retargeted
+    ));
+    notes.extend(refs.notes.iter().cloned());
+    if l.sections.iter().any(|s| s.name == ".note.gnu.build-id") {
+        notes
+            .push("the build-id (and any .gnu_debuglink CRC) now describes the old content".into());
+    }
+    notes
+}
+
+fn zero_in_place(
+    input: &[u8],
+    devs: &[DevSection],
+    edits: &[SectionEdit],
+    reason: String,
+    mut notes: Vec<String>,
+) -> Result<ShrinkOutcome, ElfError> {
+    let mut out = input.to_vec();
+    let mut ranges = Vec::new();
+    for dev in devs {
+        let e = &edits[dev.edit];
+        let mut freed = 0u64;
+        for &bi in &dev.blocks {
+            let b = &e.blocks[bi];
+            let off = dev.offset + b.old_offset;
+            let n = b.new_bytes.len() as u64;
+            super::shrink_layout::put_bytes(&mut out, off, &b.new_bytes)?;
+            super::shrink_layout::zero_range(&mut out, off + n, b.old_len - n)?;
+            freed += b.old_len - n;
+            ranges.push((off, b.new_bytes.as_slice(), b.old_len));
+        }
+        notes.push(format!(
+            "`{}`: {} containers rewritten in place, {freed:#x} bytes zeroed",
+            dev.name,
+            dev.blocks.len()
+        ));
+    }
+    shrink_verify::verify_zeroed(input, &out, &ranges).map_err(ElfError::SelfCheck)?;
+    Ok(ShrinkOutcome {
+        data: out,
+        method: ShrinkMethod::Zeroed { reason },
+        notes,
+    })
+}

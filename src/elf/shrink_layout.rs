@@ -1,0 +1,540 @@
+//! A checked view of the headers of a 64-bit little-endian ELF file: the ELF header, the
+//! program headers and the section headers, each validated against the file's length, plus
+//! the address/offset arithmetic that rewriting needs. Nothing here panics on hostile input:
+//! every read is bounds-checked and every sum overflow-checked.
+
+use super::ElfError;
+
+pub(crate) const EHDR_SIZE: u64 = 64;
+pub(crate) const PHDR_SIZE: u64 = 56;
+pub(crate) const SHDR_SIZE: u64 = 64;
+
+pub(crate) const PT_LOAD: u32 = 1;
+pub(crate) const PT_DYNAMIC: u32 = 2;
+pub(crate) const PT_INTERP: u32 = 3;
+pub(crate) const PT_PHDR: u32 = 6;
+
+pub(crate) const SHT_NULL: u32 = 0;
+pub(crate) const SHT_SYMTAB: u32 = 2;
+pub(crate) const SHT_RELA: u32 = 4;
+pub(crate) const SHT_DYNAMIC: u32 = 6;
+pub(crate) const SHT_NOBITS: u32 = 8;
+pub(crate) const SHT_REL: u32 = 9;
+pub(crate) const SHT_DYNSYM: u32 = 11;
+pub(crate) const SHT_RELR: u32 = 19;
+pub(crate) const SHT_SYMTAB_SHNDX: u32 = 18;
+
+pub(crate) const SHF_ALLOC: u64 = 0x2;
+
+pub(crate) const EM_PPC64: u16 = 21;
+pub(crate) const EM_X86_64: u16 = 62;
+pub(crate) const EM_AARCH64: u16 = 183;
+
+/// `e_phnum` value meaning "the real count is in section 0's `sh_info`".
+const PN_XNUM: u16 = 0xffff;
+/// `e_shstrndx` value meaning "the real index is in section 0's `sh_link`".
+const SHN_XINDEX: u16 = 0xffff;
+
+fn truncated(what: &str, off: u64) -> ElfError {
+    ElfError::Truncated(format!(
+        "{what} at offset {off:#x} runs past the end of the file"
+    ))
+}
+
+/// `len` bytes at `off`, or `Truncated` naming `what`.
+pub(crate) fn bytes_at<'a>(
+    d: &'a [u8],
+    off: u64,
+    len: u64,
+    what: &str,
+) -> Result<&'a [u8], ElfError> {
+    let start = usize::try_from(off).map_err(|_| truncated(what, off))?;
+    let n = usize::try_from(len).map_err(|_| truncated(what, off))?;
+    let end = start.checked_add(n).ok_or_else(|| truncated(what, off))?;
+    d.get(start..end).ok_or_else(|| truncated(what, off))
+}
+
+pub(crate) fn u16_at(d: &[u8], off: u64) -> Result<u16, ElfError> {
+    let b = bytes_at(d, off, 2, "a 16-bit field")?;
+    Ok(u16::from_le_bytes([b[0], b[1]]))
+}
+
+pub(crate) fn u32_at(d: &[u8], off: u64) -> Result<u32, ElfError> {
+    let b = bytes_at(d, off, 4, "a 32-bit field")?;
+    let mut a = [0u8; 4];
+    a.copy_from_slice(b);
+    Ok(u32::from_le_bytes(a))
+}
+
+pub(crate) fn u64_at(d: &[u8], off: u64) -> Result<u64, ElfError> {
+    let b = bytes_at(d, off, 8, "a 64-bit field")?;
+    let mut a = [0u8; 8];
+    a.copy_from_slice(b);
+    Ok(u64::from_le_bytes(a))
+}
+
+/// Writes `bytes` at `off` of `d`, failing (never panicking) when it does not fit.
+pub(crate) fn put_bytes(d: &mut [u8], off: u64, bytes: &[u8]) -> Result<(), ElfError> {
+    let start = usize::try_from(off).map_err(|_| truncated("a patched field", off))?;
+    let end = start
+        .checked_add(bytes.len())
+        .ok_or_else(|| truncated("a patched field", off))?;
+    let dst = d
+        .get_mut(start..end)
+        .ok_or_else(|| truncated("a patched field", off))?;
+    dst.copy_from_slice(bytes);
+    Ok(())
+}
+
+pub(crate) fn put_u16(d: &mut [u8], off: u64, v: u16) -> Result<(), ElfError> {
+    put_bytes(d, off, &v.to_le_bytes())
+}
+
+pub(crate) fn put_u64(d: &mut [u8], off: u64, v: u64) -> Result<(), ElfError> {
+    put_bytes(d, off, &v.to_le_bytes())
+}
+
+/// Fills `len` bytes at `off` with zeros.
+pub(crate) fn zero_range(d: &mut [u8], off: u64, len: u64) -> Result<(), ElfError> {
+    let start = usize::try_from(off).map_err(|_| truncated("a zeroed range", off))?;
+    let n = usize::try_from(len).map_err(|_| truncated("a zeroed range", off))?;
+    let end = start
+        .checked_add(n)
+        .ok_or_else(|| truncated("a zeroed range", off))?;
+    let dst = d
+        .get_mut(start..end)
+        .ok_or_else(|| truncated("a zeroed range", off))?;
+    dst.fill(0);
+    Ok(())
+}
+
+/// `a + b`, or `Malformed` naming `what` on overflow.
+pub(crate) fn add(a: u64, b: u64, what: &str) -> Result<u64, ElfError> {
+    a.checked_add(b)
+        .ok_or_else(|| ElfError::Malformed(format!("{what} overflows 64 bits")))
+}
+
+/// Rounds `v` up to a multiple of `align` (a power of two, or 0/1 for none).
+pub(crate) fn align_up(v: u64, align: u64) -> Option<u64> {
+    if align <= 1 {
+        return Some(v);
+    }
+    let mask = align - 1;
+    v.checked_add(mask).map(|x| x & !mask)
+}
+
+/// Rounds `v` down to a multiple of `align` (a power of two, or 0/1 for none).
+pub(crate) fn align_down(v: u64, align: u64) -> u64 {
+    if align <= 1 { v } else { v & !(align - 1) }
+}
+
+/// True when the half-open ranges `[a, a+alen)` and `[b, b+blen)` share a byte.
+pub(crate) fn overlaps(a: u64, alen: u64, b: u64, blen: u64) -> bool {
+    alen > 0 && blen > 0 && a < b.saturating_add(blen) && b < a.saturating_add(alen)
+}
+
+/// One program header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Segment {
+    pub p_type: u32,
+    pub flags: u32,
+    pub offset: u64,
+    pub vaddr: u64,
+    pub paddr: u64,
+    pub filesz: u64,
+    pub memsz: u64,
+    pub align: u64,
+}
+
+impl Segment {
+    fn read(d: &[u8], at: u64) -> Result<Segment, ElfError> {
+        Ok(Segment {
+            p_type: u32_at(d, at)?,
+            flags: u32_at(d, at + 4)?,
+            offset: u64_at(d, at + 8)?,
+            vaddr: u64_at(d, at + 16)?,
+            paddr: u64_at(d, at + 24)?,
+            filesz: u64_at(d, at + 32)?,
+            memsz: u64_at(d, at + 40)?,
+            align: u64_at(d, at + 48)?,
+        })
+    }
+
+    /// The 56 bytes of this program header.
+    pub(crate) fn encode(&self) -> [u8; 56] {
+        let mut b = [0u8; 56];
+        b[0..4].copy_from_slice(&self.p_type.to_le_bytes());
+        b[4..8].copy_from_slice(&self.flags.to_le_bytes());
+        b[8..16].copy_from_slice(&self.offset.to_le_bytes());
+        b[16..24].copy_from_slice(&self.vaddr.to_le_bytes());
+        b[24..32].copy_from_slice(&self.paddr.to_le_bytes());
+        b[32..40].copy_from_slice(&self.filesz.to_le_bytes());
+        b[40..48].copy_from_slice(&self.memsz.to_le_bytes());
+        b[48..56].copy_from_slice(&self.align.to_le_bytes());
+        b
+    }
+
+    pub(crate) fn is_load(&self) -> bool {
+        self.p_type == PT_LOAD
+    }
+
+    /// End of the file image (validated at parse time not to overflow).
+    pub(crate) fn file_end(&self) -> u64 {
+        self.offset.saturating_add(self.filesz)
+    }
+
+    /// End of the file-backed part in memory.
+    pub(crate) fn vaddr_file_end(&self) -> u64 {
+        self.vaddr.saturating_add(self.filesz)
+    }
+
+    /// End of the memory image.
+    pub(crate) fn mem_end(&self) -> u64 {
+        self.vaddr.saturating_add(self.memsz)
+    }
+}
+
+/// One section header, with its name resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Section {
+    pub name: String,
+    pub sh_type: u32,
+    pub flags: u64,
+    pub addr: u64,
+    pub offset: u64,
+    pub size: u64,
+    pub link: u32,
+    pub info: u32,
+    pub addralign: u64,
+    pub entsize: u64,
+}
+
+impl Section {
+    /// Occupies bytes of the file.
+    pub(crate) fn in_file(&self) -> bool {
+        self.sh_type != SHT_NOBITS && self.sh_type != SHT_NULL
+    }
+
+    pub(crate) fn is_alloc(&self) -> bool {
+        self.flags & SHF_ALLOC != 0
+    }
+
+    pub(crate) fn file_end(&self) -> u64 {
+        self.offset.saturating_add(self.size)
+    }
+
+    pub(crate) fn addr_end(&self) -> u64 {
+        self.addr.saturating_add(self.size)
+    }
+}
+
+/// The headers of a 64-bit little-endian ELF file.
+#[derive(Debug, Clone)]
+pub(crate) struct Layout {
+    pub machine: u16,
+    pub phoff: u64,
+    pub shoff: u64,
+    /// Raw `e_phnum` (may be `PN_XNUM`).
+    pub phnum_field: u16,
+    pub segments: Vec<Segment>,
+    pub sections: Vec<Section>,
+    pub file_len: u64,
+}
+
+impl Layout {
+    /// Reads and validates the headers. Errors name the first problem met.
+    pub(crate) fn parse(d: &[u8]) -> Result<Layout, ElfError> {
+        if !d.starts_with(b"\x7fELF") {
+            let head: Vec<String> = d.iter().take(4).map(|b| format!("{b:02x}")).collect();
+            return Err(ElfError::NotElf(head.join(" ")));
+        }
+        if d.len() < EHDR_SIZE as usize {
+            return Err(ElfError::Truncated(format!(
+                "{} bytes is shorter than an ELF header",
+                d.len()
+            )));
+        }
+        match d[4] {
+            2 => {}
+            1 => {
+                return Err(ElfError::Unsupported(
+                    "32-bit ELF files are not supported (only ELFCLASS64)".into(),
+                ));
+            }
+            c => return Err(ElfError::Malformed(format!("unknown ELF class {c}"))),
+        }
+        match d[5] {
+            1 => {}
+            2 => {
+                return Err(ElfError::Unsupported(
+                    "big-endian ELF files are not supported (only little-endian)".into(),
+                ));
+            }
+            e => {
+                return Err(ElfError::Malformed(format!(
+                    "unknown ELF data encoding {e}"
+                )));
+            }
+        }
+        let e_type = u16_at(d, 16)?;
+        if e_type != 2 && e_type != 3 {
+            return Err(ElfError::Unsupported(format!(
+                "e_type {e_type} is not a shared object or an executable"
+            )));
+        }
+        let machine = u16_at(d, 18)?;
+        let phoff = u64_at(d, 32)?;
+        let shoff = u64_at(d, 40)?;
+        let phentsize = u16_at(d, 54)?;
+        let phnum_field = u16_at(d, 56)?;
+        let shentsize = u16_at(d, 58)?;
+        let shnum_field = u16_at(d, 60)?;
+        let shstrndx_field = u16_at(d, 62)?;
+        let file_len = d.len() as u64;
+
+        // Section 0 holds the extended counts when the header fields overflow.
+        let mut shnum = u64::from(shnum_field);
+        let mut sh0_info = 0u32;
+        let mut sh0_link = 0u32;
+        if shoff != 0 {
+            if u64::from(shentsize) != SHDR_SIZE {
+                return Err(ElfError::Malformed(format!(
+                    "e_shentsize is {shentsize}, expected {SHDR_SIZE}"
+                )));
+            }
+            bytes_at(d, shoff, SHDR_SIZE, "the section header table")?;
+            if shnum == 0 {
+                shnum = u64_at(d, shoff + 32)?;
+            }
+            sh0_link = u32_at(d, shoff + 40)?;
+            sh0_info = u32_at(d, shoff + 44)?;
+        } else if shnum != 0 {
+            return Err(ElfError::Malformed(
+                "section headers are counted but e_shoff is 0".into(),
+            ));
+        }
+        let phnum = if phnum_field == PN_XNUM {
+            u64::from(sh0_info)
+        } else {
+            u64::from(phnum_field)
+        };
+        if phnum > 0 && u64::from(phentsize) != PHDR_SIZE {
+            return Err(ElfError::Malformed(format!(
+                "e_phentsize is {phentsize}, expected {PHDR_SIZE}"
+            )));
+        }
+        let ph_bytes = phnum
+            .checked_mul(PHDR_SIZE)
+            .ok_or_else(|| ElfError::Malformed("e_phnum overflows".into()))?;
+        bytes_at(d, phoff, ph_bytes, "the program header table")?;
+        let sh_bytes = shnum
+            .checked_mul(SHDR_SIZE)
+            .ok_or_else(|| ElfError::Malformed("e_shnum overflows".into()))?;
+        bytes_at(d, shoff, sh_bytes, "the section header table")?;
+
+        let mut segments = Vec::new();
+        for i in 0..phnum {
+            let s = Segment::read(d, phoff + i * PHDR_SIZE)?;
+            add(s.vaddr, s.memsz, "a segment's address range")?;
+            add(s.paddr, s.memsz, "a segment's physical address range")?;
+            let end = add(s.offset, s.filesz, "a segment's file range")?;
+            if end > file_len {
+                return Err(truncated(
+                    &format!("program header {i}'s file image"),
+                    s.offset,
+                ));
+            }
+            if s.is_load() {
+                if s.filesz > s.memsz {
+                    return Err(ElfError::Malformed(format!(
+                        "PT_LOAD {i} has p_filesz {:#x} > p_memsz {:#x}",
+                        s.filesz, s.memsz
+                    )));
+                }
+                if s.align > 1 && !s.align.is_power_of_two() {
+                    return Err(ElfError::Malformed(format!(
+                        "PT_LOAD {i} has p_align {:#x}, not a power of two",
+                        s.align
+                    )));
+                }
+            }
+            segments.push(s);
+        }
+
+        let mut raw = Vec::new();
+        for i in 0..shnum {
+            let at = shoff + i * SHDR_SIZE;
+            raw.push((
+                u32_at(d, at)?,
+                Section {
+                    name: String::new(),
+                    sh_type: u32_at(d, at + 4)?,
+                    flags: u64_at(d, at + 8)?,
+                    addr: u64_at(d, at + 16)?,
+                    offset: u64_at(d, at + 24)?,
+                    size: u64_at(d, at + 32)?,
+                    link: u32_at(d, at + 40)?,
+                    info: u32_at(d, at + 44)?,
+                    addralign: u64_at(d, at + 48)?,
+                    entsize: u64_at(d, at + 56)?,
+                },
+            ));
+        }
+        for (i, (_, s)) in raw.iter().enumerate() {
+            if i == 0 {
+                continue;
+            }
+            add(s.addr, s.size, "a section's address range")?;
+            if s.in_file() {
+                let end = add(s.offset, s.size, "a section's file range")?;
+                if end > file_len {
+                    return Err(truncated(&format!("section {i}'s contents"), s.offset));
+                }
+            }
+        }
+        let shstrndx = if shstrndx_field == SHN_XINDEX {
+            sh0_link as usize
+        } else {
+            usize::from(shstrndx_field)
+        };
+        let mut sections = Vec::with_capacity(raw.len());
+        let strtab = if shstrndx != 0 {
+            raw.get(shstrndx).map(|(_, s)| s.clone())
+        } else {
+            None
+        };
+        if shnum > 0 && shstrndx != 0 && strtab.as_ref().is_none_or(|s| !s.in_file()) {
+            return Err(ElfError::Malformed(format!(
+                "e_shstrndx {shstrndx} is not a section with contents"
+            )));
+        }
+        for (i, (name_off, mut s)) in raw.into_iter().enumerate() {
+            if i > 0
+                && let Some(st) = &strtab
+            {
+                s.name = read_name(d, st, name_off)?;
+            }
+            sections.push(s);
+        }
+        Ok(Layout {
+            machine,
+            phoff,
+            shoff,
+            phnum_field,
+            segments,
+            sections,
+            file_len,
+        })
+    }
+
+    /// Largest `p_align` of the PT_LOADs (at least 1).
+    pub(crate) fn max_load_align(&self) -> u64 {
+        self.segments
+            .iter()
+            .filter(|s| s.is_load())
+            .map(|s| s.align)
+            .max()
+            .unwrap_or(1)
+            .max(1)
+    }
+
+    /// The PT_LOAD whose file image holds `[off, off+len)` (`len` may be 0).
+    pub(crate) fn load_holding_file(&self, off: u64, len: u64) -> Option<usize> {
+        let end = off.checked_add(len)?;
+        (0..self.segments.len()).find(|&i| {
+            let s = &self.segments[i];
+            s.is_load() && s.offset <= off && end <= s.file_end() && (len > 0 || off < s.file_end())
+        })
+    }
+
+    /// The file offset of `[vaddr, vaddr+len)` when one PT_LOAD maps it from the file.
+    pub(crate) fn vaddr_to_offset(&self, vaddr: u64, len: u64) -> Option<u64> {
+        let end = vaddr.checked_add(len)?;
+        self.segments
+            .iter()
+            .find(|s| {
+                s.is_load()
+                    && s.vaddr <= vaddr
+                    && end <= s.vaddr_file_end()
+                    && vaddr < s.vaddr_file_end()
+            })
+            .map(|s| s.offset + (vaddr - s.vaddr))
+    }
+
+    /// The address at which file offset `off` is mapped, if a PT_LOAD maps it.
+    pub(crate) fn offset_to_vaddr(&self, off: u64) -> Option<u64> {
+        self.segments
+            .iter()
+            .find(|s| s.is_load() && s.offset <= off && off < s.file_end())
+            .map(|s| s.vaddr + (off - s.offset))
+    }
+
+    /// Size in bytes of the program header table.
+    pub(crate) fn phdr_table_len(&self) -> u64 {
+        self.segments.len() as u64 * PHDR_SIZE
+    }
+
+    /// The index of the section called `name`, if exactly one has that name.
+    pub(crate) fn unique_section(&self, name: &str) -> Result<Option<usize>, ElfError> {
+        let mut found = None;
+        for (i, s) in self.sections.iter().enumerate() {
+            if i > 0 && s.name == name {
+                if found.is_some() {
+                    return Err(ElfError::Unsupported(format!(
+                        "more than one section is called `{name}`"
+                    )));
+                }
+                found = Some(i);
+            }
+        }
+        Ok(found)
+    }
+}
+
+fn read_name(d: &[u8], strtab: &Section, off: u32) -> Result<String, ElfError> {
+    if u64::from(off) >= strtab.size {
+        return Err(ElfError::Malformed(format!(
+            "section name offset {off:#x} is outside the section name table"
+        )));
+    }
+    let table = bytes_at(d, strtab.offset, strtab.size, "the section name table")?;
+    let tail = table.get(off as usize..).unwrap_or(&[]);
+    let end = tail.iter().position(|&b| b == 0).ok_or_else(|| {
+        ElfError::Malformed(format!("section name at {off:#x} is not NUL-terminated"))
+    })?;
+    Ok(String::from_utf8_lossy(&tail[..end]).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alignment_helpers() {
+        assert_eq!(align_up(0x1001, 0x1000), Some(0x2000));
+        assert_eq!(align_up(0x1000, 0x1000), Some(0x1000));
+        assert_eq!(align_up(5, 0), Some(5));
+        assert_eq!(align_up(u64::MAX, 8), None);
+        assert_eq!(align_down(0x1fff, 0x1000), 0x1000);
+        assert!(overlaps(0, 4, 3, 1));
+        assert!(!overlaps(0, 4, 4, 1));
+        assert!(!overlaps(0, 0, 0, 4));
+    }
+
+    #[test]
+    fn rejects_short_and_foreign_files() {
+        assert!(matches!(Layout::parse(b"MZ\0\0"), Err(ElfError::NotElf(_))));
+        assert!(matches!(
+            Layout::parse(b"\x7fELF\x02\x01\x01"),
+            Err(ElfError::Truncated(_))
+        ));
+        let mut h = vec![0u8; 64];
+        h[..4].copy_from_slice(b"\x7fELF");
+        h[4] = 1;
+        h[5] = 1;
+        assert!(matches!(Layout::parse(&h), Err(ElfError::Unsupported(_))));
+        h[4] = 2;
+        h[5] = 2;
+        assert!(matches!(Layout::parse(&h), Err(ElfError::Unsupported(_))));
+    }
+}
