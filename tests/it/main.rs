@@ -10,4 +10,5 @@ mod shrink_errors;
 mod shrink_other;
 mod shrink_support;
 mod split;
+mod trim;
 mod verify;

@@ -1,0 +1,469 @@
+//! `wheelslim trim` end to end, checked by NVIDIA's cuobjdump, LLVM's clang-offload-bundler,
+//! binutils' readelf, glibc's loader (Python ctypes, `LD_BIND_NOW=1`) and qemu-user.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::common::*;
+
+const CUDA_LIBS: &[&str] = &[
+    "libfix_plain.so",
+    "libfix_default.so",
+    "libfix_compress_all.so",
+    "libfix_lz4.so",
+    "libfix_rdc.so",
+    "libfix_concat.so",
+];
+
+fn trim_json(wheel: &Path, out: &Path, args: &[&str]) -> serde_json::Value {
+    let mut all = vec![
+        "trim",
+        "--json",
+        wheel.to_str().unwrap(),
+        "-w",
+        out.to_str().unwrap(),
+    ];
+    all.extend_from_slice(args);
+    let o = wheelslim(&all);
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", stdout(&o)))
+}
+
+/// Per-architecture image counts as cuobjdump sees them (`-all`: both fatbin sections).
+fn cuobjdump_counts(path: &Path) -> BTreeMap<String, usize> {
+    let out = run(Command::new(tool_env("WHEELSLIM_CUOBJDUMP"))
+        .args(["-all", "--list-elf", "--list-ptx"])
+        .arg(path));
+    let mut counts = BTreeMap::new();
+    for line in out.lines() {
+        let arch = line
+            .rsplit(' ')
+            .next()
+            .unwrap_or("")
+            .rsplit('.')
+            .nth(1)
+            .unwrap_or("");
+        let key = if line.starts_with("ELF file") {
+            arch.to_string()
+        } else if line.starts_with("PTX file") {
+            arch.replace("sm_", "compute_")
+        } else {
+            continue;
+        };
+        *counts.entry(key).or_insert(0) += 1;
+    }
+    counts
+}
+
+/// PT_LOADs from `readelf -lW`: (offset, vaddr, filesz, align).
+fn loads(path: &Path) -> Vec<(u64, u64, u64, u64)> {
+    let out = run(Command::new("readelf").arg("-lW").arg(path));
+    let hex = |s: &str| u64::from_str_radix(s.trim_start_matches("0x"), 16).unwrap();
+    out.lines()
+        .filter(|l| l.trim_start().starts_with("LOAD"))
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (hex(f[1]), hex(f[2]), hex(f[4]), hex(f[f.len() - 1]))
+        })
+        .collect()
+}
+
+fn assert_layout(path: &Path) {
+    let l = loads(path);
+    for w in l.windows(2) {
+        assert!(
+            w[0].1 < w[1].1,
+            "PT_LOADs not sorted by vaddr in {}: {l:x?}",
+            path.display()
+        );
+    }
+    for (off, vaddr, _, align) in &l {
+        assert_eq!(
+            off % align,
+            vaddr % align,
+            "{}: offset {off:#x} vaddr {vaddr:#x} align {align:#x}",
+            path.display()
+        );
+    }
+}
+
+/// Loads a CUDA fixture library with every symbol bound, calls host code, and throws and
+/// catches a C++ exception inside it.
+fn load_cuda_fixture(path: &Path) {
+    let python = tool_env("WHEELSLIM_PYTHON");
+    let code = format!(
+        "import ctypes\nl = ctypes.CDLL({:?})\nprint(l.fix_ka_host(3), l.fix_kb_host(3), l.fix_throw_catch(7))",
+        path.to_str().unwrap()
+    );
+    let out = run(Command::new(python)
+        .args(["-c", &code])
+        .env("LD_BIND_NOW", "1")
+        .env("LD_LIBRARY_PATH", tool_env("WHEELSLIM_CUDA_LIB")));
+    assert_eq!(out.trim(), "7 8 73", "{}", path.display());
+}
+
+trait MkDir {
+    fn tap_mkdir(self) -> PathBuf;
+}
+
+impl MkDir for PathBuf {
+    fn tap_mkdir(self) -> PathBuf {
+        std::fs::create_dir_all(&self).unwrap();
+        self
+    }
+}
+
+fn extract(wheel: &Path, member: &str, to: &Path) -> PathBuf {
+    let data = read_zip(wheel)
+        .into_iter()
+        .find(|(n, _)| n == member)
+        .unwrap_or_else(|| panic!("{member} not in {}", wheel.display()))
+        .1;
+    let path = to.join(member.replace('/', "_"));
+    std::fs::write(&path, data).unwrap();
+    path
+}
+
+#[test]
+fn every_cuda_fixture_trimmed_to_each_arch_and_pairs() {
+    let input = fixture(CUDAFIX);
+    let before = std::fs::read(&input).unwrap();
+    let targets = [
+        "50", "70", "75", "80", "86", "90", "90a", "100f", "120", "80,90", "86,120", "70,100",
+    ];
+    for t in targets {
+        let tmp = tempdir();
+        let out_dir = tmp.path().join("out");
+        let report = trim_json(&input, &out_dir, &["--sm", t]);
+        let out = out_dir.join(input.file_name().unwrap());
+        assert!(out.exists(), "{t}");
+        let members = report["wheels"][0]["members"].as_array().unwrap();
+        for lib in CUDA_LIBS {
+            let member = format!("cudafix/{lib}");
+            let path = extract(&out, &member, tmp.path());
+            let original = extract(&input, &member, &tmp.path().join("orig").tap_mkdir());
+            let had = cuobjdump_counts(&original);
+            let seen = cuobjdump_counts(&path);
+            let Some(m) = members.iter().find(|m| m["member"] == member.as_str()) else {
+                // Nothing in it matched the targets: the library is left as it was.
+                assert_eq!(
+                    std::fs::read(&path).unwrap(),
+                    std::fs::read(&original).unwrap(),
+                    "{member} {t}"
+                );
+                continue;
+            };
+            // What NVIDIA's tool sees is what we say we kept.
+            let mut said = BTreeMap::new();
+            for a in m["archs"].as_array().unwrap() {
+                let kept = a["kept"].as_u64().unwrap() as usize;
+                if kept > 0 {
+                    let arch = a["arch"].as_str().unwrap();
+                    let arch = arch
+                        .strip_suffix('f')
+                        .filter(|_| arch.starts_with("sm_"))
+                        .unwrap_or(arch);
+                    *said.entry(arch.to_string()).or_insert(0) += kept;
+                }
+            }
+            assert_eq!(seen, said, "{member} --sm {t}");
+            // Every requested target keeps something it can run, if it had something before.
+            let usable = |counts: &BTreeMap<String, usize>, sm: u32| {
+                counts.keys().any(|a| {
+                    let n: u32 = a
+                        .trim_start_matches(|c: char| !c.is_ascii_digit())
+                        .trim_end_matches(|c: char| !c.is_ascii_digit())
+                        .parse()
+                        .unwrap_or(0);
+                    if a.starts_with("sm_") {
+                        n / 10 == sm / 10 && n <= sm
+                    } else {
+                        n <= sm
+                    }
+                })
+            };
+            for target in t.split(',') {
+                let digits: String = target.chars().take_while(char::is_ascii_digit).collect();
+                let sm: u32 = digits.parse().unwrap();
+                if usable(&had, sm) {
+                    assert!(
+                        usable(&seen, sm),
+                        "{member} --sm {t}: nothing left for sm_{sm}: {seen:?}"
+                    );
+                }
+            }
+            assert_layout(&path);
+            load_cuda_fixture(&path);
+            let (b, a) = (
+                m["bytes_before"].as_u64().unwrap(),
+                m["bytes_after"].as_u64().unwrap(),
+            );
+            assert_eq!(a, std::fs::metadata(&path).unwrap().len());
+            match m["method"].as_str().unwrap() {
+                "cut" => {
+                    assert!(a < b, "{member} {t}");
+                    assert_eq!((b - a) % 0x1000, 0, "{member} {t}: cut is whole pages");
+                }
+                "zeroed" => assert_eq!(a, b, "{member} {t}"),
+                other => panic!("{member}: unexpected method {other}"),
+            }
+            assert!(
+                m["zip_after"].as_u64().unwrap() < m["zip_before"].as_u64().unwrap(),
+                "{member} {t}: the wheel shrinks"
+            );
+        }
+        // Outside tools agree the output is a valid wheel.
+        let v = wheelslim(&["verify", "--json", out.to_str().unwrap()]);
+        let report: serde_json::Value = serde_json::from_slice(&v.stdout).unwrap();
+        assert!(
+            report["wheels"][0]["violations"]
+                .as_array()
+                .unwrap()
+                .is_empty(),
+            "{report}"
+        );
+        assert!(std::fs::metadata(&out).unwrap().len() < before.len() as u64);
+    }
+    assert_eq!(
+        std::fs::read(&input).unwrap(),
+        before,
+        "the input must not change"
+    );
+}
+
+#[test]
+fn big_libraries_are_really_cut() {
+    // plain, default and lz4 carry ~100 KiB of device code: a single-arch trim frees pages.
+    let tmp = tempdir();
+    let report = trim_json(&fixture(CUDAFIX), &tmp.path().join("o"), &["--sm", "90"]);
+    for lib in ["libfix_plain.so", "libfix_default.so", "libfix_lz4.so"] {
+        let m = report["wheels"][0]["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["member"] == format!("cudafix/{lib}").as_str())
+            .unwrap();
+        assert_eq!(m["method"], "cut", "{lib}: {m}");
+        assert!(
+            m["bytes_before"].as_u64().unwrap() - m["bytes_after"].as_u64().unwrap() >= 0x10000,
+            "{lib}: {m}"
+        );
+    }
+}
+
+#[test]
+fn loose_device_files_follow_the_selection() {
+    let tmp = tempdir();
+    let out_dir = tmp.path().join("o");
+    let report = trim_json(&fixture(CUDAFIX), &out_dir, &["--sm", "90"]);
+    let out = out_dir.join(fixture(CUDAFIX).file_name().unwrap());
+    let names: Vec<String> = read_zip(&out).into_iter().map(|(n, _)| n).collect();
+    assert!(
+        !names.contains(&"cudafix/kernels/fix_sm80.cubin".to_string()),
+        "sm_80 cubin must go"
+    );
+    assert!(
+        names.contains(&"cudafix/kernels/fix_compute90.ptx".to_string()),
+        "compute_90 PTX stays"
+    );
+    let fatbin = extract(
+        &out,
+        "cudafix/kernels/fix_sm80_sm90_compute90.fatbin",
+        tmp.path(),
+    );
+    assert_eq!(
+        cuobjdump_counts(&fatbin),
+        BTreeMap::from([("compute_90".to_string(), 1), ("sm_90".to_string(), 1)])
+    );
+    let record = read_zip(&out)
+        .into_iter()
+        .find(|(n, _)| n.ends_with("RECORD"))
+        .map(|(_, d)| String::from_utf8(d).unwrap())
+        .unwrap();
+    assert!(
+        !record.contains("fix_sm80.cubin"),
+        "RECORD follows the removal"
+    );
+    let dropped = report["wheels"][0]["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["member"] == "cudafix/kernels/fix_sm80.cubin")
+        .unwrap();
+    assert_eq!(dropped["method"], "dropped");
+}
+
+#[test]
+fn hip_bundles_trimmed_to_one_target() {
+    let tmp = tempdir();
+    let out_dir = tmp.path().join("o");
+    let input = fixture(HIPFIX);
+    let report = trim_json(&input, &out_dir, &["--gfx", "gfx90a"]);
+    let out = out_dir.join(input.file_name().unwrap());
+    for lib in ["hipfix/libhipfix.so", "hipfix/libhipfix_ccob.so"] {
+        let path = extract(&out, lib, tmp.path());
+        assert_layout(&path);
+        // The stub linked into the library walks every registered bundle: both wrappers
+        // still point at valid bundles, each with one code object left.
+        let python = tool_env("WHEELSLIM_PYTHON");
+        let code = format!(
+            "import ctypes\nl = ctypes.CDLL({:?})\nprint(l.fix_hip_check(), l.fix_hip_code_objects(), l.fix_throw_catch(7))",
+            path.to_str().unwrap()
+        );
+        let got = run(Command::new(python)
+            .args(["-c", &code])
+            .env("LD_BIND_NOW", "1"));
+        // The stub cannot look inside compressed (CCOB) bundles, so it counts none there.
+        let objects = if lib.ends_with("_ccob.so") { 0 } else { 2 };
+        assert_eq!(got.trim(), format!("2 {objects} 73"), "{lib}");
+        // LLVM's bundler lists only gfx90a (and the host) in every bundle.
+        let m = report["wheels"][0]["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["member"] == lib)
+            .unwrap();
+        let mut kept: Vec<&str> = m["archs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a["kept"].as_u64().unwrap() > 0)
+            .map(|a| a["arch"].as_str().unwrap())
+            .collect();
+        kept.sort_unstable();
+        assert_eq!(kept, ["gfx90a", "host"], "{lib}: {m}");
+        // LLVM's bundler lists only gfx90a (and the host) in every bundle of the section,
+        // which binutils' objcopy extracts; bundles start on 4096-byte boundaries.
+        let section = tmp.path().join("hip_fatbin.bin");
+        run(Command::new("objcopy")
+            .args(["-O", "binary", "--only-section=.hip_fatbin"])
+            .arg(&path)
+            .arg(&section));
+        let bytes = std::fs::read(&section).unwrap();
+        let starts: Vec<usize> = (0..bytes.len())
+            .step_by(4096)
+            .filter(|&o| {
+                bytes[o..].starts_with(b"__CLANG_OFFLOAD_BUNDLE__")
+                    || bytes[o..].starts_with(b"CCOB")
+            })
+            .collect();
+        assert_eq!(starts.len(), 2, "{lib}: two bundles");
+        for (i, &start) in starts.iter().enumerate() {
+            let mut end = starts.get(i + 1).copied().unwrap_or(bytes.len());
+            if bytes[start..].starts_with(b"CCOB") {
+                // A version-2 compressed bundle says its total size (the bundler reads to EOF).
+                let total = u32::from_le_bytes(bytes[start + 8..start + 12].try_into().unwrap());
+                end = start + total as usize;
+            }
+            let one = tmp.path().join(format!("bundle{i}.bin"));
+            std::fs::write(&one, &bytes[start..end]).unwrap();
+            let listed = run(Command::new("clang-offload-bundler-19")
+                .args(["--list", "--type=o"])
+                .arg(format!("--input={}", one.display())));
+            let mut triples: Vec<&str> = listed.lines().collect();
+            triples.sort_unstable();
+            assert_eq!(triples.len(), 2, "{lib}: {listed}");
+            assert!(
+                triples[0].starts_with("hip") && triples[0].ends_with("gfx90a"),
+                "{lib}: {listed}"
+            );
+            assert!(triples[1].starts_with("host-"), "{lib}: {listed}");
+        }
+    }
+    let names: Vec<String> = read_zip(&out).into_iter().map(|(n, _)| n).collect();
+    assert!(names.contains(&"hipfix/kernels/hipfix_gfx90a.hsaco".to_string()));
+    assert!(!names.contains(&"hipfix/kernels/hipfix_gfx942.co".to_string()));
+}
+
+#[test]
+fn aarch64_object_with_64k_pages() {
+    let tmp = tempdir();
+    let lib = std::fs::read(fixture("aarch64/libfix_a64.so")).unwrap();
+    let wheel = make_wheel(
+        tmp.path(),
+        "manylinux_2_17_aarch64",
+        &[("demo/libfix_a64.so", &lib)],
+    );
+    for (sm, entries) in [("80", 2), ("90", 4)] {
+        let out_dir = tmp.path().join(format!("o{sm}"));
+        let report = trim_json(&wheel, &out_dir, &["--sm", sm]);
+        let path = extract(
+            &out_dir.join(wheel.file_name().unwrap()),
+            "demo/libfix_a64.so",
+            tmp.path(),
+        );
+        assert_layout(&path);
+        assert!(loads(&path).iter().all(|l| l.3 == 0x10000));
+        let seen = cuobjdump_counts(&path);
+        assert_eq!(seen.values().sum::<usize>(), entries, "--sm {sm}: {seen:?}");
+        let m = &report["wheels"][0]["members"][0];
+        assert!(m["method"] == "cut" || m["method"] == "zeroed", "{m}");
+        // Load it under qemu with 64 KiB pages; the stub walks the re-pointed wrappers.
+        let out = run(Command::new("qemu-aarch64-static")
+            .args([
+                "-p",
+                "65536",
+                "-L",
+                "/usr/aarch64-linux-gnu",
+                "-E",
+                "LD_BIND_NOW=1",
+            ])
+            .arg(fixture("aarch64/loader"))
+            .arg(&path)
+            .args([
+                "fix_fatbin_check",
+                "fix_fatbin_entries",
+                "fix_throw_catch:7",
+            ]));
+        let values: Vec<&str> = out.lines().filter_map(|l| l.split(" = ").nth(1)).collect();
+        assert_eq!(
+            values,
+            ["2", &entries.to_string(), "73"],
+            "--sm {sm}: {out}"
+        );
+    }
+}
+
+#[test]
+fn dry_run_reports_and_writes_nothing() {
+    let tmp = tempdir();
+    let out_dir = tmp.path().join("never");
+    let o = wheelslim(&[
+        "trim",
+        "--dry-run",
+        "--sm",
+        "90",
+        fixture(CUDAFIX).to_str().unwrap(),
+        "-w",
+        out_dir.to_str().unwrap(),
+    ]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(!out_dir.exists());
+    let text = stdout(&o);
+    assert!(text.contains("Would trim (dry run) to sm_90"), "{text}");
+    assert!(text.contains("cudafix/libfix_plain.so"), "{text}");
+}
+
+#[test]
+fn trim_needs_targets() {
+    let tmp = tempdir();
+    let o = wheelslim(&[
+        "trim",
+        fixture(CUDAFIX).to_str().unwrap(),
+        "-w",
+        tmp.path().to_str().unwrap(),
+    ]);
+    assert_eq!(code(&o), 2);
+    assert!(stderr(&o).contains("--sm"), "{}", stderr(&o));
+    let o = wheelslim(&[
+        "trim",
+        "--sm",
+        "nonsense",
+        fixture(CUDAFIX).to_str().unwrap(),
+        "-w",
+        tmp.path().to_str().unwrap(),
+    ]);
+    assert_eq!(code(&o), 2);
+    assert!(stderr(&o).contains("--sm nonsense"), "{}", stderr(&o));
+}
