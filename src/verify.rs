@@ -248,7 +248,8 @@ struct SetFindings<'a> {
 /// Links and conflicts of one install set.
 fn check_set(wheels: &[(&Wheel, &WheelFacts)], profiles: &ProfileSet, out: &mut SetFindings) {
     let mut objects = Vec::new();
-    let mut owners: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    // Install path → (content digest, wheel) of every wheel that writes it.
+    let mut owners: BTreeMap<String, Vec<(Option<[u8; 32]>, String)>> = BTreeMap::new();
     let mut required: BTreeSet<String> = BTreeSet::new();
     for (wheel, facts) in wheels {
         for r in wheel.metadata.get_all("Requires-Dist") {
@@ -267,7 +268,7 @@ fn check_set(wheels: &[(&Wheel, &WheelFacts)], profiles: &ProfileSet, out: &mut 
                 owners
                     .entry(path.to_string())
                     .or_default()
-                    .push(wheel.path.display().to_string());
+                    .push((m.sha256, wheel.path.display().to_string()));
             }
             if let Some(info) = m.host_elf() {
                 objects.push(links::Object {
@@ -278,11 +279,16 @@ fn check_set(wheels: &[(&Wheel, &WheelFacts)], profiles: &ProfileSet, out: &mut 
             }
         }
     }
+    // Several wheels may write the same file with the same bytes (NVIDIA's wheels all ship
+    // an empty `nvidia/__init__.py`); different bytes mean one silently replaces the other.
     out.conflicts.extend(
         owners
             .into_iter()
-            .filter(|(_, o)| o.len() > 1)
-            .map(|(p, o)| format!("{p} ({})", o.join(", "))),
+            .filter(|(_, o)| o.len() > 1 && o.iter().any(|(h, _)| *h != o[0].0 || h.is_none()))
+            .map(|(p, o)| {
+                let who: Vec<&str> = o.iter().map(|(_, w)| w.as_str()).collect();
+                format!("{p} ({})", who.join(", "))
+            }),
     );
     let cuda = detect_cuda_major(objects.iter().flat_map(|o| {
         o.elf

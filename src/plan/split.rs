@@ -264,7 +264,7 @@ pub fn plan_split(
                     };
                     let spec = match &up.version {
                         Some(v) => v.clone(),
-                        None => soname_version(&public)
+                        None => soname_version(&unhash(m.file_name()))
                             .and_then(range_from_version)
                             .unwrap_or_default(),
                     };

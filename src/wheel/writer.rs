@@ -276,6 +276,10 @@ impl WheelWriter {
             .out
             .into_inner()
             .map_err(|e| werr(&target, e.into_error()))?;
+        // Temporary files are created 0600; a finished wheel is an ordinary readable file.
+        use std::os::unix::fs::PermissionsExt;
+        file.set_permissions(std::fs::Permissions::from_mode(0o644))
+            .map_err(|e| werr(&target, e))?;
         file.sync_all().map_err(|e| werr(&target, e))?;
         Ok(PendingFile {
             target,

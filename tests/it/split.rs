@@ -134,6 +134,11 @@ fn split_installs_and_links_into_the_runtime_package() {
     assert_eq!(files_in(&rt_dir), [RUNTIME_NAME]);
     let main = main_dir.join(MAIN_NAME);
     let runtime = rt_dir.join(RUNTIME_NAME);
+    for out in [&main, &runtime] {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(out).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o644, "{}", out.display());
+    }
 
     // The main wheel lost the vendor libraries and requires the runtime wheel exactly.
     let members = read_zip(&main);
