@@ -236,6 +236,9 @@ pub fn verify_sets(
     }
 }
 
+/// A wheel writing an install path, and the digest of what it writes there.
+type Owner = (Option<[u8; 32]>, String);
+
 struct SetFindings<'a> {
     unresolved: &'a mut Vec<LinkProblem>,
     from_upstream: &'a mut Vec<LinkNote>,
@@ -249,7 +252,7 @@ struct SetFindings<'a> {
 fn check_set(wheels: &[(&Wheel, &WheelFacts)], profiles: &ProfileSet, out: &mut SetFindings) {
     let mut objects = Vec::new();
     // Install path → (content digest, wheel) of every wheel that writes it.
-    let mut owners: BTreeMap<String, Vec<(Option<[u8; 32]>, String)>> = BTreeMap::new();
+    let mut owners: BTreeMap<String, Vec<Owner>> = BTreeMap::new();
     let mut required: BTreeSet<String> = BTreeSet::new();
     for (wheel, facts) in wheels {
         for r in wheel.metadata.get_all("Requires-Dist") {
