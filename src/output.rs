@@ -273,6 +273,16 @@ pub struct Finish<'a> {
     /// Which outputs are installed together (indices into the outputs); `None`: work it out
     /// from the wheels' names and tags.
     pub sets: Option<Vec<Vec<usize>>>,
+    /// Links that were already unresolved in the inputs (see [`link_key`]): not the outputs'
+    /// fault, so not a reason to refuse them.
+    pub known_unresolved: std::collections::HashSet<(String, String)>,
+}
+
+/// A key for an unresolved link that survives the split: the object's file name and the
+/// library it needs, both without auditwheel's hash (moved and unhashed libraries keep it).
+pub fn link_key(object: &str, needed: &str) -> (String, String) {
+    let file = object.rsplit(['!', '/']).next().unwrap_or(object);
+    (crate::profile::unhash(file), crate::profile::unhash(needed))
 }
 
 /// Writes every output to a temporary file next to its target, checks what was written
@@ -325,16 +335,20 @@ pub fn finish(
     let refs: Vec<(&Wheel, &WheelFacts)> = reopened.iter().map(|(w, f)| (w, f)).collect();
     let sets = f.sets.clone().unwrap_or_else(|| install_sets(&refs));
     let report = verify_sets(&refs, &sets, f.profiles, f.max_size);
+    let new_links: Vec<&crate::verify::LinkProblem> = report
+        .unresolved
+        .iter()
+        .filter(|u| !f.known_unresolved.contains(&link_key(&u.object, &u.needed)))
+        .collect();
     let failed = !report.conflicts.is_empty()
-        || (f.links && !report.unresolved.is_empty())
+        || (f.links && !new_links.is_empty())
         || report.wheels.iter().any(|w| {
             w.violations
                 .iter()
                 .any(|v| f.size_is_error || v.rule != "max-size")
         });
     if failed {
-        let mut lines: Vec<String> = report
-            .unresolved
+        let mut lines: Vec<String> = new_links
             .iter()
             .map(|u| {
                 format!(

@@ -99,6 +99,9 @@ pub struct SplitArgs {
     /// runtime wheel's bytes do not depend on how the input wheels were compressed (slower).
     #[arg(long)]
     pub canonical_runtime: bool,
+    /// Trim device code too, in every library that moves or stays (see `wheelslim trim`).
+    #[command(flatten)]
+    pub device: DeviceArgs,
 }
 
 /// Device-code selection, shared by `trim` and `split`.

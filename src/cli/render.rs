@@ -413,6 +413,16 @@ pub fn split(r: &crate::split::SplitReport) -> String {
             s.lib_dir()
         );
     }
+    for t in &r.trimmed {
+        let _ = writeln!(
+            o,
+            "trimmed {}: {} → {} ({})",
+            t.member,
+            size(t.bytes_before),
+            size(t.bytes_after),
+            t.method
+        );
+    }
     for out in &r.outputs {
         let _ = writeln!(
             o,
@@ -424,17 +434,37 @@ pub fn split(r: &crate::split::SplitReport) -> String {
         );
     }
     if let Some(v) = &r.verify {
+        let links = if v.unresolved.is_empty() {
+            "every NEEDED resolves".to_string()
+        } else {
+            format!(
+                "{} NEEDED entr{} unresolved as in the inputs",
+                v.unresolved.len(),
+                if v.unresolved.len() == 1 {
+                    "y stays"
+                } else {
+                    "ies stay"
+                }
+            )
+        };
+        let upstream = if v.from_upstream.is_empty() {
+            String::new()
+        } else {
+            format!(" ({} from upstream wheels)", v.from_upstream.len())
+        };
         let _ = writeln!(
             o,
-            "verified: {} wheel(s), {} ELF object(s), every NEEDED resolves{}",
+            "verified: {} wheel(s), {} ELF object(s), {links}{upstream}",
             v.wheels.len(),
             v.objects_checked,
-            if v.from_upstream.is_empty() {
-                String::new()
-            } else {
-                format!(" ({} from upstream wheels)", v.from_upstream.len())
-            }
         );
+        for u in &v.unresolved {
+            let _ = writeln!(
+                o,
+                "  unresolved before and after: {} needs {}",
+                u.object, u.needed
+            );
+        }
     }
     o
 }

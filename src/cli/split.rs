@@ -27,6 +27,7 @@ pub fn run(args: &SplitArgs, g: &GlobalArgs, printer: &Printer) -> Result<Outcom
         time: ZipTime::from_env()?,
         dry_run: args.dry_run,
         canonical_runtime: args.canonical_runtime,
+        trim: super::trim::settings(&args.device)?,
     };
     let bar = printer.progress(args.wheels.len() as u64, "splitting");
     let report = split(&args.wheels, &profiles, &opts);

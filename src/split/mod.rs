@@ -27,6 +27,7 @@ use crate::output::{
 use crate::plan::pack::pack;
 use crate::plan::{MemberAction, SplitPlan, SplitSettings, plan_split};
 use crate::profile::ProfileSet;
+use crate::trim::{MemberTrim, TrimError, TrimSettings, trim_member};
 use crate::verify::VerifyReport;
 use crate::wheel::deflate::{self, Compressed};
 use crate::wheel::writer::{ZipTime, normalized_mode};
@@ -50,6 +51,8 @@ pub struct SplitOptions {
     /// Re-deflate runtime-wheel members with wheelslim's own deterministic deflate, so runtime
     /// wheels do not depend on how the inputs compressed them.
     pub canonical_runtime: bool,
+    /// Device-code trimming applied to every member that carries device code (`--sm`, `--gfx`).
+    pub trim: TrimSettings,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -58,16 +61,20 @@ pub struct SplitReport {
     pub dry_run: bool,
     pub plan: SplitPlan,
     pub outputs: Vec<Output>,
+    /// Members whose device code was trimmed (`--sm`, `--gfx`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub trimmed: Vec<MemberTrim>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub verify: Option<VerifyReport>,
     pub notes: Vec<Diagnostic>,
 }
 
-/// One member's new bytes.
+/// One member's new bytes (or its removal, for a loose device file the trim drops).
 struct Rewritten {
     compressed: Compressed,
     sha256: [u8; 32],
     info: Option<ElfInfo>,
+    removed: bool,
 }
 
 /// Runs `split`.
@@ -80,6 +87,13 @@ pub fn split(
     let inputs = open_inputs(paths, &opts.limits, &budget)?;
     let refs: Vec<(&Wheel, &WheelFacts)> = inputs.iter().map(|(w, f)| (w, f)).collect();
     let plan = plan_split(&refs, profiles, &opts.settings)?;
+    // What did not resolve before the split is reported, but is not the split's doing.
+    let known_unresolved: std::collections::HashSet<(String, String)> =
+        crate::verify::verify_facts(&refs, profiles, opts.max_size)
+            .unresolved
+            .iter()
+            .map(|u| crate::output::link_key(&u.object, &u.needed))
+            .collect();
     let notes = plan.notes.clone();
     if opts.dry_run {
         return Ok(SplitReport {
@@ -87,6 +101,7 @@ pub fn split(
             dry_run: true,
             plan,
             outputs: Vec::new(),
+            trimmed: Vec::new(),
             verify: None,
             notes,
         });
@@ -110,6 +125,17 @@ pub fn split(
         }
     }
 
+    // Members with device code are trimmed (`--sm`, `--gfx`) while they are rewritten anyway.
+    let trimming = opts.trim.is_active();
+    let device_of = |input: usize, member: &str| -> Option<&MemberFacts> {
+        inputs[input]
+            .1
+            .members
+            .iter()
+            .find(|f| f.name == member && f.device.is_some())
+    };
+    let has_device = |input: usize, member: &str| device_of(input, member).is_some();
+
     // A library that cannot fit alone fails before any work is done (it is checked again with
     // exact sizes once rewritten members are compressed).
     let capacity = opts.max_size.saturating_sub(RUNTIME_OVERHEAD);
@@ -118,6 +144,7 @@ pub fn split(
             .libraries
             .iter()
             .filter(|l| l.edit.is_empty() && !opts.canonical_runtime)
+            .filter(|l| !(trimming && has_device(l.input, &l.member)))
         {
             if l.compressed_size > capacity {
                 return Err(too_big(
@@ -131,65 +158,127 @@ pub fn split(
     }
 
     // Apply: rewrite the ELF objects that need it, in parallel, under the memory budget.
-    let mut jobs: Vec<(usize, String, &crate::plan::ElfEdit)> = Vec::new();
+    let mut jobs: Vec<(usize, String, Option<&crate::plan::ElfEdit>)> = Vec::new();
     for m in &plan.mains {
         for a in &m.members {
-            if let MemberAction::Edit { member, edit } = a {
-                jobs.push((m.input, member.clone(), edit));
+            match a {
+                MemberAction::Edit { member, edit } => {
+                    jobs.push((m.input, member.clone(), Some(edit)))
+                }
+                MemberAction::Copy { member } if trimming && has_device(m.input, member) => {
+                    jobs.push((m.input, member.clone(), None));
+                }
+                _ => {}
             }
         }
     }
     for s in &plan.runtime_sets {
         for l in &s.libraries {
             if !l.edit.is_empty() {
-                jobs.push((l.input, l.member.clone(), &l.edit));
+                jobs.push((l.input, l.member.clone(), Some(&l.edit)));
+            } else if trimming && has_device(l.input, &l.member) {
+                jobs.push((l.input, l.member.clone(), None));
             }
         }
     }
+    let trims: std::sync::Mutex<Vec<MemberTrim>> = std::sync::Mutex::new(Vec::new());
     let rewritten: Vec<((usize, String), Rewritten)> = jobs
         .par_iter()
-        .map(|(input, member, edit)| {
+        .filter_map(|(input, member, edit)| {
             let wheel = &inputs[*input].0;
             let loc = wheel.member_location(member);
-            let m = wheel
-                .archive
-                .member(member)
-                .ok_or_else(|| Error::refused(format!("internal: {loc} vanished"), None))?;
-            let _r = budget.reserve(m.size.saturating_mul(2));
-            let bytes = wheel.archive.read(m).map_err(|err| Error::Zip {
-                location: loc.clone(),
-                err,
-            })?;
-            let out = apply::patch_elf(&bytes, edit).map_err(|err| Error::Elf {
-                location: loc.clone(),
-                err,
-            })?;
-            drop(bytes);
-            let info = match crate::elf::inspect(&out) {
-                Ok(Inspected::Host(i)) => Some(*i),
-                Ok(_) => None,
-                Err(err) => return Err(Error::Elf { location: loc, err }),
-            };
-            let sha256 = sha2_digest(&out);
-            let compressed = deflate::compress(&out, deflate::DEFAULT_LEVEL);
-            Ok((
-                (*input, member.clone()),
-                Rewritten {
+            let run = || -> Result<Option<Rewritten>, Error> {
+                let m = wheel
+                    .archive
+                    .member(member)
+                    .ok_or_else(|| Error::refused(format!("internal: {loc} vanished"), None))?;
+                let _r = budget.reserve(m.size.saturating_mul(2));
+                let mut bytes = wheel.archive.read(m).map_err(|err| Error::Zip {
+                    location: loc.clone(),
+                    err,
+                })?;
+                if let Some(f) = device_of(*input, member).filter(|_| trimming) {
+                    let trimmed = trim_member(
+                        member,
+                        &bytes,
+                        f.compressed_size,
+                        f.host_elf(),
+                        f.device.as_ref().unwrap_or(&Default::default()),
+                        &opts.trim,
+                    )
+                    .map_err(|e| match e {
+                        TrimError::DeviceCode(err) => Error::DeviceCode {
+                            location: loc.clone(),
+                            err,
+                        },
+                        TrimError::Elf(err) => Error::Elf {
+                            location: loc.clone(),
+                            err,
+                        },
+                    })?;
+                    if let Some(t) = trimmed {
+                        trims
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .push(t.report);
+                        match t.data {
+                            Some(d) => bytes = d,
+                            None => {
+                                return Ok(Some(Rewritten {
+                                    compressed: deflate::compress(&[], deflate::DEFAULT_LEVEL),
+                                    sha256: sha2_digest(&[]),
+                                    info: None,
+                                    removed: true,
+                                }));
+                            }
+                        }
+                    } else if edit.is_none() {
+                        return Ok(None);
+                    }
+                }
+                let out = match edit {
+                    Some(edit) => apply::patch_elf(&bytes, edit).map_err(|err| Error::Elf {
+                        location: loc.clone(),
+                        err,
+                    })?,
+                    None => bytes,
+                };
+                let info = match crate::elf::inspect(&out) {
+                    Ok(Inspected::Host(i)) => Some(*i),
+                    Ok(_) => None,
+                    // A trimmed loose device file (fatbin, bundle) is no ELF object.
+                    Err(_) if edit.is_none() && !crate::elf::is_elf(&out) => None,
+                    Err(err) => {
+                        return Err(Error::Elf {
+                            location: loc.clone(),
+                            err,
+                        });
+                    }
+                };
+                let sha256 = sha2_digest(&out);
+                let compressed = deflate::compress(&out, deflate::DEFAULT_LEVEL);
+                Ok(Some(Rewritten {
                     compressed,
                     sha256,
                     info,
-                },
-            ))
+                    removed: false,
+                }))
+            };
+            run()
+                .transpose()
+                .map(|r| r.map(|r| ((*input, member.clone()), r)))
         })
         .collect::<Result<_, Error>>()?;
     let rewritten: HashMap<(usize, String), Rewritten> = rewritten.into_iter().collect();
+    let mut trimmed = trims.into_inner().unwrap_or_else(|p| p.into_inner());
+    trimmed.sort_by(|a, b| a.member.cmp(&b.member));
 
     // Runtime members re-deflated canonically, when asked.
     let canonical: HashMap<(usize, String), Compressed> = if opts.canonical_runtime {
         plan.runtime_sets
             .iter()
             .flat_map(|s| s.libraries.iter())
-            .filter(|l| l.edit.is_empty())
+            .filter(|l| !rewritten.contains_key(&(l.input, l.member.clone())))
             .collect::<Vec<_>>()
             .par_iter()
             .map(|l| {
@@ -345,11 +434,14 @@ pub fn split(
         let record_name = format!("{}/RECORD", wheel.dist_info);
         let mut members = Vec::new();
         for a in &m.members {
-            let (name, edited) = match a {
+            let name = match a {
                 MemberAction::Remove { .. } => continue,
-                MemberAction::Copy { member } => (member, false),
-                MemberAction::Edit { member, .. } => (member, true),
+                MemberAction::Copy { member } | MemberAction::Edit { member, .. } => member,
             };
+            let new = rewritten.get(&(m.input, name.clone()));
+            if new.is_some_and(|r| r.removed) {
+                continue;
+            }
             if *name == record_name || name.ends_with('/') {
                 continue;
             }
@@ -366,8 +458,7 @@ pub fn split(
                     mode: normalized_mode(src.unix_mode),
                     facts: plain_facts(name, g.size, g.sha256),
                 });
-            } else if edited {
-                let r = &rewritten[&(m.input, name.clone())];
+            } else if let Some(r) = new {
                 members.push(OutMember {
                     name: name.clone(),
                     source: Source::New(&r.compressed),
@@ -497,6 +588,7 @@ pub fn split(
             size_is_error: true,
             what: "split",
             sets: Some(sets),
+            known_unresolved,
         },
     )?;
     Ok(SplitReport {
@@ -504,6 +596,7 @@ pub fn split(
         dry_run: false,
         plan,
         outputs,
+        trimmed,
         verify: Some(report),
         notes,
     })

@@ -231,6 +231,7 @@ pub fn trim(
             size_is_error: false,
             what: "trim",
             sets: Some(sets),
+            known_unresolved: Default::default(),
         },
     )?;
     let sizes: HashMap<&str, u64> = outputs.iter().map(|o| (o.path.as_str(), o.size)).collect();

@@ -451,3 +451,40 @@ fn upstream_mode_depends_on_nvidia_wheels() {
             .unwrap()
     );
 }
+
+#[test]
+fn split_with_sm_trims_device_code_too() {
+    let tmp = tempdir();
+    let out_dir = tmp.path().join("out");
+    let o = split(&[
+        s(&fixture(CUDAFIX)),
+        "-w",
+        s(&out_dir),
+        "--sm",
+        "90",
+        "--json",
+    ]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let trimmed: Vec<&str> = report["trimmed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["member"].as_str().unwrap())
+        .collect();
+    assert!(trimmed.contains(&"cudafix/libfix_plain.so"), "{trimmed:?}");
+    let out = out_dir.join(fixture(CUDAFIX).file_name().unwrap());
+    let before = read_zip(&fixture(CUDAFIX));
+    let after = read_zip(&out);
+    let size =
+        |v: &[(String, Vec<u8>)], n: &str| v.iter().find(|(m, _)| m == n).map(|(_, d)| d.len());
+    assert!(size(&after, "cudafix/libfix_plain.so") < size(&before, "cudafix/libfix_plain.so"));
+    assert_eq!(
+        size(&after, "cudafix/kernels/fix_sm80.cubin"),
+        None,
+        "the sm_80 cubin leaves"
+    );
+    // Links that did not resolve in the input (libcudart.so.13 comes from NVIDIA's wheel at
+    // run time) are reported, not held against the split.
+    assert_eq!(report["verify"]["unresolved"].as_array().unwrap().len(), 6);
+}
