@@ -4,6 +4,8 @@
 mod audit;
 mod common;
 mod device;
+mod elf_patch;
+mod fatbin_fixtures;
 mod shrink_built;
 mod shrink_cuda;
 mod shrink_errors;

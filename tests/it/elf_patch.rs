@@ -8,7 +8,7 @@
 //! `-z noseparate-code`, RUNPATH, RPATH), clang-19 + lld, cross gcc for aarch64 (64 KiB
 //! `p_align`, loaded under `qemu-aarch64-static -p 65536`) and ppc64le, patchelf (to make a
 //! patchelf-edited input), plus two committed fixtures: an auditwheel-repaired wheel and an
-//! aarch64 CUDA-fatbin library (tests/fixtures/elfpatch/README.md).
+//! aarch64 CUDA-fatbin library (fixtures/README.md).
 //!
 //! A missing tool fails the test with the package to install; nothing is skipped.
 
@@ -1073,8 +1073,9 @@ fn a_stale_version_file_is_caught_statically_and_breaks_loading() {
 #[test]
 fn auditwheel_repaired_wheel_renamed_back_to_public_sonames() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let wheel = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/elfpatch/slimdemo-0.1.0-cp38-abi3-manylinux2014_x86_64.manylinux_2_17_x86_64.whl");
+    let wheel = Path::new(env!("CARGO_MANIFEST_DIR")).join(
+        "fixtures/wheels/slimdemo-0.1.0-cp38-abi3-manylinux2014_x86_64.manylinux_2_17_x86_64.whl",
+    );
     let mut zip =
         zip::ZipArchive::new(std::fs::File::open(&wheel).expect("open wheel")).expect("zip");
     let mut member = |name: &str| {
@@ -1263,8 +1264,7 @@ fn aarch64_misaligned_segment_is_rejected_by_the_64k_harness() {
 fn aarch64_fatbin_fixture_keeps_working() {
     let b = Build::new(Arch::Aarch64);
     let loader = b.loader();
-    let fixture =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/elfpatch/libfix_a64.so");
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/aarch64/libfix_a64.so");
     let input = read(&fixture);
     let dir = mkdir(&b.root.join("fix"));
     let edits = edits_path(long_list(&dir), PathKind::Runpath);
