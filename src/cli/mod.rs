@@ -3,6 +3,7 @@
 
 mod args;
 mod audit;
+mod config;
 mod printer;
 mod profiles;
 mod render;
@@ -47,7 +48,20 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
 }
 
 pub fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let args = match config::with_config(
+        std::env::args_os().collect(),
+        std::path::Path::new("pyproject.toml"),
+    ) {
+        Ok(a) => a,
+        Err(e) => {
+            #[allow(clippy::print_stderr)]
+            {
+                eprintln!("error: {e:#}");
+            }
+            return ExitCode::from(2);
+        }
+    };
+    let cli = match Cli::try_parse_from(args) {
         Ok(c) => c,
         Err(e) => {
             let _ = e.print();

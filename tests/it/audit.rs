@@ -338,3 +338,27 @@ fn profiles_command_lists_and_shows() {
     assert_eq!(code(&out), 2);
     assert!(stderr(&out).contains("unknown profile `nosuch`"));
 }
+
+#[test]
+fn pyproject_tool_wheelslim_supplies_defaults_and_the_command_line_wins() {
+    let tmp = tempdir();
+    std::fs::write(
+        tmp.path().join("pyproject.toml"),
+        "[project]\nname = \"x\"\n\n[tool.wheelslim]\nmax-size = \"4KiB\"\n",
+    )
+    .unwrap();
+    let w = fixture(SLIMDEMO);
+    let out = wheelslim_in(&["audit", "--check", w.to_str().unwrap()], tmp.path());
+    assert_eq!(code(&out), 1, "the 4 KiB limit from pyproject.toml applies");
+    let out = wheelslim_in(
+        &[
+            "audit",
+            "--check",
+            "--max-size",
+            "1MiB",
+            w.to_str().unwrap(),
+        ],
+        tmp.path(),
+    );
+    assert_eq!(code(&out), 0, "the command line wins: {}", stdout(&out));
+}
