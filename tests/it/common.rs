@@ -132,3 +132,38 @@ pub fn make_wheel(dir: &Path, platform: &str, files: &[(&str, &[u8])]) -> PathBu
     z.finish().unwrap();
     path
 }
+
+/// Copies a wheel member by member through `edit` (name, bytes → bytes), regenerating RECORD,
+/// and writes it to `dst`.
+pub fn rewrite_wheel(src: &Path, dst: &Path, edit: impl Fn(&str, Vec<u8>) -> Vec<u8>) {
+    use base64::Engine;
+    use sha2::{Digest, Sha256};
+    use std::io::Write;
+    let members = read_zip(src);
+    let record_name = members
+        .iter()
+        .map(|(n, _)| n)
+        .find(|n| n.ends_with(".dist-info/RECORD"))
+        .expect("RECORD")
+        .clone();
+    let f = std::fs::File::create(dst).unwrap();
+    let mut z = zip::ZipWriter::new(f);
+    let opts = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Deflated)
+        .last_modified_time(zip::DateTime::default());
+    let mut record = String::new();
+    for (name, data) in members {
+        if name == record_name || name.ends_with('/') {
+            continue;
+        }
+        let data = edit(&name, data);
+        z.start_file(name.as_str(), opts).unwrap();
+        z.write_all(&data).unwrap();
+        let digest = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(&data));
+        record.push_str(&format!("{name},sha256={digest},{}\n", data.len()));
+    }
+    record.push_str(&format!("{record_name},,\n"));
+    z.start_file(record_name.as_str(), opts).unwrap();
+    z.write_all(record.as_bytes()).unwrap();
+    z.finish().unwrap();
+}

@@ -488,3 +488,91 @@ fn split_with_sm_trims_device_code_too() {
     // run time) are reported, not held against the split.
     assert_eq!(report["verify"]["unresolved"].as_array().unwrap().len(), 6);
 }
+
+#[test]
+fn differing_copies_of_one_library_are_an_error_naming_both() {
+    let tmp = tempdir();
+    let a = tmp.path().join(MAIN_NAME);
+    let b = tmp.path().join(MAIN_NAME.replace("cp38", "cp39"));
+    std::fs::copy(fixture(SLIMDEMO), &a).unwrap();
+    // The cp39 build carries a different libcudart (bytes after the section headers differ).
+    rewrite_wheel(&fixture(SLIMDEMO), &b, |name, mut data| {
+        if name.contains("libcudart") {
+            data.extend_from_slice(b"different build");
+        }
+        data
+    });
+    let out_dir = tmp.path().join("out");
+    let o = split(&[s(&a), s(&b), "-w", s(&out_dir)]);
+    assert_eq!(code(&o), 2, "{}", stdout(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("two different libraries would both become"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "{}!slimdemo.libs/libcudart-aa97f077.so.12",
+            a.display()
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "{}!slimdemo.libs/libcudart-aa97f077.so.12",
+            b.display()
+        )),
+        "{err}"
+    );
+    assert!(!out_dir.exists() || files_in(&out_dir).is_empty());
+}
+
+#[test]
+fn a_runtime_set_over_the_limit_is_divided_into_parts_that_install_together() {
+    let tmp = tempdir();
+    let out_dir = tmp.path().join("out");
+    // 256 KiB of every runtime wheel is kept for headers and metadata: at 260 KiB each wheel has
+    // room for one of the two (about 2.5 KiB compressed) libraries.
+    let o = split(&[
+        s(&fixture(SLIMDEMO)),
+        "-w",
+        s(&out_dir),
+        "--unhash",
+        "--max-size",
+        "260KiB",
+    ]);
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    let files = files_in(&out_dir);
+    assert_eq!(
+        files,
+        [
+            MAIN_NAME.to_string(),
+            "slimdemo_runtime_cuda12-0.1.0-py3-none-manylinux2014_x86_64.manylinux_2_17_x86_64.whl".to_string(),
+            "slimdemo_runtime_cuda12_part2-0.1.0-py3-none-manylinux2014_x86_64.manylinux_2_17_x86_64.whl".to_string(),
+        ]
+    );
+    let meta = read_zip(&out_dir.join(MAIN_NAME))
+        .into_iter()
+        .find(|(n, _)| n.ends_with("METADATA"))
+        .map(|(_, d)| String::from_utf8(d).unwrap())
+        .unwrap();
+    assert!(
+        meta.contains("Requires-Dist: slimdemo-runtime-cuda12==0.1.0\n"),
+        "{meta}"
+    );
+    assert!(
+        meta.contains("Requires-Dist: slimdemo-runtime-cuda12-part2==0.1.0\n"),
+        "{meta}"
+    );
+    // Both parts install into the same lib/ folder; pip resolves the pins and the extension works.
+    let venv = Venv::new(tmp.path(), "venv");
+    venv.pip_install(&["--find-links", s(&out_dir), "slimdemo"]);
+    assert_eq!(venv.call_slimdemo("").unwrap(), "12080 120904 12080");
+    let v = wheelslim(&[
+        "verify",
+        &format!("{}/{}", s(&out_dir), files[0]),
+        &format!("{}/{}", s(&out_dir), files[1]),
+        &format!("{}/{}", s(&out_dir), files[2]),
+    ]);
+    assert_eq!(code(&v), 0, "{}", stdout(&v));
+}
