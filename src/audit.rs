@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::budget::Budget;
 use crate::device::{self, DeviceReport};
-use crate::diagnostic::{Diagnostic, Severity};
+use crate::diagnostic::Diagnostic;
 use crate::elf::Inspected;
 use crate::error::Error;
 use crate::facts::{self, InspectOptions, RecordCheck, WheelFacts};
@@ -158,10 +158,7 @@ pub struct AuditReport {
 impl AuditReport {
     pub fn has_errors(&self) -> bool {
         !self.failed.is_empty()
-            || self
-                .wheels
-                .iter()
-                .any(|w| w.diagnostics.iter().any(|d| d.severity == Severity::Error))
+            || crate::diagnostic::any_error(self.wheels.iter().flat_map(|w| &w.diagnostics))
     }
 
     pub fn has_violations(&self) -> bool {

@@ -23,6 +23,13 @@ pub struct Diagnostic {
     pub hint: Option<String>,
 }
 
+/// True when any of the diagnostics is an error.
+pub fn any_error<'a>(diagnostics: impl IntoIterator<Item = &'a Diagnostic>) -> bool {
+    diagnostics
+        .into_iter()
+        .any(|d| d.severity == Severity::Error)
+}
+
 impl Diagnostic {
     pub fn new(severity: Severity, location: &Location, message: impl Into<String>) -> Self {
         Diagnostic {

@@ -12,7 +12,7 @@ use serde::Serialize;
 use crate::audit::provided_by_machine;
 use crate::budget::Budget;
 use crate::checks::{Violation, platform_checks, upload_checks};
-use crate::diagnostic::{Diagnostic, Severity};
+use crate::diagnostic::Diagnostic;
 use crate::facts::{self, InspectOptions, RecordCheck, WheelFacts};
 use crate::links::{self, Resolution, Tree, expand_entry, parent_dir};
 use crate::profile::{ProfileSet, detect_cuda_major, unhash};
@@ -71,10 +71,7 @@ pub struct VerifyReport {
 impl VerifyReport {
     pub fn has_errors(&self) -> bool {
         !self.failed.is_empty()
-            || self
-                .wheels
-                .iter()
-                .any(|w| w.diagnostics.iter().any(|d| d.severity == Severity::Error))
+            || crate::diagnostic::any_error(self.wheels.iter().flat_map(|w| &w.diagnostics))
     }
 }
 
@@ -108,15 +105,6 @@ pub fn verify_facts(
 ) -> VerifyReport {
     let sets = install_sets(wheels);
     verify_sets(wheels, &sets, profiles, max_size)
-}
-
-fn requirement_name(r: &str) -> String {
-    let name: String = r
-        .trim()
-        .chars()
-        .take_while(|c| c.is_ascii_alphanumeric() || "-_.".contains(*c))
-        .collect();
-    normalize_name(&name)
 }
 
 /// The sets of wheels that can be installed together. Several wheels of one project (its
@@ -259,7 +247,7 @@ fn check_set(wheels: &[(&Wheel, &WheelFacts)], profiles: &ProfileSet, out: &mut 
             if r.contains("extra ==") || r.contains("extra==") {
                 continue;
             }
-            required.insert(requirement_name(r));
+            required.insert(crate::wheel::requirement_name(r));
         }
         for m in &facts.members {
             let (scheme, path) = wheel.install_path(&m.name);

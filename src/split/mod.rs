@@ -375,7 +375,7 @@ pub fn split(
         let mut meta = wheel.metadata.clone();
         let existing: HashSet<String> = meta
             .get_all("Requires-Dist")
-            .map(requirement_name)
+            .map(crate::wheel::requirement_name)
             .collect();
         for key in &m.runtime_sets {
             let version = plan
@@ -391,7 +391,7 @@ pub fn split(
             }
         }
         for r in &m.requirements {
-            if !existing.contains(&requirement_name(r)) {
+            if !existing.contains(&crate::wheel::requirement_name(r)) {
                 meta.add("Requires-Dist", r);
             }
         }
@@ -610,13 +610,4 @@ fn too_big(wheel: &Wheel, member: &str, bytes: u64, max_size: u64) -> Error {
         ),
         Some("trim its device code to the GPUs you ship for (--sm 80,90 / --gfx ...), or raise --max-size if your index allows larger files".into()),
     )
-}
-
-fn requirement_name(r: &str) -> String {
-    let name: String = r
-        .trim()
-        .chars()
-        .take_while(|c| c.is_ascii_alphanumeric() || "-_.".contains(*c))
-        .collect();
-    normalize_name(&name)
 }

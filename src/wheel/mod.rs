@@ -17,6 +17,17 @@ pub use zip::{Limits, Member, ZipArchive, ZipError};
 
 use crate::error::{Error, Location};
 
+/// The normalized project name a `Requires-Dist` value names (`nvidia-cublas-cu12>=12; ...` →
+/// `nvidia-cublas-cu12`).
+pub fn requirement_name(requirement: &str) -> String {
+    let name: String = requirement
+        .trim()
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || "-_.".contains(*c))
+        .collect();
+    normalize_name(&name)
+}
+
 /// Problems with the wheel layer above the zip format.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WheelError {

@@ -167,3 +167,26 @@ pub fn rewrite_wheel(src: &Path, dst: &Path, edit: impl Fn(&str, Vec<u8>) -> Vec
     z.write_all(record.as_bytes()).unwrap();
     z.finish().unwrap();
 }
+
+/// `sm_90` → count and `compute_90` → count, as cuobjdump lists them (`-all` includes
+/// `__nv_relfatbin`). cuobjdump prints family (`f`) cubins under their base name.
+pub fn cuobjdump_counts(path: &Path) -> std::collections::BTreeMap<String, usize> {
+    let cuobjdump = tool_env("WHEELSLIM_CUOBJDUMP");
+    let out = run(Command::new(cuobjdump)
+        .args(["-all", "--list-elf", "--list-ptx"])
+        .arg(path));
+    let mut counts = std::collections::BTreeMap::new();
+    for line in out.lines() {
+        let file = line.rsplit(' ').next().unwrap_or("");
+        let arch = file.rsplit('.').nth(1).unwrap_or("");
+        let key = if line.starts_with("ELF file") {
+            arch.to_string()
+        } else if line.starts_with("PTX file") {
+            arch.replace("sm_", "compute_")
+        } else {
+            continue;
+        };
+        *counts.entry(key).or_insert(0) += 1;
+    }
+    counts
+}

@@ -2,32 +2,8 @@
 //! the PyPI wheel `nvidia-cuda-cuobjdump`).
 
 use std::collections::BTreeMap;
-use std::process::Command;
 
 use crate::common::*;
-
-/// `sm_90` → count and `compute_90` → count, as cuobjdump lists them (`-all` includes
-/// `__nv_relfatbin`). cuobjdump prints family (`f`) cubins under their base name.
-fn cuobjdump_counts(path: &std::path::Path) -> BTreeMap<String, usize> {
-    let cuobjdump = tool_env("WHEELSLIM_CUOBJDUMP");
-    let out = run(Command::new(cuobjdump)
-        .args(["-all", "--list-elf", "--list-ptx"])
-        .arg(path));
-    let mut counts = BTreeMap::new();
-    for line in out.lines() {
-        let file = line.rsplit(' ').next().unwrap_or("");
-        let arch = file.rsplit('.').nth(1).unwrap_or("");
-        let key = if line.starts_with("ELF file") {
-            arch.to_string()
-        } else if line.starts_with("PTX file") {
-            arch.replace("sm_", "compute_")
-        } else {
-            continue;
-        };
-        *counts.entry(key).or_insert(0) += 1;
-    }
-    counts
-}
 
 #[test]
 fn device_matrix_matches_cuobjdump_on_every_cuda_fixture() {

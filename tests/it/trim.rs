@@ -30,32 +30,6 @@ fn trim_json(wheel: &Path, out: &Path, args: &[&str]) -> serde_json::Value {
     serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", stdout(&o)))
 }
 
-/// Per-architecture image counts as cuobjdump sees them (`-all`: both fatbin sections).
-fn cuobjdump_counts(path: &Path) -> BTreeMap<String, usize> {
-    let out = run(Command::new(tool_env("WHEELSLIM_CUOBJDUMP"))
-        .args(["-all", "--list-elf", "--list-ptx"])
-        .arg(path));
-    let mut counts = BTreeMap::new();
-    for line in out.lines() {
-        let arch = line
-            .rsplit(' ')
-            .next()
-            .unwrap_or("")
-            .rsplit('.')
-            .nth(1)
-            .unwrap_or("");
-        let key = if line.starts_with("ELF file") {
-            arch.to_string()
-        } else if line.starts_with("PTX file") {
-            arch.replace("sm_", "compute_")
-        } else {
-            continue;
-        };
-        *counts.entry(key).or_insert(0) += 1;
-    }
-    counts
-}
-
 /// PT_LOADs from `readelf -lW`: (offset, vaddr, filesz, align).
 fn loads(path: &Path) -> Vec<(u64, u64, u64, u64)> {
     let out = run(Command::new("readelf").arg("-lW").arg(path));
