@@ -2,7 +2,6 @@
 //! parallel, hashed for RECORD on the way; ELF objects and loose device files are kept in memory
 //! just long enough to be described (under a shared memory budget), then dropped.
 
-use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::budget::Budget;
@@ -104,20 +103,55 @@ pub struct WheelFacts {
 
 /// Options for the inspect stage.
 #[derive(Debug, Clone, Copy)]
-pub struct InspectOptions {
+pub struct InspectOptions<'a> {
     /// Keep and describe ELF objects and device files (false: hash only).
     pub describe: bool,
+    /// Advanced by each member's uncompressed size once it is inspected. The library only
+    /// counts; whether and how it is drawn is the command line's business.
+    pub progress: Option<&'a indicatif::ProgressBar>,
 }
 
-impl Default for InspectOptions {
+impl Default for InspectOptions<'_> {
     fn default() -> Self {
-        InspectOptions { describe: true }
+        InspectOptions {
+            describe: true,
+            progress: None,
+        }
     }
 }
 
 struct Streamed {
     hash: HashState,
     kept: Option<Vec<u8>>,
+}
+
+/// A member's uncompressed bytes, kept in memory under the shared budget (see
+/// [`inspect_wheel_with`]). Dropping it returns its bytes to the budget.
+#[derive(Debug)]
+pub struct Kept<'b> {
+    pub bytes: Vec<u8>,
+    reservation: Option<crate::budget::Reservation<'b>>,
+}
+
+impl<'b> Kept<'b> {
+    /// Reserves `more` bytes beside these (for a rewritten copy), without waiting for itself.
+    pub fn grow(&mut self, more: u64) {
+        if let Some(r) = self.reservation.as_mut() {
+            r.grow(more);
+        }
+    }
+
+    /// The bytes, and the reservation that must live as long as they are held.
+    pub fn into_parts(self) -> (Vec<u8>, Option<crate::budget::Reservation<'b>>) {
+        (self.bytes, self.reservation)
+    }
+
+    /// Keeps the bytes past the inspect pass: they stay reserved, as retained bytes, until
+    /// this is dropped (see [`Budget`]).
+    pub fn retain(mut self) -> Kept<'b> {
+        self.reservation = self.reservation.take().map(|r| r.retain());
+        self
+    }
 }
 
 /// Inflates one member once: hashes it, and keeps its bytes when `keep(first_bytes)` says so.
@@ -161,24 +195,31 @@ fn stream_member<'b>(
 /// Inspects every member of a wheel. Problems with single members become diagnostics; the rest
 /// of the wheel is still described.
 pub fn inspect_wheel(wheel: &Wheel, opts: InspectOptions, budget: &Budget) -> WheelFacts {
-    inspect_wheel_with(wheel, opts, budget, &|_: &MemberFacts, _: &[u8]| None::<()>).0
+    inspect_wheel_with(wheel, opts, budget, &|_: &MemberFacts, _: Kept| None::<()>).0
 }
 
 /// Like [`inspect_wheel`], and while each kept member's bytes are in memory (ELF objects and
 /// device files, right after they are described), `work` may turn them into something else —
-/// this is how `trim` rewrites a member without inflating it a second time. Its results come
-/// back in member order.
-pub fn inspect_wheel_with<T: Send>(
+/// this is how `trim` rewrites a member and `split` keeps the members it will rewrite, without
+/// inflating them a second time. Its results come back in member order.
+///
+/// Members are inflated in parallel, the largest first (see [`crate::schedule`]).
+pub fn inspect_wheel_with<'b, T: Send>(
     wheel: &Wheel,
     opts: InspectOptions,
-    budget: &Budget,
-    work: &(dyn Fn(&MemberFacts, &[u8]) -> Option<T> + Sync),
+    budget: &'b Budget,
+    work: &(dyn Fn(&MemberFacts, Kept<'b>) -> Option<T> + Sync),
 ) -> (WheelFacts, Vec<Option<T>>) {
     let members = wheel.archive.members();
-    let results: Vec<(MemberFacts, Vec<Diagnostic>, Option<T>)> = members
-        .par_iter()
-        .map(|m| inspect_member(wheel, m, opts, budget, work))
-        .collect();
+    let sizes: Vec<u64> = members.iter().map(|m| m.size).collect();
+    let results: Vec<(MemberFacts, Vec<Diagnostic>, Option<T>)> =
+        crate::schedule::largest_first(&sizes, |i| {
+            let r = inspect_member(wheel, &members[i], opts, budget, work);
+            if let Some(p) = opts.progress {
+                p.inc(sizes[i]);
+            }
+            r
+        });
     let mut diagnostics = Vec::new();
     let mut facts = Vec::with_capacity(results.len());
     let mut outputs = Vec::with_capacity(results.len());
@@ -198,12 +239,12 @@ pub fn inspect_wheel_with<T: Send>(
     )
 }
 
-fn inspect_member<T>(
+fn inspect_member<'b, T>(
     wheel: &Wheel,
     m: &Member,
     opts: InspectOptions,
-    budget: &Budget,
-    work: &(dyn Fn(&MemberFacts, &[u8]) -> Option<T> + Sync),
+    budget: &'b Budget,
+    work: &(dyn Fn(&MemberFacts, Kept<'b>) -> Option<T> + Sync),
 ) -> (MemberFacts, Vec<Diagnostic>, Option<T>) {
     let mut diags = Vec::new();
     let loc = wheel.member_location(&m.name);
@@ -247,11 +288,9 @@ fn inspect_member<T>(
     if let Some(bytes) = streamed.kept {
         describe(&name, &bytes, &loc, so_like, &mut facts, &mut diags);
         if !matches!(facts.content, Content::Unreadable) {
-            out = work(&facts, &bytes);
+            out = work(&facts, Kept { bytes, reservation });
         }
-        drop(bytes);
     }
-    drop(reservation);
     (facts, diags, out)
 }
 

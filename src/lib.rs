@@ -21,6 +21,7 @@ pub mod diagnostic;
 pub mod facts;
 pub mod links;
 pub mod policy;
+pub mod schedule;
 
 /// Human-readable byte sizes (`1.5 MiB`).
 pub fn cli_size(b: u64) -> String {

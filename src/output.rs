@@ -6,7 +6,6 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::budget::Budget;
@@ -155,7 +154,7 @@ pub fn elf_facts(
     MemberFacts {
         name: name.to_string(),
         size: c.size,
-        compressed_size: c.data.len() as u64,
+        compressed_size: c.stored_len(),
         sha256: Some(sha256),
         content: match info {
             Some(i) => Content::Elf {
@@ -178,6 +177,7 @@ pub fn write_output(
     kind: &'static str,
     members: Vec<OutMember>,
     time: ZipTime,
+    progress: Option<&indicatif::ProgressBar>,
 ) -> Result<(PendingFile, &'static str, Vec<MemberFacts>, String), Error> {
     let mut w = WheelWriter::create(target, time)?;
     let dist_info = members
@@ -204,6 +204,9 @@ pub fn write_output(
                 w.add_raw(&m.name, &wheel.archive, src, m.mode)?;
             }
             Source::New(c) => w.add_compressed(&m.name, c, m.mode)?,
+        }
+        if let Some(p) = progress {
+            p.inc(m.size);
         }
         record.entries.push(RecordEntry {
             path: m.name.clone(),
@@ -264,6 +267,8 @@ pub struct Finish<'a> {
     pub max_size: u64,
     pub limits: &'a Limits,
     pub time: ZipTime,
+    /// Advanced by each member's uncompressed size as it is written.
+    pub progress: Option<&'a indicatif::ProgressBar>,
     /// Every NEEDED must resolve inside the written set (split); trim leaves links alone.
     pub links: bool,
     /// An output over `max_size` is an error (split); otherwise it is reported.
@@ -292,10 +297,35 @@ pub fn finish(
     outputs_spec: Vec<(PathBuf, &'static str, Vec<OutMember>)>,
     f: &Finish,
 ) -> Result<(Vec<Output>, VerifyReport), Error> {
-    // Write everything to temporary files.
-    let written: Vec<(PendingFile, &'static str, Vec<MemberFacts>, String)> = outputs_spec
-        .into_par_iter()
-        .map(|(target, kind, members)| write_output(&target, kind, members, f.time))
+    // Write everything to temporary files, the largest outputs first.
+    if let Some(p) = f.progress {
+        p.set_message("writing");
+        p.set_position(0);
+        p.set_length(
+            outputs_spec
+                .iter()
+                .flat_map(|(_, _, ms)| ms.iter().map(|m| m.size))
+                .sum(),
+        );
+    }
+    let sizes: Vec<u64> = outputs_spec
+        .iter()
+        .map(|(_, _, ms)| ms.iter().map(|m| m.size).sum())
+        .collect();
+    // Each worker takes its output's member list out of its slot.
+    type Slot<'m> = std::sync::Mutex<Option<(PathBuf, &'static str, Vec<OutMember<'m>>)>>;
+    let specs: Vec<Slot> = outputs_spec
+        .into_iter()
+        .map(|s| std::sync::Mutex::new(Some(s)))
+        .collect();
+    let written: Vec<(PendingFile, &'static str, Vec<MemberFacts>, String)> =
+        crate::schedule::largest_first(&sizes, |i| {
+            let taken = specs[i].lock().unwrap_or_else(|p| p.into_inner()).take();
+            let (target, kind, members) =
+                taken.ok_or_else(|| Error::refused("internal: output written twice", None))?;
+            write_output(&target, kind, members, f.time, f.progress)
+        })
+        .into_iter()
         .collect::<Result<_, Error>>()?;
 
     // Check what was written before anything is renamed into place.

@@ -93,6 +93,21 @@ impl Printer {
         }
     }
 
+    /// A progress bar over bytes whose length and message the library sets phase by phase
+    /// (hidden when not on a terminal).
+    pub fn bytes_progress(&self) -> ProgressBar {
+        if !self.progress {
+            return ProgressBar::hidden();
+        }
+        let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
+        if let Ok(style) = ProgressStyle::with_template(
+            "{spinner} {msg:<24} [{bar:30}] {bytes}/{total_bytes} ({bytes_per_sec}, {eta})",
+        ) {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        bar
+    }
+
     /// A progress bar over `len` steps (hidden when not on a terminal).
     pub fn progress(&self, len: u64, what: &str) -> ProgressBar {
         if !self.progress {

@@ -28,8 +28,9 @@ pub fn run(args: &SplitArgs, g: &GlobalArgs, printer: &Printer) -> Result<Outcom
         dry_run: args.dry_run,
         canonical_runtime: args.canonical_runtime,
         trim: super::trim::settings(&args.device)?,
+        progress: printer.bytes_progress(),
     };
-    let bar = printer.progress(args.wheels.len() as u64, "splitting");
+    let bar = opts.progress.clone();
     let report = split(&args.wheels, &profiles, &opts);
     bar.finish_and_clear();
     let report = report?;

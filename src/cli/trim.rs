@@ -41,8 +41,9 @@ pub fn run(args: &TrimArgs, g: &GlobalArgs, printer: &Printer) -> Result<Outcome
         memory_budget: g.memory,
         time: ZipTime::from_env()?,
         dry_run: args.dry_run,
+        progress: printer.bytes_progress(),
     };
-    let bar = printer.progress(args.wheels.len() as u64, "trimming");
+    let bar = opts.progress.clone();
     let report = trim(&args.wheels, &ProfileSet::built_in(), &opts);
     bar.finish_and_clear();
     let report = report?;

@@ -19,14 +19,14 @@ use crate::budget::Budget;
 use crate::diagnostic::Diagnostic;
 use crate::elf::{ElfInfo, Inspected};
 use crate::error::Error;
-use crate::facts::{MemberFacts, WheelFacts};
+use crate::facts::{self, InspectOptions, Kept, MemberFacts, WheelFacts, looks_like_shared_object};
 use crate::output::{
-    self, Finish, OutMember, Output, Source, elf_facts, open_inputs, order_dist_info_last,
-    plain_facts, same_file, sha2_digest,
+    self, Finish, OutMember, Output, Source, check_distinct, check_input, elf_facts,
+    order_dist_info_last, plain_facts, same_file, sha2_digest,
 };
 use crate::plan::pack::pack;
 use crate::plan::{MemberAction, SplitPlan, SplitSettings, plan_split};
-use crate::profile::ProfileSet;
+use crate::profile::{ProfileSet, detect_cuda_major};
 use crate::trim::{MemberTrim, TrimError, TrimSettings, trim_member};
 use crate::verify::VerifyReport;
 use crate::wheel::deflate::{self, Compressed};
@@ -53,6 +53,9 @@ pub struct SplitOptions {
     pub canonical_runtime: bool,
     /// Device-code trimming applied to every member that carries device code (`--sm`, `--gfx`).
     pub trim: TrimSettings,
+    /// Counts bytes inspected, rewritten and written, phase by phase (its message names the
+    /// phase). Hidden unless the caller draws it.
+    pub progress: indicatif::ProgressBar,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -67,6 +70,10 @@ pub struct SplitReport {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub verify: Option<VerifyReport>,
     pub notes: Vec<Diagnostic>,
+    /// Rewritten members whose bytes the inspect pass did not keep, so they were inflated a
+    /// second time (a wrong guess in [`RewriteGuess`]; 0 on ordinary wheels).
+    #[serde(skip)]
+    pub members_read_twice: usize,
 }
 
 /// One member's new bytes (or its removal, for a loose device file the trim drops).
@@ -84,7 +91,7 @@ pub fn split(
     opts: &SplitOptions,
 ) -> Result<SplitReport, Error> {
     let budget = Budget::new(opts.memory_budget);
-    let inputs = open_inputs(paths, &opts.limits, &budget)?;
+    let (inputs, kept) = open_keeping(paths, profiles, opts, &budget)?;
     let refs: Vec<(&Wheel, &WheelFacts)> = inputs.iter().map(|(w, f)| (w, f)).collect();
     let plan = plan_split(&refs, profiles, &opts.settings)?;
     // What did not resolve before the split is reported, but is not the split's doing.
@@ -96,6 +103,7 @@ pub fn split(
             .collect();
     let notes = plan.notes.clone();
     if opts.dry_run {
+        drop(kept);
         return Ok(SplitReport {
             schema: SCHEMA,
             dry_run: true,
@@ -104,6 +112,7 @@ pub fn split(
             trimmed: Vec::new(),
             verify: None,
             notes,
+            members_read_twice: 0,
         });
     }
 
@@ -157,6 +166,12 @@ pub fn split(
         }
     }
 
+    // Output folders exist from here on: large rewritten members are compressed into
+    // temporary files there.
+    for dir in [&opts.wheel_dir, &opts.runtime_dir] {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io("create the folder", dir.clone(), e))?;
+    }
+
     // Apply: rewrite the ELF objects that need it, in parallel, under the memory budget.
     let mut jobs: Vec<(usize, String, Option<&crate::plan::ElfEdit>)> = Vec::new();
     for m in &plan.mains {
@@ -182,9 +197,34 @@ pub fn split(
         }
     }
     let trims: std::sync::Mutex<Vec<MemberTrim>> = std::sync::Mutex::new(Vec::new());
-    let rewritten: Vec<((usize, String), Rewritten)> = jobs
-        .par_iter()
-        .filter_map(|(input, member, edit)| {
+    // Bytes kept by the inspect pass, taken by the job that rewrites them; what no job takes
+    // (a wrong guess) is dropped before the outputs are written.
+    let kept: HashMap<(usize, String), std::sync::Mutex<Option<Kept>>> = kept
+        .into_iter()
+        .map(|(k, v)| (k, std::sync::Mutex::new(Some(v))))
+        .collect();
+    let take_kept = |input: usize, member: &str| -> Option<Kept> {
+        kept.get(&(input, member.to_string()))
+            .and_then(|m| m.lock().unwrap_or_else(|p| p.into_inner()).take())
+    };
+    let reread = std::sync::atomic::AtomicUsize::new(0);
+    let job_sizes: Vec<u64> = jobs
+        .iter()
+        .map(|(input, member, _)| {
+            inputs[*input]
+                .0
+                .archive
+                .member(member)
+                .map_or(0, |m| m.size)
+        })
+        .collect();
+    opts.progress.set_message("rewriting");
+    opts.progress.set_position(0);
+    opts.progress.set_length(job_sizes.iter().sum());
+    let rewritten: Vec<((usize, String), Rewritten)> =
+        crate::schedule::largest_first(&job_sizes, |j| {
+            let _tick = Tick(&opts.progress, job_sizes[j]);
+            let (input, member, edit) = &jobs[j];
             let wheel = &inputs[*input].0;
             let loc = wheel.member_location(member);
             let run = || -> Result<Option<Rewritten>, Error> {
@@ -192,11 +232,23 @@ pub fn split(
                     .archive
                     .member(member)
                     .ok_or_else(|| Error::refused(format!("internal: {loc} vanished"), None))?;
-                let _r = budget.reserve(m.size.saturating_mul(2));
-                let mut bytes = wheel.archive.read(m).map_err(|err| Error::Zip {
-                    location: loc.clone(),
-                    err,
-                })?;
+                // The input is held (kept by the inspect pass, or read again here) and the
+                // rewritten copy beside it; compressed output of large members is spilled.
+                let (mut bytes, _held) = match take_kept(*input, member) {
+                    Some(mut k) => {
+                        k.grow(m.size);
+                        k.into_parts()
+                    }
+                    None => {
+                        reread.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let r = budget.reserve(m.size.saturating_mul(2));
+                        let b = wheel.archive.read(m).map_err(|err| Error::Zip {
+                            location: loc.clone(),
+                            err,
+                        })?;
+                        (b, Some(r))
+                    }
+                };
                 if let Some(f) = device_of(*input, member).filter(|_| trimming) {
                     let trimmed = trim_member(
                         member,
@@ -237,10 +289,14 @@ pub fn split(
                     }
                 }
                 let out = match edit {
-                    Some(edit) => apply::patch_elf(&bytes, edit).map_err(|err| Error::Elf {
-                        location: loc.clone(),
-                        err,
-                    })?,
+                    Some(edit) => {
+                        let out = apply::patch_elf(&bytes, edit).map_err(|err| Error::Elf {
+                            location: loc.clone(),
+                            err,
+                        })?;
+                        drop(bytes);
+                        out
+                    }
                     None => bytes,
                 };
                 let info = match crate::elf::inspect(&out) {
@@ -256,7 +312,9 @@ pub fn split(
                     }
                 };
                 let sha256 = sha2_digest(&out);
-                let compressed = deflate::compress(&out, deflate::DEFAULT_LEVEL);
+                let dir = &opts.wheel_dir;
+                let compressed = deflate::compress_spilled(&out, deflate::DEFAULT_LEVEL, dir)
+                    .map_err(|e| Error::io("write a temporary file in", dir.clone(), e))?;
                 Ok(Some(Rewritten {
                     compressed,
                     sha256,
@@ -268,7 +326,11 @@ pub fn split(
                 .transpose()
                 .map(|r| r.map(|r| ((*input, member.clone()), r)))
         })
+        .into_iter()
+        .flatten()
         .collect::<Result<_, Error>>()?;
+    drop(kept);
+    let members_read_twice = reread.into_inner();
     let rewritten: HashMap<(usize, String), Rewritten> = rewritten.into_iter().collect();
     let mut trimmed = trims.into_inner().unwrap_or_else(|p| p.into_inner());
     trimmed.sort_by(|a, b| a.member.cmp(&b.member));
@@ -310,8 +372,8 @@ pub fn split(
             let key = (l.input, l.member.clone());
             rewritten
                 .get(&key)
-                .map(|r| r.compressed.data.len() as u64)
-                .or_else(|| canonical.get(&key).map(|c| c.data.len() as u64))
+                .map(|r| r.compressed.stored_len())
+                .or_else(|| canonical.get(&key).map(|c| c.stored_len()))
                 .unwrap_or(l.compressed_size)
         };
         let items: Vec<(String, u64)> = set
@@ -574,9 +636,6 @@ pub fn split(
         .collect();
 
     // Write everything to temporary files, check them, then rename them into place.
-    for dir in [&opts.wheel_dir, &opts.runtime_dir] {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io("create the folder", dir.clone(), e))?;
-    }
     let (outputs, report) = output::finish(
         outputs_spec,
         &Finish {
@@ -584,6 +643,7 @@ pub fn split(
             max_size: opts.max_size,
             limits: &opts.limits,
             time: opts.time,
+            progress: Some(&opts.progress),
             links: true,
             size_is_error: true,
             what: "split",
@@ -599,7 +659,120 @@ pub fn split(
         trimmed,
         verify: Some(report),
         notes,
+        members_read_twice,
     })
+}
+
+/// Advances a progress bar when a job ends, however it ends.
+struct Tick<'a>(&'a indicatif::ProgressBar, u64);
+
+impl Drop for Tick<'_> {
+    fn drop(&mut self) {
+        self.0.inc(self.1);
+    }
+}
+
+/// Which members `split` will probably rewrite, guessed before the plan exists so that the
+/// inspect pass can keep their bytes instead of inflating them again later. The planner stays
+/// a pure function of the facts: the guess only decides what is cached. A wrong guess costs
+/// memory until the plan is known (kept, not rewritten) or a second inflate (rewritten, not
+/// kept; counted in [`SplitReport::members_read_twice`]).
+///
+/// The libraries that move, and the profile (so the runtime wheel) each moves to, are known
+/// from the archive's file names alone: profiles match auditwheel's hashed names. A library
+/// that stays is rewritten when it needs one that moves (its search path changes). A library
+/// that moves keeps working through `$ORIGIN` next to the ones moving with it, so it is
+/// rewritten only when it needs one that goes elsewhere, has another search path, or is
+/// renamed. With `--sm`/`--gfx`, everything with device code is rewritten.
+struct RewriteGuess {
+    /// File name → profile, for the libraries profiles move.
+    moving: HashMap<String, String>,
+    unhash: bool,
+    trimming: bool,
+}
+
+impl RewriteGuess {
+    fn new(wheel: &Wheel, profiles: &ProfileSet, opts: &SplitOptions) -> RewriteGuess {
+        let names: Vec<&str> = wheel
+            .archive
+            .members()
+            .iter()
+            .map(|m| m.name.rsplit('/').next().unwrap_or(&m.name))
+            .collect();
+        let cuda = detect_cuda_major(names.iter().copied());
+        let moving = names
+            .iter()
+            .filter(|n| looks_like_shared_object(n))
+            .filter_map(|n| {
+                let hit = profiles.match_library(n, None, cuda)?;
+                Some((n.to_string(), hit.profile.name.clone()))
+            })
+            .collect();
+        RewriteGuess {
+            moving,
+            unhash: opts.settings.unhash,
+            trimming: opts.trim.is_active(),
+        }
+    }
+
+    fn rewrites(&self, f: &MemberFacts) -> bool {
+        if self.trimming && f.device.is_some() {
+            return true;
+        }
+        let Some(info) = f.host_elf() else {
+            return false;
+        };
+        let needs = || info.needed.iter().filter_map(|n| self.moving.get(n));
+        let Some(own) = self.moving.get(f.file_name()) else {
+            return needs().next().is_some();
+        };
+        let search = if info.runpath.is_empty() {
+            &info.rpath
+        } else {
+            &info.runpath
+        };
+        let beside = search.len() == 1 && search[0] == "$ORIGIN";
+        self.unhash
+            || needs().any(|p| p != own)
+            || (!search.is_empty() && !beside)
+            || (needs().next().is_some() && search.is_empty())
+    }
+}
+
+/// Opens and inspects the inputs, refusing any that cannot be rewritten cleanly (as
+/// [`output::open_inputs`] does), and keeps the bytes of the members [`RewriteGuess`] expects
+/// to be rewritten: every member is inflated once.
+#[allow(clippy::type_complexity)]
+fn open_keeping<'b>(
+    paths: &[PathBuf],
+    profiles: &ProfileSet,
+    opts: &SplitOptions,
+    budget: &'b Budget,
+) -> Result<(Vec<(Wheel, WheelFacts)>, HashMap<(usize, String), Kept<'b>>), Error> {
+    check_distinct(paths)?;
+    let mut out = Vec::new();
+    let mut kept = HashMap::new();
+    for (input, p) in paths.iter().enumerate() {
+        let wheel = Wheel::open(p, &opts.limits)?;
+        let guess = RewriteGuess::new(&wheel, profiles, opts);
+        let work = |f: &MemberFacts, k: Kept<'b>| guess.rewrites(f).then(|| k.retain());
+        opts.progress.set_message("inspecting");
+        opts.progress
+            .inc_length(wheel.archive.members().iter().map(|m| m.size).sum());
+        let inspect = InspectOptions {
+            progress: Some(&opts.progress),
+            ..InspectOptions::default()
+        };
+        let (facts, held) = facts::inspect_wheel_with(&wheel, inspect, budget, &work);
+        check_input(&wheel, &facts)?;
+        for (f, h) in facts.members.iter().zip(held) {
+            if let Some(h) = h {
+                kept.insert((input, f.name.clone()), h);
+            }
+        }
+        out.push((wheel, facts));
+    }
+    Ok((out, kept))
 }
 
 fn too_big(wheel: &Wheel, member: &str, bytes: u64, max_size: u64) -> Error {

@@ -16,7 +16,7 @@ pub use member::{ArchChange, MemberTrim, TrimError, TrimSettings, Trimmed, trim_
 use crate::budget::Budget;
 use crate::elf::Inspected;
 use crate::error::Error;
-use crate::facts::{self, InspectOptions, MemberFacts};
+use crate::facts::{self, InspectOptions, Kept, MemberFacts};
 use crate::output::{
     self, Finish, OutMember, Output, Source, check_distinct, check_input, elf_facts,
     order_dist_info_last, same_file, sha2_digest,
@@ -37,6 +37,8 @@ pub struct TrimOptions {
     pub memory_budget: u64,
     pub time: ZipTime,
     pub dry_run: bool,
+    /// Counts bytes inspected (and trimmed) and written; hidden unless the caller draws it.
+    pub progress: indicatif::ProgressBar,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -80,6 +82,11 @@ pub fn trim(
         ));
     }
     let budget = Budget::new(opts.memory_budget);
+    let spill = (!opts.dry_run).then_some(opts.wheel_dir.as_path());
+    if let Some(dir) = spill {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::io("create the folder", dir.to_path_buf(), e))?;
+    }
     let mut wheels = Vec::new();
     let mut specs = Vec::new();
     let mut opened = Vec::new();
@@ -92,33 +99,55 @@ pub fn trim(
             ));
         }
         let wheel = Wheel::open(p, &opts.limits)?;
-        let work = |f: &MemberFacts, bytes: &[u8]| -> Option<Result<Done, Error>> {
+        let work = |f: &MemberFacts, mut kept: Kept| -> Option<Result<Done, Error>> {
             let device = f.device.as_ref()?;
             let info = f.host_elf();
             // The output is about as large as the input while both are held.
-            let _r = budget.reserve(bytes.len() as u64);
+            kept.grow(kept.bytes.len() as u64);
             let loc = wheel.member_location(&f.name);
-            match trim_member(
+            let trimmed = trim_member(
                 &f.name,
-                bytes,
+                &kept.bytes,
                 f.compressed_size,
                 info,
                 device,
                 &opts.settings,
-            ) {
+            );
+            // The input is no longer needed once its trimmed copy exists (its reservation
+            // stays until the copy is compressed).
+            let (input, _reserved) = kept.into_parts();
+            drop(input);
+            match trimmed {
                 Ok(None) => None,
                 Ok(Some(Trimmed { data, report })) => {
-                    let new = data.map(|d| {
-                        let info = match crate::elf::inspect(&d) {
-                            Ok(Inspected::Host(i)) => Some(*i),
-                            _ => None,
-                        };
-                        (
-                            deflate::compress(&d, deflate::DEFAULT_LEVEL),
-                            sha2_digest(&d),
-                            info,
-                        )
-                    });
+                    let new = match data {
+                        None => None,
+                        Some(d) => {
+                            let info = match crate::elf::inspect(&d) {
+                                Ok(Inspected::Host(i)) => Some(*i),
+                                _ => None,
+                            };
+                            // Large outputs are compressed into a temporary file in the
+                            // output folder rather than held until the wheel is written.
+                            let compressed = match spill {
+                                Some(dir) => {
+                                    match deflate::compress_spilled(&d, deflate::DEFAULT_LEVEL, dir)
+                                    {
+                                        Ok(c) => c,
+                                        Err(e) => {
+                                            return Some(Err(Error::io(
+                                                "write a temporary file in",
+                                                dir.to_path_buf(),
+                                                e,
+                                            )));
+                                        }
+                                    }
+                                }
+                                None => deflate::compress(&d, deflate::DEFAULT_LEVEL),
+                            };
+                            Some((compressed, sha2_digest(&d), info))
+                        }
+                    };
                     Some(Ok(Done { report, new }))
                 }
                 Err(TrimError::DeviceCode(err)) => {
@@ -127,8 +156,14 @@ pub fn trim(
                 Err(TrimError::Elf(err)) => Some(Err(Error::Elf { location: loc, err })),
             }
         };
-        let (facts, done) =
-            facts::inspect_wheel_with(&wheel, InspectOptions::default(), &budget, &work);
+        opts.progress.set_message("inspecting and trimming");
+        opts.progress
+            .inc_length(wheel.archive.members().iter().map(|m| m.size).sum());
+        let inspect = InspectOptions {
+            progress: Some(&opts.progress),
+            ..InspectOptions::default()
+        };
+        let (facts, done) = facts::inspect_wheel_with(&wheel, inspect, &budget, &work);
         check_input(&wheel, &facts)?;
         let done: Vec<Option<Done>> = done
             .into_iter()
@@ -156,7 +191,7 @@ pub fn trim(
                     new: Some((c, sha, info)),
                 }) => {
                     let mut r = report.clone();
-                    r.zip_after = c.data.len() as u64;
+                    r.zip_after = c.stored_len();
                     members_report.push(r);
                     installed_after += c.size;
                     out.push(OutMember {
@@ -227,6 +262,7 @@ pub fn trim(
             max_size: opts.max_size,
             limits: &opts.limits,
             time: opts.time,
+            progress: Some(&opts.progress),
             links: false,
             size_is_error: false,
             what: "trim",

@@ -4,6 +4,16 @@
 //! previous 32 KiB as its dictionary and ends on a sync flush, so the concatenation is one valid
 //! deflate stream. The chunk size is a constant, not a function of the thread count, so the bytes
 //! are the same on every machine.
+//!
+//! Large outputs can be *spilled* ([`compress_spilled`]): chunks are compressed a batch at a
+//! time and written, in order, to an unnamed temporary file, so a rewritten 1 GiB library does
+//! not also hold its ~0.5 GiB of compressed bytes in memory until the wheel is written. The
+//! bytes are the same as [`compress`] gives.
+
+use std::fs::File;
+use std::io::{self, Seek, SeekFrom, Write};
+use std::path::Path;
+use std::sync::Arc;
 
 use flate2::{Compress, Compression, FlushCompress, Status};
 use rayon::prelude::*;
@@ -11,6 +21,30 @@ use rayon::prelude::*;
 pub const CHUNK: usize = 1 << 20;
 const WINDOW: usize = 32 * 1024;
 pub const DEFAULT_LEVEL: u32 = 6;
+/// Members at least this large are compressed to a spill file when a folder for one is given.
+pub const SPILL_OVER: usize = 16 << 20;
+/// Chunks compressed (and held) at once while spilling.
+const SPILL_BATCH: usize = 16;
+
+/// Where compressed bytes are kept until they are written.
+#[derive(Debug, Clone)]
+pub enum Stored {
+    Memory(Vec<u8>),
+    /// The first `len` bytes of an unnamed temporary file (deleted when the last handle closes).
+    File(Arc<File>, u64),
+}
+
+impl PartialEq for Stored {
+    fn eq(&self, other: &Stored) -> bool {
+        match (self, other) {
+            (Stored::Memory(a), Stored::Memory(b)) => a == b,
+            (Stored::File(a, x), Stored::File(b, y)) => Arc::ptr_eq(a, b) && x == y,
+            _ => false,
+        }
+    }
+}
+
+impl Eq for Stored {}
 
 /// A member's bytes, compressed and ready to be written.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,7 +52,48 @@ pub struct Compressed {
     pub deflated: bool,
     pub crc32: u32,
     pub size: u64,
-    pub data: Vec<u8>,
+    pub data: Stored,
+}
+
+impl Compressed {
+    /// Length of the compressed (or stored) bytes.
+    pub fn stored_len(&self) -> u64 {
+        match &self.data {
+            Stored::Memory(v) => v.len() as u64,
+            Stored::File(_, len) => *len,
+        }
+    }
+
+    /// The bytes, when they are in memory.
+    pub fn in_memory(&self) -> Option<&[u8]> {
+        match &self.data {
+            Stored::Memory(v) => Some(v),
+            Stored::File(..) => None,
+        }
+    }
+
+    /// Writes the compressed bytes to `out`. Spilled bytes go file to file, which lets the
+    /// kernel copy them (`copy_file_range`) when `out` is a file or a `BufWriter` over one.
+    pub fn write_to<W: Write>(&self, out: &mut W) -> io::Result<u64> {
+        match &self.data {
+            Stored::Memory(v) => {
+                out.write_all(v)?;
+                Ok(v.len() as u64)
+            }
+            Stored::File(f, len) => {
+                let mut f: &File = f;
+                f.seek(SeekFrom::Start(0))?;
+                let n = io::copy(&mut io::Read::take(f, *len), out)?;
+                if n != *len {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "spill file shrank",
+                    ));
+                }
+                Ok(n)
+            }
+        }
+    }
 }
 
 fn deflate_piece(dict: &[u8], piece: &[u8], last: bool, level: u32) -> Vec<u8> {
@@ -53,6 +128,14 @@ fn deflate_piece(dict: &[u8], piece: &[u8], last: bool, level: u32) -> Vec<u8> {
     out
 }
 
+/// Chunk `i` of `data`, deflated with the 32 KiB before it as its dictionary.
+fn deflate_chunk(data: &[u8], i: usize, level: u32) -> Vec<u8> {
+    let start = i * CHUNK;
+    let end = (start + CHUNK).min(data.len());
+    let dict = &data[start.saturating_sub(WINDOW)..start];
+    deflate_piece(dict, &data[start..end], end == data.len(), level)
+}
+
 /// Deflates `data` (raw deflate, as zip members hold it). Stores it instead when deflate would
 /// not make it smaller, as zip writers do.
 pub fn compress(data: &[u8], level: u32) -> Compressed {
@@ -60,15 +143,9 @@ pub fn compress(data: &[u8], level: u32) -> Compressed {
     let deflated = if data.len() <= CHUNK {
         deflate_piece(&[], data, true, level)
     } else {
-        let pieces: Vec<Vec<u8>> = data
-            .par_chunks(CHUNK)
-            .enumerate()
-            .map(|(i, piece)| {
-                let start = i * CHUNK;
-                let dict = &data[start.saturating_sub(WINDOW)..start];
-                let last = start + piece.len() == data.len();
-                deflate_piece(dict, piece, last, level)
-            })
+        let pieces: Vec<Vec<u8>> = (0..data.len().div_ceil(CHUNK))
+            .into_par_iter()
+            .map(|i| deflate_chunk(data, i, level))
             .collect();
         let mut out = Vec::with_capacity(pieces.iter().map(Vec::len).sum());
         for p in pieces {
@@ -76,21 +153,57 @@ pub fn compress(data: &[u8], level: u32) -> Compressed {
         }
         out
     };
-    if deflated.len() >= data.len() && !data.is_empty() {
-        Compressed {
-            deflated: false,
-            crc32,
-            size: data.len() as u64,
-            data: data.to_vec(),
-        }
+    let (deflated, bytes) = if deflated.len() >= data.len() && !data.is_empty() {
+        (false, data.to_vec())
     } else {
-        Compressed {
-            deflated: true,
-            crc32,
-            size: data.len() as u64,
-            data: deflated,
+        (true, deflated)
+    };
+    Compressed {
+        deflated,
+        crc32,
+        size: data.len() as u64,
+        data: Stored::Memory(bytes),
+    }
+}
+
+/// Like [`compress`], with the same bytes, but a member of at least [`SPILL_OVER`] bytes is
+/// written to an unnamed temporary file in `dir` as it is compressed, [`SPILL_BATCH`] chunks
+/// at a time, instead of being collected in memory.
+pub fn compress_spilled(data: &[u8], level: u32, dir: &Path) -> io::Result<Compressed> {
+    if data.len() < SPILL_OVER {
+        return Ok(compress(data, level));
+    }
+    let crc32 = crc(data);
+    let file = tempfile::tempfile_in(dir)?;
+    let mut out = io::BufWriter::with_capacity(1 << 20, &file);
+    let chunks = data.len().div_ceil(CHUNK);
+    let mut len = 0u64;
+    for first in (0..chunks).step_by(SPILL_BATCH) {
+        let pieces: Vec<Vec<u8>> = (first..(first + SPILL_BATCH).min(chunks))
+            .into_par_iter()
+            .map(|i| deflate_chunk(data, i, level))
+            .collect();
+        for p in pieces {
+            out.write_all(&p)?;
+            len += p.len() as u64;
         }
     }
+    out.flush()?;
+    drop(out);
+    let deflated = len < data.len() as u64;
+    if !deflated {
+        let mut f = &file;
+        f.set_len(0)?;
+        f.seek(SeekFrom::Start(0))?;
+        f.write_all(data)?;
+        len = data.len() as u64;
+    }
+    Ok(Compressed {
+        deflated,
+        crc32,
+        size: data.len() as u64,
+        data: Stored::File(Arc::new(file), len),
+    })
 }
 
 /// CRC-32 of `data`, computed in parallel for large inputs.
@@ -137,8 +250,9 @@ mod tests {
         }
         let c = compress(&data, DEFAULT_LEVEL);
         assert!(c.deflated);
-        assert!(c.data.len() < data.len() / 2);
-        assert_eq!(inflate(&c.data, data.len()), data);
+        let bytes = c.in_memory().unwrap();
+        assert!(bytes.len() < data.len() / 2);
+        assert_eq!(inflate(bytes, data.len()), data);
         assert_eq!(c.crc32, crc32fast::hash(&data));
         // Deterministic whatever the thread pool.
         let pool = rayon::ThreadPoolBuilder::new()
@@ -157,7 +271,7 @@ mod tests {
         let c = compress(&data, DEFAULT_LEVEL);
         assert_eq!(c.size, 5000);
         if !c.deflated {
-            assert_eq!(c.data, data);
+            assert_eq!(c.in_memory().unwrap(), data);
         }
     }
 
@@ -165,6 +279,28 @@ mod tests {
     fn empty_input() {
         let c = compress(&[], DEFAULT_LEVEL);
         assert!(c.deflated);
-        assert_eq!(inflate(&c.data, 0), Vec::<u8>::new());
+        assert_eq!(inflate(c.in_memory().unwrap(), 0), Vec::<u8>::new());
+    }
+
+    #[test]
+    fn spilled_bytes_are_the_same_bytes() {
+        let mut data = Vec::with_capacity(SPILL_OVER + 3 * CHUNK);
+        let mut x: u32 = 7;
+        while data.len() < SPILL_OVER + 3 * CHUNK + 99 {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+            data.push(b"abcdefgh"[(x >> 29) as usize]);
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let spilled = compress_spilled(&data, DEFAULT_LEVEL, dir.path()).unwrap();
+        assert!(matches!(spilled.data, Stored::File(..)));
+        let mut out = Vec::new();
+        assert_eq!(spilled.write_to(&mut out).unwrap(), spilled.stored_len());
+        let memory = compress(&data, DEFAULT_LEVEL);
+        assert_eq!(out, memory.in_memory().unwrap());
+        assert_eq!((spilled.crc32, spilled.size), (memory.crc32, memory.size));
+        // A second write gives the same bytes again.
+        let mut again = Vec::new();
+        spilled.write_to(&mut again).unwrap();
+        assert_eq!(again, out);
     }
 }

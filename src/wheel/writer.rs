@@ -2,8 +2,10 @@
 //!
 //! Members are written in the order the caller gives (the caller sorts, `.dist-info` last,
 //! `RECORD` last) with fixed timestamps and normalized modes. Untouched members are copied raw
-//! (their compressed bytes as they are, no inflate/deflate); new and changed members arrive
-//! already compressed (see [`deflate`](super::deflate)). No data descriptors are written: the
+//! (their compressed bytes as they are, no inflate/deflate), file to file through a handle of
+//! the writer's own, so `std::io::copy` lets the kernel move them (`copy_file_range`) instead
+//! of passing them through a user-space buffer; new and changed members arrive already
+//! compressed, in memory or in a spill file (see [`deflate`](super::deflate)). No data descriptors are written: the
 //! writer knows every size before it writes a header, which is what PyPI requires.
 //!
 //! Output goes to a temporary file in the target folder. [`WheelWriter::finish`] gives a
@@ -12,7 +14,7 @@
 
 use std::collections::HashSet;
 use std::fs::File;
-use std::io::{self, BufWriter, Write};
+use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use super::deflate::Compressed;
@@ -101,6 +103,8 @@ pub struct WheelWriter {
     entries: Vec<CentralEntry>,
     names: HashSet<String>,
     time: ZipTime,
+    /// Handles on the archives members are copied from, one per archive path.
+    sources: Vec<(PathBuf, Option<File>)>,
 }
 
 /// A finished wheel in a temporary file next to its target, not yet renamed into place.
@@ -143,6 +147,7 @@ impl WheelWriter {
             entries: Vec::new(),
             names: HashSet::new(),
             time,
+            sources: Vec::new(),
         })
     }
 
@@ -204,15 +209,16 @@ impl WheelWriter {
         let offset = self.offset;
         let method = if c.deflated { 8 } else { 0 };
         let target = self.target.clone();
-        self.write_local_header(name, method, c.crc32, c.data.len() as u64, c.size)
-            .and_then(|()| self.out.write_all(&c.data))
+        let len = c.stored_len();
+        self.write_local_header(name, method, c.crc32, len, c.size)
+            .and_then(|()| c.write_to(&mut self.out))
             .map_err(|e| werr(&target, e))?;
-        self.offset += c.data.len() as u64;
+        self.offset += len;
         self.entries.push(CentralEntry {
             name: name.to_string(),
             method,
             crc32: c.crc32,
-            compressed_size: c.data.len() as u64,
+            compressed_size: len,
             size: c.size,
             offset,
             mode,
@@ -253,8 +259,24 @@ impl WheelWriter {
             member.size,
         )
         .map_err(|e| werr(&target, e))?;
-        let copied = io::copy(&mut reader, &mut self.out)
-            .map_err(|e| Error::io("copy a member out of", from.path().to_path_buf(), e))?;
+        let copy_err = |e| Error::io("copy a member out of", from.path().to_path_buf(), e);
+        let copied = match source(&mut self.sources, from) {
+            // File to file: the kernel copies the bytes (copy_file_range), with no pass
+            // through a user-space buffer.
+            Some(f) => {
+                let mut f: &File = f;
+                f.seek(SeekFrom::Start(member.data_offset))
+                    .map_err(copy_err)?;
+                io::copy(&mut f.take(member.compressed_size), &mut self.out).map_err(copy_err)?
+            }
+            None => io::copy(&mut reader, &mut self.out).map_err(copy_err)?,
+        };
+        if copied != member.compressed_size {
+            return Err(copy_err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the archive shrank while being read",
+            )));
+        }
         self.offset += copied;
         self.entries.push(CentralEntry {
             name: name.to_string(),
@@ -368,6 +390,23 @@ impl WheelWriter {
         self.offset += tail.len() as u64;
         self.out.flush()
     }
+}
+
+/// A writer's own handle on `from`'s file (see [`ZipArchive::reopen`]), opened once per
+/// archive; `None` when it cannot be had, and the bytes are then copied through positioned
+/// reads.
+fn source<'s>(
+    sources: &'s mut Vec<(PathBuf, Option<File>)>,
+    from: &ZipArchive,
+) -> Option<&'s File> {
+    let i = match sources.iter().position(|(p, _)| p == from.path()) {
+        Some(i) => i,
+        None => {
+            sources.push((from.path().to_path_buf(), from.reopen().ok()));
+            sources.len() - 1
+        }
+    };
+    sources[i].1.as_ref()
 }
 
 /// Renames every pending file into place. If one rename fails, the ones already renamed are

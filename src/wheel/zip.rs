@@ -725,6 +725,22 @@ impl ZipArchive {
         Ok(buf)
     }
 
+    /// A second handle on the archive's file, with a cursor of its own, for copying raw
+    /// member bytes file to file (which lets `std::io::copy` use `copy_file_range`). It is
+    /// opened by path, so it is refused unless it is still the same file (device and inode)
+    /// that was indexed.
+    pub fn reopen(&self) -> io::Result<File> {
+        use std::os::unix::fs::MetadataExt;
+        let f = File::open(&self.path)?;
+        let (a, b) = (self.file.metadata()?, f.metadata()?);
+        if (a.dev(), a.ino()) != (b.dev(), b.ino()) {
+            return Err(io::Error::other(
+                "the archive was replaced while being read",
+            ));
+        }
+        Ok(f)
+    }
+
     /// A reader over a member's compressed bytes (positioned reads; no shared cursor).
     pub fn raw_reader<'a>(&'a self, m: &Member) -> Result<RawReader<'a>, ZipError> {
         self.readable(m)?;

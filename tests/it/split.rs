@@ -576,3 +576,62 @@ fn a_runtime_set_over_the_limit_is_divided_into_parts_that_install_together() {
     ]);
     assert_eq!(code(&v), 0, "{}", stdout(&v));
 }
+
+/// Every member `split` rewrites was kept by its single inspect pass: none is inflated twice,
+/// with or without renaming and trimming. A memory budget smaller than any member only
+/// serializes the work (it must not make a worker wait for itself).
+#[test]
+fn rewritten_members_are_inflated_once() {
+    use wheelslim::plan::SplitSettings;
+    use wheelslim::split::{SplitOptions, split as split_lib};
+    use wheelslim::trim::TrimSettings;
+    for (wheel, unhash, sm, memory_budget) in [
+        (SLIMDEMO, false, None, 1 << 30),
+        (SLIMDEMO, true, None, 1),
+        (CUDAFIX, false, Some("90"), 1 << 30),
+        (CUDAFIX, false, Some("90"), 1),
+    ] {
+        let tmp = tempdir();
+        let opts = SplitOptions {
+            settings: SplitSettings {
+                upstream: false,
+                unhash,
+            },
+            wheel_dir: tmp.path().join("w"),
+            runtime_dir: tmp.path().join("rt"),
+            max_size: 100 << 20,
+            limits: Default::default(),
+            memory_budget,
+            time: wheelslim::wheel::writer::ZipTime::EPOCH,
+            dry_run: false,
+            canonical_runtime: false,
+            trim: TrimSettings {
+                cuda: sm.map(|s| wheelslim::fatbin::select::Selection::parse_targets(s).unwrap()),
+                gfx: None,
+                allow_cut: true,
+            },
+            progress: indicatif::ProgressBar::hidden(),
+        };
+        let report = split_lib(
+            &[fixture(wheel)],
+            &wheelslim::profile::ProfileSet::built_in(),
+            &opts,
+        )
+        .unwrap();
+        let edited = report
+            .plan
+            .mains
+            .iter()
+            .flat_map(|m| &m.members)
+            .filter(|a| matches!(a, wheelslim::plan::MemberAction::Edit { .. }))
+            .count();
+        assert!(
+            edited + report.trimmed.len() > 0,
+            "{wheel}: nothing rewritten"
+        );
+        assert_eq!(
+            report.members_read_twice, 0,
+            "{wheel} unhash={unhash} sm={sm:?}"
+        );
+    }
+}
