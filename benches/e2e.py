@@ -710,6 +710,16 @@ def main() -> None:
             "cut 4 of 6 images from every container",
         ),
         (
+            "wheelslim split --memory 128MiB",
+            lambda: sh(f"{ws_q} --memory 128MiB split {whl} --max-size 4GiB -w '{fresh()}/w' --runtime-dir '{out}/rt'"),
+            "the same, one member in memory at a time",
+        ),
+        (
+            "wheelslim trim --sm 90 -j 1",
+            lambda: sh(f"{ws_q} -j 1 trim {whl} --sm 90 -w '{fresh()}/t'"),
+            "trim on one core",
+        ),
+        (
             "wheelslim split --sm 90",
             lambda: sh(f"{ws_q} split {whl} --sm 90 --max-size 4GiB -w '{fresh()}/w' --runtime-dir '{out}/rt'"),
             "both in one pass",

@@ -6,8 +6,10 @@
 //! A reservation can be *retained*: its bytes stay in memory after the worker is done with
 //! them (`split` keeps the members it will rewrite, so they are not inflated twice). Retained
 //! bytes count against the budget, but they never make a worker wait forever: when no other
-//! reservation is held, the next one is granted whatever is retained. So the peak is bounded by
-//! the retained bytes (the members being rewritten) plus max(budget, largest single member).
+//! reservation is held, the next one is granted whatever is retained. Retaining itself is
+//! bounded by the budget ([`Reservation::try_retain`]; the first retained member may exceed
+//! it). So the peak is bounded by the retained bytes (at most max(budget, the first member
+//! kept)) plus max(budget, largest single member).
 
 use std::sync::{Condvar, Mutex};
 
@@ -85,6 +87,20 @@ impl Reservation<'_> {
             self.budget.freed.notify_all();
         }
         self
+    }
+
+    /// Retains these bytes if the retained total stays within the budget (or nothing is
+    /// retained yet, so one member larger than the budget can still be kept); otherwise gives
+    /// the reservation back unchanged.
+    pub fn try_retain(self) -> Result<Self, Self> {
+        if self.retained {
+            return Ok(self);
+        }
+        let fits = {
+            let st = self.budget.lock();
+            st.retained == 0 || st.retained + self.bytes <= self.budget.cap
+        };
+        if fits { Ok(self.retain()) } else { Err(self) }
     }
 
     pub fn bytes(&self) -> u64 {
@@ -169,5 +185,19 @@ mod tests {
         assert_eq!((b.in_use(), r.bytes()), (160, 160));
         drop(r);
         assert_eq!(b.in_use(), 0);
+    }
+
+    #[test]
+    fn retaining_stops_at_the_budget_except_for_the_first() {
+        let b = Budget::new(100);
+        let first = b.reserve(150).try_retain().unwrap();
+        let refused = b.reserve(10).try_retain().unwrap_err();
+        drop(refused);
+        drop(first);
+        let a = b.reserve(60).try_retain().unwrap();
+        let c = b.reserve(40).try_retain().unwrap();
+        assert!(b.reserve(1).try_retain().is_err());
+        assert_eq!(b.retained(), 100);
+        drop((a, c));
     }
 }

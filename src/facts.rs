@@ -147,10 +147,17 @@ impl<'b> Kept<'b> {
     }
 
     /// Keeps the bytes past the inspect pass: they stay reserved, as retained bytes, until
-    /// this is dropped (see [`Budget`]).
-    pub fn retain(mut self) -> Kept<'b> {
-        self.reservation = self.reservation.take().map(|r| r.retain());
-        self
+    /// this is dropped (see [`Budget`]). `None` (the bytes are dropped) when the budget has
+    /// no room left for retained bytes.
+    pub fn retain(mut self) -> Option<Kept<'b>> {
+        match self.reservation.take().map(|r| r.try_retain()) {
+            Some(Err(_)) => None,
+            Some(Ok(r)) => {
+                self.reservation = Some(r);
+                Some(self)
+            }
+            None => Some(self),
+        }
     }
 }
 

@@ -676,7 +676,8 @@ impl Drop for Tick<'_> {
 /// inspect pass can keep their bytes instead of inflating them again later. The planner stays
 /// a pure function of the facts: the guess only decides what is cached. A wrong guess costs
 /// memory until the plan is known (kept, not rewritten) or a second inflate (rewritten, not
-/// kept; counted in [`SplitReport::members_read_twice`]).
+/// kept; counted in [`SplitReport::members_read_twice`]). What is kept is bounded by the
+/// memory budget (`--memory`): past it, a rewritten member is inflated again instead.
 ///
 /// The libraries that move, and the profile (so the runtime wheel) each moves to, are known
 /// from the archive's file names alone: profiles match auditwheel's hashed names. A library
@@ -755,7 +756,7 @@ fn open_keeping<'b>(
     for (input, p) in paths.iter().enumerate() {
         let wheel = Wheel::open(p, &opts.limits)?;
         let guess = RewriteGuess::new(&wheel, profiles, opts);
-        let work = |f: &MemberFacts, k: Kept<'b>| guess.rewrites(f).then(|| k.retain());
+        let work = |f: &MemberFacts, k: Kept<'b>| guess.rewrites(f).then(|| k.retain()).flatten();
         opts.progress.set_message("inspecting");
         opts.progress
             .inc_length(wheel.archive.members().iter().map(|m| m.size).sum());
