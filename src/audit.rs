@@ -32,6 +32,8 @@ pub struct AuditOptions {
     pub memory_budget: u64,
     /// How many of the largest members to list.
     pub largest: usize,
+    /// Counts bytes inspected; hidden unless the caller draws it.
+    pub progress: indicatif::ProgressBar,
 }
 
 impl Default for AuditOptions {
@@ -41,6 +43,7 @@ impl Default for AuditOptions {
             limits: Limits::default(),
             memory_budget: 1 << 30,
             largest: 10,
+            progress: indicatif::ProgressBar::hidden(),
         }
     }
 }
@@ -179,7 +182,13 @@ pub fn audit(paths: &[PathBuf], profiles: &ProfileSet, opts: &AuditOptions) -> A
     for path in paths {
         match Wheel::open(path, &opts.limits) {
             Ok(wheel) => {
-                let facts = facts::inspect_wheel(&wheel, InspectOptions::default(), &budget);
+                opts.progress
+                    .inc_length(wheel.archive.members().iter().map(|m| m.size).sum());
+                let inspect = InspectOptions {
+                    progress: Some(&opts.progress),
+                    ..InspectOptions::default()
+                };
+                let facts = facts::inspect_wheel(&wheel, inspect, &budget);
                 let device = device::scan_wheel(&wheel, &facts, &budget);
                 for f in &facts.members {
                     if let Some(h) = f.sha256

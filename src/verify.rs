@@ -25,6 +25,8 @@ pub struct VerifyOptions {
     pub max_size: u64,
     pub limits: Limits,
     pub memory_budget: u64,
+    /// Counts bytes inspected; hidden unless the caller draws it.
+    pub progress: indicatif::ProgressBar,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -83,7 +85,13 @@ pub fn verify(paths: &[PathBuf], profiles: &ProfileSet, opts: &VerifyOptions) ->
     for p in paths {
         match Wheel::open(p, &opts.limits) {
             Ok(w) => {
-                let f = facts::inspect_wheel(&w, InspectOptions::default(), &budget);
+                opts.progress
+                    .inc_length(w.archive.members().iter().map(|m| m.size).sum());
+                let inspect = InspectOptions {
+                    progress: Some(&opts.progress),
+                    ..InspectOptions::default()
+                };
+                let f = facts::inspect_wheel(&w, inspect, &budget);
                 opened.push((w, f));
             }
             Err(e) => failed.push(Diagnostic::from_error(&e)),

@@ -31,8 +31,10 @@ pub fn run(args: &AuditArgs, g: &GlobalArgs, printer: &Printer) -> Result<Outcom
         limits: limits(g),
         memory_budget: g.memory,
         largest: args.largest,
+        progress: printer.bytes_progress(),
     };
-    let bar = printer.progress(args.wheels.len() as u64, "auditing");
+    let bar = opts.progress.clone();
+    bar.set_message("inspecting");
     let report = audit(&args.wheels, &profiles, &opts);
     bar.finish_and_clear();
     if printer.json {

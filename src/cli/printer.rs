@@ -105,21 +105,9 @@ impl Printer {
         ) {
             bar.set_style(style.progress_chars("=> "));
         }
-        bar
-    }
-
-    /// A progress bar over `len` steps (hidden when not on a terminal).
-    pub fn progress(&self, len: u64, what: &str) -> ProgressBar {
-        if !self.progress {
-            return ProgressBar::hidden();
-        }
-        let bar = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr());
-        if let Ok(style) =
-            ProgressStyle::with_template("{spinner} {msg} [{bar:30}] {pos}/{len} ({elapsed})")
-        {
-            bar.set_style(style.progress_chars("=> "));
-        }
-        bar.set_message(what.to_string());
+        // Redrawn on a timer too: a phase change, or one large member being rewritten, would
+        // otherwise leave the last rate-limited frame on the screen.
+        bar.enable_steady_tick(std::time::Duration::from_millis(200));
         bar
     }
 }

@@ -13,8 +13,11 @@ pub fn run(args: &VerifyArgs, g: &GlobalArgs, printer: &Printer) -> Result<Outco
         max_size: args.max_size,
         limits: limits(g),
         memory_budget: g.memory,
+        progress: printer.bytes_progress(),
     };
+    opts.progress.set_message("inspecting");
     let report = verify(&args.wheels, &profiles, &opts);
+    opts.progress.finish_and_clear();
     if printer.json {
         printer.json_value(&report)?;
     } else {

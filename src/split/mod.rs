@@ -71,7 +71,8 @@ pub struct SplitReport {
     pub verify: Option<VerifyReport>,
     pub notes: Vec<Diagnostic>,
     /// Rewritten members whose bytes the inspect pass did not keep, so they were inflated a
-    /// second time (a wrong guess in [`RewriteGuess`]; 0 on ordinary wheels).
+    /// second time: the guess of what will be rewritten was wrong, or `--memory` had no room
+    /// left to keep them (0 on ordinary wheels).
     #[serde(skip)]
     pub members_read_twice: usize,
 }

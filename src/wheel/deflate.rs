@@ -167,8 +167,8 @@ pub fn compress(data: &[u8], level: u32) -> Compressed {
 }
 
 /// Like [`compress`], with the same bytes, but a member of at least [`SPILL_OVER`] bytes is
-/// written to an unnamed temporary file in `dir` as it is compressed, [`SPILL_BATCH`] chunks
-/// at a time, instead of being collected in memory.
+/// written to an unnamed temporary file in `dir` as it is compressed, 16 chunks at a time,
+/// instead of being collected in memory.
 pub fn compress_spilled(data: &[u8], level: u32, dir: &Path) -> io::Result<Compressed> {
     if data.len() < SPILL_OVER {
         return Ok(compress(data, level));

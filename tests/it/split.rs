@@ -612,6 +612,7 @@ fn rewritten_members_are_inflated_once() {
             },
             progress: indicatif::ProgressBar::hidden(),
         };
+        let bar = opts.progress.clone();
         let report = split_lib(
             &[fixture(wheel)],
             &wheelslim::profile::ProfileSet::built_in(),
@@ -629,6 +630,10 @@ fn rewritten_members_are_inflated_once() {
             edited + report.trimmed.len() > 0,
             "{wheel}: nothing rewritten"
         );
+        // The progress bar (hidden, but counting) ends on a complete "writing" phase.
+        assert_eq!(bar.message(), "writing");
+        assert_eq!(Some(bar.position()), bar.length(), "{wheel}");
+        assert!(bar.position() > 0);
         // Past the budget, rewritten members are inflated again rather than kept.
         if memory_budget > 1 {
             assert_eq!(
