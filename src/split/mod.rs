@@ -7,7 +7,6 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 
-use rayon::prelude::*;
 use serde::Serialize;
 
 mod runtime;
@@ -336,32 +335,38 @@ pub fn split(
     let mut trimmed = trims.into_inner().unwrap_or_else(|p| p.into_inner());
     trimmed.sort_by(|a, b| a.member.cmp(&b.member));
 
-    // Runtime members re-deflated canonically, when asked.
+    // Runtime members re-deflated canonically, when asked. These are the one exception to
+    // "inflated once": keeping every moving library from the inspect pass would hold most of
+    // the wheel in memory, so they are read again here, largest first, and large ones are
+    // compressed into spill files in the runtime folder.
     let canonical: HashMap<(usize, String), Compressed> = if opts.canonical_runtime {
-        plan.runtime_sets
+        let libs: Vec<&crate::plan::LibraryPlan> = plan
+            .runtime_sets
             .iter()
             .flat_map(|s| s.libraries.iter())
             .filter(|l| !rewritten.contains_key(&(l.input, l.member.clone())))
-            .collect::<Vec<_>>()
-            .par_iter()
-            .map(|l| {
-                let wheel = &inputs[l.input].0;
-                let loc = wheel.member_location(&l.member);
-                let m = wheel
-                    .archive
-                    .member(&l.member)
-                    .ok_or_else(|| Error::refused(format!("internal: {loc} vanished"), None))?;
-                let _r = budget.reserve(m.size.saturating_mul(2));
-                let bytes = wheel
-                    .archive
-                    .read(m)
-                    .map_err(|err| Error::Zip { location: loc, err })?;
-                Ok((
-                    (l.input, l.member.clone()),
-                    deflate::compress(&bytes, deflate::DEFAULT_LEVEL),
-                ))
-            })
-            .collect::<Result<_, Error>>()?
+            .collect();
+        let sizes: Vec<u64> = libs.iter().map(|l| l.size).collect();
+        crate::schedule::largest_first(&sizes, |i| {
+            let l = libs[i];
+            let wheel = &inputs[l.input].0;
+            let loc = wheel.member_location(&l.member);
+            let m = wheel
+                .archive
+                .member(&l.member)
+                .ok_or_else(|| Error::refused(format!("internal: {loc} vanished"), None))?;
+            let _r = budget.reserve(m.size);
+            let bytes = wheel
+                .archive
+                .read(m)
+                .map_err(|err| Error::Zip { location: loc, err })?;
+            let dir = &opts.runtime_dir;
+            let c = deflate::compress_spilled(&bytes, deflate::DEFAULT_LEVEL, dir)
+                .map_err(|e| Error::io("write a temporary file in", dir.clone(), e))?;
+            Ok(((l.input, l.member.clone()), c))
+        })
+        .into_iter()
+        .collect::<Result<_, Error>>()?
     } else {
         HashMap::new()
     };
