@@ -2,8 +2,22 @@
 //! in memory, and waits while the budget is spent. A single reservation larger than the whole
 //! budget is still granted when nothing else is held, so the peak is bounded by
 //! max(budget, largest single reservation) — never by the sum of a wheel's members.
+//!
+//! A thread that already holds a reservation never waits for another one: it is granted at
+//! once. Waiting while holding is how workers deadlock — a nested reservation (trim reserves
+//! for its output while the member's bytes are reserved) would wait for its own bytes, two
+//! workers would each wait for the other's, and a job that rayon runs on a thread blocked in a
+//! parallel deflate would wait for the frame below it. Such nested grants can overshoot the
+//! budget by what the holders nest, which stays within a small multiple of the largest member.
 
+use std::cell::Cell;
+use std::marker::PhantomData;
 use std::sync::{Condvar, Mutex};
+
+thread_local! {
+    /// Bytes the current thread holds in reservations (of any budget).
+    static HELD: Cell<u64> = const { Cell::new(0) };
+}
 
 #[derive(Debug)]
 pub struct Budget {
@@ -17,6 +31,8 @@ pub struct Budget {
 pub struct Reservation<'a> {
     budget: &'a Budget,
     bytes: u64,
+    /// Dropped on the thread that made it (the per-thread count must stay right).
+    _not_send: PhantomData<*const ()>,
 }
 
 impl Budget {
@@ -32,17 +48,21 @@ impl Budget {
         self.cap
     }
 
-    /// Waits until `bytes` fit (or nothing else is held) and reserves them.
+    /// Waits until `bytes` fit (or nothing else is held) and reserves them; a thread that
+    /// already holds a reservation gets it at once.
     pub fn reserve(&self, bytes: u64) -> Reservation<'_> {
+        let holding = HELD.with(Cell::get) > 0;
         // A poisoned lock only means another worker panicked; the count is still right.
         let mut used = self.used.lock().unwrap_or_else(|p| p.into_inner());
-        while *used > 0 && *used + bytes > self.cap {
+        while !holding && *used > 0 && used.saturating_add(bytes) > self.cap {
             used = self.freed.wait(used).unwrap_or_else(|p| p.into_inner());
         }
-        *used += bytes;
+        *used = used.saturating_add(bytes);
+        HELD.with(|h| h.set(h.get().saturating_add(bytes)));
         Reservation {
             budget: self,
             bytes,
+            _not_send: PhantomData,
         }
     }
 
@@ -54,7 +74,8 @@ impl Budget {
 impl Drop for Reservation<'_> {
     fn drop(&mut self) {
         let mut used = self.budget.used.lock().unwrap_or_else(|p| p.into_inner());
-        *used -= self.bytes;
+        *used = used.saturating_sub(self.bytes);
+        HELD.with(|h| h.set(h.get().saturating_sub(self.bytes)));
         self.budget.freed.notify_all();
     }
 }
@@ -81,5 +102,53 @@ mod tests {
         });
         assert!(peak.load(Ordering::SeqCst) <= 250);
         assert_eq!(b.in_use(), 0);
+    }
+
+    /// Runs `f` on another thread and fails the test if it does not finish in time (a deadlock
+    /// would otherwise hang the test run).
+    fn finishes(f: impl FnOnce() + Send + 'static) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            f();
+            let _ = tx.send(());
+        });
+        rx.recv_timeout(std::time::Duration::from_secs(10))
+            .expect("the reservations deadlocked");
+    }
+
+    /// `trim --memory` below twice a device library's size hung here: the output's reservation
+    /// waited for the member's own.
+    #[test]
+    fn a_nested_reservation_does_not_wait_for_its_own_bytes() {
+        finishes(|| {
+            let b = Budget::new(100);
+            let outer = b.reserve(80);
+            let inner = b.reserve(80);
+            assert_eq!(b.in_use(), 160);
+            drop(inner);
+            drop(outer);
+            assert_eq!(b.in_use(), 0);
+        });
+    }
+
+    /// Two workers that each hold a reservation and ask for another must not wait for each
+    /// other (`trim -j 2 --memory 300k` on two 130 KiB libraries hung).
+    #[test]
+    fn holders_do_not_wait_for_each_other() {
+        finishes(|| {
+            let b = Budget::new(100);
+            let barrier = std::sync::Barrier::new(2);
+            std::thread::scope(|s| {
+                for _ in 0..2 {
+                    let (b, barrier) = (&b, &barrier);
+                    s.spawn(move || {
+                        let _outer = b.reserve(45);
+                        barrier.wait();
+                        let _inner = b.reserve(45);
+                    });
+                }
+            });
+            assert_eq!(b.in_use(), 0);
+        });
     }
 }
