@@ -296,6 +296,9 @@ pub fn verify(r: &crate::verify::VerifyReport) -> String {
         }
         for d in w.diagnostics.iter().filter(|d| d.severity > Severity::Note) {
             let _ = writeln!(o, "  {}: {}", d.location, d.message);
+            if let Some(h) = d.hint.as_ref().filter(|_| d.severity == Severity::Error) {
+                let _ = writeln!(o, "    hint: {h}");
+            }
         }
     }
     for c in &r.conflicts {
@@ -327,6 +330,9 @@ pub fn verify(r: &crate::verify::VerifyReport) -> String {
     }
     for d in &r.failed {
         let _ = writeln!(o, "error: {}: {}", d.location, d.message);
+        if let Some(h) = &d.hint {
+            let _ = writeln!(o, "  hint: {h}");
+        }
     }
     let _ = writeln!(
         o,
