@@ -452,6 +452,13 @@ pub(crate) fn parse_entry(data: &[u8], pos: usize, end: usize) -> Result<Entry, 
                 "is larger than the payload",
             ));
         }
+        let stream = slice(
+            container,
+            pos.saturating_add(header_size),
+            compressed_size,
+            "compressed stream",
+        )?;
+        decompress::check_stream(compression, stream, raw.uncompressed_size, WHAT, pos)?;
     }
 
     let identifier = if raw.id_offset != 0 {
