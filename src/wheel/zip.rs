@@ -213,7 +213,7 @@ impl Member {
 
     /// End of this member's bytes in the file (data end; a data descriptor may follow).
     fn data_end(&self) -> u64 {
-        self.data_offset + self.compressed_size
+        self.data_offset.saturating_add(self.compressed_size)
     }
 }
 
@@ -533,7 +533,10 @@ impl ZipArchive {
                     });
                 }
                 Method::Deflated
-                    if size > compressed_size.saturating_mul(MAX_DEFLATE_RATIO) + 1024 =>
+                    if size
+                        > compressed_size
+                            .saturating_mul(MAX_DEFLATE_RATIO)
+                            .saturating_add(1024) =>
                 {
                     problem.get_or_insert(ZipError::AbsurdSize {
                         declared: size,
