@@ -6,6 +6,7 @@ mod common;
 mod device;
 mod elf_patch;
 mod fatbin_fixtures;
+mod fuzz_regressions;
 mod shrink_built;
 mod shrink_cuda;
 mod shrink_errors;
