@@ -279,7 +279,8 @@ fn wheel(o: &mut String, w: &WheelAudit, max_size: u64, verbose: u8) {
 pub fn verify(r: &crate::verify::VerifyReport) -> String {
     let mut o = String::new();
     for w in &r.wheels {
-        let status = if w.violations.is_empty() {
+        let errors = w.diagnostics.iter().any(|d| d.severity == Severity::Error);
+        let status = if w.violations.is_empty() && !errors {
             "ok"
         } else {
             "FAILED"
@@ -339,7 +340,7 @@ pub fn verify(r: &crate::verify::VerifyReport) -> String {
         "{} wheel(s), {} ELF object(s) checked: {}",
         r.wheels.len(),
         r.objects_checked,
-        if r.ok && r.failed.is_empty() {
+        if r.ok && !r.has_errors() {
             "OK"
         } else {
             "PROBLEMS FOUND"
