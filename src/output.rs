@@ -74,18 +74,29 @@ pub fn check_input(wheel: &Wheel, facts: &WheelFacts) -> Result<(), Error> {
         ));
     }
     if !facts.record.is_clean() {
-        let what = facts
-            .record
-            .mismatched
-            .first()
-            .or(facts.record.unlisted.first())
-            .or(facts.record.missing.first())
-            .cloned()
-            .unwrap_or_default();
+        // Name the first member at fault (RECORD itself for a line naming no member).
+        let r = &facts.record;
+        let record = format!("{}/RECORD", wheel.dist_info);
+        let (member, what) = if let Some(m) = r.mismatched.first() {
+            (m.as_str(), "hash or size differs from RECORD".to_string())
+        } else if let Some(m) = r.unlisted.first() {
+            (m.as_str(), "member is not listed in RECORD".to_string())
+        } else if let Some(m) = r.unhashed.first() {
+            (
+                m.as_str(),
+                "RECORD lists the member without a hash".to_string(),
+            )
+        } else {
+            let m = r.missing.first().map_or("", String::as_str);
+            (
+                record.as_str(),
+                format!("RECORD lists `{m}`, which is not in the archive"),
+            )
+        };
         return Err(Error::refused(
             format!(
-                "{}: RECORD does not match the archive (first: `{what}`)",
-                wheel.path.display()
+                "{}: RECORD does not match the archive: {what}",
+                wheel.member_location(member)
             ),
             Some("the wheel was modified after it was built, or is corrupt; rebuild it".into()),
         ));
