@@ -772,9 +772,12 @@ impl ZipArchive {
         let mut raw = self.raw_reader(m)?;
         let mut crc = crc32fast::Hasher::new();
         let mut produced: u64 = 0;
+        // Buffers no larger than the member needs: wheels hold thousands of tiny files, and
+        // zeroing 768 KiB for each was most of the time spent on them.
+        let fit = |n: u64, cap: usize| usize::try_from(n).map_or(cap, |n| n.clamp(1, cap));
         match m.method {
             Method::Stored => {
-                let mut buf = vec![0u8; IN_CHUNK];
+                let mut buf = vec![0u8; fit(m.compressed_size, IN_CHUNK)];
                 loop {
                     let n = raw.read(&mut buf).map_err(io_err)?;
                     if n == 0 {
@@ -789,8 +792,8 @@ impl ZipArchive {
             }
             Method::Deflated => {
                 let mut inflater = Decompress::new(false);
-                let mut inbuf = vec![0u8; IN_CHUNK];
-                let mut outbuf = vec![0u8; OUT_CHUNK];
+                let mut inbuf = vec![0u8; fit(m.compressed_size, IN_CHUNK)];
+                let mut outbuf = vec![0u8; fit(m.size.saturating_add(1), OUT_CHUNK)];
                 let (mut in_start, mut in_end) = (0usize, 0usize);
                 let mut input_done = false;
                 loop {
