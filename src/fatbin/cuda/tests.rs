@@ -619,6 +619,12 @@ fn hostile_concat_tables() {
             "member options past the table",
             patched(&data, rs + 8 + 20, &0x4000u32.to_le_bytes()),
         ),
+        // Found by fatbin_cuda: an identifier inside the table parsed, and a rebuild that
+        // shrank the table left it pointing past the new header.
+        ("identifier across the member table", {
+            let d = patched(&data, g + 32, &72u32.to_le_bytes());
+            patched(&d, g + 36, &8u32.to_le_bytes())
+        }),
     ];
     for (name, bytes) in cases {
         assert!(parse_section(&bytes).is_err(), "{name} parsed");
