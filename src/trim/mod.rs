@@ -108,17 +108,26 @@ pub fn trim(
             ) {
                 Ok(None) => None,
                 Ok(Some(Trimmed { data, report })) => {
-                    let new = data.map(|d| {
-                        let info = match crate::elf::inspect(&d) {
+                    let mut new = None;
+                    if let Some(d) = data {
+                        let out_info = match crate::elf::inspect(&d) {
                             Ok(Inspected::Host(i)) => Some(*i),
                             _ => None,
                         };
-                        (
+                        // A library that read as a host object must still read as one: never
+                        // write an object that its own audit could not describe.
+                        if info.is_some() && out_info.is_none() {
+                            let err = crate::elf::ElfError::OutputCheck(
+                                "the trimmed object does not read back as a host object".into(),
+                            );
+                            return Some(Err(Error::Elf { location: loc, err }));
+                        }
+                        new = Some((
                             deflate::compress(&d, deflate::DEFAULT_LEVEL),
                             sha2_digest(&d),
-                            info,
-                        )
-                    });
+                            out_info,
+                        ));
+                    }
                     Some(Ok(Done { report, new }))
                 }
                 Err(TrimError::DeviceCode(err)) => {
