@@ -25,23 +25,38 @@ const LIMITS: Limits = Limits {
     max_total_size: 64 << 20,
 };
 
-/// A scratch file per process and thread, rewritten for every input (named like a wheel of
-/// `hostile 1.0` so that the wheel layer gets past the file name).
-fn scratch() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "wheelslim-fuzz-{}-{:?}",
-        std::process::id(),
-        std::thread::current().id()
-    ));
-    std::fs::create_dir_all(&dir).expect("create the scratch folder");
-    dir.join("hostile-1.0-py3-none-any.whl")
+/// A scratch folder per process and thread for one input (named like a wheel of `hostile 1.0`
+/// so that the wheel layer gets past the file name), removed when dropped.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new() -> Scratch {
+        let dir = std::env::temp_dir().join(format!(
+            "wheelslim-fuzz-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        std::fs::create_dir_all(&dir).expect("create the scratch folder");
+        Scratch(dir)
+    }
+
+    fn wheel(&self) -> PathBuf {
+        self.0.join("hostile-1.0-py3-none-any.whl")
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// The wheel reader: open the archive (strict zip reader, then the wheel layer: `.dist-info`,
 /// WHEEL, METADATA, RECORD) and read every member every way there is. A member that reads
 /// must have exactly its declared size, and its prefix must be the start of it.
 pub fn zip_reader(data: &[u8]) {
-    let path = scratch();
+    let scratch = Scratch::new();
+    let path = scratch.wheel();
     std::fs::write(&path, data).expect("write the scratch file");
     match ZipArchive::open(&path, &LIMITS) {
         Ok(archive) => {
