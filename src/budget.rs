@@ -3,15 +3,28 @@
 //! budget is still granted when nothing else is being worked on, so the peak is bounded by
 //! max(budget, largest single reservation) — never by the sum of a wheel's members.
 //!
-//! A reservation can be *retained*: its bytes stay in memory after the worker is done with
-//! them (`split` keeps the members it will rewrite, so they are not inflated twice). Retained
-//! bytes count against the budget, but they never make a worker wait forever: when no other
-//! reservation is held, the next one is granted whatever is retained. Retaining itself is
-//! bounded by the budget ([`Reservation::try_retain`]; the first retained member may exceed
-//! it). So the peak is bounded by the retained bytes (at most max(budget, the first member
-//! kept)) plus max(budget, largest single member).
+//! Two rules keep the workers from deadlocking:
+//!
+//! * **A thread that already holds a reservation never waits for another one.** Waiting while
+//!   holding is how workers deadlock: a nested reservation (trim reserves for its output while
+//!   the member's bytes are reserved) would wait for its own bytes, two workers would each wait
+//!   for the other's, and a job that rayon runs on a thread blocked in a parallel deflate would
+//!   wait for the frame below it. Such nested grants can overshoot the budget by what the
+//!   holders nest, which stays within a small multiple of the largest member.
+//! * **Retained bytes never make a worker wait forever.** A reservation can be *retained*: its
+//!   bytes stay in memory after the worker is done with them (`split` keeps the members it will
+//!   rewrite, so they are not inflated twice). Retained bytes count against the budget, but when
+//!   no other reservation is being worked on the next one is granted whatever is retained.
+//!   Retaining itself is bounded by the budget ([`Reservation::try_retain`]; the first retained
+//!   member may exceed it).
 
+use std::cell::Cell;
 use std::sync::{Condvar, Mutex};
+
+thread_local! {
+    /// Bytes the current thread holds in reservations that are not retained (of any budget).
+    static HELD: Cell<u64> = const { Cell::new(0) };
+}
 
 #[derive(Debug)]
 pub struct Budget {
@@ -29,11 +42,26 @@ struct State {
 }
 
 /// Bytes reserved from a [`Budget`]; returned when dropped.
+///
+/// A reservation that is not retained belongs to the thread that made it and must be dropped
+/// there (the per-thread count must stay right); a retained one may travel.
 #[derive(Debug)]
 pub struct Reservation<'a> {
     budget: &'a Budget,
     bytes: u64,
     retained: bool,
+}
+
+fn held() -> u64 {
+    HELD.with(Cell::get)
+}
+
+fn add_held(bytes: u64) {
+    HELD.with(|h| h.set(h.get().saturating_add(bytes)));
+}
+
+fn sub_held(bytes: u64) {
+    HELD.with(|h| h.set(h.get().saturating_sub(bytes)));
 }
 
 impl Budget {
@@ -54,13 +82,17 @@ impl Budget {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Waits until `bytes` fit (or no other reservation is being worked on) and reserves them.
+    /// Waits until `bytes` fit (or no other reservation is being worked on) and reserves them;
+    /// a thread that already holds a reservation gets them at once.
     pub fn reserve(&self, bytes: u64) -> Reservation<'_> {
+        let holding = held() > 0;
         let mut st = self.lock();
-        while st.used > st.retained && st.used + bytes > self.cap {
+        while !holding && st.used > st.retained && st.used.saturating_add(bytes) > self.cap {
             st = self.freed.wait(st).unwrap_or_else(|p| p.into_inner());
         }
-        st.used += bytes;
+        st.used = st.used.saturating_add(bytes);
+        drop(st);
+        add_held(bytes);
         Reservation {
             budget: self,
             bytes,
@@ -83,6 +115,7 @@ impl Reservation<'_> {
     pub fn retain(mut self) -> Self {
         if !self.retained {
             self.budget.lock().retained += self.bytes;
+            sub_held(self.bytes);
             self.retained = true;
             self.budget.freed.notify_all();
         }
@@ -108,34 +141,29 @@ impl Reservation<'_> {
     }
 
     /// Reserves `more` bytes on top of these, for a worker that needs a second buffer (the
-    /// rewritten copy of a member it holds). Its own bytes never make it wait: it waits only
-    /// while *other* reservations are being worked on and the total would pass the budget.
-    /// (A worker reserving twice with [`Budget::reserve`] would wait for itself.)
+    /// rewritten copy of a member it holds). The worker holds these bytes, so it never waits.
     pub fn grow(&mut self, more: u64) {
-        let own = if self.retained { 0 } else { self.bytes };
         let mut st = self.budget.lock();
-        while st.used - st.retained > own && st.used + more > self.budget.cap {
-            st = self
-                .budget
-                .freed
-                .wait(st)
-                .unwrap_or_else(|p| p.into_inner());
-        }
-        st.used += more;
+        st.used = st.used.saturating_add(more);
         if self.retained {
-            st.retained += more;
+            st.retained = st.retained.saturating_add(more);
+        } else {
+            add_held(more);
         }
-        self.bytes += more;
+        self.bytes = self.bytes.saturating_add(more);
     }
 }
 
 impl Drop for Reservation<'_> {
     fn drop(&mut self) {
         let mut st = self.budget.lock();
-        st.used -= self.bytes;
+        st.used = st.used.saturating_sub(self.bytes);
         if self.retained {
-            st.retained -= self.bytes;
+            st.retained = st.retained.saturating_sub(self.bytes);
+        } else {
+            sub_held(self.bytes);
         }
+        drop(st);
         self.budget.freed.notify_all();
     }
 }
@@ -164,27 +192,82 @@ mod tests {
         assert_eq!(b.in_use(), 0);
     }
 
+    /// Runs `f` on another thread and fails the test if it does not finish in time (a deadlock
+    /// would otherwise hang the test run).
+    fn finishes(f: impl FnOnce() + Send + 'static) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            f();
+            let _ = tx.send(());
+        });
+        rx.recv_timeout(std::time::Duration::from_secs(10))
+            .expect("the reservations deadlocked");
+    }
+
+    /// `trim --memory` below twice a device library's size hung here: the output's reservation
+    /// waited for the member's own.
+    #[test]
+    fn a_nested_reservation_does_not_wait_for_its_own_bytes() {
+        finishes(|| {
+            let b = Budget::new(100);
+            let outer = b.reserve(80);
+            let inner = b.reserve(80);
+            assert_eq!(b.in_use(), 160);
+            drop(inner);
+            drop(outer);
+            assert_eq!(b.in_use(), 0);
+        });
+    }
+
+    /// Two workers that each hold a reservation and ask for another must not wait for each
+    /// other (`trim -j 2 --memory 300k` on two 130 KiB libraries hung).
+    #[test]
+    fn holders_do_not_wait_for_each_other() {
+        finishes(|| {
+            let b = Budget::new(100);
+            let barrier = std::sync::Barrier::new(2);
+            std::thread::scope(|s| {
+                for _ in 0..2 {
+                    let (b, barrier) = (&b, &barrier);
+                    s.spawn(move || {
+                        let _outer = b.reserve(45);
+                        barrier.wait();
+                        let _inner = b.reserve(45);
+                    });
+                }
+            });
+            assert_eq!(b.in_use(), 0);
+        });
+    }
+
     #[test]
     fn retained_bytes_never_block_the_next_worker() {
-        let b = Budget::new(100);
-        let kept = b.reserve(90).retain();
-        // Nothing else is being worked on: granted although 90 + 50 > 100.
-        let r = b.reserve(50);
-        assert_eq!(b.in_use(), 140);
-        assert_eq!(b.retained(), 90);
-        drop(r);
-        drop(kept);
-        assert_eq!((b.in_use(), b.retained()), (0, 0));
+        finishes(|| {
+            let b = Budget::new(100);
+            let kept = b.reserve(90).retain();
+            // Nothing else is being worked on: granted although 90 + 50 > 100.
+            let r = b.reserve(50);
+            assert_eq!(b.in_use(), 140);
+            assert_eq!(b.retained(), 90);
+            drop(r);
+            // A retained reservation may be dropped on another thread.
+            std::thread::scope(|s| {
+                s.spawn(move || drop(kept));
+            });
+            assert_eq!((b.in_use(), b.retained()), (0, 0));
+        });
     }
 
     #[test]
     fn a_worker_growing_its_reservation_does_not_wait_for_itself() {
-        let b = Budget::new(100);
-        let mut r = b.reserve(80);
-        r.grow(80);
-        assert_eq!((b.in_use(), r.bytes()), (160, 160));
-        drop(r);
-        assert_eq!(b.in_use(), 0);
+        finishes(|| {
+            let b = Budget::new(100);
+            let mut r = b.reserve(80);
+            r.grow(80);
+            assert_eq!((b.in_use(), r.bytes()), (160, 160));
+            drop(r);
+            assert_eq!(b.in_use(), 0);
+        });
     }
 
     #[test]
@@ -199,5 +282,17 @@ mod tests {
         assert!(b.reserve(1).try_retain().is_err());
         assert_eq!(b.retained(), 100);
         drop((a, c));
+    }
+
+    #[test]
+    fn a_retained_reservation_no_longer_counts_as_held_by_its_thread() {
+        let b = Budget::new(100);
+        let kept = b.reserve(60).retain();
+        assert_eq!(held(), 0);
+        let r = b.reserve(10);
+        assert_eq!(held(), 10);
+        drop(r);
+        drop(kept);
+        assert_eq!(held(), 0);
     }
 }

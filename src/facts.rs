@@ -182,7 +182,7 @@ fn stream_member<'b>(
                 decided = true;
                 if keep(&head) {
                     reservation = Some(budget.reserve(m.size));
-                    let mut v = Vec::with_capacity(m.size as usize);
+                    let mut v = crate::wheel::zip::buffer_for(m.size)?;
                     v.extend_from_slice(&head);
                     kept = Some(v);
                 }

@@ -279,7 +279,8 @@ fn wheel(o: &mut String, w: &WheelAudit, max_size: u64, verbose: u8) {
 pub fn verify(r: &crate::verify::VerifyReport) -> String {
     let mut o = String::new();
     for w in &r.wheels {
-        let status = if w.violations.is_empty() {
+        let errors = w.diagnostics.iter().any(|d| d.severity == Severity::Error);
+        let status = if w.violations.is_empty() && !errors {
             "ok"
         } else {
             "FAILED"
@@ -296,6 +297,9 @@ pub fn verify(r: &crate::verify::VerifyReport) -> String {
         }
         for d in w.diagnostics.iter().filter(|d| d.severity > Severity::Note) {
             let _ = writeln!(o, "  {}: {}", d.location, d.message);
+            if let Some(h) = d.hint.as_ref().filter(|_| d.severity == Severity::Error) {
+                let _ = writeln!(o, "    hint: {h}");
+            }
         }
     }
     for c in &r.conflicts {
@@ -327,13 +331,16 @@ pub fn verify(r: &crate::verify::VerifyReport) -> String {
     }
     for d in &r.failed {
         let _ = writeln!(o, "error: {}: {}", d.location, d.message);
+        if let Some(h) = &d.hint {
+            let _ = writeln!(o, "  hint: {h}");
+        }
     }
     let _ = writeln!(
         o,
         "{} wheel(s), {} ELF object(s) checked: {}",
         r.wheels.len(),
         r.objects_checked,
-        if r.ok && r.failed.is_empty() {
+        if r.ok && !r.has_errors() {
             "OK"
         } else {
             "PROBLEMS FOUND"

@@ -259,6 +259,7 @@ pub fn inspect(data: &[u8]) -> Result<Inspected, ElfError> {
         ));
     }
     if machine.is_device() {
+        device_tables_in_file(data)?;
         let flags = u32::from_le_bytes([data[48], data[49], data[50], data[51]]);
         return Ok(Inspected::Device { machine, flags });
     }
@@ -272,7 +273,44 @@ pub fn inspect(data: &[u8]) -> Result<Inspected, ElfError> {
     }
 }
 
+/// A GPU code object is described from its header only (it is kept or dropped whole, never
+/// rewritten), but its header tables must at least lie in the file: a cut-off cubin is
+/// damaged, not a cubin.
+fn device_tables_in_file(data: &[u8]) -> Result<(), ElfError> {
+    let le16 = |o: usize| u64::from(u16::from_le_bytes([data[o], data[o + 1]]));
+    let le64 = |o: usize| {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&data[o..o + 8]);
+        u64::from_le_bytes(b)
+    };
+    let len = data.len() as u64;
+    for (what, off, size, count) in [
+        ("program headers", le64(0x20), le16(0x36), le16(0x38)),
+        ("section headers", le64(0x28), le16(0x3A), le16(0x3C)),
+    ] {
+        if count > 0 && off.checked_add(size * count).is_none_or(|end| end > len) {
+            return Err(ElfError::Truncated(format!(
+                "{what} at {off:#x} end past the file's {len:#x} bytes"
+            )));
+        }
+    }
+    Ok(())
+}
+
 fn check_bounds(data: &[u8], elf: &Elf) -> Result<(), ElfError> {
+    let shnum = elf.section_headers.len();
+    let shstrndx = match elf.header.e_shstrndx {
+        0xFFFF => elf
+            .section_headers
+            .first()
+            .map_or(0, |s| s.sh_link as usize),
+        i => usize::from(i),
+    };
+    if shnum > 0 && shstrndx >= shnum {
+        return Err(ElfError::Malformed(format!(
+            "e_shstrndx {shstrndx} names no section (there are {shnum}): no section has a name"
+        )));
+    }
     let len = data.len() as u64;
     let shoff = elf.header.e_shoff;
     let shsize = u64::from(elf.header.e_shnum) * u64::from(elf.header.e_shentsize);

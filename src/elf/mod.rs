@@ -57,7 +57,7 @@ impl ElfError {
     pub fn hint(&self) -> &'static str {
         match self {
             ElfError::NotElf(_) | ElfError::Truncated(_) | ElfError::Malformed(_) => {
-                "the member is named like a shared object but is not a valid ELF file; rebuild the wheel or remove the member"
+                "the member is not a valid ELF file (cut off or damaged); rebuild the wheel or remove the member"
             }
             ElfError::Unsupported(_)
             | ElfError::Layout(_)

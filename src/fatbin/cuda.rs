@@ -452,6 +452,13 @@ pub(crate) fn parse_entry(data: &[u8], pos: usize, end: usize) -> Result<Entry, 
                 "is larger than the payload",
             ));
         }
+        let stream = slice(
+            container,
+            pos.saturating_add(header_size),
+            compressed_size,
+            "compressed stream",
+        )?;
+        decompress::check_stream(compression, stream, raw.uncompressed_size, WHAT, pos)?;
     }
 
     let identifier = if raw.id_offset != 0 {
@@ -486,6 +493,21 @@ pub(crate) fn parse_entry(data: &[u8], pos: usize, end: usize) -> Result<Entry, 
                 raw.size
             };
             members = parse_members(hdr, pos, rs, first, second, image)?;
+            // The identifier lies before or after the member table, never across it (a
+            // rebuilt group resizes the table and moves what follows it).
+            if raw.id_offset != 0 {
+                let id_start = u64::from(raw.id_offset);
+                let id_end = id_start.saturating_add(raw.id_len.into());
+                let table_start = u64_of(rs);
+                let table_end = table_start.saturating_add(second.into());
+                if id_start < table_end && table_start < id_end {
+                    return Err(bad(
+                        "identifier offset",
+                        id_start,
+                        "overlaps the concat member table",
+                    ));
+                }
+            }
         } else {
             // (offset of the string from the entry start, its length)
             let (s, e) = record(

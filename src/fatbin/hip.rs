@@ -190,6 +190,19 @@ pub fn parse_bundle(data: &[u8], offset: usize) -> Result<OffloadBundle, FatbinE
 fn parse_ccob(data: &[u8], offset: usize) -> Result<OffloadBundle, FatbinError> {
     let h = ccob_header(data, offset)?;
     let (stream, len) = ccob_stream(data, offset, &h)?;
+    // Only the table is decompressed here; a zstd frame that records its content size shows
+    // a header that lies about the rest.
+    if h.method == CcobMethod::Zstd
+        && let Ok(Some(n)) = zstd::zstd_safe::get_frame_content_size(stream)
+        && n != h.uncompressed_size
+    {
+        return Err(FatbinError::SizeMismatch {
+            what: "compressed offload bundle",
+            offset,
+            expected: h.uncompressed_size,
+            actual: n,
+        });
+    }
     let mut reader = decoder(h.method, stream, h.uncompressed_size, offset)?;
     let entries = read_table(&mut reader, h.uncompressed_size, offset, h.method.name())?;
     Ok(OffloadBundle {

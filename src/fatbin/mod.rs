@@ -158,6 +158,13 @@ pub enum FatbinError {
         offset: usize,
         problem: &'static str,
     },
+    /// A rebuilt structure does not parse back as what was meant; it is not produced.
+    #[error("the rebuilt {what} for offset {offset:#x} fails its own check: {problem}")]
+    RebuildCheck {
+        what: &'static str,
+        offset: usize,
+        problem: String,
+    },
 }
 
 /// Checked little-endian reads and range helpers shared by the parsers.

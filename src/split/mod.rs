@@ -622,6 +622,16 @@ pub fn split(
             set.version,
             set.platforms.join(".")
         );
+        // The name comes from the input's metadata: it must stay a file name in runtime_dir.
+        if file.contains(['/', '\\', '\0']) || file.starts_with('.') {
+            return Err(Error::refused(
+                format!("the runtime wheel name `{file}` is not a plain file name"),
+                Some(
+                    "the project name in METADATA is not a valid project name; rebuild the wheel"
+                        .into(),
+                ),
+            ));
+        }
         outputs_spec.push((opts.runtime_dir.join(file), "runtime", members));
     }
 

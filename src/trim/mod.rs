@@ -123,10 +123,18 @@ pub fn trim(
                     let new = match data {
                         None => None,
                         Some(d) => {
-                            let info = match crate::elf::inspect(&d) {
+                            let out_info = match crate::elf::inspect(&d) {
                                 Ok(Inspected::Host(i)) => Some(*i),
                                 _ => None,
                             };
+                            // A library that read as a host object must still read as one:
+                            // never write an object that its own audit could not describe.
+                            if info.is_some() && out_info.is_none() {
+                                let err = crate::elf::ElfError::OutputCheck(
+                                    "the trimmed object does not read back as a host object".into(),
+                                );
+                                return Some(Err(Error::Elf { location: loc, err }));
+                            }
                             // Large outputs are compressed into a temporary file in the
                             // output folder rather than held until the wheel is written.
                             let compressed = match spill {
@@ -145,7 +153,7 @@ pub fn trim(
                                 }
                                 None => deflate::compress(&d, deflate::DEFAULT_LEVEL),
                             };
-                            Some((compressed, sha2_digest(&d), info))
+                            Some((compressed, sha2_digest(&d), out_info))
                         }
                     };
                     Some(Ok(Done { report, new }))

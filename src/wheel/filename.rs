@@ -130,6 +130,14 @@ impl FromStr for WheelFilename {
                 "the distribution name has characters other than letters, digits, `_` and `.`",
             ));
         }
+        // PEP 508: a name starts and ends with a letter or digit (`..` is no project).
+        if !name.starts_with(|c: char| c.is_ascii_alphanumeric())
+            || !name.ends_with(|c: char| c.is_ascii_alphanumeric())
+        {
+            return Err(err(
+                "the distribution name does not start and end with a letter or digit",
+            ));
+        }
         if version.is_empty()
             || !version.bytes().all(|b| {
                 b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'+' || b == b'!'
@@ -193,6 +201,24 @@ impl fmt::Display for WheelFilename {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Names that normalize to nothing or to separators are no project names (they would name
+    /// output files and folders).
+    #[test]
+    fn names_start_and_end_with_a_letter_or_digit() {
+        for bad in [
+            "..-1.0-py3-none-any.whl",
+            "_x-1.0-py3-none-any.whl",
+            "x.-1.0-py3-none-any.whl",
+        ] {
+            assert!(bad.parse::<WheelFilename>().is_err(), "{bad}");
+        }
+        assert!(
+            "a.b_c-1.0-py3-none-any.whl"
+                .parse::<WheelFilename>()
+                .is_ok()
+        );
+    }
 
     #[test]
     fn parses_compressed_tags_and_build() {

@@ -39,6 +39,8 @@ pub enum WheelError {
     SeveralDistInfo(String),
     #[error("`.dist-info` folder `{found}` does not match the filename (expected `{expected}`)")]
     DistInfoMismatch { found: String, expected: String },
+    #[error("METADATA names the project `{found}`, the filename `{expected}`")]
+    MetadataName { found: String, expected: String },
     #[error("missing `{0}`")]
     Missing(String),
     #[error("`{file}` is not valid UTF-8")]
@@ -167,6 +169,19 @@ impl Wheel {
         };
         let wheel_file = parse_headers("WHEEL")?;
         let metadata = parse_headers("METADATA")?;
+        // The project name becomes file and folder names of the outputs (runtime wheels), so
+        // it must be the filename's, as installers require too.
+        if let Some(found) = metadata.get("Name")
+            && normalize_name(found) != filename.normalized_name()
+        {
+            return Err(Error::Wheel {
+                location: location.with_member(&format!("{dist_info}/METADATA")),
+                err: WheelError::MetadataName {
+                    found: found.to_string(),
+                    expected: filename.name.clone(),
+                },
+            });
+        }
         let record = Record::parse(&read_text("RECORD")?).map_err(|e| werr(e.into()))?;
         Ok(Wheel {
             path: path.to_path_buf(),

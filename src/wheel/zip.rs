@@ -132,6 +132,8 @@ pub enum ZipError {
     Crc { expected: u32, actual: u32 },
     #[error("read failed: {0}")]
     Io(String),
+    #[error("cannot hold the member's {size} bytes in memory")]
+    NoMemory { size: u64 },
 }
 
 impl ZipError {
@@ -159,6 +161,9 @@ impl ZipError {
             | ZipError::InflatesTooLong { .. }
             | ZipError::InflatesTooShort { .. } => {
                 "the archive's sizes are forged or corrupt (a zip bomb?); do not install it"
+            }
+            ZipError::NoMemory { .. } => {
+                "free memory or raise the process's memory limit; if the wheel is not genuine, do not install it"
             }
             _ => return None,
         })
@@ -208,7 +213,7 @@ impl Member {
 
     /// End of this member's bytes in the file (data end; a data descriptor may follow).
     fn data_end(&self) -> u64 {
-        self.data_offset + self.compressed_size
+        self.data_offset.saturating_add(self.compressed_size)
     }
 }
 
@@ -528,7 +533,10 @@ impl ZipArchive {
                     });
                 }
                 Method::Deflated
-                    if size > compressed_size.saturating_mul(MAX_DEFLATE_RATIO) + 1024 =>
+                    if size
+                        > compressed_size
+                            .saturating_mul(MAX_DEFLATE_RATIO)
+                            .saturating_add(1024) =>
                 {
                     problem.get_or_insert(ZipError::AbsurdSize {
                         declared: size,
@@ -573,6 +581,14 @@ impl ZipArchive {
                 is_symlink,
                 problem,
             });
+        }
+        // Installers read the directory to its end, whatever the count says: entries past the
+        // count would be installed without being seen here.
+        if pos != cd.len() {
+            return Err(ZipError::CorruptCentralDirectory(format!(
+                "{} bytes of the directory follow its {count} counted entries",
+                cd.len() - pos
+            )));
         }
         if total > limits.max_total_size {
             return Err(ZipError::TotalTooLarge {
@@ -772,9 +788,12 @@ impl ZipArchive {
         let mut raw = self.raw_reader(m)?;
         let mut crc = crc32fast::Hasher::new();
         let mut produced: u64 = 0;
+        // Buffers no larger than the member needs: wheels hold thousands of tiny files, and
+        // zeroing 768 KiB for each was most of the time spent on them.
+        let fit = |n: u64, cap: usize| usize::try_from(n).map_or(cap, |n| n.clamp(1, cap));
         match m.method {
             Method::Stored => {
-                let mut buf = vec![0u8; IN_CHUNK];
+                let mut buf = vec![0u8; fit(m.compressed_size, IN_CHUNK)];
                 loop {
                     let n = raw.read(&mut buf).map_err(io_err)?;
                     if n == 0 {
@@ -789,8 +808,8 @@ impl ZipArchive {
             }
             Method::Deflated => {
                 let mut inflater = Decompress::new(false);
-                let mut inbuf = vec![0u8; IN_CHUNK];
-                let mut outbuf = vec![0u8; OUT_CHUNK];
+                let mut inbuf = vec![0u8; fit(m.compressed_size, IN_CHUNK)];
+                let mut outbuf = vec![0u8; fit(m.size.saturating_add(1), OUT_CHUNK)];
                 let (mut in_start, mut in_end) = (0usize, 0usize);
                 let mut input_done = false;
                 loop {
@@ -854,7 +873,7 @@ impl ZipArchive {
     /// Reads a member's uncompressed bytes into memory (size and CRC checked).
     pub fn read(&self, m: &Member) -> Result<Vec<u8>, ZipError> {
         self.readable(m)?;
-        let mut out = Vec::with_capacity(m.size as usize);
+        let mut out = buffer_for(m.size)?;
         self.stream(m, |chunk| {
             out.extend_from_slice(chunk);
             Ok(())
@@ -872,6 +891,17 @@ impl ZipArchive {
         })?;
         Ok(out)
     }
+}
+
+/// An empty buffer with room for a member of `size` bytes. The size comes from the archive, so
+/// a machine (or a memory limit) that cannot back it is an error, not an abort.
+pub fn buffer_for(size: u64) -> Result<Vec<u8>, ZipError> {
+    let mut v = Vec::new();
+    usize::try_from(size)
+        .ok()
+        .and_then(|n| v.try_reserve_exact(n).ok())
+        .ok_or(ZipError::NoMemory { size })?;
+    Ok(v)
 }
 
 /// Error from [`ZipArchive::open`]: the file could not be read, or it is not a usable archive.
@@ -903,5 +933,118 @@ impl Read for RawReader<'_> {
         }
         self.pos += n as u64;
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    /// A zip written by the `zip` crate holding `files` (deflated), as bytes.
+    fn zip_of(files: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut z = ::zip::ZipWriter::new(io::Cursor::new(Vec::new()));
+        let opts = ::zip::write::SimpleFileOptions::default()
+            .compression_method(::zip::CompressionMethod::Deflated);
+        for (name, data) in files {
+            z.start_file(*name, opts).unwrap();
+            z.write_all(data).unwrap();
+        }
+        z.finish().unwrap().into_inner()
+    }
+
+    fn open_bytes(
+        bytes: &[u8],
+        limits: &Limits,
+    ) -> Result<(ZipArchive, tempfile::TempPath), ZipError> {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(bytes).unwrap();
+        let path = f.into_temp_path();
+        match ZipArchive::open(&path, limits) {
+            Ok(a) => Ok((a, path)),
+            Err(ArchiveOpenError::Zip(e)) => Err(e),
+            Err(ArchiveOpenError::Io(e)) => panic!("{e}"),
+        }
+    }
+
+    fn eocd(bytes: &[u8]) -> usize {
+        bytes.len() - EOCD_LEN
+    }
+
+    /// Entries past the count of the end record would be installed (pip reads the directory to
+    /// its end) without being audited: refused.
+    #[test]
+    fn directory_entries_past_the_count_are_refused() {
+        let mut z = zip_of(&[("a.py", b"a"), ("b.py", b"b")]);
+        let e = eocd(&z);
+        z[e + 8..e + 12].copy_from_slice(&[1, 0, 1, 0]);
+        let err = open_bytes(&z, &Limits::default()).unwrap_err();
+        assert!(
+            matches!(err, ZipError::CorruptCentralDirectory(ref m) if m.contains("follow its 1 counted")),
+            "{err}"
+        );
+    }
+
+    /// `--max-members` counts the directory's entries, `--max-inflated` the declared sizes.
+    #[test]
+    fn limits_refuse_the_archive() {
+        let z = zip_of(&[("a.py", &[0u8; 5000]), ("b.py", b"b"), ("c.py", b"c")]);
+        let few = Limits {
+            max_members: 2,
+            ..Limits::default()
+        };
+        assert!(matches!(
+            open_bytes(&z, &few).unwrap_err(),
+            ZipError::TooManyMembers { count: 3, limit: 2 }
+        ));
+        let small = Limits {
+            max_total_size: 4096,
+            ..Limits::default()
+        };
+        assert!(matches!(
+            open_bytes(&z, &small).unwrap_err(),
+            ZipError::TotalTooLarge {
+                total: 5002,
+                limit: 4096
+            }
+        ));
+        assert!(open_bytes(&z, &Limits::default()).is_ok());
+    }
+
+    /// A member that inflates past its declared size stops there: the sink never sees more than
+    /// the declared bytes, so what is inflated is bounded by the declared sizes the limits check.
+    #[test]
+    fn inflation_stops_at_the_declared_size() {
+        let data = vec![7u8; 3 << 20];
+        let mut z = zip_of(&[("big.bin", &data)]);
+        // Declare 1000 bytes in both headers.
+        let e = eocd(&z);
+        let cd = u32::from_le_bytes(z[e + 16..e + 20].try_into().unwrap()) as usize;
+        z[cd + 24..cd + 28].copy_from_slice(&1000u32.to_le_bytes());
+        z[22..26].copy_from_slice(&1000u32.to_le_bytes());
+        let (a, _keep) = open_bytes(&z, &Limits::default()).unwrap();
+        let m = &a.members()[0];
+        assert!(m.problem.is_none(), "{:?}", m.problem);
+        let mut seen = 0usize;
+        let err = a
+            .stream(m, |chunk| {
+                seen += chunk.len();
+                Ok(())
+            })
+            .unwrap_err();
+        assert_eq!(err, ZipError::InflatesTooLong { declared: 1000 });
+        assert!(seen <= 1000, "the sink saw {seen} bytes");
+        assert_eq!(a.read(m).unwrap_err(), err);
+    }
+
+    /// A size no allocation can back is an error, not an abort.
+    #[test]
+    fn unbackable_sizes_are_errors() {
+        assert_eq!(
+            buffer_for(u64::MAX).unwrap_err(),
+            ZipError::NoMemory { size: u64::MAX }
+        );
+        assert!(buffer_for(1 << 62).is_err());
+        assert!(buffer_for(4096).unwrap().capacity() >= 4096);
     }
 }

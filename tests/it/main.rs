@@ -6,6 +6,8 @@ mod common;
 mod device;
 mod elf_patch;
 mod fatbin_fixtures;
+mod fuzz_regressions;
+mod hostile;
 mod shrink_built;
 mod shrink_cuda;
 mod shrink_errors;

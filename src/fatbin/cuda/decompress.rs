@@ -155,6 +155,110 @@ fn zstd_exact(
     Ok(out)
 }
 
+/// Checks that a compressed entry's stream is what its header says, without decoding it: one
+/// zstd frame filling the stream exactly (and decoding to `size` bytes where the frame says),
+/// or a raw LZ4 block whose sequences stay inside the stream, refer back only to bytes
+/// already produced and add up to `size` bytes. Costs a walk over the block and frame headers,
+/// not a decompression, so a container whose stream is damaged is refused when it is parsed,
+/// even where nothing ever decompresses it.
+pub(crate) fn check_stream(
+    method: Compression,
+    stream: &[u8],
+    size: u64,
+    what: &'static str,
+    offset: usize,
+) -> Result<(), FatbinError> {
+    let fail = |reason: String| FatbinError::Decompress {
+        what,
+        offset,
+        method: method.name(),
+        reason,
+    };
+    let produced = match method {
+        Compression::Lz4 => lz4_block_len(stream).map_err(|r| fail(r.to_string()))?,
+        Compression::Zstd => {
+            match zstd::zstd_safe::find_frame_compressed_size(stream) {
+                Ok(n) if n == stream.len() => {}
+                Ok(n) => {
+                    return Err(fail(format!(
+                        "the frame is {n} bytes long, the header says {}",
+                        stream.len()
+                    )));
+                }
+                Err(code) => return Err(fail(zstd::zstd_safe::get_error_name(code).to_string())),
+            }
+            match zstd::zstd_safe::get_frame_content_size(stream) {
+                Ok(Some(n)) => n,
+                _ => return Ok(()),
+            }
+        }
+        Compression::None | Compression::Unknown(_) => return Ok(()),
+    };
+    if produced != size {
+        return Err(FatbinError::SizeMismatch {
+            what,
+            offset,
+            expected: size,
+            actual: produced,
+        });
+    }
+    Ok(())
+}
+
+/// The number of bytes a raw LZ4 block decodes to, found by walking its sequences: a token,
+/// literal-length bytes, the literals, then (except after the last literals) a 2-byte match
+/// offset and match-length bytes.
+fn lz4_block_len(block: &[u8]) -> Result<u64, &'static str> {
+    // A length nibble of 15 continues in bytes; each 255 adds and continues.
+    fn extended(block: &[u8], pos: &mut usize, mut len: u64) -> Result<u64, &'static str> {
+        if len == 15 {
+            loop {
+                let b = *block
+                    .get(*pos)
+                    .ok_or("a length runs past the end of the block")?;
+                *pos = pos.saturating_add(1);
+                len = len.saturating_add(u64::from(b));
+                if b != 255 {
+                    break;
+                }
+            }
+        }
+        Ok(len)
+    }
+    let mut pos = 0usize;
+    let mut out = 0u64;
+    loop {
+        let token = *block.get(pos).ok_or("the block ends before a sequence")?;
+        pos = pos.saturating_add(1);
+        let literals = extended(block, &mut pos, u64::from(token >> 4))?;
+        pos = usize::try_from(literals)
+            .ok()
+            .and_then(|n| pos.checked_add(n))
+            .filter(|&end| end <= block.len())
+            .ok_or("literals run past the end of the block")?;
+        out = out.saturating_add(literals);
+        if pos == block.len() {
+            return Ok(out);
+        }
+        let lo = *block
+            .get(pos)
+            .ok_or("a match offset runs past the end of the block")?;
+        let hi = *block
+            .get(pos.saturating_add(1))
+            .ok_or("a match offset runs past the end of the block")?;
+        pos = pos.saturating_add(2);
+        let back = u64::from(u16::from_le_bytes([lo, hi]));
+        if back == 0 || back > out {
+            return Err("a match refers to bytes before the start of the block");
+        }
+        let matched = extended(block, &mut pos, u64::from(token & 15))?;
+        out = out.saturating_add(matched).saturating_add(4);
+        if pos == block.len() {
+            return Ok(out);
+        }
+    }
+}
+
 /// log2 of the smallest power of two ≥ `size`, clamped to zstd's limits (10..=31).
 pub(crate) fn window_log_for(size: u64) -> u32 {
     let bits = u64::BITS.saturating_sub(size.saturating_sub(1).leading_zeros());

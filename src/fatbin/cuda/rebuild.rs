@@ -244,5 +244,18 @@ pub fn rebuild_concat_entry(
             .saturating_add(padded.saturating_sub(payload.len())),
         0,
     );
+    // What is produced must parse back with the kept members.
+    let check = |problem: String| FatbinError::RebuildCheck {
+        what: "concat group",
+        offset: e.offset,
+        problem,
+    };
+    let again = parse_entry(&out, 0, out.len()).map_err(|err| check(err.to_string()))?;
+    if u64_of(again.members.len()) != kept {
+        return Err(check(format!(
+            "it holds {} members, not {kept}",
+            again.members.len()
+        )));
+    }
     Ok(out)
 }

@@ -482,9 +482,10 @@ fn hostile_compression_fields() {
     s.compressed_size = 0;
     assert!(parse_section(&container(&[s.bytes()])).is_err());
 
+    // Parsing checks the streams (without decoding them); what gets through is decompressed.
     let decomp = |s: &Spec| {
         let d = container(&[s.bytes()]);
-        let c = parse_section(&d).unwrap();
+        let c = parse_section(&d)?;
         decompress_entry(&d, &c[0].entries[0])
     };
     // absurd uncompressed sizes: refused, never allocated
@@ -492,7 +493,7 @@ fn hostile_compression_fields() {
     s.uncompressed_size = u64::MAX;
     assert!(matches!(
         decomp(&s).unwrap_err(),
-        FatbinError::TooLarge { .. }
+        FatbinError::TooLarge { .. } | FatbinError::SizeMismatch { .. }
     ));
     let mut s = ok.clone();
     s.uncompressed_size = 3 << 30; // under the cap but larger than the frame produces
@@ -504,7 +505,7 @@ fn hostile_compression_fields() {
     s.uncompressed_size = 3 << 30;
     assert!(matches!(
         decomp(&s).unwrap_err(),
-        FatbinError::Decompress { .. }
+        FatbinError::Decompress { .. } | FatbinError::SizeMismatch { .. }
     ));
     // sizes one off in either direction
     for delta in [-1i64, 1] {
@@ -546,6 +547,43 @@ fn hostile_compression_fields() {
     ));
 }
 
+/// The parse-time stream check agrees with the decoders on what they accept and how long
+/// their output is, and refuses streams that are not what the entry header says (the hostile
+/// corpus's "fatbin_bad_zstd" and "fatbin_bad_lz4": a cubin flagged compressed passed audit
+/// and trim, because nothing decoded it).
+#[test]
+fn stream_check_matches_the_decoders() {
+    use super::decompress::check_stream;
+    let mut x: u32 = 7;
+    for len in [1usize, 5, 15, 16, 19, 270, 4096, 70_000] {
+        let data: Vec<u8> = (0..len)
+            .map(|i| {
+                x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                if i % 7 < 4 {
+                    b"abcd"[i % 4]
+                } else {
+                    (x >> 24) as u8
+                }
+            })
+            .collect();
+        let size = data.len() as u64;
+        let lz = lz4_flex::block::compress(&data);
+        check_stream(Compression::Lz4, &lz, size, "t", 0).unwrap();
+        assert!(check_stream(Compression::Lz4, &lz, size + 1, "t", 0).is_err());
+        let z = zstd::bulk::compress(&data, 3).unwrap();
+        check_stream(Compression::Zstd, &z, size, "t", 0).unwrap();
+        assert!(check_stream(Compression::Zstd, &z, size + 1, "t", 0).is_err());
+        assert!(check_stream(Compression::Zstd, &z[..z.len() - 1], size, "t", 0).is_err());
+    }
+    let cubin = b"\x7fELF\x02\x01\x01\0\0\0\0\0\0\0\0\0\x03\0\xbe\0\x01\0\0\0";
+    for m in [Compression::Lz4, Compression::Zstd] {
+        assert!(check_stream(m, cubin, 4096, "t", 0).is_err(), "{m:?}");
+    }
+    // a match reaching back before the block, and a block cut inside a length
+    assert!(check_stream(Compression::Lz4, &[0x10, b'a', 5, 0, 0x00], 6, "t", 0).is_err());
+    assert!(check_stream(Compression::Lz4, &[0xf0, 255], 300, "t", 0).is_err());
+}
+
 #[test]
 fn hostile_concat_tables() {
     let (data, _) = group(FLAG_ZSTD);
@@ -581,6 +619,12 @@ fn hostile_concat_tables() {
             "member options past the table",
             patched(&data, rs + 8 + 20, &0x4000u32.to_le_bytes()),
         ),
+        // Found by fatbin_cuda: an identifier inside the table parsed, and a rebuild that
+        // shrank the table left it pointing past the new header.
+        ("identifier across the member table", {
+            let d = patched(&data, g + 32, &72u32.to_le_bytes());
+            patched(&d, g + 36, &8u32.to_le_bytes())
+        }),
     ];
     for (name, bytes) in cases {
         assert!(parse_section(&bytes).is_err(), "{name} parsed");

@@ -296,6 +296,26 @@ fn hostile_ccob() {
     }
 }
 
+/// A zstd CCOB whose header lies about the uncompressed size is refused when parsed, not only
+/// when decompressed: the corpus's "ccob_absurd_size" (2^31 bytes claimed) passed audit,
+/// verify and split, which read only the table.
+#[test]
+fn zstd_ccob_size_lie_is_refused_at_parse() {
+    let b = three();
+    for (v, at) in [(2u16, 12usize), (3, 16)] {
+        let c = compress_ccob(&b, v, CcobMethod::Zstd).unwrap();
+        let lie = if v == 2 {
+            patched(&c, at, &0x7fff_ffffu32.to_le_bytes())
+        } else {
+            patched(&c, at, &(1u64 << 40).to_le_bytes())
+        };
+        assert!(
+            matches!(parse_section(&lie), Err(FatbinError::SizeMismatch { .. })),
+            "version {v}"
+        );
+    }
+}
+
 #[test]
 fn ccob_bomb_does_not_become_a_huge_table() {
     // A bundle with a million one-letter entries, which compresses to a few bytes.

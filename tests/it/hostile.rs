@@ -1,0 +1,474 @@
+//! Hostile and broken input (issue #6): every command over every case of the corpus in
+//! `fixtures/hostile/` (made by `make_corpus.py`, described by `cases.json`), and the resource
+//! limits.
+//!
+//! For every case and command: the exit code and messages the manifest expects (malformed
+//! cases exit 2, or 1 where a check finds them, naming `wheel!member` where a member is at
+//! fault); never a panic (exit 101) or a signal; done within [`TIMEOUT`] under an address-space
+//! limit of [`MEMORY_KIB`]; the input byte-identical afterwards; and the output folder empty
+//! after a failure (no `.wheelslim-*.tmp` either), holding only the expected wheel after a
+//! success.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+
+use crate::common::{fixture, read_zip, tempdir};
+
+/// Per-command wall-clock limit. The slowest command over the corpus takes well under a second
+/// in a debug build (the 100 MiB real-ratio bomb); a minute means a hang.
+const TIMEOUT: Duration = Duration::from_secs(60);
+/// Address-space limit for every command (2 GiB): far above what the corpus needs (tens of
+/// MiB), far below what a zip bomb would take if it were inflated into memory.
+const MEMORY_KIB: u64 = 2 << 20;
+
+#[derive(Debug, Deserialize)]
+struct Case {
+    file: String,
+    kind: String,
+    what: String,
+    expect: BTreeMap<String, Expect>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Expect {
+    code: i32,
+    says: Vec<String>,
+    #[serde(default)]
+    check: bool,
+}
+
+fn cases() -> Vec<Case> {
+    let text = std::fs::read_to_string(fixture("hostile/cases.json")).expect("read cases.json");
+    serde_json::from_str(&text).expect("parse cases.json")
+}
+
+/// What a bounded run gave.
+struct Run {
+    /// The exit code; `None` when a signal ended the process.
+    code: Option<i32>,
+    output: String,
+    took: Duration,
+}
+
+/// Runs wheelslim under an address-space limit (`ulimit -v` in a shell that then `exec`s it)
+/// and kills it if it outlives [`TIMEOUT`] (a failed test then).
+fn run_bounded(args: &[&str], extra: &[&str]) -> Run {
+    let start = Instant::now();
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(format!("ulimit -v {MEMORY_KIB} && exec \"$0\" \"$@\""))
+        .arg(env!("CARGO_BIN_EXE_wheelslim"))
+        .args(extra)
+        .args(args)
+        .env("WHEELSLIM_NO_PROGRESS", "1")
+        .env_remove("SOURCE_DATE_EPOCH")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start wheelslim");
+    let readers: Vec<_> = [
+        child
+            .stdout
+            .take()
+            .map(|s| Box::new(s) as Box<dyn Read + Send>),
+        child
+            .stderr
+            .take()
+            .map(|s| Box::new(s) as Box<dyn Read + Send>),
+    ]
+    .into_iter()
+    .flatten()
+    .map(|mut r| {
+        std::thread::spawn(move || {
+            let mut v = Vec::new();
+            let _ = r.read_to_end(&mut v);
+            v
+        })
+    })
+    .collect();
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait for wheelslim") {
+            break s;
+        }
+        if start.elapsed() > TIMEOUT {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("wheelslim {args:?} ran past {TIMEOUT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let took = start.elapsed();
+    let mut output = String::new();
+    for r in readers {
+        output.push_str(&String::from_utf8_lossy(&r.join().expect("read output")));
+    }
+    Run {
+        code: status.code(),
+        output,
+        took,
+    }
+}
+
+fn listing(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .map(|it| {
+            it.map(|e| e.expect("list").file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// The command line of `cmd` for `wheel`, writing into `out`.
+fn command_line(cmd: &str, wheel: &str, out: &str, check: bool) -> Vec<String> {
+    let mut v: Vec<&str> = match cmd {
+        "audit" => vec!["audit", wheel],
+        "verify" => vec!["verify", wheel],
+        "split" => vec!["split", wheel, "-w", out],
+        "trim" => vec!["trim", wheel, "--sm", "90", "-w", out],
+        "trim_gfx" => vec!["trim", wheel, "--sm", "90", "--gfx", "gfx90a", "-w", out],
+        other => panic!("cases.json names an unknown command `{other}`"),
+    };
+    if check {
+        v.push("--check");
+    }
+    v.into_iter().map(str::to_string).collect()
+}
+
+const COMMANDS: [&str; 5] = ["audit", "verify", "split", "trim", "trim_gfx"];
+
+/// Every command over every case. All problems are collected and reported together.
+#[test]
+#[allow(clippy::print_stderr)]
+fn every_command_over_every_case() {
+    let cases = cases();
+    assert!(
+        cases.len() >= 30,
+        "the corpus has only {} cases",
+        cases.len()
+    );
+    let mut problems: Vec<String> = Vec::new();
+    let mut slowest: (Duration, String) = (Duration::ZERO, String::new());
+    for case in &cases {
+        assert!(
+            case.kind == "malformed" || case.kind == "legal",
+            "{}: kind `{}`",
+            case.file,
+            case.kind
+        );
+        let input = fixture("hostile").join(&case.file);
+        let before = std::fs::read(&input).expect("read the case");
+        for cmd in COMMANDS {
+            let Some(exp) = case.expect.get(cmd) else {
+                problems.push(format!("{}: no expectation for {cmd}", case.file));
+                continue;
+            };
+            let dir = tempdir();
+            let out = dir.path().to_str().expect("utf-8 temp path").to_string();
+            let input_str = input.to_str().expect("utf-8 fixture path");
+            let args = command_line(cmd, input_str, &out, exp.check);
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let run = run_bounded(&args, &[]);
+            let at = format!("{} [{cmd}] ({})", case.file, case.what);
+            if run.took > slowest.0 {
+                slowest = (run.took, at.clone());
+            }
+            let mut fail = |why: String| problems.push(format!("{at}: {why}\n{}", run.output));
+            match run.code {
+                None => fail("killed by a signal".into()),
+                Some(101) => fail("panicked".into()),
+                Some(c) if c != exp.code => fail(format!("exit {c}, expected {}", exp.code)),
+                Some(_) => {}
+            }
+            for s in &exp.says {
+                if !run.output.contains(s.as_str()) {
+                    fail(format!("does not say {s:?}"));
+                }
+            }
+            if run.code != Some(0) && !run.output.contains(&case.file) {
+                fail("the message does not name the wheel".into());
+            }
+            if case.kind == "malformed" && run.code == Some(0) {
+                fail("a malformed case passed".into());
+            }
+            if std::fs::read(&input).ok().as_deref() != Some(before.as_slice()) {
+                fail("the input changed".into());
+            }
+            let left = listing(dir.path());
+            let writes = cmd != "audit" && cmd != "verify";
+            if run.code == Some(0) && writes {
+                if left != [case.file.clone()] {
+                    fail(format!("the output folder holds {left:?}"));
+                } else {
+                    // An independent reader must be able to read what was written.
+                    read_zip(&dir.path().join(&case.file));
+                }
+            } else if !left.is_empty() {
+                fail(format!("left behind in the output folder: {left:?}"));
+            }
+        }
+    }
+    eprintln!(
+        "hostile corpus: {} cases x {} commands; slowest {:?}: {}",
+        cases.len(),
+        COMMANDS.len(),
+        slowest.0,
+        slowest.1
+    );
+    assert!(
+        problems.is_empty(),
+        "{} problem(s):\n\n{}",
+        problems.len(),
+        problems.join("\n\n")
+    );
+}
+
+fn case_path(slug: &str) -> PathBuf {
+    let case = cases()
+        .into_iter()
+        .find(|c| c.file.contains(slug))
+        .unwrap_or_else(|| panic!("no case `{slug}` in cases.json"));
+    fixture("hostile").join(case.file)
+}
+
+/// `--max-members` and `--max-inflated` refuse archives beyond them, in every command, with
+/// exit 2 and a message naming the limit and how to raise it.
+#[test]
+fn limits_refuse_archives_beyond_them() {
+    let many = case_path("many_members");
+    let bomb = case_path("bomb_real_ratio");
+    let checks: [(&Path, &[&str], &str); 2] = [
+        (
+            &many,
+            &["--max-members", "100"],
+            "more than the limit of 100",
+        ),
+        (
+            &bomb,
+            &["--max-inflated", "10MiB"],
+            "more than the limit of 10485760",
+        ),
+    ];
+    for (wheel, limit, says) in checks {
+        let name = wheel.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        for cmd in COMMANDS {
+            let dir = tempdir();
+            let args = command_line(
+                cmd,
+                wheel.to_str().expect("utf-8"),
+                dir.path().to_str().expect("utf-8"),
+                false,
+            );
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let run = run_bounded(&args, limit);
+            let at = format!("{name} [{cmd}] {limit:?}");
+            assert_eq!(run.code, Some(2), "{at}\n{}", run.output);
+            assert!(run.output.contains(says), "{at}\n{}", run.output);
+            assert!(run.output.contains(name), "{at}\n{}", run.output);
+            assert!(
+                run.output.contains("--max-members / --max-inflated"),
+                "{at}: no hint\n{}",
+                run.output
+            );
+            assert!(listing(dir.path()).is_empty(), "{at}: wrote something");
+        }
+        // Under the defaults the same wheels are read.
+        let run = run_bounded(&["audit", wheel.to_str().expect("utf-8")], &[]);
+        assert_eq!(run.code, Some(0), "{name}\n{}", run.output);
+    }
+}
+
+/// A small wheel whose `libbomb.so` really inflates to 3 GiB of zeros (about 3 MiB of deflate,
+/// made here rather than committed): under the 2 GiB address-space limit, every command
+/// refuses it with an error naming the member (it aborted before), and `--max-inflated`
+/// refuses it before anything is inflated.
+#[test]
+fn a_real_bomb_is_refused_not_inflated() {
+    let dir = tempdir();
+    let wheel = big_bomb(dir.path(), 3 << 30);
+    let name = wheel.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    let w = wheel.to_str().expect("utf-8");
+    for cmd in COMMANDS {
+        let out = tempdir();
+        let args = command_line(cmd, w, out.path().to_str().expect("utf-8"), false);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let run = run_bounded(&args, &[]);
+        assert_eq!(run.code, Some(2), "[{cmd}]\n{}", run.output);
+        assert!(
+            run.output.contains(&format!("{name}!hostile/libbomb.so")),
+            "[{cmd}]\n{}",
+            run.output
+        );
+        assert!(
+            run.output
+                .contains("cannot hold the member's 3221225472 bytes in memory"),
+            "[{cmd}]\n{}",
+            run.output
+        );
+        assert!(
+            run.took < Duration::from_secs(20),
+            "[{cmd}] took {:?}",
+            run.took
+        );
+        assert!(listing(out.path()).is_empty(), "[{cmd}] wrote something");
+        let run = run_bounded(&args, &["--max-inflated", "1GiB"]);
+        assert_eq!(run.code, Some(2), "[{cmd}] --max-inflated\n{}", run.output);
+        assert!(
+            run.output.contains("more than the limit of 1073741824"),
+            "[{cmd}] --max-inflated\n{}",
+            run.output
+        );
+    }
+}
+
+/// Writes `hostile-1.0-py3-none-manylinux_2_34_x86_64.whl` into `dir` with a `.so` member of
+/// `size` zero bytes (a multiple of 1 MiB). The deflate stream is one fully flushed 1 MiB block
+/// repeated, then an empty final block: valid deflate, built in milliseconds.
+fn big_bomb(dir: &Path, size: u64) -> PathBuf {
+    use flate2::{Compress, Compression, FlushCompress};
+    const MIB: usize = 1 << 20;
+    let zeros = vec![0u8; MIB];
+    let mut c = Compress::new(Compression::best(), false);
+    let mut block = Vec::with_capacity(MIB);
+    c.compress_vec(&zeros, &mut block, FlushCompress::Full)
+        .expect("deflate 1 MiB");
+    assert_eq!(c.total_in(), MIB as u64);
+    let blocks = size / MIB as u64;
+    let mut stream = Vec::with_capacity(block.len() * blocks as usize + 2);
+    let mut crc = crc32fast::Hasher::new();
+    for _ in 0..blocks {
+        stream.extend_from_slice(&block);
+        crc.update(&zeros);
+    }
+    stream.extend_from_slice(&[0x03, 0x00]);
+    let crc = crc.finalize();
+
+    let mut members: Vec<(String, Vec<u8>, u32, u64)> = Vec::new();
+    let plain = |name: &str, data: &[u8]| {
+        let mut c = Compress::new(Compression::default(), false);
+        let mut out = Vec::with_capacity(data.len() + 64);
+        c.compress_vec(data, &mut out, FlushCompress::Finish)
+            .expect("deflate");
+        (
+            name.to_string(),
+            out,
+            crc32fast::hash(data),
+            data.len() as u64,
+        )
+    };
+    members.push(plain("hostile/__init__.py", b"x = 1\n"));
+    members.push(("hostile/libbomb.so".into(), stream, crc, size));
+    let dist = "hostile-1.0.dist-info";
+    members.push(plain(
+        &format!("{dist}/METADATA"),
+        b"Metadata-Version: 2.1\nName: hostile\nVersion: 1.0\n\n",
+    ));
+    members.push(plain(
+        &format!("{dist}/WHEEL"),
+        b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: false\nTag: py3-none-manylinux_2_34_x86_64\n",
+    ));
+    members.push(plain(&format!("{dist}/RECORD"), b""));
+
+    let mut out = Vec::new();
+    let mut central = Vec::new();
+    for (name, data, crc, size) in &members {
+        let offset = out.len() as u32;
+        let header = |sig: u32, central: bool| {
+            let mut h = sig.to_le_bytes().to_vec();
+            if central {
+                h.extend_from_slice(&0x031e_u16.to_le_bytes());
+            }
+            h.extend_from_slice(&20u16.to_le_bytes());
+            h.extend_from_slice(&0u16.to_le_bytes());
+            h.extend_from_slice(&8u16.to_le_bytes());
+            h.extend_from_slice(&0u16.to_le_bytes());
+            h.extend_from_slice(&0x21u16.to_le_bytes());
+            h.extend_from_slice(&crc.to_le_bytes());
+            h.extend_from_slice(&(data.len() as u32).to_le_bytes());
+            h.extend_from_slice(&(*size as u32).to_le_bytes());
+            h.extend_from_slice(&(name.len() as u16).to_le_bytes());
+            h.extend_from_slice(&0u16.to_le_bytes());
+            if central {
+                // comment length, disk, internal attributes
+                h.extend_from_slice(&[0; 6]);
+                h.extend_from_slice(&(0o100644u32 << 16).to_le_bytes());
+                h.extend_from_slice(&offset.to_le_bytes());
+            }
+            h.extend_from_slice(name.as_bytes());
+            h
+        };
+        out.extend_from_slice(&header(0x0403_4b50, false));
+        out.extend_from_slice(data);
+        central.extend_from_slice(&header(0x0201_4b50, true));
+    }
+    let cd_offset = out.len() as u32;
+    out.extend_from_slice(&central);
+    out.extend_from_slice(&0x0605_4b50u32.to_le_bytes());
+    out.extend_from_slice(&[0; 4]);
+    let n = members.len() as u16;
+    out.extend_from_slice(&n.to_le_bytes());
+    out.extend_from_slice(&n.to_le_bytes());
+    out.extend_from_slice(&(central.len() as u32).to_le_bytes());
+    out.extend_from_slice(&cd_offset.to_le_bytes());
+    out.extend_from_slice(&0u16.to_le_bytes());
+    let path = dir.join("hostile-1.0-py3-none-manylinux_2_34_x86_64.whl");
+    std::fs::write(&path, out).expect("write the bomb");
+    path
+}
+
+/// `trim --memory` below twice a device library's size hung forever (a nested reservation
+/// waited for the member's own); with two workers it hung too. It must finish now.
+#[test]
+fn a_small_memory_budget_does_not_hang() {
+    let wheel = fixture(crate::common::CUDAFIX);
+    for jobs in ["1", "2"] {
+        let dir = tempdir();
+        let run = run_bounded(
+            &[
+                "trim",
+                wheel.to_str().expect("utf-8"),
+                "--sm",
+                "90",
+                "-w",
+                dir.path().to_str().expect("utf-8"),
+            ],
+            &["-j", jobs, "--memory", "100k"],
+        );
+        assert_eq!(run.code, Some(0), "-j {jobs}\n{}", run.output);
+        assert_eq!(listing(dir.path()).len(), 1, "-j {jobs}");
+    }
+}
+
+/// A folder that holds the input is refused as the output folder: nothing there changes.
+#[test]
+fn writing_over_the_input_is_refused() {
+    let dir = tempdir();
+    let src = case_path("stored");
+    let name = src.file_name().expect("name").to_owned();
+    let input = dir.path().join(&name);
+    std::fs::copy(&src, &input).expect("copy");
+    let before = std::fs::read(&input).expect("read");
+    let w = input.to_str().expect("utf-8");
+    let d = dir.path().to_str().expect("utf-8");
+    for args in [
+        vec!["split", w, "-w", d],
+        vec!["trim", w, "--sm", "90", "-w", d],
+    ] {
+        let run = run_bounded(&args, &[]);
+        assert_eq!(run.code, Some(2), "{args:?}\n{}", run.output);
+        assert!(
+            run.output.contains("would overwrite the input wheel"),
+            "{}",
+            run.output
+        );
+        assert_eq!(std::fs::read(&input).expect("read"), before, "{args:?}");
+        assert_eq!(listing(dir.path()), [name.to_string_lossy().into_owned()]);
+    }
+}
