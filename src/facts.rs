@@ -123,6 +123,7 @@ impl Default for InspectOptions<'_> {
 struct Streamed {
     hash: HashState,
     kept: Option<Vec<u8>>,
+    marks: Vec<crate::wheel::zip::BlockMark>,
 }
 
 /// A member's uncompressed bytes, kept in memory under the shared budget (see
@@ -130,6 +131,9 @@ struct Streamed {
 #[derive(Debug)]
 pub struct Kept<'b> {
     pub bytes: Vec<u8>,
+    /// Where the member's deflate blocks begin (empty for a stored member), for a rewrite to
+    /// reuse the blocks it leaves unchanged ([`crate::wheel::splice`]).
+    pub marks: Vec<crate::wheel::zip::BlockMark>,
     reservation: Option<crate::budget::Reservation<'b>>,
 }
 
@@ -174,7 +178,8 @@ fn stream_member<'b>(
     let mut reservation = None;
     // Bytes seen before the decision (the sniff needs the first few).
     let mut head: Vec<u8> = Vec::new();
-    wheel.archive.stream(m, |chunk| {
+    let mut marks = Vec::new();
+    wheel.archive.stream_marked(m, Some(&mut marks), |chunk| {
         hash.update(chunk);
         if !decided {
             head.extend_from_slice(chunk);
@@ -190,13 +195,16 @@ fn stream_member<'b>(
         } else if let Some(v) = kept.as_mut() {
             v.extend_from_slice(chunk);
         }
-        Ok(())
+        Ok(true)
     })?;
     if !decided && keep(&head) {
         // Empty member: nothing was streamed.
         kept = Some(head);
     }
-    Ok((Streamed { hash, kept }, reservation))
+    if kept.is_none() {
+        marks = Vec::new();
+    }
+    Ok((Streamed { hash, kept, marks }, reservation))
 }
 
 /// Inspects every member of a wheel. Problems with single members become diagnostics; the rest
@@ -295,7 +303,14 @@ fn inspect_member<'b, T>(
     if let Some(bytes) = streamed.kept {
         describe(&name, &bytes, &loc, so_like, &mut facts, &mut diags);
         if !matches!(facts.content, Content::Unreadable) {
-            out = work(&facts, Kept { bytes, reservation });
+            out = work(
+                &facts,
+                Kept {
+                    bytes,
+                    marks: streamed.marks,
+                    reservation,
+                },
+            );
         }
     }
     (facts, diags, out)

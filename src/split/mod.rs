@@ -74,6 +74,10 @@ pub struct SplitReport {
     /// left to keep them (0 on ordinary wheels).
     #[serde(skip)]
     pub members_read_twice: usize,
+    /// Uncompressed bytes of rewritten members whose compressed blocks were copied from the
+    /// input instead of deflated again (see [`crate::wheel::splice`]).
+    #[serde(skip)]
+    pub reused_bytes: u64,
 }
 
 /// One member's new bytes (or its removal, for a loose device file the trim drops).
@@ -82,6 +86,8 @@ struct Rewritten {
     sha256: [u8; 32],
     info: Option<ElfInfo>,
     removed: bool,
+    /// Bytes covered by reused input blocks.
+    reused: u64,
 }
 
 /// Runs `split`.
@@ -113,6 +119,7 @@ pub fn split(
             verify: None,
             notes,
             members_read_twice: 0,
+            reused_bytes: 0,
         });
     }
 
@@ -173,15 +180,17 @@ pub fn split(
     }
 
     // Apply: rewrite the ELF objects that need it, in parallel, under the memory budget.
-    let mut jobs: Vec<(usize, String, Option<&crate::plan::ElfEdit>)> = Vec::new();
+    // (input, member, edit, canonical: compress from the bytes alone, never reusing the
+    // input's blocks — runtime libraries under --canonical-runtime).
+    let mut jobs: Vec<(usize, String, Option<&crate::plan::ElfEdit>, bool)> = Vec::new();
     for m in &plan.mains {
         for a in &m.members {
             match a {
                 MemberAction::Edit { member, edit } => {
-                    jobs.push((m.input, member.clone(), Some(edit)))
+                    jobs.push((m.input, member.clone(), Some(edit), false))
                 }
                 MemberAction::Copy { member } if trimming && has_device(m.input, member) => {
-                    jobs.push((m.input, member.clone(), None));
+                    jobs.push((m.input, member.clone(), None, false));
                 }
                 _ => {}
             }
@@ -190,9 +199,14 @@ pub fn split(
     for s in &plan.runtime_sets {
         for l in &s.libraries {
             if !l.edit.is_empty() {
-                jobs.push((l.input, l.member.clone(), Some(&l.edit)));
+                jobs.push((
+                    l.input,
+                    l.member.clone(),
+                    Some(&l.edit),
+                    opts.canonical_runtime,
+                ));
             } else if trimming && has_device(l.input, &l.member) {
-                jobs.push((l.input, l.member.clone(), None));
+                jobs.push((l.input, l.member.clone(), None, opts.canonical_runtime));
             }
         }
     }
@@ -210,7 +224,7 @@ pub fn split(
     let reread = std::sync::atomic::AtomicUsize::new(0);
     let job_sizes: Vec<u64> = jobs
         .iter()
-        .map(|(input, member, _)| {
+        .map(|(input, member, ..)| {
             inputs[*input]
                 .0
                 .archive
@@ -224,7 +238,7 @@ pub fn split(
     let rewritten: Vec<((usize, String), Rewritten)> =
         crate::schedule::largest_first(&job_sizes, |j| {
             let _tick = Tick(&opts.progress, job_sizes[j]);
-            let (input, member, edit) = &jobs[j];
+            let (input, member, edit, canonical) = &jobs[j];
             let wheel = &inputs[*input].0;
             let loc = wheel.member_location(member);
             let run = || -> Result<Option<Rewritten>, Error> {
@@ -234,25 +248,31 @@ pub fn split(
                     .ok_or_else(|| Error::refused(format!("internal: {loc} vanished"), None))?;
                 // The input is held (kept by the inspect pass, or read again here) and the
                 // rewritten copy beside it; compressed output of large members is spilled.
-                let (mut bytes, _held) = match take_kept(*input, member) {
+                // The input stays until the output is compressed: the output reuses its
+                // compressed blocks where the bytes did not change (`wheel::splice`).
+                let (original, marks, mut held) = match take_kept(*input, member) {
                     Some(mut k) => {
                         k.grow(m.size);
-                        k.into_parts()
+                        let marks = std::mem::take(&mut k.marks);
+                        let (b, r) = k.into_parts();
+                        (b, marks, r)
                     }
                     None => {
                         reread.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         let r = budget.reserve(m.size.saturating_mul(2));
-                        let b = wheel.archive.read(m).map_err(|err| Error::Zip {
-                            location: loc.clone(),
-                            err,
-                        })?;
-                        (b, Some(r))
+                        let (b, marks) =
+                            wheel.archive.read_marked(m).map_err(|err| Error::Zip {
+                                location: loc.clone(),
+                                err,
+                            })?;
+                        (b, marks, Some(r))
                     }
                 };
+                let mut current: Option<Vec<u8>> = None;
                 if let Some(f) = device_of(*input, member).filter(|_| trimming) {
                     let trimmed = trim_member(
                         member,
-                        &bytes,
+                        &original,
                         f.compressed_size,
                         f.host_elf(),
                         f.device.as_ref().unwrap_or(&Default::default()),
@@ -274,13 +294,14 @@ pub fn split(
                             .unwrap_or_else(|p| p.into_inner())
                             .push(t.report);
                         match t.data {
-                            Some(d) => bytes = d,
+                            Some(d) => current = Some(d),
                             None => {
                                 return Ok(Some(Rewritten {
                                     compressed: deflate::compress(&[], deflate::DEFAULT_LEVEL),
                                     sha256: sha2_digest(&[]),
                                     info: None,
                                     removed: true,
+                                    reused: 0,
                                 }));
                             }
                         }
@@ -288,22 +309,32 @@ pub fn split(
                         return Ok(None);
                     }
                 }
-                let out = match edit {
-                    Some(edit) => {
-                        let out = apply::patch_elf(&bytes, edit).map_err(|err| Error::Elf {
+                // Shifts at which the output may hold the input's bytes: a trim's cut moves
+                // what follows the fatbin by its own amount, before the patch adds its own.
+                let mut shifts = Vec::new();
+                if let Some(t) = &current {
+                    shifts.push(t.len() as i64 - original.len() as i64);
+                }
+                if let Some(edit) = edit {
+                    if current.is_some()
+                        && let Some(r) = held.as_mut()
+                    {
+                        // Input, trimmed copy and patched copy are all held for a moment.
+                        r.grow(m.size);
+                    }
+                    let out = apply::patch_elf(current.as_deref().unwrap_or(&original), edit)
+                        .map_err(|err| Error::Elf {
                             location: loc.clone(),
                             err,
                         })?;
-                        drop(bytes);
-                        out
-                    }
-                    None => bytes,
-                };
-                let info = match crate::elf::inspect(&out) {
+                    current = Some(out);
+                }
+                let out = current.as_deref().unwrap_or(&original);
+                let info = match crate::elf::inspect(out) {
                     Ok(Inspected::Host(i)) => Some(*i),
                     Ok(_) => None,
                     // A trimmed loose device file (fatbin, bundle) is no ELF object.
-                    Err(_) if edit.is_none() && !crate::elf::is_elf(&out) => None,
+                    Err(_) if edit.is_none() && !crate::elf::is_elf(out) => None,
                     Err(err) => {
                         return Err(Error::Elf {
                             location: loc.clone(),
@@ -311,15 +342,36 @@ pub fn split(
                         });
                     }
                 };
-                let sha256 = sha2_digest(&out);
+                let sha256 = sha2_digest(out);
                 let dir = &opts.wheel_dir;
-                let compressed = deflate::compress_spilled(&out, deflate::DEFAULT_LEVEL, dir)
-                    .map_err(|e| Error::io("write a temporary file in", dir.clone(), e))?;
+                let io_err = |e| Error::io("write a temporary file in", dir.clone(), e);
+                let (compressed, reused) = if *canonical {
+                    let c = deflate::compress_spilled(out, deflate::DEFAULT_LEVEL, dir)
+                        .map_err(io_err)?;
+                    (c, 0)
+                } else {
+                    let orig = crate::wheel::splice::Original {
+                        archive: &wheel.archive,
+                        member: m,
+                        data: &original,
+                        marks: &marks,
+                    };
+                    crate::wheel::splice::compress_reusing(
+                        out,
+                        &orig,
+                        &shifts,
+                        deflate::DEFAULT_LEVEL,
+                        Some(dir),
+                    )
+                    .map(|(c, stats)| (c, stats.reused))
+                    .map_err(io_err)?
+                };
                 Ok(Some(Rewritten {
                     compressed,
                     sha256,
                     info,
                     removed: false,
+                    reused,
                 }))
             };
             run()
@@ -331,6 +383,7 @@ pub fn split(
         .collect::<Result<_, Error>>()?;
     drop(kept);
     let members_read_twice = reread.into_inner();
+    let reused_bytes = rewritten.iter().map(|(_, r)| r.reused).sum();
     let rewritten: HashMap<(usize, String), Rewritten> = rewritten.into_iter().collect();
     let mut trimmed = trims.into_inner().unwrap_or_else(|p| p.into_inner());
     trimmed.sort_by(|a, b| a.member.cmp(&b.member));
@@ -676,6 +729,7 @@ pub fn split(
         verify: Some(report),
         notes,
         members_read_twice,
+        reused_bytes,
     })
 }
 

@@ -113,10 +113,10 @@ pub fn trim(
                 device,
                 &opts.settings,
             );
-            // The input is no longer needed once its trimmed copy exists (its reservation
-            // stays until the copy is compressed).
+            // The input stays until the trimmed copy is compressed: the copy reuses the
+            // input's compressed blocks where its bytes did not change (`wheel::splice`).
+            let marks = std::mem::take(&mut kept.marks);
             let (input, _reserved) = kept.into_parts();
-            drop(input);
             match trimmed {
                 Ok(None) => None,
                 Ok(Some(Trimmed { data, report })) => {
@@ -137,21 +137,35 @@ pub fn trim(
                             }
                             // Large outputs are compressed into a temporary file in the
                             // output folder rather than held until the wheel is written.
-                            let compressed = match spill {
-                                Some(dir) => {
-                                    match deflate::compress_spilled(&d, deflate::DEFAULT_LEVEL, dir)
-                                    {
-                                        Ok(c) => c,
-                                        Err(e) => {
-                                            return Some(Err(Error::io(
-                                                "write a temporary file in",
-                                                dir.to_path_buf(),
-                                                e,
-                                            )));
-                                        }
-                                    }
+                            let Some(member) = wheel.archive.member(&f.name) else {
+                                let err = crate::elf::ElfError::OutputCheck(
+                                    "internal: the member vanished".into(),
+                                );
+                                return Some(Err(Error::Elf { location: loc, err }));
+                            };
+                            let orig = crate::wheel::splice::Original {
+                                archive: &wheel.archive,
+                                member,
+                                data: &input,
+                                marks: &marks,
+                            };
+                            let compressed = match crate::wheel::splice::compress_reusing(
+                                &d,
+                                &orig,
+                                &[],
+                                deflate::DEFAULT_LEVEL,
+                                spill,
+                            ) {
+                                Ok((c, _)) => c,
+                                Err(e) => {
+                                    let dir =
+                                        spill.map(std::path::Path::to_path_buf).unwrap_or_default();
+                                    return Some(Err(Error::io(
+                                        "write a temporary file in",
+                                        dir,
+                                        e,
+                                    )));
                                 }
-                                None => deflate::compress(&d, deflate::DEFAULT_LEVEL),
                             };
                             Some((compressed, sha2_digest(&d), out_info))
                         }

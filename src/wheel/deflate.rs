@@ -96,7 +96,7 @@ impl Compressed {
     }
 }
 
-fn deflate_piece(dict: &[u8], piece: &[u8], last: bool, level: u32) -> Vec<u8> {
+pub(crate) fn deflate_piece(dict: &[u8], piece: &[u8], last: bool, level: u32) -> Vec<u8> {
     let mut c = Compress::new(Compression::new(level), false);
     if !dict.is_empty() {
         // PANIC SAFETY: setting a dictionary on a fresh raw stream cannot fail.

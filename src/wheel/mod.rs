@@ -5,6 +5,7 @@ pub mod deflate;
 pub mod filename;
 pub mod headers;
 pub mod record;
+pub mod splice;
 pub mod writer;
 pub mod zip;
 

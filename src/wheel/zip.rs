@@ -17,7 +17,7 @@ use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use flate2::{Decompress, FlushDecompress, Status};
+use zlib_rs::{Inflate, InflateFlush, Status};
 
 const SIG_LOCAL: u32 = 0x0403_4b50;
 const SIG_CENTRAL: u32 = 0x0201_4b50;
@@ -741,6 +741,33 @@ impl ZipArchive {
         Ok(buf)
     }
 
+    /// Reads `buf.len()` compressed bytes of a member, starting `at` bytes into its data.
+    pub fn read_raw_at(&self, m: &Member, at: u64, buf: &mut [u8]) -> Result<(), ZipError> {
+        self.readable(m)?;
+        let end = at.checked_add(buf.len() as u64);
+        if end.is_none_or(|e| e > m.compressed_size) {
+            return Err(ZipError::Io(format!(
+                "read past the end of a member's data ({at:#x} + {:#x} > {:#x})",
+                buf.len(),
+                m.compressed_size
+            )));
+        }
+        Self::read_exact_at(&self.file, buf, m.data_offset + at)
+    }
+
+    /// Reads a member's uncompressed bytes (size and CRC checked), with its deflate block
+    /// marks (see [`stream_marked`](Self::stream_marked)).
+    pub fn read_marked(&self, m: &Member) -> Result<(Vec<u8>, Vec<BlockMark>), ZipError> {
+        self.readable(m)?;
+        let mut out = buffer_for(m.size)?;
+        let mut marks = Vec::new();
+        self.stream_marked(m, Some(&mut marks), |chunk| {
+            out.extend_from_slice(chunk);
+            Ok(true)
+        })?;
+        Ok((out, marks))
+    }
+
     /// A second handle on the archive's file, with a cursor of its own, for copying raw
     /// member bytes file to file (which lets `std::io::copy` use `copy_file_range`). It is
     /// opened by path, so it is refused unless it is still the same file (device and inode)
@@ -781,6 +808,19 @@ impl ZipArchive {
     pub fn stream_until(
         &self,
         m: &Member,
+        sink: impl FnMut(&[u8]) -> Result<bool, ZipError>,
+    ) -> Result<(), ZipError> {
+        self.stream_marked(m, None, sink)
+    }
+
+    /// Like [`stream_until`](Self::stream_until), and for a deflated member also notes in
+    /// `marks` where its deflate blocks begin (see [`BlockMark`]), for
+    /// [`crate::wheel::splice`] to reuse the compressed blocks of bytes that a rewrite leaves
+    /// as they were.
+    pub fn stream_marked(
+        &self,
+        m: &Member,
+        mut marks: Option<&mut Vec<BlockMark>>,
         mut sink: impl FnMut(&[u8]) -> Result<bool, ZipError>,
     ) -> Result<(), ZipError> {
         const IN_CHUNK: usize = 256 * 1024;
@@ -807,11 +847,16 @@ impl ZipArchive {
                 }
             }
             Method::Deflated => {
-                let mut inflater = Decompress::new(false);
+                // zlib-rs (the engine behind flate2 here) used directly: asked to stop at each
+                // block boundary, it tells us where the blocks are, at no cost to speed.
+                let mut inflater = Inflate::new(false, 15);
                 let mut inbuf = vec![0u8; fit(m.compressed_size, IN_CHUNK)];
                 let mut outbuf = vec![0u8; fit(m.size.saturating_add(1), OUT_CHUNK)];
                 let (mut in_start, mut in_end) = (0usize, 0usize);
                 let mut input_done = false;
+                if let Some(marks) = marks.as_deref_mut() {
+                    marks.clear();
+                }
                 loop {
                     if in_start == in_end && !input_done {
                         in_end = raw.read(&mut inbuf).map_err(io_err)?;
@@ -820,14 +865,9 @@ impl ZipArchive {
                     }
                     let before_in = inflater.total_in();
                     let before_out = inflater.total_out();
-                    let flush = if input_done {
-                        FlushDecompress::Finish
-                    } else {
-                        FlushDecompress::None
-                    };
                     let status = inflater
-                        .decompress(&inbuf[in_start..in_end], &mut outbuf, flush)
-                        .map_err(|e| ZipError::BadDeflate(e.to_string()))?;
+                        .decompress(&inbuf[in_start..in_end], &mut outbuf, InflateFlush::Block)
+                        .map_err(|e| ZipError::BadDeflate(e.as_str().to_string()))?;
                     let consumed = (inflater.total_in() - before_in) as usize;
                     let out = (inflater.total_out() - before_out) as usize;
                     in_start += consumed;
@@ -841,14 +881,27 @@ impl ZipArchive {
                             return Ok(());
                         }
                     }
-                    match status {
-                        Status::StreamEnd => break,
-                        _ if consumed == 0 && out == 0 && input_done => {
-                            return Err(ZipError::BadDeflate(
-                                "stream ends before its final block".into(),
-                            ));
+                    if status == Status::StreamEnd {
+                        break;
+                    }
+                    // Input left and room left: inflate stopped because a block ended.
+                    if status == Status::Ok
+                        && in_start < in_end
+                        && out < outbuf.len()
+                        && let Some(marks) = marks.as_deref_mut()
+                    {
+                        let mark = BlockMark {
+                            input: inflater.total_in(),
+                            output: inflater.total_out(),
+                        };
+                        if marks.last() != Some(&mark) {
+                            marks.push(mark);
                         }
-                        _ => {}
+                    }
+                    if consumed == 0 && out == 0 && input_done {
+                        return Err(ZipError::BadDeflate(
+                            "stream ends before its final block".into(),
+                        ));
                     }
                 }
             }
@@ -891,6 +944,16 @@ impl ZipArchive {
         })?;
         Ok(out)
     }
+}
+
+/// Where a deflate block of a member begins, as inflate saw it: `output` bytes had been produced
+/// and the next block's header starts in the last few bits before byte `input` of the compressed
+/// stream (inflate hands back whole unused bytes, not bits; [`crate::wheel::splice`] finds the
+/// bit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockMark {
+    pub input: u64,
+    pub output: u64,
 }
 
 /// An empty buffer with room for a member of `size` bytes. The size comes from the archive, so

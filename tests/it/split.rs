@@ -677,3 +677,103 @@ fn canonical_runtime_wheels_hold_the_same_files() {
     let o = wheelslim(&["verify", s(&main), s(&canon)]);
     assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
 }
+
+/// Bytes shaped like code and tables (deflate makes Huffman blocks of them), deterministic.
+fn filler(n: usize) -> Vec<u8> {
+    let mut v = Vec::with_capacity(n);
+    let mut x: u32 = 0x1234_5678;
+    while v.len() < n {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        match x % 3 {
+            0 => v.extend_from_slice(format!("cuda_kernel_{}_{} ", x % 613, x % 7).as_bytes()),
+            1 => v.extend_from_slice(&(x % 4099).to_le_bytes()),
+            _ => v.push((x >> 11) as u8),
+        }
+    }
+    v.truncate(n);
+    v
+}
+
+/// A large member that split rewires is written from the input's own compressed blocks where
+/// its bytes did not change (`wheel::splice`); the result is checked by tools we did not
+/// write: the `zip` crate and pip read it (CRC-32 checked), the loader loads it.
+#[test]
+fn large_rewired_members_reuse_the_input_blocks() {
+    use wheelslim::plan::SplitSettings;
+    use wheelslim::split::{SplitOptions, split as split_lib};
+    use wheelslim::trim::TrimSettings;
+    let tmp = tempdir();
+    let fixture_path = fixture(SLIMDEMO);
+    let input = tmp
+        .path()
+        .join("in")
+        .join(fixture_path.file_name().unwrap());
+    std::fs::create_dir_all(input.parent().unwrap()).unwrap();
+    // Bytes past the last section: the loader never reads them, every rewrite keeps them.
+    let tail = filler(6 << 20);
+    rewrite_wheel(&fixture_path, &input, |name, mut data| {
+        if name.ends_with("_native.abi3.so") {
+            data.extend_from_slice(&tail);
+        }
+        data
+    });
+    let run_split = |dir: &str| {
+        let opts = SplitOptions {
+            settings: SplitSettings {
+                upstream: false,
+                unhash: true,
+            },
+            wheel_dir: tmp.path().join(dir),
+            runtime_dir: tmp.path().join(dir),
+            max_size: 100 << 20,
+            limits: Default::default(),
+            memory_budget: 1 << 30,
+            time: wheelslim::wheel::writer::ZipTime::EPOCH,
+            dry_run: false,
+            canonical_runtime: false,
+            trim: TrimSettings {
+                cuda: None,
+                gfx: None,
+                allow_cut: true,
+            },
+            progress: indicatif::ProgressBar::hidden(),
+        };
+        split_lib(
+            std::slice::from_ref(&input),
+            &wheelslim::profile::ProfileSet::built_in(),
+            &opts,
+        )
+        .unwrap()
+    };
+    let report = run_split("out");
+    assert!(
+        report.reused_bytes >= 5 << 20,
+        "only {} bytes reused",
+        report.reused_bytes
+    );
+    // Deterministic.
+    run_split("again");
+    let main = tmp.path().join("out").join(MAIN_NAME);
+    assert_eq!(
+        std::fs::read(&main).unwrap(),
+        std::fs::read(tmp.path().join("again").join(MAIN_NAME)).unwrap()
+    );
+    // The zip crate inflates it (CRC checked) to the rewired object with the tail intact.
+    let ext = read_zip(&main)
+        .into_iter()
+        .find(|(n, _)| n.ends_with("_native.abi3.so"))
+        .unwrap()
+        .1;
+    assert!(ext.ends_with(&tail));
+    let v = wheelslim(&[
+        "verify",
+        s(&main),
+        s(&tmp.path().join("out").join(RUNTIME_NAME)),
+    ]);
+    assert_eq!(code(&v), 0, "{}", stdout(&v));
+    let venv = Venv::new(tmp.path(), "venv");
+    venv.pip_install(&["--find-links", s(&tmp.path().join("out")), "slimdemo"]);
+    assert_eq!(venv.call_slimdemo("").unwrap(), "12080 120904 12080");
+}

@@ -1,0 +1,615 @@
+//! Deflating a rewritten member by reusing the original member's compressed blocks wherever
+//! the bytes did not change.
+//!
+//! A rewrite changes little of a large library: a new RPATH touches a few pages near the start
+//! and appends a few more; a device-code trim rewrites the fatbin section and shifts what follows
+//! it. Deflating the whole output again costs about 15 ns a byte, ten times what inflating it
+//! does, and was most of the time `split` spent on a wheel with a large library to rewire.
+//!
+//! A deflate decoder carries nothing from one block to the next but its bit position and the
+//! last 32 KiB it produced. So a run of the original's blocks decodes to the same bytes anywhere
+//! it is placed, as long as it starts at a block boundary and the 32 KiB before it are the same
+//! there as in the original. The output stream is then assembled from pieces:
+//!
+//! - **reused** runs: the original's compressed bits, copied and shifted to start on a byte;
+//!   each is followed by an empty stored block (3 header bits, padding, `00 00 FF FF`), which
+//!   brings the stream back to a byte boundary;
+//! - **fresh** ranges: deflated as [`super::deflate`] does it (1 MiB chunks, each with the 32 KiB
+//!   before it as its dictionary, sync-flushed), in parallel.
+//!
+//! Block boundaries come from the inspect pass: inflate stops at each one and reports its byte
+//! position ([`BlockMark`]); the exact bit is found here by decoding a little from each
+//! candidate bit and keeping the one that gives back the original bytes. Only boundaries that
+//! begin a Huffman-coded block are used, where a wrong bit cannot decode to the right bytes.
+//! Runs are matched against the output with candidate shifts (the output's length minus the
+//! input's covers an insertion or a cut; callers may add more) and compared byte for byte,
+//! window included, so a wrong hint costs only a missed reuse.
+//!
+//! The assembled stream is then inflated once and compared with the output bytes before it is
+//! used: if it ever differed, the member is deflated from scratch instead. The bytes depend
+//! only on the original member's bytes (compressed and not) and the output, never on the
+//! thread count.
+
+use std::fs::File;
+use std::io::{self, Seek, SeekFrom, Write};
+use std::path::Path;
+use std::sync::Arc;
+
+use rayon::prelude::*;
+use zlib_rs::{Inflate, InflateFlush, Status};
+
+use super::deflate::{self, CHUNK, Compressed, Stored};
+use super::zip::{BlockMark, Member, ZipArchive};
+
+const WINDOW: usize = 32 * 1024;
+/// Runs shorter than this are deflated afresh: not worth a seam.
+const MIN_RUN: usize = 256 * 1024;
+/// How far back from a mark's byte the block header may start.
+const MAX_BACK_BITS: u64 = 64;
+/// Bytes decoded from a candidate bit to confirm it.
+const PROBE_OUT: usize = 16 * 1024;
+/// Compressed bytes given to a probe.
+const PROBE_IN: usize = 64 * 1024;
+/// Compressed bytes copied at a time.
+const COPY_BUF: usize = 1 << 20;
+
+/// The member a rewrite started from.
+pub struct Original<'a> {
+    pub archive: &'a ZipArchive,
+    pub member: &'a Member,
+    /// Its uncompressed bytes.
+    pub data: &'a [u8],
+    /// Where its deflate blocks begin, from inflating it.
+    pub marks: &'a [BlockMark],
+}
+
+/// One piece of the output stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Piece {
+    /// `out[start..end]`, deflated afresh.
+    Fresh { start: usize, end: usize },
+    /// The original's compressed bits `[bit_start, bit_end)`, which decode to `len` bytes; with
+    /// `bit_end == None` they run to the end of the original stream (its final block included).
+    Reuse {
+        len: usize,
+        bit_start: u64,
+        bit_end: Option<u64>,
+    },
+}
+
+/// What a splice reused, for reports and tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SpliceStats {
+    /// Uncompressed bytes covered by reused blocks.
+    pub reused: u64,
+    /// Uncompressed bytes deflated afresh.
+    pub fresh: u64,
+    pub runs: usize,
+}
+
+/// A boundary of the original stream we can start or end a run at.
+#[derive(Debug, Clone, Copy)]
+struct Boundary {
+    /// Uncompressed offset.
+    at: usize,
+    /// Compressed byte from [`BlockMark::input`] (the end of the stream for the last one).
+    byte: u64,
+}
+
+fn bit(buf: &[u8], i: u64) -> u8 {
+    (buf[(i / 8) as usize] >> (i % 8)) & 1
+}
+
+/// Empty fixed-Huffman blocks (not final; 10 bits each: header `0 10`, end-of-block `0000000`)
+/// that bring a byte-aligned stream to bit `residue` (2, 4 or 6) of a byte: the whole bytes
+/// they fill. The bits they leave in the next byte are zero.
+fn noop_prefix(residue: u32) -> &'static [u8] {
+    match residue {
+        2 => &[0x02],
+        4 => &[0x02, 0x08],
+        6 => &[0x02, 0x08, 0x20],
+        _ => &[],
+    }
+}
+
+/// The compressed bytes `raw` (which begin with the byte that holds bit `p`), made into a
+/// stream that starts decoding at bit `p`: behind the no-op prefix when `p`'s bit within its
+/// byte is even (exactly how a reused run is written), else shifted down to bit 0 (enough to
+/// confirm where a run ends).
+fn from_bit(raw: &[u8], p: u64) -> Vec<u8> {
+    let residue = (p % 8) as u32;
+    let mut out = Vec::with_capacity(raw.len() + 4);
+    if residue % 2 == 0 {
+        out.extend_from_slice(noop_prefix(residue));
+        out.extend_from_slice(raw);
+        if let Some(first) = out.get_mut(noop_prefix(residue).len()) {
+            *first &= !((1u8 << residue) - 1);
+        }
+    } else {
+        for i in 0..raw.len() {
+            let lo = raw[i] >> residue;
+            let hi = raw.get(i + 1).map_or(0, |b| b << (8 - residue));
+            out.push(lo | hi);
+        }
+    }
+    out
+}
+
+/// Decodes from the original's compressed bit `p` with the window before `at`, and says whether
+/// it gives back the original bytes from `at` on.
+fn probe(orig: &Original, p: u64, at: usize) -> bool {
+    let start = p / 8;
+    let avail = orig.member.compressed_size.saturating_sub(start);
+    let take = avail.min(PROBE_IN as u64) as usize;
+    if take == 0 {
+        return false;
+    }
+    let mut raw = vec![0u8; take];
+    if orig
+        .archive
+        .read_raw_at(orig.member, start, &mut raw)
+        .is_err()
+    {
+        return false;
+    }
+    let input = from_bit(&raw, p);
+    let mut inf = Inflate::new(false, 15);
+    let w = at.min(WINDOW);
+    if w > 0 && inf.set_dictionary(&orig.data[at - w..at]).is_err() {
+        return false;
+    }
+    let want = &orig.data[at..(at + PROBE_OUT).min(orig.data.len())];
+    let mut got = vec![0u8; want.len() + 1];
+    let mut have = 0usize;
+    let mut used = 0usize;
+    loop {
+        let (i0, o0) = (inf.total_in(), inf.total_out());
+        let r = inf.decompress(&input[used..], &mut got[have..], InflateFlush::NoFlush);
+        used += (inf.total_in() - i0) as usize;
+        have += (inf.total_out() - o0) as usize;
+        match r {
+            Err(_) => return false,
+            Ok(Status::StreamEnd) => break,
+            Ok(_) if have >= want.len() || used == input.len() => break,
+            Ok(_) if inf.total_in() == i0 && inf.total_out() == o0 => break,
+            Ok(_) => {}
+        }
+    }
+    have >= want.len() && got[..want.len()] == *want
+}
+
+/// The exact bit where the block that begins at `b` starts, when exactly one candidate bit
+/// decodes back to the original and it begins a Huffman-coded block (a stored block's header
+/// is followed by padding, so neighbouring bits would pass too).
+fn resolve(orig: &Original, b: &Boundary, start: bool) -> Option<u64> {
+    if b.at == 0 && b.byte == 0 {
+        // The stream's first block starts at bit 0.
+        return Some(0);
+    }
+    let hi = b.byte * 8;
+    let lo = hi.saturating_sub(MAX_BACK_BITS);
+    let first = lo / 8;
+    let n = (b.byte - first + 1).min(orig.member.compressed_size - first) as usize;
+    let mut head = vec![0u8; n];
+    orig.archive
+        .read_raw_at(orig.member, first, &mut head)
+        .ok()?;
+    let mut found = None;
+    for p in lo..=hi {
+        let rel = p - first * 8;
+        if rel + 3 > n as u64 * 8 {
+            continue;
+        }
+        let btype = bit(&head, rel + 1) | (bit(&head, rel + 2) << 1);
+        // A run can only start where the no-op prefix can bring the output to the same bit.
+        if (btype != 1 && btype != 2) || (start && p % 2 == 1) {
+            continue;
+        }
+        if probe(orig, p, b.at) {
+            if found.is_some() {
+                return None;
+            }
+            found = Some(p);
+        }
+    }
+    found
+}
+
+/// Finds runs of the original's blocks that the output holds unchanged (at one of `shifts`),
+/// and lays out the pieces of the output stream.
+fn plan(out: &[u8], orig: &Original, extra_shifts: &[i64]) -> Vec<Piece> {
+    let data = orig.data;
+    let mut bounds: Vec<Boundary> = Vec::with_capacity(orig.marks.len() + 2);
+    bounds.push(Boundary { at: 0, byte: 0 });
+    for m in orig.marks {
+        let (Ok(at), true) = (
+            usize::try_from(m.output),
+            m.input <= orig.member.compressed_size,
+        ) else {
+            continue;
+        };
+        let last = bounds.last().map_or(0, |b| b.at);
+        if at > last && at < data.len() {
+            bounds.push(Boundary { at, byte: m.input });
+        }
+    }
+    let end = Boundary {
+        at: data.len(),
+        byte: orig.member.compressed_size,
+    };
+    bounds.push(end);
+
+    let mut shifts: Vec<i64> = vec![0, out.len() as i64 - data.len() as i64];
+    shifts.extend_from_slice(extra_shifts);
+    shifts.dedup();
+
+    // Runs: (first boundary index, last boundary index, shift).
+    let mut runs: Vec<(usize, usize, i64)> = Vec::new();
+    let mut current: Option<(usize, usize, i64)> = None;
+    let fits = |i: usize, s: i64, fresh_start: bool| -> bool {
+        let (a, b) = (bounds[i].at, bounds[i + 1].at);
+        let (Ok(oa), Ok(ob)) = (usize::try_from(a as i64 + s), usize::try_from(b as i64 + s))
+        else {
+            return false;
+        };
+        if ob > out.len() {
+            return false;
+        }
+        // The final block ends the stream: only where the output ends too.
+        if b == data.len() && ob != out.len() {
+            return false;
+        }
+        if fresh_start {
+            let w = a.min(WINDOW);
+            if oa < w || out[oa - w..oa] != data[a - w..a] {
+                return false;
+            }
+        }
+        out[oa..ob] == data[a..b]
+    };
+    for i in 0..bounds.len() - 1 {
+        let mut next = None;
+        if let Some((_, _, s)) = current
+            && fits(i, s, false)
+        {
+            next = Some(s);
+        }
+        if next.is_none() {
+            next = shifts.iter().copied().find(|&s| fits(i, s, true));
+            if let Some(run) = current.take() {
+                runs.push(run);
+            }
+        }
+        match (next, current.as_mut()) {
+            (Some(_), Some(run)) => run.1 = i + 1,
+            (Some(s), None) => current = Some((i, i + 1, s)),
+            (None, _) => {}
+        }
+    }
+    runs.extend(current);
+
+    // Pin each run to exact bits, shrinking it to boundaries that resolve.
+    let mut reuse: Vec<(usize, usize, u64, Option<u64>)> = Vec::new(); // (out start, len, bits)
+    for (mut a, mut b, s) in runs {
+        let start_bit = loop {
+            if a >= b {
+                break None;
+            }
+            match resolve(orig, &bounds[a], true) {
+                Some(p) => break Some(p),
+                None => a += 1,
+            }
+        };
+        let Some(start_bit) = start_bit else { continue };
+        let end_bit = loop {
+            if b <= a {
+                break None;
+            }
+            if b == bounds.len() - 1 {
+                break Some(None);
+            }
+            match resolve(orig, &bounds[b], false) {
+                Some(p) => break Some(Some(p)),
+                None => b -= 1,
+            }
+        };
+        let Some(end_bit) = end_bit else { continue };
+        let (ua, ub) = (bounds[a].at, bounds[b].at);
+        if ub - ua < MIN_RUN || end_bit.is_some_and(|e| e <= start_bit) {
+            continue;
+        }
+        let oa = (ua as i64 + s) as usize;
+        reuse.push((oa, ub - ua, start_bit, end_bit));
+    }
+    reuse.sort_by_key(|r| r.0);
+
+    let mut pieces = Vec::new();
+    let mut pos = 0usize;
+    for (oa, len, bit_start, bit_end) in reuse {
+        if oa < pos {
+            continue; // overlapping matches at two shifts: keep the first
+        }
+        if oa > pos {
+            pieces.push(Piece::Fresh {
+                start: pos,
+                end: oa,
+            });
+        }
+        pieces.push(Piece::Reuse {
+            len,
+            bit_start,
+            bit_end,
+        });
+        pos = oa + len;
+    }
+    if pos < out.len() || pieces.is_empty() {
+        pieces.push(Piece::Fresh {
+            start: pos,
+            end: out.len(),
+        });
+    }
+    pieces
+}
+
+/// One unit of the output stream, in order.
+enum Unit {
+    /// Fresh chunk `[start, end)`.
+    Chunk { start: usize, end: usize },
+    Reuse {
+        bit_start: u64,
+        bit_end: Option<u64>,
+    },
+}
+
+fn units(pieces: &[Piece], total: usize) -> Vec<Unit> {
+    let mut units = Vec::new();
+    for p in pieces {
+        match *p {
+            Piece::Fresh { start, end } => {
+                let mut s = start;
+                while s < end {
+                    let e = (s + CHUNK).min(end);
+                    units.push(Unit::Chunk { start: s, end: e });
+                    s = e;
+                }
+            }
+            Piece::Reuse {
+                bit_start, bit_end, ..
+            } => units.push(Unit::Reuse { bit_start, bit_end }),
+        }
+    }
+    // A stream must end with a final block: after a run that stops short of the original's
+    // end, an empty fresh chunk deflated with `Finish` is one.
+    if matches!(
+        units.last(),
+        Some(Unit::Reuse {
+            bit_end: Some(_),
+            ..
+        })
+    ) {
+        units.push(Unit::Chunk {
+            start: total,
+            end: total,
+        });
+    }
+    units
+}
+
+/// Writes the original's bits `[bit_start, bit_end)` (to the end of its stream when `None`)
+/// to `w`, which is on a byte boundary. The bits keep their place within each byte (a stored
+/// block inside the run must find its padding where it was): no-op blocks first bring the
+/// stream to `bit_start`'s bit, which must be even. A run that does not end the stream is
+/// closed with an empty stored block, which brings the stream back to a byte boundary.
+fn copy_bits<W: Write>(
+    orig: &Original,
+    bit_start: u64,
+    bit_end: Option<u64>,
+    w: &mut W,
+) -> io::Result<u64> {
+    let residue = (bit_start % 8) as u32;
+    if residue % 2 == 1 {
+        return Err(io::Error::other(
+            "internal: a reused run starts on an odd bit",
+        ));
+    }
+    let first = bit_start / 8;
+    let end = match bit_end {
+        Some(e) => e.div_ceil(8),
+        None => orig.member.compressed_size,
+    };
+    let prefix = noop_prefix(residue);
+    w.write_all(prefix)?;
+    let mut written = prefix.len() as u64;
+    let mut buf = vec![0u8; COPY_BUF];
+    let mut at = first;
+    while at < end {
+        let n = (end - at).min(COPY_BUF as u64) as usize;
+        let chunk = &mut buf[..n];
+        orig.archive
+            .read_raw_at(orig.member, at, chunk)
+            .map_err(|e| io::Error::other(e.to_string()))?;
+        if at == first {
+            chunk[0] &= !((1u8 << residue) - 1);
+        }
+        if at + n as u64 == end
+            && let Some(e) = bit_end
+            && e % 8 != 0
+        {
+            chunk[n - 1] &= (1u8 << (e % 8)) - 1;
+        }
+        w.write_all(chunk)?;
+        written += n as u64;
+        at += n as u64;
+    }
+    if let Some(e) = bit_end {
+        // An empty stored block, not final: 3 zero bits, padding, LEN 0, NLEN 0xffff.
+        let r = e % 8;
+        if r == 0 || r > 5 {
+            w.write_all(&[0])?;
+            written += 1;
+        }
+        w.write_all(&[0x00, 0x00, 0xff, 0xff])?;
+        written += 4;
+    }
+    Ok(written)
+}
+
+/// Inflates `stream` and says whether it gives exactly `want`.
+fn inflates_to(stream: &mut dyn io::Read, want: &[u8]) -> io::Result<bool> {
+    let mut inf = Inflate::new(false, 15);
+    let mut inbuf = vec![0u8; 256 * 1024];
+    let mut outbuf = vec![0u8; 512 * 1024];
+    let (mut s, mut e) = (0usize, 0usize);
+    let mut done_in = false;
+    let mut pos = 0usize;
+    loop {
+        if s == e && !done_in {
+            e = stream.read(&mut inbuf)?;
+            s = 0;
+            done_in = e == 0;
+        }
+        let (i0, o0) = (inf.total_in(), inf.total_out());
+        let r = inf.decompress(&inbuf[s..e], &mut outbuf, InflateFlush::NoFlush);
+        s += (inf.total_in() - i0) as usize;
+        let n = (inf.total_out() - o0) as usize;
+        if pos + n > want.len() || outbuf[..n] != want[pos..pos + n] {
+            return Ok(false);
+        }
+        pos += n;
+        match r {
+            Err(_) => return Ok(false),
+            Ok(Status::StreamEnd) => {
+                return Ok(pos == want.len() && s == e && {
+                    let mut rest = [0u8; 1];
+                    stream.read(&mut rest)? == 0
+                });
+            }
+            Ok(_) if n == 0 && inf.total_in() == i0 && done_in => return Ok(false),
+            Ok(_) => {}
+        }
+    }
+}
+
+/// Deflates `out`, reusing the original's compressed blocks where the bytes are unchanged
+/// (see the module notes). Members of at least [`deflate::SPILL_OVER`] bytes go to an unnamed
+/// temporary file in `spill` when one is given. Falls back to [`deflate::compress`] when
+/// nothing can be reused or the assembled stream does not check out.
+pub fn compress_reusing(
+    out: &[u8],
+    orig: &Original,
+    extra_shifts: &[i64],
+    level: u32,
+    spill: Option<&Path>,
+) -> io::Result<(Compressed, SpliceStats)> {
+    let fallback = |out: &[u8]| -> io::Result<(Compressed, SpliceStats)> {
+        let c = match spill {
+            Some(dir) => deflate::compress_spilled(out, level, dir)?,
+            None => deflate::compress(out, level),
+        };
+        let stats = SpliceStats {
+            fresh: out.len() as u64,
+            ..SpliceStats::default()
+        };
+        Ok((c, stats))
+    };
+    let usable = orig.member.method == super::zip::Method::Deflated
+        && orig.data.len() as u64 == orig.member.size
+        && out.len() >= MIN_RUN;
+    if !usable {
+        return fallback(out);
+    }
+    let pieces = plan(out, orig, extra_shifts);
+    let mut stats = SpliceStats::default();
+    for p in &pieces {
+        match p {
+            Piece::Fresh { start, end } => stats.fresh += (end - start) as u64,
+            Piece::Reuse { len, .. } => {
+                stats.reused += *len as u64;
+                stats.runs += 1;
+            }
+        }
+    }
+    if stats.runs == 0 {
+        return fallback(out);
+    }
+    let units = units(&pieces, out.len());
+    let crc32 = deflate::crc(out);
+    let last_chunk = units
+        .iter()
+        .rposition(|u| matches!(u, Unit::Chunk { .. }))
+        .filter(|&i| i == units.len() - 1);
+    let chunk = |i: usize| -> Vec<u8> {
+        match units[i] {
+            Unit::Chunk { start, end } => {
+                let dict = &out[start.saturating_sub(WINDOW)..start];
+                deflate::deflate_piece(dict, &out[start..end], Some(i) == last_chunk, level)
+            }
+            Unit::Reuse { .. } => Vec::new(),
+        }
+    };
+    let spill_to = spill.filter(|_| out.len() >= deflate::SPILL_OVER);
+    let data = match spill_to {
+        None => {
+            let fresh: Vec<Vec<u8>> = (0..units.len()).into_par_iter().map(chunk).collect();
+            let mut v = Vec::new();
+            for (u, f) in units.iter().zip(fresh) {
+                match *u {
+                    Unit::Chunk { .. } => v.extend_from_slice(&f),
+                    Unit::Reuse { bit_start, bit_end } => {
+                        copy_bits(orig, bit_start, bit_end, &mut v)?;
+                    }
+                }
+            }
+            Stored::Memory(v)
+        }
+        Some(dir) => {
+            let file = tempfile::tempfile_in(dir)?;
+            let mut w = io::BufWriter::with_capacity(1 << 20, &file);
+            let mut len = 0u64;
+            let mut i = 0;
+            while i < units.len() {
+                // A batch of consecutive fresh chunks at a time, in parallel.
+                let mut j = i;
+                while j < units.len() && j - i < 16 && matches!(units[j], Unit::Chunk { .. }) {
+                    j += 1;
+                }
+                if j > i {
+                    let fresh: Vec<Vec<u8>> = (i..j).into_par_iter().map(chunk).collect();
+                    for f in fresh {
+                        w.write_all(&f)?;
+                        len += f.len() as u64;
+                    }
+                    i = j;
+                } else if let Unit::Reuse { bit_start, bit_end } = units[i] {
+                    len += copy_bits(orig, bit_start, bit_end, &mut w)?;
+                    i += 1;
+                }
+            }
+            w.flush()?;
+            drop(w);
+            Stored::File(Arc::new(file), len)
+        }
+    };
+    let c = Compressed {
+        deflated: true,
+        crc32,
+        size: out.len() as u64,
+        data,
+    };
+    let good = match &c.data {
+        Stored::Memory(v) => inflates_to(&mut &v[..], out)?,
+        Stored::File(f, len) => {
+            let mut f: &File = f;
+            f.seek(SeekFrom::Start(0))?;
+            let mut r = io::BufReader::with_capacity(1 << 20, io::Read::take(f, *len));
+            inflates_to(&mut r, out)?
+        }
+    };
+    if !good || c.stored_len() >= out.len() as u64 {
+        return fallback(out);
+    }
+    Ok((c, stats))
+}
+
+#[cfg(test)]
+mod tests;
