@@ -329,12 +329,16 @@ pub fn split(
                         })?;
                     current = Some(out);
                 }
-                let out = current.as_deref().unwrap_or(&original);
-                let info = match crate::elf::inspect(out) {
+                // The output, and the input it was made from when they differ.
+                let (out, original) = match current {
+                    Some(c) => (c, Some(original)),
+                    None => (original, None),
+                };
+                let info = match crate::elf::inspect(&out) {
                     Ok(Inspected::Host(i)) => Some(*i),
                     Ok(_) => None,
                     // A trimmed loose device file (fatbin, bundle) is no ELF object.
-                    Err(_) if edit.is_none() && !crate::elf::is_elf(out) => None,
+                    Err(_) if edit.is_none() && !crate::elf::is_elf(&out) => None,
                     Err(err) => {
                         return Err(Error::Elf {
                             location: loc.clone(),
@@ -342,29 +346,30 @@ pub fn split(
                         });
                     }
                 };
-                let sha256 = sha2_digest(out);
+                let sha256 = sha2_digest(&out);
                 let dir = &opts.wheel_dir;
                 let io_err = |e| Error::io("write a temporary file in", dir.clone(), e);
-                let (compressed, reused) = if *canonical {
-                    let c = deflate::compress_spilled(out, deflate::DEFAULT_LEVEL, dir)
-                        .map_err(io_err)?;
-                    (c, 0)
-                } else {
-                    let orig = crate::wheel::splice::Original {
-                        archive: &wheel.archive,
-                        member: m,
-                        data: &original,
-                        marks: &marks,
-                    };
-                    crate::wheel::splice::compress_reusing(
-                        out,
-                        &orig,
-                        &shifts,
-                        deflate::DEFAULT_LEVEL,
-                        Some(dir),
-                    )
-                    .map(|(c, stats)| (c, stats.reused))
-                    .map_err(io_err)?
+                let (compressed, reused) = match original.filter(|_| !*canonical) {
+                    Some(original) => {
+                        let orig = crate::wheel::splice::Original {
+                            archive: &wheel.archive,
+                            member: m,
+                            data: &original,
+                            marks: &marks,
+                        };
+                        let splice = crate::wheel::splice::Splice::prepare(&out, &orig, &shifts);
+                        // Writing needs only the output and the input's compressed bytes.
+                        drop(original);
+                        let (c, stats) = splice
+                            .compress(&out, deflate::DEFAULT_LEVEL, Some(dir))
+                            .map_err(io_err)?;
+                        (c, stats.reused)
+                    }
+                    None => {
+                        let c = deflate::compress_spilled(&out, deflate::DEFAULT_LEVEL, dir)
+                            .map_err(io_err)?;
+                        (c, 0)
+                    }
                 };
                 Ok(Some(Rewritten {
                     compressed,

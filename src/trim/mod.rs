@@ -149,24 +149,23 @@ pub fn trim(
                                 data: &input,
                                 marks: &marks,
                             };
-                            let compressed = match crate::wheel::splice::compress_reusing(
-                                &d,
-                                &orig,
-                                &[],
-                                deflate::DEFAULT_LEVEL,
-                                spill,
-                            ) {
-                                Ok((c, _)) => c,
-                                Err(e) => {
-                                    let dir =
-                                        spill.map(std::path::Path::to_path_buf).unwrap_or_default();
-                                    return Some(Err(Error::io(
-                                        "write a temporary file in",
-                                        dir,
-                                        e,
-                                    )));
-                                }
-                            };
+                            let splice = crate::wheel::splice::Splice::prepare(&d, &orig, &[]);
+                            // Writing needs only the output and the input's compressed bytes.
+                            drop(input);
+                            let compressed =
+                                match splice.compress(&d, deflate::DEFAULT_LEVEL, spill) {
+                                    Ok((c, _)) => c,
+                                    Err(e) => {
+                                        let dir = spill
+                                            .map(std::path::Path::to_path_buf)
+                                            .unwrap_or_default();
+                                        return Some(Err(Error::io(
+                                            "write a temporary file in",
+                                            dir,
+                                            e,
+                                        )));
+                                    }
+                                };
                             Some((compressed, sha2_digest(&d), out_info))
                         }
                     };

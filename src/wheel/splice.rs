@@ -54,13 +54,13 @@ const PROBE_IN: usize = 64 * 1024;
 const COPY_BUF: usize = 1 << 20;
 
 /// The member a rewrite started from.
-pub struct Original<'a> {
+pub struct Original<'a, 'd> {
     pub archive: &'a ZipArchive,
     pub member: &'a Member,
     /// Its uncompressed bytes.
-    pub data: &'a [u8],
+    pub data: &'d [u8],
     /// Where its deflate blocks begin, from inflating it.
-    pub marks: &'a [BlockMark],
+    pub marks: &'d [BlockMark],
 }
 
 /// One piece of the output stream.
@@ -231,6 +231,13 @@ fn plan(out: &[u8], orig: &Original, extra_shifts: &[i64]) -> Vec<Piece> {
         let last = bounds.last().map_or(0, |b| b.at);
         if at > last && at < data.len() {
             bounds.push(Boundary { at, byte: m.input });
+        } else if at == last
+            && bounds.len() > 1
+            && let Some(b) = bounds.last_mut()
+        {
+            // Empty blocks between (a sync flush's stored block): the last block to begin
+            // here is the one with data, the one a run can start or end at.
+            b.byte = m.input;
         }
     }
     let end = Boundary {
@@ -401,7 +408,7 @@ fn units(pieces: &[Piece], total: usize) -> Vec<Unit> {
 /// stream to `bit_start`'s bit, which must be even. A run that does not end the stream is
 /// closed with an empty stored block, which brings the stream back to a byte boundary.
 fn copy_bits<W: Write>(
-    orig: &Original,
+    orig: &Source,
     bit_start: u64,
     bit_end: Option<u64>,
     w: &mut W,
@@ -490,10 +497,172 @@ fn inflates_to(stream: &mut dyn io::Read, want: &[u8]) -> io::Result<bool> {
     }
 }
 
-/// Deflates `out`, reusing the original's compressed blocks where the bytes are unchanged
-/// (see the module notes). Members of at least [`deflate::SPILL_OVER`] bytes go to an unnamed
-/// temporary file in `spill` when one is given. Falls back to [`deflate::compress`] when
-/// nothing can be reused or the assembled stream does not check out.
+/// Where a splice copies compressed bytes from.
+#[derive(Clone, Copy)]
+struct Source<'a> {
+    archive: &'a ZipArchive,
+    member: &'a Member,
+}
+
+/// How one output will be assembled. It is worked out while the original's uncompressed
+/// bytes are at hand ([`Splice::prepare`]); writing it ([`Splice::compress`]) needs only the
+/// output and the original's compressed bytes, so the caller can let go of the original first.
+pub struct Splice<'a> {
+    source: Source<'a>,
+    /// Empty: nothing to reuse, deflate afresh.
+    pieces: Vec<Piece>,
+    /// The output length the pieces were made for.
+    len: usize,
+    pub stats: SpliceStats,
+}
+
+impl<'a> Splice<'a> {
+    /// Finds what of `out` can be copied from the original's compressed blocks (see the
+    /// module notes), trying `extra_shifts` besides no shift and the difference in length.
+    pub fn prepare(out: &[u8], orig: &Original<'a, '_>, extra_shifts: &[i64]) -> Splice<'a> {
+        let usable = orig.member.method == super::zip::Method::Deflated
+            && orig.data.len() as u64 == orig.member.size
+            && out.len() >= MIN_RUN;
+        let mut pieces = if usable {
+            plan(out, orig, extra_shifts)
+        } else {
+            Vec::new()
+        };
+        let mut stats = SpliceStats::default();
+        for p in &pieces {
+            match p {
+                Piece::Fresh { start, end } => stats.fresh += (end - start) as u64,
+                Piece::Reuse { len, .. } => {
+                    stats.reused += *len as u64;
+                    stats.runs += 1;
+                }
+            }
+        }
+        if stats.runs == 0 {
+            pieces.clear();
+            stats = SpliceStats {
+                fresh: out.len() as u64,
+                ..SpliceStats::default()
+            };
+        }
+        Splice {
+            source: Source {
+                archive: orig.archive,
+                member: orig.member,
+            },
+            pieces,
+            len: out.len(),
+            stats,
+        }
+    }
+
+    /// Deflates `out` as planned. Members of at least [`deflate::SPILL_OVER`] bytes go to an
+    /// unnamed temporary file in `spill` when one is given. Falls back to a fresh deflate
+    /// ([`deflate::compress`]'s bytes) when nothing is reused or the assembled stream does not
+    /// inflate back to `out`.
+    pub fn compress(
+        &self,
+        out: &[u8],
+        level: u32,
+        spill: Option<&Path>,
+    ) -> io::Result<(Compressed, SpliceStats)> {
+        let fallback = || -> io::Result<(Compressed, SpliceStats)> {
+            let c = match spill {
+                Some(dir) => deflate::compress_spilled(out, level, dir)?,
+                None => deflate::compress(out, level),
+            };
+            let stats = SpliceStats {
+                fresh: out.len() as u64,
+                ..SpliceStats::default()
+            };
+            Ok((c, stats))
+        };
+        if self.pieces.is_empty() || out.len() != self.len {
+            return fallback();
+        }
+        let orig = &self.source;
+        let units = units(&self.pieces, out.len());
+        let crc32 = deflate::crc(out);
+        let last_chunk = units
+            .iter()
+            .rposition(|u| matches!(u, Unit::Chunk { .. }))
+            .filter(|&i| i == units.len() - 1);
+        let chunk = |i: usize| -> Vec<u8> {
+            match units[i] {
+                Unit::Chunk { start, end } => {
+                    let dict = &out[start.saturating_sub(WINDOW)..start];
+                    deflate::deflate_piece(dict, &out[start..end], Some(i) == last_chunk, level)
+                }
+                Unit::Reuse { .. } => Vec::new(),
+            }
+        };
+        let spill_to = spill.filter(|_| out.len() >= deflate::SPILL_OVER);
+        let data = match spill_to {
+            None => {
+                let fresh: Vec<Vec<u8>> = (0..units.len()).into_par_iter().map(chunk).collect();
+                let mut v = Vec::new();
+                for (u, f) in units.iter().zip(fresh) {
+                    match *u {
+                        Unit::Chunk { .. } => v.extend_from_slice(&f),
+                        Unit::Reuse { bit_start, bit_end } => {
+                            copy_bits(orig, bit_start, bit_end, &mut v)?;
+                        }
+                    }
+                }
+                Stored::Memory(v)
+            }
+            Some(dir) => {
+                let file = tempfile::tempfile_in(dir)?;
+                let mut w = io::BufWriter::with_capacity(1 << 20, &file);
+                let mut len = 0u64;
+                let mut i = 0;
+                while i < units.len() {
+                    // A batch of consecutive fresh chunks at a time, in parallel.
+                    let mut j = i;
+                    while j < units.len() && j - i < 16 && matches!(units[j], Unit::Chunk { .. }) {
+                        j += 1;
+                    }
+                    if j > i {
+                        let fresh: Vec<Vec<u8>> = (i..j).into_par_iter().map(chunk).collect();
+                        for f in fresh {
+                            w.write_all(&f)?;
+                            len += f.len() as u64;
+                        }
+                        i = j;
+                    } else if let Unit::Reuse { bit_start, bit_end } = units[i] {
+                        len += copy_bits(orig, bit_start, bit_end, &mut w)?;
+                        i += 1;
+                    }
+                }
+                w.flush()?;
+                drop(w);
+                Stored::File(Arc::new(file), len)
+            }
+        };
+        let c = Compressed {
+            deflated: true,
+            crc32,
+            size: out.len() as u64,
+            data,
+        };
+        let good = match &c.data {
+            Stored::Memory(v) => inflates_to(&mut &v[..], out)?,
+            Stored::File(f, len) => {
+                let mut f: &File = f;
+                f.seek(SeekFrom::Start(0))?;
+                let mut r = io::BufReader::with_capacity(1 << 20, io::Read::take(f, *len));
+                inflates_to(&mut r, out)?
+            }
+        };
+        if !good || c.stored_len() >= out.len() as u64 {
+            return fallback();
+        }
+        Ok((c, self.stats))
+    }
+}
+
+/// [`Splice::prepare`] and [`Splice::compress`] in one, for callers that hold the original
+/// anyway.
 pub fn compress_reusing(
     out: &[u8],
     orig: &Original,
@@ -501,114 +670,7 @@ pub fn compress_reusing(
     level: u32,
     spill: Option<&Path>,
 ) -> io::Result<(Compressed, SpliceStats)> {
-    let fallback = |out: &[u8]| -> io::Result<(Compressed, SpliceStats)> {
-        let c = match spill {
-            Some(dir) => deflate::compress_spilled(out, level, dir)?,
-            None => deflate::compress(out, level),
-        };
-        let stats = SpliceStats {
-            fresh: out.len() as u64,
-            ..SpliceStats::default()
-        };
-        Ok((c, stats))
-    };
-    let usable = orig.member.method == super::zip::Method::Deflated
-        && orig.data.len() as u64 == orig.member.size
-        && out.len() >= MIN_RUN;
-    if !usable {
-        return fallback(out);
-    }
-    let pieces = plan(out, orig, extra_shifts);
-    let mut stats = SpliceStats::default();
-    for p in &pieces {
-        match p {
-            Piece::Fresh { start, end } => stats.fresh += (end - start) as u64,
-            Piece::Reuse { len, .. } => {
-                stats.reused += *len as u64;
-                stats.runs += 1;
-            }
-        }
-    }
-    if stats.runs == 0 {
-        return fallback(out);
-    }
-    let units = units(&pieces, out.len());
-    let crc32 = deflate::crc(out);
-    let last_chunk = units
-        .iter()
-        .rposition(|u| matches!(u, Unit::Chunk { .. }))
-        .filter(|&i| i == units.len() - 1);
-    let chunk = |i: usize| -> Vec<u8> {
-        match units[i] {
-            Unit::Chunk { start, end } => {
-                let dict = &out[start.saturating_sub(WINDOW)..start];
-                deflate::deflate_piece(dict, &out[start..end], Some(i) == last_chunk, level)
-            }
-            Unit::Reuse { .. } => Vec::new(),
-        }
-    };
-    let spill_to = spill.filter(|_| out.len() >= deflate::SPILL_OVER);
-    let data = match spill_to {
-        None => {
-            let fresh: Vec<Vec<u8>> = (0..units.len()).into_par_iter().map(chunk).collect();
-            let mut v = Vec::new();
-            for (u, f) in units.iter().zip(fresh) {
-                match *u {
-                    Unit::Chunk { .. } => v.extend_from_slice(&f),
-                    Unit::Reuse { bit_start, bit_end } => {
-                        copy_bits(orig, bit_start, bit_end, &mut v)?;
-                    }
-                }
-            }
-            Stored::Memory(v)
-        }
-        Some(dir) => {
-            let file = tempfile::tempfile_in(dir)?;
-            let mut w = io::BufWriter::with_capacity(1 << 20, &file);
-            let mut len = 0u64;
-            let mut i = 0;
-            while i < units.len() {
-                // A batch of consecutive fresh chunks at a time, in parallel.
-                let mut j = i;
-                while j < units.len() && j - i < 16 && matches!(units[j], Unit::Chunk { .. }) {
-                    j += 1;
-                }
-                if j > i {
-                    let fresh: Vec<Vec<u8>> = (i..j).into_par_iter().map(chunk).collect();
-                    for f in fresh {
-                        w.write_all(&f)?;
-                        len += f.len() as u64;
-                    }
-                    i = j;
-                } else if let Unit::Reuse { bit_start, bit_end } = units[i] {
-                    len += copy_bits(orig, bit_start, bit_end, &mut w)?;
-                    i += 1;
-                }
-            }
-            w.flush()?;
-            drop(w);
-            Stored::File(Arc::new(file), len)
-        }
-    };
-    let c = Compressed {
-        deflated: true,
-        crc32,
-        size: out.len() as u64,
-        data,
-    };
-    let good = match &c.data {
-        Stored::Memory(v) => inflates_to(&mut &v[..], out)?,
-        Stored::File(f, len) => {
-            let mut f: &File = f;
-            f.seek(SeekFrom::Start(0))?;
-            let mut r = io::BufReader::with_capacity(1 << 20, io::Read::take(f, *len));
-            inflates_to(&mut r, out)?
-        }
-    };
-    if !good || c.stored_len() >= out.len() as u64 {
-        return fallback(out);
-    }
-    Ok((c, stats))
+    Splice::prepare(out, orig, extra_shifts).compress(out, level, spill)
 }
 
 #[cfg(test)]
