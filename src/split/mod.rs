@@ -329,11 +329,22 @@ pub fn split(
                         })?;
                     current = Some(out);
                 }
-                // The output, and the input it was made from when they differ.
+                // The output, and the input it was made from when they differ. What the
+                // output can reuse of the input's compressed blocks is worked out first, so
+                // the input can go before anything else is done with the output.
                 let (out, original) = match current {
                     Some(c) => (c, Some(original)),
                     None => (original, None),
                 };
+                let splice = original.filter(|_| !*canonical).map(|original| {
+                    let orig = crate::wheel::splice::Original {
+                        archive: &wheel.archive,
+                        member: m,
+                        data: &original,
+                        marks: &marks,
+                    };
+                    crate::wheel::splice::Splice::prepare(&out, &orig, &shifts)
+                });
                 let info = match crate::elf::inspect(&out) {
                     Ok(Inspected::Host(i)) => Some(*i),
                     Ok(_) => None,
@@ -349,17 +360,8 @@ pub fn split(
                 let sha256 = sha2_digest(&out);
                 let dir = &opts.wheel_dir;
                 let io_err = |e| Error::io("write a temporary file in", dir.clone(), e);
-                let (compressed, reused) = match original.filter(|_| !*canonical) {
-                    Some(original) => {
-                        let orig = crate::wheel::splice::Original {
-                            archive: &wheel.archive,
-                            member: m,
-                            data: &original,
-                            marks: &marks,
-                        };
-                        let splice = crate::wheel::splice::Splice::prepare(&out, &orig, &shifts);
-                        // Writing needs only the output and the input's compressed bytes.
-                        drop(original);
+                let (compressed, reused) = match splice {
+                    Some(splice) => {
                         let (c, stats) = splice
                             .compress(&out, deflate::DEFAULT_LEVEL, Some(dir))
                             .map_err(io_err)?;
