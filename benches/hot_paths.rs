@@ -13,9 +13,9 @@ use divan::counter::{BytesCount, ItemsCount};
 use divan::{Bencher, black_box};
 use flate2::{Compress, Compression, FlushCompress};
 use wheelslim::fatbin::cuda;
-use wheelslim::wheel::deflate;
 use wheelslim::wheel::record::HashState;
 use wheelslim::wheel::zip::{Limits, ZipArchive};
+use wheelslim::wheel::{deflate, splice};
 
 fn main() {
     divan::main();
@@ -248,6 +248,29 @@ fn deflate_spilled(b: Bencher) {
     let data = big_buffer();
     b.counter(BytesCount::new(data.len())).bench(|| {
         deflate::compress_spilled(black_box(data), deflate::DEFAULT_LEVEL, scratch()).unwrap()
+    });
+}
+
+/// Writing a rewritten 64 MiB member that kept most of its bytes (a few bytes changed near the
+/// start, 4 KiB inserted in the middle, as an RPATH rewire does): the input's deflate blocks are
+/// reused around the changes (`wheel::splice`), the rest deflated, and the result inflated
+/// once to check it. Compare with `deflate_parallel(6)`, the cost without reuse.
+#[divan::bench(sample_count = 5)]
+fn deflate_reusing_input_blocks(b: Bencher) {
+    let zip = ZipArchive::open(stream_zip(), &Limits::default()).unwrap();
+    let m = &zip.members()[0];
+    let (data, marks) = zip.read_marked(m).unwrap();
+    let mut out = data.clone();
+    out[0x100..0x110].copy_from_slice(b"$ORIGIN/../lib\0\0");
+    out.splice(STREAM_LEN / 2..STREAM_LEN / 2, vec![0u8; 4096]);
+    let orig = splice::Original {
+        archive: &zip,
+        member: m,
+        data: &data,
+        marks: &marks,
+    };
+    b.counter(BytesCount::new(out.len())).bench(|| {
+        splice::compress_reusing(black_box(&out), &orig, &[], deflate::DEFAULT_LEVEL, None).unwrap()
     });
 }
 
