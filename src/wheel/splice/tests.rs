@@ -51,6 +51,27 @@ fn archive_of(dir: &Path, data: &[u8], ours: bool) -> ZipArchive {
     ZipArchive::open(&path, &Limits::default()).unwrap()
 }
 
+/// The archive and the block marks of its one member.
+fn zipped(dir: &Path, data: &[u8], ours: bool) -> (ZipArchive, Vec<BlockMark>) {
+    let archive = archive_of(dir, data, ours);
+    let (read, marks) = archive.read_marked(&archive.members()[0]).unwrap();
+    assert_eq!(read, data);
+    (archive, marks)
+}
+
+fn original<'a>(
+    archive: &'a ZipArchive,
+    data: &'a [u8],
+    marks: &'a [BlockMark],
+) -> Original<'a, 'a> {
+    Original {
+        archive,
+        member: &archive.members()[0],
+        data,
+        marks,
+    }
+}
+
 fn inflate_all(c: &Compressed) -> Vec<u8> {
     let mut raw = Vec::new();
     c.write_to(&mut raw).unwrap();
@@ -98,17 +119,9 @@ fn spliced_streams_inflate_to_the_output_and_reuse_blocks() {
     }));
     data.extend(library_like(1_600_000, 8));
     for ours in [false, true] {
-        let archive = archive_of(dir.path(), &data, ours);
-        let member = &archive.members()[0];
-        let (read, marks) = archive.read_marked(member).unwrap();
-        assert_eq!(read, data);
+        let (archive, marks) = zipped(dir.path(), &data, ours);
         assert!(marks.len() > 10, "{} marks", marks.len());
-        let orig = Original {
-            archive: &archive,
-            member,
-            data: &data,
-            marks: &marks,
-        };
+        let orig = original(&archive, &data, &marks);
         for (what, out) in variants(&data) {
             let (c, stats) = compress_reusing(&out, &orig, &[], 6, None).unwrap();
             assert_eq!(inflate_all(&c), out, "{what} (ours: {ours})");
@@ -135,15 +148,8 @@ fn spliced_streams_inflate_to_the_output_and_reuse_blocks() {
 fn spilled_splices_are_the_same_bytes() {
     let dir = tempfile::tempdir().unwrap();
     let data = library_like(deflate::SPILL_OVER + 3_000_000, 3);
-    let archive = archive_of(dir.path(), &data, false);
-    let member = &archive.members()[0];
-    let (_, marks) = archive.read_marked(member).unwrap();
-    let orig = Original {
-        archive: &archive,
-        member,
-        data: &data,
-        marks: &marks,
-    };
+    let (archive, marks) = zipped(dir.path(), &data, false);
+    let orig = original(&archive, &data, &marks);
     let mut out = data.clone();
     out[100] = b'!';
     out.splice(9_000_000..9_000_000, vec![1; 4096]);
@@ -161,15 +167,8 @@ fn spilled_splices_are_the_same_bytes() {
 fn nothing_in_common_is_deflated_afresh() {
     let dir = tempfile::tempdir().unwrap();
     let data = library_like(1_500_000, 11);
-    let archive = archive_of(dir.path(), &data, false);
-    let member = &archive.members()[0];
-    let (_, marks) = archive.read_marked(member).unwrap();
-    let orig = Original {
-        archive: &archive,
-        member,
-        data: &data,
-        marks: &marks,
-    };
+    let (archive, marks) = zipped(dir.path(), &data, false);
+    let orig = original(&archive, &data, &marks);
     let other = library_like(1_500_000, 12);
     let (c, stats) = compress_reusing(&other, &orig, &[], 6, None).unwrap();
     assert_eq!(stats.runs, 0);
@@ -195,15 +194,8 @@ fn nothing_in_common_is_deflated_afresh() {
 fn exact_bits_resolve_for_huffman_blocks() {
     let dir = tempfile::tempdir().unwrap();
     let data = library_like(2_000_000, 5);
-    let archive = archive_of(dir.path(), &data, false);
-    let member = &archive.members()[0];
-    let (_, marks) = archive.read_marked(member).unwrap();
-    let orig = Original {
-        archive: &archive,
-        member,
-        data: &data,
-        marks: &marks,
-    };
+    let (archive, marks) = zipped(dir.path(), &data, false);
+    let orig = original(&archive, &data, &marks);
     let resolved = marks
         .iter()
         .filter(|m| {
