@@ -246,9 +246,15 @@ fn plan(out: &[u8], orig: &Original, extra_shifts: &[i64]) -> Vec<Piece> {
     };
     bounds.push(end);
 
-    let mut shifts: Vec<i64> = vec![0, out.len() as i64 - data.len() as i64];
-    shifts.extend_from_slice(extra_shifts);
-    shifts.dedup();
+    let mut shifts: Vec<i64> = Vec::new();
+    for s in [0, out.len() as i64 - data.len() as i64]
+        .into_iter()
+        .chain(extra_shifts.iter().copied())
+    {
+        if !shifts.contains(&s) {
+            shifts.push(s);
+        }
+    }
 
     // Runs: (first boundary index, last boundary index, shift).
     let mut runs: Vec<(usize, usize, i64)> = Vec::new();
