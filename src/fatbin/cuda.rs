@@ -162,8 +162,8 @@ pub struct Entry {
     /// Decompressed length (0 if uncompressed).
     pub uncompressed_size: u64,
     pub flags: u64,
-    /// (major, minor): the PTX ISA version for PTX, the cubin ABI for ELF (1.7 from CUDA 12,
-    /// 1.8 from CUDA 13), 0.1 for concat groups.
+    /// (major, minor): the PTX ISA version for PTX, the cubin ABI for ELF (1.7 from CUDA 10.2
+    /// through 12.x, 1.8 from CUDA 13), 0.1 for concat groups.
     pub version: (u16, u16),
     pub debug: bool,
     /// The source file name recorded with `-G`/`-lineinfo`.
