@@ -7,6 +7,20 @@
 //! header) followed by its payload: PTX text, an ELF cubin, or a `--concat` group of several
 //! images, each possibly LZ4- or zstd-compressed.
 //!
+//! What differs with the toolkit's age (checked on wheels built with CUDA 10.2, 11.0, 11.1,
+//! 11.7 and 11.8 against cuobjdump 11.8, and on our own 13.4 fixtures):
+//! * An empty options record. CUDA 10.2 and 11.x write the record as two zero words and
+//!   nothing after it, so their PTX headers are 0x48 bytes; 12.x and later write an offset
+//!   just past the record, a zero length and 8 bytes of padding (0x50). Both mean "no
+//!   options"; a zero offset with a non-zero length is damage.
+//! * Compression. 10.2 and 11.x compress PTX, and often cubins, as raw LZ4 blocks (flag
+//!   0x2000), with the exact image length in the uncompressed-size field; zstd (0x8000)
+//!   arrives with 12.x. The cubin ABI field reads 1.7 from 10.2 to 12.x.
+//! * Records with text: 11.x PTX may carry ptxas options (`-regUsageLevel=4`) or
+//!   `--compile-only` (in `__nv_relfatbin`), laid out as in later toolkits.
+//! * Old architectures (sm_30 to sm_37, compute_30/35) are ordinary entries here; newer
+//!   cuobjdump releases refuse to list files holding them, so 11.8 is the oracle for those.
+//!
 //! Offsets in [`Container`], [`Entry`] and errors are relative to the start of the slice given
 //! to [`parse_section`]; offsets in [`ConcatMember`] are relative to the group's decompressed
 //! image (`offset`, `size`) or to the entry's start (`header_offset`).
@@ -148,8 +162,8 @@ pub struct Entry {
     /// Decompressed length (0 if uncompressed).
     pub uncompressed_size: u64,
     pub flags: u64,
-    /// (major, minor): the PTX ISA version for PTX, the cubin ABI for ELF (1.7 from CUDA 12,
-    /// 1.8 from CUDA 13), 0.1 for concat groups.
+    /// (major, minor): the PTX ISA version for PTX, the cubin ABI for ELF (1.7 from CUDA 10.2
+    /// through 12.x, 1.8 from CUDA 13), 0.1 for concat groups.
     pub version: (u16, u16),
     pub debug: bool,
     /// The source file name recorded with `-G`/`-lineinfo`.
@@ -363,12 +377,13 @@ fn record(
 ) -> Result<(usize, usize), FatbinError> {
     let end = start.saturating_add(len);
     if start < u64_of(ENTRY_HEADER_MIN) || end > u64_of(limit) {
-        return Err(FatbinError::OutOfBounds {
+        return Err(FatbinError::RecordOutside {
             what,
             offset: base,
-            end: u64_of(base).saturating_add(end),
-            limit: u64_of(base).saturating_add(u64_of(limit)),
-            within: "entry header",
+            start,
+            end,
+            min: u64_of(ENTRY_HEADER_MIN),
+            limit: u64_of(limit),
         });
     }
     // Both are at most `limit`, a usize.
@@ -508,6 +523,9 @@ pub(crate) fn parse_entry(data: &[u8], pos: usize, end: usize) -> Result<Entry, 
                     ));
                 }
             }
+        } else if first == 0 && second == 0 {
+            // An empty record: no string at all. CUDA 10.2 and 11.x write PTX headers this
+            // way (0x48 long); 12.x and later point an empty string just past the record.
         } else {
             // (offset of the string from the entry start, its length)
             let (s, e) = record(
@@ -616,13 +634,19 @@ fn parse_members(
             let mhdr = hdr.get(m..rec_end).unwrap_or(&[]);
             let str_off = le_u32(mhdr, os).unwrap_or(0);
             let str_len = le_u32(mhdr, os.saturating_add(4)).unwrap_or(0);
-            let (_, e) = record(
-                "concat member options string",
-                member_at,
-                str_off.into(),
-                padded_string_len(str_len.into()),
-                room,
-            )?;
+            let e = if str_off == 0 && str_len == 0 {
+                // An empty record (as in CUDA 10.2/11.x entries): the header ends after it.
+                os.saturating_add(8)
+            } else {
+                record(
+                    "concat member options string",
+                    member_at,
+                    str_off.into(),
+                    padded_string_len(str_len.into()),
+                    room,
+                )?
+                .1
+            };
             len = len.max(u64_of(e));
         }
         let header_len = usize::try_from(len).unwrap_or(usize::MAX);

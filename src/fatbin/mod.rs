@@ -90,6 +90,21 @@ pub enum FatbinError {
         limit: u64,
         within: &'static str,
     },
+    /// A record (identifier, options, member table) named by a header lies outside the part
+    /// of the header that holds records: after the fixed 64 bytes, before the header's end.
+    /// `start..end` and `min..limit` are relative to the header at `offset`.
+    #[error(
+        "{what} of the header at offset {offset:#x} covers its bytes {start:#x}..{end:#x}, \
+         outside the record area {min:#x}..{limit:#x} that follows the fixed 64-byte part"
+    )]
+    RecordOutside {
+        what: &'static str,
+        offset: usize,
+        start: u64,
+        end: u64,
+        min: u64,
+        limit: u64,
+    },
     #[error("entry at offset {offset:#x} uses an unknown compression (flags {flags:#x})")]
     UnknownCompression { offset: usize, flags: u64 },
     /// The entry or bundle at `offset` would decompress to more than the cap allows.

@@ -61,6 +61,15 @@ impl Spec {
         s
     }
 
+    /// PTX as CUDA 10.2 and 11.x write it: an options record with both fields zero and no
+    /// string after it, so the header is 0x48 long.
+    pub fn ptx_empty_record(sm: u32, flags: u64, text: &[u8]) -> Spec {
+        let mut s = Spec::ptx(sm, flags, text, "");
+        s.version = (6, 5);
+        s.tail = vec![0; 8];
+        s
+    }
+
     pub fn zstd(mut self) -> Spec {
         let z = zstd::bulk::compress(&self.payload, 3).unwrap();
         self.compressed_size = z.len() as u32;
@@ -712,4 +721,130 @@ fn mutations_never_panic() {
         let m = mutate(&mut rng, &bases[i % bases.len()]);
         exercise(&m);
     }
+}
+
+/// CUDA 10.2 and 11.x write an empty options record as (0, 0) with no string; cuobjdump lists
+/// such entries, and 12.x+ write (0x48, 0) plus 8 zero bytes instead. Both parse, and a
+/// rebuild copies the old header verbatim.
+#[test]
+fn empty_options_record_of_old_toolkits() {
+    let text = b".version 6.5\n.target sm_75\n\0";
+    let data = container(&[
+        Spec::elf(75, 0, &cubin(6, 128)).lz4().bytes(),
+        Spec::ptx_empty_record(75, 0, text).lz4().bytes(),
+        Spec::ptx_empty_record(30, 0, text).bytes(),
+        Spec::ptx(75, 0, text, "").bytes(),
+    ]);
+    let c = &parse_section(&data).unwrap()[0];
+    let e = &c.entries;
+    assert_eq!(e.len(), 4);
+    for old in &e[1..3] {
+        assert_eq!(old.kind, EntryKind::Ptx);
+        assert_eq!(old.header_size, 0x48);
+        assert_eq!(old.options, None);
+        assert_eq!(old.version, (6, 5));
+    }
+    assert_eq!(e[1].compression, Compression::Lz4);
+    assert_eq!(decompress_entry(&data, &e[1]).unwrap(), text);
+    assert_eq!(e[2].arch_name(), "compute_30");
+    assert_eq!((e[3].header_size, e[3].options.as_deref()), (0x50, None));
+    let out = rebuild_container(&data, c, &[false, true, false, true]).unwrap();
+    let again = &parse_section(&out).unwrap()[0];
+    assert_eq!(
+        again.entries[0].bytes(&out).unwrap(),
+        e[1].bytes(&data).unwrap()
+    );
+    assert_eq!(
+        again.entries[1].bytes(&out).unwrap(),
+        e[3].bytes(&data).unwrap()
+    );
+}
+
+/// A record that lies outside its header is refused with the numbers that show why: the
+/// message once read "ends at 0x3d30, past the end 0x3d78" for a record starting at 0.
+#[test]
+fn misplaced_records_are_described_honestly() {
+    let text = b".version 7.0\n.target sm_80\n\0";
+    let at = 16; // the entry's offset in the section
+    // A string at offset 0 with a length: it would lie in the fixed header.
+    let mut s = Spec::ptx_empty_record(80, 0, text);
+    s.tail = [0u32.to_le_bytes(), 5u32.to_le_bytes()].concat();
+    let err = parse_section(&container(&[s.bytes()])).unwrap_err();
+    assert_eq!(
+        err,
+        FatbinError::RecordOutside {
+            what: "options string",
+            offset: at,
+            start: 0,
+            end: 5,
+            min: 64,
+            limit: 0x48,
+        }
+    );
+    let msg = err.to_string();
+    assert!(
+        msg.contains("bytes 0x0..0x5") && msg.contains("0x40..0x48"),
+        "{msg}"
+    );
+    // A string running past the header's end.
+    let mut s = Spec::ptx(80, 0, text, "-O3");
+    s.tail[4..8].copy_from_slice(&40u32.to_le_bytes());
+    let err = parse_section(&container(&[s.bytes()])).unwrap_err();
+    assert_eq!(
+        err,
+        FatbinError::RecordOutside {
+            what: "options string",
+            offset: at,
+            start: 72,
+            end: 112,
+            min: 64,
+            limit: 80,
+        }
+    );
+    // The record itself past the header: a header of 0x40 with an options offset of 0x40.
+    let mut s = Spec::ptx(80, 0, text, "");
+    s.tail.clear();
+    let err = parse_section(&container(&[s.bytes()])).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            FatbinError::RecordOutside {
+                what: "options record",
+                start: 64,
+                end: 72,
+                limit: 64,
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
+
+/// A concat member whose options record is empty in the old way ends right after the record.
+#[test]
+fn concat_member_with_an_empty_old_record() {
+    let (data, _) = group(FLAG_ZSTD);
+    let c = &parse_section(&data).unwrap()[0];
+    let g = &c.entries[1];
+    // The first member (PTX, 80 bytes: 64 + record + empty string) becomes 72 bytes long:
+    // rebuild the table by hand with its record zeroed and the 8 string bytes removed.
+    let rs = g.offset + 64;
+    let m0 = rs + 8;
+    let mut entry = data[g.offset..g.offset + g.header_size].to_vec();
+    let m0_rel = m0 - g.offset;
+    entry[m0_rel + 64..m0_rel + 72].fill(0);
+    entry.drain(m0_rel + 72..m0_rel + 80);
+    let hs = entry.len() as u32;
+    entry[4..8].copy_from_slice(&hs.to_le_bytes());
+    let rec = u32::from_le_bytes(entry[68..72].try_into().unwrap()) - 8;
+    entry[68..72].copy_from_slice(&rec.to_le_bytes());
+    entry.extend_from_slice(&data[g.payload_offset()..g.offset + g.total_len()]);
+    let again = container(&[entry]);
+    let p = &parse_section(&again).unwrap()[0].entries[0];
+    let lens: Vec<usize> = p.members.iter().map(|m| m.header_len).collect();
+    assert_eq!(lens, [72, 64, 64, 80]);
+    assert_eq!(
+        decompress_entry(&again, p).unwrap(),
+        decompress_entry(&data, g).unwrap()
+    );
 }
