@@ -174,11 +174,11 @@ pub fn verify_sets(
         let installed_size = facts.members.iter().map(|m| m.size).sum();
         let mut violations = upload_checks(wheel, installed_size, max_size);
         if !facts.record.is_clean() {
-            violations.push(Violation {
-                rule: "record",
-                pypi: false,
-                message: "RECORD does not match the archive".into(),
-            });
+            violations.push(Violation::new(
+                "record",
+                false,
+                "RECORD does not match the archive".into(),
+            ));
         }
         violations.extend(platform_checks(wheel, &facts.members));
         verdicts.push(WheelVerdict {
@@ -296,7 +296,13 @@ fn check_set(wheels: &[(&Wheel, &WheelFacts)], profiles: &ProfileSet, out: &mut 
             .map(String::as_str)
             .chain(o.path.rsplit('/').next())
     }));
-    let tree = Tree::new(objects);
+    // The set installs on what every wheel's platform tag allows.
+    let system = crate::policy::SystemLibraries::for_platforms(
+        wheels
+            .iter()
+            .flat_map(|(w, _)| w.filename.platform.iter().map(String::as_str)),
+    );
+    let tree = Tree::with_system(objects, system);
     *out.objects_checked += tree.objects().len();
     let provided = provided_by_machine(profiles, cuda);
     for (i, root) in tree.objects().iter().enumerate() {
