@@ -181,11 +181,10 @@ pub fn platform_tag_problem(wheel: &Wheel) -> Option<String> {
     })
 }
 
-/// Natural order of dotted versions (`3.4.9` < `3.4.30`); non-numeric parts sort last.
+/// Natural order of dotted versions (`3.4.9` < `3.4.30`); non-numeric parts (`TM_1`,
+/// `PRIVATE`) sort first.
 fn version_order(v: &str) -> Vec<u64> {
-    v.split('.')
-        .map(|p| p.parse().unwrap_or(u64::MAX))
-        .collect()
+    v.split('.').map(|p| p.parse().unwrap_or(0)).collect()
 }
 
 /// What the platform tag promises: every symbol version an object requires from the system
@@ -207,6 +206,11 @@ pub fn platform_checks(wheel: &Wheel, members: &[MemberFacts]) -> Vec<Violation>
         let policy_name = tag.policy().map_or("none", |p| p.name.as_str());
         for m in members {
             let Some(info) = m.host_elf() else { continue };
+            // An object for another CPU is reported as such below; the tag's symbol lists
+            // are not its own.
+            if info.machine.platform_arch().is_some_and(|a| a != tag.arch) {
+                continue;
+            }
             // prefix → (highest version not allowed, library it is required from)
             let mut over: BTreeMap<&str, (&str, &str)> = BTreeMap::new();
             for need in &info.version_needs {
