@@ -356,12 +356,16 @@ fn check_set(wheels: &[(&Wheel, &WheelFacts)], profiles: &ProfileSet, out: &mut 
 pub struct Baseline {
     /// Unresolved links of the inputs, as [`crate::output::link_key`]s.
     pub unresolved: HashSet<(String, String)>,
-    /// Violations of the inputs, as [`Violation::key`]s (never `max-size`: fitting is what
-    /// the rewrite is for, and it is judged on the outputs alone).
+    /// Violations of the inputs, as [`Violation::key`]s (never the size rules `max-size` and
+    /// `compression-ratio`: fitting is what the rewrite is for, judged on the outputs alone).
     pub violations: HashSet<(String, String)>,
     /// One warning per violation and per input with unresolved links, for the summary.
     pub findings: Vec<Diagnostic>,
 }
+
+/// PyPI's size rules: making a wheel fit is what `split` and `trim` are for, so their
+/// outputs are judged on these alone, whatever the input was.
+const SIZE_RULES: &[&str] = &["max-size", "compression-ratio"];
 
 /// Links shown by name in an input's "already unresolved" warning; the rest are counted.
 const BASELINE_LINKS_SHOWN: usize = 5;
@@ -385,7 +389,11 @@ pub fn baseline(
     for ((wheel, _), verdict) in wheels.iter().zip(&report.wheels) {
         // One warning per rule: an Ascend wheel can carry dozens of objects for another CPU.
         let mut by_rule: BTreeMap<&str, Vec<&Violation>> = BTreeMap::new();
-        for v in verdict.violations.iter().filter(|v| v.rule != "max-size") {
+        for v in verdict
+            .violations
+            .iter()
+            .filter(|v| !SIZE_RULES.contains(&v.rule))
+        {
             out.violations.insert(v.key());
             by_rule.entry(v.rule).or_default().push(v);
         }
@@ -480,9 +488,6 @@ fn baseline_hint(rule: &str) -> &'static str {
         }
         "wrong-architecture" => {
             "an object for another CPU cannot load on the tagged platform: remove it from the wheel, or ship it in a wheel tagged for its CPU"
-        }
-        "compression-ratio" => {
-            "PyPI refuses wheels this compressible; remove or trim the large repetitive members"
         }
         _ => "run `wheelslim audit` on the input for details",
     }
