@@ -333,7 +333,10 @@ fn audit_wheel(
             }
         }
     }
-    let tree = Tree::new(objects);
+    let system = crate::policy::SystemLibraries::for_platforms(
+        wheel.filename.platform.iter().map(String::as_str),
+    );
+    let tree = Tree::with_system(objects, system);
     let provided = provided_by_machine(profiles, cuda);
     let mut resolutions: HashMap<String, Vec<NeededReport>> = HashMap::new();
     for (i, obj) in tree.objects().iter().enumerate() {
@@ -442,6 +445,7 @@ fn audit_wheel(
                 r.missing.len(),
                 r.unhashed.len()
             ),
+            member: None,
         });
     }
     for lib in vendor_libraries
@@ -460,6 +464,7 @@ fn audit_wheel(
                     .as_deref()
                     .unwrap_or("the machine provides it")
             ),
+            member: Some(lib.member.clone()),
         });
     }
     violations.extend(crate::checks::platform_checks(wheel, members));

@@ -1,6 +1,8 @@
 //! Checks shared by `audit`, `verify` and `split`'s self-check: PyPI's upload rules and the
 //! promises a platform tag makes.
 
+use std::collections::BTreeMap;
+
 use serde::Serialize;
 
 use crate::facts::MemberFacts;
@@ -22,6 +24,38 @@ pub struct Violation {
     /// True for rules PyPI enforces at upload; false for install-time checks.
     pub pypi: bool,
     pub message: String,
+    /// The member the violation is about, when it is about one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub member: Option<String>,
+}
+
+impl Violation {
+    pub fn new(rule: &'static str, pypi: bool, message: String) -> Violation {
+        Violation {
+            rule,
+            pypi,
+            message,
+            member: None,
+        }
+    }
+
+    pub fn about(mut self, member: &str) -> Violation {
+        self.member = Some(member.to_string());
+        self
+    }
+
+    /// What identifies a violation across `split` and `trim`: the rule, and the file name of
+    /// the member without auditwheel's hash (a library keeps it when it moves to a runtime
+    /// wheel or is unhashed). An output violation with the key of one its input already had
+    /// is not the rewrite's doing.
+    pub fn key(&self) -> (String, String) {
+        let file = self
+            .member
+            .as_deref()
+            .map(|m| crate::profile::unhash(m.rsplit('/').next().unwrap_or(m)))
+            .unwrap_or_default();
+        (self.rule.to_string(), file)
+    }
 }
 
 fn mib(b: u64) -> f64 {
@@ -31,13 +65,10 @@ fn mib(b: u64) -> f64 {
 /// PyPI's upload rules, as warehouse applies them to a wheel file.
 pub fn upload_checks(wheel: &Wheel, installed_size: u64, max_size: u64) -> Vec<Violation> {
     let mut out = Vec::new();
-    let mut v = |rule, pypi, message: String| {
-        out.push(Violation {
-            rule,
-            pypi,
-            message,
-        })
-    };
+    let mut v = |rule, pypi, message: String| out.push(Violation::new(rule, pypi, message));
+    if let Some(message) = platform_tag_problem(wheel) {
+        v("platform-tag", true, message);
+    }
     let compressed_size = wheel.archive.file_len();
     if compressed_size > max_size {
         v(
@@ -121,30 +152,124 @@ pub fn upload_checks(wheel: &Wheel, installed_size: u64, max_size: u64) -> Vec<V
     out
 }
 
-/// What the platform tag promises: the glibc it names covers what the objects need, and the
-/// objects are for the tagged CPU.
-pub fn platform_checks(wheel: &Wheel, members: &[MemberFacts]) -> Vec<Violation> {
-    let mut out = Vec::new();
-    let promised = wheel
+/// The platform tags of the wheel's name that PyPI refuses, said with what to do.
+pub fn platform_tag_problem(wheel: &Wheel) -> Option<String> {
+    let refused: Vec<&str> = wheel
         .filename
         .platform
         .iter()
-        .filter_map(|p| policy::tag_glibc(p))
-        .min();
-    if let Some(promised) = promised {
+        .map(String::as_str)
+        .filter(|p| !policy::pypi_accepts(p))
+        .collect();
+    let first = refused.first()?;
+    let tags = refused
+        .iter()
+        .map(|t| format!("`{t}`"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    Some(if first.starts_with("linux_") {
+        format!(
+            "PyPI refuses the platform tag {tags}: a plain linux tag promises nothing about the system the wheel needs. \
+             Run `auditwheel repair` on the wheel first (it bundles what a manylinux/musllinux system lacks and retags it), \
+             then run wheelslim on what it writes"
+        )
+    } else {
+        format!(
+            "PyPI refuses the platform tag {tags}: it takes manylinux/musllinux tags on the CPUs it knows, \
+             macOS, Windows, iOS, Android and Pyodide tags, and `any`; retag the wheel for the platform it was built for"
+        )
+    })
+}
+
+/// Natural order of dotted versions (`3.4.9` < `3.4.30`); non-numeric parts (`TM_1`,
+/// `PRIVATE`) sort first.
+fn version_order(v: &str) -> Vec<u64> {
+    v.split('.').map(|p| p.parse().unwrap_or(0)).collect()
+}
+
+/// What the platform tag promises: every symbol version an object requires from the system
+/// libraries is one auditwheel's policy for the tag allows (GLIBC, GLIBCXX, CXXABI, GCC, ...),
+/// and the objects are for the tagged CPU. With several tags, the one naming the oldest glibc
+/// is the one to satisfy.
+pub fn platform_checks(wheel: &Wheel, members: &[MemberFacts]) -> Vec<Violation> {
+    let mut out = Vec::new();
+    let strictest = wheel
+        .filename
+        .platform
+        .iter()
+        .filter_map(|p| policy::linux_tag(p).map(|t| (t, p)))
+        .filter(|(t, _)| t.libc == policy::Libc::Glibc)
+        .min_by_key(|(t, _)| t.version);
+    if let Some((tag, platform)) = &strictest {
+        let system = tag.system_libraries();
+        let limits = tag.symbol_versions();
+        let policy_name = tag.policy().map_or("none", |p| p.name.as_str());
         for m in members {
-            if let Some(info) = m.host_elf()
-                && let Some(need) = info.glibc.as_deref().and_then(policy::parse_glibc)
-                && need > promised
-            {
-                out.push(Violation {
-                    rule: "manylinux-glibc",
-                    pypi: false,
-                    message: format!(
-                        "`{}` needs GLIBC_{}.{} but the platform tag promises glibc {}.{}",
-                        m.name, need.0, need.1, promised.0, promised.1
+            let Some(info) = m.host_elf() else { continue };
+            // An object for another CPU is reported as such below; the tag's symbol lists
+            // are not its own.
+            if info.machine.platform_arch().is_some_and(|a| a != tag.arch) {
+                continue;
+            }
+            // prefix → (highest version not allowed, library it is required from)
+            let mut over: BTreeMap<&str, (&str, &str)> = BTreeMap::new();
+            for need in &info.version_needs {
+                if !system.contains(&need.file) || policy::is_glibc_loader(&need.file) {
+                    continue;
+                }
+                for v in &need.versions {
+                    let Some((prefix, version)) = v.split_once('_') else {
+                        continue;
+                    };
+                    let allowed = match limits.and_then(|l| l.get(prefix)) {
+                        Some(list) => list.iter().any(|a| a == version),
+                        // Only the glibc version is known for tags the data has no policy for.
+                        None if prefix == "GLIBC" => match policy::parse_glibc(version) {
+                            Some(need) => need <= tag.version,
+                            None => version == "ABI_DT_RELR" && tag.version >= (2, 36),
+                        },
+                        None => true,
+                    };
+                    if allowed {
+                        continue;
+                    }
+                    let e = over.entry(prefix).or_insert((version, &need.file));
+                    if version_order(version) > version_order(e.0) {
+                        *e = (version, &need.file);
+                    }
+                }
+            }
+            for (prefix, (version, file)) in over {
+                let newest = limits
+                    .and_then(|l| l.get(prefix))
+                    .and_then(|l| l.iter().max_by_key(|v| version_order(v)));
+                let (rule, promise) = match (prefix, newest) {
+                    ("GLIBC", _) => (
+                        "manylinux-glibc",
+                        format!("promises only glibc {}.{}", tag.version.0, tag.version.1),
                     ),
-                });
+                    (_, Some(n)) => (
+                        "manylinux-symbol-version",
+                        format!("promises {prefix} versions up to {prefix}_{n}"),
+                    ),
+                    (_, None) => (
+                        "manylinux-symbol-version",
+                        format!("promises no {prefix} versions"),
+                    ),
+                };
+                out.push(
+                    Violation::new(
+                        rule,
+                        false,
+                        format!(
+                            "`{}` needs {prefix}_{version} from {file} but the platform tag {platform} {promise} \
+                             (auditwheel {} policy {policy_name}); tag the wheel for the platform it needs, or build it on an older one",
+                            m.name,
+                            policy::AUDITWHEEL_VERSION,
+                        ),
+                    )
+                    .about(&m.name),
+                );
             }
         }
     }
@@ -158,14 +283,17 @@ pub fn platform_checks(wheel: &Wheel, members: &[MemberFacts]) -> Vec<Violation>
             if let Some(info) = m.host_elf()
                 && info.machine.platform_arch().is_some_and(|a| a != arch)
             {
-                out.push(Violation {
-                    rule: "wrong-architecture",
-                    pypi: false,
-                    message: format!(
-                        "`{}` is {} but the wheel is tagged {arch}",
-                        m.name, info.machine
-                    ),
-                });
+                out.push(
+                    Violation::new(
+                        "wrong-architecture",
+                        false,
+                        format!(
+                            "`{}` is {} but the wheel is tagged {arch}",
+                            m.name, info.machine
+                        ),
+                    )
+                    .about(&m.name),
+                );
             }
         }
     }

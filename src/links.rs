@@ -28,7 +28,8 @@ pub enum Resolution {
     Installed { path: String, via: String },
     /// Matched by SONAME to an object already loaded in this load.
     AlreadyLoaded { path: String },
-    /// A system library every manylinux platform provides.
+    /// A system library the wheel's platform tag lets it leave to the system (auditwheel's
+    /// policy for the tag).
     System,
     /// Provided by the machine (a GPU driver or system toolkit library); `by` says which rule.
     Provided { by: String },
@@ -54,6 +55,8 @@ pub struct Link {
 pub struct Tree<'a> {
     objects: Vec<Object<'a>>,
     by_path: HashMap<String, usize>,
+    /// What the platform provides (from the wheels' platform tags).
+    system: policy::SystemLibraries,
 }
 
 /// Joins `$ORIGIN`-relative or relative entries to a base folder, resolving `.` and `..`.
@@ -106,13 +109,24 @@ pub fn relative_rpath(from: &str, to: &str) -> String {
 }
 
 impl<'a> Tree<'a> {
+    /// A tree whose system libraries are those of any manylinux or musllinux platform.
     pub fn new(objects: Vec<Object<'a>>) -> Tree<'a> {
+        Tree::with_system(objects, policy::SystemLibraries::any_linux())
+    }
+
+    /// A tree whose system libraries are `system` (see
+    /// [`policy::SystemLibraries::for_platforms`]).
+    pub fn with_system(objects: Vec<Object<'a>>, system: policy::SystemLibraries) -> Tree<'a> {
         let by_path = objects
             .iter()
             .enumerate()
             .map(|(i, o)| (o.path.clone(), i))
             .collect();
-        Tree { objects, by_path }
+        Tree {
+            objects,
+            by_path,
+            system,
+        }
     }
 
     pub fn objects(&self) -> &[Object<'a>] {
@@ -165,7 +179,7 @@ impl<'a> Tree<'a> {
                     Resolution::AlreadyLoaded {
                         path: self.objects[i].path.clone(),
                     }
-                } else if policy::is_system_library(needed) {
+                } else if self.system.contains(needed) {
                     Resolution::System
                 } else if needed.contains('/') {
                     Resolution::Missing {

@@ -301,6 +301,9 @@ pub struct Finish<'a> {
     /// Links that were already unresolved in the inputs (see [`link_key`]): not the outputs'
     /// fault, so not a reason to refuse them.
     pub known_unresolved: std::collections::HashSet<(String, String)>,
+    /// Violations the inputs already had (see [`crate::checks::Violation::key`]): reported
+    /// before the work, not a reason to refuse the outputs.
+    pub known_violations: std::collections::HashSet<(String, String)>,
 }
 
 /// A key for an unresolved link that survives the split: the object's file name and the
@@ -390,16 +393,22 @@ pub fn finish(
         .iter()
         .filter(|u| !f.known_unresolved.contains(&link_key(&u.object, &u.needed)))
         .collect();
+    // Only what the rewrite changed counts: what the inputs already violated was reported
+    // before the work (`verify::baseline`).
+    let new_violations: Vec<(&str, &crate::checks::Violation)> = report
+        .wheels
+        .iter()
+        .flat_map(|w| w.violations.iter().map(move |v| (w.path.as_str(), v)))
+        .filter(|(_, v)| f.size_is_error || v.rule != "max-size")
+        .filter(|(_, v)| !f.known_violations.contains(&v.key()))
+        .collect();
     let failed = !report.conflicts.is_empty()
         || (f.links && !new_links.is_empty())
-        || report.wheels.iter().any(|w| {
-            w.violations
-                .iter()
-                .any(|v| f.size_is_error || v.rule != "max-size")
-        });
+        || !new_violations.is_empty();
     if failed {
         let mut lines: Vec<String> = new_links
             .iter()
+            .filter(|_| f.links)
             .map(|u| {
                 format!(
                     "{} needs {} (searched {})",
@@ -409,10 +418,8 @@ pub fn finish(
                 )
             })
             .collect();
-        for w in &report.wheels {
-            for v in &w.violations {
-                lines.push(format!("{}: [{}] {}", w.path, v.rule, v.message));
-            }
+        for (path, v) in &new_violations {
+            lines.push(format!("{path}: [{}] {}", v.rule, v.message));
         }
         lines.extend(report.conflicts.iter().map(|c| format!("conflict: {c}")));
         return Err(Error::refused(

@@ -4,7 +4,7 @@
 //! library, or is supplied by the machine (driver), or comes from an upstream wheel that the set
 //! requires.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::PathBuf;
 
 use serde::Serialize;
@@ -174,11 +174,11 @@ pub fn verify_sets(
         let installed_size = facts.members.iter().map(|m| m.size).sum();
         let mut violations = upload_checks(wheel, installed_size, max_size);
         if !facts.record.is_clean() {
-            violations.push(Violation {
-                rule: "record",
-                pypi: false,
-                message: "RECORD does not match the archive".into(),
-            });
+            violations.push(Violation::new(
+                "record",
+                false,
+                "RECORD does not match the archive".into(),
+            ));
         }
         violations.extend(platform_checks(wheel, &facts.members));
         verdicts.push(WheelVerdict {
@@ -296,7 +296,13 @@ fn check_set(wheels: &[(&Wheel, &WheelFacts)], profiles: &ProfileSet, out: &mut 
             .map(String::as_str)
             .chain(o.path.rsplit('/').next())
     }));
-    let tree = Tree::new(objects);
+    // The set installs on what every wheel's platform tag allows.
+    let system = crate::policy::SystemLibraries::for_platforms(
+        wheels
+            .iter()
+            .flat_map(|(w, _)| w.filename.platform.iter().map(String::as_str)),
+    );
+    let tree = Tree::with_system(objects, system);
     *out.objects_checked += tree.objects().len();
     let provided = provided_by_machine(profiles, cuda);
     for (i, root) in tree.objects().iter().enumerate() {
@@ -340,5 +346,149 @@ fn check_set(wheels: &[(&Wheel, &WheelFacts)], profiles: &ProfileSet, out: &mut 
                 }),
             }
         }
+    }
+}
+
+/// What the inputs of `split` or `trim` already violated, found before any work: it is
+/// reported, and an output is not refused for having it still (only for what the rewrite
+/// changed).
+#[derive(Debug, Clone, Default)]
+pub struct Baseline {
+    /// Unresolved links of the inputs, as [`crate::output::link_key`]s.
+    pub unresolved: HashSet<(String, String)>,
+    /// Violations of the inputs, as [`Violation::key`]s (never the size rules `max-size` and
+    /// `compression-ratio`: fitting is what the rewrite is for, judged on the outputs alone).
+    pub violations: HashSet<(String, String)>,
+    /// One warning per violation and per input with unresolved links, for the summary.
+    pub findings: Vec<Diagnostic>,
+}
+
+/// PyPI's size rules: making a wheel fit is what `split` and `trim` are for, so their
+/// outputs are judged on these alone, whatever the input was.
+const SIZE_RULES: &[&str] = &["max-size", "compression-ratio"];
+
+/// Links shown by name in an input's "already unresolved" warning; the rest are counted.
+const BASELINE_LINKS_SHOWN: usize = 5;
+
+/// Checks the inputs the way their outputs will be checked (each of `sets` installed
+/// together; `None`: work the sets out from the names and tags). Unresolved links are
+/// reported only when `links` (the outputs' links will be judged: `split`; `trim` changes
+/// none).
+pub fn baseline(
+    wheels: &[(&Wheel, &WheelFacts)],
+    sets: Option<&[Vec<usize>]>,
+    profiles: &ProfileSet,
+    max_size: u64,
+    links: bool,
+) -> Baseline {
+    let report = match sets {
+        Some(s) => verify_sets(wheels, s, profiles, max_size),
+        None => verify_facts(wheels, profiles, max_size),
+    };
+    let mut out = Baseline::default();
+    for ((wheel, _), verdict) in wheels.iter().zip(&report.wheels) {
+        // One warning per rule: an Ascend wheel can carry dozens of objects for another CPU.
+        let mut by_rule: BTreeMap<&str, Vec<&Violation>> = BTreeMap::new();
+        for v in verdict
+            .violations
+            .iter()
+            .filter(|v| !SIZE_RULES.contains(&v.rule))
+        {
+            out.violations.insert(v.key());
+            by_rule.entry(v.rule).or_default().push(v);
+        }
+        for (rule, vs) in by_rule {
+            let first = vs[0];
+            let mut members: Vec<&str> = vs.iter().filter_map(|v| v.member.as_deref()).collect();
+            members.dedup();
+            let location = match (members.as_slice(), vs.iter().all(|v| v.member.is_some())) {
+                ([one], true) => wheel.member_location(one).to_string(),
+                _ => verdict.path.clone(),
+            };
+            let mut more = String::new();
+            if vs.len() > 1 {
+                let mut others: Vec<&str> =
+                    vs[1..].iter().filter_map(|v| v.member.as_deref()).collect();
+                others.dedup();
+                let named = others.len().min(BASELINE_LINKS_SHOWN);
+                more = format!(" (and {} more", vs.len() - 1);
+                if named > 0 {
+                    more.push_str(&format!(", for {}", others[..named].join(", ")));
+                }
+                if others.len() > named {
+                    more.push_str(&format!(
+                        " and {} other members; `wheelslim audit --json` lists them",
+                        others.len() - named
+                    ));
+                }
+                more.push(')');
+            }
+            out.findings.push(Diagnostic {
+                severity: crate::diagnostic::Severity::Warning,
+                location,
+                message: format!(
+                    "the input already fails [{rule}]{}: {}{more}; the outputs keep this, and are judged only on what wheelslim changed",
+                    if first.pypi { " (PyPI)" } else { "" },
+                    first.message
+                ),
+                hint: Some(baseline_hint(rule).into()),
+            });
+        }
+    }
+    if !links {
+        return out;
+    }
+    let mut by_wheel: BTreeMap<String, Vec<&LinkProblem>> = BTreeMap::new();
+    for u in &report.unresolved {
+        out.unresolved
+            .insert(crate::output::link_key(&u.object, &u.needed));
+        let wheel = u
+            .object
+            .split_once('!')
+            .map_or(u.object.as_str(), |(w, _)| w);
+        by_wheel.entry(wheel.to_string()).or_default().push(u);
+    }
+    for (wheel, links) in by_wheel {
+        let mut shown: Vec<String> = links
+            .iter()
+            .take(BASELINE_LINKS_SHOWN)
+            .map(|u| {
+                let object = u
+                    .object
+                    .split_once('!')
+                    .map_or(u.object.as_str(), |(_, m)| m);
+                format!("{object} needs {}", u.needed)
+            })
+            .collect();
+        if links.len() > BASELINE_LINKS_SHOWN {
+            shown.push(format!("and {} more", links.len() - BASELINE_LINKS_SHOWN));
+        }
+        out.findings.push(Diagnostic {
+            severity: crate::diagnostic::Severity::Warning,
+            location: wheel,
+            message: format!(
+                "{} NEEDED entr{} already unresolved in the input ({}); the outputs are not held to them",
+                links.len(),
+                if links.len() == 1 { "y is" } else { "ies are" },
+                shown.join(", ")
+            ),
+            hint: Some("`wheelslim verify --json` of the input lists each with the folders searched; bundle the libraries, or require the wheels that provide them".into()),
+        });
+    }
+    out
+}
+
+fn baseline_hint(rule: &str) -> &'static str {
+    match rule {
+        "platform-tag" => {
+            "PyPI refuses the outputs as it would the input: run `auditwheel repair` on the input first, then wheelslim on what it writes"
+        }
+        "manylinux-glibc" | "manylinux-symbol-version" => {
+            "the wheel's tag claims an older system than the object needs: retag it for the platform it needs (`auditwheel show` names it) or rebuild it on an older one"
+        }
+        "wrong-architecture" => {
+            "an object for another CPU cannot load on the tagged platform: remove it from the wheel, or ship it in a wheel tagged for its CPU"
+        }
+        _ => "run `wheelslim audit` on the input for details",
     }
 }

@@ -52,5 +52,8 @@ pub fn run(args: &TrimArgs, g: &GlobalArgs, printer: &Printer) -> Result<Outcome
     } else {
         printer.result(&render::trim(&report))?;
     }
+    for d in &report.notes {
+        printer.diagnostic(d);
+    }
     Ok(Outcome::Ok)
 }

@@ -100,14 +100,11 @@ pub fn split(
     let (inputs, kept) = open_keeping(paths, profiles, opts, &budget)?;
     let refs: Vec<(&Wheel, &WheelFacts)> = inputs.iter().map(|(w, f)| (w, f)).collect();
     let plan = plan_split(&refs, profiles, &opts.settings)?;
-    // What did not resolve before the split is reported, but is not the split's doing.
-    let known_unresolved: std::collections::HashSet<(String, String)> =
-        crate::verify::verify_facts(&refs, profiles, opts.max_size)
-            .unresolved
-            .iter()
-            .map(|u| crate::output::link_key(&u.object, &u.needed))
-            .collect();
-    let notes = plan.notes.clone();
+    // What the inputs already violated (links that did not resolve, a tag that claims too
+    // old a glibc, an object for another CPU) is reported, but is not the split's doing.
+    let baseline = crate::verify::baseline(&refs, None, profiles, opts.max_size, true);
+    let mut notes = baseline.findings.clone();
+    notes.extend(plan.notes.iter().cloned());
     if opts.dry_run {
         drop(kept);
         return Ok(SplitReport {
@@ -724,7 +721,8 @@ pub fn split(
             size_is_error: true,
             what: "split",
             sets: Some(sets),
-            known_unresolved,
+            known_unresolved: baseline.unresolved,
+            known_violations: baseline.violations,
         },
     )?;
     Ok(SplitReport {

@@ -62,6 +62,9 @@ pub struct TrimReport {
     pub gfx: Vec<String>,
     pub wheels: Vec<WheelTrim>,
     pub outputs: Vec<Output>,
+    /// What the inputs already violated (checked before the trim; not held against the
+    /// outputs).
+    pub notes: Vec<crate::diagnostic::Diagnostic>,
 }
 
 /// A member's trimmed bytes, compressed and ready to write.
@@ -192,6 +195,11 @@ pub fn trim(
             .collect::<Result<_, Error>>()?;
         opened.push((wheel, facts, done, target));
     }
+    // Each trimmed wheel stands alone: trimming changes no links.
+    let sets: Vec<Vec<usize>> = (0..opened.len()).map(|i| vec![i]).collect();
+    let refs: Vec<(&Wheel, &crate::facts::WheelFacts)> =
+        opened.iter().map(|(w, f, ..)| (w, f)).collect();
+    let baseline = crate::verify::baseline(&refs, Some(&sets), profiles, opts.max_size, false);
     for (wheel, facts, done, target) in &opened {
         let mut members_report = Vec::new();
         let mut out = Vec::new();
@@ -268,14 +276,13 @@ pub fn trim(
             .unwrap_or_default(),
         wheels,
         outputs: Vec::new(),
+        notes: baseline.findings.clone(),
     };
     if opts.dry_run {
         return Ok(report);
     }
     std::fs::create_dir_all(&opts.wheel_dir)
         .map_err(|e| Error::io("create the folder", opts.wheel_dir.clone(), e))?;
-    // Each trimmed wheel stands alone: trimming changes no links.
-    let sets = (0..specs.len()).map(|i| vec![i]).collect();
     let (outputs, _) = output::finish(
         specs,
         &Finish {
@@ -288,7 +295,8 @@ pub fn trim(
             size_is_error: false,
             what: "trim",
             sets: Some(sets),
-            known_unresolved: Default::default(),
+            known_unresolved: baseline.unresolved,
+            known_violations: baseline.violations,
         },
     )?;
     let sizes: HashMap<&str, u64> = outputs.iter().map(|o| (o.path.as_str(), o.size)).collect();

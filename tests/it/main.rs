@@ -9,6 +9,7 @@ mod fatbin_fixtures;
 mod fuzz_regressions;
 mod hostile;
 mod old_toolkits;
+mod policy;
 mod shrink_built;
 mod shrink_cuda;
 mod shrink_errors;
