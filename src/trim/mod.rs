@@ -430,9 +430,10 @@ pub fn check_losses(
             }
             seen_groups.push(g);
         }
-        listed.push(format!("{} held {}", what(r), held(r)));
+        listed.push(format!("`{}` held {}", r.member, held(r)));
     }
-    let shown = listed.len().min(3);
+    let total = listed.len();
+    let shown = total.min(3);
     let more = listed.len() - shown;
     let mut list = listed[..shown].join("; ");
     if more > 0 {
@@ -441,7 +442,8 @@ pub fn check_losses(
     Err(Error::refused(
         format!(
             "trimming to {targets} would leave `{}` with no device code for any GPU: nothing in \
-             it matches the targets, and --unmatched drop drops it all ({list})",
+             its {total} member(s) or group(s) with device code matches the targets, and \
+             --unmatched drop drops it all ({list})",
             wheel.path.display()
         ),
         Some(

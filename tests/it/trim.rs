@@ -762,7 +762,7 @@ fn hip_code_for_other_gpus_stays_unless_asked() {
         "hipfix/kernels/hipfix_gfx942.co",
     ] {
         assert!(
-            before.get(m).is_some() && before.get(m) == after.get(m),
+            before.contains_key(m) && before.get(m) == after.get(m),
             "{m} changed: {report}"
         );
     }
