@@ -513,8 +513,10 @@ pub fn trim(r: &crate::trim::TrimReport) -> String {
     );
     for w in &r.wheels {
         let _ = writeln!(o, "{}", w.input);
-        if w.members.is_empty() {
+        if w.members.is_empty() && w.loose_groups_unmatched == 0 {
             let _ = writeln!(o, "  no device code to trim");
+        } else if w.members.is_empty() {
+            let _ = writeln!(o, "  nothing trimmed");
         }
         for m in &w.members {
             let _ = writeln!(
