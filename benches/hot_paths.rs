@@ -337,6 +337,7 @@ fn elf_shrink_trim(b: Bencher, name: &str) {
         cuda: Some(wheelslim::fatbin::select::Selection::parse_targets("90").unwrap()),
         gfx: None,
         allow_cut: true,
+        allow_no_device_code: false,
     };
     b.counter(BytesCount::new(data.len())).bench(|| {
         wheelslim::trim::trim_member(name, black_box(&data), 0, Some(&info), &device, &settings)

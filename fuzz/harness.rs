@@ -274,6 +274,7 @@ pub fn elf_shrink(data: &[u8]) {
             cuda: Some(cuda.clone()),
             gfx: Some(gfx.clone()),
             allow_cut,
+            allow_no_device_code: false,
         };
         if let Ok(Some(t)) = trim_member("libk.so", data, 0, Some(&info), &facts, &settings)
             && let Some(out) = &t.data

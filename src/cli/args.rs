@@ -116,13 +116,17 @@ pub struct DeviceArgs {
     /// with nothing usable).
     #[arg(long, value_name = "POLICY", default_value = "newest")]
     pub ptx: crate::fatbin::select::PtxPolicy,
-    /// Containers in which nothing matches the targets: `keep` them whole (default) or `drop`
-    /// their images.
+    /// Containers, bundles and groups of loose device files in which nothing matches the
+    /// targets: `keep` them whole (default) or `drop` their images.
     #[arg(long, value_name = "POLICY", default_value = "keep")]
     pub unmatched: crate::fatbin::select::UnmatchedPolicy,
     /// AMD GPU targets to keep, e.g. `gfx90a,gfx942` (target features like `gfx90a:xnack+`).
     #[arg(long, value_name = "LIST")]
     pub gfx: Option<String>,
+    /// Write a wheel even when the trim leaves it with no device code for any GPU (with
+    /// `--unmatched drop`, when nothing in it matches the targets). Refused otherwise.
+    #[arg(long)]
+    pub allow_no_device_code: bool,
     /// Never remove bytes from files: rewrite device code in place and zero what is dropped
     /// (the wheel still shrinks after compression).
     #[arg(long)]

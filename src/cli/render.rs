@@ -429,6 +429,9 @@ pub fn split(r: &crate::split::SplitReport) -> String {
             size(t.bytes_after),
             t.method
         );
+        for l in &t.lost {
+            let _ = writeln!(o, "  {}", loss_line(l, &[]));
+        }
     }
     for out in &r.outputs {
         let _ = writeln!(
@@ -476,6 +479,24 @@ pub fn split(r: &crate::split::SplitReport) -> String {
     o
 }
 
+/// One line for GPUs a trim leaves with nothing to run.
+fn loss_line(l: &crate::trim::Loss, targets: &[String]) -> String {
+    let had = l.had.join(", ");
+    let n = l.containers;
+    match l.gpus.as_str() {
+        "all" => format!("warning: no device code left for any GPU (held {had}; --unmatched drop)"),
+        "newer" => format!(
+            "warning: GPUs newer than {} can no longer JIT {n} container(s): their only plain PTX ({had}) was dropped (--ptx none; the default --ptx newest keeps it)",
+            if targets.is_empty() {
+                "the targets".to_string()
+            } else {
+                targets.join(", ")
+            }
+        ),
+        t => format!("warning: {t} lost its last usable image in {n} container(s) (held {had})"),
+    }
+}
+
 pub fn trim(r: &crate::trim::TrimReport) -> String {
     let mut o = String::new();
     let mut targets = r.sm.clone();
@@ -492,8 +513,10 @@ pub fn trim(r: &crate::trim::TrimReport) -> String {
     );
     for w in &r.wheels {
         let _ = writeln!(o, "{}", w.input);
-        if w.members.is_empty() {
+        if w.members.is_empty() && w.loose_groups_unmatched == 0 {
             let _ = writeln!(o, "  no device code to trim");
+        } else if w.members.is_empty() {
+            let _ = writeln!(o, "  nothing trimmed");
         }
         for m in &w.members {
             let _ = writeln!(
@@ -537,6 +560,19 @@ pub fn trim(r: &crate::trim::TrimReport) -> String {
             for n in &m.notes {
                 let _ = writeln!(o, "    note: {n}");
             }
+            if let Some(g) = &m.group {
+                let _ = writeln!(o, "    group: {g}");
+            }
+            for l in &m.lost {
+                let _ = writeln!(o, "    {}", loss_line(l, &targets));
+            }
+        }
+        if w.loose_groups_unmatched > 0 {
+            let _ = writeln!(
+                o,
+                "  {} of {} group(s) of loose device files held nothing for these targets and were kept whole (--unmatched drop to drop them)",
+                w.loose_groups_unmatched, w.loose_groups
+            );
         }
         if let Some(out) = &w.output {
             let _ = writeln!(

@@ -23,12 +23,17 @@ pub fn settings(d: &DeviceArgs) -> Result<TrimSettings> {
     let gfx = d
         .gfx
         .as_deref()
-        .map(|list| GfxSelection::parse(list).with_context(|| format!("--gfx {list}")))
+        .map(|list| {
+            GfxSelection::parse(list)
+                .map(|g| g.with_unmatched(d.unmatched))
+                .with_context(|| format!("--gfx {list}"))
+        })
         .transpose()?;
     Ok(TrimSettings {
         cuda,
         gfx,
         allow_cut: !d.zero_only,
+        allow_no_device_code: d.allow_no_device_code,
     })
 }
 

@@ -39,7 +39,7 @@ use super::FatbinError;
 use super::bytes::{le_u16, le_u32, le_u64, u64_of};
 use super::cuda::{self, ArchVariant, CudaArch, EntryKind};
 use super::hip;
-use super::select::{GfxSelection, Selection};
+use super::select::{GfxReason, GfxSelection, Reason, Selection};
 
 const EM_CUDA: u16 = 190;
 const EM_AMDGPU: u16 = 224;
@@ -422,62 +422,286 @@ pub struct LooseDecision {
     pub reason: String,
 }
 
-/// Keep, drop or trim a device file. `cuda`/`gfx` are the selections in force (`None`: that
-/// vendor's files are not trimmed).
+/// The group a loose device file belongs to, or `None` for fatbins and offload bundles (each
+/// is a container of its own, trimmed entry by entry).
 ///
-/// * a cubin is kept when its SASS runs on some CUDA target;
-/// * a PTX file is kept when some CUDA target can JIT it (a loose PTX file has no SASS next to
-///   it that could stand in, so the PTX policy does not apply);
-/// * a code object is kept when its target serves a requested gfx target (generic ones by
-///   family);
+/// Files in one folder whose names differ only in the architecture they name hold the same
+/// kernels built for several GPUs, the way a container's entries do: `k.sm_80.cubin`,
+/// `k.sm_90a.cubin` and `k.compute_90.ptx`, or `fmhaSm100aKernel_X.cubin` and
+/// `fmhaSm100fKernel_X.cubin`. The key is the folder and the name without its extension,
+/// with each architecture token (`sm_90a`, `sm90`, `Sm100f`, `compute_90`, `gfx942`) written
+/// as `*`, prefixed by the vendor. A file whose name names no architecture is a group of its
+/// own (together with a same-named file of another extension: `k.cubin` and `k.ptx`).
+pub fn group_key(name: &str, kind: LooseKind) -> Option<String> {
+    let vendor = match kind {
+        LooseKind::Cubin | LooseKind::Ptx => "cuda",
+        LooseKind::AmdCodeObject => "amd",
+        LooseKind::Fatbin | LooseKind::OffloadBundle => return None,
+    };
+    let (dir, base) = match name.rsplit_once('/') {
+        Some((d, b)) => (d, b),
+        None => ("", name),
+    };
+    let stem = match base.rsplit_once('.') {
+        Some((stem, _)) if !stem.is_empty() => stem,
+        _ => base,
+    };
+    Some(format!("{vendor}:{dir}/{}", mask_arch_tokens(stem)))
+}
+
+/// `stem` with every architecture token replaced by `*` (see [`group_key`]).
+fn mask_arch_tokens(stem: &str) -> String {
+    let b = stem.as_bytes();
+    let mut out = String::with_capacity(stem.len());
+    let mut i = 0usize;
+    while i < b.len() {
+        let boundary = match i.checked_sub(1).and_then(|p| b.get(p)) {
+            None => true,
+            Some(prev) => {
+                !prev.is_ascii_alphanumeric()
+                    || (b.get(i).is_some_and(u8::is_ascii_uppercase)
+                        && (prev.is_ascii_lowercase() || prev.is_ascii_digit()))
+            }
+        };
+        if boundary && let Some(len) = arch_token_len(b.get(i..).unwrap_or(&[])) {
+            out.push('*');
+            i = i.saturating_add(len);
+            continue;
+        }
+        if let Some(c) = stem.get(i..).and_then(|r| r.chars().next()) {
+            out.push(c);
+            i = i.saturating_add(c.len_utf8());
+        } else {
+            i = i.saturating_add(1);
+        }
+    }
+    out
+}
+
+/// The length of the architecture token at the start of `s`, if there is one: `sm_90a`,
+/// `sm90`, `Sm100f`, `compute_90`, `gfx90a`, `gfx1100`. The token must end where a word ends:
+/// at the end, before a non-alphanumeric byte, or before an upper-case letter.
+fn arch_token_len(s: &[u8]) -> Option<usize> {
+    let lower = |n: usize| s.get(n).map(u8::to_ascii_lowercase);
+    let starts = |word: &[u8]| word.iter().enumerate().all(|(n, c)| lower(n) == Some(*c));
+    let ends_at = |n: usize| {
+        s.get(n)
+            .is_none_or(|c| !c.is_ascii_alphanumeric() || c.is_ascii_uppercase())
+    };
+    if starts(b"gfx") {
+        let mut n = 3usize;
+        if !s.get(n).is_some_and(u8::is_ascii_digit) {
+            return None;
+        }
+        while s
+            .get(n)
+            .is_some_and(|c| c.is_ascii_digit() || c.is_ascii_lowercase())
+        {
+            n = n.saturating_add(1);
+        }
+        return ends_at(n).then_some(n);
+    }
+    let mut n = if starts(b"compute") {
+        7usize
+    } else if starts(b"sm") {
+        2usize
+    } else {
+        return None;
+    };
+    if s.get(n) == Some(&b'_') {
+        n = n.saturating_add(1);
+    }
+    let digits = s
+        .get(n..)
+        .unwrap_or(&[])
+        .iter()
+        .take_while(|c| c.is_ascii_digit())
+        .count();
+    if !(2..=4).contains(&digits) {
+        return None;
+    }
+    n = n.saturating_add(digits);
+    if matches!(s.get(n), Some(b'a' | b'f')) && ends_at(n.saturating_add(1)) {
+        n = n.saturating_add(1);
+    }
+    ends_at(n).then_some(n)
+}
+
+/// The decision on a group of loose files (see [`group_key`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GroupDecision {
+    /// One per file, in the order given.
+    pub files: Vec<LooseDecision>,
+    /// Nothing in the group served any target; `--unmatched` decided.
+    pub unmatched: bool,
+    /// Targets that could run a file of the group before and none after.
+    pub targets_lost: Vec<String>,
+    /// The plain PTX of the group when none of it stays (GPUs newer than every target lose
+    /// their last image).
+    pub newer_gpus_lost: Vec<String>,
+}
+
+/// Keep or drop each file of a group of cubins and PTX files, or of AMD code objects, exactly
+/// as the entries of one container are judged ([`Selection::choose_images`],
+/// [`GfxSelection::choose_targets`]): per target the best SASS, PTX per `--ptx`, and a group
+/// in which nothing runs on any target is kept whole with `--unmatched keep` (the default)
+/// or dropped with `--unmatched drop`. A file whose architecture cannot be told is kept.
+/// `cuda`/`gfx` are the selections in force (`None`: that vendor's files are not trimmed).
+pub fn decide_group(
+    infos: &[&LooseInfo],
+    cuda: Option<&Selection>,
+    gfx: Option<&GfxSelection>,
+) -> GroupDecision {
+    let keep_all = |why: &str| GroupDecision {
+        files: infos
+            .iter()
+            .map(|_| LooseDecision {
+                action: LooseAction::Keep,
+                reason: why.to_string(),
+            })
+            .collect(),
+        unmatched: false,
+        targets_lost: Vec::new(),
+        newer_gpus_lost: Vec::new(),
+    };
+    let amd = infos.iter().any(|i| i.kind == LooseKind::AmdCodeObject);
+    if amd {
+        let Some(sel) = gfx.filter(|s| !s.targets.is_empty()) else {
+            return keep_all("no gfx targets given");
+        };
+        let targets: Vec<Option<&str>> = infos
+            .iter()
+            .map(|i| i.archs.first().map(String::as_str))
+            .collect();
+        let choice = sel.choose_targets(&targets);
+        let files = infos
+            .iter()
+            .zip(choice.keep.iter().zip(&choice.reasons))
+            .map(|(i, (keep, reason))| {
+                let name = i.archs.first().map_or("target unknown", String::as_str);
+                LooseDecision {
+                    action: if *keep {
+                        LooseAction::Keep
+                    } else {
+                        LooseAction::Drop
+                    },
+                    reason: gfx_reason_text(name, reason),
+                }
+            })
+            .collect();
+        return GroupDecision {
+            files,
+            unmatched: choice.unmatched,
+            targets_lost: Vec::new(),
+            newer_gpus_lost: Vec::new(),
+        };
+    }
+    let Some(sel) = cuda.filter(|s| !s.targets.is_empty()) else {
+        return keep_all("no CUDA targets given");
+    };
+    let images: Vec<Option<(EntryKind, CudaArch)>> = infos
+        .iter()
+        .map(|i| {
+            let arch = i.archs.first()?.parse::<CudaArch>().ok()?;
+            match i.kind {
+                LooseKind::Cubin => Some((EntryKind::Elf, arch)),
+                LooseKind::Ptx => Some((EntryKind::Ptx, arch)),
+                _ => None,
+            }
+        })
+        .collect();
+    let choice = sel.choose_images(&images);
+    let files = infos
+        .iter()
+        .zip(&choice.entries)
+        .map(|(i, e)| {
+            let name = i
+                .archs
+                .first()
+                .map_or("architecture unknown", String::as_str);
+            LooseDecision {
+                action: if e.keep {
+                    LooseAction::Keep
+                } else {
+                    LooseAction::Drop
+                },
+                reason: cuda_reason_text(name, e.reason),
+            }
+        })
+        .collect();
+    GroupDecision {
+        files,
+        unmatched: choice.unmatched,
+        targets_lost: choice
+            .targets_lost
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
+        newer_gpus_lost: choice.newer_gpus_lost,
+    }
+}
+
+fn cuda_reason_text(name: &str, reason: Reason) -> String {
+    match reason {
+        Reason::Sass { target } => format!("{name} runs on {target}"),
+        Reason::PtxNewest => format!("{name}: the newest PTX the highest target can JIT"),
+        Reason::PtxFallback { target } => {
+            format!("{name}: the PTX {target} can JIT (no SASS for it in its group)")
+        }
+        Reason::PtxAll => format!("{name}: PTX a target can JIT (--ptx all)"),
+        Reason::PtxNewerGpus => {
+            format!(
+                "{name}: the oldest PTX of its group, kept so GPUs newer than the targets can JIT"
+            )
+        }
+        Reason::UnknownKind => "architecture unknown".to_string(),
+        Reason::Unmatched => format!(
+            "{name}: nothing in its group runs on the targets, so it is kept (--unmatched drop drops it)"
+        ),
+        Reason::UnmatchedDropped => {
+            format!("{name}: nothing in its group runs on the targets (--unmatched drop)")
+        }
+        Reason::NoTargets => "no CUDA targets given".to_string(),
+        Reason::Incompatible => format!("{name} runs on none of the targets"),
+        Reason::Superseded => {
+            format!("{name}: a newer image of its group runs on the same targets")
+        }
+        Reason::PtxNotNeeded => format!("{name}: PTX not needed under --ptx"),
+        Reason::PtxUnusable => format!("{name}: PTX no target can JIT"),
+        Reason::Members => name.to_string(),
+    }
+}
+
+fn gfx_reason_text(name: &str, reason: &GfxReason) -> String {
+    match reason {
+        GfxReason::Requested { target } => format!("{name} serves {target}"),
+        GfxReason::GenericFamily { target } => {
+            format!("{name}: generic code for the family of {target}")
+        }
+        GfxReason::Unmatched => format!(
+            "{name}: nothing in its group serves the targets, so it is kept (--unmatched drop drops it)"
+        ),
+        GfxReason::NotRequested => format!("{name}: serves none of the targets"),
+        GfxReason::UnknownGeneric => format!("{name}: generic code of an unknown family, kept"),
+        GfxReason::Unrecognised => "target unknown".to_string(),
+        GfxReason::NoTargets => "no gfx targets given".to_string(),
+        GfxReason::Host => "host code".to_string(),
+    }
+}
+
+/// Keep, drop or trim one device file on its own.
+///
 /// * fatbins and bundles are trimmed entry by entry;
-/// * anything whose architecture cannot be told is kept.
+/// * a cubin, PTX file or code object is judged as a group of one ([`decide_group`]): one
+///   that serves no target matched nothing and follows `--unmatched`. Trimming a wheel judges
+///   each file with the others of its group instead ([`group_key`]).
 pub fn decide(
     info: &LooseInfo,
     cuda: Option<&Selection>,
     gfx: Option<&GfxSelection>,
 ) -> LooseDecision {
     let d = |action, reason: String| LooseDecision { action, reason };
-    let arch = info.archs.first();
     match info.kind {
-        LooseKind::Cubin | LooseKind::Ptx => {
-            let Some(sel) = cuda.filter(|s| !s.targets.is_empty()) else {
-                return d(LooseAction::Keep, "no CUDA targets given".to_string());
-            };
-            let Some(a) = arch.and_then(|a| a.parse::<CudaArch>().ok()) else {
-                return d(LooseAction::Keep, "architecture unknown".to_string());
-            };
-            let name = &info.archs.first().cloned().unwrap_or_default();
-            let fits = |t: &CudaArch| {
-                if info.kind == LooseKind::Cubin {
-                    a.sass_runs_on(t.sm)
-                } else {
-                    a.ptx_runs_on(t.sm)
-                }
-            };
-            match sel.targets.iter().find(|t| fits(t)) {
-                Some(t) => d(LooseAction::Keep, format!("{name} runs on {t}")),
-                None => d(
-                    LooseAction::Drop,
-                    format!("{name} runs on none of the targets"),
-                ),
-            }
-        }
-        LooseKind::AmdCodeObject => {
-            let Some(sel) = gfx.filter(|s| !s.targets.is_empty()) else {
-                return d(LooseAction::Keep, "no gfx targets given".to_string());
-            };
-            let Some(t) = arch else {
-                return d(LooseAction::Keep, "target unknown".to_string());
-            };
-            let (keep, reason) = sel.judge(Some(t));
-            let action = if keep {
-                LooseAction::Keep
-            } else {
-                LooseAction::Drop
-            };
-            d(action, format!("{t}: {reason:?}"))
-        }
         LooseKind::Fatbin => match cuda {
             Some(s) if !s.targets.is_empty() => d(
                 LooseAction::Trim,
@@ -492,6 +716,16 @@ pub fn decide(
             ),
             _ => d(LooseAction::Keep, "no gfx targets given".to_string()),
         },
+        LooseKind::Cubin | LooseKind::Ptx | LooseKind::AmdCodeObject => {
+            decide_group(&[info], cuda, gfx)
+                .files
+                .into_iter()
+                .next()
+                .unwrap_or(LooseDecision {
+                    action: LooseAction::Keep,
+                    reason: "architecture unknown".to_string(),
+                })
+        }
     }
 }
 

@@ -28,6 +28,11 @@
 //!    * [`PtxPolicy::None`]: PTX only where a target would otherwise lose every usable image:
 //!      for each target without compatible SASS, the newest PTX usable by it. A container that
 //!      had something usable for a target keeps something usable for it.
+//!    * **Newer GPUs.** Only plain PTX serves a GPU newer than every target. Under `Newest` and
+//!      `All`, a container that matched something but would keep no plain PTX, while it has
+//!      some (all of it newer than the targets, e.g. only `compute_120` for target 90), keeps
+//!      its oldest plain PTX ([`Reason::PtxNewerGpus`]). Under `None` it is dropped, and
+//!      [`Choice::newer_gpus_lost`] says what went, so the report can say so.
 //! 3. **Unknown kinds** (and unknown concat member kinds) are always kept.
 //! 4. A container where no image is kept by rules 1–2 **matched nothing**: with
 //!    [`UnmatchedPolicy::Keep`] (default) it is kept whole and reported; with
@@ -52,7 +57,9 @@ mod gfx;
 
 pub use gfx::{GfxChoice, GfxReason, GfxSelection, GfxTarget, generic_family};
 
-use super::cuda::{Container, CudaArch, Entry, EntryEdit, EntryKind, rebuild_container_with};
+use super::cuda::{
+    ArchVariant, Container, CudaArch, Entry, EntryEdit, EntryKind, rebuild_container_with,
+};
 
 /// Which PTX to keep next to the SASS (see the module docs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize)]
@@ -120,6 +127,10 @@ pub enum Reason {
     PtxFallback { target: CudaArch },
     /// PTX usable by some target, kept by [`PtxPolicy::All`].
     PtxAll,
+    /// The oldest plain PTX newer than every target, kept by [`PtxPolicy::Newest`] and
+    /// [`PtxPolicy::All`] because the container has no older plain PTX: without it no GPU
+    /// newer than the targets could JIT the container's kernels.
+    PtxNewerGpus,
     /// An entry or member kind this module does not know; never dropped.
     UnknownKind,
     /// Nothing in the container matched; kept whole by [`UnmatchedPolicy::Keep`].
@@ -163,6 +174,15 @@ pub struct Choice {
     pub entries: Vec<EntryChoice>,
     /// Nothing in the container matched any target; the [`UnmatchedPolicy`] decided.
     pub unmatched: bool,
+    /// Targets that could run something in the container before the trim and nothing after.
+    /// The rules never do this; it is measured, not assumed, so a report can say so.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub targets_lost: Vec<CudaArch>,
+    /// The plain PTX the container held (any GPU at least that new can JIT it) when none of it
+    /// is kept, so GPUs newer than every target have nothing left to run: `compute_120`.
+    /// Only [`PtxPolicy::None`] and [`UnmatchedPolicy::Drop`] do this.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub newer_gpus_lost: Vec<String>,
 }
 
 impl Choice {
@@ -310,10 +330,7 @@ impl Selection {
             }
         }
         let reasons = self.judge(&images);
-        let unmatched = !self.devices().is_empty()
-            && !reasons
-                .iter()
-                .any(|(keep, r)| *keep && !matches!(r, Reason::UnknownKind | Reason::Unmatched));
+        let (unmatched, targets_lost, newer_gpus_lost) = self.outcome(&images, &reasons);
 
         let mut it = reasons.into_iter();
         let mut out = Vec::with_capacity(entries.len());
@@ -348,7 +365,90 @@ impl Selection {
         Choice {
             entries: out,
             unmatched,
+            targets_lost,
+            newer_gpus_lost,
         }
+    }
+
+    /// Decide on a group of images that stand in for each other the way a container's entries
+    /// do: loose device files holding the same kernels for several architectures
+    /// (`k.sm_80.cubin`, `k.sm_90.cubin`, `k.compute_90.ptx`). `kind` is
+    /// [`EntryKind::Elf`] for SASS and [`EntryKind::Ptx`] for PTX; `None` (an image whose
+    /// architecture is not known) is always kept. One [`EntryChoice`] per image.
+    pub fn choose_images(&self, images: &[Option<(EntryKind, CudaArch)>]) -> Choice {
+        let flat: Vec<Image> = images
+            .iter()
+            .map(|i| match i {
+                Some((kind, arch)) => Image {
+                    kind: *kind,
+                    arch: *arch,
+                },
+                None => Image {
+                    kind: EntryKind::Unknown(0),
+                    arch: CudaArch::base(0),
+                },
+            })
+            .collect();
+        let reasons = self.judge(&flat);
+        let (unmatched, targets_lost, newer_gpus_lost) = self.outcome(&flat, &reasons);
+        Choice {
+            entries: reasons
+                .into_iter()
+                .map(|(keep, reason)| EntryChoice {
+                    keep,
+                    reason,
+                    members: Vec::new(),
+                })
+                .collect(),
+            unmatched,
+            targets_lost,
+            newer_gpus_lost,
+        }
+    }
+
+    /// Whether nothing matched, which targets lost their last usable image, and the plain PTX
+    /// that GPUs newer than the targets lost.
+    fn outcome(
+        &self,
+        images: &[Image],
+        reasons: &[(bool, Reason)],
+    ) -> (bool, Vec<CudaArch>, Vec<String>) {
+        let devices = self.devices();
+        let unmatched = !devices.is_empty()
+            && !reasons
+                .iter()
+                .any(|(keep, r)| *keep && !matches!(r, Reason::UnknownKind | Reason::Unmatched));
+        let usable = |img: &Image, sm: u32| match img.kind {
+            EntryKind::Elf => img.arch.sass_runs_on(sm),
+            EntryKind::Ptx => img.arch.ptx_runs_on(sm),
+            _ => false,
+        };
+        let targets_lost = devices
+            .iter()
+            .filter(|d| {
+                images.iter().any(|i| usable(i, d.sm))
+                    && !images
+                        .iter()
+                        .zip(reasons)
+                        .any(|(i, (keep, _))| *keep && usable(i, d.sm))
+            })
+            .copied()
+            .collect();
+        let plain_ptx = |i: &Image| i.kind == EntryKind::Ptx && i.arch.variant == ArchVariant::Base;
+        let kept_plain = images
+            .iter()
+            .zip(reasons)
+            .any(|(i, (keep, _))| *keep && plain_ptx(i));
+        let mut newer_gpus_lost: Vec<String> = Vec::new();
+        if !devices.is_empty() && !kept_plain {
+            for i in images.iter().filter(|i| plain_ptx(i)) {
+                let name = i.arch.compute_name();
+                if !newer_gpus_lost.contains(&name) {
+                    newer_gpus_lost.push(name);
+                }
+            }
+        }
+        (unmatched, targets_lost, newer_gpus_lost)
     }
 
     /// [`Selection::choose`] on a container's entries.
@@ -435,6 +535,26 @@ impl Selection {
         let matched = out
             .iter()
             .any(|r| r.is_some_and(|r| r != Reason::UnknownKind));
+        // Newer GPUs can JIT only plain PTX. Where the rules above keep none but the container
+        // has some, all of it is newer than every target: keep the oldest, which the most GPUs
+        // can JIT (README: "newer GPUs can still JIT").
+        let plain_ptx = |i: &Image| i.kind == EntryKind::Ptx && i.arch.variant == ArchVariant::Base;
+        let kept_plain = images
+            .iter()
+            .zip(&out)
+            .any(|(i, r)| r.is_some() && plain_ptx(i));
+        if matched && !kept_plain && self.ptx != PtxPolicy::None {
+            let oldest = images
+                .iter()
+                .filter(|i| plain_ptx(i))
+                .map(|i| i.arch.sm)
+                .min();
+            for (n, img) in images.iter().enumerate() {
+                if plain_ptx(img) && Some(img.arch.sm) == oldest {
+                    keep_ptx(n, Reason::PtxNewerGpus, &mut out);
+                }
+            }
+        }
         images
             .iter()
             .zip(out)

@@ -26,7 +26,7 @@ use crate::output::{
 use crate::plan::pack::pack;
 use crate::plan::{MemberAction, SplitPlan, SplitSettings, plan_split};
 use crate::profile::{ProfileSet, detect_cuda_major};
-use crate::trim::{MemberTrim, TrimError, TrimSettings, trim_member};
+use crate::trim::{MemberTrim, TrimError, TrimSettings, trim_member_in};
 use crate::verify::VerifyReport;
 use crate::wheel::deflate::{self, Compressed};
 use crate::wheel::writer::{ZipTime, normalized_mode};
@@ -207,7 +207,12 @@ pub fn split(
             }
         }
     }
-    let trims: std::sync::Mutex<Vec<MemberTrim>> = std::sync::Mutex::new(Vec::new());
+    let trims: std::sync::Mutex<Vec<(usize, MemberTrim)>> = std::sync::Mutex::new(Vec::new());
+    // Loose cubins, PTX files and code objects are judged with the others of their group.
+    let loose: Vec<crate::trim::LoosePlan> = inputs
+        .iter()
+        .map(|(_, f)| crate::trim::plan_loose(crate::trim::loose_members(f), &opts.trim))
+        .collect();
     // Bytes kept by the inspect pass, taken by the job that rewrites them; what no job takes
     // (a wrong guess) is dropped before the outputs are written.
     let kept: HashMap<(usize, String), std::sync::Mutex<Option<Kept>>> = kept
@@ -267,13 +272,14 @@ pub fn split(
                 };
                 let mut current: Option<Vec<u8>> = None;
                 if let Some(f) = device_of(*input, member).filter(|_| trimming) {
-                    let trimmed = trim_member(
+                    let trimmed = trim_member_in(
                         member,
                         &original,
                         f.compressed_size,
                         f.host_elf(),
                         f.device.as_ref().unwrap_or(&Default::default()),
                         &opts.trim,
+                        &loose[*input],
                     )
                     .map_err(|e| match e {
                         TrimError::DeviceCode(err) => Error::DeviceCode {
@@ -289,7 +295,7 @@ pub fn split(
                         trims
                             .lock()
                             .unwrap_or_else(|p| p.into_inner())
-                            .push(t.report);
+                            .push((*input, t.report));
                         match t.data {
                             Some(d) => current = Some(d),
                             None => {
@@ -389,7 +395,16 @@ pub fn split(
     let members_read_twice = reread.into_inner();
     let reused_bytes = rewritten.iter().map(|(_, r)| r.reused).sum();
     let rewritten: HashMap<(usize, String), Rewritten> = rewritten.into_iter().collect();
-    let mut trimmed = trims.into_inner().unwrap_or_else(|p| p.into_inner());
+    let trimmed = trims.into_inner().unwrap_or_else(|p| p.into_inner());
+    for (i, (w, f)) in inputs.iter().enumerate() {
+        let mine: Vec<&MemberTrim> = trimmed
+            .iter()
+            .filter(|(n, _)| *n == i)
+            .map(|(_, t)| t)
+            .collect();
+        crate::trim::check_losses(w, f, &mine, &opts.trim)?;
+    }
+    let mut trimmed: Vec<MemberTrim> = trimmed.into_iter().map(|(_, t)| t).collect();
     trimmed.sort_by(|a, b| a.member.cmp(&b.member));
 
     // Runtime members re-deflated canonically, when asked. These are the one exception to

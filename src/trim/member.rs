@@ -1,7 +1,7 @@
 //! Trimming one member: the device code inside a shared object (fatbin sections, offload
 //! bundles), or a loose device file.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
 
@@ -11,8 +11,8 @@ use crate::elf::shrink::{Block, SectionEdit, ShrinkMethod, shrink};
 use crate::fatbin::FatbinError;
 use crate::fatbin::cuda::{self, Container, EntryKind};
 use crate::fatbin::hip::{self, OffloadBundle};
-use crate::fatbin::loose::{self, LooseAction, LooseKind};
-use crate::fatbin::select::{Choice, GfxSelection, Selection};
+use crate::fatbin::loose::{self, LooseAction, LooseDecision, LooseInfo, LooseKind};
+use crate::fatbin::select::{Choice, GfxChoice, GfxSelection, Selection, UnmatchedPolicy};
 
 /// What to trim to.
 #[derive(Debug, Clone, Default)]
@@ -21,6 +21,9 @@ pub struct TrimSettings {
     pub gfx: Option<GfxSelection>,
     /// Cut freed pages out of the file when provably safe (otherwise zero in place).
     pub allow_cut: bool,
+    /// Write a wheel even when the trim leaves it with no device code for any GPU
+    /// (`--allow-no-device-code`).
+    pub allow_no_device_code: bool,
 }
 
 impl TrimSettings {
@@ -28,6 +31,42 @@ impl TrimSettings {
         self.cuda.as_ref().is_some_and(|s| !s.targets.is_empty())
             || self.gfx.as_ref().is_some_and(|g| !g.targets.is_empty())
     }
+
+    /// Whether the user asked for code that matches no target to go (`--unmatched drop`).
+    pub fn drops_unmatched(&self) -> bool {
+        self.cuda
+            .as_ref()
+            .is_some_and(|s| s.unmatched == UnmatchedPolicy::Drop)
+            || self
+                .gfx
+                .as_ref()
+                .is_some_and(|g| g.unmatched == UnmatchedPolicy::Drop)
+    }
+
+    /// The targets, for messages: `sm_90, gfx90a`.
+    pub fn targets(&self) -> String {
+        let mut t: Vec<String> = Vec::new();
+        if let Some(s) = &self.cuda {
+            t.extend(s.targets.iter().map(ToString::to_string));
+        }
+        if let Some(g) = &self.gfx {
+            t.extend(g.targets.iter().map(ToString::to_string));
+        }
+        t.join(", ")
+    }
+}
+
+/// GPUs that had an image they could run before a trim and have none after, in one member
+/// (or one group of loose files).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Loss {
+    /// `sm_90`: a requested target; `newer`: GPUs newer than every target (no plain PTX left
+    /// to JIT); `all`: every GPU (no device code left at all).
+    pub gpus: String,
+    /// Containers (bundles, loose-file groups) where this happened.
+    pub containers: usize,
+    /// What those containers held, by architecture.
+    pub had: Vec<String>,
 }
 
 /// Kept and dropped images of one architecture in one member.
@@ -58,6 +97,119 @@ pub struct MemberTrim {
     pub unmatched_containers: usize,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+    /// For a loose cubin, PTX file or code object: its group (see
+    /// [`crate::fatbin::loose::group_key`]), judged as one container.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// GPUs left with nothing to run from this member (or its group).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub lost: Vec<Loss>,
+}
+
+impl MemberTrim {
+    /// Whether the trim leaves this member (or its group) with no device code for any GPU.
+    pub fn emptied(&self) -> bool {
+        self.lost.iter().any(|l| l.gpus == "all")
+    }
+}
+
+/// The decisions on a wheel's loose cubins, PTX files and code objects, made group by group
+/// ([`loose::decide_group`]).
+#[derive(Debug, Clone, Default)]
+pub struct LoosePlan {
+    files: HashMap<String, PlannedFile>,
+    /// Groups, and groups in which nothing matched the targets.
+    pub groups: usize,
+    pub unmatched_groups: usize,
+}
+
+#[derive(Debug, Clone)]
+struct PlannedFile {
+    decision: LooseDecision,
+    group: String,
+    unmatched: bool,
+    lost: Vec<Loss>,
+}
+
+/// Plans the loose device files among `members` (name, what the file holds).
+pub fn plan_loose<'a>(
+    members: impl IntoIterator<Item = (&'a str, &'a LooseInfo)>,
+    settings: &TrimSettings,
+) -> LoosePlan {
+    let mut groups: BTreeMap<String, Vec<(&'a str, &'a LooseInfo)>> = BTreeMap::new();
+    for (name, info) in members {
+        if let Some(key) = loose::group_key(name, info.kind) {
+            groups.entry(key).or_default().push((name, info));
+        }
+    }
+    let mut plan = LoosePlan {
+        groups: groups.len(),
+        ..LoosePlan::default()
+    };
+    for (key, files) in groups {
+        let infos: Vec<&LooseInfo> = files.iter().map(|(_, i)| *i).collect();
+        let d = loose::decide_group(&infos, settings.cuda.as_ref(), settings.gfx.as_ref());
+        if d.unmatched {
+            plan.unmatched_groups += 1;
+        }
+        let had = |pred: &dyn Fn(&LooseInfo) -> bool| -> Vec<String> {
+            let mut v: Vec<String> = Vec::new();
+            for i in infos.iter().filter(|i| pred(i)) {
+                for a in &i.archs {
+                    if !v.contains(a) {
+                        v.push(a.clone());
+                    }
+                }
+            }
+            v
+        };
+        let mut lost: Vec<Loss> = d
+            .targets_lost
+            .iter()
+            .map(|t| Loss {
+                gpus: t.clone(),
+                containers: 1,
+                had: had(&|_| true),
+            })
+            .collect();
+        if !d.newer_gpus_lost.is_empty() {
+            lost.push(Loss {
+                gpus: "newer".into(),
+                containers: 1,
+                had: d.newer_gpus_lost.clone(),
+            });
+        }
+        if d.files.iter().all(|f| f.action == LooseAction::Drop) {
+            lost.push(Loss {
+                gpus: "all".into(),
+                containers: 1,
+                had: had(&|_| true),
+            });
+        }
+        let display = key
+            .split_once(':')
+            .map_or(key.as_str(), |(_, k)| k)
+            .to_string();
+        for ((name, _), decision) in files.iter().zip(d.files) {
+            plan.files.insert(
+                (*name).to_string(),
+                PlannedFile {
+                    decision,
+                    group: display.clone(),
+                    unmatched: d.unmatched,
+                    lost: lost.clone(),
+                },
+            );
+        }
+    }
+    plan
+}
+
+impl LoosePlan {
+    /// The decision on one loose file of the wheel, if it was planned.
+    pub fn decision(&self, member: &str) -> Option<&LooseDecision> {
+        self.files.get(member).map(|f| &f.decision)
+    }
 }
 
 /// The new bytes of a trimmed member (`None` data: the member leaves the wheel).
@@ -70,6 +222,18 @@ pub struct Trimmed {
 struct Tally {
     archs: BTreeMap<String, ArchChange>,
     unmatched: usize,
+    containers: usize,
+    /// Per lost target: containers, and what they held.
+    targets_lost: BTreeMap<String, (usize, Vec<String>)>,
+    newer_lost: (usize, Vec<String>),
+}
+
+fn add_names(v: &mut Vec<String>, names: impl IntoIterator<Item = String>) {
+    for n in names {
+        if !v.contains(&n) {
+            v.push(n);
+        }
+    }
 }
 
 impl Tally {
@@ -91,15 +255,41 @@ impl Tally {
     }
 
     fn cuda(&mut self, c: &Container, choice: &Choice) {
+        self.containers += 1;
         if choice.unmatched {
             self.unmatched += 1;
         }
+        let name = |kind: EntryKind, arch: cuda::CudaArch| match kind {
+            EntryKind::Ptx => arch.compute_name(),
+            EntryKind::Elf => arch.to_string(),
+            _ => "unknown".to_string(),
+        };
+        if !choice.targets_lost.is_empty() {
+            let held: Vec<String> = c
+                .entries
+                .iter()
+                .flat_map(|e| {
+                    if e.kind == EntryKind::Concat {
+                        e.members.iter().map(|m| name(m.kind, m.arch)).collect()
+                    } else {
+                        vec![name(e.kind, e.arch)]
+                    }
+                })
+                .collect();
+            for t in &choice.targets_lost {
+                let slot = self.targets_lost.entry(t.to_string()).or_default();
+                slot.0 += 1;
+                add_names(&mut slot.1, held.iter().cloned());
+            }
+        }
+        if !choice.newer_gpus_lost.is_empty() {
+            self.newer_lost.0 += 1;
+            add_names(
+                &mut self.newer_lost.1,
+                choice.newer_gpus_lost.iter().cloned(),
+            );
+        }
         for (e, ch) in c.entries.iter().zip(&choice.entries) {
-            let name = |kind: EntryKind, arch: cuda::CudaArch| match kind {
-                EntryKind::Ptx => arch.compute_name(),
-                EntryKind::Elf => arch.to_string(),
-                _ => "unknown".to_string(),
-            };
             if e.kind == EntryKind::Concat && !e.members.is_empty() {
                 let total: u64 = e.members.iter().map(|m| m.size).sum::<u64>().max(1);
                 for (m, mc) in e.members.iter().zip(&ch.members) {
@@ -110,6 +300,45 @@ impl Tally {
                 self.add(name(e.kind, e.arch), ch.keep, e.stored_bytes());
             }
         }
+    }
+
+    fn gfx(&mut self, choice: &GfxChoice) {
+        self.containers += 1;
+        if choice.unmatched {
+            self.unmatched += 1;
+        }
+    }
+
+    /// The losses: targets left with nothing, newer GPUs left with nothing to JIT, and the
+    /// member left with no device code at all (host entries do not count).
+    fn losses(&self) -> Vec<Loss> {
+        let mut out: Vec<Loss> = self
+            .targets_lost
+            .iter()
+            .map(|(t, (n, had))| Loss {
+                gpus: t.clone(),
+                containers: *n,
+                had: had.clone(),
+            })
+            .collect();
+        if self.newer_lost.0 > 0 {
+            out.push(Loss {
+                gpus: "newer".into(),
+                containers: self.newer_lost.0,
+                had: self.newer_lost.1.clone(),
+            });
+        }
+        let device = || self.archs.values().filter(|a| a.arch != "host");
+        if device().next().is_some() && device().all(|a| a.kept == 0) {
+            out.push(Loss {
+                gpus: "all".into(),
+                containers: self.containers,
+                had: device()
+                    .map(|a| format!("{} ×{}", a.arch, a.dropped))
+                    .collect(),
+            });
+        }
+        out
     }
 
     fn finish(self) -> (Vec<ArchChange>, usize) {
@@ -178,6 +407,7 @@ fn hip_blocks(
     let mut blocks = Vec::with_capacity(bundles.len());
     for b in bundles {
         let choice = sel.choose(&b.entries);
+        tally.gfx(&choice);
         let total = b.uncompressed_len().max(1);
         for (e, keep) in b.entries.iter().zip(&choice.keep) {
             let share = (b.len as u128 * e.size as u128 / total as u128) as u64;
@@ -203,8 +433,8 @@ fn hip_blocks(
     Ok(changed.then_some(blocks))
 }
 
-/// Trims the device code of one member whose bytes are `data`. `Ok(None)`: nothing to do.
-/// With `dry_run`, decides and counts but builds nothing.
+/// [`trim_member_in`] for a member judged on its own (a loose cubin, PTX file or code
+/// object as a group of one).
 pub fn trim_member(
     member: &str,
     data: &[u8],
@@ -213,9 +443,26 @@ pub fn trim_member(
     device: &DeviceFacts,
     settings: &TrimSettings,
 ) -> Result<Option<Trimmed>, TrimError> {
+    let none = LoosePlan::default();
+    trim_member_in(member, data, compressed_size, info, device, settings, &none)
+}
+
+/// Trims the device code of one member whose bytes are `data`. `Ok(None)`: nothing to do.
+/// Loose cubins, PTX files and code objects follow `loose` (made by [`plan_loose`] over the
+/// whole wheel); one it did not plan is judged on its own.
+pub fn trim_member_in(
+    member: &str,
+    data: &[u8],
+    compressed_size: u64,
+    info: Option<&ElfInfo>,
+    device: &DeviceFacts,
+    settings: &TrimSettings,
+    loose: &LoosePlan,
+) -> Result<Option<Trimmed>, TrimError> {
     let mut tally = Tally::default();
     let report =
         |method: &str, reason: Option<String>, after: u64, tally: Tally, notes: Vec<String>| {
+            let lost = tally.losses();
             let (archs, unmatched_containers) = tally.finish();
             MemberTrim {
                 member: member.to_string(),
@@ -228,22 +475,18 @@ pub fn trim_member(
                 archs,
                 unmatched_containers,
                 notes,
+                group: None,
+                lost,
             }
         };
     // Loose device files.
     if let Some(l) = &device.loose {
+        if loose::group_key(member, l.kind).is_some() {
+            return Ok(loose_file(member, l, compressed_size, settings, loose));
+        }
         let decision = loose::decide(l, settings.cuda.as_ref(), settings.gfx.as_ref());
         return match decision.action {
-            LooseAction::Keep => Ok(None),
-            LooseAction::Drop => {
-                for a in &l.archs {
-                    tally.add(a.clone(), false, l.bytes / l.archs.len().max(1) as u64);
-                }
-                Ok(Some(Trimmed {
-                    data: None,
-                    report: report("dropped", Some(decision.reason), 0, tally, Vec::new()),
-                }))
-            }
+            LooseAction::Keep | LooseAction::Drop => Ok(None),
             LooseAction::Trim => {
                 let blocks = match l.kind {
                     LooseKind::Fatbin => match (&settings.cuda, device.cuda.first()) {
@@ -321,6 +564,55 @@ pub fn trim_member(
         report: report(method, reason, after, tally, outcome.notes),
         data: Some(outcome.data),
     }))
+}
+
+/// A loose cubin, PTX file or code object: kept whole (`None`) or dropped, as its group was
+/// judged. No bytes are needed: a kept file is copied as it is.
+pub fn loose_file(
+    member: &str,
+    l: &LooseInfo,
+    compressed_size: u64,
+    settings: &TrimSettings,
+    plan: &LoosePlan,
+) -> Option<Trimmed> {
+    let planned = plan.files.get(member).cloned().unwrap_or_else(|| {
+        let one = plan_loose([(member, l)], settings);
+        one.files.get(member).cloned().unwrap_or(PlannedFile {
+            decision: LooseDecision {
+                action: LooseAction::Keep,
+                reason: String::new(),
+            },
+            group: member.to_string(),
+            unmatched: false,
+            lost: Vec::new(),
+        })
+    });
+    if planned.decision.action != LooseAction::Drop {
+        return None;
+    }
+    let mut tally = Tally::default();
+    let share = l.bytes / l.archs.len().max(1) as u64;
+    for a in &l.archs {
+        tally.add(a.clone(), false, share);
+    }
+    let (archs, _) = tally.finish();
+    Some(Trimmed {
+        data: None,
+        report: MemberTrim {
+            member: member.to_string(),
+            method: "dropped".into(),
+            reason: Some(planned.decision.reason),
+            bytes_before: l.bytes,
+            bytes_after: 0,
+            zip_before: compressed_size,
+            zip_after: 0,
+            archs,
+            unmatched_containers: usize::from(planned.unmatched),
+            notes: Vec::new(),
+            group: Some(planned.group),
+            lost: planned.lost,
+        },
+    })
 }
 
 /// Why a member could not be trimmed.

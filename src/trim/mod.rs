@@ -11,12 +11,16 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-pub use member::{ArchChange, MemberTrim, TrimError, TrimSettings, Trimmed, trim_member};
+pub use member::{
+    ArchChange, LoosePlan, Loss, MemberTrim, TrimError, TrimSettings, Trimmed, loose_file,
+    plan_loose, trim_member, trim_member_in,
+};
 
 use crate::budget::Budget;
 use crate::elf::Inspected;
 use crate::error::Error;
-use crate::facts::{self, InspectOptions, Kept, MemberFacts};
+use crate::facts::{self, InspectOptions, Kept, MemberFacts, WheelFacts};
+use crate::fatbin::loose;
 use crate::output::{
     self, Finish, OutMember, Output, Source, check_distinct, check_input, elf_facts,
     order_dist_info_last, same_file, sha2_digest,
@@ -52,6 +56,11 @@ pub struct WheelTrim {
     pub size_after: u64,
     pub installed_before: u64,
     pub installed_after: u64,
+    /// Groups of loose cubins, PTX files and code objects (see
+    /// [`crate::fatbin::loose::group_key`]), and those in which nothing matched the targets
+    /// (kept whole unless `--unmatched drop`).
+    pub loose_groups: usize,
+    pub loose_groups_unmatched: usize,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -79,6 +88,19 @@ pub fn trim(
     opts: &TrimOptions,
 ) -> Result<TrimReport, Error> {
     check_distinct(paths)?;
+    // Each output is named after its input: two inputs of one name would write one file.
+    let mut names: HashMap<&std::ffi::OsStr, &PathBuf> = HashMap::new();
+    for p in paths {
+        let name = p.file_name().unwrap_or_default();
+        if let Some(first) = names.insert(name, p) {
+            return Err(Error::Usage(format!(
+                "`{}` and `{}` would both be written to `{}`: trim them into separate folders (-w)",
+                first.display(),
+                p.display(),
+                opts.wheel_dir.join(name).display()
+            )));
+        }
+    }
     if !opts.settings.is_active() {
         return Err(Error::Usage(
             "nothing to trim to: give --sm (CUDA) and/or --gfx (HIP) targets".into(),
@@ -102,19 +124,30 @@ pub fn trim(
             ));
         }
         let wheel = Wheel::open(p, &opts.limits)?;
+        let no_plan = LoosePlan::default();
         let work = |f: &MemberFacts, mut kept: Kept| -> Option<Result<Done, Error>> {
             let device = f.device.as_ref()?;
+            // Loose cubins, PTX files and code objects are judged with the rest of their
+            // group once every member is known (below); they need no bytes.
+            if device
+                .loose
+                .as_ref()
+                .is_some_and(|l| loose::group_key(&f.name, l.kind).is_some())
+            {
+                return None;
+            }
             let info = f.host_elf();
             // The output is about as large as the input while both are held.
             kept.grow(kept.bytes.len() as u64);
             let loc = wheel.member_location(&f.name);
-            let trimmed = trim_member(
+            let trimmed = trim_member_in(
                 &f.name,
                 &kept.bytes,
                 f.compressed_size,
                 info,
                 device,
                 &opts.settings,
+                &no_plan,
             );
             // The input stays until the trimmed copy is compressed: the copy reuses the
             // input's compressed blocks where its bytes did not change (`wheel::splice`).
@@ -189,18 +222,34 @@ pub fn trim(
         };
         let (facts, done) = facts::inspect_wheel_with(&wheel, inspect, &budget, &work);
         check_input(&wheel, &facts)?;
-        let done: Vec<Option<Done>> = done
+        let mut done: Vec<Option<Done>> = done
             .into_iter()
             .map(|d| d.transpose())
             .collect::<Result<_, Error>>()?;
-        opened.push((wheel, facts, done, target));
+        let plan = plan_loose(loose_members(&facts), &opts.settings);
+        for (f, d) in facts.members.iter().zip(done.iter_mut()) {
+            let Some(l) = f.device.as_ref().and_then(|d| d.loose.as_ref()) else {
+                continue;
+            };
+            if loose::group_key(&f.name, l.kind).is_some()
+                && let Some(t) = loose_file(&f.name, l, f.compressed_size, &opts.settings, &plan)
+            {
+                *d = Some(Done {
+                    report: t.report,
+                    new: None,
+                });
+            }
+        }
+        let reports: Vec<&MemberTrim> = done.iter().flatten().map(|d| &d.report).collect();
+        check_losses(&wheel, &facts, &reports, &opts.settings)?;
+        opened.push((wheel, facts, done, target, plan));
     }
     // Each trimmed wheel stands alone: trimming changes no links.
     let sets: Vec<Vec<usize>> = (0..opened.len()).map(|i| vec![i]).collect();
     let refs: Vec<(&Wheel, &crate::facts::WheelFacts)> =
         opened.iter().map(|(w, f, ..)| (w, f)).collect();
     let baseline = crate::verify::baseline(&refs, Some(&sets), profiles, opts.max_size, false);
-    for (wheel, facts, done, target) in &opened {
+    for (wheel, facts, done, target, plan) in &opened {
         let mut members_report = Vec::new();
         let mut out = Vec::new();
         let mut installed_after = 0;
@@ -257,6 +306,8 @@ pub fn trim(
             size_after: 0,
             installed_before: facts.members.iter().map(|m| m.size).sum(),
             installed_after,
+            loose_groups: plan.groups,
+            loose_groups_unmatched: plan.unmatched_groups,
         });
         specs.push((target.clone(), "trimmed", out));
     }
@@ -307,4 +358,106 @@ pub fn trim(
     }
     report.outputs = outputs;
     Ok(report)
+}
+
+/// The loose device files of a wheel: (member, what it holds).
+pub fn loose_members(facts: &WheelFacts) -> impl Iterator<Item = (&str, &loose::LooseInfo)> {
+    facts
+        .members
+        .iter()
+        .filter_map(|f| Some((f.name.as_str(), f.device.as_ref()?.loose.as_ref()?)))
+}
+
+/// Refuses a trim that would leave device code nobody asked to lose:
+///
+/// * a library, loose device file or group of loose files left with no device code for any
+///   GPU, unless `--unmatched drop` asked for code that matches no target to go (with the
+///   default `--unmatched keep` such code is kept, so this is a last check);
+/// * a wheel that held device code left with none at all, unless `--allow-no-device-code`.
+///
+/// Losses the user chose (no PTX left for newer GPUs under `--ptx none`) are reported, not
+/// refused.
+pub fn check_losses(
+    wheel: &Wheel,
+    facts: &WheelFacts,
+    reports: &[&MemberTrim],
+    settings: &TrimSettings,
+) -> Result<(), Error> {
+    let targets = settings.targets();
+    let held = |r: &MemberTrim| -> String {
+        r.lost
+            .iter()
+            .find(|l| l.gpus == "all")
+            .map(|l| l.had.join(", "))
+            .unwrap_or_default()
+    };
+    let what = |r: &MemberTrim| -> String {
+        let loc = wheel.member_location(&r.member);
+        match &r.group {
+            Some(g) => format!("`{loc}` (loose files `{g}`)"),
+            None => format!("`{loc}`"),
+        }
+    };
+    if !settings.drops_unmatched()
+        && let Some(r) = reports.iter().find(|r| r.emptied())
+    {
+        return Err(Error::refused(
+            format!(
+                "trimming to {targets} would leave {} with no device code for any GPU (it held {})",
+                what(r),
+                held(r)
+            ),
+            Some(
+                "add the GPUs it was built for to --sm/--gfx; to drop code that matches none \
+                 of the targets on purpose, pass --unmatched drop"
+                    .into(),
+            ),
+        ));
+    }
+    let by_name: HashMap<&str, &MemberTrim> =
+        reports.iter().map(|r| (r.member.as_str(), *r)).collect();
+    let device: Vec<&MemberFacts> = facts
+        .members
+        .iter()
+        .filter(|f| f.device.as_ref().is_some_and(|d| !d.is_empty()))
+        .collect();
+    let left = device.iter().any(|f| {
+        by_name
+            .get(f.name.as_str())
+            .is_none_or(|r| r.method != "dropped" && !r.emptied())
+    });
+    if device.is_empty() || left || settings.allow_no_device_code {
+        return Ok(());
+    }
+    let mut listed: Vec<String> = Vec::new();
+    let mut seen_groups: Vec<&str> = Vec::new();
+    for r in reports.iter().filter(|r| r.emptied()) {
+        if let Some(g) = &r.group {
+            if seen_groups.contains(&g.as_str()) {
+                continue;
+            }
+            seen_groups.push(g);
+        }
+        listed.push(format!("`{}` held {}", r.member, held(r)));
+    }
+    let total = listed.len();
+    let shown = total.min(3);
+    let more = listed.len() - shown;
+    let mut list = listed[..shown].join("; ");
+    if more > 0 {
+        list.push_str(&format!("; and {more} more"));
+    }
+    Err(Error::refused(
+        format!(
+            "trimming to {targets} would leave `{}` with no device code for any GPU: nothing in \
+             its {total} member(s) or group(s) with device code matches the targets, and \
+             --unmatched drop drops it all ({list})",
+            wheel.path.display()
+        ),
+        Some(
+            "check --sm/--gfx against the GPUs the wheel was built for; to write it without \
+             device code anyway, add --allow-no-device-code"
+                .into(),
+        ),
+    ))
 }

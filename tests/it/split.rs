@@ -609,6 +609,7 @@ fn rewritten_members_are_inflated_once() {
                 cuda: sm.map(|s| wheelslim::fatbin::select::Selection::parse_targets(s).unwrap()),
                 gfx: None,
                 allow_cut: true,
+                allow_no_device_code: false,
             },
             progress: indicatif::ProgressBar::hidden(),
         };
@@ -737,6 +738,7 @@ fn large_rewired_members_reuse_the_input_blocks() {
                 cuda: None,
                 gfx: None,
                 allow_cut: true,
+                allow_no_device_code: false,
             },
             progress: indicatif::ProgressBar::hidden(),
         };

@@ -359,7 +359,8 @@ fn aarch64_object_with_64k_pages() {
         "manylinux_2_17_aarch64",
         &[("demo/libfix_a64.so", &lib)],
     );
-    for (sm, entries) in [("80", 2), ("90", 4)] {
+    // --sm 80 keeps sm_80 and, as the only plain PTX of each TU, compute_90 for newer GPUs.
+    for (sm, entries) in [("80", 4), ("90", 4)] {
         let out_dir = tmp.path().join(format!("o{sm}"));
         let report = trim_json(&wheel, &out_dir, &["--sm", sm]);
         let path = extract(
@@ -456,4 +457,414 @@ fn a_tiny_memory_budget_gives_the_same_output() {
         std::fs::read(a.join(name)).unwrap(),
         std::fs::read(b.join(name)).unwrap()
     );
+}
+
+/// The cubins and PTX of the plain CUDA fixture, as NVIDIA's cuobjdump extracts them: file
+/// name (`libfix_plain.16.sm_100.cubin`, `libfix_plain.2.sm_120.ptx`) → bytes. Real ptxas
+/// output for sm_50 … sm_120 (the sm_100 ones were built as sm_100f).
+fn extracted_images(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    let dir = dir.join("images").tap_mkdir();
+    let lib = fixture("cuda/libfix_plain.so");
+    for what in ["-xelf", "-xptx"] {
+        let status = Command::new(tool_env("WHEELSLIM_CUOBJDUMP"))
+            .args([what, "all"])
+            .arg(&lib)
+            .current_dir(&dir)
+            .output()
+            .unwrap();
+        assert!(status.status.success(), "{status:?}");
+    }
+    std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (
+                e.file_name().to_str().unwrap().to_string(),
+                std::fs::read(e.path()).unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn trim_raw(args: &[&str]) -> std::process::Output {
+    let mut all = vec!["trim"];
+    all.extend_from_slice(args);
+    wheelslim(&all)
+}
+
+/// Issue 10 item 1: a wheel of loose cubins built only for GPUs that are not selected lost
+/// every kernel with exit 0. With the default `--unmatched keep` they stay, byte for byte.
+#[test]
+fn loose_cubins_for_other_gpus_stay_unless_asked() {
+    let tmp = tempdir();
+    let img = extracted_images(tmp.path());
+    let files: Vec<(&str, &[u8])> = vec![
+        (
+            "bw/cubins/fmhaSm100fKernel_QkvE4m3.cubin",
+            &img["libfix_plain.16.sm_100.cubin"],
+        ),
+        (
+            "bw/cubins/Gemm_Bfloat16_t128_sm100f.cubin",
+            &img["libfix_plain.8.sm_100.cubin"],
+        ),
+        (
+            "bw/cubins/kernel.fp8_gemm.abfccf73.cubin",
+            &img["libfix_plain.9.sm_120.cubin"],
+        ),
+    ];
+    let wheel = make_wheel(tmp.path(), "manylinux_2_34_x86_64", &files);
+    let name = wheel.file_name().unwrap().to_owned();
+    let out_dir = tmp.path().join("o");
+    let report = trim_json(&wheel, &out_dir, &["--sm", "90"]);
+    let w = &report["wheels"][0];
+    assert_eq!(w["loose_groups"], 3, "{w}");
+    assert_eq!(w["loose_groups_unmatched"], 3, "{w}");
+    assert!(w["members"].as_array().unwrap().is_empty(), "{w}");
+    let out = out_dir.join(&name);
+    let got: BTreeMap<String, Vec<u8>> = read_zip(&out).into_iter().collect();
+    for (member, bytes) in &files {
+        assert_eq!(
+            got.get(*member).map(Vec::as_slice),
+            Some(*bytes),
+            "{member}"
+        );
+    }
+    // NVIDIA's tool still finds the Blackwell kernels in what was written.
+    let cubin = extract(&out, files[0].0, tmp.path());
+    assert_eq!(
+        cuobjdump_counts(&cubin),
+        BTreeMap::from([("sm_100".to_string(), 1)])
+    );
+    // The summary says why nothing was trimmed, and how to choose otherwise.
+    let o = trim_raw(&[
+        "--sm",
+        "90",
+        "--dry-run",
+        wheel.to_str().unwrap(),
+        "-w",
+        out_dir.to_str().unwrap(),
+    ]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("3 of 3 group(s) of loose device files held nothing"),
+        "{}",
+        stdout(&o)
+    );
+
+    // --unmatched drop would leave the wheel with no device code at all: refused, dry run
+    // included, naming the wheel, what went and the flag that makes it a choice.
+    let refused_dir = tmp.path().join("refused");
+    for dry in [false, true] {
+        let mut args = vec![
+            "--sm",
+            "90",
+            "--unmatched",
+            "drop",
+            wheel.to_str().unwrap(),
+            "-w",
+            refused_dir.to_str().unwrap(),
+        ];
+        if dry {
+            args.push("--dry-run");
+        }
+        let o = trim_raw(&args);
+        assert_eq!(code(&o), 2, "{}", stdout(&o));
+        let err = stderr(&o);
+        assert!(err.contains(wheel.to_str().unwrap()), "{err}");
+        assert!(err.contains("no device code for any GPU"), "{err}");
+        assert!(err.contains("sm_100f"), "{err}");
+        assert!(err.contains("--allow-no-device-code"), "{err}");
+        assert!(!refused_dir.join(&name).exists());
+    }
+    // Asked for explicitly, it is done.
+    let empty_dir = tmp.path().join("empty");
+    let report = trim_json(
+        &wheel,
+        &empty_dir,
+        &[
+            "--sm",
+            "90",
+            "--unmatched",
+            "drop",
+            "--allow-no-device-code",
+        ],
+    );
+    let members = report["wheels"][0]["members"].as_array().unwrap();
+    assert_eq!(members.len(), 3);
+    assert!(members.iter().all(|m| {
+        m["method"] == "dropped"
+            && m["lost"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|l| l["gpus"] == "all")
+    }));
+    let names: Vec<String> = read_zip(&empty_dir.join(&name))
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    assert!(!names.iter().any(|n| n.ends_with(".cubin")), "{names:?}");
+}
+
+/// Loose files that hold one kernel set for several GPUs are judged together, as the
+/// entries of one container: the best SASS per target, PTX for newer GPUs.
+#[test]
+fn loose_groups_are_trimmed_like_containers() {
+    let tmp = tempdir();
+    let img = extracted_images(tmp.path());
+    let files: Vec<(&str, &[u8])> = vec![
+        ("k/ka.sm_80.cubin", &img["libfix_plain.4.sm_80.cubin"]),
+        ("k/ka.sm_90.cubin", &img["libfix_plain.6.sm_90.cubin"]),
+        ("k/ka.sm_120.cubin", &img["libfix_plain.9.sm_120.cubin"]),
+        ("k/ka.compute_120.ptx", &img["libfix_plain.2.sm_120.ptx"]),
+        // A group of its own with nothing for sm_90: kept.
+        ("k/kb_sm100f.cubin", &img["libfix_plain.16.sm_100.cubin"]),
+    ];
+    let wheel = make_wheel(tmp.path(), "manylinux_2_34_x86_64", &files);
+    let name = wheel.file_name().unwrap().to_owned();
+    let out_dir = tmp.path().join("o");
+    let report = trim_json(&wheel, &out_dir, &["--sm", "90"]);
+    let out = out_dir.join(&name);
+    let names: Vec<String> = read_zip(&out).into_iter().map(|(n, _)| n).collect();
+    let has = |n: &str| names.iter().any(|m| m == n);
+    assert!(
+        !has("k/ka.sm_80.cubin") && !has("k/ka.sm_120.cubin"),
+        "{names:?}"
+    );
+    assert!(has("k/ka.sm_90.cubin"), "{names:?}");
+    // The group's only PTX is newer than sm_90: kept so newer GPUs can still JIT.
+    assert!(has("k/ka.compute_120.ptx"), "{names:?}");
+    assert!(has("k/kb_sm100f.cubin"), "{names:?}");
+    assert_eq!(
+        cuobjdump_counts(&extract(&out, "k/ka.sm_90.cubin", tmp.path())),
+        BTreeMap::from([("sm_90".to_string(), 1)])
+    );
+    let w = &report["wheels"][0];
+    assert_eq!(
+        (
+            w["loose_groups"].as_u64(),
+            w["loose_groups_unmatched"].as_u64()
+        ),
+        (Some(2), Some(1))
+    );
+    for m in w["members"].as_array().unwrap() {
+        assert_eq!(m["group"], "k/ka.*", "{m}");
+        assert!(m.get("lost").is_none(), "{m}");
+    }
+
+    // --ptx none: the user's choice, done and reported per group (JSON and summary).
+    let none_dir = tmp.path().join("none");
+    let report = trim_json(&wheel, &none_dir, &["--sm", "90", "--ptx", "none"]);
+    let ptx = report["wheels"][0]["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["member"] == "k/ka.compute_120.ptx")
+        .unwrap()
+        .clone();
+    assert_eq!(ptx["method"], "dropped");
+    assert_eq!(ptx["lost"][0]["gpus"], "newer", "{ptx}");
+    assert_eq!(ptx["lost"][0]["had"][0], "compute_120", "{ptx}");
+    let o = trim_raw(&[
+        "--sm",
+        "90",
+        "--ptx",
+        "none",
+        "--dry-run",
+        wheel.to_str().unwrap(),
+        "-w",
+        none_dir.to_str().unwrap(),
+    ]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("GPUs newer than sm_90 can no longer JIT"),
+        "{}",
+        stdout(&o)
+    );
+}
+
+/// Issue 10 item 11: `--sm 86` dropped the only PTX of each container (compute_90 and
+/// compute_120 are both newer than 86), so no GPU newer than sm_86 could run the library.
+#[test]
+fn libraries_keep_ptx_for_newer_gpus() {
+    let tmp = tempdir();
+    let input = fixture(CUDAFIX);
+    let name = input.file_name().unwrap().to_owned();
+    let member = "cudafix/libfix_plain.so";
+    let out_dir = tmp.path().join("o");
+    let report = trim_json(&input, &out_dir, &["--sm", "86"]);
+    let path = extract(&out_dir.join(&name), member, tmp.path());
+    let seen = cuobjdump_counts(&path);
+    // One sm_86 image and the oldest plain PTX per TU container.
+    assert_eq!(seen.get("compute_90"), Some(&2), "{seen:?}");
+    assert_eq!(seen.get("compute_120"), None, "{seen:?}");
+    let m = report["wheels"][0]["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["member"] == member)
+        .unwrap()
+        .clone();
+    assert!(m.get("lost").is_none(), "{m}");
+
+    // --ptx none drops it, and says so per library.
+    let none_dir = tmp.path().join("none");
+    let report = trim_json(&input, &none_dir, &["--sm", "86", "--ptx", "none"]);
+    let path = extract(
+        &none_dir.join(&name),
+        member,
+        &tmp.path().join("n").tap_mkdir(),
+    );
+    let seen = cuobjdump_counts(&path);
+    assert!(!seen.keys().any(|k| k.starts_with("compute_")), "{seen:?}");
+    let m = report["wheels"][0]["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["member"] == member)
+        .unwrap()
+        .clone();
+    let lost = m["lost"].as_array().unwrap();
+    assert_eq!(lost.len(), 1, "{m}");
+    assert_eq!(lost[0]["gpus"], "newer");
+    assert_eq!(lost[0]["containers"], 2);
+    let o = trim_raw(&[
+        "--sm",
+        "86",
+        "--ptx",
+        "none",
+        "--dry-run",
+        input.to_str().unwrap(),
+        "-w",
+        none_dir.to_str().unwrap(),
+    ]);
+    let text = stdout(&o);
+    assert!(
+        text.contains("GPUs newer than sm_86 can no longer JIT 2 container(s)"),
+        "{text}"
+    );
+}
+
+/// HIP bundles in which nothing serves the targets follow `--unmatched` like CUDA containers.
+#[test]
+fn hip_code_for_other_gpus_stays_unless_asked() {
+    let tmp = tempdir();
+    let input = fixture(HIPFIX);
+    let name = input.file_name().unwrap().to_owned();
+    let out_dir = tmp.path().join("o");
+    let report = trim_json(&input, &out_dir, &["--gfx", "gfx1030"]);
+    let before: BTreeMap<String, Vec<u8>> = read_zip(&input).into_iter().collect();
+    let after: BTreeMap<String, Vec<u8>> = read_zip(&out_dir.join(&name)).into_iter().collect();
+    for m in [
+        "hipfix/libhipfix.so",
+        "hipfix/libhipfix_ccob.so",
+        "hipfix/kernels/hipfix_gfx90a.hsaco",
+        "hipfix/kernels/hipfix_gfx942.co",
+    ] {
+        assert!(
+            before.contains_key(m) && before.get(m) == after.get(m),
+            "{m} changed: {report}"
+        );
+    }
+    // Dropping it all would leave the wheel without device code: refused unless meant.
+    let o = trim_raw(&[
+        "--gfx",
+        "gfx1030",
+        "--unmatched",
+        "drop",
+        input.to_str().unwrap(),
+        "-w",
+        tmp.path().join("d").to_str().unwrap(),
+    ]);
+    assert_eq!(code(&o), 2, "{}", stdout(&o));
+    assert!(
+        stderr(&o).contains("--allow-no-device-code"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+/// Issue 10 item 20: two inputs of one file name would write one output twice.
+#[test]
+fn two_inputs_of_one_name_are_refused() {
+    let tmp = tempdir();
+    let name = fixture(CUDAFIX).file_name().unwrap().to_owned();
+    let (a, b) = (
+        tmp.path().join("a").tap_mkdir(),
+        tmp.path().join("b").tap_mkdir(),
+    );
+    std::fs::copy(fixture(CUDAFIX), a.join(&name)).unwrap();
+    std::fs::copy(fixture(CUDAFIX), b.join(&name)).unwrap();
+    let out = tmp.path().join("o");
+    let o = trim_raw(&[
+        "--sm",
+        "90",
+        a.join(&name).to_str().unwrap(),
+        b.join(&name).to_str().unwrap(),
+        "-w",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(code(&o), 2, "{}", stdout(&o));
+    let err = stderr(&o);
+    assert!(err.contains("would both be written"), "{err}");
+    assert!(!out.join(&name).exists());
+}
+
+/// `split --sm` trims through the same code: loose files for other GPUs stay, and a split
+/// that would leave the wheel without device code is refused the same way.
+#[test]
+fn split_shares_the_loose_rules() {
+    let tmp = tempdir();
+    let img = extracted_images(tmp.path());
+    let files: Vec<(&str, &[u8])> = vec![
+        ("bw/k_sm100f.cubin", &img["libfix_plain.16.sm_100.cubin"]),
+        ("bw/g.sm_90.cubin", &img["libfix_plain.6.sm_90.cubin"]),
+        ("bw/g.sm_80.cubin", &img["libfix_plain.4.sm_80.cubin"]),
+    ];
+    let wheel = make_wheel(tmp.path(), "manylinux_2_34_x86_64", &files);
+    let name = wheel.file_name().unwrap().to_owned();
+    let (w, rt) = (tmp.path().join("w"), tmp.path().join("rt"));
+    let o = wheelslim(&[
+        "split",
+        wheel.to_str().unwrap(),
+        "-w",
+        w.to_str().unwrap(),
+        "--runtime-dir",
+        rt.to_str().unwrap(),
+        "--sm",
+        "90",
+    ]);
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    let names: Vec<String> = read_zip(&w.join(&name))
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    assert!(
+        names.contains(&"bw/k_sm100f.cubin".to_string()),
+        "{names:?}"
+    );
+    assert!(names.contains(&"bw/g.sm_90.cubin".to_string()), "{names:?}");
+    assert!(
+        !names.contains(&"bw/g.sm_80.cubin".to_string()),
+        "{names:?}"
+    );
+    let o = wheelslim(&[
+        "split",
+        wheel.to_str().unwrap(),
+        "-w",
+        tmp.path().join("w2").to_str().unwrap(),
+        "--runtime-dir",
+        rt.to_str().unwrap(),
+        "--sm",
+        "75",
+        "--unmatched",
+        "drop",
+    ]);
+    assert_eq!(code(&o), 2, "{}", stdout(&o));
+    assert!(
+        stderr(&o).contains("--allow-no-device-code"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!tmp.path().join("w2").join(&name).exists());
 }

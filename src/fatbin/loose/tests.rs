@@ -6,6 +6,7 @@
 )]
 
 use super::*;
+use crate::fatbin::select::{PtxPolicy, UnmatchedPolicy};
 
 /// A 64-byte ELF64 header for `machine` with `abi` and `flags`.
 fn elf(machine: u16, osabi: u8, abi: u8, flags: u32) -> Vec<u8> {
@@ -207,7 +208,13 @@ fn inspect_and_decide() {
     let s90 = Selection::parse_targets("90").unwrap();
     let s100 = Selection::parse_targets("100").unwrap();
     assert_eq!(decide(&info, Some(&s90), None).action, LooseAction::Keep);
-    assert_eq!(decide(&info, Some(&s100), None).action, LooseAction::Drop);
+    // On its own, a cubin that runs on no target matched nothing: kept unless asked.
+    assert_eq!(decide(&info, Some(&s100), None).action, LooseAction::Keep);
+    let drop100 = s100.clone().with_unmatched(UnmatchedPolicy::Drop);
+    assert_eq!(
+        decide(&info, Some(&drop100), None).action,
+        LooseAction::Drop
+    );
     assert_eq!(decide(&info, None, None).action, LooseAction::Keep);
 
     let ptx = b".version 9.4\n.target sm_90\n";
@@ -215,12 +222,16 @@ fn inspect_and_decide() {
     assert_eq!(info.archs, ["compute_90"]);
     assert_eq!(decide(&info, Some(&s100), None).action, LooseAction::Keep);
     let s86 = Selection::parse_targets("86").unwrap();
+    assert_eq!(decide(&info, Some(&s86), None).action, LooseAction::Keep);
+    let s86 = s86.with_unmatched(UnmatchedPolicy::Drop);
     assert_eq!(decide(&info, Some(&s86), None).action, LooseAction::Drop);
 
     let hsaco = elf(EM_AMDGPU, 0x40, 3, 0x53f);
     let info = inspect("k.hsaco", &hsaco).unwrap().unwrap();
     assert_eq!(info.archs, ["gfx90a"]);
     let g = GfxSelection::parse("gfx942").unwrap();
+    assert_eq!(decide(&info, None, Some(&g)).action, LooseAction::Keep);
+    let g = g.with_unmatched(UnmatchedPolicy::Drop);
     assert_eq!(decide(&info, None, Some(&g)).action, LooseAction::Drop);
     let g = GfxSelection::parse("gfx90a:xnack-").unwrap();
     assert_eq!(decide(&info, None, Some(&g)).action, LooseAction::Keep);
@@ -236,4 +247,86 @@ fn inspect_and_decide() {
     assert_eq!(inspect("libx.so", &elf(62, 0, 0, 0)).unwrap(), None);
     // A damaged fatbin is an error, not a guess.
     assert!(inspect("k.fatbin", &[0x50, 0xed, 0x55, 0xba, 1, 0, 16, 0, 9, 9]).is_err());
+}
+
+#[test]
+fn groups_of_loose_files() {
+    let key = |n: &str, k| group_key(n, k).unwrap();
+    // Names that differ only in the architecture are one group, whatever the spelling.
+    assert_eq!(key("p/k.sm_80.cubin", LooseKind::Cubin), "cuda:p/k.*");
+    assert_eq!(key("p/k.sm_90a.cubin", LooseKind::Cubin), "cuda:p/k.*");
+    assert_eq!(key("p/k.compute_90.ptx", LooseKind::Ptx), "cuda:p/k.*");
+    assert_eq!(key("p/fix_sm80.cubin", LooseKind::Cubin), "cuda:p/fix_*");
+    assert_eq!(key("p/fix_compute90.ptx", LooseKind::Ptx), "cuda:p/fix_*");
+    assert_eq!(
+        key("f/fmhaSm100fKernel_QkvE4m3.cubin", LooseKind::Cubin),
+        key("f/fmhaSm100aKernel_QkvE4m3.cubin", LooseKind::Cubin)
+    );
+    assert_eq!(
+        key("f/Gemm_t128_schedS_sm100f.cubin", LooseKind::Cubin),
+        "cuda:f/Gemm_t128_schedS_*"
+    );
+    assert_eq!(
+        key("h/k-gfx90a.hsaco", LooseKind::AmdCodeObject),
+        "amd:h/k-*"
+    );
+    assert_eq!(key("h/k-gfx1100.co", LooseKind::AmdCodeObject), "amd:h/k-*");
+    // Not architecture tokens: a word that starts like one, a folder, another kernel.
+    assert_eq!(key("p/smooth.cubin", LooseKind::Cubin), "cuda:p/smooth");
+    assert_eq!(
+        key("p/sm100fast.cubin", LooseKind::Cubin),
+        "cuda:p/sm100fast"
+    );
+    assert_eq!(key("p/prism80.cubin", LooseKind::Cubin), "cuda:p/prism80");
+    assert_ne!(
+        key("a/k.sm_80.cubin", LooseKind::Cubin),
+        key("b/k.sm_80.cubin", LooseKind::Cubin)
+    );
+    assert_eq!(group_key("k.fatbin", LooseKind::Fatbin), None);
+    assert_eq!(group_key("k.co", LooseKind::OffloadBundle), None);
+}
+
+#[test]
+fn a_group_is_judged_like_a_container() {
+    let info = |kind, arch: &str| LooseInfo {
+        kind,
+        archs: vec![arch.to_string()],
+        bytes: 100,
+    };
+    let sm80 = info(LooseKind::Cubin, "sm_80");
+    let sm90 = info(LooseKind::Cubin, "sm_90a");
+    let ptx120 = info(LooseKind::Ptx, "compute_120");
+    let s90 = Selection::parse_targets("90").unwrap();
+    let actions = |d: &GroupDecision| d.files.iter().map(|f| f.action).collect::<Vec<_>>();
+    let d = decide_group(&[&sm80, &sm90, &ptx120], Some(&s90), None);
+    assert!(!d.unmatched);
+    // sm_80 cannot run on sm_90 and sm_90a can; compute_120 is kept for newer GPUs.
+    assert_eq!(
+        actions(&d),
+        [LooseAction::Drop, LooseAction::Keep, LooseAction::Keep]
+    );
+    // Nothing for the targets: every file stays, unless --unmatched drop.
+    let new = info(LooseKind::Cubin, "sm_100f");
+    let newer = info(LooseKind::Cubin, "sm_103a");
+    let d = decide_group(&[&new, &newer], Some(&s90), None);
+    assert!(d.unmatched);
+    assert_eq!(actions(&d), [LooseAction::Keep, LooseAction::Keep]);
+    let drop = s90.clone().with_unmatched(UnmatchedPolicy::Drop);
+    let d = decide_group(&[&new, &newer], Some(&drop), None);
+    assert_eq!(actions(&d), [LooseAction::Drop, LooseAction::Drop]);
+    // --ptx none drops the group's only PTX and says newer GPUs lost it.
+    let none = s90.with_ptx(PtxPolicy::None);
+    let d = decide_group(&[&sm90, &ptx120], Some(&none), None);
+    assert_eq!(actions(&d), [LooseAction::Keep, LooseAction::Drop]);
+    assert_eq!(d.newer_gpus_lost, ["compute_120"]);
+    // AMD code objects: one for the target keeps the group matched.
+    let a = info(LooseKind::AmdCodeObject, "gfx90a");
+    let b = info(LooseKind::AmdCodeObject, "gfx942");
+    let g = GfxSelection::parse("gfx90a").unwrap();
+    let d = decide_group(&[&a, &b], None, Some(&g));
+    assert_eq!(actions(&d), [LooseAction::Keep, LooseAction::Drop]);
+    let g = GfxSelection::parse("gfx1100").unwrap();
+    let d = decide_group(&[&a, &b], None, Some(&g));
+    assert!(d.unmatched);
+    assert_eq!(actions(&d), [LooseAction::Keep, LooseAction::Keep]);
 }

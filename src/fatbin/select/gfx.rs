@@ -8,6 +8,8 @@ use serde::Serialize;
 use crate::fatbin::FatbinError;
 use crate::fatbin::hip::BundleEntry;
 
+use super::UnmatchedPolicy;
+
 /// An AMD GPU target ID: a processor (`gfx90a`, `gfx9-generic`) and target features
 /// (`xnack+`, `sramecc-`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -138,6 +140,8 @@ pub enum GfxReason {
     NoTargets,
     /// Code for a processor (or feature setting) nobody asked for.
     NotRequested,
+    /// Nothing in the bundle serves a requested target; kept by [`UnmatchedPolicy::Keep`].
+    Unmatched,
 }
 
 /// The decision on one bundle's entries.
@@ -145,6 +149,8 @@ pub enum GfxReason {
 pub struct GfxChoice {
     pub keep: Vec<bool>,
     pub reasons: Vec<GfxReason>,
+    /// No code object served a requested target; the [`UnmatchedPolicy`] decided.
+    pub unmatched: bool,
 }
 
 /// The AMD GPU targets to trim for (`--gfx gfx90a,gfx942:xnack+`).
@@ -155,10 +161,15 @@ pub struct GfxChoice {
 ///   requested target (same processor, no conflicting feature);
 /// * a generic code object (`gfx9-generic`…) is kept when any requested processor is in its
 ///   family; an unknown generic name is kept and reported;
-/// * anything unrecognised (another triple, no target ID) is kept and reported.
+/// * anything unrecognised (another triple, no target ID) is kept and reported;
+/// * a bundle (or group of loose code objects) in which no code object serves a requested
+///   target matched nothing: like CUDA containers, it is kept whole with
+///   [`UnmatchedPolicy::Keep`] (the default) and loses its code objects with
+///   [`UnmatchedPolicy::Drop`].
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
 pub struct GfxSelection {
     pub targets: Vec<GfxTarget>,
+    pub unmatched: UnmatchedPolicy,
 }
 
 impl GfxSelection {
@@ -178,7 +189,15 @@ impl GfxSelection {
         if targets.is_empty() {
             return Err(FatbinError::InvalidGfx(list.to_string()));
         }
-        Ok(GfxSelection { targets })
+        Ok(GfxSelection {
+            targets,
+            unmatched: UnmatchedPolicy::Keep,
+        })
+    }
+
+    pub fn with_unmatched(mut self, unmatched: UnmatchedPolicy) -> Self {
+        self.unmatched = unmatched;
+        self
     }
 
     /// The decision for one target ID as found in a bundle entry (`gfx90a:xnack+`, `host`).
@@ -220,7 +239,7 @@ impl GfxSelection {
 
     /// Decide on every entry of a bundle.
     pub fn choose(&self, entries: &[BundleEntry]) -> GfxChoice {
-        let (keep, reasons) = entries
+        let judged = entries
             .iter()
             .map(|e| {
                 if e.is_host() {
@@ -231,7 +250,41 @@ impl GfxSelection {
                     self.judge(e.target.as_deref())
                 }
             })
+            .collect();
+        self.settle(judged)
+    }
+
+    /// Decide on code objects that stand in for each other (loose `.hsaco`/`.co` files of one
+    /// kernel set built for several targets), by their target IDs (`None`: unknown, kept).
+    pub fn choose_targets(&self, targets: &[Option<&str>]) -> GfxChoice {
+        let judged = targets.iter().map(|t| self.judge(*t)).collect();
+        self.settle(judged)
+    }
+
+    /// Applies the unmatched policy to per-entry judgements.
+    fn settle(&self, judged: Vec<(bool, GfxReason)>) -> GfxChoice {
+        let served = judged.iter().any(|(_, r)| {
+            matches!(
+                r,
+                GfxReason::Requested { .. } | GfxReason::GenericFamily { .. }
+            )
+        });
+        let unmatched = !self.targets.is_empty()
+            && !served
+            && judged.iter().any(|(_, r)| *r == GfxReason::NotRequested);
+        let (keep, reasons) = judged
+            .into_iter()
+            .map(|(keep, r)| match r {
+                GfxReason::NotRequested if unmatched && self.unmatched == UnmatchedPolicy::Keep => {
+                    (true, GfxReason::Unmatched)
+                }
+                r => (keep, r),
+            })
             .unzip();
-        GfxChoice { keep, reasons }
+        GfxChoice {
+            keep,
+            reasons,
+            unmatched,
+        }
     }
 }

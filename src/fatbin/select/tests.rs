@@ -91,16 +91,17 @@ fn parses_target_lists() {
 fn newest_policy_on_the_full_set() {
     // (targets, kept) — written out one by one.
     let cases: &[(&str, &[&str])] = &[
-        // sm_80 runs on 86; compute_90 is newer than 86 and 86 has SASS: no PTX.
         // sm_86 is the best SASS for an sm_86 device; sm_80 holds the same kernels and is dropped.
-        ("86", &["sm_86"]),
+        // No PTX ≤ 86: the oldest plain PTX (compute_90) stays so newer GPUs can still JIT.
+        ("86", &["sm_86", "compute_90"]),
         // sm_90 and sm_90a both run on sm_90; compute_90 is the newest PTX ≤ 90.
         ("90", &["sm_90", "sm_90a", "compute_90"]),
         ("90a", &["sm_90", "sm_90a", "compute_90"]),
-        // sm_89 (Ada): sm_80 and sm_86 run, the driver loads sm_86; no PTX ≤ 89.
-        ("89", &["sm_86"]),
+        // sm_89 (Ada): sm_80 and sm_86 run, the driver loads sm_86; no PTX ≤ 89, so the
+        // oldest newer plain PTX is what sm_90+ GPUs will JIT.
+        ("89", &["sm_86", "compute_90"]),
         // sm_70 runs on sm_75.
-        ("75", &["sm_70"]),
+        ("75", &["sm_70", "compute_90"]),
         // the family image runs on 100 and 103; compute_90 is the newest PTX ≤ 100.
         ("100", &["sm_100f", "compute_90"]),
         ("103", &["sm_100f", "compute_90"]),
@@ -140,8 +141,10 @@ fn all_and_none_policies() {
         all("80,120"),
         ["sm_80", "sm_120", "compute_90", "compute_120"]
     );
-    // PTX newer than every target stays out even with All.
-    assert_eq!(all("86"), ["sm_86"]);
+    // PTX newer than every target stays out even with All, except the oldest plain PTX
+    // where nothing older is there: the only image GPUs newer than 86 could JIT.
+    assert_eq!(all("86"), ["sm_86", "compute_90"]);
+    assert_eq!(all("90"), ["sm_90", "sm_90a", "compute_90"]);
     assert_eq!(none("80,90"), ["sm_80", "sm_90", "sm_90a"]);
     assert_eq!(none("120"), ["sm_120"]);
     // 110 would be left with nothing: it keeps the newest PTX it can use.
@@ -471,4 +474,81 @@ fn gfx_choose_over_bundle_entries() {
     assert_eq!(c.reasons[0], GfxReason::Host);
     assert_eq!(c.reasons[1], GfxReason::NotRequested);
     assert_eq!(c.reasons[4], GfxReason::Unrecognised);
+}
+
+#[test]
+fn newer_gpus_keep_something_to_jit() {
+    // A container built for sm_90 SASS and only compute_120 PTX (seen in real wheels).
+    let names = &["sm_90", "compute_120"];
+    let c = sel("90").choose(&entries(names));
+    assert_eq!(kept(&sel("90"), names), ["sm_90", "compute_120"]);
+    assert_eq!(c.entries[1].reason, Reason::PtxNewerGpus);
+    assert!(c.newer_gpus_lost.is_empty() && c.targets_lost.is_empty());
+    // --ptx none: the user chose to drop it; the loss is measured for the report.
+    let c = sel("90").with_ptx(PtxPolicy::None).choose(&entries(names));
+    assert_eq!(
+        c.entries.iter().map(|e| e.keep).collect::<Vec<_>>(),
+        [true, false]
+    );
+    assert_eq!(c.newer_gpus_lost, ["compute_120"]);
+    // Only a/f PTX serves no GPU newer than the targets: nothing is added.
+    assert_eq!(kept(&sel("90"), &["sm_90", "compute_100a"]), ["sm_90"]);
+    // The oldest of several newer plain PTX, all of its entries.
+    assert_eq!(
+        kept(
+            &sel("80"),
+            &["sm_80", "compute_120", "compute_100", "compute_100"]
+        ),
+        ["sm_80", "compute_100", "compute_100"]
+    );
+    // An unmatched container is not "matched" by the added PTX.
+    let c = sel("90").choose(&entries(&["sm_100f", "compute_120"]));
+    assert!(c.unmatched);
+    assert!(c.entries.iter().all(|e| e.reason == Reason::Unmatched));
+    let c = sel("90")
+        .with_unmatched(UnmatchedPolicy::Drop)
+        .choose(&entries(&["sm_100f", "compute_120"]));
+    assert!(c.entries.iter().all(|e| !e.keep));
+    assert_eq!(c.newer_gpus_lost, ["compute_120"]);
+}
+
+#[test]
+fn images_of_loose_files_are_judged_like_entries() {
+    let img = |n: &str| {
+        let e = entry(n);
+        Some((e.kind, e.arch))
+    };
+    let s = sel("90");
+    let c = s.choose_images(&[img("sm_80"), img("sm_90a"), img("compute_90"), None]);
+    let keep: Vec<bool> = c.entries.iter().map(|e| e.keep).collect();
+    assert_eq!(keep, [false, true, true, true]);
+    assert!(!c.unmatched);
+    // Nothing for the targets: kept whole by default, dropped only when asked.
+    let only_new = [img("sm_100f"), img("sm_103a")];
+    let c = s.choose_images(&only_new);
+    assert!(c.unmatched && c.entries.iter().all(|e| e.keep));
+    let c = s
+        .clone()
+        .with_unmatched(UnmatchedPolicy::Drop)
+        .choose_images(&only_new);
+    assert!(c.unmatched && c.entries.iter().all(|e| !e.keep));
+}
+
+#[test]
+fn unmatched_bundles_follow_the_policy() {
+    let targets = [Some("gfx942"), Some("gfx942:xnack+")];
+    let g = GfxSelection::parse("gfx90a").unwrap();
+    let c = g.choose_targets(&targets);
+    assert!(c.unmatched);
+    assert_eq!(c.keep, [true, true]);
+    assert_eq!(c.reasons[0], GfxReason::Unmatched);
+    let c = g
+        .clone()
+        .with_unmatched(UnmatchedPolicy::Drop)
+        .choose_targets(&targets);
+    assert_eq!(c.keep, [false, false]);
+    // One entry served: the others go, as before.
+    let c = g.choose_targets(&[Some("gfx90a"), Some("gfx942")]);
+    assert!(!c.unmatched);
+    assert_eq!(c.keep, [true, false]);
 }
