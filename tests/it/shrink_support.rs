@@ -407,7 +407,7 @@ pub fn readelf_loads(path: &Path) -> Vec<(u64, u64, u64, u64, u64)> {
 }
 
 /// Checks done on every cut output with outside tools: size, readelf's view of the layout,
-/// no new readelf complaints, goblin parses it.
+/// no new readelf or eu-elflint complaints, goblin parses it.
 pub fn check_cut_layout(orig: &Path, out: &Path, outcome: &ShrinkOutcome) -> u64 {
     let a = std::fs::metadata(orig).unwrap().len();
     let b = std::fs::metadata(out).unwrap().len();
@@ -457,8 +457,54 @@ pub fn check_cut_layout(orig: &Path, out: &Path, outcome: &ShrinkOutcome) -> u64
         "",
         "readelf complains about the output"
     );
+    let new = elflint_new_complaints(orig, out);
+    assert!(
+        new.is_empty(),
+        "eu-elflint complains about the cut output only: {new:#?}\nnotes: {:#?}",
+        outcome.notes
+    );
     goblin::elf::Elf::parse(&std::fs::read(out).unwrap()).expect("goblin parses the output");
     file_bytes_removed
+}
+
+/// The messages of `eu-elflint --gnu-ld` on `path` (none when it says "No errors").
+pub fn elflint(path: &Path) -> Vec<String> {
+    let tool = need("eu-elflint", "elfutils");
+    let o = Command::new(tool)
+        .arg("--gnu-ld")
+        .arg(path)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run eu-elflint: {e}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let shown = path.display().to_string();
+    let lines: Vec<String> = text
+        .lines()
+        .map(|l| {
+            l.trim_start_matches(&format!("{shown}: "))
+                .trim()
+                .to_string()
+        })
+        .filter(|l| !l.is_empty() && l != "No errors")
+        .collect();
+    assert!(
+        o.status.success() || !lines.is_empty(),
+        "eu-elflint failed on {shown} without a message"
+    );
+    lines
+}
+
+/// What eu-elflint says about `out` and not about `orig` (the input's own complaints, such
+/// as an old linker's version records, are not the shrinker's doing).
+pub fn elflint_new_complaints(orig: &Path, out: &Path) -> Vec<String> {
+    let before = elflint(orig);
+    elflint(out)
+        .into_iter()
+        .filter(|m| !before.contains(m))
+        .collect()
 }
 
 /// Loads a CUDA fixture (or its rewrite) with ctypes and `LD_BIND_NOW=1`; returns
