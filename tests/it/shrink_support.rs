@@ -498,13 +498,60 @@ pub fn elflint(path: &Path) -> Vec<String> {
 }
 
 /// What eu-elflint says about `out` and not about `orig` (the input's own complaints, such
-/// as an old linker's version records, are not the shrinker's doing).
+/// as an old linker's version records, are not the shrinker's doing). A program header named
+/// by its index is named by its type and address instead, since a split shifts the indices
+/// of the headers after it.
 pub fn elflint_new_complaints(orig: &Path, out: &Path) -> Vec<String> {
-    let before = elflint(orig);
+    let before: Vec<String> = elflint(orig)
+        .iter()
+        .map(|m| name_phdrs(m, &phdr_names(orig)))
+        .collect();
+    let names = phdr_names(out);
     elflint(out)
-        .into_iter()
+        .iter()
+        .map(|m| name_phdrs(m, &names))
         .filter(|m| !before.contains(m))
         .collect()
+}
+
+/// `type@vaddr` of each program header, by index.
+fn phdr_names(path: &Path) -> Vec<String> {
+    let data = std::fs::read(path).unwrap();
+    let elf = goblin::elf::Elf::parse(&data).unwrap();
+    elf.program_headers
+        .iter()
+        .map(|p| format!("type {:#x} at {:#x}", p.p_type, p.p_vaddr))
+        .collect()
+}
+
+/// Replaces the index after "segment", "GNU_RELRO" or "program header entry" (bare or in
+/// brackets) with
+/// the header's name.
+fn name_phdrs(msg: &str, names: &[String]) -> String {
+    let mut out = String::new();
+    let mut rest = msg;
+    while let Some(at) = ["segment ", "GNU_RELRO ", "program header entry "]
+        .iter()
+        .filter_map(|k| rest.find(k).map(|i| (i, k.len())))
+        .min()
+    {
+        let (i, klen) = at;
+        out.push_str(&rest[..i + klen]);
+        rest = &rest[i + klen..];
+        let bracket = rest.starts_with('[');
+        let body = if bracket { &rest[1..] } else { rest };
+        let digits = body.chars().take_while(char::is_ascii_digit).count();
+        let index = body[..digits].parse::<usize>().ok();
+        match index.and_then(|n| names.get(n)) {
+            Some(name) if !bracket || body[digits..].starts_with(']') => {
+                out.push_str(&format!("<{name}>"));
+                rest = &body[digits + usize::from(bracket)..];
+            }
+            _ => {}
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Loads a CUDA fixture (or its rewrite) with ctypes and `LD_BIND_NOW=1`; returns
@@ -584,4 +631,41 @@ pub fn write(dir: &Path, name: &str, data: &[u8]) -> PathBuf {
         std::fs::write(Path::new(&keep).join(name), data).unwrap();
     }
     p
+}
+
+#[test]
+fn elflint_messages_name_headers_by_type_and_address() {
+    let names = vec![
+        "type 0x1 at 0x0".to_string(),
+        "type 0x7 at 0x4000".to_string(),
+    ];
+    assert_eq!(
+        name_phdrs(
+            "loadable segment [1] is writable but contains no writable sections",
+            &names
+        ),
+        "loadable segment <type 0x7 at 0x4000> is writable but contains no writable sections"
+    );
+    assert_eq!(
+        name_phdrs(
+            "section [ 5] '.x' is executable in nonexecutable segment 0",
+            &names
+        ),
+        "section [ 5] '.x' is executable in nonexecutable segment <type 0x1 at 0x0>"
+    );
+    assert_eq!(
+        name_phdrs(
+            "loadable segment [0] flags do not match GNU_RELRO [1] flags",
+            &names
+        ),
+        "loadable segment <type 0x1 at 0x0> flags do not match GNU_RELRO <type 0x7 at 0x4000> flags"
+    );
+    // No index, or one out of range: left as it is.
+    assert_eq!(
+        name_phdrs(
+            "entry 1 has invalid offset; program header entry 1: x; segment [9] x",
+            &names
+        ),
+        "entry 1 has invalid offset; program header entry <type 0x7 at 0x4000>: x; segment [9] x"
+    );
 }
