@@ -4,6 +4,7 @@
 mod audit;
 mod common;
 mod device;
+mod elf_kind;
 mod elf_patch;
 mod fatbin_fixtures;
 mod fuzz_regressions;
