@@ -15,5 +15,6 @@ mod shrink_errors;
 mod shrink_other;
 mod shrink_support;
 mod split;
+mod split_runpath_note;
 mod trim;
 mod verify;
