@@ -5,7 +5,9 @@
 //!
 //! * **cuts**: packs the containers from the section start, re-points every reference to them,
 //!   and removes the freed whole granules from the file by splitting the PT_LOAD that holds
-//!   them, so that no virtual address of anything else changes (FORMATS.md §5, §8.3); or
+//!   them, so that no virtual address of anything else changes (FORMATS.md §5, §8.3); each
+//!   piece of the split PT_LOAD keeps only the permissions what it holds needs
+//!   (`shrink_flags`); or
 //! * **zeroes in place**: writes each container at its old offset and zeroes its tail. The
 //!   layout is untouched and the file keeps its size, but the wheel shrinks after deflate.
 //!
