@@ -96,7 +96,7 @@ pub struct VersionNeed {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ElfInfo {
     pub machine: Machine,
-    /// `shared-object`, `executable`, `relocatable`, `core`, `other`.
+    /// `shared-object`, `executable` (a PIE included), `relocatable`, `core`, `other`.
     pub kind: &'static str,
     pub soname: Option<String>,
     pub needed: Vec<String>,
@@ -344,6 +344,22 @@ fn check_bounds(data: &[u8], elf: &Elf) -> Result<(), ElfError> {
     Ok(())
 }
 
+/// An ET_DYN object that is a position-independent executable rather than a library: the
+/// linker marked it `DF_1_PIE`, or (linkers before that flag) it asks for a program
+/// interpreter and has no soname. A library that can also be run (glibc's `libc.so.6` has
+/// PT_INTERP) keeps its soname and stays a shared object.
+fn is_pie(elf: &Elf) -> bool {
+    let flagged = elf
+        .dynamic
+        .as_ref()
+        .is_some_and(|d| d.info.flags_1 & dynamic::DF_1_PIE != 0);
+    let interp = elf
+        .program_headers
+        .iter()
+        .any(|p| p.p_type == ph::PT_INTERP);
+    flagged || (interp && elf.soname.is_none())
+}
+
 fn parse_host(data: &[u8], machine: Machine) -> Result<ElfInfo, ElfError> {
     let elf = Elf::parse(data).map_err(|e| {
         let msg = e.to_string();
@@ -355,6 +371,7 @@ fn parse_host(data: &[u8], machine: Machine) -> Result<ElfInfo, ElfError> {
     })?;
     check_bounds(data, &elf)?;
     let kind = match elf.header.e_type {
+        goblin::elf::header::ET_DYN if is_pie(&elf) => "executable",
         goblin::elf::header::ET_DYN => "shared-object",
         goblin::elf::header::ET_EXEC => "executable",
         goblin::elf::header::ET_REL => "relocatable",

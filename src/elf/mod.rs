@@ -9,6 +9,7 @@ pub mod patch;
 mod raw;
 pub mod shrink;
 mod shrink_cut;
+mod shrink_flags;
 pub(crate) mod shrink_layout;
 mod shrink_pack;
 mod shrink_phdrs;

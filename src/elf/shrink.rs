@@ -5,7 +5,9 @@
 //!
 //! * **cuts**: packs the containers from the section start, re-points every reference to them,
 //!   and removes the freed whole granules from the file by splitting the PT_LOAD that holds
-//!   them, so that no virtual address of anything else changes (FORMATS.md §5, §8.3); or
+//!   them, so that no virtual address of anything else changes (FORMATS.md §5, §8.3); each
+//!   piece of the split PT_LOAD keeps only the permissions what it holds needs
+//!   (`shrink_flags`); or
 //! * **zeroes in place**: writes each container at its old offset and zeroes its tail. The
 //!   layout is untouched and the file keeps its size, but the wheel shrinks after deflate.
 //!
@@ -190,6 +192,22 @@ fn cut_notes(
             h.vend
         ));
     }
+    for s in plan.segments.iter().filter(|s| s.is_load()) {
+        let parent = l
+            .segments
+            .iter()
+            .find(|g| g.is_load() && g.vaddr <= s.vaddr && s.mem_end() <= g.mem_end());
+        if let Some(g) = parent.filter(|g| g.flags != s.flags) {
+            notes.push(format!(
+                "the piece at {:#x}..{:#x} of a split PT_LOAD holds no {}: mapped {} instead of {}",
+                s.vaddr,
+                s.mem_end(),
+                dropped_what(g.flags & !s.flags),
+                flag_letters(s.flags),
+                flag_letters(g.flags)
+            ));
+        }
+    }
     notes.push(format!("program header table: {}", plan.table.how));
     if plan.table.in_range.is_none() {
         notes.push(format!(
@@ -207,6 +225,23 @@ fn cut_notes(
             .push("the build-id (and any .gnu_debuglink CRC) now describes the old content".into());
     }
     notes
+}
+
+/// `R W E`, as readelf prints segment flags.
+fn flag_letters(f: u32) -> String {
+    let mut s = String::new();
+    for (bit, c) in [(4, 'R'), (2, 'W'), (1, 'E')] {
+        s.push(if f & bit != 0 { c } else { ' ' });
+    }
+    s.trim_end().to_string()
+}
+
+fn dropped_what(bits: u32) -> &'static str {
+    match bits {
+        1 => "code",
+        2 => "data that is written",
+        _ => "code or data that is written",
+    }
 }
 
 fn zero_in_place(

@@ -10,6 +10,7 @@
 //! of the file when there is no PT_PHDR.
 
 use super::shrink::{Refuse, SectionEdit};
+use super::shrink_flags::{Extent, Writers, extents, piece_flags};
 use super::shrink_layout::{
     EHDR_SIZE, Layout, PHDR_SIZE, PT_PHDR, SHDR_SIZE, Segment, align_up, bytes_at, overlaps,
     put_bytes, put_u16, put_u64, zero_range,
@@ -178,8 +179,15 @@ fn check_holes(l: &Layout, p: &Packing, holes: &[Hole]) -> Result<(), Refuse> {
     Ok(())
 }
 
-/// The output program headers (PT_PHDR still describing the old table).
-fn build_segments(l: &Layout, holes: &[Hole], map: &OffsetMap) -> Result<Vec<Segment>, Refuse> {
+/// The output program headers (PT_PHDR still describing the old table). The pieces of a
+/// split PT_LOAD carry the flags of what they hold (`shrink_flags`).
+fn build_segments(
+    l: &Layout,
+    holes: &[Hole],
+    map: &OffsetMap,
+    secs: &[Extent],
+    writers: &Writers,
+) -> Result<Vec<Segment>, Refuse> {
     let mut out = Vec::with_capacity(l.segments.len() + holes.len());
     let moved = |off: u64, what: &str| {
         map.map(off)
@@ -189,6 +197,13 @@ fn build_segments(l: &Layout, holes: &[Hole], map: &OffsetMap) -> Result<Vec<Seg
         if seg.is_load() {
             let mut mine: Vec<&Hole> = holes.iter().filter(|h| h.load == i).collect();
             mine.sort_by_key(|h| h.off_start);
+            let split = !mine.is_empty();
+            let mut push = |mut piece: Segment| {
+                if split {
+                    piece.flags = piece_flags(seg, &piece, secs, writers);
+                }
+                out.push(piece);
+            };
             let (mut cur_off, mut cur_v) = (seg.offset, seg.vaddr);
             for h in mine {
                 let head = Segment {
@@ -200,7 +215,7 @@ fn build_segments(l: &Layout, holes: &[Hole], map: &OffsetMap) -> Result<Vec<Seg
                     ..*seg
                 };
                 if head.filesz > 0 || head.memsz > 0 {
-                    out.push(head);
+                    push(head);
                 }
                 cur_off = h.off_end;
                 cur_v = h.vend;
@@ -214,7 +229,7 @@ fn build_segments(l: &Layout, holes: &[Hole], map: &OffsetMap) -> Result<Vec<Seg
                 ..*seg
             };
             if tail.filesz > 0 || tail.memsz > 0 || cur_off == seg.offset {
-                out.push(tail);
+                push(tail);
             }
         } else if seg.p_type == PT_PHDR {
             out.push(*seg);
@@ -276,10 +291,22 @@ pub(crate) fn plan(d: &[u8], l: &Layout, t: &Tables, p: &Packing) -> Result<CutP
         ));
     }
     check_holes(l, p, &holes)?;
+    let secs = extents(l, Some(p));
+    let others: Vec<Segment> = l
+        .segments
+        .iter()
+        .filter(|s| !s.is_load())
+        .copied()
+        .collect();
+    let reloc_places: Vec<u64> = t.relocs.iter().map(|r| r.r_offset).collect();
+    let writers = Writers {
+        others: &others,
+        reloc_places: &reloc_places,
+    };
     let mut given_up = 0u64;
     loop {
         let map = OffsetMap::new(&holes);
-        let mut segments = build_segments(l, &holes, &map)?;
+        let mut segments = build_segments(l, &holes, &map, &secs, &writers)?;
         let size = segments.len() as u64 * PHDR_SIZE;
         let base_len = l.file_len - map.removed();
         let mut spot = spots(d, l, t, p, &holes, &map, size)

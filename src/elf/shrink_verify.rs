@@ -15,6 +15,7 @@
 
 use super::shrink::SectionEdit;
 use super::shrink_cut::CutPlan;
+use super::shrink_flags::{Writers, check_dropped, extents};
 use super::shrink_layout::{EHDR_SIZE, Layout, PT_PHDR, Segment, bytes_at, u64_at};
 use super::shrink_pack::{Class, Packing};
 use super::shrink_refs::{RefEdits, Tables, WRAPPER_SECTIONS, WRAPPER_SIZE, relative_target};
@@ -317,6 +318,18 @@ pub(crate) fn verify_cut(out: &[u8], e: &CutExpect) -> Check {
             same_memory(ind, inl, out, &ol, a, b)?;
         }
     }
+    let out_secs = extents(&ol, None);
+    let others: Vec<Segment> = ol
+        .segments
+        .iter()
+        .filter(|s| !s.is_load())
+        .copied()
+        .collect();
+    let reloc_places: Vec<u64> = e.tables.relocs.iter().map(|r| r.r_offset).collect();
+    let writers = Writers {
+        others: &others,
+        reloc_places: &reloc_places,
+    };
     for s in ol.segments.iter().filter(|s| s.is_load()) {
         if holes.iter().any(|&(a, b)| s.vaddr < b && a < s.mem_end()) {
             return Err(format!(
@@ -334,11 +347,16 @@ pub(crate) fn verify_cut(out: &[u8], e: &CutExpect) -> Check {
                     s.vaddr
                 )
             })?;
-        if parent.flags != s.flags || parent.align != s.align {
+        let whole = parent.vaddr == s.vaddr && parent.mem_end() == s.mem_end();
+        if parent.align != s.align || (whole && parent.flags != s.flags) {
             return Err(format!(
                 "the PT_LOAD at {:#x} changed permissions or alignment",
                 s.vaddr
             ));
+        }
+        if !whole {
+            // A piece of a split PT_LOAD may only have lost what nothing in it needs.
+            check_dropped(parent, s, &out_secs, &writers)?;
         }
     }
 

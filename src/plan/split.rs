@@ -486,6 +486,15 @@ pub fn plan_split(
                         &mut set_wanted,
                         &mut set_reqs,
                     );
+                    for e in &edit.dropped_entries {
+                        notes.push(Diagnostic::new(
+                            Severity::Note,
+                            &wheel.member_location(&d.member.name),
+                            format!(
+                                "search path entry `{e}` dropped: the library moves to `{dir}`, and nothing it needs is left where that entry pointed"
+                            ),
+                        ));
+                    }
                     // Its own old folder no longer exists for it; keep $ORIGIN-style siblings.
                     if *file != d.member.file_name() {
                         edit.set_soname = Some(file.clone());

@@ -32,6 +32,20 @@ pub(super) fn runtime_wheel_file(set: &RuntimeSet) -> String {
     h.to_text()
 }
 
+/// The project a set was split out of: its name less the `-runtime-{profile}` the planner
+/// appended. Only that last part is taken off: the project's own name may hold `-runtime-`
+/// (`nvidia-cuda-runtime-cu12`).
+fn project_of(set: &RuntimeSet) -> &str {
+    let suffix = format!("-runtime-{}", set.profile);
+    if let Some(p) = set.name.strip_suffix(&suffix) {
+        return p;
+    }
+    // A name the planner extended after the profile (a variant): still the last `-runtime-`.
+    set.name
+        .rfind("-runtime-")
+        .map_or(set.name.as_str(), |at| &set.name[..at])
+}
+
 pub(super) fn runtime_metadata(rw: &RuntimeWheel, names: &BTreeMap<&str, Vec<String>>) -> String {
     let set = rw.set;
     let files: Vec<&str> = rw
@@ -39,7 +53,7 @@ pub(super) fn runtime_metadata(rw: &RuntimeWheel, names: &BTreeMap<&str, Vec<Str
         .iter()
         .map(|&i| set.libraries[i].file.as_str())
         .collect();
-    let project = set.name.split("-runtime-").next().unwrap_or(&set.name);
+    let project = project_of(set);
     let mut fields = vec![
         ("Metadata-Version", "2.4".to_string()),
         ("Name", rw.name.clone()),
@@ -156,4 +170,57 @@ def preload():
 "#,
         profile = set.profile,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(name: &str, profile: &str) -> RuntimeSet {
+        RuntimeSet {
+            key: format!("{name}@12.8.90@x"),
+            name: name.to_string(),
+            version: "12.8.90".into(),
+            package: name.replace('-', "_"),
+            platforms: vec!["manylinux_2_17_x86_64".into()],
+            profile: profile.into(),
+            libraries: Vec::new(),
+            licenses: Vec::new(),
+            license_notes: Vec::new(),
+            requirements: Vec::new(),
+        }
+    }
+
+    fn summary(s: &RuntimeSet) -> String {
+        let rw = RuntimeWheel {
+            set: s,
+            name: s.name.clone(),
+            part: 0,
+            parts: 1,
+            libraries: Vec::new(),
+        };
+        let text = runtime_metadata(&rw, &BTreeMap::new());
+        text.lines()
+            .find_map(|l| l.strip_prefix("Summary: "))
+            .unwrap()
+            .to_string()
+    }
+
+    #[test]
+    fn summary_names_the_whole_project() {
+        let s = set("nvidia-cuda-runtime-cu12-runtime-cuda12", "cuda12");
+        assert_eq!(
+            summary(&s),
+            "Vendor libraries of nvidia-cuda-runtime-cu12 12.8.90 (cuda12 profile), shared by every Python version"
+        );
+        assert_eq!(
+            project_of(&set("slimdemo-runtime-cuda12", "cuda12")),
+            "slimdemo"
+        );
+        assert_eq!(
+            project_of(&set("my-runtime-tools-runtime-rocm-gpu2", "rocm")),
+            "my-runtime-tools"
+        );
+        assert_eq!(project_of(&set("odd", "cuda12")), "odd");
+    }
 }

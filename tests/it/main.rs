@@ -4,6 +4,7 @@
 mod audit;
 mod common;
 mod device;
+mod elf_kind;
 mod elf_patch;
 mod fatbin_fixtures;
 mod fuzz_regressions;
@@ -16,5 +17,6 @@ mod shrink_errors;
 mod shrink_other;
 mod shrink_support;
 mod split;
+mod split_runpath_note;
 mod trim;
 mod verify;

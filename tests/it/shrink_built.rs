@@ -340,6 +340,78 @@ fn x86_relr_wrappers_are_re_pointed() {
     assert_eq!(load_embed(&out), "7 2 2 2");
 }
 
+/// Flags and ranges of the PT_LOADs, as readelf prints them: `(vaddr, memsz, "R E")`.
+fn load_flags(path: &Path) -> Vec<(u64, u64, String)> {
+    let (ok, out, err) = run_out(Command::new("readelf").arg("-lW").arg(path));
+    assert!(ok, "readelf -lW failed: {err}");
+    let hex = |s: &str| u64::from_str_radix(s.trim_start_matches("0x"), 16).unwrap();
+    out.lines()
+        .filter(|l| l.trim_start().starts_with("LOAD "))
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            // LOAD off vaddr paddr filesz memsz FLAGS... align
+            (hex(f[2]), hex(f[5]), f[6..f.len() - 1].join(" "))
+        })
+        .collect()
+}
+
+/// GNU ld with `-z noseparate-code` (the layout of most vendor libraries built with older
+/// toolchains): one `R E` PT_LOAD holds `.text`, `.rodata`, `.nv_fatbin` and `.eh_frame`. The
+/// piece after the hole holds no code and must not stay executable (eu-elflint: "loadable
+/// segment is executable but contains no executable sections"); the head keeps `R E`.
+#[test]
+fn noseparate_code_tail_after_the_hole_is_not_executable() {
+    let dir = tempdir();
+    let (ka, kb) = (big_container(3), big_container(2));
+    let lib = build_x86(
+        dir.path(),
+        &[("ka", &ka), ("kb", &kb)],
+        "",
+        &["-Wl,-z,noseparate-code"],
+    );
+    let data = std::fs::read(&lib).unwrap();
+    let (_, fat, fat_len) = section(&data, ".nv_fatbin").unwrap();
+    let (_, text, _) = section(&data, ".text").unwrap();
+    let before = load_flags(&lib);
+    let holder = before
+        .iter()
+        .find(|l| l.0 <= fat && fat + fat_len as u64 <= l.0 + l.1)
+        .expect("a PT_LOAD holds .nv_fatbin");
+    assert_eq!(
+        holder.2, "R E",
+        "the fixture's fatbin is not in the text segment: {before:x?}"
+    );
+    assert!(holder.0 <= text && text < fat, "{before:x?}");
+    assert!(elflint(&lib).iter().all(|m| !m.contains("no executable")));
+    assert_eq!(load_embed(&lib), "7 2 15 10");
+
+    let (outcome, news) = trim_first(&data);
+    let out = write(dir.path(), "libnosep.so", &outcome.data);
+    check_cut_layout(&lib, &out, &outcome);
+    let after = load_flags(&out);
+    assert_eq!(after.len(), before.len() + 1, "{after:x?}");
+    let head = after.iter().find(|l| l.0 == holder.0).unwrap();
+    assert_eq!(head.2, "R E", "the head holds .text: {after:x?}");
+    let tail = after
+        .iter()
+        .find(|l| l.0 > head.0 && l.0 + l.1 == holder.0 + holder.1)
+        .expect("the tail ends where the parent did");
+    assert_eq!(tail.2, "R", "the tail holds no code: {after:x?}");
+    assert!(
+        outcome
+            .notes
+            .iter()
+            .any(|n| n.contains("holds no code: mapped R instead of R E")),
+        "{:#?}",
+        outcome.notes
+    );
+    assert_eq!(
+        cuobjdump_list(&out, false),
+        cuobjdump_of_containers(dir.path(), &news)
+    );
+    assert_eq!(load_embed(&out), "7 2 2 2");
+}
+
 /// lld: the RELA addend holds the container address and the word in place is 0.
 #[test]
 fn x86_lld_wrappers_are_re_pointed() {

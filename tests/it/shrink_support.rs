@@ -407,7 +407,7 @@ pub fn readelf_loads(path: &Path) -> Vec<(u64, u64, u64, u64, u64)> {
 }
 
 /// Checks done on every cut output with outside tools: size, readelf's view of the layout,
-/// no new readelf complaints, goblin parses it.
+/// no new readelf or eu-elflint complaints, goblin parses it.
 pub fn check_cut_layout(orig: &Path, out: &Path, outcome: &ShrinkOutcome) -> u64 {
     let a = std::fs::metadata(orig).unwrap().len();
     let b = std::fs::metadata(out).unwrap().len();
@@ -457,8 +457,101 @@ pub fn check_cut_layout(orig: &Path, out: &Path, outcome: &ShrinkOutcome) -> u64
         "",
         "readelf complains about the output"
     );
+    let new = elflint_new_complaints(orig, out);
+    assert!(
+        new.is_empty(),
+        "eu-elflint complains about the cut output only: {new:#?}\nnotes: {:#?}",
+        outcome.notes
+    );
     goblin::elf::Elf::parse(&std::fs::read(out).unwrap()).expect("goblin parses the output");
     file_bytes_removed
+}
+
+/// The messages of `eu-elflint --gnu-ld` on `path` (none when it says "No errors").
+pub fn elflint(path: &Path) -> Vec<String> {
+    let tool = need("eu-elflint", "elfutils");
+    let o = Command::new(tool)
+        .arg("--gnu-ld")
+        .arg(path)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run eu-elflint: {e}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let shown = path.display().to_string();
+    let lines: Vec<String> = text
+        .lines()
+        .map(|l| {
+            l.trim_start_matches(&format!("{shown}: "))
+                .trim()
+                .to_string()
+        })
+        .filter(|l| !l.is_empty() && l != "No errors")
+        .collect();
+    assert!(
+        o.status.success() || !lines.is_empty(),
+        "eu-elflint failed on {shown} without a message"
+    );
+    lines
+}
+
+/// What eu-elflint says about `out` and not about `orig` (the input's own complaints, such
+/// as an old linker's version records, are not the shrinker's doing). A program header named
+/// by its index is named by its type and address instead, since a split shifts the indices
+/// of the headers after it.
+pub fn elflint_new_complaints(orig: &Path, out: &Path) -> Vec<String> {
+    let before: Vec<String> = elflint(orig)
+        .iter()
+        .map(|m| name_phdrs(m, &phdr_names(orig)))
+        .collect();
+    let names = phdr_names(out);
+    elflint(out)
+        .iter()
+        .map(|m| name_phdrs(m, &names))
+        .filter(|m| !before.contains(m))
+        .collect()
+}
+
+/// `type@vaddr` of each program header, by index.
+fn phdr_names(path: &Path) -> Vec<String> {
+    let data = std::fs::read(path).unwrap();
+    let elf = goblin::elf::Elf::parse(&data).unwrap();
+    elf.program_headers
+        .iter()
+        .map(|p| format!("type {:#x} at {:#x}", p.p_type, p.p_vaddr))
+        .collect()
+}
+
+/// Replaces the index after "segment", "GNU_RELRO" or "program header entry" (bare or in
+/// brackets) with
+/// the header's name.
+fn name_phdrs(msg: &str, names: &[String]) -> String {
+    let mut out = String::new();
+    let mut rest = msg;
+    while let Some(at) = ["segment ", "GNU_RELRO ", "program header entry "]
+        .iter()
+        .filter_map(|k| rest.find(k).map(|i| (i, k.len())))
+        .min()
+    {
+        let (i, klen) = at;
+        out.push_str(&rest[..i + klen]);
+        rest = &rest[i + klen..];
+        let bracket = rest.starts_with('[');
+        let body = if bracket { &rest[1..] } else { rest };
+        let digits = body.chars().take_while(char::is_ascii_digit).count();
+        let index = body[..digits].parse::<usize>().ok();
+        match index.and_then(|n| names.get(n)) {
+            Some(name) if !bracket || body[digits..].starts_with(']') => {
+                out.push_str(&format!("<{name}>"));
+                rest = &body[digits + usize::from(bracket)..];
+            }
+            _ => {}
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Loads a CUDA fixture (or its rewrite) with ctypes and `LD_BIND_NOW=1`; returns
@@ -538,4 +631,41 @@ pub fn write(dir: &Path, name: &str, data: &[u8]) -> PathBuf {
         std::fs::write(Path::new(&keep).join(name), data).unwrap();
     }
     p
+}
+
+#[test]
+fn elflint_messages_name_headers_by_type_and_address() {
+    let names = vec![
+        "type 0x1 at 0x0".to_string(),
+        "type 0x7 at 0x4000".to_string(),
+    ];
+    assert_eq!(
+        name_phdrs(
+            "loadable segment [1] is writable but contains no writable sections",
+            &names
+        ),
+        "loadable segment <type 0x7 at 0x4000> is writable but contains no writable sections"
+    );
+    assert_eq!(
+        name_phdrs(
+            "section [ 5] '.x' is executable in nonexecutable segment 0",
+            &names
+        ),
+        "section [ 5] '.x' is executable in nonexecutable segment <type 0x1 at 0x0>"
+    );
+    assert_eq!(
+        name_phdrs(
+            "loadable segment [0] flags do not match GNU_RELRO [1] flags",
+            &names
+        ),
+        "loadable segment <type 0x1 at 0x0> flags do not match GNU_RELRO <type 0x7 at 0x4000> flags"
+    );
+    // No index, or one out of range: left as it is.
+    assert_eq!(
+        name_phdrs(
+            "entry 1 has invalid offset; program header entry 1: x; segment [9] x",
+            &names
+        ),
+        "entry 1 has invalid offset; program header entry <type 0x7 at 0x4000>: x; segment [9] x"
+    );
 }
