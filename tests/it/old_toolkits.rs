@@ -287,10 +287,12 @@ fn audit_split_and_trim_accept_old_toolkit_fatbins() {
     assert_eq!(listed, lib_listing(lib));
     let expect: Vec<(String, String)> = [
         ("PTX", "sm_75"), // spconv (10.2): no sm_8x cubin, so its newest usable PTX
-        ("ELF", "sm_80"), // curand 11.7 (compute_86 cannot JIT for sm_80)
+        ("ELF", "sm_80"), // curand 11.7: compute_86 cannot JIT for sm_80, but it is the
+        ("PTX", "sm_86"), // container's only PTX, kept so GPUs newer than sm_80 can JIT
         ("PTX", "sm_80"), // cufft 11.7
         ("ELF", "sm_80"),
-        ("ELF", "sm_80"), // curand 11.8
+        ("ELF", "sm_80"), // curand 11.8, and its only PTX for newer GPUs
+        ("PTX", "sm_90"),
         ("PTX", "sm_80"), // cufft 11.7, __nv_relfatbin
         ("ELF", "sm_80"),
     ]
@@ -313,5 +315,5 @@ fn audit_split_and_trim_accept_old_toolkit_fatbins() {
         cuobjdump_live(&rel_path),
         ours(&cuda::parse_section(rel).unwrap())
     );
-    assert_eq!(cuobjdump_live(&rel_path), expect[5..]);
+    assert_eq!(cuobjdump_live(&rel_path), expect[7..]);
 }
