@@ -14,5 +14,6 @@ mod shrink_errors;
 mod shrink_other;
 mod shrink_support;
 mod split;
+mod tools;
 mod trim;
 mod verify;
