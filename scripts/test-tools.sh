@@ -17,6 +17,7 @@ tools="$root/.tools"
 DEBIAN_TOOLS='
 sh                                                dash
 ldd                                               libc-bin
+mkfifo                                            coreutils
 python3                                           python3
 readelf                                           binutils
 objcopy                                           binutils
