@@ -1,67 +1,118 @@
 #!/usr/bin/env bash
-# Installs the outside tools the test suite checks wheelslim's outputs with, into .tools/ of the
-# checkout (idempotent; a second run only checks). Prints the environment to source.
+# Installs the outside tools the test suite checks wheelslim's outputs with (idempotent; a second
+# run only checks). Prints the environment file to source.
 #
-#   - NVIDIA cuobjdump and the CUDA 13 runtime (libcudart.so.13), from PyPI wheels
-#   - a Python venv with pip (for installing split outputs into fresh venvs)
-#   - Debian packages when missing: binutils (readelf), gcc, clang-19/lld-19, aarch64 and
-#     ppc64le cross compilers and sysroots, qemu-user-static (loading aarch64/ppc64le outputs),
-#     elfutils (eu-elflint), patchelf (only to build patchelf-edited test inputs)
+#   scripts/test-tools.sh          install what is missing, write .tools/env.sh, print its path
+#   scripts/test-tools.sh --check  only say which Debian packages are missing (exit 1 if any)
+#
+# The two lists below are the only place the outside tools are named. The tests read this file
+# too (tests/it/tools.rs): their need(tool, package) refuses a tool that is not listed here, or a
+# package that differs from the one listed, so the installer and the tests cannot drift apart.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 tools="$root/.tools"
-mkdir -p "$tools"
 
-# Pinned versions; change them together with fixtures/README.md.
-CUOBJDUMP_PIN="nvidia-cuda-cuobjdump==13.4.92"
-CUDART_PIN="nvidia-cuda-runtime==13.4.92"
+# Debian packages, installed when missing (needs root and Debian's mirrors). One tool a line:
+# a command looked up on PATH, or an absolute path that must exist; then the package(s) giving it.
+DEBIAN_TOOLS='
+sh                                                dash
+ldd                                               libc-bin
+mkfifo                                            coreutils
+python3                                           python3
+readelf                                           binutils
+objcopy                                           binutils
+gcc                                               gcc
+clang-19                                          clang-19
+ld.lld-19                                         lld-19
+clang-offload-bundler-19                          clang-tools-19
+aarch64-linux-gnu-gcc                             gcc-aarch64-linux-gnu libc6-dev-arm64-cross
+aarch64-linux-gnu-g++                             g++-aarch64-linux-gnu
+/usr/aarch64-linux-gnu/lib/ld-linux-aarch64.so.1  libc6-arm64-cross
+/usr/aarch64-linux-gnu/lib/libstdc++.so.6         libstdc++6-arm64-cross
+powerpc64le-linux-gnu-gcc                         gcc-powerpc64le-linux-gnu libc6-dev-ppc64el-cross
+/usr/powerpc64le-linux-gnu/lib/ld64.so.2          libc6-ppc64el-cross
+qemu-aarch64-static                               qemu-user-static
+qemu-ppc64le-static                               qemu-user-static
+eu-elflint                                        elfutils
+patchelf                                          patchelf
+'
+# (patchelf only builds patchelf-edited inputs for the rewriter's tests; wheelslim never runs it.)
+
+# PyPI wheels, pip-installed into .tools/venv: a path under its site-packages, then the exact pin.
+# Change the pins together with fixtures/README.md (the fixtures were checked with them).
+PYPI_TOOLS='
+nvidia/cu13/bin/cuobjdump                         nvidia-cuda-cuobjdump==13.4.92
+nvidia/cu13/lib/libcudart.so.13                   nvidia-cuda-runtime==13.4.92
+'
+
+check_only=0
+case "${1:-}" in
+  --check) check_only=1 ;;
+  "") ;;
+  *) echo "usage: $0 [--check]" >&2; exit 2 ;;
+esac
 
 python="${PYTHON:-python3}"
-if [ ! -x "$tools/venv/bin/python" ]; then
-  "$python" -m venv "$tools/venv"
+missing=()
+while read -r tool packages; do
+  [ -n "$tool" ] || continue
+  case "$tool" in
+    /*) [ -e "$tool" ] && continue ;;
+    *) command -v "$tool" >/dev/null && continue ;;
+  esac
+  read -r -a list <<< "$packages"
+  missing+=("${list[@]}")
+done <<< "$DEBIAN_TOOLS"
+# Debian splits venv support out of python3; without it `python -m venv` below fails.
+if ! "$python" -c 'import ensurepip, venv' 2>/dev/null; then
+  missing+=(python3-venv)
 fi
-stamp="$tools/venv/.wheelslim-pins"
-want="$CUOBJDUMP_PIN $CUDART_PIN"
-if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  "$tools/venv/bin/python" -m pip install --quiet --disable-pip-version-check $want
-  echo "$want" > "$stamp"
+if [ ${#missing[@]} -gt 0 ]; then
+  mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
 fi
-site="$("$tools/venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
-cuobjdump="$site/nvidia/cu13/bin/cuobjdump"
-cudalib="$site/nvidia/cu13/lib"
-[ -x "$cuobjdump" ] || { echo "cuobjdump not found at $cuobjdump" >&2; exit 1; }
-[ -e "$cudalib/libcudart.so.13" ] || { echo "libcudart.so.13 not found in $cudalib" >&2; exit 1; }
 
-# Debian packages the tests need. Installed only when missing (needs root and Debian's mirrors).
-need=()
-command -v readelf >/dev/null || need+=(binutils)
-command -v gcc >/dev/null || need+=(gcc)
-command -v clang-19 >/dev/null || need+=(clang-19)
-command -v ld.lld-19 >/dev/null || need+=(lld-19)
-command -v clang-offload-bundler-19 >/dev/null || need+=(clang-tools-19)
-command -v aarch64-linux-gnu-gcc >/dev/null || need+=(gcc-aarch64-linux-gnu)
-command -v powerpc64le-linux-gnu-gcc >/dev/null || need+=(gcc-powerpc64le-linux-gnu libc6-dev-ppc64el-cross)
-[ -e /usr/aarch64-linux-gnu/lib/ld-linux-aarch64.so.1 ] || need+=(libc6-arm64-cross)
-[ -e /usr/aarch64-linux-gnu/lib/libstdc++.so.6 ] || need+=(libstdc++6-arm64-cross)
-command -v qemu-aarch64-static >/dev/null || need+=(qemu-user-static)
-[ -e /usr/powerpc64le-linux-gnu/lib/ld64.so.2 ] || need+=(libc6-ppc64el-cross)
-command -v eu-elflint >/dev/null || need+=(elfutils)
-# patchelf builds patchelf-edited inputs for the rewriter's tests; wheelslim never runs it.
-command -v patchelf >/dev/null || need+=(patchelf)
-if [ ${#need[@]} -gt 0 ]; then
+if [ "$check_only" = 1 ]; then
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "missing Debian packages: ${missing[*]}" >&2
+    exit 1
+  fi
+  echo "all Debian packages the tests need are installed" >&2
+  exit 0
+fi
+
+if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    echo "installing Debian packages: ${need[*]}" >&2
+    echo "installing Debian packages: ${missing[*]}" >&2
     DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >&2
   else
-    echo "missing Debian packages: ${need[*]} (install them as root: apt-get install ${need[*]})" >&2
+    echo "missing Debian packages: ${missing[*]} (install them as root: apt-get install ${missing[*]})" >&2
     exit 1
   fi
 fi
 
+mkdir -p "$tools"
+if [ ! -x "$tools/venv/bin/python" ]; then
+  "$python" -m venv "$tools/venv"
+fi
+pins=()
+while read -r _ pin; do
+  [ -n "$pin" ] && pins+=("$pin")
+done <<< "$PYPI_TOOLS"
+stamp="$tools/venv/.wheelslim-pins"
+if [ "$(cat "$stamp" 2>/dev/null)" != "${pins[*]}" ]; then
+  "$tools/venv/bin/python" -m pip install --quiet --disable-pip-version-check "${pins[@]}"
+  echo "${pins[*]}" > "$stamp"
+fi
+site="$("$tools/venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+while read -r path pin; do
+  [ -n "$path" ] || continue
+  [ -e "$site/$path" ] || { echo "$path not found in $site after pip install $pin" >&2; exit 1; }
+done <<< "$PYPI_TOOLS"
+
 cat > "$tools/env.sh" <<ENV
-export WHEELSLIM_CUOBJDUMP="$cuobjdump"
-export WHEELSLIM_CUDA_LIB="$cudalib"
+export WHEELSLIM_CUOBJDUMP="$site/nvidia/cu13/bin/cuobjdump"
+export WHEELSLIM_CUDA_LIB="$site/nvidia/cu13/lib"
 export WHEELSLIM_PYTHON="$tools/venv/bin/python"
 export WHEELSLIM_NO_PROGRESS=1
 ENV

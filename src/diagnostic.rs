@@ -52,6 +52,11 @@ impl Diagnostic {
             Error::Wheel { location, err } => (location.to_string(), err.to_string()),
             Error::Elf { location, err } => (location.to_string(), err.to_string()),
             Error::DeviceCode { location, err } => (location.to_string(), err.to_string()),
+            // The file is the location; the message says what could not be done.
+            Error::Io { action, path, err } => (
+                path.display().to_string(),
+                format!("cannot {action}: {err}"),
+            ),
             other => (String::new(), other.to_string()),
         };
         Diagnostic {

@@ -284,8 +284,11 @@ fn inspect_member<'b, T>(
     }
     let name = m.name.clone();
     let so_like = looks_like_shared_object(&name);
+    // A symlink member holds its target's path, not the library: it is reported as a symlink
+    // (checks.rs), never parsed as what its name suggests.
     let keep = |head: &[u8]| {
         opts.describe
+            && !m.is_symlink
             && (elf::is_elf(head)
                 || so_like
                 || crate::fatbin::loose::classify(&name, head).is_some())

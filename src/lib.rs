@@ -19,6 +19,7 @@ pub mod cli;
 pub mod device;
 pub mod diagnostic;
 pub mod facts;
+pub mod input;
 pub mod links;
 pub mod policy;
 pub mod schedule;

@@ -39,11 +39,12 @@ pub fn run(args: &AuditArgs, g: &GlobalArgs, printer: &Printer) -> Result<Outcom
     bar.finish_and_clear();
     if printer.json {
         printer.json_value(&report)?;
-        for d in report.failed.iter() {
-            printer.diagnostic(d);
-        }
     } else {
         printer.result(&render::audit(&report, g.verbose))?;
+    }
+    // Wheels that could not be read: errors, so stderr, in both modes.
+    for d in report.failed.iter() {
+        printer.diagnostic(d);
     }
     Ok(if report.has_errors() {
         Outcome::Error

@@ -28,9 +28,10 @@ use super::Cli;
 /// The arguments with the configuration's options added, or the arguments as they were when
 /// there is no `[tool.wheelslim]` table (or the command line does not parse: clap will say why).
 pub fn with_config(args: Vec<OsString>, pyproject: &Path) -> Result<Vec<OsString>> {
-    let text = match std::fs::read_to_string(pyproject) {
+    let text = match crate::input::read_text(pyproject) {
         Ok(t) => t,
-        Err(_) => return Ok(args),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(args),
+        Err(e) => bail!("cannot read `{}`: {e}", pyproject.display()),
     };
     let doc: toml::Table =
         toml::from_str(&text).with_context(|| format!("cannot parse `{}`", pyproject.display()))?;

@@ -47,6 +47,19 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
     })
 }
 
+/// `-j N` beyond twice the cores only costs time (thousands of threads took half a minute to
+/// start): the number of workers to run, and what to say when it is not `asked`.
+fn clamp_jobs(asked: usize, cores: usize) -> (usize, Option<String>) {
+    let most = cores.max(1) * 2;
+    if asked > most {
+        let said =
+            format!("-j {asked} is more than twice the {cores} core(s) here; using {most} workers");
+        (most, Some(said))
+    } else {
+        (asked, None)
+    }
+}
+
 pub fn main() -> ExitCode {
     let args = match config::with_config(
         std::env::args_os().collect(),
@@ -70,6 +83,14 @@ pub fn main() -> ExitCode {
     };
     let printer = Printer::new(&cli.global);
     if let Some(jobs) = cli.global.jobs {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let jobs = match clamp_jobs(jobs, cores) {
+            (jobs, Some(said)) => {
+                printer.warning(&said);
+                jobs
+            }
+            (jobs, None) => jobs,
+        };
         // Failing to size the pool only matters if it was already built; ignore.
         let _ = rayon::ThreadPoolBuilder::new()
             .num_threads(jobs)
@@ -89,5 +110,18 @@ pub fn main() -> ExitCode {
             printer.error(&e);
             ExitCode::from(2)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn jobs_are_clamped_to_twice_the_cores() {
+        assert_eq!(super::clamp_jobs(4, 2), (4, None));
+        assert_eq!(super::clamp_jobs(0, 2), (0, None));
+        let (n, said) = super::clamp_jobs(5000, 16);
+        assert_eq!(n, 32);
+        assert!(said.unwrap().contains("-j 5000"));
+        assert_eq!(super::clamp_jobs(3, 0).0, 2);
     }
 }

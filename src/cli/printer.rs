@@ -55,6 +55,13 @@ impl Printer {
         }
     }
 
+    /// A warning that is not about a wheel (stderr), unless `--quiet`.
+    pub fn warning(&self, msg: &str) {
+        if !self.quiet {
+            eprintln!("warning: {msg}");
+        }
+    }
+
     /// Detail shown with `-v`.
     pub fn detail(&self, msg: &str) {
         if self.verbose > 0 && !self.quiet {

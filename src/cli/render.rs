@@ -64,12 +64,6 @@ pub fn audit(report: &AuditReport, verbose: u8) -> String {
         }
         o.push('\n');
     }
-    for d in &report.failed {
-        let _ = writeln!(o, "error: {}: {}", d.location, d.message);
-        if let Some(h) = &d.hint {
-            let _ = writeln!(o, "  hint: {h}");
-        }
-    }
     o
 }
 
@@ -328,12 +322,6 @@ pub fn verify(r: &crate::verify::VerifyReport) -> String {
             "upstream: {} gets {} from {}",
             n.object, n.needed, n.from_package
         );
-    }
-    for d in &r.failed {
-        let _ = writeln!(o, "error: {}: {}", d.location, d.message);
-        if let Some(h) = &d.hint {
-            let _ = writeln!(o, "  hint: {h}");
-        }
     }
     let _ = writeln!(
         o,

@@ -23,6 +23,10 @@ pub fn run(args: &VerifyArgs, g: &GlobalArgs, printer: &Printer) -> Result<Outco
     } else {
         printer.result(&render::verify(&report))?;
     }
+    // Wheels that could not be read: errors, so stderr, in both modes.
+    for d in report.failed.iter() {
+        printer.diagnostic(d);
+    }
     Ok(if report.has_errors() {
         Outcome::Error
     } else if report.ok {

@@ -267,7 +267,7 @@ impl Profile {
     pub fn load(spec: &str) -> Result<Profile, ProfileError> {
         if spec.contains('/') || spec.ends_with(".toml") {
             let text =
-                std::fs::read_to_string(Path::new(spec)).map_err(|err| ProfileError::Read {
+                crate::input::read_text(Path::new(spec)).map_err(|err| ProfileError::Read {
                     path: spec.to_string(),
                     err,
                 })?;

@@ -52,6 +52,16 @@ pub enum WheelError {
     Record(#[from] record::RecordError),
     #[error("cannot read `{file}`: {err}")]
     Unreadable { file: String, err: ZipError },
+    #[error("no such file")]
+    NotFound,
+    #[error("no such file: the shell left the pattern as it was, so nothing matches it")]
+    PatternMatchesNothing,
+    #[error("a symlink to a file that does not exist")]
+    DanglingSymlink,
+    #[error("is {0}, not a regular file")]
+    NotRegular(&'static str),
+    #[error("cannot open: {0}")]
+    CannotOpen(String),
 }
 
 impl WheelError {
@@ -65,8 +75,37 @@ impl WheelError {
             | WheelError::DistInfoMismatch { .. } => {
                 "a wheel must hold exactly one `{name}-{version}.dist-info` folder; rebuild it"
             }
+            WheelError::NotFound | WheelError::DanglingSymlink => {
+                "check the path: wheelslim takes wheel files, such as dist/name-1.0-py3-none-any.whl"
+            }
+            WheelError::PatternMatchesNothing => {
+                "check the folder and the pattern, or build the wheels first"
+            }
+            WheelError::NotRegular("a folder") => "give the wheel files in it, such as dir/*.whl",
+            WheelError::NotRegular(_) => {
+                "wheelslim reads wheels only from regular files (or symlinks to them); save it to a file first"
+            }
+            WheelError::CannotOpen(_) => "check the file's permissions",
             _ => "the wheel's metadata is damaged; rebuild the wheel",
         })
+    }
+
+    /// Why an input path is not a wheel file wheelslim can open, before its name is looked at.
+    fn unusable(path: &Path, why: crate::input::Unusable) -> WheelError {
+        use crate::input::Unusable;
+        match why {
+            Unusable::Missing
+                if path
+                    .file_name()
+                    .is_some_and(|n| n.to_string_lossy().contains(['*', '?', '['])) =>
+            {
+                WheelError::PatternMatchesNothing
+            }
+            Unusable::Missing => WheelError::NotFound,
+            Unusable::Dangling => WheelError::DanglingSymlink,
+            Unusable::NotRegular(kind) => WheelError::NotRegular(kind),
+            Unusable::Other(e) => WheelError::CannotOpen(e.to_string()),
+        }
     }
 }
 
@@ -104,6 +143,11 @@ impl Wheel {
     /// still sit in a temporary file).
     pub fn open_as(file: &Path, path: &Path, limits: &Limits) -> Result<Wheel, Error> {
         let location = Location::wheel(path);
+        // What the path is comes first: a missing file is not a badly named one.
+        crate::input::check_regular(file).map_err(|why| Error::Wheel {
+            location: location.clone(),
+            err: WheelError::unusable(path, why),
+        })?;
         let name = path.file_name().and_then(|n| n.to_str()).ok_or_else(|| {
             Error::Usage(format!("`{}` is not a wheel file name", path.display()))
         })?;

@@ -284,9 +284,9 @@ impl ZipArchive {
     /// Opens and indexes an archive. Fails only when the archive as a whole cannot be read;
     /// a bad member is recorded in [`Member::problem`].
     pub fn open(path: &Path, limits: &Limits) -> Result<ZipArchive, ArchiveOpenError> {
-        let file = File::open(path).map_err(ArchiveOpenError::Io)?;
-        let file_len = file.metadata().map_err(ArchiveOpenError::Io)?.len();
-        Self::index(path, file, file_len, limits).map_err(ArchiveOpenError::Zip)
+        // Only a regular file, checked before opening: opening a FIFO would wait forever.
+        let (file, meta) = crate::input::open_regular(path).map_err(ArchiveOpenError::Io)?;
+        Self::index(path, file, meta.len(), limits).map_err(ArchiveOpenError::Zip)
     }
 
     fn read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> Result<(), ZipError> {

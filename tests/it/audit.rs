@@ -309,10 +309,11 @@ fn unopenable_wheels_exit_2_and_name_the_file() {
     let good = fixture(PUREFIX);
     let out = wheelslim(&["audit", bad.to_str().unwrap(), good.to_str().unwrap()]);
     assert_eq!(code(&out), 2);
-    let text = stdout(&out);
-    assert!(text.contains("broken-1.0-py3-none-any.whl"), "{text}");
-    assert!(text.contains("not a zip archive"), "{text}");
-    // The good wheel is still audited.
+    // The error goes to stderr, naming the file; the good wheel is still audited (stdout).
+    let (text, err) = (stdout(&out), stderr(&out));
+    assert!(err.contains("broken-1.0-py3-none-any.whl"), "{err}");
+    assert!(err.contains("not a zip archive"), "{err}");
+    assert!(!text.contains("not a zip archive"), "{text}");
     assert!(text.contains("purefix 1.0"), "{text}");
 }
 

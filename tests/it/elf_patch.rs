@@ -21,22 +21,12 @@ use wheelslim::elf::{
 
 // ------------------------------------------------------------------------------------- tools
 
-/// The path of `tool`, or a failure that says which Debian package provides it.
-fn require(tool: &str, package: &str) -> PathBuf {
-    let found = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|d| d.join(tool))
-            .find(|p| p.is_file())
-    });
-    found.unwrap_or_else(|| {
-        panic!("`{tool}` is not installed: it is needed to build or check ELF test inputs (apt-get install {package})")
-    })
-}
+use crate::tools::need;
 
-fn require_dir(dir: &str, package: &str) -> PathBuf {
-    let p = PathBuf::from(dir);
-    assert!(p.is_dir(), "{dir} is missing: apt-get install {package}");
-    p
+/// clang-19 with lld-19 next to it (the tests that use it link with `-fuse-ld=lld`).
+fn clang_lld() -> PathBuf {
+    need("ld.lld-19", "lld-19");
+    need("clang-19", "clang-19")
 }
 
 fn output(cmd: &mut Command) -> Output {
@@ -60,7 +50,7 @@ fn run(cmd: &mut Command) -> String {
 /// `readelf ARGS FILE`; any warning on stderr fails the test.
 fn readelf(args: &[&str], file: &Path) -> String {
     let out = output(
-        Command::new(require("readelf", "binutils"))
+        Command::new(need("readelf", "binutils"))
             .args(args)
             .arg(file),
     );
@@ -76,7 +66,7 @@ fn readelf(args: &[&str], file: &Path) -> String {
 /// The messages of `eu-elflint --gnu-ld` (it prints "No errors" when there are none).
 fn elflint(file: &Path) -> Vec<String> {
     let out = output(
-        Command::new(require("eu-elflint", "elfutils"))
+        Command::new(need("eu-elflint", "elfutils"))
             .arg("--gnu-ld")
             .arg(file),
     );
@@ -161,12 +151,12 @@ enum Arch {
 impl Arch {
     fn gcc(self) -> PathBuf {
         match self {
-            Arch::X86_64 => require("gcc", "gcc"),
-            Arch::Aarch64 => require(
+            Arch::X86_64 => need("gcc", "gcc"),
+            Arch::Aarch64 => need(
                 "aarch64-linux-gnu-gcc",
                 "gcc-aarch64-linux-gnu libc6-dev-arm64-cross",
             ),
-            Arch::Ppc64le => require(
+            Arch::Ppc64le => need(
                 "powerpc64le-linux-gnu-gcc",
                 "gcc-powerpc64le-linux-gnu libc6-dev-ppc64el-cross",
             ),
@@ -240,8 +230,7 @@ impl Build {
         let name = format!("libuse_{linker:?}_{orig:?}.so");
         let mut cmd = match linker {
             Linker::Lld => {
-                let mut c = Command::new(require("clang-19", "clang-19 lld-19"));
-                require("ld.lld-19", "lld-19");
+                let mut c = Command::new(clang_lld());
                 c.arg("-fuse-ld=lld");
                 match self.arch {
                     Arch::X86_64 => {}
@@ -299,7 +288,7 @@ impl Build {
         let name = format!("prog_{linker:?}");
         let mut cmd = match linker {
             Linker::Lld => {
-                let mut c = Command::new(require("clang-19", "clang-19 lld-19"));
+                let mut c = Command::new(clang_lld());
                 c.arg("-fuse-ld=lld");
                 if self.arch == Arch::Aarch64 {
                     c.arg("--target=aarch64-linux-gnu");
@@ -478,7 +467,7 @@ fn assert_untouched(orig: &[u8], out: &[u8], outcome: &PatchOutcome) {
 /// `use_value(5)` and returns what it printed, or the failure.
 fn load_x86(lib: &Path) -> Result<String, String> {
     let out = output(
-        Command::new(require("python3", "python3"))
+        Command::new(need("python3", "python3"))
             .args([
                 "-c",
                 "import ctypes,sys; print(ctypes.CDLL(sys.argv[1]).use_value(5))",
@@ -498,24 +487,26 @@ fn load_x86(lib: &Path) -> Result<String, String> {
 /// Runs the cross `loader` on `lib` under qemu with `LD_BIND_NOW=1` (and 64 KiB pages for
 /// aarch64): `Ok(stdout)` or the failure.
 fn load_cross(arch: Arch, loader: &Path, lib: &Path, calls: &[&str]) -> Result<String, String> {
-    let (qemu, package, sysroot, pages): (&str, &str, &str, &[&str]) = match arch {
+    let (qemu, ld_so, libc, pages): (&str, &str, &str, &[&str]) = match arch {
         Arch::Aarch64 => (
             "qemu-aarch64-static",
-            "qemu-user-static",
-            "/usr/aarch64-linux-gnu",
+            "/usr/aarch64-linux-gnu/lib/ld-linux-aarch64.so.1",
+            "libc6-arm64-cross",
             &["-p", "65536"],
         ),
         Arch::Ppc64le => (
             "qemu-ppc64le-static",
-            "qemu-user-static",
-            "/usr/powerpc64le-linux-gnu",
+            "/usr/powerpc64le-linux-gnu/lib/ld64.so.2",
+            "libc6-ppc64el-cross",
             &["-p", "65536"],
         ),
         Arch::X86_64 => unreachable!("x86_64 loads natively"),
     };
-    let sysroot = require_dir(sysroot, "libc6-arm64-cross / libc6-ppc64el-cross");
+    // The sysroot is the folder above the cross libc's lib/.
+    let ld_so = need(ld_so, libc);
+    let sysroot = ld_so.parent().and_then(Path::parent).unwrap();
     let out = output(
-        Command::new(require(qemu, package))
+        Command::new(need(qemu, "qemu-user-static"))
             .args(pages)
             .arg("-L")
             .arg(sysroot)
@@ -840,7 +831,7 @@ fn patchelf_edited_input_grows_its_header_table_in_place() {
     let lib = b.consumer(Linker::Gnu, OrigPath::None);
     let edited = b.root.join("libuse_patchelfed.so");
     std::fs::copy(&lib, &edited).expect("copy");
-    run(Command::new(require("patchelf", "patchelf"))
+    run(Command::new(need("patchelf", "patchelf"))
         .args(["--force-rpath", "--set-rpath", &long_orig_path()])
         .arg(&edited));
     assert!(
@@ -925,7 +916,7 @@ fn executable_scenarios(arch: Arch, linker: Linker) {
                 .env("LD_BIND_NOW", "1")
                 .env_remove("LD_LIBRARY_PATH")),
             Arch::Aarch64 => run(
-                Command::new(require("qemu-aarch64-static", "qemu-user-static"))
+                Command::new(need("qemu-aarch64-static", "qemu-user-static"))
                     .args([
                         "-p",
                         "65536",
@@ -1165,7 +1156,7 @@ fn auditwheel_repaired_wheel_renamed_back_to_public_sonames() {
         );
     }
     let py = output(
-        Command::new(require("python3", "python3"))
+        Command::new(need("python3", "python3"))
             .args(["-c", "import slimdemo; print(slimdemo.cublas_version(), slimdemo.runtime_version(), slimdemo.runtime_via_cublas())"])
             .current_dir(pkg.parent().expect("site"))
             .env("LD_BIND_NOW", "1")
@@ -1348,7 +1339,7 @@ fn refusals_are_errors_with_reasons() {
     let same = patch_ok(&input, &edits_path(vec![], PathKind::Keep));
     assert_eq!((same.method, same.data == input), (Method::Unchanged, true));
     // The object file, a 32-bit and a big-endian library (built for real, no libc needed).
-    let clang = require("clang-19", "clang-19 lld-19");
+    let clang = clang_lld();
     for (target, what) in [
         ("i686-linux-gnu", "32-bit"),
         ("powerpc64-linux-gnu", "big-endian"),
@@ -1561,7 +1552,7 @@ fn repatching_our_output_and_patchelf_afterwards() {
         let pe = case.lib_dir.join("patchelfed.so");
         write_exec(&pe, &second.data);
         let list = format!("{}:/third/{}", s(&case.deps), "z".repeat(300));
-        run(Command::new(require("patchelf", "patchelf"))
+        run(Command::new(need("patchelf", "patchelf"))
             .args(["--set-rpath", &list])
             .arg(&pe));
         elf::check(&read(&pe)).expect("patchelf output passes the checker");

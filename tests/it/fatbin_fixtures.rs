@@ -960,21 +960,7 @@ fn bundler() -> PathBuf {
         );
         return p;
     }
-    let candidates = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .unwrap_or_default()
-        .into_iter()
-        .map(|d| d.join("clang-offload-bundler-19"))
-        .chain([PathBuf::from("/usr/lib/llvm-19/bin/clang-offload-bundler")]);
-    for c in candidates {
-        if c.is_file() {
-            return c;
-        }
-    }
-    panic!(
-        "clang-offload-bundler-19 not found: install clang-19 (Debian: apt install clang-19) \
-         or set WHEELSLIM_CLANG_OFFLOAD_BUNDLER"
-    )
+    crate::tools::need("clang-offload-bundler-19", "clang-tools-19")
 }
 
 #[test]

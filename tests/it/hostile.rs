@@ -40,6 +40,9 @@ struct Expect {
     says: Vec<String>,
     #[serde(default)]
     check: bool,
+    /// Substrings that must not appear (a wrong verdict the case once got).
+    #[serde(default)]
+    never_says: Vec<String>,
 }
 
 fn cases() -> Vec<Case> {
@@ -51,15 +54,24 @@ fn cases() -> Vec<Case> {
 struct Run {
     /// The exit code; `None` when a signal ended the process.
     code: Option<i32>,
+    /// stdout then stderr.
     output: String,
+    stdout: String,
+    stderr: String,
     took: Duration,
 }
 
 /// Runs wheelslim under an address-space limit (`ulimit -v` in a shell that then `exec`s it)
 /// and kills it if it outlives [`TIMEOUT`] (a failed test then).
 fn run_bounded(args: &[&str], extra: &[&str]) -> Run {
+    run_bounded_in(args, extra, Path::new(env!("CARGO_MANIFEST_DIR")))
+}
+
+/// [`run_bounded`] in the folder `cwd`.
+fn run_bounded_in(args: &[&str], extra: &[&str], cwd: &Path) -> Run {
     let start = Instant::now();
     let mut child = Command::new("sh")
+        .current_dir(cwd)
         .arg("-c")
         .arg(format!("ulimit -v {MEMORY_KIB} && exec \"$0\" \"$@\""))
         .arg(env!("CARGO_BIN_EXE_wheelslim"))
@@ -104,13 +116,16 @@ fn run_bounded(args: &[&str], extra: &[&str]) -> Run {
         std::thread::sleep(Duration::from_millis(5));
     };
     let took = start.elapsed();
-    let mut output = String::new();
-    for r in readers {
-        output.push_str(&String::from_utf8_lossy(&r.join().expect("read output")));
-    }
+    let mut texts = readers
+        .into_iter()
+        .map(|r| String::from_utf8_lossy(&r.join().expect("read output")).into_owned());
+    let stdout = texts.next().unwrap_or_default();
+    let stderr = texts.next().unwrap_or_default();
     Run {
         code: status.code(),
-        output,
+        output: format!("{stdout}{stderr}"),
+        stdout,
+        stderr,
         took,
     }
 }
@@ -190,6 +205,11 @@ fn every_command_over_every_case() {
             for s in &exp.says {
                 if !run.output.contains(s.as_str()) {
                     fail(format!("does not say {s:?}"));
+                }
+            }
+            for s in &exp.never_says {
+                if run.output.contains(s.as_str()) {
+                    fail(format!("says {s:?}"));
                 }
             }
             if run.code != Some(0) && !run.output.contains(&case.file) {
@@ -470,5 +490,202 @@ fn writing_over_the_input_is_refused() {
         );
         assert_eq!(std::fs::read(&input).expect("read"), before, "{args:?}");
         assert_eq!(listing(dir.path()), [name.to_string_lossy().into_owned()]);
+    }
+}
+
+/// Makes a FIFO at `path` (with mkfifo: the crate forbids unsafe code, tests too).
+fn mkfifo(path: &Path) {
+    let ok = Command::new(crate::tools::need("mkfifo", "coreutils"))
+        .arg(path)
+        .status()
+        .expect("run mkfifo")
+        .success();
+    assert!(ok, "mkfifo {}", path.display());
+}
+
+/// Inputs that are not wheel files at all: every command refuses each at once (a FIFO used to
+/// hang every command: opening it waits for a writer), exit 2, on stderr only, naming the path
+/// and saying what it is; nothing is written. A missing file or an unexpanded glob is "no such
+/// file", not an invalid wheel name.
+#[test]
+fn inputs_that_are_not_regular_files_are_refused_at_once() {
+    let dir = tempdir();
+    let d = dir.path();
+    let fifo = d.join("fifo-1.0-py3-none-any.whl");
+    mkfifo(&fifo);
+    let folder = d.join("folder-1.0-py3-none-any.whl");
+    std::fs::create_dir(&folder).expect("mkdir");
+    let device = d.join("zero-1.0-py3-none-any.whl");
+    std::os::unix::fs::symlink("/dev/zero", &device).expect("symlink");
+    let dangling = d.join("dangling-1.0-py3-none-any.whl");
+    std::os::unix::fs::symlink(d.join("gone.whl"), &dangling).expect("symlink");
+    let missing = d.join("missing-1.0-py3-none-any.whl");
+    let glob = d.join("dist/*.whl");
+    let cases: [(&Path, &str); 6] = [
+        (&fifo, "is a FIFO (named pipe), not a regular file"),
+        (&folder, "is a folder, not a regular file"),
+        (&device, "is a character device, not a regular file"),
+        (&dangling, "a symlink to a file that does not exist"),
+        (&missing, ": no such file"),
+        (
+            &glob,
+            ": no such file: the shell left the pattern as it was",
+        ),
+    ];
+    for (input, says) in cases {
+        let input = input.to_str().expect("utf-8");
+        for cmd in COMMANDS {
+            let out = tempdir();
+            let args = command_line(cmd, input, out.path().to_str().expect("utf-8"), false);
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let run = run_bounded(&args, &[]);
+            let at = format!("{input} [{cmd}]");
+            assert_eq!(run.code, Some(2), "{at}\n{}", run.output);
+            assert!(
+                run.stderr.contains(&format!("error: {input}: ")),
+                "{at}: no located error on stderr\n{}",
+                run.output
+            );
+            assert!(run.stderr.contains(says), "{at}\n{}", run.output);
+            assert!(
+                !run.stdout.contains("error") && !run.output.contains("invalid wheel filename"),
+                "{at}\n{}",
+                run.output
+            );
+            assert!(
+                run.took < Duration::from_secs(10),
+                "{at} took {:?}",
+                run.took
+            );
+            assert!(listing(out.path()).is_empty(), "{at}: wrote something");
+        }
+    }
+}
+
+/// `audit` and `verify` keep reading the other wheels but put the errors on stderr, in both
+/// modes (they were on stdout, and a missing file read `error: : cannot read`).
+#[test]
+fn audit_and_verify_put_errors_on_stderr() {
+    let dir = tempdir();
+    let missing = dir.path().join("missing-1.0-py3-none-any.whl");
+    let missing = missing.to_str().expect("utf-8");
+    let good = case_path("stored");
+    let good = good.to_str().expect("utf-8");
+    for json in [false, true] {
+        for cmd in ["audit", "verify"] {
+            let mut args = vec![cmd, good, missing];
+            if json {
+                args.push("--json");
+            }
+            let run = run_bounded(&args, &[]);
+            let at = format!("{args:?}");
+            assert_eq!(run.code, Some(2), "{at}\n{}", run.output);
+            assert!(
+                run.stderr
+                    .contains(&format!("error: {missing}: no such file")),
+                "{at}\n{}",
+                run.output
+            );
+            assert!(!run.stdout.contains("error:"), "{at}\n{}", run.output);
+            assert!(!run.output.contains("error: :"), "{at}\n{}", run.output);
+            assert!(
+                run.stdout.contains("hostile"),
+                "{at}: the good wheel is missing\n{}",
+                run.output
+            );
+        }
+    }
+}
+
+/// Files that are not archives (profiles, pyproject.toml) are read only when they are regular
+/// files of at most 1 MiB: `--profile /dev/zero` used to read until memory ran out.
+#[test]
+fn profiles_and_pyproject_are_read_with_a_cap() {
+    let dir = tempdir();
+    let d = dir.path();
+    let big = d.join("big.toml");
+    std::fs::write(&big, vec![b'#'; (1 << 20) + 1]).expect("write");
+    let fifo = d.join("fifo.toml");
+    mkfifo(&fifo);
+    let good = case_path("stored");
+    let good = good.to_str().expect("utf-8");
+    let cases: [(&Path, &str); 3] = [
+        (
+            Path::new("/dev/zero"),
+            "is a character device, not a regular file",
+        ),
+        (&big, "is larger than 1024 KiB"),
+        (&fifo, "is a FIFO (named pipe), not a regular file"),
+    ];
+    for (profile, says) in cases {
+        let p = profile.to_str().expect("utf-8");
+        for cmd in ["audit", "verify", "split"] {
+            let out = tempdir();
+            let mut args = vec![cmd, good, "--profile", p];
+            if cmd == "split" {
+                args.extend(["-w", out.path().to_str().expect("utf-8")]);
+            }
+            let run = run_bounded(&args, &[]);
+            let at = format!("{args:?}");
+            assert_eq!(run.code, Some(2), "{at}\n{}", run.output);
+            assert!(
+                run.stderr
+                    .contains(&format!("cannot read profile `{p}`: it {says}")),
+                "{at}\n{}",
+                run.output
+            );
+            assert!(
+                run.took < Duration::from_secs(10),
+                "{at} took {:?}",
+                run.took
+            );
+            assert!(listing(out.path()).is_empty(), "{at}: wrote something");
+        }
+        // The same file as ./pyproject.toml.
+        let cwd = tempdir();
+        let pyproject = cwd.path().join("pyproject.toml");
+        if profile.starts_with("/dev") {
+            std::os::unix::fs::symlink(profile, &pyproject).expect("symlink");
+        } else {
+            std::fs::rename(profile, &pyproject).expect("move");
+        }
+        let run = run_bounded_in(&["audit", good], &[], cwd.path());
+        assert_eq!(run.code, Some(2), "pyproject {p}\n{}", run.output);
+        assert!(
+            run.stderr.contains("cannot read `pyproject.toml`: it ") && run.stderr.contains(says),
+            "pyproject {p}\n{}",
+            run.output
+        );
+        assert!(
+            run.took < Duration::from_secs(10),
+            "pyproject {p} took {:?}",
+            run.took
+        );
+    }
+}
+
+/// `-j` far beyond the cores is clamped, and the command says so (`-j 5000` took 32 s to start
+/// its threads on a tiny wheel).
+#[test]
+fn jobs_beyond_the_cores_are_clamped() {
+    let good = case_path("stored");
+    let good = good.to_str().expect("utf-8");
+    let out = tempdir();
+    let w = out.path().to_str().expect("utf-8");
+    for args in [vec!["audit", good], vec!["split", good, "-w", w]] {
+        let run = run_bounded(&args, &["-j", "5000"]);
+        assert_eq!(run.code, Some(0), "{args:?}\n{}", run.output);
+        assert!(
+            run.stderr
+                .contains("warning: -j 5000 is more than twice the")
+                && run.stderr.contains("workers"),
+            "{args:?}\n{}",
+            run.output
+        );
+        assert!(
+            run.took < Duration::from_secs(10),
+            "{args:?} took {:?}",
+            run.took
+        );
     }
 }

@@ -18,5 +18,6 @@ mod shrink_other;
 mod shrink_support;
 mod split;
 mod split_runpath_note;
+mod tools;
 mod trim;
 mod verify;

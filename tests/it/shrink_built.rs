@@ -204,7 +204,11 @@ fn reason(o: &ShrinkOutcome) -> &str {
 #[test]
 fn aarch64_big_fatbin_is_cut_in_64k_granules_and_loads_with_64k_pages() {
     let x = "aarch64-linux-gnu";
-    need(&format!("{x}-g++"), "g++-aarch64-linux-gnu");
+    need(
+        "aarch64-linux-gnu-gcc",
+        "gcc-aarch64-linux-gnu libc6-dev-arm64-cross",
+    );
+    need("aarch64-linux-gnu-g++", "g++-aarch64-linux-gnu");
     let dir = tempdir();
     let d = dir.path();
     let (ka, kb) = (big_container(12), big_container(9));
@@ -268,7 +272,7 @@ fn aarch64_big_fatbin_is_cut_in_64k_granules_and_loads_with_64k_pages() {
 fn ppc64le_big_fatbin_is_cut_and_loads() {
     let x = "powerpc64le-linux-gnu";
     need(
-        &format!("{x}-gcc"),
+        "powerpc64le-linux-gnu-gcc",
         "gcc-powerpc64le-linux-gnu libc6-dev-ppc64el-cross",
     );
     let dir = tempdir();

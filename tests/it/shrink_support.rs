@@ -313,18 +313,7 @@ pub fn hip_edit(data: &[u8]) -> (SectionEdit, usize) {
 
 // ---------------------------------------------------------------- oracles
 
-pub fn need(tool: &str, package: &str) -> PathBuf {
-    let ok = Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    assert!(
-        ok,
-        "`{tool}` is missing: run ./test.sh, or apt-get install {package}"
-    );
-    PathBuf::from(tool)
-}
+pub use crate::tools::need;
 
 pub fn run_out(cmd: &mut Command) -> (bool, String, String) {
     let o = cmd
@@ -592,10 +581,33 @@ pub fn load_hip(path: &Path) -> String {
 /// Runs the cross loader under qemu (`arch` = aarch64 or ppc64le) and returns its output lines
 /// after "loaded".
 pub fn load_qemu(arch: &str, lib: &Path, calls: &[&str]) -> Vec<String> {
-    let qemu = need(&format!("qemu-{arch}-static"), "qemu-user-static");
-    let (loader, sysroot) = match arch {
-        "aarch64" => (fixture("aarch64/loader"), "/usr/aarch64-linux-gnu"),
-        _ => (fixture("ppc64le/loader"), "/usr/powerpc64le-linux-gnu"),
+    let (qemu, loader, sysroot) = match arch {
+        "aarch64" => {
+            need(
+                "/usr/aarch64-linux-gnu/lib/ld-linux-aarch64.so.1",
+                "libc6-arm64-cross",
+            );
+            need(
+                "/usr/aarch64-linux-gnu/lib/libstdc++.so.6",
+                "libstdc++6-arm64-cross",
+            );
+            (
+                need("qemu-aarch64-static", "qemu-user-static"),
+                fixture("aarch64/loader"),
+                "/usr/aarch64-linux-gnu",
+            )
+        }
+        _ => {
+            need(
+                "/usr/powerpc64le-linux-gnu/lib/ld64.so.2",
+                "libc6-ppc64el-cross",
+            );
+            (
+                need("qemu-ppc64le-static", "qemu-user-static"),
+                fixture("ppc64le/loader"),
+                "/usr/powerpc64le-linux-gnu",
+            )
+        }
     };
     let mut cmd = Command::new(qemu);
     if arch == "aarch64" {
