@@ -20,7 +20,7 @@
 use serde::Serialize;
 
 use crate::facts::MemberFacts;
-use crate::links::parent_dir;
+use crate::links::{expand_entry, parent_dir};
 use crate::profile::{Action, Match, ProfileSet};
 use crate::wheel::normalize_name;
 
@@ -81,13 +81,25 @@ pub fn classify<'a>(
 ) -> Vec<(VendorHit<'a>, Fate)> {
     let project = normalize_name(project);
     let soname = |m: &'a MemberFacts| m.host_elf().and_then(|e| e.soname.as_deref());
+    // Linked: another object names it in DT_NEEDED and would find it there, in its own folder
+    // or a folder its RUNPATH/RPATH names. A NEEDED name found elsewhere is not this copy.
     let linked = |m: &MemberFacts| {
         let own = [Some(m.file_name()), m.host_elf().and_then(|e| e.soname.as_deref())];
+        let dir = parent_dir(&m.name);
         members.iter().filter(|o| o.name != m.name).any(|o| {
             o.host_elf().is_some_and(|e| {
-                e.needed
-                    .iter()
-                    .any(|n| own.iter().flatten().any(|x| x == n))
+                let names_it = e.needed.iter().any(|n| own.iter().flatten().any(|x| x == n));
+                let origin = parent_dir(&o.name);
+                let search = if e.runpath.is_empty() {
+                    &e.rpath
+                } else {
+                    &e.runpath
+                };
+                names_it
+                    && (origin == dir
+                        || search
+                            .iter()
+                            .any(|s| expand_entry(s, origin).as_deref() == Some(dir)))
             })
         })
     };

@@ -173,6 +173,23 @@ impl LibraryRule {
         hit(file_name) || soname.is_some_and(hit)
     }
 
+    /// Indices into `patterns` (`companion` false) or `companions` (true) of the patterns that
+    /// match a library name.
+    pub fn pattern_hits(&self, name: &str, companion: bool) -> Vec<usize> {
+        let set = if companion {
+            &self.companion_matcher
+        } else {
+            &self.matcher
+        };
+        let mut hits: Vec<usize> = version_prefixes(&unhash(name))
+            .iter()
+            .flat_map(|n| set.matches(n))
+            .collect();
+        hits.sort_unstable();
+        hits.dedup();
+        hits
+    }
+
     /// True when a library's file name or SONAME matches one of this rule's patterns.
     pub fn matches(&self, file_name: &str, soname: Option<&str>) -> bool {
         self.matches_name(file_name) || soname.is_some_and(|s| self.matches_name(s))

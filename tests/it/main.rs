@@ -8,6 +8,7 @@ mod elf_patch;
 mod fatbin_fixtures;
 mod fuzz_regressions;
 mod hostile;
+mod profiles;
 mod shrink_built;
 mod shrink_cuda;
 mod shrink_errors;
