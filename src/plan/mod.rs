@@ -8,6 +8,6 @@ pub mod split;
 pub mod vendor;
 
 pub use split::{
-    ElfEdit, KeptLibrary, LibraryPlan, MainPlan, MemberAction, RemovedLibrary, RuntimeSet, SplitPlan,
-    SplitSettings, plan_split,
+    ElfEdit, KeptLibrary, LibraryPlan, MainPlan, MemberAction, RemovedLibrary, RuntimeSet,
+    SplitPlan, SplitSettings, plan_split,
 };

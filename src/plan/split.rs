@@ -4,13 +4,13 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::Serialize;
 
+use super::vendor::{Fate, classify};
 use crate::diagnostic::{Diagnostic, Severity};
 use crate::elf::{ElfInfo, Machine};
 use crate::error::Error;
 use crate::facts::{MemberFacts, WheelFacts};
 use crate::links::{expand_entry, parent_dir, relative_rpath};
 use crate::profile::{Action, ProfileSet, detect_cuda_major, soname_version, unhash};
-use super::vendor::{Fate, classify};
 use crate::wheel::filename::filename_safe_name;
 use crate::wheel::{Scheme, Wheel, normalize_name};
 

@@ -84,11 +84,17 @@ pub fn classify<'a>(
     // Linked: another object names it in DT_NEEDED and would find it there, in its own folder
     // or a folder its RUNPATH/RPATH names. A NEEDED name found elsewhere is not this copy.
     let linked = |m: &MemberFacts| {
-        let own = [Some(m.file_name()), m.host_elf().and_then(|e| e.soname.as_deref())];
+        let own = [
+            Some(m.file_name()),
+            m.host_elf().and_then(|e| e.soname.as_deref()),
+        ];
         let dir = parent_dir(&m.name);
         members.iter().filter(|o| o.name != m.name).any(|o| {
             o.host_elf().is_some_and(|e| {
-                let names_it = e.needed.iter().any(|n| own.iter().flatten().any(|x| x == n));
+                let names_it = e
+                    .needed
+                    .iter()
+                    .any(|n| own.iter().flatten().any(|x| x == n));
                 let origin = parent_dir(&o.name);
                 let search = if e.runpath.is_empty() {
                     &e.rpath
@@ -135,12 +141,17 @@ pub fn classify<'a>(
     }
     let own_package = |h: &VendorHit<'a>| {
         let mut all = profiles.all_matches(h.member.file_name(), soname(h.member));
-        let own = all.any(|x| x.rule.upstream.as_ref().is_some_and(|u| u.is_package(&project)))
-            || h.hit
-                .rule
+        let own = all.any(|x| {
+            x.rule
                 .upstream
                 .as_ref()
-                .is_some_and(|u| u.is_package(&project));
+                .is_some_and(|u| u.is_package(&project))
+        }) || h
+            .hit
+            .rule
+            .upstream
+            .as_ref()
+            .is_some_and(|u| u.is_package(&project));
         own.then(|| Fate::OwnPackage {
             package: project.clone(),
         })

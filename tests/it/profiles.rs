@@ -12,8 +12,7 @@ use crate::common::*;
 /// `(rule, name)` lines of a file under fixtures/vendor-names/.
 fn names(file: &str) -> Vec<(String, String)> {
     let path = root().join("fixtures/vendor-names").join(file);
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     text.lines()
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
@@ -44,7 +43,10 @@ fn real_vendor_names_match_their_rule() {
                 .all_matches(&name, None)
                 .map(|m| format!("{}/{}", m.profile.name, m.rule.name))
                 .collect();
-            assert!(hits.is_empty(), "{name} is no profile's, but {hits:?} match it");
+            assert!(
+                hits.is_empty(),
+                "{name} is no profile's, but {hits:?} match it"
+            );
             continue;
         }
         let (profile, rule) = rule.split_once('/').unwrap();
@@ -109,8 +111,8 @@ fn every_pattern_matches_a_listed_vendor_name() {
 #[test]
 fn project_built_look_alikes_match_no_profile() {
     let set = ProfileSet::built_in();
-    let lookalikes = std::fs::read_to_string(root().join("fixtures/vendor-names/lookalikes.txt"))
-        .unwrap();
+    let lookalikes =
+        std::fs::read_to_string(root().join("fixtures/vendor-names/lookalikes.txt")).unwrap();
     let mut n = 0;
     for name in lookalikes
         .lines()
@@ -119,7 +121,14 @@ fn project_built_look_alikes_match_no_profile() {
     {
         let hits: Vec<String> = set
             .all_matches(name, None)
-            .map(|m| format!("{}/{} ({})", m.profile.name, m.rule.name, m.rule.action.as_str()))
+            .map(|m| {
+                format!(
+                    "{}/{} ({})",
+                    m.profile.name,
+                    m.rule.name,
+                    m.rule.action.as_str()
+                )
+            })
             .collect();
         assert!(hits.is_empty(), "project library {name} matched {hits:?}");
         // auditwheel's renamed copy must not match either.
@@ -144,8 +153,15 @@ fn no_upstream_package_keeps_a_placeholder() {
     }
     let cudnn = Profile::built_in("cudnn").unwrap();
     let up = cudnn.libraries[0].upstream.as_ref().unwrap();
-    assert_eq!(up.package_for(Some(12)).as_deref(), Some("nvidia-cudnn-cu12"));
-    assert_eq!(up.package_for(Some(10)), None, "there is no nvidia-cudnn-cu10");
+    assert_eq!(
+        up.package_for(Some(12)).as_deref(),
+        Some("nvidia-cudnn-cu12")
+    );
+    assert_eq!(
+        up.package_for(Some(10)),
+        None,
+        "there is no nvidia-cudnn-cu10"
+    );
     assert!(up.is_package("nvidia_cudnn_cu11") && !up.is_package("nvidia-cudnn-cu"));
 }
 
@@ -242,16 +258,41 @@ fn metadata(zip: &[(String, Vec<u8>)]) -> String {
 fn a_vendors_own_wheel_keeps_its_library() {
     let tmp = tempdir();
     for (project, version, folder, soname) in [
-        ("nvidia-curand-cu12", "10.3.7.77", "nvidia/curand/lib", "libcurand.so.10"),
-        ("nvidia-cuda-runtime-cu12", "12.8.90", "nvidia/cuda_runtime/lib", "libcudart.so.12"),
-        ("nvidia-nccl-cu12", "2.27.3", "nvidia/nccl/lib", "libnccl.so.2"),
-        ("nvidia-cublas", "13.1.0.3", "nvidia/cu13/lib", "libcublas.so.13"),
+        (
+            "nvidia-curand-cu12",
+            "10.3.7.77",
+            "nvidia/curand/lib",
+            "libcurand.so.10",
+        ),
+        (
+            "nvidia-cuda-runtime-cu12",
+            "12.8.90",
+            "nvidia/cuda_runtime/lib",
+            "libcudart.so.12",
+        ),
+        (
+            "nvidia-nccl-cu12",
+            "2.27.3",
+            "nvidia/nccl/lib",
+            "libnccl.so.2",
+        ),
+        (
+            "nvidia-cublas",
+            "13.1.0.3",
+            "nvidia/cu13/lib",
+            "libcublas.so.13",
+        ),
     ] {
         let work = tmp.path().join(project);
         std::fs::create_dir_all(&work).unwrap();
         let lib = so(&work, soname, &[]);
         let member_name = format!("{folder}/{soname}");
-        let input = wheel(&work, project, version, &[(member_name.clone(), lib.clone())]);
+        let input = wheel(
+            &work,
+            project,
+            version,
+            &[(member_name.clone(), lib.clone())],
+        );
         for upstream in [false, true] {
             let out = work.join(format!("out-{upstream}"));
             let mut args = vec!["split", "--json", input.to_str().unwrap(), "-w"];
@@ -271,7 +312,11 @@ fn a_vendors_own_wheel_keeps_its_library() {
             let written = outputs(&out);
             assert_eq!(written, [input.file_name().unwrap().to_str().unwrap()]);
             let zip = read_zip(&out.join(&written[0]));
-            assert_eq!(member(&zip, &member_name), Some(lib.as_slice()), "{project}");
+            assert_eq!(
+                member(&zip, &member_name),
+                Some(lib.as_slice()),
+                "{project}"
+            );
             let meta = metadata(&zip);
             assert!(!meta.contains("Requires-Dist"), "{project}: {meta}");
         }
@@ -342,16 +387,28 @@ fn unlinked_libraries_stay_unless_asked() {
     // audit says what split will do.
     let o = wheelslim(&["audit", "--json", inp]);
     let report = json(&o);
-    let vendor = report["wheels"][0]["vendor_libraries"].as_array().unwrap().clone();
+    let vendor = report["wheels"][0]["vendor_libraries"]
+        .as_array()
+        .unwrap()
+        .clone();
     let fate = |m: &str| {
         vendor
             .iter()
             .find(|v| v["member"] == m)
             .map(|v| v["split"]["fate"].as_str().unwrap().to_string())
     };
-    assert_eq!(fate("profdemo/cupti/libcupti.so.12").as_deref(), Some("unlinked"));
-    assert_eq!(fate("profdemo/cupti/libcheckpoint.so").as_deref(), Some("unlinked"));
-    assert_eq!(fate("profdemo/lib/libnvrtc.so.12").as_deref(), Some("leaves"));
+    assert_eq!(
+        fate("profdemo/cupti/libcupti.so.12").as_deref(),
+        Some("unlinked")
+    );
+    assert_eq!(
+        fate("profdemo/cupti/libcheckpoint.so").as_deref(),
+        Some("unlinked")
+    );
+    assert_eq!(
+        fate("profdemo/lib/libnvrtc.so.12").as_deref(),
+        Some("leaves")
+    );
     assert_eq!(
         fate("profdemo/lib/libnvrtc-builtins.so.12.8").as_deref(),
         Some("leaves-with")
@@ -403,7 +460,11 @@ fn unlinked_libraries_stay_unless_asked() {
     for m in kept.iter().chain(["profdemo/ckpt/libcheckpoint.so"].iter()) {
         assert!(member(&zip, m).is_some(), "{m} left the main wheel");
     }
-    assert!(stderr(&o).contains("kept in place (cuda12/cupti)"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("kept in place (cuda12/cupti)"),
+        "{}",
+        stderr(&o)
+    );
 
     // --move-unlinked moves CUPTI too, its companion with it; the project's own stays.
     let out2 = tmp.path().join("out2");
@@ -432,18 +493,33 @@ fn forbidden_removals_are_listed_and_look_alikes_stay() {
     let tmp = tempdir();
     let d = tmp.path();
     let mut files = Vec::new();
-    for n in ["libhccl.so", "libhccl_plugin.so", "libcust_opapi.so", "libcuda.so.1"] {
+    for n in [
+        "libhccl.so",
+        "libhccl_plugin.so",
+        "libcust_opapi.so",
+        "libcuda.so.1",
+    ] {
         files.push((format!("fw/lib/{n}"), so(d, n, &[])));
     }
     let ext = so(
         d,
         "libfw_core.so",
-        &["libhccl.so", "libhccl_plugin.so", "libcust_opapi.so", "libcuda.so.1"],
+        &[
+            "libhccl.so",
+            "libhccl_plugin.so",
+            "libcust_opapi.so",
+            "libcuda.so.1",
+        ],
     );
     files.push(("fw/lib/libfw_core.so".into(), ext));
     let input = wheel(d, "fw", "2.0", &files);
     let out = d.join("out");
-    let args = ["split", input.to_str().unwrap(), "-w", out.to_str().unwrap()];
+    let args = [
+        "split",
+        input.to_str().unwrap(),
+        "-w",
+        out.to_str().unwrap(),
+    ];
     let o = wheelslim(&args);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     let text = stdout(&o);
@@ -467,4 +543,59 @@ fn forbidden_removals_are_listed_and_look_alikes_stay() {
     forbidden.sort();
     assert_eq!(forbidden, ["fw/lib/libcuda.so.1", "fw/lib/libhccl.so"]);
     assert_eq!(removed.len(), 2, "{removed:?}");
+}
+
+/// A CUDA 10.2 wheel has no upstream wheels: `--upstream` must not point it at `-cu12`
+/// packages (it once required `nvidia-nvtx-cu12>=12,<13`); its libraries move instead. A CUDA
+/// 11 wheel gets `-cu11` packages.
+#[test]
+fn old_cuda_wheels_get_their_own_profiles() {
+    let tmp = tempdir();
+    for (cuda, cudart, expect) in [
+        ("10", "libcudart.so.10.2", None),
+        ("11", "libcudart.so.11.0", Some("nvidia-nvtx-cu11>=11,<12")),
+    ] {
+        let d = tmp.path().join(cuda);
+        std::fs::create_dir_all(&d).unwrap();
+        let mut files = Vec::new();
+        for n in [cudart, "libnvToolsExt.so.1"] {
+            files.push((format!("old/lib/{n}"), so(&d, n, &[])));
+        }
+        let ext = so(&d, "libold_core.so", &[cudart, "libnvToolsExt.so.1"]);
+        files.push(("old/lib/libold_core.so".into(), ext));
+        let input = wheel(&d, "old", "1.0", &files);
+        let o = wheelslim(&[
+            "split",
+            "--json",
+            "--dry-run",
+            "--upstream",
+            input.to_str().unwrap(),
+        ]);
+        assert_eq!(code(&o), 0, "{}", stderr(&o));
+        let report = json(&o);
+        let main = &report["plan"]["mains"][0];
+        let reqs: Vec<&str> = main["requirements"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r.as_str().unwrap())
+            .collect();
+        assert!(
+            reqs.iter().all(|r| !r.contains("cu12") && !r.contains('{')),
+            "CUDA {cuda}: {reqs:?}"
+        );
+        match expect {
+            None => {
+                assert!(reqs.is_empty(), "{reqs:?}");
+                let to: Vec<&str> = main["removed"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|r| r["to"].as_str().unwrap())
+                    .collect();
+                assert_eq!(to, ["runtime", "runtime"], "{main}");
+            }
+            Some(r) => assert!(reqs.contains(&r), "{reqs:?}"),
+        }
+    }
 }
