@@ -99,6 +99,10 @@ pub struct VendorLibrary {
     pub upstream_package: Option<String>,
     pub size: u64,
     pub compressed_size: u64,
+    /// True when another ELF object in the wheel names it in `DT_NEEDED`.
+    pub linked: bool,
+    /// What `wheelslim split` (without `--move-unlinked`) does with it.
+    pub split: crate::plan::vendor::Fate,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -294,29 +298,41 @@ fn audit_wheel(
                 .flat_map(|e| e.needed.iter().map(String::as_str)),
         ),
     );
+    let project = wheel.project_name();
+    let classified = crate::plan::vendor::classify(
+        members,
+        |m| m.host_elf().is_some() || facts::looks_like_shared_object(&m.name),
+        profiles,
+        cuda,
+        &project,
+        false,
+    );
     let mut vendor_libraries = Vec::new();
-    for m in members {
-        let soname = m.host_elf().and_then(|e| e.soname.as_deref());
-        let is_lib = m.host_elf().is_some() || facts::looks_like_shared_object(&m.name);
-        if !is_lib {
-            continue;
+    for (vh, fate) in classified {
+        let (m, hit) = (vh.member, vh.hit);
+        if let Some(why) = fate.why_it_stays() {
+            diagnostics.push(Diagnostic::new(
+                crate::diagnostic::Severity::Note,
+                &wheel.member_location(&m.name),
+                format!(
+                    "`wheelslim split` keeps it ({}/{}): {why}",
+                    hit.profile.name, hit.rule.name
+                ),
+            ));
         }
-        if let Some(hit) = profiles.match_library(m.file_name(), soname, cuda) {
-            vendor_libraries.push(VendorLibrary {
-                member: m.name.clone(),
-                profile: hit.profile.name.clone(),
-                library: hit.rule.name.clone(),
-                action: hit.rule.action,
-                license: hit.rule.license.clone(),
-                license_note: hit.rule.license_note.clone(),
-                upstream_package: hit.rule.upstream.as_ref().map(|u| {
-                    u.package
-                        .replace("{cuda}", &cuda.map_or("{cuda}".into(), |c| c.to_string()))
-                }),
-                size: m.size,
-                compressed_size: m.compressed_size,
-            });
-        }
+        vendor_libraries.push(VendorLibrary {
+            member: m.name.clone(),
+            profile: hit.profile.name.clone(),
+            library: hit.rule.name.clone(),
+            action: hit.rule.action,
+            license: hit.rule.license.clone(),
+            license_note: hit.rule.license_note.clone(),
+            upstream_package: hit.rule.upstream.as_ref().and_then(|u| u.package_for(cuda)),
+            size: m.size,
+            compressed_size: m.compressed_size,
+            linked: vh.linked,
+            split: fate,
+        });
     }
 
     // ELF objects and their links, resolved inside this wheel as installed.
@@ -474,7 +490,7 @@ fn audit_wheel(
         let over_by = compressed_size - opts.max_size;
         let moving: Vec<&VendorLibrary> = vendor_libraries
             .iter()
-            .filter(|l| l.action != Action::Forbid)
+            .filter(|l| l.action != Action::Forbid && l.split.leaves())
             .collect();
         let split_moves_out: u64 = moving.iter().map(|l| l.compressed_size).sum();
         let fits_after_split = split_moves_out >= over_by;

@@ -319,9 +319,7 @@ fn check_set(wheels: &[(&Wheel, &WheelFacts)], profiles: &ProfileSet, out: &mut 
             let upstream = from.and_then(|o| {
                 let hit = profiles.match_library(&unhash(&link.needed), None, cuda)?;
                 let up = hit.rule.upstream.as_ref()?;
-                let package = up
-                    .package
-                    .replace("{cuda}", &cuda.map_or(String::new(), |c| c.to_string()));
+                let package = up.package_for(cuda)?;
                 let origin = parent_dir(&o.path);
                 let searches = o
                     .elf

@@ -89,6 +89,12 @@ pub struct SplitArgs {
     /// libcudart.so.12) in runtime wheels.
     #[arg(long)]
     pub unhash: bool,
+    /// Also move matched libraries that no ELF object in the wheel links. By default they stay
+    /// where they are, since something loads them by path (a profiler opening CUPTI from its
+    /// folder); plugins a moved library opens itself (NVRTC builtins, cuDNN sub-libraries)
+    /// move with it either way.
+    #[arg(long)]
+    pub move_unlinked: bool,
     /// Per-file size limit for every output.
     #[arg(long, value_name = "SIZE", default_value = "100MiB", value_parser = parse_size)]
     pub max_size: u64,

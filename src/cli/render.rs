@@ -158,6 +158,14 @@ fn wheel(o: &mut String, w: &WheelAudit, max_size: u64, verbose: u8) {
             if let Some(l) = &v.license {
                 let _ = write!(line, "  [{l}]");
             }
+            if let Some(why) = v.split.why_it_stays() {
+                let _ = write!(line, "\n                stays: {why}");
+            } else if let crate::plan::vendor::Fate::LeavesWith { library } = &v.split {
+                let _ = write!(
+                    line,
+                    "\n                not linked; leaves with {library}, which loads it"
+                );
+            }
             let _ = writeln!(o, "{line}");
         }
     }
@@ -371,6 +379,10 @@ pub fn split(r: &crate::split::SplitReport) -> String {
                     let _ = writeln!(o, "  remove   {member} ({rule}: provided by the machine)");
                 }
             }
+        }
+        for k in &m.kept {
+            let why = k.fate.why_it_stays().unwrap_or_default();
+            let _ = writeln!(o, "  keep     {} ({}: {why})", k.member, k.rule);
         }
         for a in &m.members {
             if let MemberAction::Edit { member, edit } = a {

@@ -15,6 +15,7 @@ pub fn run(args: &SplitArgs, g: &GlobalArgs, printer: &Printer) -> Result<Outcom
         settings: SplitSettings {
             upstream: args.upstream,
             unhash: args.unhash,
+            move_unlinked: args.move_unlinked,
         },
         wheel_dir: args.wheel_dir.clone(),
         runtime_dir: args

@@ -5,8 +5,9 @@
 
 pub mod pack;
 pub mod split;
+pub mod vendor;
 
 pub use split::{
-    ElfEdit, LibraryPlan, MainPlan, MemberAction, RemovedLibrary, RuntimeSet, SplitPlan,
-    SplitSettings, plan_split,
+    ElfEdit, KeptLibrary, LibraryPlan, MainPlan, MemberAction, RemovedLibrary, RuntimeSet,
+    SplitPlan, SplitSettings, plan_split,
 };

@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::Serialize;
 
+use super::vendor::{Fate, classify};
 use crate::diagnostic::{Diagnostic, Severity};
 use crate::elf::{ElfInfo, Machine};
 use crate::error::Error;
@@ -20,6 +21,9 @@ pub struct SplitSettings {
     pub upstream: bool,
     /// Restore public sonames (`libcudart-80664282.so.12` → `libcudart.so.12`).
     pub unhash: bool,
+    /// Move (or remove) matched libraries that no ELF object in the wheel links, too. By
+    /// default they stay: something loads them by path (see [`super::vendor`]).
+    pub move_unlinked: bool,
 }
 
 /// Edits to one ELF object's dynamic section, in the planner's terms.
@@ -77,6 +81,16 @@ pub enum RemovedLibrary {
     Forbidden { member: String, rule: String },
 }
 
+/// A library a profile matches that stays in the main wheel, and why.
+#[derive(Debug, Clone, Serialize)]
+pub struct KeptLibrary {
+    pub member: String,
+    /// Profile rule that matched it (`cuda12/curand`).
+    pub rule: String,
+    #[serde(flatten)]
+    pub fate: Fate,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct MainPlan {
     /// Index of the input wheel.
@@ -86,6 +100,8 @@ pub struct MainPlan {
     pub file_name: String,
     pub members: Vec<MemberAction>,
     pub removed: Vec<RemovedLibrary>,
+    /// Libraries a profile matched that stay (the wheel's own, or loaded by path).
+    pub kept: Vec<KeptLibrary>,
     /// Runtime sets (by key) this wheel requires exactly.
     pub runtime_sets: Vec<String>,
     /// Upstream requirements to add (`nvidia-cublas-cu12>=12,<13`).
@@ -226,42 +242,75 @@ pub fn plan_split(
             }
         };
 
-        // 1. Libraries matched by profiles.
+        // 1. Libraries matched by profiles, unless they stay (see `vendor`).
         let mut decisions: Vec<Decision> = Vec::new();
-        for m in &facts.members {
-            let Some(info) = m.host_elf() else { continue };
-            if !is_movable_object(info) || installed(m).is_none() {
+        let mut kept = Vec::new();
+        let classified = classify(
+            &facts.members,
+            |m| m.host_elf().is_some_and(is_movable_object) && installed(m).is_some(),
+            profiles,
+            cuda,
+            &project,
+            settings.move_unlinked,
+        );
+        for (vh, fate) in &classified {
+            let (m, hit) = (vh.member, vh.hit);
+            let rule = format!("{}/{}", hit.profile.name, hit.rule.name);
+            if let Some(why) = fate.why_it_stays() {
+                notes.push(Diagnostic::new(
+                    Severity::Note,
+                    &wheel.member_location(&m.name),
+                    format!("kept in place ({rule}): {why}"),
+                ));
+                kept.push(KeptLibrary {
+                    member: m.name.clone(),
+                    rule,
+                    fate: fate.clone(),
+                });
                 continue;
             }
-            let Some(hit) = profiles.match_library(m.file_name(), info.soname.as_deref(), cuda)
-            else {
-                continue;
-            };
-            let rule = format!("{}/{}", hit.profile.name, hit.rule.name);
+            if let Fate::LeavesWith { library } = fate {
+                notes.push(Diagnostic::new(
+                    Severity::Note,
+                    &wheel.member_location(&m.name),
+                    format!(
+                        "no ELF object links it, but it goes with {library} ({rule}), which loads it from its own folder"
+                    ),
+                ));
+            }
             let public = hit.rule.public_name(m.file_name());
-            let dest = match hit.rule.action {
-                Action::Forbid => Destination::Forbidden,
-                Action::Upstream if settings.upstream => {
-                    // PANIC SAFETY: profile parsing guarantees an upstream table for this action.
-                    let up = hit.rule.upstream.as_ref().ok_or_else(|| {
-                        Error::refused(format!("profile rule {rule} has no upstream mapping"), None)
-                    })?;
-                    let package = if up.package.contains("{cuda}") {
-                        let Some(c) = cuda else {
-                            return Err(Error::refused(
-                                format!(
-                                    "{}: cannot tell which CUDA version `{}` was built for, so the upstream package `{}` is ambiguous",
-                                    wheel.member_location(&m.name),
-                                    m.name,
-                                    up.package
-                                ),
-                                Some("bundle libcudart or pass a profile file whose upstream package names the CUDA version".into()),
-                            ));
-                        };
-                        up.package.replace("{cuda}", &c.to_string())
-                    } else {
-                        up.package.clone()
-                    };
+            let upstream = match (&hit.rule.upstream, hit.rule.action) {
+                (Some(up), Action::Upstream) if settings.upstream => {
+                    if up.package.contains("{cuda}") && cuda.is_none() {
+                        return Err(Error::refused(
+                            format!(
+                                "{}: cannot tell which CUDA version `{}` was built for, so the upstream package `{}` is ambiguous",
+                                wheel.member_location(&m.name),
+                                m.name,
+                                up.package
+                            ),
+                            Some("bundle libcudart or pass a profile file whose upstream package names the CUDA version".into()),
+                        ));
+                    }
+                    let package = up.package_for(cuda);
+                    if package.is_none() {
+                        notes.push(Diagnostic::new(
+                            Severity::Note,
+                            &wheel.member_location(&m.name),
+                            format!(
+                                "no upstream wheel `{}` exists for CUDA {}: {rule} moves into a runtime wheel instead",
+                                up.package,
+                                cuda.map_or("?".into(), |c| c.to_string())
+                            ),
+                        ));
+                    }
+                    package.map(|p| (p, up))
+                }
+                _ => None,
+            };
+            let dest = match (hit.rule.action, upstream) {
+                (Action::Forbid, _) => Destination::Forbidden,
+                (_, Some((package, up))) => {
                     let spec = match &up.version {
                         Some(v) => v.clone(),
                         None => soname_version(&unhash(m.file_name()))
@@ -333,6 +382,7 @@ pub fn plan_split(
             for n in needs {
                 if let Some(dep) = by_file.get(n.as_str())
                     && !decisions.iter().any(|d| d.member.name == dep.name)
+                    && !kept.iter().any(|k: &KeptLibrary| k.member == dep.name)
                 {
                     let file = if profile_file_unhash {
                         unhash(dep.file_name())
@@ -447,11 +497,7 @@ pub fn plan_split(
                 Destination::Upstream {
                     dir, requirement, ..
                 } => {
-                    let package = requirement
-                        .split(|c: char| "<>=!~ ;".contains(c))
-                        .next()
-                        .unwrap_or(requirement)
-                        .to_string();
+                    let package = requirement_name(requirement).to_string();
                     requirements.insert(requirement.clone());
                     removed.push(RemovedLibrary::Upstream {
                         member: d.member.name.clone(),
@@ -561,8 +607,13 @@ pub fn plan_split(
             file_name: wheel.filename.to_string(),
             members,
             removed,
+            kept,
             runtime_sets: wanted_sets.into_iter().collect(),
-            requirements: requirements.into_iter().collect(),
+            // A wheel never requires itself (its own libraries stay, see `vendor`).
+            requirements: requirements
+                .into_iter()
+                .filter(|r| normalize_name(requirement_name(r)) != project)
+                .collect(),
         });
     }
     let mut runtime_sets: Vec<RuntimeSet> = sets.into_values().collect();
@@ -577,6 +628,13 @@ pub fn plan_split(
         runtime_sets,
         notes,
     })
+}
+
+/// The distribution name of a requirement line (`nvidia-cublas-cu12>=12,<13` → `nvidia-cublas-cu12`).
+fn requirement_name(req: &str) -> &str {
+    req.split(|c: char| "<>=!~ ;[(".contains(c))
+        .next()
+        .unwrap_or(req)
 }
 
 /// `{project}-runtime-{profile}@...` → (distribution name, import package).

@@ -59,6 +59,37 @@ pub struct Upstream {
     /// version: `>=N[.M],<N+1`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
+    /// With `{cuda}` in `package`: the CUDA majors for which that package exists (`[11, 12,
+    /// 13]`). For any other CUDA version there is no upstream wheel and the library moves into a
+    /// runtime wheel instead.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cuda_majors: Vec<u32>,
+}
+
+impl Upstream {
+    /// The distribution name for a wheel built for CUDA `cuda`, or `None` when it depends on a
+    /// CUDA version that is unknown or has no such package. Never contains `{cuda}`.
+    pub fn package_for(&self, cuda: Option<u32>) -> Option<String> {
+        if !self.package.contains("{cuda}") {
+            return Some(self.package.clone());
+        }
+        let c = cuda?;
+        (self.cuda_majors.is_empty() || self.cuda_majors.contains(&c))
+            .then(|| self.package.replace("{cuda}", &c.to_string()))
+    }
+
+    /// True when `project` (any spelling) is this upstream package, for some CUDA version.
+    pub fn is_package(&self, project: &str) -> bool {
+        let project = crate::wheel::normalize_name(project);
+        let package = crate::wheel::normalize_name(&self.package);
+        match package.split_once("{cuda}") {
+            None => project == package,
+            Some((head, tail)) => project
+                .strip_prefix(head)
+                .and_then(|r| r.strip_suffix(tail))
+                .is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit())),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -80,6 +111,8 @@ struct RawRule {
     license_note: Option<String>,
     #[serde(default)]
     upstream: Option<Upstream>,
+    #[serde(default)]
+    companions: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -105,8 +138,14 @@ pub struct LibraryRule {
     pub license: Option<String>,
     pub license_note: Option<String>,
     pub upstream: Option<Upstream>,
+    /// Names too generic to match on their own (CUPTI's `libcheckpoint.so`): they belong to this
+    /// rule only in a folder that also holds a library its `patterns` match.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub companions: Vec<String>,
     #[serde(skip)]
     matcher: GlobSet,
+    #[serde(skip)]
+    companion_matcher: GlobSet,
 }
 
 impl LibraryRule {
@@ -122,6 +161,38 @@ impl LibraryRule {
         version_prefixes(&name)
             .iter()
             .any(|n| self.matcher.is_match(n))
+    }
+
+    /// True when a library's file name or SONAME is one of this rule's companions.
+    pub fn matches_companion(&self, file_name: &str, soname: Option<&str>) -> bool {
+        let hit = |name: &str| {
+            version_prefixes(&unhash(name))
+                .iter()
+                .any(|n| self.companion_matcher.is_match(n))
+        };
+        hit(file_name) || soname.is_some_and(hit)
+    }
+
+    /// Indices into `patterns` (`companion` false) or `companions` (true) of the patterns that
+    /// match a library name.
+    pub fn pattern_hits(&self, name: &str, companion: bool) -> Vec<usize> {
+        let set = if companion {
+            &self.companion_matcher
+        } else {
+            &self.matcher
+        };
+        let mut hits: Vec<usize> = version_prefixes(&unhash(name))
+            .iter()
+            .flat_map(|n| set.matches(n))
+            .collect();
+        hits.sort_unstable();
+        hits.dedup();
+        hits
+    }
+
+    /// True when a library's file name or SONAME matches one of this rule's patterns.
+    pub fn matches(&self, file_name: &str, soname: Option<&str>) -> bool {
+        self.matches_name(file_name) || soname.is_some_and(|s| self.matches_name(s))
     }
 
     /// The public soname of a (possibly auditwheel-renamed) library this rule matches.
@@ -163,6 +234,8 @@ pub struct Profile {
 const BUILT_IN: &[(&str, &str)] = &[
     ("cuda12", include_str!("../../profiles/cuda12.toml")),
     ("cuda13", include_str!("../../profiles/cuda13.toml")),
+    ("cuda11", include_str!("../../profiles/cuda11.toml")),
+    ("cuda10", include_str!("../../profiles/cuda10.toml")),
     ("cudnn", include_str!("../../profiles/cudnn.toml")),
     ("nccl", include_str!("../../profiles/nccl.toml")),
     (
@@ -196,21 +269,25 @@ impl Profile {
             if r.patterns.is_empty() {
                 return Err(invalid(format!("library `{}` has no patterns", r.name)));
             }
-            let mut b = GlobSetBuilder::new();
-            for p in &r.patterns {
-                if p.contains('/') {
-                    return Err(invalid(format!(
-                        "pattern `{p}` of library `{}` contains `/`: patterns match file names",
-                        r.name
-                    )));
+            let glob_set = |patterns: &[String]| -> Result<GlobSet, ProfileError> {
+                let mut b = GlobSetBuilder::new();
+                for p in patterns {
+                    if p.contains('/') {
+                        return Err(invalid(format!(
+                            "pattern `{p}` of library `{}` contains `/`: patterns match file names",
+                            r.name
+                        )));
+                    }
+                    let glob = Glob::new(p).map_err(|e| {
+                        invalid(format!("pattern `{p}` of library `{}`: {e}", r.name))
+                    })?;
+                    b.add(glob);
                 }
-                let glob = Glob::new(p)
-                    .map_err(|e| invalid(format!("pattern `{p}` of library `{}`: {e}", r.name)))?;
-                b.add(glob);
-            }
-            let matcher = b
-                .build()
-                .map_err(|e| invalid(format!("library `{}`: {e}", r.name)))?;
+                b.build()
+                    .map_err(|e| invalid(format!("library `{}`: {e}", r.name)))
+            };
+            let matcher = glob_set(&r.patterns)?;
+            let companion_matcher = glob_set(&r.companions)?;
             if r.action == Action::Upstream && r.upstream.is_none() {
                 return Err(invalid(format!(
                     "library `{}` has action `upstream` but no `upstream = {{ package, folder }}`",
@@ -238,7 +315,9 @@ impl Profile {
                 patterns: r.patterns,
                 action: r.action,
                 upstream: r.upstream,
+                companions: r.companions,
                 matcher,
+                companion_matcher,
             });
         }
         Ok(Profile {
@@ -321,6 +400,18 @@ impl ProfileSet {
         Ok(ProfileSet { profiles })
     }
 
+    /// Every profile's first rule matching a library, in profile order.
+    pub fn all_matches<'s>(
+        &'s self,
+        file_name: &'s str,
+        soname: Option<&'s str>,
+    ) -> impl Iterator<Item = Match<'s>> + 's {
+        self.profiles.iter().filter_map(move |p| {
+            p.match_library(file_name, soname)
+                .map(|rule| Match { profile: p, rule })
+        })
+    }
+
     /// The rule matching a library. When several profiles match (CUDA 12 and 13 share some
     /// sonames), the one for `cuda_major` wins, then the first in order.
     pub fn match_library(
@@ -371,7 +462,7 @@ mod tests {
     #[test]
     fn built_in_profiles_parse_and_cover_the_drivers() {
         let all = Profile::all_built_in();
-        assert_eq!(all.len(), 7);
+        assert_eq!(all.len(), 9);
         let set = ProfileSet::built_in();
         for driver in ["libcuda.so.1", "libnvidia-ml.so.1", "libascend_hal.so"] {
             let m = set.match_library(driver, None, None).unwrap();

@@ -81,6 +81,8 @@ struct Vendor {
     upstream_package: Option<String>,
     size: u64,
     compressed_size: u64,
+    linked: bool,
+    split: serde_json::Value,
 }
 
 #[derive(Debug, Deserialize)]

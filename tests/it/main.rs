@@ -11,6 +11,7 @@ mod fuzz_regressions;
 mod hostile;
 mod old_toolkits;
 mod policy;
+mod profiles;
 mod shrink_built;
 mod shrink_cuda;
 mod shrink_errors;

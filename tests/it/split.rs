@@ -596,6 +596,7 @@ fn rewritten_members_are_inflated_once() {
             settings: SplitSettings {
                 upstream: false,
                 unhash,
+                move_unlinked: false,
             },
             wheel_dir: tmp.path().join("w"),
             runtime_dir: tmp.path().join("rt"),
@@ -725,6 +726,7 @@ fn large_rewired_members_reuse_the_input_blocks() {
             settings: SplitSettings {
                 upstream: false,
                 unhash: true,
+                move_unlinked: false,
             },
             wheel_dir: tmp.path().join(dir),
             runtime_dir: tmp.path().join(dir),

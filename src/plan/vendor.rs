@@ -1,0 +1,197 @@
+//! Which vendor libraries of a wheel leave it, and which stay and why. `audit` and `split` ask
+//! the same question, so both call [`classify`].
+//!
+//! A library a profile matches leaves the wheel (moved, provided upstream, or removed for a
+//! `forbid` rule) unless:
+//!
+//! * the wheel *is* the library's upstream package (`nvidia-curand-cu12` holding
+//!   `libcurand.so.10`): moving it would empty NVIDIA's own wheel, and `--upstream` would make the
+//!   wheel require itself;
+//! * no ELF object in the wheel links it (no `DT_NEEDED` names its file or its SONAME). Such a
+//!   library is loaded by path (`ctypes.CDLL(os.path.join(...))`, a profiler opening CUPTI from a
+//!   fixed folder), and moving it breaks that at run time. It stays unless the user asks
+//!   (`--move-unlinked`).
+//!
+//! Plugins a vendor library opens itself with `dlopen` (NVRTC's builtins, cuDNN's sub-libraries,
+//! NVSHMEM's transports, CUPTI's libcheckpoint) are not linked either, but they are found beside
+//! the library that opens them. So an unlinked library leaves with a linked library of the same
+//! profile rule that leaves from the same folder, and stays where none does.
+
+use serde::Serialize;
+
+use crate::facts::MemberFacts;
+use crate::links::{expand_entry, parent_dir};
+use crate::profile::{Action, Match, ProfileSet};
+use crate::wheel::normalize_name;
+
+/// What `split` does with one vendor library.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "fate", rename_all = "kebab-case")]
+pub enum Fate {
+    /// Leaves the wheel as its rule says (moved, provided upstream, or removed).
+    Leaves,
+    /// Leaves because `library` (same rule, same folder, linked) leaves: it is a plugin that
+    /// library opens from its own folder.
+    LeavesWith { library: String },
+    /// Stays: this wheel is the library's upstream package.
+    OwnPackage { package: String },
+    /// Stays: no ELF object in the wheel links it, so it is probably loaded by path.
+    Unlinked,
+}
+
+impl Fate {
+    pub fn leaves(&self) -> bool {
+        matches!(self, Fate::Leaves | Fate::LeavesWith { .. })
+    }
+
+    /// Why it stays, for people; `None` when it leaves.
+    pub fn why_it_stays(&self) -> Option<String> {
+        match self {
+            Fate::Leaves | Fate::LeavesWith { .. } => None,
+            Fate::OwnPackage { package } => Some(format!(
+                "this wheel is {package}, the library's own upstream package"
+            )),
+            Fate::Unlinked => Some(
+                "no ELF object in the wheel links it, so it is probably loaded by path (dlopen from Python); moving it would break that (--move-unlinked moves it anyway)"
+                    .into(),
+            ),
+        }
+    }
+}
+
+/// One vendor library of a wheel and its fate.
+#[derive(Debug, Clone, Copy)]
+pub struct VendorHit<'a> {
+    pub member: &'a MemberFacts,
+    pub hit: Match<'a>,
+    /// True when some other ELF object in the wheel names it in `DT_NEEDED`.
+    pub linked: bool,
+    /// True when it matched one of the rule's `companions`, not its `patterns`.
+    pub companion: bool,
+}
+
+/// Classifies the members `candidate` accepts. `project` is the wheel's project name.
+pub fn classify<'a>(
+    members: &'a [MemberFacts],
+    candidate: impl Fn(&MemberFacts) -> bool,
+    profiles: &'a ProfileSet,
+    cuda: Option<u32>,
+    project: &str,
+    move_unlinked: bool,
+) -> Vec<(VendorHit<'a>, Fate)> {
+    let project = normalize_name(project);
+    let soname = |m: &'a MemberFacts| m.host_elf().and_then(|e| e.soname.as_deref());
+    // Linked: another object names it in DT_NEEDED and would find it there, in its own folder
+    // or a folder its RUNPATH/RPATH names. A NEEDED name found elsewhere is not this copy.
+    let linked = |m: &MemberFacts| {
+        let own = [
+            Some(m.file_name()),
+            m.host_elf().and_then(|e| e.soname.as_deref()),
+        ];
+        let dir = parent_dir(&m.name);
+        members.iter().filter(|o| o.name != m.name).any(|o| {
+            o.host_elf().is_some_and(|e| {
+                let names_it = e
+                    .needed
+                    .iter()
+                    .any(|n| own.iter().flatten().any(|x| x == n));
+                let origin = parent_dir(&o.name);
+                let search = if e.runpath.is_empty() {
+                    &e.rpath
+                } else {
+                    &e.runpath
+                };
+                names_it
+                    && (origin == dir
+                        || search
+                            .iter()
+                            .any(|s| expand_entry(s, origin).as_deref() == Some(dir)))
+            })
+        })
+    };
+    let mut hits: Vec<VendorHit<'a>> = Vec::new();
+    for m in members.iter().filter(|m| candidate(m)) {
+        if let Some(hit) = profiles.match_library(m.file_name(), soname(m), cuda) {
+            hits.push(VendorHit {
+                member: m,
+                hit,
+                linked: linked(m),
+                companion: false,
+            });
+        }
+    }
+    // Companions: generic names that count only beside a library of their rule.
+    let primaries = hits.clone();
+    for m in members.iter().filter(|m| candidate(m)) {
+        if hits.iter().any(|h| h.member.name == m.name) {
+            continue;
+        }
+        let beside = primaries.iter().find(|h| {
+            parent_dir(&h.member.name) == parent_dir(&m.name)
+                && h.hit.rule.matches_companion(m.file_name(), soname(m))
+        });
+        if let Some(h) = beside {
+            hits.push(VendorHit {
+                member: m,
+                hit: h.hit,
+                linked: linked(m),
+                companion: true,
+            });
+        }
+    }
+    let own_package = |h: &VendorHit<'a>| {
+        let mut all = profiles.all_matches(h.member.file_name(), soname(h.member));
+        let own = all.any(|x| {
+            x.rule
+                .upstream
+                .as_ref()
+                .is_some_and(|u| u.is_package(&project))
+        }) || h
+            .hit
+            .rule
+            .upstream
+            .as_ref()
+            .is_some_and(|u| u.is_package(&project));
+        own.then(|| Fate::OwnPackage {
+            package: project.clone(),
+        })
+    };
+    let mut fates: Vec<Fate> = hits
+        .iter()
+        .map(|h| {
+            own_package(h).unwrap_or(
+                if h.hit.rule.action == Action::Forbid || h.linked || move_unlinked {
+                    Fate::Leaves
+                } else {
+                    Fate::Unlinked
+                },
+            )
+        })
+        .collect();
+    // Plugins leave with the linked library of their rule that leaves from their folder.
+    let key = |h: &VendorHit| {
+        (
+            h.hit.profile.name.clone(),
+            h.hit.rule.name.clone(),
+            parent_dir(&h.member.name).to_string(),
+        )
+    };
+    let leaving: Vec<(usize, (String, String, String))> = hits
+        .iter()
+        .enumerate()
+        .filter(|(i, h)| fates[*i] == Fate::Leaves && h.linked)
+        .map(|(i, h)| (i, key(h)))
+        .collect();
+    for (i, h) in hits.iter().enumerate() {
+        if fates[i] != Fate::Unlinked {
+            continue;
+        }
+        let k = key(h);
+        if let Some((j, _)) = leaving.iter().find(|(_, lk)| *lk == k) {
+            fates[i] = Fate::LeavesWith {
+                library: hits[*j].member.name.clone(),
+            };
+        }
+    }
+    hits.into_iter().zip(fates).collect()
+}
