@@ -43,6 +43,9 @@ fn a_moved_library_s_dropped_runpath_origin_is_noted() {
         "_ext.so",
         &[
             "-Wl,-rpath,$ORIGIN/../demo.libs",
+            // The library comes before the source on gcc's line: without this, an --as-needed
+            // default drops the NEEDED entry and nothing in the wheel would link libcudart.
+            "-Wl,--no-as-needed",
             &format!("-L{}", d.display()),
             "-l:libcudart.so.12",
         ],
