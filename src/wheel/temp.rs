@@ -21,7 +21,7 @@ use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 const PREFIX: &str = ".wheelslim-";
 const SUFFIX: &str = ".tmp";
@@ -33,6 +33,8 @@ static COMMIT: Mutex<()> = Mutex::new(());
 /// Folders already swept for stale files in this run.
 static SWEPT: Mutex<Option<HashSet<PathBuf>>> = Mutex::new(None);
 static NEXT: AtomicU64 = AtomicU64::new(1);
+/// Set once a commit has put its outputs in place.
+static COMMITTED: AtomicBool = AtomicBool::new(false);
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -108,6 +110,11 @@ pub fn commit_guard() -> std::sync::MutexGuard<'static, ()> {
     lock(&COMMIT)
 }
 
+/// Notes (under [`commit_guard`]) that the outputs are in place, for the interrupt's message.
+pub fn note_committed() {
+    COMMITTED.store(true, Ordering::SeqCst);
+}
+
 /// Removes every listed temporary file. The list stays locked (no new file can be created)
 /// until the process exits, which the caller does next.
 fn remove_all_and_hold() -> usize {
@@ -136,10 +143,15 @@ pub fn install_signal_handler() -> io::Result<()> {
         .spawn(move || {
             if let Some(sig) = signals.forever().next() {
                 let removed = remove_all_and_hold();
+                let outputs = if COMMITTED.load(Ordering::SeqCst) {
+                    "the outputs were already in place"
+                } else {
+                    "no output was written or replaced"
+                };
                 #[allow(clippy::print_stderr)]
                 {
                     eprintln!(
-                        "\nwheelslim: interrupted (signal {sig}); removed {removed} unfinished output file(s), nothing was replaced"
+                        "\nwheelslim: interrupted (signal {sig}); removed {removed} unfinished file(s); {outputs}"
                     );
                 }
                 std::process::exit(128 + sig);

@@ -510,6 +510,7 @@ pub fn commit(files: Vec<PendingFile>) -> Result<Vec<PathBuf>, Error> {
             }
         }
     }
+    super::temp::note_committed();
     for u in undo {
         if let Undo::Restore { backup, .. } = u {
             let _ = std::fs::remove_file(backup);
