@@ -17,7 +17,7 @@ use crate::profile::ProfileSet;
 use crate::verify::{VerifyReport, install_sets, verify_sets};
 use crate::wheel::deflate::{self, Compressed};
 use crate::wheel::record::{Record, RecordEntry, sha256_field};
-use crate::wheel::writer::{PendingFile, WheelWriter, ZipTime, commit};
+use crate::wheel::writer::{Existing, PendingFile, WheelWriter, ZipTime, commit, same_bytes};
 use crate::wheel::{Limits, Wheel};
 
 /// One wheel written.
@@ -335,6 +335,22 @@ pub fn finish(
         .iter()
         .map(|(_, _, ms)| ms.iter().map(|m| m.size).sum())
         .collect();
+    // Where each runtime wheel's members come from, to name them if the runtime wheel
+    // conflicts with one already there.
+    let origins: Vec<HashMap<String, String>> = outputs_spec
+        .iter()
+        .map(|(_, kind, ms)| {
+            ms.iter()
+                .filter(|_| *kind == "runtime")
+                .filter_map(|m| match &m.source {
+                    Source::Copy { wheel, member } => {
+                        Some((m.name.clone(), wheel.member_location(member).to_string()))
+                    }
+                    Source::New(_) => None,
+                })
+                .collect()
+        })
+        .collect();
     // Each worker takes its output's member list out of its slot.
     type Slot<'m> = std::sync::Mutex<Option<(PathBuf, &'static str, Vec<OutMember<'m>>)>>;
     let specs: Vec<Slot> = outputs_spec
@@ -428,7 +444,106 @@ pub fn finish(
         ));
     }
     drop(reopened);
-    let pending: Vec<PendingFile> = written.into_iter().map(|(p, ..)| p).collect();
+    // Runtime wheels are shared: several builds (one per Python version, in the usual
+    // cibuildwheel recipe) write theirs into one --runtime-dir, and the main wheels each build
+    // wrote need the runtime wheel that was there when they were split. One of the same name
+    // with other bytes must therefore never replace it; with the same bytes it is left as it
+    // is. Main and trimmed wheels belong to their own input alone: a rerun after a change
+    // replaces them, as any build tool replaces its outputs.
+    let mut pending: Vec<PendingFile> = Vec::new();
+    for (i, (mut p, kind, member_facts, _)) in written.into_iter().enumerate() {
+        if kind == "runtime" {
+            p.existing = Existing::MustMatch;
+            if std::fs::metadata(&p.target).is_ok_and(|m| m.is_file()) {
+                if same_bytes(p.temp_path(), &p.target).unwrap_or(false) {
+                    continue; // already there: the temporary file deletes itself
+                }
+                return Err(runtime_conflict(&p, &member_facts, &origins[i], f.limits));
+            }
+        }
+        pending.push(p);
+    }
     commit(pending)?;
     Ok((outputs, report))
+}
+
+/// The error for a runtime wheel that would replace one of the same name with other content:
+/// names the existing file, what differs and where this run's members come from.
+fn runtime_conflict(
+    p: &PendingFile,
+    facts: &[MemberFacts],
+    origins: &HashMap<String, String>,
+    limits: &Limits,
+) -> Error {
+    let target = p.target.display();
+    let short = |h: &str| {
+        h.trim_start_matches("sha256=")
+            .chars()
+            .take(12)
+            .collect::<String>()
+    };
+    let mut lines = Vec::new();
+    match Wheel::open(&p.target, limits) {
+        Ok(old) => {
+            let theirs: HashMap<&str, Option<&str>> = old
+                .record
+                .entries
+                .iter()
+                .map(|e| (e.path.as_str(), e.hash.as_deref()))
+                .collect();
+            let record = format!("{}/RECORD", old.dist_info);
+            for m in facts.iter().filter(|m| m.name != record) {
+                let ours = m.sha256.map(|h| sha256_field(&h));
+                let from = origins
+                    .get(&m.name)
+                    .map_or_else(String::new, |o| format!(", this run's from `{o}`"));
+                match theirs.get(m.name.as_str()) {
+                    None => lines.push(format!("{}: not in the existing wheel{from}", m.name)),
+                    Some(t) if *t != ours.as_deref() => lines.push(format!(
+                        "{}: differs (sha256 {}… there, {}… now{from})",
+                        m.name,
+                        t.map(short).unwrap_or_default(),
+                        ours.as_deref().map(short).unwrap_or_default()
+                    )),
+                    Some(_) => {}
+                }
+            }
+            let ours: std::collections::HashSet<&str> =
+                facts.iter().map(|m| m.name.as_str()).collect();
+            for e in &old.record.entries {
+                if !ours.contains(e.path.as_str()) {
+                    lines.push(format!("{}: only in the existing wheel", e.path));
+                }
+            }
+            if lines.is_empty() {
+                lines.push(
+                    "every member is the same; the archives differ in timestamps or order \
+                     (another SOURCE_DATE_EPOCH?)"
+                        .into(),
+                );
+            }
+        }
+        Err(e) => lines.push(format!("the existing file cannot be read as a wheel: {e}")),
+    }
+    let more = lines.len().saturating_sub(8);
+    lines.truncate(8);
+    if more > 0 {
+        lines.push(format!("and {more} more"));
+    }
+    Error::refused(
+        format!(
+            "runtime wheel `{target}` already exists with other content than the one this run \
+             would write in its place ({} bytes now):\n  {}\nnothing was written",
+            p.size,
+            lines.join("\n  ")
+        ),
+        Some(
+            "main wheels split earlier need the runtime wheel that is there, so it is never \
+             replaced. Split every build against the same copy of the vendor libraries, or \
+             give this build its own --runtime-dir (and publish each main wheel with the \
+             runtime wheel it was split with); remove the existing file only if no main wheel \
+             needs it"
+                .into(),
+        ),
+    )
 }

@@ -96,6 +96,13 @@ pub fn main() -> ExitCode {
             .num_threads(jobs)
             .build_global();
     }
+    // The commands that write leave no unfinished output behind when interrupted.
+    if matches!(cli.command, Command::Split(_) | Command::Trim(_))
+        && let Err(e) = crate::wheel::temp::install_signal_handler()
+    {
+        printer.error(&anyhow::anyhow!("cannot install the signal handlers: {e}"));
+        return ExitCode::from(2);
+    }
     let result = match &cli.command {
         Command::Audit(a) => audit::run(a, &cli.global, &printer),
         Command::Split(a) => split::run(a, &cli.global, &printer),

@@ -6,6 +6,7 @@ pub mod filename;
 pub mod headers;
 pub mod record;
 pub mod splice;
+pub mod temp;
 pub mod writer;
 pub mod zip;
 

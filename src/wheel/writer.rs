@@ -97,7 +97,7 @@ struct CentralEntry {
 
 pub struct WheelWriter {
     target: PathBuf,
-    tmp: tempfile::NamedTempFile,
+    tmp: super::temp::TempFile,
     out: BufWriter<File>,
     offset: u64,
     entries: Vec<CentralEntry>,
@@ -111,8 +111,23 @@ pub struct WheelWriter {
 #[derive(Debug)]
 pub struct PendingFile {
     pub target: PathBuf,
-    tmp: tempfile::TempPath,
     pub size: u64,
+    /// What [`commit`] does when the target already exists.
+    pub existing: Existing,
+    // Dropped in this order: the file is deleted, its lock let go, then it leaves the list of
+    // files an interrupt removes.
+    tmp: tempfile::TempPath,
+    _lock: File,
+    _registered: super::temp::Registered,
+}
+
+/// What [`commit`] does with a file already at the target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Existing {
+    /// Replace it (restored if the commit fails).
+    Replace,
+    /// Keep it if it holds the same bytes (nothing is rewritten), refuse the commit if not.
+    MustMatch,
 }
 
 impl PendingFile {
@@ -133,12 +148,13 @@ impl WheelWriter {
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
-        let tmp = tempfile::Builder::new()
-            .prefix(".wheelslim-")
-            .suffix(".tmp")
-            .tempfile_in(dir)
+        let tmp = super::temp::create_in(dir)
             .map_err(|e| Error::io("create a temporary file in", dir, e))?;
-        let file = tmp.as_file().try_clone().map_err(|e| werr(target, e))?;
+        let file = tmp
+            .file
+            .as_file()
+            .try_clone()
+            .map_err(|e| werr(target, e))?;
         Ok(WheelWriter {
             target: target.to_path_buf(),
             tmp,
@@ -249,6 +265,25 @@ impl WheelWriter {
             location: crate::error::Location::member(from.path(), &member.name),
             err,
         })?;
+        test_pause();
+        // The bytes go out as they are, under the CRC-32 and sizes read when the input was
+        // opened, and RECORD carries the hashes computed then: an input written to since
+        // would give a member that fails its CRC. Checked before and after the copy, which is
+        // the last time this member's bytes are read.
+        let changed = |e: io::Error| {
+            Error::refused(
+                format!(
+                    "{}: {e}",
+                    crate::error::Location::member(from.path(), &member.name)
+                ),
+                Some(
+                    "the input wheel must not change while wheelslim runs (is a build still \
+                     writing it?); nothing was written; run again once it is complete"
+                        .into(),
+                ),
+            )
+        };
+        from.check_unchanged().map_err(changed)?;
         let offset = self.offset;
         let target = self.target.clone();
         self.write_local_header(
@@ -272,11 +307,13 @@ impl WheelWriter {
             None => io::copy(&mut reader, &mut self.out).map_err(copy_err)?,
         };
         if copied != member.compressed_size {
+            from.check_unchanged().map_err(changed)?;
             return Err(copy_err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
                 "the archive shrank while being read",
             )));
         }
+        from.check_unchanged().map_err(changed)?;
         self.offset += copied;
         self.entries.push(CentralEntry {
             name: name.to_string(),
@@ -303,10 +340,18 @@ impl WheelWriter {
         file.set_permissions(std::fs::Permissions::from_mode(0o644))
             .map_err(|e| werr(&target, e))?;
         file.sync_all().map_err(|e| werr(&target, e))?;
+        let super::temp::TempFile {
+            file: tmp,
+            registered,
+        } = self.tmp;
         Ok(PendingFile {
             target,
             size: self.offset,
-            tmp: self.tmp.into_temp_path(),
+            existing: Existing::Replace,
+            tmp: tmp.into_temp_path(),
+            // The writer's own handle keeps the lock the temporary file was created with.
+            _lock: file,
+            _registered: registered,
         })
     }
 
@@ -409,28 +454,301 @@ fn source<'s>(
     sources[i].1.as_ref()
 }
 
-/// Renames every pending file into place. If one rename fails, the ones already renamed are
-/// removed again and the rest are deleted, so a failed run leaves no output behind.
+/// For wheelslim's own tests only: when `WHEELSLIM_TEST_PAUSE_BEFORE_COPY` names a file, the
+/// first raw copy of the run creates that file and waits until it is removed, so a test can
+/// act (send a signal, change an input) at a known point while an output is being written.
+fn test_pause() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static DONE: AtomicBool = AtomicBool::new(false);
+    let Some(marker) = std::env::var_os("WHEELSLIM_TEST_PAUSE_BEFORE_COPY") else {
+        return;
+    };
+    if DONE.swap(true, Ordering::SeqCst) || std::fs::write(&marker, b"paused").is_err() {
+        return;
+    }
+    while Path::new(&marker).exists() {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+/// How to take back one step of a commit.
+enum Undo {
+    /// The target did not exist: remove what was put there.
+    Remove(PathBuf),
+    /// The target was moved aside (or linked) to `backup`: put it back.
+    Restore { backup: PathBuf, target: PathBuf },
+}
+
+/// Renames every pending file into place, all or nothing, including what was there before:
+/// a file already at a target is first hard-linked to a backup name in the same folder (so
+/// the target never goes missing; moved there by rename where links are not supported); if a
+/// later step fails, every step is taken back in reverse order (backups renamed over the
+/// targets, new files removed) and the remaining temporary files are deleted. Backups are
+/// removed once every file is in place. A target that is a folder is never moved: the rename
+/// over it fails and the commit is taken back. An interrupt waits until the commit is done or
+/// taken back (see [`super::temp`]).
+///
+/// Files marked [`Existing::MustMatch`] are put in place only where the target does not exist
+/// (atomically: no other process can slip one in between); where it exists with the same
+/// bytes it is kept as it is, and where it differs the commit fails.
 pub fn commit(files: Vec<PendingFile>) -> Result<Vec<PathBuf>, Error> {
+    let _guard = super::temp::commit_guard();
+    let mut undo: Vec<Undo> = Vec::new();
     let mut done: Vec<PathBuf> = Vec::new();
     let mut iter = files.into_iter();
     while let Some(p) = iter.next() {
         let target = p.target.clone();
-        if let Err(e) = p.tmp.persist(&target) {
-            for d in &done {
-                let _ = std::fs::remove_file(d);
+        match commit_one(p) {
+            Ok(step) => {
+                undo.extend(step);
+                done.push(target);
             }
-            drop(iter); // remaining temporary files delete themselves
-            return Err(Error::io("rename the finished wheel to", target, e.error));
+            Err(e) => {
+                drop(iter); // the remaining temporary files delete themselves
+                roll_back(undo);
+                return Err(e);
+            }
         }
-        done.push(target);
+    }
+    super::temp::note_committed();
+    for u in undo {
+        if let Undo::Restore { backup, .. } = u {
+            let _ = std::fs::remove_file(backup);
+        }
     }
     Ok(done)
+}
+
+fn roll_back(undo: Vec<Undo>) {
+    for u in undo.into_iter().rev() {
+        match u {
+            Undo::Remove(target) => {
+                let _ = std::fs::remove_file(target);
+            }
+            Undo::Restore { backup, target } => {
+                let _ = std::fs::rename(backup, target);
+            }
+        }
+    }
+}
+
+fn commit_one(p: PendingFile) -> Result<Option<Undo>, Error> {
+    let PendingFile {
+        target,
+        existing,
+        tmp,
+        ..
+    } = p;
+    let rename_err = |target: &Path, e| Error::io("rename the finished wheel to", target, e);
+    if existing == Existing::MustMatch {
+        return match tmp.persist_noclobber(&target) {
+            Ok(()) => Ok(Some(Undo::Remove(target))),
+            Err(e) if e.error.kind() == io::ErrorKind::AlreadyExists => {
+                if same_bytes(&e.path, &target).unwrap_or(false) {
+                    Ok(None) // the temporary file deletes itself
+                } else {
+                    Err(differs(&target))
+                }
+            }
+            Err(e) => Err(rename_err(&target, e.error)),
+        };
+    }
+    let backup = match std::fs::symlink_metadata(&target) {
+        Ok(m) if !m.is_dir() => Some(back_up(&target)?),
+        _ => None,
+    };
+    match tmp.persist(&target) {
+        Ok(()) => Ok(Some(match backup {
+            Some((backup, _)) => Undo::Restore { backup, target },
+            None => Undo::Remove(target),
+        })),
+        Err(e) => {
+            // This step is taken back here; the caller takes back the earlier ones.
+            match backup {
+                Some((backup, true)) => {
+                    let _ = std::fs::remove_file(backup);
+                }
+                Some((backup, false)) => {
+                    let _ = std::fs::rename(backup, &target);
+                }
+                None => {}
+            }
+            Err(rename_err(&target, e.error))
+        }
+    }
+}
+
+/// Makes a backup of `target` under a new name in its folder: a hard link where the file
+/// system has them (`true`), else the target itself renamed (`false`).
+fn back_up(target: &Path) -> Result<(PathBuf, bool), Error> {
+    let err = |e| Error::io("keep a backup of the previous", target, e);
+    let mut n = 0;
+    loop {
+        let backup = super::temp::backup_name(target, n);
+        n += 1;
+        match std::fs::hard_link(target, &backup) {
+            Ok(()) => return Ok((backup, true)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(_) if backup.exists() => continue,
+            Err(_) => {
+                return std::fs::rename(target, &backup)
+                    .map(|()| (backup, false))
+                    .map_err(err);
+            }
+        }
+    }
+}
+
+/// The error for a target that exists with other bytes than the file meant to be there.
+pub fn differs(target: &Path) -> Error {
+    Error::refused(
+        format!(
+            "`{}` already exists with other content than the wheel of that name this run made; \
+             nothing was written",
+            target.display()
+        ),
+        Some("another run wrote a different wheel of the same name there; remove it if nothing needs it, or write to another folder".into()),
+    )
+}
+
+/// Whether two files hold the same bytes.
+pub fn same_bytes(a: &Path, b: &Path) -> io::Result<bool> {
+    let (mut fa, mut fb) = (File::open(a)?, File::open(b)?);
+    if fa.metadata()?.len() != fb.metadata()?.len() {
+        return Ok(false);
+    }
+    let (mut ba, mut bb) = (vec![0u8; 1 << 16], vec![0u8; 1 << 16]);
+    loop {
+        let n = read_full(&mut fa, &mut ba)?;
+        let m = read_full(&mut fb, &mut bb)?;
+        if n != m || ba[..n] != bb[..m] {
+            return Ok(false);
+        }
+        if n == 0 {
+            return Ok(true);
+        }
+    }
+}
+
+fn read_full(f: &mut File, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read(&mut buf[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn pending(target: &Path) -> PendingFile {
+        let mut w = WheelWriter::create(target, ZipTime::EPOCH).unwrap();
+        let c = crate::wheel::deflate::compress(b"new bytes", 6);
+        w.add_compressed("pkg/data.txt", &c, 0o100644).unwrap();
+        w.finish().unwrap()
+    }
+
+    /// The names in `dir` wheelslim made for itself (temporary files, backups).
+    fn ours(dir: &Path) -> Vec<String> {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(".wheelslim-"))
+            .collect()
+    }
+
+    #[test]
+    fn a_failed_commit_puts_back_what_it_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a-1.0-py3-none-any.whl");
+        let b = dir.path().join("b-1.0-py3-none-any.whl");
+        let c = dir.path().join("c-1.0-py3-none-any.whl");
+        std::fs::write(&a, b"previous a").unwrap();
+        // The second rename fails: a non-empty folder cannot be renamed over.
+        std::fs::create_dir(&b).unwrap();
+        std::fs::write(b.join("keep"), b"x").unwrap();
+        let files = vec![pending(&a), pending(&b), pending(&c)];
+        let e = commit(files).unwrap_err().to_string();
+        assert!(e.contains("b-1.0-py3-none-any.whl"), "{e}");
+        assert_eq!(std::fs::read(&a).unwrap(), b"previous a");
+        assert_eq!(std::fs::read(b.join("keep")).unwrap(), b"x");
+        assert!(!c.exists());
+        assert_eq!(ours(dir.path()), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_commit_replaces_and_leaves_no_backup() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a-1.0-py3-none-any.whl");
+        std::fs::write(&a, b"previous a").unwrap();
+        let p = pending(&a);
+        let new = std::fs::read(p.temp_path()).unwrap();
+        commit(vec![p]).unwrap();
+        assert_eq!(std::fs::read(&a).unwrap(), new);
+        assert_eq!(ours(dir.path()), Vec::<String>::new());
+    }
+
+    #[test]
+    fn must_match_keeps_identical_and_refuses_different() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a-1.0-py3-none-any.whl");
+        commit(vec![pending(&a)]).unwrap();
+        let ino = std::fs::metadata(&a).unwrap().ino();
+        let mut p = pending(&a);
+        p.existing = Existing::MustMatch;
+        commit(vec![p]).unwrap();
+        assert_eq!(std::fs::metadata(&a).unwrap().ino(), ino, "not rewritten");
+        std::fs::write(&a, b"another build's").unwrap();
+        let mut p = pending(&a);
+        p.existing = Existing::MustMatch;
+        let e = commit(vec![p]).unwrap_err().to_string();
+        assert!(e.contains("already exists with other content"), "{e}");
+        assert_eq!(std::fs::read(&a).unwrap(), b"another build's");
+        assert_eq!(ours(dir.path()), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_raw_copy_from_an_input_changed_since_it_was_opened_is_refused() {
+        use std::io::Write as _;
+        use std::os::unix::fs::FileExt;
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("in.zip");
+        {
+            let mut z = ::zip::ZipWriter::new(File::create(&input).unwrap());
+            let opts = ::zip::write::SimpleFileOptions::default()
+                .compression_method(::zip::CompressionMethod::Stored);
+            z.start_file("pkg/lib.so", opts).unwrap();
+            z.write_all(&[7u8; 4096]).unwrap();
+            z.finish().unwrap();
+        }
+        // An old modification time, so the rewrite below moves it whatever the clock's grain.
+        let old = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000_000);
+        File::options()
+            .write(true)
+            .open(&input)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        let archive = ZipArchive::open(&input, &crate::wheel::Limits::default()).unwrap();
+        let m = archive.member("pkg/lib.so").unwrap().clone();
+        // Rewritten in place, same size: only the file's times tell.
+        let f = File::options().write(true).open(&input).unwrap();
+        f.write_all_at(&[8u8; 16], m.data_offset).unwrap();
+        drop(f);
+        let out = dir.path().join("out-1.0-py3-none-any.whl");
+        let mut w = WheelWriter::create(&out, ZipTime::EPOCH).unwrap();
+        let e = w
+            .add_raw("pkg/lib.so", &archive, &m, 0o100644)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("in.zip!pkg/lib.so"), "{e}");
+        assert!(e.contains("changed while wheelslim was reading it"), "{e}");
+    }
 
     #[test]
     fn dos_time_from_unix() {

@@ -228,6 +228,34 @@ pub struct ZipArchive {
     findings: Vec<ZipFinding>,
     /// Where the central directory starts (= where member data must end).
     cd_offset: u64,
+    /// The file as it was when it was opened, to tell whether it changed under us.
+    identity: FileIdentity,
+}
+
+/// What tells one state of a file from another without reading it: device and inode, size,
+/// and the modification and change times to the nanosecond. The change time cannot be set
+/// back by anyone (copying old timestamps back sets the modification time only), so an
+/// in-place rewrite shows there even when size and modification time were restored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileIdentity {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl FileIdentity {
+    pub fn of(meta: &std::fs::Metadata) -> FileIdentity {
+        use std::os::unix::fs::MetadataExt;
+        FileIdentity {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            len: meta.len(),
+            mtime: (meta.mtime(), meta.mtime_nsec()),
+            ctime: (meta.ctime(), meta.ctime_nsec()),
+        }
+    }
 }
 
 fn le16(b: &[u8], o: usize) -> u16 {
@@ -286,7 +314,29 @@ impl ZipArchive {
     pub fn open(path: &Path, limits: &Limits) -> Result<ZipArchive, ArchiveOpenError> {
         // Only a regular file, checked before opening: opening a FIFO would wait forever.
         let (file, meta) = crate::input::open_regular(path).map_err(ArchiveOpenError::Io)?;
-        Self::index(path, file, meta.len(), limits).map_err(ArchiveOpenError::Zip)
+        let identity = FileIdentity::of(&meta);
+        Self::index(path, file, identity, limits).map_err(ArchiveOpenError::Zip)
+    }
+
+    /// Fails when the file is no longer what was opened and indexed (written to, truncated or
+    /// touched since): what was read from it before (the index, the facts, the hashes that
+    /// become RECORD) may then not describe what a raw copy takes from it now.
+    pub fn check_unchanged(&self) -> io::Result<()> {
+        let now = FileIdentity::of(&self.file.metadata()?);
+        if now != self.identity {
+            let what = if now.len != self.identity.len {
+                format!(
+                    "its size went from {} to {} bytes",
+                    self.identity.len, now.len
+                )
+            } else {
+                "its modification or change time moved".to_string()
+            };
+            return Err(io::Error::other(format!(
+                "the file was changed while wheelslim was reading it ({what})"
+            )));
+        }
+        Ok(())
     }
 
     fn read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> Result<(), ZipError> {
@@ -299,7 +349,13 @@ impl ZipArchive {
         })
     }
 
-    fn index(path: &Path, file: File, file_len: u64, limits: &Limits) -> Result<Self, ZipError> {
+    fn index(
+        path: &Path,
+        file: File,
+        identity: FileIdentity,
+        limits: &Limits,
+    ) -> Result<Self, ZipError> {
+        let file_len = identity.len;
         if file_len < EOCD_LEN as u64 {
             return Err(ZipError::NotZip(
                 "file is shorter than an end-of-central-directory record",
@@ -604,6 +660,7 @@ impl ZipArchive {
             by_name,
             findings,
             cd_offset,
+            identity,
         };
         archive.check_local_headers();
         archive.check_overlaps();

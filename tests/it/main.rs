@@ -2,6 +2,7 @@
 //! installs the outside tools they check against.
 
 mod audit;
+mod commit;
 mod common;
 mod device;
 mod elf_kind;
