@@ -18,6 +18,7 @@ DEBIAN_TOOLS='
 sh                                                dash
 ldd                                               libc-bin
 mkfifo                                            coreutils
+kill                                              procps
 python3                                           python3
 readelf                                           binutils
 objcopy                                           binutils
