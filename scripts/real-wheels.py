@@ -458,6 +458,22 @@ def self_req(outputs):
     emit("FAIL" if bad else "PASS", "self-require", summarize(bad) if bad else "no output requires its own project")
 
 
+def cuda_major(outputs, want):
+    """Runtime wheels and requirements must name the CUDA major the input was built for."""
+    seen = []
+    for o in outputs:
+        m = metadata(o)
+        for text in [os.path.basename(o)] + m.get("requires-dist", []):
+            for d in re.findall(r"(?<![a-z])cu(?:da)?[-_]?(\d{2,3})(?!\d)", text.lower()):
+                major = int(d[:2]) if d.startswith("1") else int(d[0])
+                if major != want:
+                    seen.append("%s names CUDA %d" % (text.split(";")[0].strip(), major))
+    if seen:
+        emit("FAIL", "cuda-major", "the input is CUDA %d: %s" % (want, summarize(sorted(set(seen)))))
+    else:
+        emit("PASS", "cuda-major", "no output names another CUDA major than %d" % want)
+
+
 def main(argv):
     cmd = argv[1]
     if cmd == "probe":
@@ -474,6 +490,8 @@ def main(argv):
         reqs(argv[2], argv[3], argv[4:])
     elif cmd == "keeps":
         keeps(argv[2], argv[3])
+    elif cmd == "cuda-major":
+        cuda_major(argv[3:], int(argv[2]))
     elif cmd == "self-req":
         self_req(argv[2:])
     else:

@@ -80,7 +80,10 @@ else
   bin="$root/target/debug/wheelslim"
 fi
 [ -x "$bin" ] || { echo "wheelslim binary not found: $bin" >&2; exit 2; }
-commit="$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)"
+# the last commit that changed wheelslim itself (scripts and docs do not change the results)
+commit="$(git -C "$root" log -1 --format=%h -- src Cargo.toml Cargo.lock profiles 2>/dev/null)"
+[ -n "$commit" ] || commit=unknown
+[ -n "${WHEELSLIM_BIN:-}" ] && commit="$commit?" # a given binary may be from elsewhere
 
 work="$(mktemp -d "${TMPDIR:-/tmp}/wheelslim-real.XXXXXX")"
 if [ $keep = 1 ]; then
@@ -95,12 +98,13 @@ limit=104857600 # PyPI's default per-file limit, 100 MiB
 
 # result WHEEL CHECK STATUS DETAIL
 result() {
-  local w="$1" c="$2" s="$3" d="$4" item=""
+  local w="$1" c="$2" s="$3" d="$4" item="" exact=""
   item="$(awk -v w="$w" -v c="$c" '!/^\s*#/ && NF >= 3 && ($1 == w || $1 == "*") && $2 == c {print $3; exit}' "$known" 2>/dev/null)"
+  exact="$(awk -v w="$w" -v c="$c" '!/^\s*#/ && NF >= 3 && $1 == w && $2 == c {print $3; exit}' "$known" 2>/dev/null)"
   if [ "$s" = FAIL ] && [ -n "$item" ] && [ $strict = 0 ]; then
     s=KNOWN-ISSUE
     d="(issue 10 item $item) $d"
-  elif [ "$s" = PASS ] && [ -n "$item" ]; then
+  elif [ "$s" = PASS ] && [ -n "$exact" ]; then
     d="$d [listed as known issue $item in $(basename "$known"): remove that line]"
   fi
   case "$s" in
@@ -180,7 +184,7 @@ oracles() {
   "$PY" "$helper" probe "$tree" "$wd/$label.json" $([ $native = 1 ] && echo --native) --python "$PY" \
     || { result "$name" "$label:probe" FAIL "the oracle probe failed on $tree"; return; }
   while IFS=$'\t' read -r s c d; do
-    if [ "$c" = ptx ] && [ "$s" = FAIL ] && grep -qiE 'ptx|jit' "$wd/$label.out" "$wd/$label.err" 2>/dev/null; then
+    if [ "$c" = ptx ] && [ "$s" = FAIL ] && said_ptx "$d" "$wd/$label.out" "$wd/$label.err"; then
       s=PASS d="$d (and wheelslim said so)"
     fi
     result "$name" "$label:$c" "$s" "$d"
@@ -200,6 +204,15 @@ oracles() {
   else
     result "$name" "$label:verify" FAIL "exit $rc (input: exit $verify_in_rc): $(errtext "$wd/$label-verify.err") $(vfindings "$wd/$label-verify.out" | head -n 2 | tr '\n' ' ' | cut -c1-300)"
   fi
+}
+
+# said_ptx DETAIL FILES...: did wheelslim name every library that lost its PTX, on a line about PTX/JIT?
+said_ptx() {
+  local d="$1" lib; shift
+  for lib in $(grep -oE '[^/ ;]+\.so[^ ;]*' <<<"$d" | sort -u); do
+    cat "$@" 2>/dev/null | grep -F -- "$lib" | grep -qiwE 'ptx|jit' || return 1
+  done
+  return 0
 }
 
 # verify's findings, one a line, without wheel names (a split may reorder the platform tags),
@@ -288,7 +301,12 @@ check_wheel() {
   else
     result "$name" dry-vs-split PASS "both exit $rc"
   fi
+  local cuda; cuda="$(tr ',' '\n' <<<"$flags" | sed -n 's/^cuda=//p')"
   if [ $rc = 0 ] && [ ${#outs[@]} -gt 0 ]; then
+    if [ -n "$cuda" ]; then
+      line="$("$PY" "$helper" cuda-major "$cuda" "${outs[@]}")"
+      result "$name" split:cuda-major "$(cut -f1 <<<"$line")" "$(cut -f3- <<<"$line")"
+    fi
     oracles split split - "${outs[@]}"
     if [[ ",$flags," == *,vendor,* ]]; then
       line="$("$PY" "$helper" keeps "$whl" "$(find "$wd/split/main" -name '*.whl' | head -1)")"
@@ -317,6 +335,10 @@ check_wheel() {
     if [ $rc = 0 ]; then
       local ups=(); mapfile -t ups < <(find "$wd/up" -name '*.whl' | sort)
       result "$name" split-upstream PASS "${secs}s, ${#ups[@]} wheel(s)"
+      if [ -n "$cuda" ]; then
+        line="$("$PY" "$helper" cuda-major "$cuda" "${ups[@]}")"
+        result "$name" split-upstream:cuda-major "$(cut -f1 <<<"$line")" "$(cut -f3- <<<"$line")"
+      fi
       line="$("$PY" "$helper" self-req "${ups[@]}")"
       result "$name" split-upstream:self-require "$(cut -f1 <<<"$line")" "$(cut -f3- <<<"$line")"
       line="$("$PY" "$helper" keeps "$whl" "$(find "$wd/up/main" -name '*.whl' | head -1)")"
