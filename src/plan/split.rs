@@ -10,7 +10,8 @@ use crate::elf::{ElfInfo, Machine};
 use crate::error::Error;
 use crate::facts::{MemberFacts, WheelFacts};
 use crate::links::{expand_entry, parent_dir, relative_rpath};
-use crate::profile::{Action, ProfileSet, detect_cuda_major, soname_version, unhash};
+use crate::profile::releases::{Range, Releases};
+use crate::profile::{Action, ProfileSet, detect_cuda_major, unhash};
 use crate::wheel::filename::filename_safe_name;
 use crate::wheel::{Scheme, Wheel, normalize_name};
 
@@ -196,19 +197,12 @@ fn is_movable_object(info: &ElfInfo) -> bool {
         )
 }
 
-/// `>=12,<13` from `12`; `>=12.8,<13` from `12.8.90`.
-fn range_from_version(v: &str) -> Option<String> {
-    let parts: Vec<u64> = v
-        .split('.')
-        .map(|p| p.parse().ok())
-        .collect::<Option<_>>()?;
-    let major = *parts.first()?;
-    let lower = if parts.len() >= 2 {
-        format!("{}.{}", parts[0], parts[1])
-    } else {
-        major.to_string()
-    };
-    Some(format!(">={lower},<{}", major + 1))
+/// What the libraries of one upstream package ask of its version.
+#[derive(Default)]
+struct Pin {
+    /// The profile's own specifier, when it gives one.
+    fixed: Option<String>,
+    ranges: Vec<Range>,
 }
 
 /// Plans the split of every input wheel. `inputs` pairs each opened wheel with its facts.
@@ -245,6 +239,9 @@ pub fn plan_split(
         // 1. Libraries matched by profiles, unless they stay (see `vendor`).
         let mut decisions: Vec<Decision> = Vec::new();
         let mut kept = Vec::new();
+        let mut pins: BTreeMap<String, Pin> = BTreeMap::new();
+        let releases = Releases::built_in();
+        let soname_of = |m: &MemberFacts| m.host_elf().and_then(|e| e.soname.clone());
         let classified = classify(
             &facts.members,
             |m| m.host_elf().is_some_and(is_movable_object) && installed(m).is_some(),
@@ -311,16 +308,20 @@ pub fn plan_split(
             let dest = match (hit.rule.action, upstream) {
                 (Action::Forbid, _) => Destination::Forbidden,
                 (_, Some((package, up))) => {
-                    let spec = match &up.version {
-                        Some(v) => v.clone(),
-                        None => soname_version(&unhash(m.file_name()))
-                            .and_then(range_from_version)
-                            .unwrap_or_default(),
-                    };
+                    // The version part is filled in below, once per package.
+                    let pin = pins.entry(package.clone()).or_default();
+                    match &up.version {
+                        Some(v) => pin.fixed = Some(v.clone()),
+                        None => pin.ranges.extend(releases.library_range(
+                            &package,
+                            m.file_name(),
+                            soname_of(m).as_deref(),
+                        )),
+                    }
                     Destination::Upstream {
                         dir: up.folder.trim_end_matches('/').to_string(),
                         file: public.clone(),
-                        requirement: format!("{package}{spec}"),
+                        requirement: package,
                     }
                 }
                 _ => {
@@ -353,6 +354,22 @@ pub fn plan_split(
                 license_note: hit.rule.license_note.clone(),
                 dependency_of: None,
             });
+        }
+
+        // One requirement line per upstream package, satisfied by a release the index has.
+        for d in &mut decisions {
+            if let Destination::Upstream { requirement, .. } = &mut d.dest
+                && let Some(pin) = pins.get(requirement.as_str())
+            {
+                let spec = match &pin.fixed {
+                    Some(v) => v.clone(),
+                    None => releases
+                        .merge(requirement, &pin.ranges)
+                        .map(|r| r.spec())
+                        .unwrap_or_default(),
+                };
+                requirement.push_str(&spec);
+            }
         }
 
         // 2. Bundled libraries that moved libraries need move with them (closure).
@@ -803,17 +820,5 @@ fn join(dir: &str, name: &str) -> String {
         name.to_string()
     } else {
         format!("{dir}/{name}")
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn version_ranges() {
-        assert_eq!(range_from_version("12").as_deref(), Some(">=12,<13"));
-        assert_eq!(range_from_version("12.8.90").as_deref(), Some(">=12.8,<13"));
-        assert_eq!(range_from_version("x"), None);
     }
 }

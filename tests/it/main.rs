@@ -10,6 +10,7 @@ mod fatbin_fixtures;
 mod fuzz_regressions;
 mod hostile;
 mod old_toolkits;
+mod pins;
 mod policy;
 mod profiles;
 mod shrink_built;

@@ -169,7 +169,7 @@ fn no_upstream_package_keeps_a_placeholder() {
 
 /// Builds a tiny x86_64 shared object named `soname` whose DT_NEEDED are the given libraries'
 /// SONAMEs (they must have been built first, in `dir`).
-fn so(dir: &Path, soname: &str, needed: &[&str]) -> Vec<u8> {
+pub(crate) fn so(dir: &Path, soname: &str, needed: &[&str]) -> Vec<u8> {
     let src = dir.join("x.c");
     std::fs::write(&src, format!("int fixture_{} = 1;\n", soname.len())).unwrap();
     let out = dir.join(soname);
@@ -187,7 +187,7 @@ fn so(dir: &Path, soname: &str, needed: &[&str]) -> Vec<u8> {
 }
 
 /// Writes a wheel of project `name` (dist-info and file name spelled as pip does).
-fn wheel(dir: &Path, name: &str, version: &str, files: &[(String, Vec<u8>)]) -> PathBuf {
+pub(crate) fn wheel(dir: &Path, name: &str, version: &str, files: &[(String, Vec<u8>)]) -> PathBuf {
     use base64::Engine;
     use sha2::{Digest, Sha256};
     use std::io::Write;
