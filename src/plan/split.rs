@@ -372,6 +372,58 @@ pub fn plan_split(
             }
         }
 
+        // Variants: one file name in several folders with other bytes (a framework's
+        // per-CUDA-version `gpu11.1/libnccl.so.2` and `gpu11.6/libnccl.so.2`). Each keeps its
+        // own folder inside the runtime set's lib folder; each consumer is pointed at the copy it
+        // found before (see `Moved::find`). Identical copies still become one file.
+        let mut same_name: BTreeMap<(String, String), Vec<usize>> = BTreeMap::new();
+        for (i, d) in decisions.iter().enumerate() {
+            if let Destination::Runtime { set, file, .. } = &d.dest {
+                same_name
+                    .entry((set.clone(), file.clone()))
+                    .or_default()
+                    .push(i);
+            }
+        }
+        for idxs in same_name.values() {
+            let contents: BTreeSet<(Option<[u8; 32]>, u64)> = idxs
+                .iter()
+                .map(|&i| (decisions[i].member.sha256, decisions[i].member.size))
+                .collect();
+            if contents.len() < 2 {
+                continue;
+            }
+            let folders: Vec<String> = idxs
+                .iter()
+                .map(|&i| parent_dir(&decisions[i].member.name).to_string())
+                .collect();
+            let last = |f: &str| f.rsplit('/').next().unwrap_or(f).to_string();
+            let short: BTreeSet<String> = folders.iter().map(|f| last(f)).collect();
+            let unique = short.len() == folders.len() && !short.contains("");
+            for (&i, folder) in idxs.iter().zip(&folders) {
+                let variant = if unique {
+                    last(folder)
+                } else if folder.is_empty() {
+                    "_root".to_string()
+                } else {
+                    folder.replace('/', "-")
+                };
+                if let Destination::Runtime { dir, .. } = &mut decisions[i].dest {
+                    dir.push('/');
+                    dir.push_str(&variant);
+                }
+                notes.push(Diagnostic::new(
+                    Severity::Note,
+                    &wheel.member_location(&decisions[i].member.name),
+                    format!(
+                        "one of {} different libraries named `{}`: it moves into its own folder `{variant}` of the runtime wheel, and what linked it is pointed there",
+                        idxs.len(),
+                        decisions[i].member.file_name()
+                    ),
+                ));
+            }
+        }
+
         // 2. Bundled libraries that moved libraries need move with them (closure).
         let by_file: HashMap<&str, &MemberFacts> = facts
             .members
@@ -424,10 +476,15 @@ pub fn plan_split(
         }
 
         // Old file name → destination, for rewiring.
-        let moved: HashMap<&str, &Destination> = decisions
-            .iter()
-            .map(|d| (d.member.file_name(), &d.dest))
-            .collect();
+        let mut moved = Moved::default();
+        for d in &decisions {
+            let dir = installed(d.member).map_or(String::new(), |p| parent_dir(&p).to_string());
+            moved
+                .by_name
+                .entry(d.member.file_name())
+                .or_default()
+                .push((dir, &d.dest));
+        }
         // Folders (install paths) that hold files of this wheel after the split.
         let removed_names: BTreeSet<&str> =
             decisions.iter().map(|d| d.member.name.as_str()).collect();
@@ -603,9 +660,14 @@ pub fn plan_split(
                                 .map_or(n.clone(), |(_, new)| new.clone())
                         })
                         .collect();
+                    // A variant sits in its own folder under the set's lib folder.
+                    let lib_file = match dir.strip_prefix(&format!("{}/", entry.lib_dir())) {
+                        Some(variant) => format!("{variant}/{file}"),
+                        None => file.clone(),
+                    };
                     let lib = LibraryPlan {
                         needed,
-                        file: file.clone(),
+                        file: lib_file,
                         input,
                         member: d.member.name.clone(),
                         size: d.member.size,
@@ -704,7 +766,7 @@ fn rewire(
     info: &ElfInfo,
     old_path: &str,
     new_path: &str,
-    moved: &HashMap<&str, &Destination>,
+    moved: &Moved<'_>,
     remaining_files: &BTreeSet<String>,
     wheel_dirs: &BTreeSet<String>,
     wanted_sets: &mut BTreeSet<String>,
@@ -717,7 +779,7 @@ fn rewire(
     let mut new_dirs: Vec<String> = Vec::new();
     let mut needs_moved = false;
     for n in &info.needed {
-        let Some(dest) = moved.get(n.as_str()) else {
+        let Some(dest) = moved.find(n, info, old_path) else {
             continue;
         };
         match dest {
@@ -761,7 +823,7 @@ fn rewire(
         .needed
         .iter()
         .map(String::as_str)
-        .filter(|n| !moved.contains_key(n))
+        .filter(|n| !moved.by_name.contains_key(n))
         .collect();
     let mut entries: Vec<String> = Vec::new();
     let push = |entries: &mut Vec<String>, e: String| {
@@ -813,6 +875,36 @@ fn rewire(
         edit.search_path = Some(entries);
     }
     edit
+}
+
+/// Moved libraries by file name, with the folder each was installed in.
+#[derive(Default)]
+struct Moved<'a> {
+    by_name: HashMap<&'a str, Vec<(String, &'a Destination)>>,
+}
+
+impl Moved<'_> {
+    /// Where the library an object installed at `old_path` found as `needed` went. With several
+    /// libraries of that name (variants), the one the loader found: the first folder of the
+    /// object's search path that held one, else the object's own folder.
+    fn find(&self, needed: &str, info: &ElfInfo, old_path: &str) -> Option<&Destination> {
+        let all = self.by_name.get(needed)?;
+        if let [(_, only)] = all.as_slice() {
+            return Some(*only);
+        }
+        let origin = parent_dir(old_path);
+        let search = if info.runpath.is_empty() {
+            &info.rpath
+        } else {
+            &info.runpath
+        };
+        search
+            .iter()
+            .filter_map(|e| expand_entry(e, origin))
+            .chain(std::iter::once(origin.to_string()))
+            .find_map(|dir| all.iter().find(|(d, _)| *d == dir).map(|(_, dest)| *dest))
+            .or(all.first().map(|(_, d)| *d))
+    }
 }
 
 fn join(dir: &str, name: &str) -> String {

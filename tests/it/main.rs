@@ -22,4 +22,5 @@ mod split;
 mod split_runpath_note;
 mod tools;
 mod trim;
+mod variants;
 mod verify;

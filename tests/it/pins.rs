@@ -219,7 +219,6 @@ fn every_pin_parses_and_a_release_satisfies_it() {
     let mut checked = 0;
     for input in &inputs {
         for req in pins(input) {
-            println!("pin {req}");
             let (name, specs) = parse(&req);
             let releases = index.get(&name).unwrap_or_else(|| {
                 panic!(
