@@ -22,6 +22,7 @@ python3                                           python3
 readelf                                           binutils
 objcopy                                           binutils
 gcc                                               gcc
+g++                                               g++
 clang-19                                          clang-19
 ld.lld-19                                         lld-19
 clang-offload-bundler-19                          clang-tools-19

@@ -173,7 +173,7 @@ pub(crate) fn so(dir: &Path, soname: &str, needed: &[&str]) -> Vec<u8> {
     let src = dir.join("x.c");
     std::fs::write(&src, format!("int fixture_{} = 1;\n", soname.len())).unwrap();
     let out = dir.join(soname);
-    let mut cmd = Command::new("cc");
+    let mut cmd = Command::new(crate::tools::need("gcc", "gcc"));
     cmd.args(["-shared", "-nostdlib", "-fPIC", "-o"])
         .arg(&out)
         .arg(format!("-Wl,-soname,{soname}"))
@@ -362,7 +362,7 @@ fn profiler_wheel(dir: &Path) -> PathBuf {
         let src = dir.join("x.c");
         std::fs::write(&src, "int ext = 1;\n").unwrap();
         let out = dir.join("_ext.so");
-        run(Command::new("cc")
+        run(Command::new(crate::tools::need("gcc", "gcc"))
             .args(["-shared", "-nostdlib", "-fPIC", "-o"])
             .arg(&out)
             .arg("-Wl,--no-as-needed")

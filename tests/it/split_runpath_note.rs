@@ -43,6 +43,8 @@ fn a_moved_library_s_dropped_runpath_origin_is_noted() {
         "_ext.so",
         &[
             "-Wl,-rpath,$ORIGIN/../demo.libs",
+            // The library comes before the object: gcc's default --as-needed would drop it.
+            "-Wl,--no-as-needed",
             &format!("-L{}", d.display()),
             "-l:libcudart.so.12",
         ],
