@@ -3,7 +3,8 @@
 
 Usage: scripts/upstream-releases.py [DIR]  (network: runs `pip index versions` per package,
 or reads DIR/<package>.txt holding that command's "Available versions:" line).
-The library-version table at the end of the file is kept by hand: it is copied from the old file.
+The library-version table and the digests at the end of the file are copied from the old file
+(the digests were written from the cached wheels their `source` names).
 """
 import pathlib, re, subprocess, sys
 

@@ -316,6 +316,7 @@ pub fn plan_split(
                             &package,
                             m.file_name(),
                             soname_of(m).as_deref(),
+                            m.sha256.as_ref(),
                         )),
                     }
                     Destination::Upstream {

@@ -35,7 +35,21 @@ struct RawLibrary {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RawDigest {
+    package: String,
+    #[allow(dead_code)]
+    file: String,
+    sha256: String,
+    package_version: String,
+    #[allow(dead_code)]
+    source: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawReleases {
+    #[serde(rename = "digest", default)]
+    digests: Vec<RawDigest>,
     #[serde(rename = "package", default)]
     packages: Vec<RawPackage>,
     #[serde(rename = "library", default)]
@@ -116,6 +130,8 @@ pub struct Releases {
     packages: BTreeMap<String, Vec<Vec<u64>>>,
     /// (package, file) → package version.
     libraries: BTreeMap<(String, String), String>,
+    /// (package, sha256 in hex) → the lowest release shipping those bytes.
+    digests: BTreeMap<(String, String), Vec<u64>>,
 }
 
 impl Releases {
@@ -137,6 +153,22 @@ impl Releases {
                 (crate::wheel::normalize_name(&l.package), l.file),
                 l.package_version,
             );
+        }
+        for d in raw.digests {
+            let v = release(&d.package_version).ok_or_else(|| {
+                format!(
+                    "{}: package_version `{}` is not a release number",
+                    d.file, d.package_version
+                )
+            })?;
+            let key = (
+                crate::wheel::normalize_name(&d.package),
+                d.sha256.to_ascii_lowercase(),
+            );
+            let slot = r.digests.entry(key).or_insert_with(|| v.clone());
+            if cmp(&v, slot).is_lt() {
+                *slot = v;
+            }
         }
         Ok(r)
     }
@@ -161,8 +193,8 @@ impl Releases {
             .is_none_or(|vs| vs.iter().any(|v| range.contains(v)))
     }
 
-    /// The range one library of `package` asks for, from its file name and SONAME: the table's
-    /// entry for the file, else the file's version when it belongs to the soname's series
+    /// The range one library of `package` asks for, from its bytes, file name and SONAME: the
+    /// release whose wheel holds exactly these bytes, else the table's entry for the file, else the file's version when it belongs to the soname's series
     /// (`libcudart.so.12.8.90` with soname `libcudart.so.12`), else the soname's major. `None`
     /// when the library says nothing the package's releases can satisfy.
     pub fn library_range(
@@ -170,9 +202,19 @@ impl Releases {
         package: &str,
         file_name: &str,
         soname: Option<&str>,
+        sha256: Option<&[u8; 32]>,
     ) -> Option<Range> {
         let file = unhash(file_name);
         let key = crate::wheel::normalize_name(package);
+        if let Some(h) = sha256 {
+            let hex: String = h.iter().map(|b| format!("{b:02x}")).collect();
+            if let Some(v) = self.digests.get(&(key.clone(), hex)) {
+                return Some(Range {
+                    lower: v.iter().take(2).copied().collect(),
+                    upper: Some(v[0] + 1),
+                });
+            }
+        }
         for name in version_prefixes(&file) {
             if let Some(v) = self.libraries.get(&(key.clone(), name)) {
                 return Range::from_version(v);
@@ -241,7 +283,8 @@ mod tests {
     #[test]
     fn ranges_come_from_what_the_library_is() {
         let r = Releases::built_in();
-        let spec = |p: &str, f: &str, s: Option<&str>| r.library_range(p, f, s).map(|x| x.spec());
+        let spec =
+            |p: &str, f: &str, s: Option<&str>| r.library_range(p, f, s, None).map(|x| x.spec());
         // CUPTI's own release number maps to the wheel that holds the same bytes.
         assert_eq!(
             spec(
@@ -292,5 +335,26 @@ mod tests {
             )
             .unwrap();
         assert_eq!(merged.spec(), ">=12.8,<13");
+    }
+
+    #[test]
+    fn the_bytes_of_an_nvidia_library_name_its_release() {
+        let text = "[[package]]\nname = 'nvidia-cuda-runtime-cu12'\nversions = ['12.0.146', '12.9.79']\n\n[[digest]]\npackage = 'nvidia-cuda-runtime-cu12'\nfile = 'libcudart.so.12'\nsha256 = '0101010101010101010101010101010101010101010101010101010101010101'\npackage_version = '12.9.79'\nsource = 'test'\n";
+        let r = Releases::parse(text).unwrap();
+        let known = [1u8; 32];
+        let spec = |h: &[u8; 32]| {
+            r.library_range(
+                "nvidia-cuda-runtime-cu12",
+                "libcudart.so.12",
+                Some("libcudart.so.12"),
+                Some(h),
+            )
+            .map(|x| x.spec())
+        };
+        // A 12.9 cudart, known by its bytes, does not accept 12.0.
+        assert_eq!(spec(&known).as_deref(), Some(">=12.9,<13"));
+        assert_eq!(spec(&[2u8; 32]).as_deref(), Some(">=12,<13"));
+        // The embedded table has real digests.
+        assert!(Releases::built_in().digests.len() >= 10);
     }
 }
