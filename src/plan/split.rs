@@ -10,7 +10,8 @@ use crate::elf::{ElfInfo, Machine};
 use crate::error::Error;
 use crate::facts::{MemberFacts, WheelFacts};
 use crate::links::{expand_entry, parent_dir, relative_rpath};
-use crate::profile::{Action, ProfileSet, detect_cuda_major, soname_version, unhash};
+use crate::profile::releases::{Range, Releases};
+use crate::profile::{Action, ProfileSet, detect_cuda_major, unhash};
 use crate::wheel::filename::filename_safe_name;
 use crate::wheel::{Scheme, Wheel, normalize_name};
 
@@ -196,19 +197,12 @@ fn is_movable_object(info: &ElfInfo) -> bool {
         )
 }
 
-/// `>=12,<13` from `12`; `>=12.8,<13` from `12.8.90`.
-fn range_from_version(v: &str) -> Option<String> {
-    let parts: Vec<u64> = v
-        .split('.')
-        .map(|p| p.parse().ok())
-        .collect::<Option<_>>()?;
-    let major = *parts.first()?;
-    let lower = if parts.len() >= 2 {
-        format!("{}.{}", parts[0], parts[1])
-    } else {
-        major.to_string()
-    };
-    Some(format!(">={lower},<{}", major + 1))
+/// What the libraries of one upstream package ask of its version.
+#[derive(Default)]
+struct Pin {
+    /// The profile's own specifier, when it gives one.
+    fixed: Option<String>,
+    ranges: Vec<Range>,
 }
 
 /// Plans the split of every input wheel. `inputs` pairs each opened wheel with its facts.
@@ -245,6 +239,9 @@ pub fn plan_split(
         // 1. Libraries matched by profiles, unless they stay (see `vendor`).
         let mut decisions: Vec<Decision> = Vec::new();
         let mut kept = Vec::new();
+        let mut pins: BTreeMap<String, Pin> = BTreeMap::new();
+        let releases = Releases::built_in();
+        let soname_of = |m: &MemberFacts| m.host_elf().and_then(|e| e.soname.clone());
         let classified = classify(
             &facts.members,
             |m| m.host_elf().is_some_and(is_movable_object) && installed(m).is_some(),
@@ -311,16 +308,21 @@ pub fn plan_split(
             let dest = match (hit.rule.action, upstream) {
                 (Action::Forbid, _) => Destination::Forbidden,
                 (_, Some((package, up))) => {
-                    let spec = match &up.version {
-                        Some(v) => v.clone(),
-                        None => soname_version(&unhash(m.file_name()))
-                            .and_then(range_from_version)
-                            .unwrap_or_default(),
-                    };
+                    // The version part is filled in below, once per package.
+                    let pin = pins.entry(package.clone()).or_default();
+                    match &up.version {
+                        Some(v) => pin.fixed = Some(v.clone()),
+                        None => pin.ranges.extend(releases.library_range(
+                            &package,
+                            m.file_name(),
+                            soname_of(m).as_deref(),
+                            m.sha256.as_ref(),
+                        )),
+                    }
                     Destination::Upstream {
                         dir: up.folder.trim_end_matches('/').to_string(),
                         file: public.clone(),
-                        requirement: format!("{package}{spec}"),
+                        requirement: package,
                     }
                 }
                 _ => {
@@ -353,6 +355,74 @@ pub fn plan_split(
                 license_note: hit.rule.license_note.clone(),
                 dependency_of: None,
             });
+        }
+
+        // One requirement line per upstream package, satisfied by a release the index has.
+        for d in &mut decisions {
+            if let Destination::Upstream { requirement, .. } = &mut d.dest
+                && let Some(pin) = pins.get(requirement.as_str())
+            {
+                let spec = match &pin.fixed {
+                    Some(v) => v.clone(),
+                    None => releases
+                        .merge(requirement, &pin.ranges)
+                        .map(|r| r.spec())
+                        .unwrap_or_default(),
+                };
+                requirement.push_str(&spec);
+            }
+        }
+
+        // Variants: one file name in several folders with other bytes (a framework's
+        // per-CUDA-version `gpu11.1/libnccl.so.2` and `gpu11.6/libnccl.so.2`). Each keeps its
+        // own folder inside the runtime set's lib folder; each consumer is pointed at the copy it
+        // found before (see `Moved::find`). Identical copies still become one file.
+        let mut same_name: BTreeMap<(String, String), Vec<usize>> = BTreeMap::new();
+        for (i, d) in decisions.iter().enumerate() {
+            if let Destination::Runtime { set, file, .. } = &d.dest {
+                same_name
+                    .entry((set.clone(), file.clone()))
+                    .or_default()
+                    .push(i);
+            }
+        }
+        for idxs in same_name.values() {
+            let contents: BTreeSet<(Option<[u8; 32]>, u64)> = idxs
+                .iter()
+                .map(|&i| (decisions[i].member.sha256, decisions[i].member.size))
+                .collect();
+            if contents.len() < 2 {
+                continue;
+            }
+            let folders: Vec<String> = idxs
+                .iter()
+                .map(|&i| parent_dir(&decisions[i].member.name).to_string())
+                .collect();
+            let last = |f: &str| f.rsplit('/').next().unwrap_or(f).to_string();
+            let short: BTreeSet<String> = folders.iter().map(|f| last(f)).collect();
+            let unique = short.len() == folders.len() && !short.contains("");
+            for (&i, folder) in idxs.iter().zip(&folders) {
+                let variant = if unique {
+                    last(folder)
+                } else if folder.is_empty() {
+                    "_root".to_string()
+                } else {
+                    folder.replace('/', "-")
+                };
+                if let Destination::Runtime { dir, .. } = &mut decisions[i].dest {
+                    dir.push('/');
+                    dir.push_str(&variant);
+                }
+                notes.push(Diagnostic::new(
+                    Severity::Note,
+                    &wheel.member_location(&decisions[i].member.name),
+                    format!(
+                        "one of {} different libraries named `{}`: it moves into its own folder `{variant}` of the runtime wheel, and what linked it is pointed there",
+                        idxs.len(),
+                        decisions[i].member.file_name()
+                    ),
+                ));
+            }
         }
 
         // 2. Bundled libraries that moved libraries need move with them (closure).
@@ -407,10 +477,15 @@ pub fn plan_split(
         }
 
         // Old file name → destination, for rewiring.
-        let moved: HashMap<&str, &Destination> = decisions
-            .iter()
-            .map(|d| (d.member.file_name(), &d.dest))
-            .collect();
+        let mut moved = Moved::default();
+        for d in &decisions {
+            let dir = installed(d.member).map_or(String::new(), |p| parent_dir(&p).to_string());
+            moved
+                .by_name
+                .entry(d.member.file_name())
+                .or_default()
+                .push((dir, &d.dest));
+        }
         // Folders (install paths) that hold files of this wheel after the split.
         let removed_names: BTreeSet<&str> =
             decisions.iter().map(|d| d.member.name.as_str()).collect();
@@ -586,9 +661,14 @@ pub fn plan_split(
                                 .map_or(n.clone(), |(_, new)| new.clone())
                         })
                         .collect();
+                    // A variant sits in its own folder under the set's lib folder.
+                    let lib_file = match dir.strip_prefix(&format!("{}/", entry.lib_dir())) {
+                        Some(variant) => format!("{variant}/{file}"),
+                        None => file.clone(),
+                    };
                     let lib = LibraryPlan {
                         needed,
-                        file: file.clone(),
+                        file: lib_file,
                         input,
                         member: d.member.name.clone(),
                         size: d.member.size,
@@ -687,7 +767,7 @@ fn rewire(
     info: &ElfInfo,
     old_path: &str,
     new_path: &str,
-    moved: &HashMap<&str, &Destination>,
+    moved: &Moved<'_>,
     remaining_files: &BTreeSet<String>,
     wheel_dirs: &BTreeSet<String>,
     wanted_sets: &mut BTreeSet<String>,
@@ -700,7 +780,7 @@ fn rewire(
     let mut new_dirs: Vec<String> = Vec::new();
     let mut needs_moved = false;
     for n in &info.needed {
-        let Some(dest) = moved.get(n.as_str()) else {
+        let Some(dest) = moved.find(n, info, old_path) else {
             continue;
         };
         match dest {
@@ -744,7 +824,7 @@ fn rewire(
         .needed
         .iter()
         .map(String::as_str)
-        .filter(|n| !moved.contains_key(n))
+        .filter(|n| !moved.by_name.contains_key(n))
         .collect();
     let mut entries: Vec<String> = Vec::new();
     let push = |entries: &mut Vec<String>, e: String| {
@@ -798,22 +878,40 @@ fn rewire(
     edit
 }
 
+/// Moved libraries by file name, with the folder each was installed in.
+#[derive(Default)]
+struct Moved<'a> {
+    by_name: HashMap<&'a str, Vec<(String, &'a Destination)>>,
+}
+
+impl Moved<'_> {
+    /// Where the library an object installed at `old_path` found as `needed` went. With several
+    /// libraries of that name (variants), the one the loader found: the first folder of the
+    /// object's search path that held one, else the object's own folder.
+    fn find(&self, needed: &str, info: &ElfInfo, old_path: &str) -> Option<&Destination> {
+        let all = self.by_name.get(needed)?;
+        if let [(_, only)] = all.as_slice() {
+            return Some(*only);
+        }
+        let origin = parent_dir(old_path);
+        let search = if info.runpath.is_empty() {
+            &info.rpath
+        } else {
+            &info.runpath
+        };
+        search
+            .iter()
+            .filter_map(|e| expand_entry(e, origin))
+            .chain(std::iter::once(origin.to_string()))
+            .find_map(|dir| all.iter().find(|(d, _)| *d == dir).map(|(_, dest)| *dest))
+            .or(all.first().map(|(_, d)| *d))
+    }
+}
+
 fn join(dir: &str, name: &str) -> String {
     if dir.is_empty() {
         name.to_string()
     } else {
         format!("{dir}/{name}")
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn version_ranges() {
-        assert_eq!(range_from_version("12").as_deref(), Some(">=12,<13"));
-        assert_eq!(range_from_version("12.8.90").as_deref(), Some(">=12.8,<13"));
-        assert_eq!(range_from_version("x"), None);
     }
 }

@@ -7,6 +7,7 @@
 //! `libcudart.so.12.8.90`; `libcuda.so` matches `libcuda.so.1`).
 
 mod libname;
+pub mod releases;
 
 use std::path::Path;
 
@@ -55,8 +56,8 @@ pub struct Upstream {
     pub package: String,
     /// Folder inside site-packages that holds the library (`nvidia/cublas/lib`).
     pub folder: String,
-    /// A PEP 440 specifier (`>=12,<13`). Without it the range comes from the library's soname
-    /// version: `>=N[.M],<N+1`.
+    /// A PEP 440 specifier (`>=12,<13`). Without it the range comes from what the library is
+    /// (see [`releases`]): `>=N[.M],<N+1`, one line per package, never one no release satisfies.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
     /// With `{cuda}` in `package`: the CUDA majors for which that package exists (`[11, 12,

@@ -169,11 +169,11 @@ fn no_upstream_package_keeps_a_placeholder() {
 
 /// Builds a tiny x86_64 shared object named `soname` whose DT_NEEDED are the given libraries'
 /// SONAMEs (they must have been built first, in `dir`).
-fn so(dir: &Path, soname: &str, needed: &[&str]) -> Vec<u8> {
+pub(crate) fn so(dir: &Path, soname: &str, needed: &[&str]) -> Vec<u8> {
     let src = dir.join("x.c");
     std::fs::write(&src, format!("int fixture_{} = 1;\n", soname.len())).unwrap();
     let out = dir.join(soname);
-    let mut cmd = Command::new("cc");
+    let mut cmd = Command::new(crate::tools::need("gcc", "gcc"));
     cmd.args(["-shared", "-nostdlib", "-fPIC", "-o"])
         .arg(&out)
         .arg(format!("-Wl,-soname,{soname}"))
@@ -187,7 +187,7 @@ fn so(dir: &Path, soname: &str, needed: &[&str]) -> Vec<u8> {
 }
 
 /// Writes a wheel of project `name` (dist-info and file name spelled as pip does).
-fn wheel(dir: &Path, name: &str, version: &str, files: &[(String, Vec<u8>)]) -> PathBuf {
+pub(crate) fn wheel(dir: &Path, name: &str, version: &str, files: &[(String, Vec<u8>)]) -> PathBuf {
     use base64::Engine;
     use sha2::{Digest, Sha256};
     use std::io::Write;
@@ -362,7 +362,7 @@ fn profiler_wheel(dir: &Path) -> PathBuf {
         let src = dir.join("x.c");
         std::fs::write(&src, "int ext = 1;\n").unwrap();
         let out = dir.join("_ext.so");
-        run(Command::new("cc")
+        run(Command::new(crate::tools::need("gcc", "gcc"))
             .args(["-shared", "-nostdlib", "-fPIC", "-o"])
             .arg(&out)
             .arg("-Wl,--no-as-needed")

@@ -7,12 +7,12 @@ use std::process::Command;
 
 use crate::common::*;
 
-struct Venv {
+pub(crate) struct Venv {
     dir: PathBuf,
 }
 
 impl Venv {
-    fn new(parent: &Path, name: &str) -> Venv {
+    pub(crate) fn new(parent: &Path, name: &str) -> Venv {
         let dir = parent.join(name);
         let python = std::env::var("WHEELSLIM_PYTHON")
             .map(PathBuf::from)
@@ -23,11 +23,11 @@ impl Venv {
         Venv { dir }
     }
 
-    fn python(&self) -> PathBuf {
+    pub(crate) fn python(&self) -> PathBuf {
         self.dir.join("bin/python")
     }
 
-    fn site_packages(&self) -> PathBuf {
+    pub(crate) fn site_packages(&self) -> PathBuf {
         let out = run(Command::new(self.python()).args([
             "-c",
             "import sysconfig; print(sysconfig.get_paths()['platlib'])",
@@ -35,7 +35,7 @@ impl Venv {
         PathBuf::from(out.trim())
     }
 
-    fn pip_install(&self, args: &[&str]) -> String {
+    pub(crate) fn pip_install(&self, args: &[&str]) -> String {
         run(Command::new(self.python())
             .args([
                 "-m",
@@ -69,7 +69,7 @@ impl Venv {
 }
 
 /// Where `ldd` says a library resolves, with `..` resolved.
-fn ldd_path(ldd: &str, lib: &str) -> PathBuf {
+pub(crate) fn ldd_path(ldd: &str, lib: &str) -> PathBuf {
     let line = ldd
         .lines()
         .find(|l| l.trim_start().starts_with(lib))
