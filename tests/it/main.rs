@@ -9,6 +9,7 @@ mod elf_patch;
 mod fatbin_fixtures;
 mod fuzz_regressions;
 mod hostile;
+mod licenses;
 mod old_toolkits;
 mod policy;
 mod profiles;
