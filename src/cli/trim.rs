@@ -55,7 +55,7 @@ pub fn run(args: &TrimArgs, g: &GlobalArgs, printer: &Printer) -> Result<Outcome
     if printer.json {
         printer.json_value(&report)?;
     } else {
-        printer.result(&render::trim(&report))?;
+        printer.result(&render::trim(&report, g.verbose))?;
     }
     for d in &report.notes {
         printer.diagnostic(d);

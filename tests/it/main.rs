@@ -13,6 +13,7 @@ mod licenses;
 mod old_toolkits;
 mod policy;
 mod profiles;
+mod reports_scale;
 mod shrink_built;
 mod shrink_cuda;
 mod shrink_errors;
