@@ -122,6 +122,9 @@ fn wheel(o: &mut String, w: &WheelAudit, max_size: u64, verbose: u8) {
             if e.stripped {
                 line.push_str("  stripped");
             }
+            if e.debug_bytes > 0 {
+                let _ = write!(line, "  debug {}", size(e.debug_bytes));
+            }
             let _ = writeln!(o, "{line}");
             if !e.rpath.is_empty() {
                 let _ = writeln!(o, "      RPATH   {}", e.rpath.join(":"));
@@ -158,6 +161,20 @@ fn wheel(o: &mut String, w: &WheelAudit, max_size: u64, verbose: u8) {
                 }
             }
         }
+    }
+
+    let debug: Vec<_> = w.elf_objects.iter().filter(|e| e.debug_bytes > 0).collect();
+    let debug_total: u64 = debug.iter().map(|e| e.debug_bytes).sum();
+    if let Some(largest) = debug.iter().max_by_key(|e| e.debug_bytes) {
+        let _ = writeln!(
+            o,
+            "\n  Debug info: {} of .debug_* sections in {} object{} (never loaded at run time); largest {} in {}",
+            size(debug_total),
+            debug.len(),
+            if debug.len() == 1 { "" } else { "s" },
+            size(largest.debug_bytes),
+            largest.member
+        );
     }
 
     if !search_paths.is_empty() {
@@ -275,6 +292,13 @@ fn wheel(o: &mut String, w: &WheelAudit, max_size: u64, verbose: u8) {
                 "    would also have to leave: {} ({} compressed)",
                 m.name,
                 size(m.compressed_size)
+            );
+        }
+        if debug_total > 0 {
+            let _ = writeln!(
+                o,
+                "    debug sections take {} installed; building without -g (or stripping .debug_* before packing) would drop them",
+                size(debug_total)
             );
         }
         if let Some(t) = f.trim_could_drop {

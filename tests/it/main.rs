@@ -3,6 +3,7 @@
 
 mod audit;
 mod common;
+mod debug_info;
 mod device;
 mod elf_kind;
 mod elf_patch;
