@@ -6,13 +6,16 @@ use std::path::Path;
 use std::process::Command;
 
 use crate::common::*;
-use crate::shrink_support::{need, run_out};
+use crate::shrink_support::{
+    elflint, elflint_new_complaints, need, readelf_complaints, readelf_loads, run_out,
+};
 
 /// A shared library built by gcc with the given flags.
 fn library(dir: &Path, name: &str, flags: &[&str]) -> Vec<u8> {
     need("gcc", "gcc");
     let src = dir.join(format!("{name}.c"));
     let mut code = String::new();
+    code.push_str("int plain(int v) { return v * 3; }\n");
     // Enough functions and types that -g3 gives debug sections of some size.
     for i in 0..200 {
         code.push_str(&format!(
@@ -107,4 +110,82 @@ fn audit_reports_debug_bytes_per_library() {
     let small = stdout(&small);
     assert!(small.contains("To fit under"), "{small}");
     assert!(small.contains("debug sections take"), "{small}");
+}
+
+/// The names in `.symtab`, as readelf lists them.
+fn symtab_names(path: &Path) -> Vec<String> {
+    let (ok, out, err) = run_out(Command::new("readelf").args(["-sW"]).arg(path));
+    assert!(ok, "{err}");
+    out.lines()
+        .skip_while(|l| !l.contains("'.symtab'"))
+        .filter_map(|l| l.split_whitespace().nth(7).map(str::to_string))
+        .collect()
+}
+
+#[test]
+fn strip_debug_empties_debug_sections_and_keeps_every_loaded_byte() {
+    need("python3", "python3");
+    let tmp = tempdir();
+    let data = library(tmp.path(), "libdbg.so", &["-g3"]);
+    let orig = tmp.path().join("libdbg.so");
+    let expected = readelf_debug_bytes(&orig);
+    let s = wheelslim::elf::strip::strip_debug(&data)
+        .unwrap()
+        .expect("something to strip");
+    assert_eq!(s.removed, expected);
+    assert_eq!(s.kept_inside_loads, 0);
+    assert!(
+        s.data.len() as u64 <= data.len() as u64 - expected + 4096,
+        "{} {}",
+        s.data.len(),
+        data.len()
+    );
+    let out = tmp.path().join("out/libdbg.so");
+    std::fs::create_dir_all(out.parent().unwrap()).unwrap();
+    std::fs::write(&out, &s.data).unwrap();
+
+    // readelf: no debug bytes left, no complaints, the same segments, the same symbols.
+    assert_eq!(readelf_debug_bytes(&out), 0);
+    assert_eq!(readelf_complaints(&out), "");
+    let loads = readelf_loads(&orig);
+    assert_eq!(readelf_loads(&out), loads);
+    let end = loads.iter().map(|l| l.0 + l.2).max().unwrap() as usize;
+    // Only e_shoff (0x28..0x30, which the loader never reads) may differ in the loaded part.
+    let changed: Vec<usize> = (0..end)
+        .filter(|&i| s.data[i] != data[i] && !(0x28..0x30).contains(&i))
+        .collect();
+    assert!(
+        changed.is_empty(),
+        "loaded bytes changed at {:x?}",
+        &changed[..changed.len().min(8)]
+    );
+    let syms = symtab_names(&orig);
+    assert!(syms.iter().any(|n| n == "f7"), "{syms:?}");
+    assert_eq!(symtab_names(&out), syms);
+    // eu-elflint: nothing new.
+    assert_eq!(
+        elflint_new_complaints(&orig, &out),
+        Vec::<String>::new(),
+        "{:?}",
+        elflint(&out)
+    );
+    // It loads with every symbol bound, and calls work.
+    let (ok, stdout, err) = run_out(
+        Command::new("python3")
+            .args([
+                "-c",
+                "import ctypes, sys; print(ctypes.CDLL(sys.argv[1]).plain(14))",
+            ])
+            .arg(&out)
+            .env("LD_BIND_NOW", "1"),
+    );
+    assert!(ok, "{err}");
+    assert_eq!(stdout.trim(), "42");
+    // A second pass finds nothing; a library without debug info is left alone.
+    assert_eq!(wheelslim::elf::strip::strip_debug(&s.data).unwrap(), None);
+    let plain = library(tmp.path(), "libplain.so", &[]);
+    assert_eq!(wheelslim::elf::strip::strip_debug(&plain).unwrap(), None);
+    // Not ELF, or truncated: an error, not a panic.
+    assert!(wheelslim::elf::strip::strip_debug(b"not an elf").is_err());
+    assert!(wheelslim::elf::strip::strip_debug(&data[..100]).is_err());
 }
