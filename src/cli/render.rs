@@ -584,7 +584,11 @@ pub fn trim(r: &crate::trim::TrimReport, verbose: u8) -> String {
         } else {
             "Trimmed"
         },
-        targets.join(", ")
+        if targets.is_empty() {
+            "no device targets (only --strip-debug)".to_string()
+        } else {
+            targets.join(", ")
+        }
     );
     for w in &r.wheels {
         let _ = writeln!(o, "{}", w.input);

@@ -189,3 +189,62 @@ fn strip_debug_empties_debug_sections_and_keeps_every_loaded_byte() {
     assert!(wheelslim::elf::strip::strip_debug(b"not an elf").is_err());
     assert!(wheelslim::elf::strip::strip_debug(&data[..100]).is_err());
 }
+
+#[test]
+fn trim_strip_debug_writes_a_wheel_whose_libraries_still_load() {
+    need("python3", "python3");
+    let tmp = tempdir();
+    let with = library(tmp.path(), "libwith.so", &["-g3"]);
+    let without = library(tmp.path(), "libwithout.so", &[]);
+    let whl = make_wheel(
+        tmp.path(),
+        "manylinux_2_17_x86_64",
+        &[("demo/libwith.so", &with), ("demo/libwithout.so", &without)],
+    );
+    let out = tmp.path().join("out");
+    let o = wheelslim(&[
+        "trim",
+        "--strip-debug",
+        whl.to_str().unwrap(),
+        "-w",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(stdout(&o).contains("demo/libwith.so"), "{}", stdout(&o));
+    let zip = read_zip(&out.join(whl.file_name().unwrap()));
+    let get = |n: &str| zip.iter().find(|(m, _)| m == n).unwrap().1.clone();
+    assert_eq!(
+        get("demo/libwithout.so"),
+        without,
+        "a library without debug info changed"
+    );
+    let stripped = tmp.path().join("x/libwith.so");
+    std::fs::create_dir_all(stripped.parent().unwrap()).unwrap();
+    std::fs::write(&stripped, get("demo/libwith.so")).unwrap();
+    assert_eq!(readelf_debug_bytes(&stripped), 0);
+    assert_eq!(readelf_complaints(&stripped), "");
+    assert_eq!(
+        elflint_new_complaints(&tmp.path().join("libwith.so"), &stripped),
+        Vec::<String>::new()
+    );
+    let (ok, stdout_, err) = run_out(
+        Command::new("python3")
+            .args([
+                "-c",
+                "import ctypes, sys; print(ctypes.CDLL(sys.argv[1]).plain(5))",
+            ])
+            .arg(&stripped)
+            .env("LD_BIND_NOW", "1"),
+    );
+    assert!(ok, "{err}");
+    assert_eq!(stdout_.trim(), "15");
+    // The output verifies (RECORD, hashes).
+    let v = wheelslim(&[
+        "verify",
+        out.join(whl.file_name().unwrap()).to_str().unwrap(),
+    ]);
+    assert_eq!(code(&v), 0, "{}{}", stdout(&v), stderr(&v));
+    // Without --sm and without --strip-debug there is still nothing to do.
+    let none = wheelslim(&["trim", whl.to_str().unwrap(), "-w", out.to_str().unwrap()]);
+    assert_eq!(code(&none), 2, "{}", stderr(&none));
+}
