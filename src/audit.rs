@@ -81,6 +81,9 @@ pub struct ElfReport {
     pub cxxabi: Option<String>,
     pub load_align: u64,
     pub stripped: bool,
+    /// Bytes of non-allocated debug sections (`.debug_*`, `.zdebug_*`): never loaded, so
+    /// removing them changes nothing at run time.
+    pub debug_bytes: u64,
     pub sections: Vec<SectionSize>,
     /// Set for objects wheelslim lists but does not inspect (32-bit, big-endian).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -406,6 +409,7 @@ fn audit_wheel(
                     cxxabi: info.cxxabi.clone(),
                     load_align: info.load_align,
                     stripped: !info.has_symtab,
+                    debug_bytes: crate::elf::strip::debug_bytes(info),
                     sections,
                     unsupported: None,
                 });
@@ -427,6 +431,7 @@ fn audit_wheel(
                 cxxabi: None,
                 load_align: 0,
                 stripped: false,
+                debug_bytes: 0,
                 sections: Vec::new(),
                 unsupported: Some(u.reason.clone()),
             }),

@@ -45,7 +45,7 @@ pub struct DeviceReport {
 }
 
 /// SASS before PTX before the rest, each by architecture number.
-fn row_order(r: &ArchRow) -> (u8, u32, String) {
+pub(crate) fn row_order(r: &ArchRow) -> (u8, u32, String) {
     let rank = match r.code.as_str() {
         "sass" => 0,
         "ptx" => 1,

@@ -155,6 +155,10 @@ pub struct TrimArgs {
     /// Show per library and architecture what would be kept and dropped; write nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Also remove the non-allocated debug sections (.debug_*) of every ELF object, keeping
+    /// every loaded byte where it is (.symtab stays).
+    #[arg(long)]
+    pub strip_debug: bool,
 }
 
 #[derive(Debug, Args)]

@@ -1,5 +1,6 @@
 //! Renders reports as text for people.
 
+use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use crate::audit::{AuditReport, WheelAudit};
@@ -99,6 +100,7 @@ fn wheel(o: &mut String, w: &WheelAudit, max_size: u64, verbose: u8) {
         );
     }
 
+    let mut search_paths: Vec<Vec<String>> = Vec::new();
     if !w.elf_objects.is_empty() {
         let _ = writeln!(o, "\n  ELF objects");
         for e in &w.elf_objects {
@@ -120,6 +122,9 @@ fn wheel(o: &mut String, w: &WheelAudit, max_size: u64, verbose: u8) {
             if e.stripped {
                 line.push_str("  stripped");
             }
+            if e.debug_bytes > 0 {
+                let _ = write!(line, "  debug {}", size(e.debug_bytes));
+            }
             let _ = writeln!(o, "{line}");
             if !e.rpath.is_empty() {
                 let _ = writeln!(o, "      RPATH   {}", e.rpath.join(":"));
@@ -131,13 +136,51 @@ fn wheel(o: &mut String, w: &WheelAudit, max_size: u64, verbose: u8) {
                 if verbose == 0 && matches!(n.resolution, Resolution::System) {
                     continue;
                 }
-                let _ = writeln!(o, "      NEEDED  {} {}", n.name, resolution(&n.resolution));
+                let text = match &n.resolution {
+                    Resolution::Missing { searched } if verbose == 0 && searched.len() > 3 => {
+                        let k = match search_paths.iter().position(|p| p == searched) {
+                            Some(k) => k,
+                            None => {
+                                search_paths.push(searched.clone());
+                                search_paths.len() - 1
+                            }
+                        };
+                        format!(
+                            "→ not found (searched search path #{}, {} entries, listed below)",
+                            k + 1,
+                            searched.len()
+                        )
+                    }
+                    r => resolution(r),
+                };
+                let _ = writeln!(o, "      NEEDED  {} {text}", n.name);
             }
             if verbose > 0 {
                 for s in e.sections.iter().take(8) {
                     let _ = writeln!(o, "      {:>10}  {}", size(s.size), s.name);
                 }
             }
+        }
+    }
+
+    let debug: Vec<_> = w.elf_objects.iter().filter(|e| e.debug_bytes > 0).collect();
+    let debug_total: u64 = debug.iter().map(|e| e.debug_bytes).sum();
+    if let Some(largest) = debug.iter().max_by_key(|e| e.debug_bytes) {
+        let _ = writeln!(
+            o,
+            "\n  Debug info: {} of .debug_* sections in {} object{} (never loaded at run time); largest {} in {}",
+            size(debug_total),
+            debug.len(),
+            if debug.len() == 1 { "" } else { "s" },
+            size(largest.debug_bytes),
+            largest.member
+        );
+    }
+
+    if !search_paths.is_empty() {
+        let _ = writeln!(o, "\n  Search paths");
+        for (k, p) in search_paths.iter().enumerate() {
+            let _ = writeln!(o, "    #{}: {}", k + 1, p.join(", "));
         }
     }
 
@@ -172,22 +215,25 @@ fn wheel(o: &mut String, w: &WheelAudit, max_size: u64, verbose: u8) {
 
     if !w.device_code.is_empty() {
         let _ = writeln!(o, "\n  Device code");
-        for d in &w.device_code {
-            crate::device::render(o, d);
-        }
+        device_code(o, &w.device_code, verbose);
     }
 
     if !w.duplicates.is_empty() {
         let _ = writeln!(o, "\n  Duplicate payloads");
-        for g in &w.duplicates {
-            let _ = writeln!(
-                o,
-                "    {:>10}  ×{}  {}",
-                size(g.size),
-                g.copies.len(),
+        let shown = cap(w.duplicates.len(), verbose);
+        for g in &w.duplicates[..shown] {
+            let copies = if verbose == 0 && g.copies.len() > LIST_CAP {
+                format!(
+                    "{}  … and {} more (use -v)",
+                    g.copies[..LIST_CAP].join("  "),
+                    g.copies.len() - LIST_CAP
+                )
+            } else {
                 g.copies.join("  ")
-            );
+            };
+            let _ = writeln!(o, "    {:>10}  ×{}  {copies}", size(g.size), g.copies.len());
         }
+        more(o, w.duplicates.len() - shown);
     }
 
     let licences: Vec<_> = w
@@ -248,6 +294,13 @@ fn wheel(o: &mut String, w: &WheelAudit, max_size: u64, verbose: u8) {
                 size(m.compressed_size)
             );
         }
+        if debug_total > 0 {
+            let _ = writeln!(
+                o,
+                "    debug sections take {} installed; building without -g (or stripping .debug_* before packing) would drop them",
+                size(debug_total)
+            );
+        }
         if let Some(t) = f.trim_could_drop {
             let _ = writeln!(
                 o,
@@ -264,7 +317,9 @@ fn wheel(o: &mut String, w: &WheelAudit, max_size: u64, verbose: u8) {
         .collect();
     if !problems.is_empty() {
         let _ = writeln!(o, "\n  Problems");
-        for d in problems {
+        let shown = cap(problems.len(), verbose);
+        let hidden = problems.len() - shown;
+        for d in problems.into_iter().take(shown) {
             let label = match d.severity {
                 Severity::Error => "error",
                 Severity::Warning => "warning",
@@ -275,6 +330,7 @@ fn wheel(o: &mut String, w: &WheelAudit, max_size: u64, verbose: u8) {
                 let _ = writeln!(o, "      hint: {h}");
             }
         }
+        more(o, hidden);
     }
 }
 
@@ -345,7 +401,7 @@ pub fn verify(r: &crate::verify::VerifyReport) -> String {
     o
 }
 
-pub fn split(r: &crate::split::SplitReport) -> String {
+pub fn split(r: &crate::split::SplitReport, verbose: u8) -> String {
     use crate::plan::{MemberAction, RemovedLibrary};
     let mut o = String::new();
     if r.dry_run {
@@ -420,7 +476,9 @@ pub fn split(r: &crate::split::SplitReport) -> String {
             s.lib_dir()
         );
     }
-    for t in &r.trimmed {
+    let shown = cap(r.trimmed.len(), verbose);
+    let hidden = &r.trimmed[shown..];
+    for t in &r.trimmed[..shown] {
         let _ = writeln!(
             o,
             "trimmed {}: {} → {} ({})",
@@ -432,6 +490,23 @@ pub fn split(r: &crate::split::SplitReport) -> String {
         for l in &t.lost {
             let _ = writeln!(o, "  {}", loss_line(l, &[]));
         }
+    }
+    if !hidden.is_empty() {
+        let before: u64 = hidden.iter().map(|t| t.bytes_before).sum();
+        let after: u64 = hidden.iter().map(|t| t.bytes_after).sum();
+        let losing = hidden.iter().filter(|t| !t.lost.is_empty()).count();
+        let _ = writeln!(
+            o,
+            "trimmed {} more members: {} → {}{} (use -v)",
+            hidden.len(),
+            size(before),
+            size(after),
+            if losing > 0 {
+                format!(", {losing} of them lose their last usable image for a target")
+            } else {
+                String::new()
+            }
+        );
     }
     for out in &r.outputs {
         let _ = writeln!(
@@ -497,7 +572,7 @@ fn loss_line(l: &crate::trim::Loss, targets: &[String]) -> String {
     }
 }
 
-pub fn trim(r: &crate::trim::TrimReport) -> String {
+pub fn trim(r: &crate::trim::TrimReport, verbose: u8) -> String {
     let mut o = String::new();
     let mut targets = r.sm.clone();
     targets.extend(r.gfx.iter().cloned());
@@ -509,7 +584,11 @@ pub fn trim(r: &crate::trim::TrimReport) -> String {
         } else {
             "Trimmed"
         },
-        targets.join(", ")
+        if targets.is_empty() {
+            "no device targets (only --strip-debug)".to_string()
+        } else {
+            targets.join(", ")
+        }
     );
     for w in &r.wheels {
         let _ = writeln!(o, "{}", w.input);
@@ -518,7 +597,8 @@ pub fn trim(r: &crate::trim::TrimReport) -> String {
         } else if w.members.is_empty() {
             let _ = writeln!(o, "  nothing trimmed");
         }
-        for m in &w.members {
+        let shown = cap(w.members.len(), verbose);
+        for m in &w.members[..shown] {
             let _ = writeln!(
                 o,
                 "  {}: {} → {} ({}){}",
@@ -567,6 +647,24 @@ pub fn trim(r: &crate::trim::TrimReport) -> String {
                 let _ = writeln!(o, "    {}", loss_line(l, &targets));
             }
         }
+        let hidden = &w.members[shown..];
+        if !hidden.is_empty() {
+            let before: u64 = hidden.iter().map(|m| m.bytes_before).sum();
+            let after: u64 = hidden.iter().map(|m| m.bytes_after).sum();
+            let losing = hidden.iter().filter(|m| !m.lost.is_empty()).count();
+            let _ = writeln!(
+                o,
+                "  … and {} more members: {} → {}{} (use -v)",
+                hidden.len(),
+                size(before),
+                size(after),
+                if losing > 0 {
+                    format!(", {losing} of them lose their last usable image for a target")
+                } else {
+                    String::new()
+                }
+            );
+        }
         if w.loose_groups_unmatched > 0 {
             let _ = writeln!(
                 o,
@@ -586,4 +684,98 @@ pub fn trim(r: &crate::trim::TrimReport) -> String {
         }
     }
     o
+}
+
+/// How many entries of a list the summary shows before "… and N more".
+const LIST_CAP: usize = 20;
+
+/// The number of entries to show of `n`: all under `-v`, else at most [`LIST_CAP`].
+fn cap(n: usize, verbose: u8) -> usize {
+    if verbose > 0 { n } else { n.min(LIST_CAP) }
+}
+
+fn more(o: &mut String, hidden: usize) {
+    if hidden > 0 {
+        let _ = writeln!(o, "    … and {hidden} more (use -v)");
+    }
+}
+
+fn folder_of(member: &str) -> &str {
+    member.rsplit_once('/').map_or("", |(f, _)| f)
+}
+
+/// Device code per member. Without `-v`, loose device files (a `.cubin`, `.ptx`, `.hsaco`
+/// member on its own) are summed per folder and kind: a wheel of thousands of loose cubins
+/// gives a few lines, not four per file. Containers inside libraries are listed one by one,
+/// at most [`LIST_CAP`] of them.
+fn device_code(o: &mut String, all: &[crate::device::DeviceReport], verbose: u8) {
+    use crate::device::DeviceReport;
+    if verbose > 0 {
+        for d in all {
+            crate::device::render(o, d);
+        }
+        return;
+    }
+    let loose = |d: &DeviceReport| d.sections.is_empty() || d.sections == ["(file)"];
+    let libraries: Vec<&DeviceReport> = all.iter().filter(|d| !loose(d)).collect();
+    let shown = cap(libraries.len(), verbose);
+    for d in &libraries[..shown] {
+        crate::device::render(o, d);
+    }
+    more(o, libraries.len() - shown);
+    // (folder, kind) → the files, and their rows and trim estimates summed.
+    let mut groups: BTreeMap<(&str, &str), (Vec<&DeviceReport>, DeviceReport)> = BTreeMap::new();
+    for d in all.iter().filter(|d| loose(d)) {
+        let folder = folder_of(&d.member);
+        let g = groups.entry((folder, d.kind.as_str())).or_insert_with(|| {
+            (
+                Vec::new(),
+                DeviceReport {
+                    member: String::new(),
+                    kind: d.kind.clone(),
+                    sections: Vec::new(),
+                    containers: 0,
+                    stored_bytes: 0,
+                    rows: Vec::new(),
+                    trims: Vec::new(),
+                },
+            )
+        });
+        g.0.push(d);
+        g.1.stored_bytes += d.stored_bytes;
+        for r in &d.rows {
+            match g
+                .1
+                .rows
+                .iter_mut()
+                .find(|x| x.arch == r.arch && x.code == r.code)
+            {
+                Some(x) => {
+                    x.entries += r.entries;
+                    x.stored_bytes += r.stored_bytes;
+                    x.uncompressed_bytes += r.uncompressed_bytes;
+                }
+                None => g.1.rows.push(r.clone()),
+            }
+        }
+        for t in &d.trims {
+            match g.1.trims.iter_mut().find(|x| x.target == t.target) {
+                Some(x) => x.kept_bytes += t.kept_bytes,
+                None => g.1.trims.push(t.clone()),
+            }
+        }
+    }
+    let n = groups.len();
+    for ((folder, _), (files, mut d)) in groups.into_iter().take(LIST_CAP) {
+        if let [one] = files.as_slice() {
+            // One file: its own name says more than its folder.
+            crate::device::render(o, one);
+            continue;
+        }
+        d.rows.sort_by_key(crate::device::row_order);
+        let shown_folder = if folder.is_empty() { "." } else { folder };
+        d.member = format!("{shown_folder}/ ({} loose files)", files.len());
+        crate::device::render(o, &d);
+    }
+    more(o, n.saturating_sub(LIST_CAP));
 }

@@ -38,7 +38,7 @@ pub fn run(args: &SplitArgs, g: &GlobalArgs, printer: &Printer) -> Result<Outcom
     if printer.json {
         printer.json_value(&report)?;
     } else {
-        printer.result(&render::split(&report))?;
+        printer.result(&render::split(&report, g.verbose))?;
     }
     for d in &report.notes {
         printer.diagnostic(d);

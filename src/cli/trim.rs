@@ -46,6 +46,7 @@ pub fn run(args: &TrimArgs, g: &GlobalArgs, printer: &Printer) -> Result<Outcome
         memory_budget: g.memory,
         time: ZipTime::from_env()?,
         dry_run: args.dry_run,
+        strip_debug: args.strip_debug,
         progress: printer.bytes_progress(),
     };
     let bar = opts.progress.clone();
@@ -55,7 +56,7 @@ pub fn run(args: &TrimArgs, g: &GlobalArgs, printer: &Printer) -> Result<Outcome
     if printer.json {
         printer.json_value(&report)?;
     } else {
-        printer.result(&render::trim(&report))?;
+        printer.result(&render::trim(&report, g.verbose))?;
     }
     for d in &report.notes {
         printer.diagnostic(d);

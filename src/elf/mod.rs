@@ -17,6 +17,7 @@ mod shrink_refs;
 mod shrink_verify;
 mod slide;
 mod strings;
+pub mod strip;
 #[cfg(test)]
 mod synth;
 pub(crate) mod tables;

@@ -11,11 +11,13 @@ use serde::Serialize;
 
 mod runtime;
 
-use runtime::{RuntimeWheel, preload_module, runtime_metadata, runtime_wheel_file};
+use runtime::{
+    LicenseCopy, RuntimeWheel, license_files, preload_module, runtime_metadata, runtime_wheel_file,
+};
 
 use crate::apply;
 use crate::budget::Budget;
-use crate::diagnostic::Diagnostic;
+use crate::diagnostic::{Diagnostic, Severity};
 use crate::elf::{ElfInfo, Inspected};
 use crate::error::Error;
 use crate::facts::{self, InspectOptions, Kept, MemberFacts, WheelFacts, looks_like_shared_object};
@@ -105,6 +107,40 @@ pub fn split(
     let baseline = crate::verify::baseline(&refs, None, profiles, opts.max_size, true);
     let mut notes = baseline.findings.clone();
     notes.extend(plan.notes.iter().cloned());
+    // The licence files each set's libraries came with travel into every one of its wheels.
+    let set_licenses: HashMap<&str, Vec<LicenseCopy>> = plan
+        .runtime_sets
+        .iter()
+        .map(|s| (s.key.as_str(), license_files(s, &inputs)))
+        .collect();
+    for s in &plan.runtime_sets {
+        let proprietary = s
+            .licenses
+            .iter()
+            .any(|l| l.contains("LicenseRef-") || l.contains("Proprietary"));
+        if proprietary && set_licenses.get(s.key.as_str()).is_none_or(Vec::is_empty) {
+            let Some(first) = s.libraries.first() else {
+                continue;
+            };
+            let d = Diagnostic::new(
+                Severity::Warning,
+                &inputs[first.input].0.location(),
+                format!(
+                    "runtime wheel {} carries no licence text for its {} libraries: the input \
+                     had no licence file next to them or in its .dist-info",
+                    s.name,
+                    s.licenses.join(", ")
+                ),
+            )
+            .with_hint(
+                s.license_notes
+                    .first()
+                    .cloned()
+                    .unwrap_or_else(|| "add the vendor's licence file to the input wheel".into()),
+            );
+            notes.push(d);
+        }
+    }
     if opts.dry_run {
         drop(kept);
         return Ok(SplitReport {
@@ -538,6 +574,12 @@ pub fn split(
         let name = format!("{}/METADATA", wheel.dist_info);
         main_gens.push(vec![make(&mut generated, &name, &meta.to_text())]);
     }
+    let no_licenses: Vec<LicenseCopy> = Vec::new();
+    let licenses_of = |rw: &RuntimeWheel| -> &Vec<LicenseCopy> {
+        set_licenses
+            .get(rw.set.key.as_str())
+            .unwrap_or(&no_licenses)
+    };
     let mut runtime_gens: Vec<Vec<Gen>> = Vec::new();
     for rw in &runtime_wheels {
         let set = rw.set;
@@ -557,7 +599,7 @@ pub fn split(
         gens.push(make(
             &mut generated,
             &format!("{dist_info}/METADATA"),
-            &runtime_metadata(rw, &runtime_names),
+            &runtime_metadata(rw, &runtime_names, licenses_of(rw)),
         ));
         gens.push(make(
             &mut generated,
@@ -686,6 +728,26 @@ pub fn split(
             crate::wheel::filename::filename_safe_name(&rw.name),
             set.version
         );
+        for c in licenses_of(rw) {
+            let (wheel, facts) = &inputs[c.input];
+            let Some(f) = facts.members.iter().find(|f| f.name == c.member) else {
+                continue;
+            };
+            let name = format!("{dist_info}/licenses/{}", c.dest);
+            let mut mf = f.clone();
+            mf.name = name.clone();
+            members.push(OutMember {
+                name,
+                source: Source::Copy {
+                    wheel,
+                    member: &c.member,
+                },
+                sha256: c.sha256,
+                size: f.size,
+                mode: 0o100644,
+                facts: mf,
+            });
+        }
         members.sort_by(|a, b| a.name.cmp(&b.name));
         order_dist_info_last(&mut members, &dist_info);
         let file = format!(

@@ -2,8 +2,150 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use crate::facts::WheelFacts;
 use crate::plan::RuntimeSet;
+use crate::wheel::Wheel;
 use crate::wheel::headers::HeaderFile;
+
+/// A licence file of an input that travels into a runtime wheel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct LicenseCopy {
+    /// The input wheel and member it is copied from.
+    pub input: usize,
+    pub member: String,
+    /// Its path under the runtime wheel's `.dist-info/licenses/` (the `License-File` value).
+    pub dest: String,
+    pub sha256: [u8; 32],
+}
+
+/// True for a file name that holds licence text: `LICENSE`, `License.txt`, `NOTICE.md`,
+/// `COPYING.LIB`, `EULA.txt`, `LICENSE-APACHE`, ... but not code that happens to start so.
+pub(super) fn is_license_name(base: &str) -> bool {
+    let lower = base.to_ascii_lowercase();
+    let prefixed = [
+        "license",
+        "licence",
+        "copying",
+        "notice",
+        "eula",
+        "copyright",
+    ]
+    .iter()
+    .any(|p| lower.starts_with(p));
+    if !prefixed {
+        return false;
+    }
+    let ext = lower.rsplit_once('.').map_or("", |(_, e)| e);
+    !matches!(
+        ext,
+        "py" | "pyc"
+            | "pyi"
+            | "pyd"
+            | "so"
+            | "a"
+            | "o"
+            | "h"
+            | "hpp"
+            | "c"
+            | "cc"
+            | "cpp"
+            | "json"
+            | "toml"
+            | "cfg"
+            | "sh"
+            | "bin"
+            | "cubin"
+            | "ptx"
+            | "fatbin"
+    ) && !lower.contains(".so.")
+}
+
+/// Licence files are small text; anything bigger is not what we mean.
+const LICENSE_MAX: u64 = 4 * 1024 * 1024;
+
+/// The licence files that came with a set's libraries: every file under each source wheel's
+/// `.dist-info/licenses/` (Metadata 2.4), licence-named files directly in its `.dist-info`
+/// (older wheels: NVIDIA's `License.txt`), and licence-named files in the folders that hold a
+/// moved library and in each folder above it. Sorted and without duplicates; two different
+/// files that would land on one path keep both (`-2`, `-3` before the extension).
+pub(super) fn license_files(set: &RuntimeSet, inputs: &[(Wheel, WheelFacts)]) -> Vec<LicenseCopy> {
+    let mut found: Vec<LicenseCopy> = Vec::new();
+    let mut push = |input: usize, member: &str, dest: String, sha256: [u8; 32]| {
+        if found.iter().any(|c| c.sha256 == sha256 && c.dest == dest) {
+            return;
+        }
+        let mut dest = dest;
+        let mut n = 2;
+        while found.iter().any(|c| c.dest == dest) {
+            let (stem, ext) = match dest.rsplit_once('.') {
+                Some((s, e)) if !s.is_empty() && !s.ends_with('/') && !e.contains('/') => {
+                    (s.to_string(), format!(".{e}"))
+                }
+                _ => (dest.clone(), String::new()),
+            };
+            let stem = stem.trim_end_matches(&format!("-{}", n - 1)).to_string();
+            dest = format!("{stem}-{n}{ext}");
+            n += 1;
+        }
+        found.push(LicenseCopy {
+            input,
+            member: member.to_string(),
+            dest,
+            sha256,
+        });
+    };
+    let mut inputs_used: Vec<usize> = set.libraries.iter().map(|l| l.input).collect();
+    inputs_used.sort_unstable();
+    inputs_used.dedup();
+    for &i in &inputs_used {
+        let Some((wheel, facts)) = inputs.get(i) else {
+            continue;
+        };
+        // Folders that hold a moved library of this input, and every folder above them.
+        let mut folders: Vec<String> = Vec::new();
+        for l in set.libraries.iter().filter(|l| l.input == i) {
+            let mut m = l.member.as_str();
+            while let Some((dir, _)) = m.rsplit_once('/') {
+                if !folders.iter().any(|f| f == dir) {
+                    folders.push(dir.to_string());
+                }
+                m = dir;
+            }
+        }
+        let licenses_dir = format!("{}/licenses/", wheel.dist_info);
+        let dist_prefix = format!("{}/", wheel.dist_info);
+        let mut members: Vec<_> = facts
+            .members
+            .iter()
+            .filter(|f| f.size <= LICENSE_MAX && f.elf().is_none() && f.device.is_none())
+            .filter_map(|f| f.sha256.map(|h| (f.name.as_str(), h)))
+            .collect();
+        members.sort();
+        for (name, sha) in members {
+            if wheel
+                .archive
+                .member(name)
+                .is_none_or(|m| m.is_dir || m.is_symlink || m.problem.is_some())
+            {
+                continue;
+            }
+            let (dir, base) = name.rsplit_once('/').unwrap_or(("", name));
+            if let Some(rel) = name.strip_prefix(&licenses_dir) {
+                if !rel.is_empty() {
+                    push(i, name, rel.to_string(), sha);
+                }
+            } else if name.starts_with(&dist_prefix) {
+                if dir == wheel.dist_info && is_license_name(base) {
+                    push(i, name, base.to_string(), sha);
+                }
+            } else if is_license_name(base) && folders.iter().any(|f| f == dir) {
+                push(i, name, name.to_string(), sha);
+            }
+        }
+    }
+    found.sort_by(|a, b| a.dest.cmp(&b.dest));
+    found
+}
 
 /// One runtime wheel: a set, or one part of a set that had to be divided.
 pub(super) struct RuntimeWheel<'a> {
@@ -46,7 +188,30 @@ fn project_of(set: &RuntimeSet) -> &str {
         .map_or(set.name.as_str(), |at| &set.name[..at])
 }
 
-pub(super) fn runtime_metadata(rw: &RuntimeWheel, names: &BTreeMap<&str, Vec<String>>) -> String {
+/// The profile licences of a set as one SPDX expression: each part in parentheses when it is a
+/// compound with `OR`, so that `AND` binds as meant.
+fn license_expression(licenses: &[String]) -> String {
+    if licenses.len() == 1 {
+        return licenses[0].clone();
+    }
+    licenses
+        .iter()
+        .map(|l| {
+            if l.contains(" OR ") || l.contains(" or ") {
+                format!("({l})")
+            } else {
+                l.clone()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" AND ")
+}
+
+pub(super) fn runtime_metadata(
+    rw: &RuntimeWheel,
+    names: &BTreeMap<&str, Vec<String>>,
+    license_files: &[LicenseCopy],
+) -> String {
     let set = rw.set;
     let files: Vec<&str> = rw
         .libraries
@@ -67,9 +232,12 @@ pub(super) fn runtime_metadata(rw: &RuntimeWheel, names: &BTreeMap<&str, Vec<Str
         ),
     ];
     if !set.licenses.is_empty() {
-        fields.push(("License-Expression", set.licenses.join(" AND ")));
+        fields.push(("License-Expression", license_expression(&set.licenses)));
     }
     let mut h = HeaderFile::build(&fields, None);
+    for f in license_files {
+        h.add("License-File", &f.dest);
+    }
     // Other parts of the same set install into the same folder; they travel together.
     if rw.parts > 1 {
         for other in names.get(set.key.as_str()).into_iter().flatten() {
@@ -95,6 +263,14 @@ pub(super) fn runtime_metadata(rw: &RuntimeWheel, names: &BTreeMap<&str, Vec<Str
         body.push_str("\nLicences:\n\n");
         for n in &set.license_notes {
             body.push_str(&format!("- {n}\n"));
+        }
+    }
+    if !license_files.is_empty() {
+        body.push_str(
+            "\nThe licence files that came with these libraries are in `.dist-info/licenses/`:\n\n",
+        );
+        for f in license_files {
+            body.push_str(&format!("- `{}`\n", f.dest));
         }
     }
     let mut text = h.to_text();
@@ -199,7 +375,7 @@ mod tests {
             parts: 1,
             libraries: Vec::new(),
         };
-        let text = runtime_metadata(&rw, &BTreeMap::new());
+        let text = runtime_metadata(&rw, &BTreeMap::new(), &[]);
         text.lines()
             .find_map(|l| l.strip_prefix("Summary: "))
             .unwrap()
@@ -222,5 +398,38 @@ mod tests {
             "my-runtime-tools"
         );
         assert_eq!(project_of(&set("odd", "cuda12")), "odd");
+    }
+
+    #[test]
+    fn licence_names_and_expressions() {
+        for yes in [
+            "LICENSE",
+            "License.txt",
+            "LICENCE.md",
+            "NOTICE",
+            "COPYING.LIB",
+            "EULA.txt",
+            "LICENSE-APACHE",
+        ] {
+            assert!(is_license_name(yes), "{yes}");
+        }
+        for no in [
+            "license_check.py",
+            "libnotice.so.1",
+            "notice.so.2",
+            "README",
+            "licenses.json",
+            "mylicense",
+        ] {
+            assert!(!is_license_name(no), "{no}");
+        }
+        assert_eq!(license_expression(&["MIT".into()]), "MIT");
+        assert_eq!(
+            license_expression(&[
+                "LicenseRef-NVIDIA-Proprietary".into(),
+                "MIT OR BSD-3-Clause".into()
+            ]),
+            "LicenseRef-NVIDIA-Proprietary AND (MIT OR BSD-3-Clause)"
+        );
     }
 }

@@ -41,6 +41,9 @@ pub struct TrimOptions {
     pub memory_budget: u64,
     pub time: ZipTime,
     pub dry_run: bool,
+    /// Also empty the non-allocated debug sections of every ELF object
+    /// ([`crate::elf::strip::strip_debug`]).
+    pub strip_debug: bool,
     /// Counts bytes inspected (and trimmed) and written; hidden unless the caller draws it.
     pub progress: indicatif::ProgressBar,
 }
@@ -82,6 +85,56 @@ struct Done {
     new: Option<(Compressed, [u8; 32], Option<crate::elf::ElfInfo>)>,
 }
 
+/// Applies `--strip-debug` to a member after its device-code trim (if any): the trimmed bytes,
+/// or the input's when the trim changed nothing.
+fn strip_debug_of(
+    f: &MemberFacts,
+    input: &[u8],
+    trimmed: Option<Trimmed>,
+) -> Result<Option<Trimmed>, String> {
+    let base: &[u8] = match &trimmed {
+        Some(Trimmed { data: Some(d), .. }) => d,
+        _ => input,
+    };
+    let Some(s) = crate::elf::strip::strip_debug(base)? else {
+        return Ok(trimmed);
+    };
+    let note = format!(
+        "removed {} of debug sections (.debug_*){}",
+        crate::cli_size(s.removed),
+        if s.kept_inside_loads > 0 {
+            format!("; {} inside the loaded part stay", s.kept_inside_loads)
+        } else {
+            String::new()
+        }
+    );
+    let report = match trimmed {
+        Some(Trimmed { mut report, .. }) => {
+            report.method = format!("{}+strip-debug", report.method);
+            report.notes.push(note);
+            report
+        }
+        None => MemberTrim {
+            member: f.name.clone(),
+            method: "strip-debug".into(),
+            reason: None,
+            bytes_before: f.size,
+            bytes_after: s.data.len() as u64,
+            zip_before: f.compressed_size,
+            zip_after: 0,
+            archs: Vec::new(),
+            unmatched_containers: 0,
+            notes: vec![note],
+            group: None,
+            lost: Vec::new(),
+        },
+    };
+    Ok(Some(Trimmed {
+        data: Some(s.data),
+        report,
+    }))
+}
+
 pub fn trim(
     paths: &[PathBuf],
     profiles: &ProfileSet,
@@ -101,11 +154,13 @@ pub fn trim(
             )));
         }
     }
-    if !opts.settings.is_active() {
+    if !opts.settings.is_active() && !opts.strip_debug {
         return Err(Error::Usage(
-            "nothing to trim to: give --sm (CUDA) and/or --gfx (HIP) targets".into(),
+            "nothing to trim to: give --sm (CUDA) and/or --gfx (HIP) targets, or --strip-debug"
+                .into(),
         ));
     }
+    let targets = opts.settings.is_active();
     let budget = Budget::new(opts.memory_budget);
     let spill = (!opts.dry_run).then_some(opts.wheel_dir.as_path());
     if let Some(dir) = spill {
@@ -126,29 +181,45 @@ pub fn trim(
         let wheel = Wheel::open(p, &opts.limits)?;
         let no_plan = LoosePlan::default();
         let work = |f: &MemberFacts, mut kept: Kept| -> Option<Result<Done, Error>> {
-            let device = f.device.as_ref()?;
+            let info = f.host_elf();
+            let strip = opts.strip_debug && info.is_some();
+            let device = match f.device.as_ref() {
+                Some(d) => Some(d),
+                None if strip => None,
+                None => return None,
+            };
             // Loose cubins, PTX files and code objects are judged with the rest of their
             // group once every member is known (below); they need no bytes.
-            if device
-                .loose
-                .as_ref()
-                .is_some_and(|l| loose::group_key(&f.name, l.kind).is_some())
-            {
+            if device.is_some_and(|d| {
+                d.loose
+                    .as_ref()
+                    .is_some_and(|l| loose::group_key(&f.name, l.kind).is_some())
+            }) {
                 return None;
             }
-            let info = f.host_elf();
             // The output is about as large as the input while both are held.
             kept.grow(kept.bytes.len() as u64);
             let loc = wheel.member_location(&f.name);
-            let trimmed = trim_member_in(
-                &f.name,
-                &kept.bytes,
-                f.compressed_size,
-                info,
-                device,
-                &opts.settings,
-                &no_plan,
-            );
+            let trimmed = match device {
+                Some(device) if targets => trim_member_in(
+                    &f.name,
+                    &kept.bytes,
+                    f.compressed_size,
+                    info,
+                    device,
+                    &opts.settings,
+                    &no_plan,
+                ),
+                _ => Ok(None),
+            };
+            let trimmed = match trimmed {
+                Ok(t) if strip => strip_debug_of(f, &kept.bytes, t).map_err(|err| {
+                    TrimError::Elf(crate::elf::ElfError::OutputCheck(format!(
+                        "cannot strip its debug sections: {err} (run without --strip-debug)"
+                    )))
+                }),
+                other => other,
+            };
             // The input stays until the trimmed copy is compressed: the copy reuses the
             // input's compressed blocks where its bytes did not change (`wheel::splice`).
             let marks = std::mem::take(&mut kept.marks);
@@ -226,7 +297,12 @@ pub fn trim(
             .into_iter()
             .map(|d| d.transpose())
             .collect::<Result<_, Error>>()?;
-        let plan = plan_loose(loose_members(&facts), &opts.settings);
+        // Without targets (only --strip-debug) loose device files are not judged at all.
+        let plan = if targets {
+            plan_loose(loose_members(&facts), &opts.settings)
+        } else {
+            LoosePlan::default()
+        };
         for (f, d) in facts.members.iter().zip(done.iter_mut()) {
             let Some(l) = f.device.as_ref().and_then(|d| d.loose.as_ref()) else {
                 continue;

@@ -56,6 +56,7 @@ struct Elf {
     cxxabi: Option<String>,
     load_align: u64,
     stripped: bool,
+    debug_bytes: u64,
     sections: Vec<serde_json::Value>,
     #[serde(default)]
     unsupported: Option<String>,
