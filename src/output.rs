@@ -357,10 +357,12 @@ pub fn finish(
         if f.size_is_error && p.size > f.max_size {
             return Err(Error::refused(
                 format!(
-                    "`{}` would be {} bytes, over the {} byte limit",
+                    "`{}` would be {} ({} bytes), {} over the {} limit; nothing was written",
                     p.target.display(),
+                    crate::checks::mib_text(p.size),
                     p.size,
-                    f.max_size
+                    crate::checks::mib_text(p.size - f.max_size),
+                    crate::checks::mib_text(f.max_size),
                 ),
                 Some("trim device code (--sm/--gfx), move more libraries out with --profile, or raise --max-size".into()),
             ));

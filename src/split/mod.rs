@@ -105,6 +105,41 @@ pub fn split(
     let baseline = crate::verify::baseline(&refs, None, profiles, opts.max_size, true);
     let mut notes = baseline.findings.clone();
     notes.extend(plan.notes.iter().cloned());
+    // Members with device code are trimmed (`--sm`, `--gfx`) while they are rewritten anyway.
+    let trimming = opts.trim.is_active();
+    let device_of = |input: usize, member: &str| -> Option<&MemberFacts> {
+        inputs[input]
+            .1
+            .members
+            .iter()
+            .find(|f| f.name == member && f.device.is_some())
+    };
+    let has_device = |input: usize, member: &str| device_of(input, member).is_some();
+
+    // A library that cannot fit alone fails before any work is done, and the dry run fails
+    // the same way (checked again with exact sizes once rewritten members are compressed).
+    let capacity = opts.max_size.saturating_sub(RUNTIME_OVERHEAD);
+    for set in &plan.runtime_sets {
+        for l in set
+            .libraries
+            .iter()
+            .filter(|_| !opts.canonical_runtime)
+            .filter(|l| !(trimming && has_device(l.input, &l.member)))
+        {
+            // An edit (a search path) changes a library's compressed size by a few bytes.
+            if l.compressed_size > capacity {
+                return Err(too_big(
+                    &inputs[l.input].0,
+                    &l.member,
+                    l.compressed_size,
+                    opts.max_size,
+                    has_device(l.input, &l.member),
+                    trimming,
+                ));
+            }
+        }
+    }
+
     if opts.dry_run {
         drop(kept);
         return Ok(SplitReport {
@@ -135,38 +170,6 @@ pub fn split(
                 format!("two inputs would both be written to `{}`", target.display()),
                 None,
             ));
-        }
-    }
-
-    // Members with device code are trimmed (`--sm`, `--gfx`) while they are rewritten anyway.
-    let trimming = opts.trim.is_active();
-    let device_of = |input: usize, member: &str| -> Option<&MemberFacts> {
-        inputs[input]
-            .1
-            .members
-            .iter()
-            .find(|f| f.name == member && f.device.is_some())
-    };
-    let has_device = |input: usize, member: &str| device_of(input, member).is_some();
-
-    // A library that cannot fit alone fails before any work is done (it is checked again with
-    // exact sizes once rewritten members are compressed).
-    let capacity = opts.max_size.saturating_sub(RUNTIME_OVERHEAD);
-    for set in &plan.runtime_sets {
-        for l in set
-            .libraries
-            .iter()
-            .filter(|l| l.edit.is_empty() && !opts.canonical_runtime)
-            .filter(|l| !(trimming && has_device(l.input, &l.member)))
-        {
-            if l.compressed_size > capacity {
-                return Err(too_big(
-                    &inputs[l.input].0,
-                    &l.member,
-                    l.compressed_size,
-                    opts.max_size,
-                ));
-            }
         }
     }
 
@@ -461,7 +464,14 @@ pub fn split(
             .collect();
         let bins = pack(&items, capacity).map_err(|i| {
             let l = &set.libraries[i];
-            too_big(&inputs[l.input].0, &l.member, items[i].1, opts.max_size)
+            too_big(
+                &inputs[l.input].0,
+                &l.member,
+                items[i].1,
+                opts.max_size,
+                has_device(l.input, &l.member),
+                trimming,
+            )
         })?;
         let n = bins.len();
         for (k, bin) in bins.into_iter().enumerate() {
@@ -866,12 +876,20 @@ fn open_keeping<'b>(
     Ok((out, kept))
 }
 
-fn too_big(wheel: &Wheel, member: &str, bytes: u64, max_size: u64) -> Error {
-    Error::refused(
-        format!(
-            "{} is {bytes} bytes compressed and cannot fit in a wheel under the {max_size} byte limit even alone",
-            wheel.member_location(member),
-        ),
-        Some("trim its device code to the GPUs you ship for (--sm 80,90 / --gfx ...), or raise --max-size if your index allows larger files".into()),
+fn too_big(
+    wheel: &Wheel,
+    member: &str,
+    bytes: u64,
+    max_size: u64,
+    has_device: bool,
+    trimming: bool,
+) -> Error {
+    crate::checks::cannot_fit_alone(
+        &wheel.member_location(member).to_string(),
+        bytes,
+        max_size,
+        RUNTIME_OVERHEAD,
+        has_device,
+        trimming,
     )
 }

@@ -1,0 +1,131 @@
+//! One set of size rules for `split`, its `--dry-run`, `--json` and `trim` (issue 10 item 10).
+
+use crate::common::*;
+
+fn s(p: &std::path::Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// A dry run fails exactly as the real run would when a library is too big even alone.
+#[test]
+fn dry_run_fails_like_the_real_run_on_size() {
+    let tmp = tempdir();
+    let out = tmp.path().join("out");
+    let w = fixture(SLIMDEMO);
+    let args = ["split", s(&w), "-w", s(&out), "--max-size", "200KiB"];
+    let real = wheelslim(&args);
+    let mut dry_args = args.to_vec();
+    dry_args.push("--dry-run");
+    let dry = wheelslim(&dry_args);
+    assert_eq!(code(&real), 2, "{}", stderr(&real));
+    assert_eq!(code(&dry), 2, "{}", stderr(&dry));
+    assert_eq!(stderr(&dry), stderr(&real));
+    assert!(stderr(&dry).contains("cannot fit in a wheel even alone"));
+    assert!(!out.exists() || files_in(&out).is_empty());
+    // Under a limit with room, both succeed.
+    let ok = wheelslim(&["split", s(&w), "-w", s(&out), "--dry-run"]);
+    assert_eq!(code(&ok), 0, "{}", stderr(&ok));
+}
+
+/// `split --json` prints a JSON document with the error on failure, and exits 2.
+#[test]
+fn split_json_reports_the_error() {
+    let tmp = tempdir();
+    let out = tmp.path().join("out");
+    let w = fixture(SLIMDEMO);
+    for dry in [false, true] {
+        let mut args = vec![
+            "--json",
+            "split",
+            s(&w),
+            "-w",
+            s(&out),
+            "--max-size",
+            "200KiB",
+        ];
+        if dry {
+            args.push("--dry-run");
+        }
+        let o = wheelslim(&args);
+        assert_eq!(code(&o), 2, "{}", stderr(&o));
+        let v: serde_json::Value =
+            serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", stdout(&o)));
+        assert_eq!(v["schema"], "wheelslim.split/1");
+        assert_eq!(v["ok"], false);
+        assert_eq!(v["dry_run"], dry);
+        let msg = v["error"]["message"].as_str().unwrap();
+        assert!(msg.contains("slimdemo.libs/libcu"), "{msg}");
+        assert!(msg.contains("even alone"), "{msg}");
+        let hint = v["error"]["hint"].as_str().unwrap();
+        assert!(hint.contains("MiB"), "{hint}");
+    }
+}
+
+/// A host-only library: no `--sm` hint, but the limit to ask the index for, in MiB.
+#[test]
+fn no_trim_hint_for_a_library_without_device_code() {
+    let tmp = tempdir();
+    let o = wheelslim(&[
+        "split",
+        s(&fixture(SLIMDEMO)),
+        "-w",
+        s(&tmp.path().join("out")),
+        "--max-size",
+        "200KiB",
+    ]);
+    let err = stderr(&o);
+    assert_eq!(code(&o), 2, "{err}");
+    assert!(!err.contains("--sm"), "{err}");
+    assert!(err.contains("no device code"), "{err}");
+    assert!(err.contains("limit of at least 1 MiB"), "{err}");
+    assert!(err.contains("0.2 MiB limit"), "{err}");
+}
+
+/// `trim --max-size` is enforced: the output is named with its size and the limit, and nothing
+/// is written.
+#[test]
+fn trim_enforces_max_size() {
+    let tmp = tempdir();
+    let out = tmp.path().join("out");
+    let o = wheelslim(&[
+        "trim",
+        s(&fixture(CUDAFIX)),
+        "-w",
+        s(&out),
+        "--sm",
+        "90",
+        "--max-size",
+        "20KiB",
+    ]);
+    let err = stderr(&o);
+    assert_eq!(code(&o), 2, "{err}");
+    assert!(
+        err.contains("cudafix-0.1.0-cp311-cp311-manylinux_2_34_x86_64.whl` would be"),
+        "{err}"
+    );
+    assert!(err.contains("over the 0.0 MiB limit"), "{err}");
+    assert!(err.contains("nothing was written"), "{err}");
+    assert!(!out.exists() || files_in(&out).is_empty());
+    // Under a limit it fits, the same trim succeeds.
+    let ok = wheelslim(&[
+        "trim",
+        s(&fixture(CUDAFIX)),
+        "-w",
+        s(&out),
+        "--sm",
+        "90",
+        "--max-size",
+        "1MiB",
+    ]);
+    assert_eq!(code(&ok), 0, "{}", stderr(&ok));
+    assert_eq!(files_in(&out).len(), 1);
+}
+
+fn files_in(dir: &std::path::Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
