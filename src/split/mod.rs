@@ -99,7 +99,7 @@ pub fn split(
     let budget = Budget::new(opts.memory_budget);
     let (inputs, kept) = open_keeping(paths, profiles, opts, &budget)?;
     let refs: Vec<(&Wheel, &WheelFacts)> = inputs.iter().map(|(w, f)| (w, f)).collect();
-    let plan = plan_split(&refs, profiles, &opts.settings)?;
+    let mut plan = plan_split(&refs, profiles, &opts.settings)?;
     // What the inputs already violated (links that did not resolve, a tag that claims too
     // old a glibc, an object for another CPU) is reported, but is not the split's doing.
     let baseline = crate::verify::baseline(&refs, None, profiles, opts.max_size, true);
@@ -407,7 +407,16 @@ pub fn split(
             .collect();
         crate::trim::check_losses(w, f, &mine, &opts.trim)?;
     }
-    let mut trimmed: Vec<MemberTrim> = trimmed.into_iter().map(|(_, t)| t).collect();
+    // Sizes after the trim: what the summary and `--json` report is what was written.
+    let mut trimmed: Vec<MemberTrim> = trimmed
+        .into_iter()
+        .map(|(i, mut t)| {
+            if let Some(r) = rewritten.get(&(i, t.member.clone())) {
+                t.zip_after = r.compressed.stored_len();
+            }
+            t
+        })
+        .collect();
     trimmed.sort_by(|a, b| a.member.cmp(&b.member));
 
     // Runtime members re-deflated canonically, when asked. These are the one exception to
@@ -445,6 +454,16 @@ pub fn split(
     } else {
         HashMap::new()
     };
+
+    // The plan's sizes of rewritten runtime libraries become the written ones.
+    for set in &mut plan.runtime_sets {
+        for l in &mut set.libraries {
+            if let Some(r) = rewritten.get(&(l.input, l.member.clone())) {
+                l.size = r.compressed.size;
+                l.compressed_size = r.compressed.stored_len();
+            }
+        }
+    }
 
     // Pack runtime sets into wheels under the limit.
     let mut runtime_wheels: Vec<RuntimeWheel> = Vec::new();

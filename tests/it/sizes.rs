@@ -121,6 +121,100 @@ fn trim_enforces_max_size() {
     assert_eq!(files_in(&out).len(), 1);
 }
 
+/// A wheel whose moving library carries device code: `demo.libs/libcublas.so.12` is the
+/// fixture's CUDA library `libfix_plain.so` under a name the cuda12 profile moves.
+fn device_library_wheel(dir: &std::path::Path) -> std::path::PathBuf {
+    let lib = read_zip(&fixture(CUDAFIX))
+        .into_iter()
+        .find(|(n, _)| n == "cudafix/libfix_plain.so")
+        .unwrap()
+        .1;
+    make_wheel(
+        dir,
+        "manylinux_2_34_x86_64",
+        &[
+            ("demo/__init__.py", b""),
+            ("demo.libs/libcublas.so.12", &lib),
+        ],
+    )
+}
+
+/// The split summary and `--json` give sizes after the trim, not before.
+#[test]
+fn split_reports_sizes_after_the_trim() {
+    let tmp = tempdir();
+    let w = device_library_wheel(tmp.path());
+    let out = tmp.path().join("out");
+    let o = wheelslim(&[
+        "--json",
+        "split",
+        s(&w),
+        "-w",
+        s(&out),
+        "--sm",
+        "90",
+        "--move-unlinked",
+    ]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let t = &v["trimmed"][0];
+    assert_eq!(t["member"], "demo.libs/libcublas.so.12", "{v}");
+    let (before, after) = (
+        t["zip_before"].as_u64().unwrap(),
+        t["zip_after"].as_u64().unwrap(),
+    );
+    assert!(after > 0 && after < before, "{t}");
+    let lib = &v["plan"]["runtime_sets"][0]["libraries"][0];
+    assert_eq!(lib["size"], t["bytes_after"], "{v}");
+    assert_eq!(lib["compressed_size"], t["zip_after"], "{v}");
+    // The text summary says the trimmed size too.
+    let out2 = tmp.path().join("out2");
+    let o = wheelslim(&[
+        "split",
+        s(&w),
+        "-w",
+        s(&out2),
+        "--sm",
+        "90",
+        "--move-unlinked",
+    ]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let text = stdout(&o);
+    let runtime = text.lines().find(|l| l.starts_with("runtime ")).unwrap();
+    assert!(runtime.contains("60.7 KiB installed"), "{text}");
+}
+
+/// A device library too big even after `--sm`: the hint does not offer `--sm` again but fewer
+/// targets or `--unmatched drop`; without `--sm` it offers a trim.
+#[test]
+fn hints_follow_the_options_given() {
+    let tmp = tempdir();
+    let w = device_library_wheel(tmp.path());
+    let out = tmp.path().join("out");
+    let base = [
+        "split",
+        s(&w),
+        "-w",
+        s(&out),
+        "--move-unlinked",
+        "--max-size",
+        "258KiB",
+    ];
+    let o = wheelslim(&base);
+    let err = stderr(&o);
+    assert_eq!(code(&o), 2, "{err}");
+    assert!(err.contains("trim its device code"), "{err}");
+    let mut with_sm = base.to_vec();
+    with_sm.extend(["--sm", "80,90"]);
+    let o = wheelslim(&with_sm);
+    let err = stderr(&o);
+    assert_eq!(code(&o), 2, "{err}");
+    assert!(!err.contains("--sm 80,90 /"), "{err}");
+    assert!(err.contains("name fewer targets"), "{err}");
+    assert!(err.contains("--unmatched drop"), "{err}");
+    assert!(!out.exists() || files_in(&out).is_empty());
+}
+
 fn files_in(dir: &std::path::Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(dir)
         .unwrap()
