@@ -300,6 +300,21 @@ pub fn platform_checks(wheel: &Wheel, members: &[MemberFacts]) -> Vec<Violation>
     out
 }
 
+/// Room every runtime wheel keeps for its own files (headers, METADATA, RECORD, licences):
+/// a library fits in a wheel under `max_size` only within [`room_for_libraries`].
+pub const RUNTIME_OVERHEAD: u64 = 256 * 1024;
+
+/// Compressed bytes of libraries one wheel under `max_size` can hold.
+pub fn room_for_libraries(max_size: u64) -> u64 {
+    max_size.saturating_sub(RUNTIME_OVERHEAD)
+}
+
+/// The per-file limit, in whole MiB, that a wheel holding `bytes` of compressed libraries
+/// needs: what to ask the index for when nothing else makes it fit.
+pub fn limit_to_ask_mib(bytes: u64) -> u64 {
+    (bytes + RUNTIME_OVERHEAD).div_ceil(1024 * 1024)
+}
+
 /// Sizes for people: MiB with one decimal.
 pub fn mib_text(bytes: u64) -> String {
     format!("{:.1} MiB", mib(bytes))
@@ -321,7 +336,9 @@ pub fn cannot_fit_alone(
     let room = max_size.saturating_sub(overhead);
     let over = bytes.saturating_sub(room);
     // What to ask the index for: the library plus the wheel's own room, in whole MiB.
-    let ask = (bytes + overhead).div_ceil(1024 * 1024);
+    let ask = (bytes + overhead)
+        .div_ceil(1024 * 1024)
+        .max(limit_to_ask_mib(bytes));
     let index = format!(
         "ask the index for a per-file limit of at least {ask} MiB (PyPI: a file size limit request) and pass --max-size {ask}MiB"
     );

@@ -35,7 +35,7 @@ use crate::wheel::{Limits, Wheel, normalize_name};
 pub const SCHEMA: &str = "wheelslim.split/1";
 
 /// Room kept free in each runtime wheel for headers, `__init__.py` and `.dist-info`.
-const RUNTIME_OVERHEAD: u64 = 256 * 1024;
+use crate::checks::RUNTIME_OVERHEAD;
 
 #[derive(Debug, Clone)]
 pub struct SplitOptions {

@@ -215,6 +215,48 @@ fn hints_follow_the_options_given() {
     assert!(!out.exists() || files_in(&out).is_empty());
 }
 
+/// `audit` applies split's rule: a library split would refuse as too big alone makes the
+/// advice "not enough", names the library, and gives the limit to ask for; `split` agrees.
+#[test]
+fn audit_does_not_promise_a_split_that_would_be_refused() {
+    let tmp = tempdir();
+    let w = fixture(SLIMDEMO);
+    let o = wheelslim(&["audit", s(&w), "--max-size", "4KiB"]);
+    let text = stdout(&o);
+    assert!(text.contains("vendor libraries: not enough"), "{text}");
+    assert!(
+        text.contains("split would refuse slimdemo.libs/libcublas-d368dffb.so.12"),
+        "{text}"
+    );
+    assert!(text.contains("no trim can help"), "{text}");
+    assert!(text.contains("--max-size 1MiB"), "{text}");
+    let o = wheelslim(&["--json", "audit", s(&w), "--max-size", "4KiB"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let fit = &v["wheels"][0]["to_fit"];
+    assert_eq!(fit["fits_after_split"], false, "{fit}");
+    assert_eq!(fit["too_big_alone"].as_array().unwrap().len(), 2, "{fit}");
+    assert_eq!(fit["limit_without_trim_mib"], 1, "{fit}");
+    let o = wheelslim(&[
+        "split",
+        s(&w),
+        "-w",
+        s(&tmp.path().join("o")),
+        "--max-size",
+        "4KiB",
+    ]);
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    // Under the limit audit names, split succeeds.
+    let o = wheelslim(&[
+        "split",
+        s(&w),
+        "-w",
+        s(&tmp.path().join("o")),
+        "--max-size",
+        "1MiB",
+    ]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+}
+
 fn files_in(dir: &std::path::Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(dir)
         .unwrap()
