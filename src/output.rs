@@ -364,7 +364,12 @@ pub fn finish(
                     crate::checks::mib_text(p.size - f.max_size),
                     crate::checks::mib_text(f.max_size),
                 ),
-                Some("trim device code (--sm/--gfx), move more libraries out with --profile, or raise --max-size".into()),
+                Some(if f.what == "trim" {
+                    // trim always has targets: never suggest the option just given.
+                    "name fewer targets, add --unmatched drop if code for targets you did not name remains, move vendor libraries out with `wheelslim split`, or raise --max-size to a limit your index allows".into()
+                } else {
+                    "trim device code (--sm/--gfx), move more libraries out with --profile, or raise --max-size".into()
+                }),
             ));
         }
         outputs.push(Output {

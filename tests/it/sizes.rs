@@ -105,6 +105,8 @@ fn trim_enforces_max_size() {
     );
     assert!(err.contains("over the 0.0 MiB limit"), "{err}");
     assert!(err.contains("nothing was written"), "{err}");
+    assert!(err.contains("name fewer targets"), "{err}");
+    assert!(!err.contains("(--sm/--gfx)"), "no --sm after --sm: {err}");
     assert!(!out.exists() || files_in(&out).is_empty());
     // Under a limit it fits, the same trim succeeds.
     let ok = wheelslim(&[
