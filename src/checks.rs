@@ -365,3 +365,41 @@ pub fn cannot_fit_alone(
         Some(hint),
     )
 }
+
+/// The rule for a main wheel whose members that stay already come to more than `max_size`
+/// compressed (`staying`): no division can help. Names the largest members (`largest`:
+/// location and compressed bytes), by how much the wheel is over, and what limit to ask for.
+pub fn main_cannot_fit(
+    output: &str,
+    staying: u64,
+    max_size: u64,
+    largest: &[(String, u64)],
+    has_device: bool,
+) -> crate::error::Error {
+    let files = largest
+        .iter()
+        .map(|(m, b)| format!("{m} ({})", mib_text(*b)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    // Room for the central directory and the regenerated RECORD.
+    let ask = (staying + 64 * 1024).div_ceil(1024 * 1024);
+    let index = format!(
+        "ask the index for a per-file limit of at least {ask} MiB (PyPI: a file size limit request) and pass --max-size {ask}MiB"
+    );
+    let hint = if has_device {
+        format!("trim device code to the GPUs you ship for (--sm/--gfx), or {index}")
+    } else {
+        format!(
+            "nothing it keeps has device code to trim, so nothing wheelslim does makes it fit: {index}"
+        )
+    };
+    crate::error::Error::refused(
+        format!(
+            "`{output}` would be at least {} compressed, {} over the {} limit, with the members that stay; the largest: {files}",
+            mib_text(staying),
+            mib_text(staying.saturating_sub(max_size)),
+            mib_text(max_size),
+        ),
+        Some(hint),
+    )
+}

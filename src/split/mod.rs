@@ -140,6 +140,49 @@ pub fn split(
         }
     }
 
+    // A main wheel whose staying members alone are over the limit fails the same way in the
+    // real run and the dry run (without a trim, nothing makes those members smaller).
+    if !trimming {
+        for m in &plan.mains {
+            let facts = &inputs[m.input].1;
+            let mut staying: Vec<(String, u64)> = m
+                .members
+                .iter()
+                .filter_map(|a| match a {
+                    MemberAction::Copy { member } | MemberAction::Edit { member, .. } => {
+                        facts.members.iter().find(|f| &f.name == member)
+                    }
+                    MemberAction::Remove { .. } => None,
+                })
+                .map(|f| (f.name.clone(), f.compressed_size))
+                .collect();
+            let total: u64 = staying.iter().map(|(_, b)| b).sum();
+            if total > opts.max_size {
+                staying.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+                let any_device = staying.iter().any(|(n, _)| has_device(m.input, n));
+                // The largest members, as many as the excess needs to leave.
+                let over = total - opts.max_size;
+                let mut covered = 0u64;
+                let largest: Vec<(String, u64)> = staying
+                    .iter()
+                    .take_while(|(_, b)| {
+                        let more = covered < over;
+                        covered += b;
+                        more
+                    })
+                    .map(|(n, b)| (inputs[m.input].0.member_location(n).to_string(), *b))
+                    .collect();
+                return Err(crate::checks::main_cannot_fit(
+                    &opts.wheel_dir.join(&m.file_name).display().to_string(),
+                    total,
+                    opts.max_size,
+                    &largest,
+                    any_device,
+                ));
+            }
+        }
+    }
+
     if opts.dry_run {
         drop(kept);
         return Ok(SplitReport {

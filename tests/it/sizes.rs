@@ -259,6 +259,31 @@ fn audit_does_not_promise_a_split_that_would_be_refused() {
     assert_eq!(code(&o), 0, "{}", stderr(&o));
 }
 
+/// A main wheel whose staying members alone are over the limit: the dry run fails like the
+/// real run, naming the members and the limit to ask for.
+#[test]
+fn dry_run_fails_when_the_main_wheel_cannot_fit() {
+    let tmp = tempdir();
+    let out = tmp.path().join("out");
+    let w = fixture(PUREFIX);
+    for dry in [true, false] {
+        let mut args = vec!["split", s(&w), "-w", s(&out), "--max-size", "100"];
+        if dry {
+            args.push("--dry-run");
+        }
+        let o = wheelslim(&args);
+        let err = stderr(&o);
+        assert_eq!(code(&o), 2, "{err}");
+        if dry {
+            assert!(err.contains("with the members that stay"), "{err}");
+            assert!(err.contains("purefix-1.0-py3-none-any.whl!"), "{err}");
+            assert!(err.contains("--max-size 1MiB"), "{err}");
+            assert!(!err.contains("--sm"), "{err}");
+        }
+    }
+    assert!(!out.exists() || files_in(&out).is_empty());
+}
+
 fn files_in(dir: &std::path::Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(dir)
         .unwrap()
