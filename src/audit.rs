@@ -130,6 +130,14 @@ pub struct FitAdvice {
     /// Installed bytes a device-code trim to the single most common architecture would drop.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub trim_could_drop: Option<u64>,
+    /// Libraries split would move that are too big for a runtime wheel even alone (split
+    /// refuses them; the same rule as `split`, [`crate::checks::cannot_fit_alone`]).
+    pub too_big_alone: Vec<MemberSize>,
+    /// Compressed bytes of libraries a runtime wheel under the limit can hold.
+    pub runtime_room: u64,
+    /// The smallest per-file limit (whole MiB) under which `split` without a trim would
+    /// succeed: what to ask the index for when trimming cannot help.
+    pub limit_without_trim_mib: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -498,9 +506,25 @@ fn audit_wheel(
             .filter(|l| l.action != Action::Forbid && l.split.leaves())
             .collect();
         let split_moves_out: u64 = moving.iter().map(|l| l.compressed_size).sum();
-        let fits_after_split = split_moves_out >= over_by;
+        // The same rule `split` applies: a moving library must fit in a runtime wheel alone.
+        let runtime_room = crate::checks::room_for_libraries(opts.max_size);
+        let too_big_alone: Vec<MemberSize> = moving
+            .iter()
+            .filter(|l| l.compressed_size > runtime_room)
+            .filter_map(|l| members.iter().find(|m| m.name == l.member))
+            .map(|m| MemberSize {
+                name: m.name.clone(),
+                size: m.size,
+                compressed_size: m.compressed_size,
+            })
+            .collect();
+        let largest_moving = moving.iter().map(|l| l.compressed_size).max().unwrap_or(0);
+        let main_after = compressed_size.saturating_sub(split_moves_out);
+        let limit_without_trim_mib =
+            crate::checks::limit_to_ask_mib(largest_moving).max(main_after.div_ceil(1024 * 1024));
+        let fits_after_split = split_moves_out >= over_by && too_big_alone.is_empty();
         let mut also_remove = Vec::new();
-        if !fits_after_split {
+        if split_moves_out < over_by {
             let mut need = over_by - split_moves_out;
             let mut rest: Vec<&facts::MemberFacts> = members
                 .iter()
@@ -531,6 +555,9 @@ fn audit_wheel(
             fits_after_split,
             also_remove,
             trim_could_drop,
+            too_big_alone,
+            runtime_room,
+            limit_without_trim_mib,
         }
     });
 

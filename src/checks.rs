@@ -299,3 +299,107 @@ pub fn platform_checks(wheel: &Wheel, members: &[MemberFacts]) -> Vec<Violation>
     }
     out
 }
+
+/// Room every runtime wheel keeps for its own files (headers, METADATA, RECORD, licences):
+/// a library fits in a wheel under `max_size` only within [`room_for_libraries`].
+pub const RUNTIME_OVERHEAD: u64 = 256 * 1024;
+
+/// Compressed bytes of libraries one wheel under `max_size` can hold.
+pub fn room_for_libraries(max_size: u64) -> u64 {
+    max_size.saturating_sub(RUNTIME_OVERHEAD)
+}
+
+/// The per-file limit, in whole MiB, that a wheel holding `bytes` of compressed libraries
+/// needs: what to ask the index for when nothing else makes it fit.
+pub fn limit_to_ask_mib(bytes: u64) -> u64 {
+    (bytes + RUNTIME_OVERHEAD).div_ceil(1024 * 1024)
+}
+
+/// Sizes for people: MiB with one decimal.
+pub fn mib_text(bytes: u64) -> String {
+    format!("{:.1} MiB", mib(bytes))
+}
+
+/// The one rule for a library that cannot fit in any wheel under `max_size` even alone, used
+/// by `split`, its `--dry-run` and (through them) the hints: names the member and by how much
+/// it is over, and says what can still help given the options used. `has_device`: the
+/// library carries device code a trim could cut; `trim_given`: `--sm`/`--gfx` was given;
+/// `overhead`: the room a wheel keeps for its own files (headers, METADATA, RECORD).
+pub fn cannot_fit_alone(
+    location: &str,
+    bytes: u64,
+    max_size: u64,
+    overhead: u64,
+    has_device: bool,
+    trim_given: bool,
+) -> crate::error::Error {
+    let room = max_size.saturating_sub(overhead);
+    let over = bytes.saturating_sub(room);
+    // What to ask the index for: the library plus the wheel's own room, in whole MiB.
+    let ask = (bytes + overhead)
+        .div_ceil(1024 * 1024)
+        .max(limit_to_ask_mib(bytes));
+    let index = format!(
+        "ask the index for a per-file limit of at least {ask} MiB (PyPI: a file size limit request) and pass --max-size {ask}MiB"
+    );
+    let hint = match (has_device, trim_given) {
+        (true, false) => format!(
+            "trim its device code to the GPUs you ship for (--sm 80,90 / --gfx ...), or {index}"
+        ),
+        (true, true) => format!(
+            "it is over even with the targets given: name fewer targets, add --unmatched drop if it carries code for targets you did not name, or {index}"
+        ),
+        (false, _) => format!(
+            "it has no device code to trim, so nothing wheelslim does makes it fit: {index}"
+        ),
+    };
+    crate::error::Error::refused(
+        format!(
+            "{location} is {} compressed ({bytes} bytes) and cannot fit in a wheel even alone: a wheel under the {} limit has room for {} of libraries ({} kept for its own files), {over} bytes ({}) too few",
+            mib_text(bytes),
+            mib_text(max_size),
+            mib_text(room),
+            mib_text(overhead),
+            mib_text(over),
+        ),
+        Some(hint),
+    )
+}
+
+/// The rule for a main wheel whose members that stay already come to more than `max_size`
+/// compressed (`staying`): no division can help. Names the largest members (`largest`:
+/// location and compressed bytes), by how much the wheel is over, and what limit to ask for.
+pub fn main_cannot_fit(
+    output: &str,
+    staying: u64,
+    max_size: u64,
+    largest: &[(String, u64)],
+    has_device: bool,
+) -> crate::error::Error {
+    let files = largest
+        .iter()
+        .map(|(m, b)| format!("{m} ({})", mib_text(*b)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    // Room for the central directory and the regenerated RECORD.
+    let ask = (staying + 64 * 1024).div_ceil(1024 * 1024);
+    let index = format!(
+        "ask the index for a per-file limit of at least {ask} MiB (PyPI: a file size limit request) and pass --max-size {ask}MiB"
+    );
+    let hint = if has_device {
+        format!("trim device code to the GPUs you ship for (--sm/--gfx), or {index}")
+    } else {
+        format!(
+            "nothing it keeps has device code to trim, so nothing wheelslim does makes it fit: {index}"
+        )
+    };
+    crate::error::Error::refused(
+        format!(
+            "`{output}` would be at least {} compressed, {} over the {} limit, with the members that stay; the largest: {files}",
+            mib_text(staying),
+            mib_text(staying.saturating_sub(max_size)),
+            mib_text(max_size),
+        ),
+        Some(hint),
+    )
+}

@@ -373,12 +373,19 @@ pub fn finish(
         if f.size_is_error && p.size > f.max_size {
             return Err(Error::refused(
                 format!(
-                    "`{}` would be {} bytes, over the {} byte limit",
+                    "`{}` would be {} ({} bytes), {} over the {} limit; nothing was written",
                     p.target.display(),
+                    crate::checks::mib_text(p.size),
                     p.size,
-                    f.max_size
+                    crate::checks::mib_text(p.size - f.max_size),
+                    crate::checks::mib_text(f.max_size),
                 ),
-                Some("trim device code (--sm/--gfx), move more libraries out with --profile, or raise --max-size".into()),
+                Some(if f.what == "trim" {
+                    // trim always has targets: never suggest the option just given.
+                    "name fewer targets, add --unmatched drop if code for targets you did not name remains, move vendor libraries out with `wheelslim split`, or raise --max-size to a limit your index allows".into()
+                } else {
+                    "trim device code (--sm/--gfx), move more libraries out with --profile, or raise --max-size".into()
+                }),
             ));
         }
         outputs.push(Output {

@@ -286,6 +286,16 @@ fn wheel(o: &mut String, w: &WheelAudit, max_size: u64, verbose: u8) {
                 "not enough"
             }
         );
+        for m in &f.too_big_alone {
+            let _ = writeln!(
+                o,
+                "    split would refuse {}: {} compressed, {} more than a runtime wheel under the limit holds ({})",
+                m.name,
+                crate::checks::mib_text(m.compressed_size),
+                crate::checks::mib_text(m.compressed_size.saturating_sub(f.runtime_room)),
+                crate::checks::mib_text(f.runtime_room),
+            );
+        }
         for m in &f.also_remove {
             let _ = writeln!(
                 o,
@@ -306,6 +316,19 @@ fn wheel(o: &mut String, w: &WheelAudit, max_size: u64, verbose: u8) {
                 o,
                 "    trimming device code to one architecture would drop about {} installed",
                 size(t)
+            );
+        }
+        if !f.fits_after_split {
+            let _ = writeln!(
+                o,
+                "    {}without a trim, split fits only under a limit of {} MiB: ask the index for that (PyPI: a file size limit request) and pass --max-size {}MiB",
+                if f.trim_could_drop.is_none() {
+                    "no trim can help (no device code); "
+                } else {
+                    ""
+                },
+                f.limit_without_trim_mib,
+                f.limit_without_trim_mib,
             );
         }
     }

@@ -34,7 +34,22 @@ pub fn run(args: &SplitArgs, g: &GlobalArgs, printer: &Printer) -> Result<Outcom
     let bar = opts.progress.clone();
     let report = split(&args.wheels, &profiles, &opts);
     bar.finish_and_clear();
-    let report = report?;
+    let report = match report {
+        Ok(r) => r,
+        Err(e) => {
+            // `--json` readers get a document on failure too (the exit code stays 2).
+            if printer.json {
+                let doc = serde_json::json!({
+                    "schema": crate::split::SCHEMA,
+                    "ok": false,
+                    "dry_run": args.dry_run,
+                    "error": { "message": e.to_string(), "hint": e.hint() },
+                });
+                printer.json_value(&doc)?;
+            }
+            return Err(e.into());
+        }
+    };
     if printer.json {
         printer.json_value(&report)?;
     } else {

@@ -37,7 +37,7 @@ use crate::wheel::{Limits, Wheel, normalize_name};
 pub const SCHEMA: &str = "wheelslim.split/1";
 
 /// Room kept free in each runtime wheel for headers, `__init__.py` and `.dist-info`.
-const RUNTIME_OVERHEAD: u64 = 256 * 1024;
+use crate::checks::RUNTIME_OVERHEAD;
 
 #[derive(Debug, Clone)]
 pub struct SplitOptions {
@@ -101,17 +101,17 @@ pub fn split(
     let budget = Budget::new(opts.memory_budget);
     let (inputs, kept) = open_keeping(paths, profiles, opts, &budget)?;
     let refs: Vec<(&Wheel, &WheelFacts)> = inputs.iter().map(|(w, f)| (w, f)).collect();
-    let plan = plan_split(&refs, profiles, &opts.settings)?;
+    let mut plan = plan_split(&refs, profiles, &opts.settings)?;
     // What the inputs already violated (links that did not resolve, a tag that claims too
     // old a glibc, an object for another CPU) is reported, but is not the split's doing.
     let baseline = crate::verify::baseline(&refs, None, profiles, opts.max_size, true);
     let mut notes = baseline.findings.clone();
     notes.extend(plan.notes.iter().cloned());
     // The licence files each set's libraries came with travel into every one of its wheels.
-    let set_licenses: HashMap<&str, Vec<LicenseCopy>> = plan
+    let set_licenses: HashMap<String, Vec<LicenseCopy>> = plan
         .runtime_sets
         .iter()
-        .map(|s| (s.key.as_str(), license_files(s, &inputs)))
+        .map(|s| (s.key.clone(), license_files(s, &inputs)))
         .collect();
     for s in &plan.runtime_sets {
         let proprietary = s
@@ -141,6 +141,85 @@ pub fn split(
             notes.push(d);
         }
     }
+
+    // Members with device code are trimmed (`--sm`, `--gfx`) while they are rewritten anyway.
+    let trimming = opts.trim.is_active();
+    let device_of = |input: usize, member: &str| -> Option<&MemberFacts> {
+        inputs[input]
+            .1
+            .members
+            .iter()
+            .find(|f| f.name == member && f.device.is_some())
+    };
+    let has_device = |input: usize, member: &str| device_of(input, member).is_some();
+
+    // A library that cannot fit alone fails before any work is done, and the dry run fails
+    // the same way (checked again with exact sizes once rewritten members are compressed).
+    let capacity = opts.max_size.saturating_sub(RUNTIME_OVERHEAD);
+    for set in &plan.runtime_sets {
+        for l in set
+            .libraries
+            .iter()
+            .filter(|_| !opts.canonical_runtime)
+            .filter(|l| !(trimming && has_device(l.input, &l.member)))
+        {
+            // An edit (a search path) changes a library's compressed size by a few bytes.
+            if l.compressed_size > capacity {
+                return Err(too_big(
+                    &inputs[l.input].0,
+                    &l.member,
+                    l.compressed_size,
+                    opts.max_size,
+                    has_device(l.input, &l.member),
+                    trimming,
+                ));
+            }
+        }
+    }
+
+    // A main wheel whose staying members alone are over the limit fails the same way in the
+    // real run and the dry run (without a trim, nothing makes those members smaller).
+    if !trimming {
+        for m in &plan.mains {
+            let facts = &inputs[m.input].1;
+            let mut staying: Vec<(String, u64)> = m
+                .members
+                .iter()
+                .filter_map(|a| match a {
+                    MemberAction::Copy { member } | MemberAction::Edit { member, .. } => {
+                        facts.members.iter().find(|f| &f.name == member)
+                    }
+                    MemberAction::Remove { .. } => None,
+                })
+                .map(|f| (f.name.clone(), f.compressed_size))
+                .collect();
+            let total: u64 = staying.iter().map(|(_, b)| b).sum();
+            if total > opts.max_size {
+                staying.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+                let any_device = staying.iter().any(|(n, _)| has_device(m.input, n));
+                // The largest members, as many as the excess needs to leave.
+                let over = total - opts.max_size;
+                let mut covered = 0u64;
+                let largest: Vec<(String, u64)> = staying
+                    .iter()
+                    .take_while(|(_, b)| {
+                        let more = covered < over;
+                        covered += b;
+                        more
+                    })
+                    .map(|(n, b)| (inputs[m.input].0.member_location(n).to_string(), *b))
+                    .collect();
+                return Err(crate::checks::main_cannot_fit(
+                    &opts.wheel_dir.join(&m.file_name).display().to_string(),
+                    total,
+                    opts.max_size,
+                    &largest,
+                    any_device,
+                ));
+            }
+        }
+    }
+
     if opts.dry_run {
         drop(kept);
         return Ok(SplitReport {
@@ -171,38 +250,6 @@ pub fn split(
                 format!("two inputs would both be written to `{}`", target.display()),
                 None,
             ));
-        }
-    }
-
-    // Members with device code are trimmed (`--sm`, `--gfx`) while they are rewritten anyway.
-    let trimming = opts.trim.is_active();
-    let device_of = |input: usize, member: &str| -> Option<&MemberFacts> {
-        inputs[input]
-            .1
-            .members
-            .iter()
-            .find(|f| f.name == member && f.device.is_some())
-    };
-    let has_device = |input: usize, member: &str| device_of(input, member).is_some();
-
-    // A library that cannot fit alone fails before any work is done (it is checked again with
-    // exact sizes once rewritten members are compressed).
-    let capacity = opts.max_size.saturating_sub(RUNTIME_OVERHEAD);
-    for set in &plan.runtime_sets {
-        for l in set
-            .libraries
-            .iter()
-            .filter(|l| l.edit.is_empty() && !opts.canonical_runtime)
-            .filter(|l| !(trimming && has_device(l.input, &l.member)))
-        {
-            if l.compressed_size > capacity {
-                return Err(too_big(
-                    &inputs[l.input].0,
-                    &l.member,
-                    l.compressed_size,
-                    opts.max_size,
-                ));
-            }
         }
     }
 
@@ -440,7 +487,16 @@ pub fn split(
             .collect();
         crate::trim::check_losses(w, f, &mine, &opts.trim)?;
     }
-    let mut trimmed: Vec<MemberTrim> = trimmed.into_iter().map(|(_, t)| t).collect();
+    // Sizes after the trim: what the summary and `--json` report is what was written.
+    let mut trimmed: Vec<MemberTrim> = trimmed
+        .into_iter()
+        .map(|(i, mut t)| {
+            if let Some(r) = rewritten.get(&(i, t.member.clone())) {
+                t.zip_after = r.compressed.stored_len();
+            }
+            t
+        })
+        .collect();
     trimmed.sort_by(|a, b| a.member.cmp(&b.member));
 
     // Runtime members re-deflated canonically, when asked. These are the one exception to
@@ -479,6 +535,16 @@ pub fn split(
         HashMap::new()
     };
 
+    // The plan's sizes of rewritten runtime libraries become the written ones.
+    for set in &mut plan.runtime_sets {
+        for l in &mut set.libraries {
+            if let Some(r) = rewritten.get(&(l.input, l.member.clone())) {
+                l.size = r.compressed.size;
+                l.compressed_size = r.compressed.stored_len();
+            }
+        }
+    }
+
     // Pack runtime sets into wheels under the limit.
     let mut runtime_wheels: Vec<RuntimeWheel> = Vec::new();
     for set in &plan.runtime_sets {
@@ -497,7 +563,14 @@ pub fn split(
             .collect();
         let bins = pack(&items, capacity).map_err(|i| {
             let l = &set.libraries[i];
-            too_big(&inputs[l.input].0, &l.member, items[i].1, opts.max_size)
+            too_big(
+                &inputs[l.input].0,
+                &l.member,
+                items[i].1,
+                opts.max_size,
+                has_device(l.input, &l.member),
+                trimming,
+            )
         })?;
         let n = bins.len();
         for (k, bin) in bins.into_iter().enumerate() {
@@ -928,12 +1001,20 @@ fn open_keeping<'b>(
     Ok((out, kept))
 }
 
-fn too_big(wheel: &Wheel, member: &str, bytes: u64, max_size: u64) -> Error {
-    Error::refused(
-        format!(
-            "{} is {bytes} bytes compressed and cannot fit in a wheel under the {max_size} byte limit even alone",
-            wheel.member_location(member),
-        ),
-        Some("trim its device code to the GPUs you ship for (--sm 80,90 / --gfx ...), or raise --max-size if your index allows larger files".into()),
+fn too_big(
+    wheel: &Wheel,
+    member: &str,
+    bytes: u64,
+    max_size: u64,
+    has_device: bool,
+    trimming: bool,
+) -> Error {
+    crate::checks::cannot_fit_alone(
+        &wheel.member_location(member).to_string(),
+        bytes,
+        max_size,
+        RUNTIME_OVERHEAD,
+        has_device,
+        trimming,
     )
 }

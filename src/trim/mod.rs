@@ -419,7 +419,8 @@ pub fn trim(
             time: opts.time,
             progress: Some(&opts.progress),
             links: false,
-            size_is_error: false,
+            // `--max-size` holds for trim's outputs as for split's.
+            size_is_error: true,
             what: "trim",
             sets: Some(sets),
             known_unresolved: baseline.unresolved,

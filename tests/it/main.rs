@@ -22,6 +22,7 @@ mod shrink_cuda;
 mod shrink_errors;
 mod shrink_other;
 mod shrink_support;
+mod sizes;
 mod split;
 mod split_runpath_note;
 mod tools;
