@@ -31,6 +31,42 @@ pub mod select;
 /// The most bytes any decompression here will produce unless a caller asks for another cap.
 pub const DEFAULT_DECOMPRESS_CAP: u64 = 4 << 30;
 
+/// How many times its compressed stream a piece of device code may claim to expand to.
+/// Compiled device code and PTX compress 3-30x with LZ4, zstd or zlib; a claim far past that
+/// is a bomb, and refusing it bounds what any container can cost to a multiple of the bytes
+/// that hold it (and so of the member those bytes came from).
+pub const MAX_EXPANSION: u64 = 256;
+
+/// Below this many decompressed bytes no ratio is enforced: tiny streams of zero-filled
+/// images can honestly exceed [`MAX_EXPANSION`].
+pub const EXPANSION_FLOOR: u64 = 8 << 20;
+
+/// The most bytes a stream of `compressed` bytes may honestly decompress to.
+pub fn expansion_cap(compressed: usize) -> u64 {
+    bytes::u64_of(compressed)
+        .saturating_mul(MAX_EXPANSION)
+        .max(EXPANSION_FLOOR)
+}
+
+/// Refuse a claimed decompressed `size` that its `compressed` stream cannot honestly back.
+pub(crate) fn check_expansion(
+    what: &'static str,
+    offset: usize,
+    compressed: usize,
+    size: u64,
+) -> Result<(), FatbinError> {
+    if size > expansion_cap(compressed) {
+        return Err(FatbinError::BadField {
+            what,
+            offset,
+            field: "uncompressed size",
+            value: size,
+            problem: "is more than 256 times its compressed stream: a decompression bomb",
+        });
+    }
+    Ok(())
+}
+
 /// Problems in device code. Offsets are relative to the start of the section or file parsed
 /// (for members of a decompressed bundle or concat group: relative to its decompressed bytes).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
