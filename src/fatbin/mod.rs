@@ -48,7 +48,21 @@ pub fn expansion_cap(compressed: usize) -> u64 {
         .max(EXPANSION_FLOOR)
 }
 
-/// Refuse a claimed decompressed `size` that its `compressed` stream cannot honestly back.
+/// The most bytes one decompression may produce in this process: the command's `--memory`
+/// (set by the command line through [`limit_decompression`]), so that decompressed device code
+/// counts against the same budget as members do.
+static DECOMPRESS_LIMIT: std::sync::atomic::AtomicU64 =
+    std::sync::atomic::AtomicU64::new(DEFAULT_DECOMPRESS_CAP);
+
+/// Cap every decompression of device code at `bytes` (never below [`EXPANSION_FLOOR`], never
+/// above [`DEFAULT_DECOMPRESS_CAP`]). Meant to be called once by a command, with `--memory`.
+pub fn limit_decompression(bytes: u64) {
+    let limit = bytes.clamp(EXPANSION_FLOOR, DEFAULT_DECOMPRESS_CAP);
+    DECOMPRESS_LIMIT.store(limit, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Refuse a claimed decompressed `size` that its `compressed` stream cannot honestly back, or
+/// that is more than one decompression may hold in memory.
 pub(crate) fn check_expansion(
     what: &'static str,
     offset: usize,
@@ -62,6 +76,15 @@ pub(crate) fn check_expansion(
             field: "uncompressed size",
             value: size,
             problem: "is more than 256 times its compressed stream: a decompression bomb",
+        });
+    }
+    let limit = DECOMPRESS_LIMIT.load(std::sync::atomic::Ordering::Relaxed);
+    if size > limit {
+        return Err(FatbinError::TooLarge {
+            what,
+            offset,
+            size,
+            cap: limit,
         });
     }
     Ok(())

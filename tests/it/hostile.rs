@@ -757,4 +757,24 @@ fn device_code_bombs_stay_within_the_memory_budget() {
             assert!(err.contains(&format!("!{member}")), "{cmd:?}\n{err}");
         }
     }
+    // An honest ratio (128x) but more than --memory: decompressed device code counts against
+    // the budget, so the entry is refused below it and accepted within it.
+    let wheel = case_path("fatbin_zstd_64m");
+    let wheel = wheel.to_str().expect("utf-8");
+    let dir = tempdir();
+    let out = dir.path().to_str().expect("utf-8");
+    for cmd in [
+        vec!["audit", wheel],
+        vec!["trim", wheel, "--sm", "90", "-w", out],
+    ] {
+        let (code, rss, err) = peak_rss_kib(&cmd, &["-j", "2", "--memory", "16M"]);
+        assert_eq!(code, 2, "{cmd:?}\n{err}");
+        assert!(
+            err.contains("more than the cap of 16777216"),
+            "{cmd:?}\n{err}"
+        );
+        assert!(rss <= (16 + 256) << 10, "{cmd:?}: peak RSS {rss} KiB");
+        let (code, _, err) = peak_rss_kib(&cmd, &["--memory", "128M"]);
+        assert_eq!(code, 0, "{cmd:?}\n{err}");
+    }
 }
