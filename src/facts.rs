@@ -286,12 +286,21 @@ fn inspect_member<'b, T>(
     let so_like = looks_like_shared_object(&name);
     // A symlink member holds its target's path, not the library: it is reported as a symlink
     // (checks.rs), never parsed as what its name suggests.
+    // A member named like a library whose first bytes are not ELF is judged from those bytes
+    // alone: it is hashed as it streams but never held whole (a 4 GiB text file named `x.so`
+    // must not cost 4 GiB).
+    let not_elf_head: std::cell::RefCell<Option<Vec<u8>>> = std::cell::RefCell::new(None);
     let keep = |head: &[u8]| {
-        opts.describe
-            && !m.is_symlink
-            && (elf::is_elf(head)
-                || so_like
-                || crate::fatbin::loose::classify(&name, head).is_some())
+        if !opts.describe || m.is_symlink {
+            return false;
+        }
+        if elf::is_elf(head) || crate::fatbin::loose::classify(&name, head).is_some() {
+            return true;
+        }
+        if so_like {
+            *not_elf_head.borrow_mut() = Some(head.to_vec());
+        }
+        false
     };
     let (streamed, reservation) = match stream_member(wheel, m, budget, keep) {
         Ok(s) => s,
@@ -302,6 +311,17 @@ fn inspect_member<'b, T>(
         }
     };
     facts.sha256 = Some(streamed.hash.digest());
+    if streamed.kept.is_none()
+        && let Some(head) = not_elf_head.take()
+        && let Err(err) = elf::inspect(&head)
+    {
+        diags.push(Diagnostic::from_error(&Error::Elf {
+            location: loc.clone(),
+            err,
+        }));
+        facts.content = Content::Unreadable;
+        return (facts, diags, None);
+    }
     let mut out = None;
     if let Some(bytes) = streamed.kept {
         describe(&name, &bytes, &loc, so_like, &mut facts, &mut diags);

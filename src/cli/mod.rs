@@ -82,6 +82,8 @@ pub fn main() -> ExitCode {
         }
     };
     let printer = Printer::new(&cli.global);
+    // Decompressed device code counts against --memory like members do (issue 11).
+    crate::fatbin::limit_decompression(cli.global.memory);
     if let Some(jobs) = cli.global.jobs {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let jobs = match clamp_jobs(jobs, cores) {

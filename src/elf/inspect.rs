@@ -360,6 +360,29 @@ fn is_pie(elf: &Elf) -> bool {
     flagged || (interp && elf.soname.is_none())
 }
 
+/// Every DT_NEEDED entry must name a string of `.dynstr`. The ELF reader quietly skips one whose
+/// offset lies outside, which would let audit and verify pass a library the loader cannot load
+/// (and that split refuses): refuse it here too, so every command gives the same verdict.
+fn check_needed_names(elf: &Elf) -> Result<(), ElfError> {
+    let Some(d) = elf.dynamic.as_ref() else {
+        return Ok(());
+    };
+    for e in d.dyns.iter().filter(|e| e.d_tag == dynamic::DT_NEEDED) {
+        if usize::try_from(e.d_val)
+            .ok()
+            .and_then(|at| elf.dynstrtab.get_at(at))
+            .is_none()
+        {
+            return Err(ElfError::Malformed(format!(
+                "a DT_NEEDED entry's string offset {:#x} lies outside .dynstr ({:#x} bytes)",
+                e.d_val,
+                elf.dynstrtab.len()
+            )));
+        }
+    }
+    Ok(())
+}
+
 fn parse_host(data: &[u8], machine: Machine) -> Result<ElfInfo, ElfError> {
     let elf = Elf::parse(data).map_err(|e| {
         let msg = e.to_string();
@@ -370,6 +393,7 @@ fn parse_host(data: &[u8], machine: Machine) -> Result<ElfInfo, ElfError> {
         }
     })?;
     check_bounds(data, &elf)?;
+    check_needed_names(&elf)?;
     let kind = match elf.header.e_type {
         goblin::elf::header::ET_DYN if is_pie(&elf) => "executable",
         goblin::elf::header::ET_DYN => "shared-object",

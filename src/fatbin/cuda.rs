@@ -473,6 +473,7 @@ pub(crate) fn parse_entry(data: &[u8], pos: usize, end: usize) -> Result<Entry, 
             compressed_size,
             "compressed stream",
         )?;
+        super::check_expansion(WHAT, pos, stream.len(), raw.uncompressed_size)?;
         decompress::check_stream(compression, stream, raw.uncompressed_size, WHAT, pos)?;
     }
 

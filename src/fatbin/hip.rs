@@ -190,6 +190,12 @@ pub fn parse_bundle(data: &[u8], offset: usize) -> Result<OffloadBundle, FatbinE
 fn parse_ccob(data: &[u8], offset: usize) -> Result<OffloadBundle, FatbinError> {
     let h = ccob_header(data, offset)?;
     let (stream, len) = ccob_stream(data, offset, &h)?;
+    super::check_expansion(
+        "compressed offload bundle",
+        offset,
+        stream.len(),
+        h.uncompressed_size,
+    )?;
     // Only the table is decompressed here; a zstd frame that records its content size shows
     // a header that lies about the rest.
     if h.method == CcobMethod::Zstd

@@ -31,6 +31,65 @@ pub mod select;
 /// The most bytes any decompression here will produce unless a caller asks for another cap.
 pub const DEFAULT_DECOMPRESS_CAP: u64 = 4 << 30;
 
+/// How many times its compressed stream a piece of device code may claim to expand to.
+/// Compiled device code and PTX compress 3-30x with LZ4, zstd or zlib; a claim far past that
+/// is a bomb, and refusing it bounds what any container can cost to a multiple of the bytes
+/// that hold it (and so of the member those bytes came from).
+pub const MAX_EXPANSION: u64 = 256;
+
+/// Below this many decompressed bytes no ratio is enforced: tiny streams of zero-filled
+/// images can honestly exceed [`MAX_EXPANSION`].
+pub const EXPANSION_FLOOR: u64 = 8 << 20;
+
+/// The most bytes a stream of `compressed` bytes may honestly decompress to.
+pub fn expansion_cap(compressed: usize) -> u64 {
+    bytes::u64_of(compressed)
+        .saturating_mul(MAX_EXPANSION)
+        .max(EXPANSION_FLOOR)
+}
+
+/// The most bytes one decompression may produce in this process: the command's `--memory`
+/// (set by the command line through [`limit_decompression`]), so that decompressed device code
+/// counts against the same budget as members do.
+static DECOMPRESS_LIMIT: std::sync::atomic::AtomicU64 =
+    std::sync::atomic::AtomicU64::new(DEFAULT_DECOMPRESS_CAP);
+
+/// Cap every decompression of device code at `bytes` (never below [`EXPANSION_FLOOR`], never
+/// above [`DEFAULT_DECOMPRESS_CAP`]). Meant to be called once by a command, with `--memory`.
+pub fn limit_decompression(bytes: u64) {
+    let limit = bytes.clamp(EXPANSION_FLOOR, DEFAULT_DECOMPRESS_CAP);
+    DECOMPRESS_LIMIT.store(limit, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Refuse a claimed decompressed `size` that its `compressed` stream cannot honestly back, or
+/// that is more than one decompression may hold in memory.
+pub(crate) fn check_expansion(
+    what: &'static str,
+    offset: usize,
+    compressed: usize,
+    size: u64,
+) -> Result<(), FatbinError> {
+    if size > expansion_cap(compressed) {
+        return Err(FatbinError::BadField {
+            what,
+            offset,
+            field: "uncompressed size",
+            value: size,
+            problem: "is more than 256 times its compressed stream: a decompression bomb",
+        });
+    }
+    let limit = DECOMPRESS_LIMIT.load(std::sync::atomic::Ordering::Relaxed);
+    if size > limit {
+        return Err(FatbinError::TooLarge {
+            what,
+            offset,
+            size,
+            cap: limit,
+        });
+    }
+    Ok(())
+}
+
 /// Problems in device code. Offsets are relative to the start of the section or file parsed
 /// (for members of a decompressed bundle or concat group: relative to its decompressed bytes).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -61,6 +61,7 @@ pub(crate) fn decompress(
             cap,
         });
     }
+    crate::fatbin::check_expansion(what, offset, stream.len(), size)?;
     let too_large = || FatbinError::TooLarge {
         what,
         offset,

@@ -502,16 +502,31 @@ fn hostile_compression_fields() {
     s.uncompressed_size = u64::MAX;
     assert!(matches!(
         decomp(&s).unwrap_err(),
-        FatbinError::TooLarge { .. } | FatbinError::SizeMismatch { .. }
+        FatbinError::TooLarge { .. }
+            | FatbinError::SizeMismatch { .. }
+            | FatbinError::BadField {
+                field: "uncompressed size",
+                ..
+            }
+    ));
+    // Claims beyond 256 times the stream are bombs, refused when parsed.
+    let mut s = ok.clone();
+    s.uncompressed_size = 3 << 30;
+    assert!(matches!(
+        parse_section(&container(&[s.bytes()])).unwrap_err(),
+        FatbinError::BadField {
+            field: "uncompressed size",
+            ..
+        }
     ));
     let mut s = ok.clone();
-    s.uncompressed_size = 3 << 30; // under the cap but larger than the frame produces
+    s.uncompressed_size = 4 << 20; // under the bomb floor but larger than the frame produces
     assert!(matches!(
         decomp(&s).unwrap_err(),
         FatbinError::SizeMismatch { .. }
     ));
     let mut s = Spec::ptx(90, 0, ptx_text, "").lz4();
-    s.uncompressed_size = 3 << 30;
+    s.uncompressed_size = 4 << 20;
     assert!(matches!(
         decomp(&s).unwrap_err(),
         FatbinError::Decompress { .. } | FatbinError::SizeMismatch { .. }

@@ -229,6 +229,7 @@ pub fn decompress_ccob_capped(
         });
     }
     let (stream, _) = ccob_stream(section, b.offset, &h)?;
+    crate::fatbin::check_expansion(WHAT, b.offset, stream.len(), size)?;
     let fail = |reason: String| FatbinError::Decompress {
         what: WHAT,
         offset: b.offset,
