@@ -3,6 +3,7 @@
 
 mod args;
 mod audit;
+mod completions;
 mod config;
 mod printer;
 mod profiles;
@@ -98,10 +99,14 @@ pub fn main() -> ExitCode {
     }
     let result = match &cli.command {
         Command::Audit(a) => audit::run(a, &cli.global, &printer),
-        Command::Split(a) => split::run(a, &cli.global, &printer),
-        Command::Trim(a) => trim::run(a, &cli.global, &printer),
-        Command::Verify(a) => verify::run(a, &cli.global, &printer),
+        Command::Split(a) => split::run(a, &printer),
+        Command::Trim(a) => trim::run(a, &printer),
+        Command::Verify(a) => verify::run(a, &printer),
         Command::Profiles(p) => profiles::run(p, &printer),
+        Command::Completions { shell } => {
+            completions::write_stdout(&completions::completion_script(*shell))
+        }
+        Command::Man => completions::man_page().and_then(|m| completions::write_stdout(&m)),
     };
     match result {
         Ok(outcome) => ExitCode::from(outcome.code()),
