@@ -16,12 +16,17 @@ tools="$root/.tools"
 # a command looked up on PATH, or an absolute path that must exist; then the package(s) giving it.
 DEBIAN_TOOLS='
 sh                                                dash
+bash                                              bash
+man                                               man-db
+musl-gcc                                          musl-tools
 ldd                                               libc-bin
 mkfifo                                            coreutils
 python3                                           python3
 readelf                                           binutils
 objcopy                                           binutils
 gcc                                               gcc
+g++                                               g++
+cc                                                gcc
 clang-19                                          clang-19
 ld.lld-19                                         lld-19
 clang-offload-bundler-19                          clang-tools-19

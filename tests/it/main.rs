@@ -12,6 +12,7 @@ mod hostile;
 mod old_toolkits;
 mod policy;
 mod profiles;
+mod shipping;
 mod shrink_built;
 mod shrink_cuda;
 mod shrink_errors;
