@@ -48,6 +48,7 @@ patchelf                                          patchelf
 PYPI_TOOLS='
 nvidia/cu13/bin/cuobjdump                         nvidia-cuda-cuobjdump==13.4.92
 nvidia/cu13/lib/libcudart.so.13                   nvidia-cuda-runtime==13.4.92
+maturin/__init__.py                               maturin==1.16.0
 '
 
 check_only=0
@@ -119,6 +120,7 @@ cat > "$tools/env.sh" <<ENV
 export WHEELSLIM_CUOBJDUMP="$site/nvidia/cu13/bin/cuobjdump"
 export WHEELSLIM_CUDA_LIB="$site/nvidia/cu13/lib"
 export WHEELSLIM_PYTHON="$tools/venv/bin/python"
+export WHEELSLIM_MATURIN="$tools/venv/bin/maturin"
 export WHEELSLIM_NO_PROGRESS=1
 ENV
 echo "$tools/env.sh"

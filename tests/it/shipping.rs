@@ -104,3 +104,78 @@ fn every_command_help_shows_examples_and_headings() {
     let o = wheelslim(&["--max-members", "5", "profiles"]);
     assert_eq!(code(&o), 2, "{}", stderr(&o));
 }
+
+/// `pip wheel .` (maturin, `bindings = "bin"`) with the release settings README's "Releasing"
+/// gives: a static musl binary in a wheel tagged manylinux2014 + musllinux_1_1, which installs
+/// into a fresh venv and works there. The build reuses target/ (the first one takes minutes).
+#[test]
+fn release_wheel_is_static_and_installs_into_a_fresh_venv() {
+    let musl_gcc = need("musl-gcc", "musl-tools");
+    let readelf = need("readelf", "binutils");
+    let maturin = crate::common::tool_env("WHEELSLIM_MATURIN");
+    let bin = maturin.parent().expect("maturin's folder");
+    let python = bin.join("python");
+    let root = crate::common::root();
+    let out = tempdir();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let build = Command::new(&python)
+        .args(["-m", "pip", "wheel", "--no-build-isolation", "--no-deps", "-q", "-w"])
+        .arg(out.path())
+        .arg(&root)
+        .env("PATH", &path)
+        .env("CC_x86_64_unknown_linux_musl", &musl_gcc)
+        .env(
+            "MATURIN_PEP517_ARGS",
+            "--locked --target x86_64-unknown-linux-musl --compatibility manylinux2014 musllinux_1_1",
+        )
+        .output()
+        .unwrap();
+    assert!(build.status.success(), "pip wheel .: {}", stderr(&build));
+    let wheels: Vec<_> = std::fs::read_dir(out.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(wheels.len(), 1, "{wheels:?}");
+    let wheel = &wheels[0];
+    let name = wheel.file_name().unwrap().to_str().unwrap().to_string();
+    assert!(name.starts_with("wheelslim-0.1.0-py3-none-"), "{name}");
+    for tag in [
+        "manylinux_2_17_x86_64",
+        "manylinux2014_x86_64",
+        "musllinux_1_1_x86_64",
+    ] {
+        assert!(name.contains(tag), "{name} lacks {tag}");
+    }
+
+    let venv = out.path().join("venv");
+    crate::common::run(Command::new(&python).args(["-m", "venv"]).arg(&venv));
+    crate::common::run(
+        Command::new(venv.join("bin/python"))
+            .args(["-m", "pip", "install", "-q", "--no-index", "--no-deps"])
+            .arg(wheel),
+    );
+    let exe = venv.join("bin/wheelslim");
+    let version = crate::common::run(Command::new(&exe).arg("--version"));
+    assert_eq!(version.trim(), "wheelslim 0.1.0");
+    let audit = Command::new(&exe)
+        .args(["audit", "--json", "--no-progress"])
+        .arg(crate::common::fixture(crate::common::PUREFIX))
+        .output()
+        .unwrap();
+    assert_eq!(code(&audit), 0, "{}", stderr(&audit));
+    let json: serde_json::Value = serde_json::from_slice(&audit.stdout).expect("audit JSON");
+    assert!(json.to_string().contains("purefix"), "{json}");
+
+    // Static: no interpreter, no NEEDED, no GLIBC symbol versions (runs on glibc 2.17 and musl).
+    let dynamic = crate::common::run(Command::new(&readelf).arg("-dW").arg(&exe));
+    assert!(!dynamic.contains("(NEEDED)"), "{dynamic}");
+    let versions = crate::common::run(Command::new(&readelf).arg("-VW").arg(&exe));
+    assert!(!versions.contains("GLIBC"), "{versions}");
+    let headers = crate::common::run(Command::new(&readelf).arg("-lW").arg(&exe));
+    assert!(!headers.contains("program interpreter"), "{headers}");
+    assert!(headers.contains("LOAD"), "{headers}");
+}
