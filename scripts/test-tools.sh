@@ -97,6 +97,15 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
 fi
 
+# Rust targets the tests build for (the static release wheel: tests/it/shipping.rs).
+RUST_TARGETS='x86_64-unknown-linux-musl'
+for target in $RUST_TARGETS; do
+  if ! rustup target list --installed 2>/dev/null | grep -qx "$target"; then
+    echo "adding Rust target $target" >&2
+    rustup target add "$target" >&2
+  fi
+done
+
 mkdir -p "$tools"
 if [ ! -x "$tools/venv/bin/python" ]; then
   "$python" -m venv "$tools/venv"
