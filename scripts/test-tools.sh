@@ -98,7 +98,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 # Rust targets the tests build for (the static release wheel: tests/it/shipping.rs).
-RUST_TARGETS='x86_64-unknown-linux-musl'
+RUST_TARGETS='x86_64-unknown-linux-musl aarch64-unknown-linux-musl'
 for target in $RUST_TARGETS; do
   if ! rustup target list --installed 2>/dev/null | grep -qx "$target"; then
     echo "adding Rust target $target" >&2

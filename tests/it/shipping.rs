@@ -105,58 +105,95 @@ fn every_command_help_shows_examples_and_headings() {
     assert_eq!(code(&o), 2, "{}", stderr(&o));
 }
 
-/// `pip wheel .` (maturin, `bindings = "bin"`) with the release settings README's "Releasing"
-/// gives: a static musl binary in a wheel tagged manylinux2014 + musllinux_1_1, which installs
-/// into a fresh venv and works there. The build reuses target/ (the first one takes minutes).
-#[test]
-fn release_wheel_is_static_and_installs_into_a_fresh_venv() {
-    let musl_gcc = need("musl-gcc", "musl-tools");
-    let readelf = need("readelf", "binutils");
+/// `pip wheel .` (maturin, `bindings = "bin"`) with the release settings of README's
+/// "Releasing", for `target`, with `cc` compiling zstd's C code and linking: the one wheel built.
+fn release_wheel(target: &str, cc: &std::path::Path, out: &std::path::Path) -> std::path::PathBuf {
     let maturin = crate::common::tool_env("WHEELSLIM_MATURIN");
     let bin = maturin.parent().expect("maturin's folder");
-    let python = bin.join("python");
-    let root = crate::common::root();
-    let out = tempdir();
     let path = format!(
         "{}:{}",
         bin.display(),
         std::env::var("PATH").unwrap_or_default()
     );
-    let build = Command::new(&python)
-        .args(["-m", "pip", "wheel", "--no-build-isolation", "--no-deps", "-q", "-w"])
-        .arg(out.path())
-        .arg(&root)
+    let triple = target.replace('-', "_");
+    let mut build = Command::new(bin.join("python"));
+    if !target.starts_with("x86_64") {
+        // Cross: link with the cross gcc too (Rust brings its own musl crt and libc). On x86_64
+        // the default linker does; musl-gcc there would mix in the system musl and crash.
+        build.env(format!("CARGO_TARGET_{}_LINKER", triple.to_uppercase()), cc);
+    }
+    let build = build
+        .args([
+            "-m",
+            "pip",
+            "wheel",
+            "--no-build-isolation",
+            "--no-deps",
+            "-q",
+            "-w",
+        ])
+        .arg(out)
+        .arg(crate::common::root())
         .env("PATH", &path)
-        .env("CC_x86_64_unknown_linux_musl", &musl_gcc)
+        .env(format!("CC_{triple}"), cc)
         .env(
             "MATURIN_PEP517_ARGS",
-            "--locked --target x86_64-unknown-linux-musl --compatibility manylinux2014 musllinux_1_1",
+            format!("--locked --target {target} --compatibility manylinux2014 musllinux_1_1"),
         )
         .output()
         .unwrap();
-    assert!(build.status.success(), "pip wheel .: {}", stderr(&build));
-    let wheels: Vec<_> = std::fs::read_dir(out.path())
+    assert!(
+        build.status.success(),
+        "pip wheel . ({target}): {}",
+        stderr(&build)
+    );
+    let wheels: Vec<_> = std::fs::read_dir(out)
         .unwrap()
         .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "whl"))
         .collect();
     assert_eq!(wheels.len(), 1, "{wheels:?}");
-    let wheel = &wheels[0];
-    let name = wheel.file_name().unwrap().to_str().unwrap().to_string();
+    let name = wheels[0].file_name().unwrap().to_str().unwrap().to_string();
     assert!(name.starts_with("wheelslim-0.1.0-py3-none-"), "{name}");
-    for tag in [
-        "manylinux_2_17_x86_64",
-        "manylinux2014_x86_64",
-        "musllinux_1_1_x86_64",
-    ] {
-        assert!(name.contains(tag), "{name} lacks {tag}");
+    let arch = target.split('-').next().unwrap();
+    for tag in ["manylinux_2_17", "manylinux2014", "musllinux_1_1"] {
+        assert!(
+            name.contains(&format!("{tag}_{arch}")),
+            "{name} lacks {tag}_{arch}"
+        );
     }
+    wheels[0].clone()
+}
 
+/// Static: no interpreter, no NEEDED, no GLIBC symbol versions (runs on glibc 2.17 and musl).
+fn assert_static(readelf: &std::path::Path, exe: &std::path::Path) {
+    let dynamic = crate::common::run(Command::new(readelf).arg("-dW").arg(exe));
+    assert!(!dynamic.contains("(NEEDED)"), "{dynamic}");
+    let versions = crate::common::run(Command::new(readelf).arg("-VW").arg(exe));
+    assert!(!versions.contains("GLIBC"), "{versions}");
+    let headers = crate::common::run(Command::new(readelf).arg("-lW").arg(exe));
+    assert!(!headers.contains("program interpreter"), "{headers}");
+    assert!(headers.contains("LOAD"), "{headers}");
+}
+
+/// The x86_64 release wheel installs into a fresh venv and works there. The build reuses
+/// target/ (the first one takes minutes).
+#[test]
+fn release_wheel_is_static_and_installs_into_a_fresh_venv() {
+    let musl_gcc = need("musl-gcc", "musl-tools");
+    let readelf = need("readelf", "binutils");
+    let out = tempdir();
+    let wheel = release_wheel("x86_64-unknown-linux-musl", &musl_gcc, out.path());
+    let python = crate::common::tool_env("WHEELSLIM_MATURIN")
+        .parent()
+        .unwrap()
+        .join("python");
     let venv = out.path().join("venv");
     crate::common::run(Command::new(&python).args(["-m", "venv"]).arg(&venv));
     crate::common::run(
         Command::new(venv.join("bin/python"))
             .args(["-m", "pip", "install", "-q", "--no-index", "--no-deps"])
-            .arg(wheel),
+            .arg(&wheel),
     );
     let exe = venv.join("bin/wheelslim");
     let version = crate::common::run(Command::new(&exe).arg("--version"));
@@ -169,13 +206,36 @@ fn release_wheel_is_static_and_installs_into_a_fresh_venv() {
     assert_eq!(code(&audit), 0, "{}", stderr(&audit));
     let json: serde_json::Value = serde_json::from_slice(&audit.stdout).expect("audit JSON");
     assert!(json.to_string().contains("purefix"), "{json}");
+    assert_static(&readelf, &exe);
+}
 
-    // Static: no interpreter, no NEEDED, no GLIBC symbol versions (runs on glibc 2.17 and musl).
-    let dynamic = crate::common::run(Command::new(&readelf).arg("-dW").arg(&exe));
-    assert!(!dynamic.contains("(NEEDED)"), "{dynamic}");
-    let versions = crate::common::run(Command::new(&readelf).arg("-VW").arg(&exe));
-    assert!(!versions.contains("GLIBC"), "{versions}");
-    let headers = crate::common::run(Command::new(&readelf).arg("-lW").arg(&exe));
-    assert!(!headers.contains("program interpreter"), "{headers}");
-    assert!(headers.contains("LOAD"), "{headers}");
+/// The aarch64 release wheel (Debian's aarch64-linux-gnu-gcc compiles zstd and links against
+/// Rust's own musl) holds a static binary that runs under qemu.
+#[test]
+fn aarch64_release_wheel_runs_under_qemu() {
+    let cc = need(
+        "aarch64-linux-gnu-gcc",
+        "gcc-aarch64-linux-gnu libc6-dev-arm64-cross",
+    );
+    let qemu = need("qemu-aarch64-static", "qemu-user-static");
+    let readelf = need("readelf", "binutils");
+    let out = tempdir();
+    let wheel = release_wheel("aarch64-unknown-linux-musl", &cc, out.path());
+    let unpacked = out.path().join("unpacked");
+    let mut archive = zip::ZipArchive::new(std::fs::File::open(&wheel).unwrap()).unwrap();
+    archive.extract(&unpacked).unwrap();
+    let exe = unpacked.join("wheelslim-0.1.0.data/scripts/wheelslim");
+    assert!(exe.is_file(), "no scripts/wheelslim in {}", wheel.display());
+    assert_static(&readelf, &exe);
+    let header = crate::common::run(Command::new(&readelf).arg("-hW").arg(&exe));
+    assert!(header.contains("AArch64"), "{header}");
+    let version = crate::common::run(Command::new(&qemu).arg(&exe).arg("--version"));
+    assert_eq!(version.trim(), "wheelslim 0.1.0");
+    let audit = Command::new(&qemu)
+        .arg(&exe)
+        .args(["audit", "--json", "--no-progress"])
+        .arg(crate::common::fixture(crate::common::PUREFIX))
+        .output()
+        .unwrap();
+    assert_eq!(code(&audit), 0, "{}", stderr(&audit));
 }
