@@ -36,7 +36,7 @@ def main():
         with tempfile.TemporaryDirectory() as out:
             for cmd in (["audit", w], ["verify", w], ["split", "-w", out, w],
                         ["trim", "--sm", "90", "-w", out, w], ["trim", "--gfx", "gfx90a", "-w", out, w]):
-                code, rss = peak([args.bin, "-j", "2", "--memory", str(MEMORY)] + cmd)
+                code, rss = peak([args.bin] + cmd[:1] + ["-j", "2", "--memory", str(MEMORY)] + cmd[1:])
                 tag = "OVER" if rss > BOUND_KIB else "ok"
                 over += rss > BOUND_KIB
                 worst = max(worst, (rss, f"{cmd[0]} {' '.join(cmd[1:-1])} {os.path.basename(w)}"))

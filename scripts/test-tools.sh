@@ -16,6 +16,9 @@ tools="$root/.tools"
 # a command looked up on PATH, or an absolute path that must exist; then the package(s) giving it.
 DEBIAN_TOOLS='
 sh                                                dash
+bash                                              bash
+man                                               man-db
+musl-gcc                                          musl-tools
 ldd                                               libc-bin
 mkfifo                                            coreutils
 kill                                              procps
@@ -46,6 +49,7 @@ patchelf                                          patchelf
 PYPI_TOOLS='
 nvidia/cu13/bin/cuobjdump                         nvidia-cuda-cuobjdump==13.4.92
 nvidia/cu13/lib/libcudart.so.13                   nvidia-cuda-runtime==13.4.92
+maturin/__init__.py                               maturin==1.16.0
 '
 
 check_only=0
@@ -94,6 +98,15 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
 fi
 
+# Rust targets the tests build for (the static release wheel: tests/it/shipping.rs).
+RUST_TARGETS='x86_64-unknown-linux-musl aarch64-unknown-linux-musl'
+for target in $RUST_TARGETS; do
+  if ! rustup target list --installed 2>/dev/null | grep -qx "$target"; then
+    echo "adding Rust target $target" >&2
+    rustup target add "$target" >&2
+  fi
+done
+
 mkdir -p "$tools"
 if [ ! -x "$tools/venv/bin/python" ]; then
   "$python" -m venv "$tools/venv"
@@ -117,6 +130,7 @@ cat > "$tools/env.sh" <<ENV
 export WHEELSLIM_CUOBJDUMP="$site/nvidia/cu13/bin/cuobjdump"
 export WHEELSLIM_CUDA_LIB="$site/nvidia/cu13/lib"
 export WHEELSLIM_PYTHON="$tools/venv/bin/python"
+export WHEELSLIM_MATURIN="$tools/venv/bin/maturin"
 export WHEELSLIM_NO_PROGRESS=1
 ENV
 echo "$tools/env.sh"

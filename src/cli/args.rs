@@ -9,7 +9,8 @@ use clap::{Args, Parser, Subcommand};
     name = "wheelslim",
     version,
     about = "Split fat GPU/NPU wheels into slim wheels plus shared runtime wheels, trim device code, and audit what PyPI will refuse",
-    after_help = "Exit codes: 0 ok, 1 a check found something, 2 error."
+    after_help = "Exit codes: 0 ok, 1 a check found something, 2 error.\n\
+Shell completions: `wheelslim completions bash|zsh|fish`; a man page: `wheelslim man`."
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -19,6 +20,7 @@ pub struct Cli {
 }
 
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Global options")]
 pub struct GlobalArgs {
     /// Print less (only errors and the result).
     #[arg(short, long, global = true)]
@@ -35,15 +37,21 @@ pub struct GlobalArgs {
     /// Worker threads (default: one per core).
     #[arg(short, long, global = true, value_name = "N")]
     pub jobs: Option<usize>,
+}
+
+/// Limits on the archives a command reads; only the commands that open wheels take them.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Archive limits")]
+pub struct ArchiveArgs {
     /// Refuse archives with more members than this.
-    #[arg(long, global = true, value_name = "N", default_value_t = 250_000)]
+    #[arg(long, value_name = "N", default_value_t = 250_000)]
     pub max_members: usize,
     /// Refuse archives that inflate to more than this in all (e.g. `64GiB`).
-    #[arg(long, global = true, value_name = "SIZE", default_value = "64GiB", value_parser = parse_size)]
+    #[arg(long, value_name = "SIZE", default_value = "64GiB", value_parser = parse_size)]
     pub max_inflated: u64,
     /// Bytes of members kept in memory at once, across workers (the largest single member is
     /// always allowed).
-    #[arg(long, global = true, value_name = "SIZE", default_value = "1GiB", value_parser = parse_size)]
+    #[arg(long, value_name = "SIZE", default_value = "1GiB", value_parser = parse_size)]
     pub memory: u64,
 }
 
@@ -51,19 +59,66 @@ pub struct GlobalArgs {
 pub enum Command {
     /// Report what wheels hold: sizes, ELF objects and their links, vendor libraries, GPU
     /// architectures, duplicates, licences, and PyPI's verdict.
+    #[command(after_help = AUDIT_EXAMPLES)]
     Audit(AuditArgs),
     /// Move vendor libraries into shared runtime wheels (or onto upstream wheels), rewire the
     /// ELF objects that need them, and fit every output under the size limit.
+    #[command(after_help = SPLIT_EXAMPLES)]
     Split(SplitArgs),
     /// Keep only the device code the chosen GPUs need (CUDA fatbins, HIP offload bundles,
     /// loose cubin/PTX/code-object files), and really shrink the files.
+    #[command(after_help = TRIM_EXAMPLES)]
     Trim(TrimArgs),
     /// Prove a set of wheels: RECORD, PyPI's upload rules, and that every NEEDED of every ELF
     /// object resolves once they are installed together.
+    #[command(after_help = VERIFY_EXAMPLES)]
     Verify(VerifyArgs),
     /// List the built-in profiles, or print one as TOML.
+    #[command(after_help = PROFILES_EXAMPLES)]
     Profiles(ProfilesArgs),
+    /// Print a completion script for a shell (bash, zsh, fish, elvish, powershell).
+    #[command(after_help = COMPLETIONS_EXAMPLES)]
+    Completions {
+        /// The shell to complete for.
+        #[arg(value_name = "SHELL")]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), generated from these same definitions.
+    #[command(hide = true)]
+    Man,
 }
+
+const AUDIT_EXAMPLES: &str = "Examples:
+  wheelslim audit dist/torch-2.5.0-cp311-cp311-manylinux_2_28_x86_64.whl
+  wheelslim audit --json dist/*.whl > audit.json      (one JSON document on stdout)
+  wheelslim audit --check --max-size 100MiB dist/*.whl  (exit 1 when PyPI would refuse one)";
+
+const SPLIT_EXAMPLES: &str = "Examples:
+  wheelslim split -w wheelhouse --runtime-dir runtime dist/*.whl
+  wheelslim split --upstream --unhash --sm 80,90 -w wheelhouse dist/*.whl
+
+  cibuildwheel (pyproject.toml [tool.cibuildwheel.linux]), one main wheel in {dest_dir}:
+    repair-wheel-command = \"rm -rf /tmp/repaired && auditwheel repair -w /tmp/repaired {wheel} \\
+      && wheelslim split /tmp/repaired/*.whl -w {dest_dir} --runtime-dir /output/runtime-wheels\"";
+
+const TRIM_EXAMPLES: &str = "Examples:
+  wheelslim trim --sm 80,86,90 -w wheelhouse dist/*.whl
+  wheelslim trim --sm 90a --ptx none --dry-run dist/pkg-1.0-cp311-cp311-manylinux_2_28_x86_64.whl
+  wheelslim trim --gfx gfx90a,gfx942 -w wheelhouse dist/*.whl";
+
+const VERIFY_EXAMPLES: &str = "Examples:
+  wheelslim verify wheelhouse/pkg-1.0-*.whl runtime-wheels/*.whl
+  wheelslim verify --json --max-size 100MiB wheelhouse/*.whl";
+
+const PROFILES_EXAMPLES: &str = "Examples:
+  wheelslim profiles
+  wheelslim profiles show cuda12 > my-cuda.toml   (a starting point for --profile my-cuda.toml)";
+
+const COMPLETIONS_EXAMPLES: &str = "Examples:
+  wheelslim completions bash > ~/.local/share/bash-completion/completions/wheelslim
+  wheelslim completions zsh > \"${fpath[1]}/_wheelslim\"
+  wheelslim completions fish > ~/.config/fish/completions/wheelslim.fish
+  wheelslim man | man -l -";
 
 #[derive(Debug, Args)]
 pub struct SplitArgs {
@@ -108,6 +163,8 @@ pub struct SplitArgs {
     /// Trim device code too, in every library that moves or stays (see `wheelslim trim`).
     #[command(flatten)]
     pub device: DeviceArgs,
+    #[command(flatten)]
+    pub archive: ArchiveArgs,
 }
 
 /// Device-code selection, shared by `trim` and `split`.
@@ -159,6 +216,9 @@ pub struct TrimArgs {
     /// every loaded byte where it is (.symtab stays).
     #[arg(long)]
     pub strip_debug: bool,
+
+    #[command(flatten)]
+    pub archive: ArchiveArgs,
 }
 
 #[derive(Debug, Args)]
@@ -173,6 +233,8 @@ pub struct VerifyArgs {
     /// theirs (default: all built-in profiles).
     #[arg(long = "profile", value_name = "NAME|PATH")]
     pub profiles: Vec<String>,
+    #[command(flatten)]
+    pub archive: ArchiveArgs,
 }
 
 #[derive(Debug, Args)]
@@ -193,6 +255,8 @@ pub struct AuditArgs {
     /// How many of the largest members to list.
     #[arg(long, value_name = "N", default_value_t = 10)]
     pub largest: usize,
+    #[command(flatten)]
+    pub archive: ArchiveArgs,
 }
 
 #[derive(Debug, Args)]

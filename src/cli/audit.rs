@@ -2,13 +2,13 @@
 
 use anyhow::Result;
 
-use super::args::{AuditArgs, GlobalArgs};
+use super::args::{ArchiveArgs, AuditArgs, GlobalArgs};
 use super::{Outcome, Printer, render};
 use crate::audit::{AuditOptions, audit};
 use crate::profile::ProfileSet;
 use crate::wheel::Limits;
 
-pub fn limits(g: &GlobalArgs) -> Limits {
+pub fn limits(g: &ArchiveArgs) -> Limits {
     Limits {
         max_members: g.max_members,
         max_total_size: g.max_inflated,
@@ -28,8 +28,8 @@ pub fn run(args: &AuditArgs, g: &GlobalArgs, printer: &Printer) -> Result<Outcom
     let profiles = profiles(&args.profiles)?;
     let opts = AuditOptions {
         max_size: args.max_size,
-        limits: limits(g),
-        memory_budget: g.memory,
+        limits: limits(&args.archive),
+        memory_budget: args.archive.memory,
         largest: args.largest,
         progress: printer.bytes_progress(),
     };

@@ -3,6 +3,7 @@
 
 mod args;
 mod audit;
+mod completions;
 mod config;
 mod printer;
 mod profiles;
@@ -83,7 +84,17 @@ pub fn main() -> ExitCode {
     };
     let printer = Printer::new(&cli.global);
     // Decompressed device code counts against --memory like members do (issue 11).
-    crate::fatbin::limit_decompression(cli.global.memory);
+    // Only the commands that read archives take --memory.
+    let memory = match &cli.command {
+        Command::Audit(a) => Some(a.archive.memory),
+        Command::Split(a) => Some(a.archive.memory),
+        Command::Trim(a) => Some(a.archive.memory),
+        Command::Verify(a) => Some(a.archive.memory),
+        _ => None,
+    };
+    if let Some(memory) = memory {
+        crate::fatbin::limit_decompression(memory);
+    }
     if let Some(jobs) = cli.global.jobs {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let jobs = match clamp_jobs(jobs, cores) {
@@ -107,10 +118,14 @@ pub fn main() -> ExitCode {
     }
     let result = match &cli.command {
         Command::Audit(a) => audit::run(a, &cli.global, &printer),
-        Command::Split(a) => split::run(a, &cli.global, &printer),
-        Command::Trim(a) => trim::run(a, &cli.global, &printer),
-        Command::Verify(a) => verify::run(a, &cli.global, &printer),
+        Command::Split(a) => split::run(a, &printer),
+        Command::Trim(a) => trim::run(a, &printer),
+        Command::Verify(a) => verify::run(a, &printer),
         Command::Profiles(p) => profiles::run(p, &printer),
+        Command::Completions { shell } => {
+            completions::write_stdout(&completions::completion_script(*shell))
+        }
+        Command::Man => completions::man_page().and_then(|m| completions::write_stdout(&m)),
     };
     match result {
         Ok(outcome) => ExitCode::from(outcome.code()),

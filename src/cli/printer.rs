@@ -20,6 +20,11 @@ pub struct Printer {
 }
 
 impl Printer {
+    /// How many `-v` were given: renderers show full detail above zero.
+    pub fn verbose(&self) -> u8 {
+        self.verbose
+    }
+
     pub fn new(g: &GlobalArgs) -> Printer {
         let progress = !g.no_progress
             && !g.quiet

@@ -2,14 +2,14 @@
 
 use anyhow::Result;
 
-use super::args::{GlobalArgs, SplitArgs};
+use super::args::SplitArgs;
 use super::audit::{limits, profiles};
 use super::{Outcome, Printer, render};
 use crate::plan::SplitSettings;
 use crate::split::{SplitOptions, split};
 use crate::wheel::writer::ZipTime;
 
-pub fn run(args: &SplitArgs, g: &GlobalArgs, printer: &Printer) -> Result<Outcome> {
+pub fn run(args: &SplitArgs, printer: &Printer) -> Result<Outcome> {
     let profiles = profiles(&args.profiles)?;
     let opts = SplitOptions {
         settings: SplitSettings {
@@ -23,8 +23,8 @@ pub fn run(args: &SplitArgs, g: &GlobalArgs, printer: &Printer) -> Result<Outcom
             .clone()
             .unwrap_or_else(|| args.wheel_dir.clone()),
         max_size: args.max_size,
-        limits: limits(g),
-        memory_budget: g.memory,
+        limits: limits(&args.archive),
+        memory_budget: args.archive.memory,
         time: ZipTime::from_env()?,
         dry_run: args.dry_run,
         canonical_runtime: args.canonical_runtime,
@@ -53,7 +53,7 @@ pub fn run(args: &SplitArgs, g: &GlobalArgs, printer: &Printer) -> Result<Outcom
     if printer.json {
         printer.json_value(&report)?;
     } else {
-        printer.result(&render::split(&report, g.verbose))?;
+        printer.result(&render::split(&report, printer.verbose()))?;
     }
     for d in &report.notes {
         printer.diagnostic(d);

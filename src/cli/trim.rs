@@ -2,7 +2,7 @@
 
 use anyhow::{Context, Result};
 
-use super::args::{DeviceArgs, GlobalArgs, TrimArgs};
+use super::args::{DeviceArgs, TrimArgs};
 use super::audit::limits;
 use super::{Outcome, Printer, render};
 use crate::fatbin::select::{GfxSelection, Selection};
@@ -37,13 +37,13 @@ pub fn settings(d: &DeviceArgs) -> Result<TrimSettings> {
     })
 }
 
-pub fn run(args: &TrimArgs, g: &GlobalArgs, printer: &Printer) -> Result<Outcome> {
+pub fn run(args: &TrimArgs, printer: &Printer) -> Result<Outcome> {
     let opts = TrimOptions {
         settings: settings(&args.device)?,
         wheel_dir: args.wheel_dir.clone(),
         max_size: args.max_size,
-        limits: limits(g),
-        memory_budget: g.memory,
+        limits: limits(&args.archive),
+        memory_budget: args.archive.memory,
         time: ZipTime::from_env()?,
         dry_run: args.dry_run,
         strip_debug: args.strip_debug,
@@ -56,7 +56,7 @@ pub fn run(args: &TrimArgs, g: &GlobalArgs, printer: &Printer) -> Result<Outcome
     if printer.json {
         printer.json_value(&report)?;
     } else {
-        printer.result(&render::trim(&report, g.verbose))?;
+        printer.result(&render::trim(&report, printer.verbose()))?;
     }
     for d in &report.notes {
         printer.diagnostic(d);

@@ -2,17 +2,17 @@
 
 use anyhow::Result;
 
-use super::args::{GlobalArgs, VerifyArgs};
+use super::args::VerifyArgs;
 use super::audit::{limits, profiles};
 use super::{Outcome, Printer, render};
 use crate::verify::{VerifyOptions, verify};
 
-pub fn run(args: &VerifyArgs, g: &GlobalArgs, printer: &Printer) -> Result<Outcome> {
+pub fn run(args: &VerifyArgs, printer: &Printer) -> Result<Outcome> {
     let profiles = profiles(&args.profiles)?;
     let opts = VerifyOptions {
         max_size: args.max_size,
-        limits: limits(g),
-        memory_budget: g.memory,
+        limits: limits(&args.archive),
+        memory_budget: args.archive.memory,
         progress: printer.bytes_progress(),
     };
     opts.progress.set_message("inspecting");

@@ -17,6 +17,7 @@ mod pins;
 mod policy;
 mod profiles;
 mod reports_scale;
+mod shipping;
 mod shrink_built;
 mod shrink_cuda;
 mod shrink_errors;
