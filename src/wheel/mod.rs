@@ -214,6 +214,25 @@ impl Wheel {
             })
         };
         let wheel_file = parse_headers("WHEEL")?;
+        // pip refuses a wheel whose Wheel-Version major is above 1 (its format may differ in
+        // ways this reader cannot know), so an output built from it would not install either.
+        if let Some(v) = wheel_file.get("Wheel-Version")
+            && let Some(major) = v
+                .trim()
+                .split('.')
+                .next()
+                .and_then(|m| m.parse::<u64>().ok())
+            && major > 1
+        {
+            return Err(werr(WheelError::BadHeaderFile {
+                file: format!("{dist_info}/WHEEL"),
+                reason: format!(
+                    "Wheel-Version {} is not supported (installers such as pip accept only \
+                     major version 1); rebuild the wheel with a current build backend",
+                    v.trim()
+                ),
+            }));
+        }
         let metadata = parse_headers("METADATA")?;
         // The project name becomes file and folder names of the outputs (runtime wheels), so
         // it must be the filename's, as installers require too.

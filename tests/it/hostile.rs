@@ -780,3 +780,39 @@ fn device_code_bombs_stay_within_the_memory_budget() {
         assert_eq!(code, 0, "{cmd:?}\n{err}");
     }
 }
+
+/// pip refuses a wheel whose `Wheel-Version` major is above 1; wheelslim used to copy one into
+/// its outputs without a word (issue 11 item 7). Every command refuses it, naming the wheel.
+#[test]
+fn a_wheel_version_pip_refuses_is_refused() {
+    let dir = tempdir();
+    let src = crate::common::make_wheel(dir.path(), "any", &[("demo/__init__.py", b"")]);
+    let bad = dir.path().join("bad");
+    std::fs::create_dir(&bad).unwrap();
+    let dst = bad.join("demo-1.0-py3-none-any.whl");
+    crate::common::rewrite_wheel(&src, &dst, |name, data| {
+        if name.ends_with(".dist-info/WHEEL") {
+            String::from_utf8(data)
+                .unwrap()
+                .replace("Wheel-Version: 1.0", "Wheel-Version: 9.0")
+                .into_bytes()
+        } else {
+            data
+        }
+    });
+    let wheel = dst.to_str().expect("utf-8");
+    let out = dir.path().join("out");
+    let out = out.to_str().expect("utf-8");
+    // The unmodified wheel is accepted, so the refusal below is the version's doing.
+    let ok = run_bounded(&["audit", src.to_str().expect("utf-8")], &[]);
+    assert_eq!(ok.code, Some(0), "{}", ok.output);
+    for args in [vec!["audit", wheel], vec!["split", wheel, "-w", out]] {
+        let run = run_bounded(&args, &[]);
+        assert_eq!(run.code, Some(2), "{args:?}\n{}", run.output);
+        assert!(
+            run.stderr.contains("Wheel-Version 9.0 is not supported") && run.stderr.contains(wheel),
+            "{args:?}\n{}",
+            run.output
+        );
+    }
+}
