@@ -135,9 +135,10 @@ const COMPLETIONS_EXAMPLES: &str = "Examples:
 #[derive(Debug, Args)]
 pub struct SplitArgs {
     /// Wheels to split (for example every CPython version's build of one project).
+    /// A folder stands for the `*.whl` files directly in it, in name order.
     #[arg(required = true, value_name = "WHEEL")]
     pub wheels: Vec<PathBuf>,
-    /// Folder for the main wheels.
+    /// Folder for the main wheels (made if missing).
     #[arg(short = 'w', long, value_name = "DIR", default_value = "wheelhouse")]
     pub wheel_dir: PathBuf,
     /// Folder for the runtime wheels (default: the same as --wheel-dir). cibuildwheel wants
@@ -171,6 +172,15 @@ pub struct SplitArgs {
     /// Undo --move-unlinked (one set in pyproject.toml, say).
     #[arg(long, overrides_with = "move_unlinked", hide_short_help = true)]
     pub no_move_unlinked: bool,
+    /// Move a bundled library that no profile lists (or that would stay because nothing links
+    /// it) into the runtime wheel `{project}-runtime-extra`, by file name or soname glob such as
+    /// `libfoo*.so*` (repeatable). A library a profile lists keeps that profile's rule.
+    #[arg(long = "move", value_name = "GLOB")]
+    pub moves: Vec<String>,
+    /// Keep a library in the main wheel that a profile would move (or that a moving library
+    /// would take along), by file name or soname glob (repeatable).
+    #[arg(long = "keep", value_name = "GLOB")]
+    pub keeps: Vec<String>,
     /// Per-file size limit for every output.
     #[arg(long, value_name = "SIZE", default_value = "100MiB", value_parser = parse_size)]
     pub max_size: u64,
@@ -232,9 +242,10 @@ pub struct DeviceArgs {
 #[derive(Debug, Args)]
 pub struct TrimArgs {
     /// Wheels to trim.
+    /// A folder stands for the `*.whl` files directly in it, in name order.
     #[arg(required = true, value_name = "WHEEL")]
     pub wheels: Vec<PathBuf>,
-    /// Folder for the trimmed wheels.
+    /// Folder for the trimmed wheels (made if missing).
     #[arg(short = 'w', long, value_name = "DIR", default_value = "wheelhouse")]
     pub wheel_dir: PathBuf,
     #[command(flatten)]
@@ -263,6 +274,7 @@ pub struct TrimArgs {
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
     /// Wheels that will be installed together.
+    /// A folder stands for the `*.whl` files directly in it, in name order.
     #[arg(required = true, value_name = "WHEEL")]
     pub wheels: Vec<PathBuf>,
     /// Per-file upload limit.
@@ -279,6 +291,7 @@ pub struct VerifyArgs {
 #[derive(Debug, Args)]
 pub struct AuditArgs {
     /// Wheels to audit.
+    /// A folder stands for the `*.whl` files directly in it, in name order.
     #[arg(required = true, value_name = "WHEEL")]
     pub wheels: Vec<PathBuf>,
     /// Per-file upload limit (PyPI's default is 100 MiB).

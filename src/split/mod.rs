@@ -98,7 +98,11 @@ pub fn split(
     profiles: &ProfileSet,
     opts: &SplitOptions,
 ) -> Result<SplitReport, Error> {
+    crate::input::check_output_dir(&opts.wheel_dir, "-w")?;
+    crate::input::check_output_dir(&opts.runtime_dir, "--runtime-dir")?;
     let budget = Budget::new(opts.memory_budget);
+    // `--move` names libraries as a profile would: they are read, kept and checked like those.
+    let profiles = &opts.settings.ad_hoc.profiles(profiles);
     let (inputs, kept) = open_keeping(paths, profiles, opts, &budget)?;
     let refs: Vec<(&Wheel, &WheelFacts)> = inputs.iter().map(|(w, f)| (w, f)).collect();
     let mut plan = plan_split(&refs, profiles, &opts.settings)?;
