@@ -216,14 +216,23 @@ mod tests {
     fn folders_stand_for_their_wheels_in_name_order() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        for f in ["b-1.0-py3-none-any.whl", "a-1.0-py3-none-any.whl", ".hidden.whl", "notes.txt"] {
+        for f in [
+            "b-1.0-py3-none-any.whl",
+            "a-1.0-py3-none-any.whl",
+            ".hidden.whl",
+            "notes.txt",
+        ] {
             std::fs::write(d.join(f), b"x").unwrap();
         }
         std::fs::create_dir(d.join("sub.whl")).unwrap();
         std::fs::write(d.join("sub.whl/c-1.0-py3-none-any.whl"), b"x").unwrap();
         let one = PathBuf::from("x.whl");
-        let got = expand_folders(&[one.clone(), d.to_path_buf(), d.join("a-1.0-py3-none-any.whl")])
-            .unwrap();
+        let got = expand_folders(&[
+            one.clone(),
+            d.to_path_buf(),
+            d.join("a-1.0-py3-none-any.whl"),
+        ])
+        .unwrap();
         assert_eq!(
             got,
             [
@@ -239,10 +248,13 @@ mod tests {
         );
         let empty = d.join("empty");
         std::fs::create_dir(&empty).unwrap();
-        let e = expand_folders(&[empty.clone()]).unwrap_err().to_string();
+        let e = expand_folders(std::slice::from_ref(&empty)).unwrap_err().to_string();
         assert_eq!(
             e,
-            format!("{}: a folder with no wheels (`*.whl` files) in it", empty.display())
+            format!(
+                "{}: a folder with no wheels (`*.whl` files) in it",
+                empty.display()
+            )
         );
     }
 
@@ -256,7 +268,11 @@ mod tests {
             e.to_string(),
             format!("-w {}: it is a file, not a folder", file.display())
         );
-        assert!(e.hint().unwrap().contains(&format!("`-w {}`", dir.path().display())));
+        assert!(
+            e.hint()
+                .unwrap()
+                .contains(&format!("`-w {}`", dir.path().display()))
+        );
         let e = check_output_dir(&file.join("sub"), "--runtime-dir").unwrap_err();
         assert!(e.to_string().contains("is a file, not a folder"), "{e}");
         assert!(check_output_dir(&dir.path().join("new/deeper"), "-w").is_ok());

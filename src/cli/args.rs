@@ -44,7 +44,12 @@ pub struct GlobalArgs {
     #[arg(long, global = true, overrides_with = "progress")]
     pub no_progress: bool,
     /// Undo --no-progress: draw progress bars when stderr is a terminal (the default).
-    #[arg(long, global = true, overrides_with = "no_progress", hide_short_help = true)]
+    #[arg(
+        long,
+        global = true,
+        overrides_with = "no_progress",
+        hide_short_help = true
+    )]
     pub progress: bool,
     /// Worker threads (default: one per core).
     #[arg(short, long, global = true, value_name = "N")]

@@ -48,7 +48,10 @@ pub struct Used {
 pub enum Lookup {
     Used(Used),
     /// No `pyproject.toml` with `[tool.wheelslim]` from `from` up to `to`.
-    NoneFound { from: PathBuf, to: PathBuf },
+    NoneFound {
+        from: PathBuf,
+        to: PathBuf,
+    },
     /// The command line does not parse (or asks for help): clap says why; nothing was read.
     NotSearched,
 }
@@ -103,7 +106,11 @@ fn find(cwd: &Path) -> Result<Result<Found, PathBuf>> {
             let text = crate::input::read_text(&file)
                 .map_err(|e| anyhow!("cannot read `{}`: {e}", shown.display()))?;
             let doc: toml::Table = toml::from_str(&text).map_err(|e| {
-                anyhow!("cannot parse `{}`: {}", shown.display(), e.to_string().trim())
+                anyhow!(
+                    "cannot parse `{}`: {}",
+                    shown.display(),
+                    e.to_string().trim()
+                )
             })?;
             if let Some(t) = doc.get("tool").and_then(|t| t.get("wheelslim")) {
                 let Some(table) = t.as_table() else {
@@ -488,7 +495,13 @@ mod tests {
         let got = run(py, &["wheelslim", "split", "a.whl", "--no-upstream"]).unwrap();
         assert_eq!(
             got,
-            ["wheelslim", "split", "--no-unhash", "a.whl", "--no-upstream"]
+            [
+                "wheelslim",
+                "split",
+                "--no-unhash",
+                "a.whl",
+                "--no-upstream"
+            ]
         );
         let got = run(py, &["wheelslim", "split", "a.whl"]).unwrap();
         assert_eq!(
@@ -499,7 +512,10 @@ mod tests {
 
     #[test]
     fn typos_are_errors_and_missing_tables_change_nothing() {
-        let e = err("[tool.wheelslim]\nmax-sise = 1\n", &["wheelslim", "audit", "a.whl"]);
+        let e = err(
+            "[tool.wheelslim]\nmax-sise = 1\n",
+            &["wheelslim", "audit", "a.whl"],
+        );
         assert!(
             e.starts_with("pyproject.toml: `max-sise` in [tool.wheelslim] is not an option"),
             "{e}"
@@ -609,7 +625,11 @@ mod tests {
             "[tool.wheelslim.audit]\nmax-size = \"2KiB\"\n",
         )
         .unwrap();
-        std::fs::write(project.join("src/pyproject.toml"), "[project]\nname = 'x'\n").unwrap();
+        std::fs::write(
+            project.join("src/pyproject.toml"),
+            "[project]\nname = 'x'\n",
+        )
+        .unwrap();
         let (args, lookup) = run_in(&deep, &["wheelslim", "audit", "a.whl"]).unwrap();
         assert_eq!(args, ["wheelslim", "audit", "--max-size=2KiB", "a.whl"]);
         let Lookup::Used(used) = &lookup else {
@@ -628,7 +648,8 @@ mod tests {
         .unwrap();
         let e = run_in(&deep, &["wheelslim", "audit", "a.whl"]).unwrap_err();
         assert!(
-            format!("{e:#}").starts_with("../../pyproject.toml: `max-size` in [tool.wheelslim.audit]"),
+            format!("{e:#}")
+                .starts_with("../../pyproject.toml: `max-size` in [tool.wheelslim.audit]"),
             "{e:#}"
         );
     }

@@ -231,7 +231,9 @@ impl NameGlobs {
         let mut b = GlobSetBuilder::new();
         for p in patterns {
             if p.is_empty() {
-                return Err(format!("{option} takes a library name or glob, not nothing"));
+                return Err(format!(
+                    "{option} takes a library name or glob, not nothing"
+                ));
             }
             if p.contains('/') {
                 return Err(format!(
@@ -620,14 +622,23 @@ mod tests {
     #[test]
     fn name_globs_match_as_patterns_do() {
         let g = NameGlobs::new("--move", &["libfoo.so".into(), "libbar*".into()]).unwrap();
-        assert_eq!(g.matching("libfoo-1a2b3c4d.so.1.2", None), Some("libfoo.so"));
-        assert_eq!(g.matching("renamed.so", Some("libbar_x.so.3")), Some("libbar*"));
+        assert_eq!(
+            g.matching("libfoo-1a2b3c4d.so.1.2", None),
+            Some("libfoo.so")
+        );
+        assert_eq!(
+            g.matching("renamed.so", Some("libbar_x.so.3")),
+            Some("libbar*")
+        );
         assert_eq!(g.matching("libfoo2.so", None), None);
         assert!(NameGlobs::new("--keep", &["lib/libfoo.so".into()]).is_err());
         assert!(NameGlobs::new("--keep", &["libfoo[".into()]).is_err());
         let p = Profile::ad_hoc("extra", "--move", &g);
         assert_eq!(p.match_library("libbar.so", None).unwrap().name, "libbar*");
-        assert_eq!(p.match_library("libbar.so", None).unwrap().action, Action::Move);
+        assert_eq!(
+            p.match_library("libbar.so", None).unwrap().action,
+            Action::Move
+        );
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! installs the outside tools they check against.
 
 mod audit;
+mod cli_conventions;
 mod commit;
 mod common;
 mod debug_info;

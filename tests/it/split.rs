@@ -49,7 +49,7 @@ impl Venv {
     }
 
     /// Imports slimdemo and calls into both vendor libraries, with every symbol bound at load.
-    fn call_slimdemo(&self, prelude: &str) -> Result<String, String> {
+    pub(crate) fn call_slimdemo(&self, prelude: &str) -> Result<String, String> {
         let code = format!(
             "{prelude}\nimport slimdemo._native as n\nprint(n.runtime_version(), n.cublas_version(), n.runtime_via_cublas())"
         );
