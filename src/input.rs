@@ -248,7 +248,9 @@ mod tests {
         );
         let empty = d.join("empty");
         std::fs::create_dir(&empty).unwrap();
-        let e = expand_folders(std::slice::from_ref(&empty)).unwrap_err().to_string();
+        let e = expand_folders(std::slice::from_ref(&empty))
+            .unwrap_err()
+            .to_string();
         assert_eq!(
             e,
             format!(

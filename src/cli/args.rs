@@ -113,6 +113,7 @@ const AUDIT_EXAMPLES: &str = "Examples:
 const SPLIT_EXAMPLES: &str = "Examples:
   wheelslim split -w wheelhouse --runtime-dir runtime dist/*.whl
   wheelslim split --upstream --unhash --sm 80,90 -w wheelhouse dist/*.whl
+  wheelslim split --move 'libfoo*.so*' --keep libnvToolsExt.so.1 --dry-run dist/
 
   cibuildwheel (pyproject.toml [tool.cibuildwheel.linux]), one main wheel in {dest_dir}:
     repair-wheel-command = \"rm -rf /tmp/repaired && auditwheel repair -w /tmp/repaired {wheel} \\
@@ -177,9 +178,9 @@ pub struct SplitArgs {
     /// Undo --move-unlinked (one set in pyproject.toml, say).
     #[arg(long, overrides_with = "move_unlinked", hide_short_help = true)]
     pub no_move_unlinked: bool,
-    /// Move a bundled library that no profile lists (or that would stay because nothing links
-    /// it) into the runtime wheel `{project}-runtime-extra`, by file name or soname glob such as
-    /// `libfoo*.so*` (repeatable). A library a profile lists keeps that profile's rule.
+    /// Move bundled libraries by file name or soname glob such as `libfoo*.so*` (repeatable),
+    /// even ones nothing links: one no profile lists goes into the runtime wheel
+    /// `{project}-runtime-extra`, one a profile lists follows that profile's rule.
     #[arg(long = "move", value_name = "GLOB")]
     pub moves: Vec<String>,
     /// Keep a library in the main wheel that a profile would move (or that a moving library
