@@ -153,6 +153,12 @@ pub struct SplitArgs {
     /// Per-file size limit for every output.
     #[arg(long, value_name = "SIZE", default_value = "100MiB", value_parser = parse_size)]
     pub max_size: u64,
+    /// Make each main package load its runtime wheels' libraries itself, from whichever
+    /// sys.path entry they were installed into (a user site, a --target folder), before its
+    /// extension modules load: adds `<package>/_wheelslim_preload.py` and one import line to
+    /// the package's __init__.py. Without it, such installs must call preload().
+    #[arg(long)]
+    pub preload_hook: bool,
     /// Print the plan and write nothing.
     #[arg(long)]
     pub dry_run: bool,
