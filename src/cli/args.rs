@@ -97,7 +97,11 @@ const SPLIT_EXAMPLES: &str = "Examples:
   wheelslim split -w wheelhouse --runtime-dir runtime dist/*.whl
   wheelslim split --upstream --unhash --sm 80,90 -w wheelhouse dist/*.whl
 
-  cibuildwheel (pyproject.toml [tool.cibuildwheel.linux]), one main wheel in {dest_dir}:
+  after cibuildwheel, on the host (recommended; every Python version's wheel at once):
+    cibuildwheel --output-dir wheelhouse && wheelslim split wheelhouse/*.whl -w dist/ --unhash
+
+  inside cibuildwheel (pyproject.toml [tool.cibuildwheel.linux]), one main wheel in {dest_dir};
+  /output is cibuildwheel's internal folder (see README):
     repair-wheel-command = \"rm -rf /tmp/repaired && auditwheel repair -w /tmp/repaired {wheel} \\
       && wheelslim split /tmp/repaired/*.whl -w {dest_dir} --runtime-dir /output/runtime-wheels\"";
 
