@@ -196,4 +196,13 @@ mod tests {
             ["wheelslim", "audit", "a.whl"]
         );
     }
+
+    #[test]
+    fn preload_hook_comes_from_the_split_table() {
+        let py = "[tool.wheelslim.split]\npreload-hook = true\n";
+        assert_eq!(
+            run(py, &["wheelslim", "split", "a.whl"]).unwrap(),
+            ["wheelslim", "split", "--preload-hook", "a.whl"]
+        );
+    }
 }
