@@ -350,7 +350,7 @@ pub fn split(
     opts.progress.set_length(job_sizes.iter().sum());
     let rewritten: Vec<((usize, String), Rewritten)> =
         crate::schedule::largest_first(&job_sizes, |j| {
-            let _tick = Tick(&opts.progress, job_sizes[j]);
+            let tick = Tick::new(&opts.progress, job_sizes[j]);
             let (input, member, edit, canonical) = &jobs[j];
             let wheel = &inputs[*input].0;
             let loc = wheel.member_location(member);
@@ -495,7 +495,9 @@ pub fn split(
                     reused,
                 }))
             };
-            run()
+            // The bar moves as the member is compressed, batch by batch; the rest of its size
+            // counts when the job ends, however it ends.
+            deflate::with_progress(tick.sink(), run)
                 .transpose()
                 .map(|r| r.map(|r| ((*input, member.clone()), r)))
         })
@@ -936,12 +938,46 @@ pub fn split(
     })
 }
 
-/// Advances a progress bar when a job ends, however it ends.
-struct Tick<'a>(&'a indicatif::ProgressBar, u64);
+/// Counts one rewritten member's bytes on a progress bar: what its compression reports as it
+/// goes ([`deflate::with_progress`]), never past its size, and the rest of its size when the
+/// job ends, however it ends, so each member counts exactly its size, once.
+struct Tick {
+    bar: indicatif::ProgressBar,
+    size: u64,
+    counted: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
 
-impl Drop for Tick<'_> {
+impl Tick {
+    fn new(bar: &indicatif::ProgressBar, size: u64) -> Tick {
+        Tick {
+            bar: bar.clone(),
+            size,
+            counted: Default::default(),
+        }
+    }
+
+    /// Counts `n` more bytes, up to the member's size.
+    fn add(
+        bar: &indicatif::ProgressBar,
+        size: u64,
+        counted: &std::sync::atomic::AtomicU64,
+        n: u64,
+    ) {
+        use std::sync::atomic::Ordering::Relaxed;
+        if let Ok(before) = counted.fetch_update(Relaxed, Relaxed, |c| Some((c + n).min(size))) {
+            bar.inc((before + n).min(size) - before);
+        }
+    }
+
+    fn sink(&self) -> deflate::ProgressSink {
+        let (bar, size, counted) = (self.bar.clone(), self.size, self.counted.clone());
+        std::sync::Arc::new(move |n| Tick::add(&bar, size, &counted, n))
+    }
+}
+
+impl Drop for Tick {
     fn drop(&mut self) {
-        self.0.inc(self.1);
+        Tick::add(&self.bar, self.size, &self.counted, self.size);
     }
 }
 
@@ -1206,4 +1242,29 @@ fn plan_hooks(
         });
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tick_tests {
+    use super::*;
+
+    #[test]
+    fn a_rewritten_member_counts_its_size_once_whatever_its_compression_reports() {
+        let bar = indicatif::ProgressBar::hidden();
+        {
+            let t = Tick::new(&bar, 10);
+            let sink = t.sink();
+            deflate::with_progress(sink.clone(), || {
+                deflate::report(4);
+            });
+            assert_eq!(bar.position(), 4);
+            // A splice that falls back compresses again: never counted past the size.
+            sink(9);
+            assert_eq!(bar.position(), 10);
+        }
+        assert_eq!(bar.position(), 10);
+        // A job that reports nothing (a small member, an error) counts when it ends.
+        drop(Tick::new(&bar, 5));
+        assert_eq!(bar.position(), 15);
+    }
 }
