@@ -144,11 +144,16 @@ fn auditwheel_accepts_a_split_main_wheel_with_the_readme_flags() {
         &path,
         &[],
     );
-    assert!(!bare.status.success());
+    assert!(!bare.status.success(), "{}{}", stdout(&bare), stderr(&bare));
+    // auditwheel names one of the moved libraries, not always the same one.
+    let err = stderr(&bare);
     assert!(
-        stderr(&bare).contains("required library \"libcublas.so.12\" could not be located"),
-        "{}",
-        stderr(&bare)
+        ["libcublas.so.12", "libcudart.so.12"]
+            .iter()
+            .any(|l| err.contains(&format!(
+                "Cannot repair wheel, because required library \"{l}\" could not be located"
+            ))),
+        "{err}"
     );
 
     let recipe = block(&readme(), "### auditwheel after the split", "sh");
