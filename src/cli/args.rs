@@ -115,7 +115,11 @@ const SPLIT_EXAMPLES: &str = "Examples:
   wheelslim split --upstream --unhash --sm 80,90 -w wheelhouse dist/*.whl
   wheelslim split --move 'libfoo*.so*' --keep libnvToolsExt.so.1 --dry-run dist/
 
-  cibuildwheel (pyproject.toml [tool.cibuildwheel.linux]), one main wheel in {dest_dir}:
+  after cibuildwheel, on the host (recommended; every Python version's wheel at once):
+    cibuildwheel --output-dir wheelhouse && wheelslim split wheelhouse/*.whl -w dist/ --unhash
+
+  inside cibuildwheel (pyproject.toml [tool.cibuildwheel.linux]), one main wheel in {dest_dir};
+  /output is cibuildwheel's internal folder (see README):
     repair-wheel-command = \"rm -rf /tmp/repaired && auditwheel repair -w /tmp/repaired {wheel} \\
       && wheelslim split /tmp/repaired/*.whl -w {dest_dir} --runtime-dir /output/runtime-wheels\"";
 
@@ -190,6 +194,15 @@ pub struct SplitArgs {
     /// Per-file size limit for every output.
     #[arg(long, value_name = "SIZE", default_value = "100MiB", value_parser = parse_size)]
     pub max_size: u64,
+    /// Make each main package load its runtime wheels' libraries itself, from whichever
+    /// sys.path entry they were installed into (a user site, a --target folder), before its
+    /// extension modules load: adds `<package>/_wheelslim_preload.py` and one import line to
+    /// the package's __init__.py. Without it, such installs must call preload().
+    #[arg(long, overrides_with = "no_preload_hook")]
+    pub preload_hook: bool,
+    /// Undo --preload-hook (one set in pyproject.toml, say).
+    #[arg(long, overrides_with = "preload_hook", hide_short_help = true)]
+    pub no_preload_hook: bool,
     /// Print the plan and write nothing.
     #[arg(long, overrides_with = "no_dry_run")]
     pub dry_run: bool,

@@ -663,4 +663,13 @@ mod tests {
         .unwrap();
         assert_eq!(e, ["wheelslim", "audit", "--help"]);
     }
+
+    #[test]
+    fn preload_hook_comes_from_the_split_table() {
+        let py = "[tool.wheelslim.split]\npreload-hook = true\n";
+        assert_eq!(
+            run(py, &["wheelslim", "split", "a.whl"]).unwrap(),
+            ["wheelslim", "split", "--preload-hook", "a.whl"]
+        );
+    }
 }
