@@ -5,11 +5,11 @@
 
 use std::collections::BTreeMap;
 
-use super::ElfError;
-use super::shrink_layout::{
+use super::layout::{
     Layout, PT_DYNAMIC, SHT_DYNAMIC, SHT_DYNSYM, SHT_REL, SHT_RELA, SHT_RELR, SHT_SYMTAB,
     SHT_SYMTAB_SHNDX, bytes_at, u32_at, u64_at,
 };
+use crate::elf::ElfError;
 
 pub(crate) const DT_NULL: u64 = 0;
 const DT_PLTRELSZ: u64 = 2;
@@ -420,7 +420,7 @@ impl<'t> SymLookup<'t> {
 
 /// Name of a relocation type, for messages.
 pub(crate) fn reloc_name(machine: u16, t: u32) -> String {
-    use super::shrink_layout::{EM_AARCH64, EM_PPC64, EM_X86_64};
+    use super::layout::{EM_AARCH64, EM_PPC64, EM_X86_64};
     let n = match (machine, t) {
         (EM_X86_64, 1) => "R_X86_64_64",
         (EM_X86_64, 2) => "R_X86_64_PC32",
@@ -447,7 +447,7 @@ pub(crate) fn reloc_name(machine: u16, t: u32) -> String {
 
 /// The machine's RELATIVE relocation type, for the machines the shrinker rewrites.
 pub(crate) fn relative_type(machine: u16) -> Option<u32> {
-    use super::shrink_layout::{EM_AARCH64, EM_PPC64, EM_X86_64};
+    use super::layout::{EM_AARCH64, EM_PPC64, EM_X86_64};
     match machine {
         EM_X86_64 => Some(8),
         EM_AARCH64 => Some(1027),
@@ -458,7 +458,7 @@ pub(crate) fn relative_type(machine: u16) -> Option<u32> {
 
 /// Thread-local-storage relocation types, whose addends are offsets, not addresses.
 pub(crate) fn is_tls_type(machine: u16, t: u32) -> bool {
-    use super::shrink_layout::{EM_AARCH64, EM_PPC64, EM_X86_64};
+    use super::layout::{EM_AARCH64, EM_PPC64, EM_X86_64};
     match machine {
         EM_X86_64 => matches!(t, 16..=18 | 36),
         EM_AARCH64 => matches!(t, 1028..=1031),

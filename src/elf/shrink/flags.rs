@@ -44,8 +44,8 @@
 //! * `PF_R` is never dropped; PT_GNU_STACK, PT_GNU_RELRO and the other headers are not
 //!   changed, and RELRO keeps a writable holder because the piece holding it keeps `PF_W`.
 
-use super::shrink_layout::{Layout, PT_DYNAMIC, Segment, overlaps};
-use super::shrink_pack::Packing;
+use super::layout::{Layout, PT_DYNAMIC, Segment, overlaps};
+use super::pack::Packing;
 
 pub(crate) const PF_X: u32 = 1;
 pub(crate) const PF_W: u32 = 2;
@@ -199,7 +199,7 @@ pub(crate) fn check_dropped(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::elf::shrink_layout::PT_LOAD;
+    use crate::elf::shrink::layout::PT_LOAD;
 
     fn seg(p_type: u32, flags: u32, vaddr: u64, filesz: u64, memsz: u64) -> Segment {
         Segment {

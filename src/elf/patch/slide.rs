@@ -12,8 +12,8 @@
 //! hash/symbol/version ones, and no dynamic relocation (RELA, or RELR with its in-place value)
 //! may be located in or point into the block.
 
-use super::dynview::DynView;
-use super::raw::{
+use crate::elf::dynview::DynView;
+use crate::elf::raw::{
     self, DT_SYMTAB, DT_VERDEF, DT_VERNEED, DynEntry, Elf64, PHDR_SIZE, PT_GNU_PROPERTY, PT_INTERP,
     PT_LOAD, PT_NOTE, PT_PHDR, SHT_DYNSYM, overlaps,
 };

@@ -10,8 +10,8 @@
 //!    section links to the string table), overwriting is off;
 //! 3. **append** it after the old table, so that every existing offset stays valid.
 
-use super::ElfError;
-use super::raw::c_str;
+use crate::elf::ElfError;
+use crate::elf::raw::c_str;
 
 /// Who holds a reference into the string table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

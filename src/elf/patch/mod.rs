@@ -18,12 +18,17 @@ use super::ElfError;
 use super::check::check;
 use super::dynview::DynView;
 use super::inspect::{Inspected, inspect};
-use super::layout::{self, Edited};
+mod layout;
+mod slide;
+mod strings;
+
+use self::layout::Edited;
+pub use self::layout::Method;
+use self::strings::{Placed, Site, StrPool};
 use super::raw::{
     DT_NEEDED, DT_RPATH, DT_RUNPATH, DT_SONAME, DynEntry, ET_DYN, ET_EXEC, Elf64, SHT_DYNAMIC,
     SHT_DYNSYM, STRING_TAGS, SYM_SIZE, bytes, u32_at,
 };
-use super::strings::{Placed, Site, StrPool};
 
 const SHT_GNU_VERDEF: u32 = 0x6fff_fffd;
 const SHT_GNU_VERNEED: u32 = 0x6fff_fffe;
@@ -63,29 +68,6 @@ pub struct DynamicEdits {
     /// entry of the other kind is removed.
     pub search_path: Option<Vec<String>>,
     pub path_kind: PathKind,
-}
-
-/// How the edit was laid out.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "kind", rename_all = "kebab-case")]
-pub enum Method {
-    /// Nothing needed to change: the output is the input.
-    Unchanged,
-    /// Same size and layout: only string bytes, dynamic entries and `vn_file` values changed.
-    InPlace,
-    /// New strings were appended to `.dynstr` by extending the last PT_LOAD, whose tail it was.
-    AppendedDynstr,
-    /// A new PT_LOAD was added at the top of the address space holding what is flagged here:
-    /// a copy of `.dynstr` with the new strings, `.dynamic` with room for the new entries, the
-    /// program header table (shared libraries, when it could not grow in place), and, in
-    /// executables whose table has no room, the sections that followed it (`.interp`, notes,
-    /// hash tables...) by name.
-    NewSegment {
-        dynstr: bool,
-        dynamic: bool,
-        program_headers: bool,
-        moved_sections: Vec<String>,
-    },
 }
 
 /// A rewritten object: the new bytes, how they were laid out, and what moved.

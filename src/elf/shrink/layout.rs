@@ -3,7 +3,7 @@
 //! the address/offset arithmetic that rewriting needs. Nothing here panics on hostile input:
 //! every read is bounds-checked and every sum overflow-checked.
 
-use super::ElfError;
+use crate::elf::ElfError;
 
 pub(crate) const EHDR_SIZE: u64 = 64;
 pub(crate) const PHDR_SIZE: u64 = 56;
