@@ -12,7 +12,9 @@
 //!   layout is untouched and the file keeps its size, but the wheel shrinks after deflate.
 //!
 //! It cuts only when every reference into the sections is accounted for; otherwise it zeroes
-//! and says why. Both outputs are checked against the input before they are returned.
+//! and says why. Both outputs are checked against the input before they are returned, and,
+//! when the input passes the layout invariants of [`super::check`] (the checker every patcher
+//! output passes), the output must pass them too: a cut that breaks one falls back to zeroing.
 
 mod cut;
 mod flags;
@@ -114,20 +116,28 @@ pub fn shrink(
         ))
     })?;
     let devs = pack::resolve(&l, edits)?;
-    if !allow_cut {
-        return zero_in_place(
+    // Inputs the checker refuses (extended numbering, layouts it does not model) are held to
+    // the comparisons with the input alone, as before.
+    let checked = super::check(input).is_ok();
+    let outcome = if allow_cut {
+        match cut(input, &l, relative, devs.clone(), edits, checked) {
+            Ok(outcome) => outcome,
+            Err(Refuse::Cut(reason)) => zero_in_place(input, &devs, edits, reason, Vec::new())?,
+            Err(Refuse::Fatal(e)) => return Err(e),
+        }
+    } else {
+        zero_in_place(
             input,
             &devs,
             edits,
             "cutting was not allowed".into(),
             Vec::new(),
-        );
+        )?
+    };
+    if checked && matches!(outcome.method, ShrinkMethod::Zeroed { .. }) {
+        super::check(&outcome.data).map_err(|e| ElfError::OutputCheck(e.to_string()))?;
     }
-    match cut(input, &l, relative, devs.clone(), edits) {
-        Ok(outcome) => Ok(outcome),
-        Err(Refuse::Cut(reason)) => zero_in_place(input, &devs, edits, reason, Vec::new()),
-        Err(Refuse::Fatal(e)) => Err(e),
-    }
+    Ok(outcome)
 }
 
 fn cut(
@@ -136,6 +146,7 @@ fn cut(
     relative: u32,
     devs: Vec<DevSection>,
     edits: &[SectionEdit],
+    checked: bool,
 ) -> Result<ShrinkOutcome, Refuse> {
     let tables = refs::read_tables(input, l, relative)?;
     let packing = pack::pack(input, l, devs, edits)?;
@@ -157,6 +168,10 @@ fn cut(
     // table counting more symbols than `.dynsym` holds, reaching over the cut) may not.
     super::inspect::inspect(&out)
         .map_err(|e| Refuse::Cut(format!("the cut output does not read back: {e}")))?;
+    if checked {
+        super::check(&out)
+            .map_err(|e| Refuse::Cut(format!("the cut output fails the layout check: {e}")))?;
+    }
     let removed = (input.len() as u64).saturating_sub(out.len() as u64);
     let notes = cut_notes(l, &packing, &refs, &plan, removed);
     Ok(ShrinkOutcome {
