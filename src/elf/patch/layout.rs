@@ -29,12 +29,13 @@ use serde::Serialize;
 
 use super::slide::{self, Span};
 use crate::elf::ElfError;
-use crate::elf::dynview::DynView;
-use crate::elf::raw::{
-    self, ADDRESS_TAGS, DT_STRSZ, DT_STRTAB, DYN_SIZE, DynEntry, ET_EXEC, Elf64, PF_R, PF_W,
-    PHDR_SIZE, PT_INTERP, PT_LOAD, PT_NULL, PT_PHDR, ProgramHeader, SHDR_SIZE, SHT_DYNAMIC,
-    SHT_DYNSYM, SHT_SYMTAB, SIZED_TABLES, SYM_SIZE, SectionHeader, align_up, overlaps,
+use crate::elf::consts::{
+    ADDRESS_TAGS, DT_STRSZ, DT_STRTAB, DYN_SIZE, ET_EXEC, PF_R, PF_W, PHDR_SIZE, PT_INTERP,
+    PT_LOAD, PT_NULL, PT_PHDR, SHDR_SIZE, SHT_DYNAMIC, SHT_DYNSYM, SHT_SYMTAB, SIZED_TABLES,
+    SYM_SIZE,
 };
+use crate::elf::dynview::DynView;
+use crate::elf::raw::{self, DynEntry, Elf64, ProgramHeader, SectionHeader, align_up, overlaps};
 
 /// How the edit was laid out.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -616,7 +617,7 @@ fn program_headers(ctx: &Ctx, plan: &Plan) -> Vec<ProgramHeader> {
             p.p_filesz = table_len;
             p.p_memsz = table_len;
         }
-        if p.p_type == raw::PT_DYNAMIC
+        if p.p_type == crate::elf::consts::PT_DYNAMIC
             && let Some(off) = plan.dyn_off
         {
             p.p_offset = off;

@@ -18,6 +18,7 @@ use super::ElfError;
 use super::check::check;
 use super::dynview::DynView;
 use super::inspect::{Inspected, inspect};
+use crate::elf::consts::{EM_AARCH64, EM_PPC64, EM_X86_64, SHT_GNU_VERDEF, SHT_GNU_VERNEED};
 mod layout;
 mod slide;
 mod strings;
@@ -25,16 +26,11 @@ mod strings;
 use self::layout::Edited;
 pub use self::layout::Method;
 use self::strings::{Placed, Site, StrPool};
-use super::raw::{
-    DT_NEEDED, DT_RPATH, DT_RUNPATH, DT_SONAME, DynEntry, ET_DYN, ET_EXEC, Elf64, SHT_DYNAMIC,
-    SHT_DYNSYM, STRING_TAGS, SYM_SIZE, bytes, u32_at,
+use super::raw::{DynEntry, Elf64, bytes, u32_at};
+use crate::elf::consts::{
+    DT_NEEDED, DT_RPATH, DT_RUNPATH, DT_SONAME, ET_DYN, ET_EXEC, SHT_DYNAMIC, SHT_DYNSYM,
+    STRING_TAGS, SYM_SIZE,
 };
-
-const SHT_GNU_VERDEF: u32 = 0x6fff_fffd;
-const SHT_GNU_VERNEED: u32 = 0x6fff_fffe;
-const EM_PPC64: u16 = 21;
-const EM_X86_64: u16 = 62;
-const EM_AARCH64: u16 = 183;
 
 /// Which dynamic tag carries the library search path.
 ///
@@ -544,7 +540,7 @@ pub fn patch(input: &[u8], edits: &DynamicEdits) -> Result<PatchOutcome, ElfErro
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::elf::raw::{PT_LOAD, PT_NULL, PT_PHDR};
+    use crate::elf::consts::{PT_LOAD, PT_NULL, PT_PHDR};
     use crate::elf::synth::Synth;
 
     fn info(data: &[u8]) -> crate::elf::ElfInfo {
@@ -701,7 +697,7 @@ mod tests {
         let note = |e: &Elf64| {
             *e.phdrs
                 .iter()
-                .find(|p| p.p_type == crate::elf::raw::PT_NOTE)
+                .find(|p| p.p_type == crate::elf::consts::PT_NOTE)
                 .unwrap()
         };
         assert_eq!(note(&elf), note(&before));
@@ -821,7 +817,7 @@ mod tests {
 #[cfg(test)]
 mod executable_tests {
     use super::*;
-    use crate::elf::raw::{PT_INTERP, PT_NOTE};
+    use crate::elf::consts::{PT_INTERP, PT_NOTE};
     use crate::elf::synth::{DYNAMIC_OFF, Synth};
 
     fn long_path() -> DynamicEdits {
@@ -896,7 +892,7 @@ mod executable_tests {
             .unwrap()
             .phdrs
             .iter()
-            .find(|p| p.p_type == crate::elf::raw::PT_INTERP)
+            .find(|p| p.p_type == crate::elf::consts::PT_INTERP)
             .unwrap()
             .p_vaddr;
         let at = (DYNAMIC_OFF + 4 * 16) as usize;

@@ -12,13 +12,13 @@
 use super::flags::{Extent, Writers, extents, piece_flags};
 use super::holes::{Hole, OffsetMap};
 use super::layout::{
-    EHDR_SIZE, Layout, PHDR_SIZE, PT_PHDR, SHDR_SIZE, Segment, align_up, bytes_at, overlaps,
-    put_bytes, put_u16, put_u64, zero_range,
+    Layout, Segment, align_up, bytes_at, overlaps, put_bytes, put_u16, put_u64, zero_range,
 };
 use super::pack::Packing;
 use super::phdrs::{TableSpot, loaders_find_table, mapped_file_range, region_name, spots};
 use super::refs::{RefEdits, Tables};
 use super::{Refuse, SectionEdit};
+use crate::elf::consts::{EHDR_SIZE, PHDR_SIZE, PT_PHDR, SHDR_SIZE};
 
 /// The complete plan of a cut.
 #[derive(Debug, Clone)]

@@ -8,12 +8,12 @@
 //! of (i) and (ii) and checks any place against the way glibc and the kernel locate the table.
 
 use super::holes::{Hole, OffsetMap};
-use super::layout::{
-    EHDR_SIZE, Layout, PT_INTERP, PT_PHDR, SHDR_SIZE, Segment, align_up, overlaps,
-};
+use super::layout::{Layout, Segment, align_up, overlaps};
 use super::pack::Packing;
 use super::refs::{Tables, relative_target};
-use super::tables::{self, SHN_UNDEF, STT_SECTION, STT_TLS};
+use super::tables::{self};
+use crate::elf::consts::{EHDR_SIZE, PT_INTERP, PT_PHDR, SHDR_SIZE};
+use crate::elf::consts::{SHN_UNDEF, STT_SECTION, STT_TLS};
 
 /// Where the program header table went.
 #[derive(Debug, Clone)]
@@ -274,7 +274,7 @@ pub(crate) fn region_name(p: &Packing, ri: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::elf::shrink::layout::PT_LOAD;
+    use crate::elf::consts::PT_LOAD;
 
     fn load(offset: u64, vaddr: u64, filesz: u64, memsz: u64) -> Segment {
         Segment {

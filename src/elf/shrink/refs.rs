@@ -14,9 +14,9 @@ use std::collections::{BTreeMap, HashSet};
 use super::Refuse;
 use super::layout::{Layout, bytes_at, u32_at, u64_at};
 use super::pack::{Class, Packing};
-use super::tables::{
-    self, DT_ANDROID_REL, DT_ANDROID_RELA, RelKind, Reloc, SHN_ABS, SHN_LORESERVE, SHN_UNDEF,
-    STT_SECTION, STT_TLS, SymLookup, SymTable,
+use super::tables::{self, RelKind, Reloc, SymLookup, SymTable};
+use crate::elf::consts::{
+    DT_ANDROID_REL, DT_ANDROID_RELA, SHN_ABS, SHN_LORESERVE, SHN_UNDEF, STT_SECTION, STT_TLS,
 };
 
 /// Wrapper sections and their record magic.

@@ -16,10 +16,11 @@
 use super::SectionEdit;
 use super::cut::CutPlan;
 use super::flags::{Writers, check_dropped, extents};
-use super::layout::{EHDR_SIZE, Layout, PT_PHDR, Segment, bytes_at, u64_at};
+use super::layout::{Layout, Segment, bytes_at, u64_at};
 use super::pack::{Class, Packing};
 use super::refs::{RefEdits, Tables, WRAPPER_SECTIONS, WRAPPER_SIZE, relative_target};
 use super::tables::{self, RelKind};
+use crate::elf::consts::{EHDR_SIZE, PT_PHDR};
 
 type Check = Result<(), String>;
 
