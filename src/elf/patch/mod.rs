@@ -2,7 +2,7 @@
 //! RPATH/RUNPATH, rename DT_NEEDED entries together with the matching `.gnu.version_r` file
 //! names, and set SONAME.
 //!
-//! The edit changes as few bytes as possible (FORMATS.md §9.5): strings are reused, overwritten
+//! The edit changes as few bytes as possible (`docs/elf.md`): strings are reused, overwritten
 //! in place when nothing else shares their bytes, or appended to `.dynstr`; new dynamic entries go
 //! into DT_NULL slack; only when that is not enough does `.dynstr` and/or `.dynamic` move into a
 //! new PT_LOAD (see the `layout` module for the placement rules). Every output is re-checked

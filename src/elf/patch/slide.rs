@@ -1,4 +1,4 @@
-//! Room for one more program header in an **executable** (FORMATS.md §9.2).
+//! Room for one more program header in an **executable** (see `docs/elf.md`).
 //!
 //! A shared library's table can simply move into the new PT_LOAD (`ld.so` finds it through
 //! PT_PHDR or the PT_LOAD that maps `e_phoff`), but kernels before Linux 5.18 compute an

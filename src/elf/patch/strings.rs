@@ -1,6 +1,6 @@
 //! The dynamic string table while it is being edited.
 //!
-//! A new string is placed in the cheapest safe way (FORMATS.md §9.4):
+//! A new string is placed in the cheapest safe way (`docs/elf.md`, "Patching"):
 //! 1. **reuse** an existing NUL-terminated string, or the suffix of one, that spells it;
 //! 2. **overwrite** the old string in place when the new one fits over its bytes and no other
 //!    reference points into them. References are every DT string tag, every `vn_file`,

@@ -5,7 +5,7 @@
 //!
 //! * **cuts**: packs the containers from the section start, re-points every reference to them,
 //!   and removes the freed whole granules from the file by splitting the PT_LOAD that holds
-//!   them, so that no virtual address of anything else changes (FORMATS.md §5, §8.3); each
+//!   them, so that no virtual address of anything else changes (`docs/elf.md`, "Shrinking"); each
 //!   piece of the split PT_LOAD keeps only the permissions what it holds needs
 //!   (`flags`); or
 //! * **zeroes in place**: writes each container at its old offset and zeroes its tail. The
