@@ -3,6 +3,11 @@
 //!
 //! Every accessor takes input-derived offsets and returns an error instead of panicking, and
 //! every table is sized against the file length before anything is allocated for it.
+//!
+//! One of two header readers still: `shrink/layout.rs` is the other, with its own error texts
+//! and wider semantics (it reads PN_XNUM and SHN_XINDEX, which this one refuses or names `?`).
+//! They share the numbers in `consts.rs`; merging them onto `shrink/layout.rs`'s parser is the
+//! rest of issue 13 step 4.
 
 use super::ElfError;
 use crate::elf::consts::{

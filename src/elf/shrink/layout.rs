@@ -2,6 +2,9 @@
 //! program headers and the section headers, each validated against the file's length, plus
 //! the address/offset arithmetic that rewriting needs. Nothing here panics on hostile input:
 //! every read is bounds-checked and every sum overflow-checked.
+//!
+//! The patcher and the checker read headers through `elf/raw.rs` instead (see there); the
+//! numbers both use are in `elf/consts.rs`.
 
 use crate::elf::ElfError;
 use crate::elf::consts::{
