@@ -12,7 +12,6 @@ use crate::budget::Budget;
 use crate::device::{self, DeviceReport};
 use crate::diagnostic::Diagnostic;
 use crate::elf::Inspected;
-use crate::error::Error;
 use crate::facts::{self, InspectOptions, RecordCheck, WheelFacts};
 use crate::links::{self, Resolution, Tree};
 use crate::profile::{Action, ProfileSet, detect_cuda_major};
@@ -204,7 +203,7 @@ pub fn audit(paths: &[PathBuf], profiles: &ProfileSet, opts: &AuditOptions) -> A
                     ..InspectOptions::default()
                 };
                 let facts = facts::inspect_wheel(&wheel, inspect, &budget);
-                let device = device::scan_wheel(&wheel, &facts, &budget);
+                let device = device::scan_wheel(&facts);
                 for f in &facts.members {
                     if let Some(h) = f.sha256
                         && f.size >= DUPLICATE_MIN_SIZE
@@ -277,13 +276,11 @@ pub fn provided_by_machine<'a>(
 fn audit_wheel(
     wheel: &Wheel,
     facts: WheelFacts,
-    device: (Vec<DeviceReport>, Vec<Diagnostic>),
+    device_code: Vec<DeviceReport>,
     profiles: &ProfileSet,
     opts: &AuditOptions,
 ) -> WheelAudit {
-    let (device_code, device_diags) = device;
     let mut diagnostics = facts.diagnostics.clone();
-    diagnostics.extend(device_diags);
     let members = &facts.members;
     let installed_size: u64 = members.iter().map(|m| m.size).sum();
     let compressed_size = wheel.archive.file_len();
@@ -581,13 +578,4 @@ fn audit_wheel(
         record: facts.record,
         diagnostics,
     }
-}
-
-pub fn mib(b: u64) -> f64 {
-    b as f64 / (1024.0 * 1024.0)
-}
-
-/// Convenience for callers that want an error when a wheel cannot be opened.
-pub fn open_all(paths: &[PathBuf], limits: &Limits) -> Result<Vec<Wheel>, Error> {
-    paths.iter().map(|p| Wheel::open(p, limits)).collect()
 }

@@ -150,13 +150,6 @@ pub struct LibraryRule {
 }
 
 impl LibraryRule {
-    /// True when the licence is not an OSI-style open licence (a `LicenseRef-` or unknown).
-    pub fn is_proprietary(&self) -> bool {
-        self.license
-            .as_deref()
-            .is_some_and(|l| l.contains("LicenseRef-") || l.contains("Proprietary"))
-    }
-
     fn matches_name(&self, name: &str) -> bool {
         let name = unhash(name);
         version_prefixes(&name)

@@ -12,6 +12,7 @@ mod elf_kind;
 mod elf_patch;
 mod fatbin_fixtures;
 mod fuzz_regressions;
+mod golden;
 mod hostile;
 mod licenses;
 mod old_toolkits;
