@@ -11,6 +11,7 @@ mod elf_patch;
 mod fatbin_fixtures;
 mod fuzz_regressions;
 mod hostile;
+mod licensed_files;
 mod licenses;
 mod old_toolkits;
 mod pins;
