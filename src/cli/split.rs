@@ -29,6 +29,7 @@ pub fn run(args: &SplitArgs, printer: &Printer) -> Result<Outcome> {
         dry_run: args.dry_run,
         canonical_runtime: args.canonical_runtime,
         trim: super::trim::settings(&args.device)?,
+        strip_debug: args.strip_debug,
         progress: printer.bytes_progress(),
     };
     let bar = opts.progress.clone();
