@@ -375,6 +375,7 @@ pub fn main_cannot_fit(
     max_size: u64,
     largest: &[(String, u64)],
     has_device: bool,
+    debug_bytes: u64,
 ) -> crate::error::Error {
     let files = largest
         .iter()
@@ -386,12 +387,21 @@ pub fn main_cannot_fit(
     let index = format!(
         "ask the index for a per-file limit of at least {ask} MiB (PyPI: a file size limit request) and pass --max-size {ask}MiB"
     );
-    let hint = if has_device {
-        format!("trim device code to the GPUs you ship for (--sm/--gfx), or {index}")
-    } else {
-        format!(
-            "nothing it keeps has device code to trim, so nothing wheelslim does makes it fit: {index}"
-        )
+    let hint = match (has_device, debug_bytes > 0) {
+        (true, false) => {
+            format!("trim device code to the GPUs you ship for (--sm/--gfx), or {index}")
+        }
+        (true, true) => format!(
+            "trim device code to the GPUs you ship for (--sm/--gfx), remove the {} of debug sections (.debug_*) in what stays with --strip-debug, or {index}",
+            mib_text(debug_bytes)
+        ),
+        (false, true) => format!(
+            "what stays has no device code to trim, but {} of debug sections (.debug_*): remove them with --strip-debug, or {index}",
+            mib_text(debug_bytes)
+        ),
+        (false, false) => format!(
+            "nothing it keeps has device code to trim or debug sections to strip, so nothing wheelslim does makes it fit: {index}"
+        ),
     };
     crate::error::Error::refused(
         format!(

@@ -338,7 +338,7 @@ fn wheel(o: &mut String, w: &WheelAudit, max_size: u64, verbose: u8) {
         if debug_total > 0 {
             let _ = writeln!(
                 o,
-                "    debug sections take {} installed; building without -g (or stripping .debug_* before packing) would drop them",
+                "    debug sections take {} installed: `wheelslim trim --strip-debug` (or `split --strip-debug`) removes them, keeping every loaded byte; or build without -g",
                 size(debug_total)
             );
         }

@@ -390,12 +390,24 @@ pub fn split(
                     })
                     .map(|(n, b)| (inputs[m.input].0.member_location(n).to_string(), *b))
                     .collect();
+                // Debug sections --strip-debug would remove (none left when it is given).
+                let debug: u64 = if opts.strip_debug {
+                    0
+                } else {
+                    staying
+                        .iter()
+                        .filter_map(|(n, _)| facts.members.iter().find(|f| &f.name == n))
+                        .filter_map(|f| f.host_elf())
+                        .map(crate::elf::strip::debug_bytes)
+                        .sum()
+                };
                 let e = crate::checks::main_cannot_fit(
                     &opts.wheel_dir.join(&m.file_name).display().to_string(),
                     total,
                     opts.max_size,
                     &largest,
                     any_device,
+                    debug,
                 );
                 return Err(if any_estimate { as_estimate(e) } else { e });
             }

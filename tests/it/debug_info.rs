@@ -110,6 +110,7 @@ fn audit_reports_debug_bytes_per_library() {
     let small = stdout(&small);
     assert!(small.contains("To fit under"), "{small}");
     assert!(small.contains("debug sections take"), "{small}");
+    assert!(small.contains("trim --strip-debug"), "{small}");
 }
 
 /// The names in `.symtab`, as readelf lists them.
@@ -342,6 +343,8 @@ fn split_strip_debug_fits_a_wheel_that_fits_only_without_its_debug_info() {
         let o = wheelslim(&args);
         assert_eq!(code(&o), 2, "dry {dry}: {}", stderr(&o));
         assert!(stderr(&o).contains("limit"), "{}", stderr(&o));
+        // The hint names the option that makes it fit.
+        assert!(stderr(&o).contains("with --strip-debug"), "{}", stderr(&o));
     }
 
     // The dry run with --strip-debug estimates the sizes after the strip and says they fit.
