@@ -18,7 +18,8 @@
 #
 # For every wheel: audit (and --json, counted against cuobjdump), split --dry-run, split into a
 # temporary folder, trim to an architecture the wheel carries (when it has device code), and for
-# the vendor's own wheels split --upstream. Every output set is then checked with readelf,
+# the vendor's own wheels split --upstream; wheels flagged `debug` are also split and trimmed
+# with --strip-debug. Every output set is then checked with readelf,
 # eu-elflint (no complaint the input did not have), cuobjdump / clang-offload-bundler (device code
 # kept as asked), pip install into a fresh venv (--no-index --find-links), ldd of the installed set
 # against the installed input (no NEEDED newly "not found"), LD_BIND_NOW=1 dlopen of every library
@@ -380,6 +381,35 @@ check_wheel() {
       oracles trim trim "$targ" "${touts[@]}"
     else
       result "$name" trim FAIL "${topt[*]}: exit $rc after ${secs}s: $(errtext "$wd/trim.err")"
+    fi
+  fi
+  if [[ ",$flags," == *,debug,* ]]; then
+    # over the limit because of its debug sections: split and trim with --strip-debug
+    ws split-debug-dry split --strip-debug --dry-run -w "$wd/split-debug-dry/main" --runtime-dir "$wd/split-debug-dry/rt" "$whl"
+    local ddry_rc=$rc ddry_est; ddry_est="$(grep -m1 '(main): about' "$wd/split-debug-dry.out" | sed 's/^size [^ ]* //')"
+    ws split-debug split --strip-debug -w "$wd/split-debug/main" --runtime-dir "$wd/split-debug/rt" "$whl"
+    local douts=(); mapfile -t douts < <(find "$wd/split-debug" -name '*.whl' 2>/dev/null | sort)
+    if [ -n "$(find "$wd/split-debug-dry" -type f 2>/dev/null)" ]; then
+      result "$name" split-debug-dry FAIL "--strip-debug --dry-run wrote files"
+    elif [ $ddry_rc = $rc ]; then
+      result "$name" split-debug-dry PASS "--strip-debug --dry-run and split both exit $rc; dry run: ${ddry_est:-no estimate}"
+    else
+      result "$name" split-debug-dry FAIL "--strip-debug --dry-run exit $ddry_rc, split exit $rc: $(errtext "$wd/split-debug-dry.err")"
+    fi
+    if [ $rc = 0 ] && [ ${#douts[@]} -gt 0 ]; then
+      local dbig; dbig="$(for o in "${douts[@]}"; do stat -c %s "$o"; done | sort -rn | head -1)"
+      result "$name" split-debug "$([ "$dbig" -gt $limit ] && echo FAIL || echo PASS)" "--strip-debug: ${secs}s, $(mib "$insize") -> ${#douts[@]} wheel(s) $(mib "$(sizes "${douts[@]}")") in all, largest $(mib "$dbig")"
+      oracles split-debug split - "${douts[@]}"
+    else
+      result "$name" split-debug FAIL "--strip-debug: exit $rc after ${secs}s: $(errtext "$wd/split-debug.err")"
+    fi
+    ws trim-debug trim --strip-debug -w "$wd/trim-debug" "$whl"
+    local tdouts=(); mapfile -t tdouts < <(find "$wd/trim-debug" -name '*.whl' 2>/dev/null | sort)
+    if [ $rc = 0 ] && [ ${#tdouts[@]} -gt 0 ]; then
+      result "$name" trim-debug PASS "--strip-debug: ${secs}s, $(mib "$insize") -> $(mib "$(sizes "${tdouts[@]}")")"
+      oracles trim-debug split - "${tdouts[@]}"
+    else
+      result "$name" trim-debug FAIL "--strip-debug: exit $rc after ${secs}s: $(errtext "$wd/trim-debug.err")"
     fi
   fi
   local absent; absent="$(tr ',' '\n' <<<"$flags" | sed -n 's/^absent=//p')"
