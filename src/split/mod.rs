@@ -200,6 +200,19 @@ pub fn split(
             .and_then(|f| f.host_elf())
             .map_or(0, crate::elf::strip::debug_bytes)
     };
+    // Debug bytes a size refusal can point at: those --strip-debug was not asked to remove.
+    let unstripped_debug = |input: usize, member: &str| -> u64 {
+        if opts.strip_debug {
+            return 0;
+        }
+        inputs[input]
+            .1
+            .members
+            .iter()
+            .find(|f| f.name == member)
+            .and_then(|f| f.host_elf())
+            .map_or(0, crate::elf::strip::debug_bytes)
+    };
     let changes = |input: usize, member: &str| {
         (trimming && has_device(input, member)) || debug_of(input, member) > 0
     };
@@ -317,6 +330,7 @@ pub fn split(
                     opts.max_size,
                     has_device(l.input, &l.member),
                     trimming,
+                    unstripped_debug(l.input, &l.member),
                 );
                 return Err(if changes(l.input, &l.member) {
                     as_estimate(e)
@@ -842,6 +856,7 @@ pub fn split(
                 opts.max_size,
                 has_device(l.input, &l.member),
                 trimming,
+                unstripped_debug(l.input, &l.member),
             )
         })?;
         let n = bins.len();
@@ -1299,6 +1314,7 @@ fn too_big(
     max_size: u64,
     has_device: bool,
     trimming: bool,
+    debug: u64,
 ) -> Error {
     crate::checks::cannot_fit_alone(
         &wheel.member_location(member).to_string(),
@@ -1307,5 +1323,6 @@ fn too_big(
         RUNTIME_OVERHEAD,
         has_device,
         trimming,
+        debug,
     )
 }

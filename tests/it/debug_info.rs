@@ -398,6 +398,14 @@ fn split_strip_debug_fits_a_wheel_that_fits_only_without_its_debug_info() {
     ]);
     assert_eq!(code(&o), 2, "{}", stdout(&o));
     assert!(stderr(&o).contains("estimated"), "{}", stderr(&o));
+    // Without --strip-debug, the refusal of that library names the option.
+    let o = wheelslim(&["split", "--dry-run", "--max-size", &tiny, p, "-w", &w]);
+    assert_eq!(code(&o), 2, "{}", stdout(&o));
+    assert!(
+        stderr(&o).contains("libcudart.so.12") && stderr(&o).contains("with --strip-debug"),
+        "{}",
+        stderr(&o)
+    );
 
     // The real run fits, strips both the main wheel's library and the moved one.
     let main_dir = dir("main");
