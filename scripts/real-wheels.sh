@@ -195,7 +195,8 @@ oracles() {
   ws "$label-verify" verify --baseline "$whl" "${outs[@]}"
   if [ $rc = 0 ]; then
     local inh; inh="$(grep -c -E '^\s*inherited' "$wd/$label-verify.out")"
-    result "$name" "$label:verify" PASS "wheelslim verify --baseline INPUT: $(tail -n 1 "$wd/$label-verify.out")${inh:+ ($inh inherited line(s))}"
+    [ "$inh" = 0 ] && inh=""
+    result "$name" "$label:verify" PASS "wheelslim verify --baseline INPUT: $(tail -n 1 "$wd/$label-verify.out")${inh:+ ($inh inherited finding line(s))}"
   elif [ $rc = 1 ] && [ $verify_in_rc = 1 ]; then
     # what is left is not inherited; only the size rules (never inherited: a trim may leave a
     # wheel over the limit, as the input was) may still be findings the input had
