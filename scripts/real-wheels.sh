@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Checks wheelslim against real GPU/NPU wheels from PyPI, with outside oracles only.
-# Not part of ./test.sh: it downloads about 1 GiB once (cached outside the repository) and takes
+# Not part of ./test.sh: it downloads about 1.1 GiB once (cached outside the repository) and takes
 # minutes. The wheels, pinned by version and sha256, are listed in scripts/real-wheels.txt.
 #
 #   scripts/real-wheels.sh [--quick] [--only NAME]... [--keep] [--strict] [--results FILE] [--list]
