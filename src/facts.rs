@@ -106,8 +106,9 @@ pub struct WheelFacts {
 pub struct InspectOptions<'a> {
     /// Keep and describe ELF objects and device files (false: hash only).
     pub describe: bool,
-    /// Advanced by each member's uncompressed size once it is inspected. The library only
-    /// counts; whether and how it is drawn is the command line's business.
+    /// Advanced by each member's uncompressed bytes as they are inflated (the rest of its size
+    /// once it is done, see [`MemberProgress`]). The library only counts; whether and how it
+    /// is drawn is the command line's business.
     pub progress: Option<&'a indicatif::ProgressBar>,
 }
 
@@ -165,12 +166,54 @@ impl<'b> Kept<'b> {
     }
 }
 
+/// Counts one member's uncompressed bytes on a progress bar as they are inflated, so that a
+/// large member moves the bar while it streams instead of all at once when it is done. When
+/// it is dropped it adds what was not streamed (a folder, an unreadable member, a stream that
+/// stopped early), so each member counts exactly its size, once.
+pub(crate) struct MemberProgress<'a> {
+    bar: Option<&'a indicatif::ProgressBar>,
+    size: u64,
+    counted: std::cell::Cell<u64>,
+}
+
+impl<'a> MemberProgress<'a> {
+    pub(crate) fn new(bar: Option<&'a indicatif::ProgressBar>, size: u64) -> Self {
+        MemberProgress {
+            bar,
+            size,
+            counted: std::cell::Cell::new(0),
+        }
+    }
+
+    /// `n` more bytes were inflated (never counted past the member's size).
+    pub(crate) fn add(&self, n: usize) {
+        let counted = self.counted.get();
+        let n = (n as u64).min(self.size - counted);
+        if n > 0 {
+            self.counted.set(counted + n);
+            if let Some(b) = self.bar {
+                b.inc(n);
+            }
+        }
+    }
+}
+
+impl Drop for MemberProgress<'_> {
+    fn drop(&mut self) {
+        let rest = self.size - self.counted.get();
+        if let (Some(b), true) = (self.bar, rest > 0) {
+            b.inc(rest);
+        }
+    }
+}
+
 /// Inflates one member once: hashes it, and keeps its bytes when `keep(first_bytes)` says so.
 fn stream_member<'b>(
     wheel: &Wheel,
     m: &Member,
     budget: &'b Budget,
     keep: impl Fn(&[u8]) -> bool,
+    progress: &MemberProgress,
 ) -> Result<(Streamed, Option<crate::budget::Reservation<'b>>), ZipError> {
     let mut hash = HashState::default();
     let mut kept: Option<Vec<u8>> = None;
@@ -180,6 +223,7 @@ fn stream_member<'b>(
     let mut head: Vec<u8> = Vec::new();
     let mut marks = Vec::new();
     wheel.archive.stream_marked(m, Some(&mut marks), |chunk| {
+        progress.add(chunk.len());
         hash.update(chunk);
         if !decided {
             head.extend_from_slice(chunk);
@@ -229,11 +273,8 @@ pub fn inspect_wheel_with<'b, T: Send>(
     let sizes: Vec<u64> = members.iter().map(|m| m.size).collect();
     let results: Vec<(MemberFacts, Vec<Diagnostic>, Option<T>)> =
         crate::schedule::largest_first(&sizes, |i| {
-            let r = inspect_member(wheel, &members[i], opts, budget, work);
-            if let Some(p) = opts.progress {
-                p.inc(sizes[i]);
-            }
-            r
+            let progress = MemberProgress::new(opts.progress, sizes[i]);
+            inspect_member(wheel, &members[i], opts, budget, work, &progress)
         });
     let mut diagnostics = Vec::new();
     let mut facts = Vec::with_capacity(results.len());
@@ -260,6 +301,7 @@ fn inspect_member<'b, T>(
     opts: InspectOptions,
     budget: &'b Budget,
     work: &(dyn Fn(&MemberFacts, Kept<'b>) -> Option<T> + Sync),
+    progress: &MemberProgress,
 ) -> (MemberFacts, Vec<Diagnostic>, Option<T>) {
     let mut diags = Vec::new();
     let loc = wheel.member_location(&m.name);
@@ -302,7 +344,7 @@ fn inspect_member<'b, T>(
         }
         false
     };
-    let (streamed, reservation) = match stream_member(wheel, m, budget, keep) {
+    let (streamed, reservation) = match stream_member(wheel, m, budget, keep, progress) {
         Ok(s) => s,
         Err(err) => {
             diags.push(Diagnostic::from_error(&Error::Zip { location: loc, err }));
@@ -491,4 +533,77 @@ fn check_record(wheel: &Wheel, facts: &[MemberFacts], diags: &mut Vec<Diagnostic
         ));
     }
     check
+}
+
+#[cfg(test)]
+mod progress_tests {
+    use super::*;
+
+    #[test]
+    fn a_member_counts_as_it_streams_and_exactly_its_size_once() {
+        let bar = indicatif::ProgressBar::hidden();
+        {
+            let p = MemberProgress::new(Some(&bar), 10);
+            p.add(4);
+            assert_eq!(bar.position(), 4);
+            p.add(4);
+            assert_eq!(bar.position(), 8);
+            // A stream that claims more than the member's size never counts past it.
+            p.add(5);
+            assert_eq!(bar.position(), 10);
+        }
+        assert_eq!(bar.position(), 10);
+        {
+            // A member that stopped early (or was never streamed) counts the rest when done.
+            let p = MemberProgress::new(Some(&bar), 7);
+            p.add(3);
+            assert_eq!(bar.position(), 13);
+        }
+        assert_eq!(bar.position(), 17);
+        drop(MemberProgress::new(None, 5));
+    }
+
+    /// While a member is still being worked on (its bytes just inflated, `work` not yet
+    /// returned) its bytes are already on the bar: before, the bar moved only once a member
+    /// was done, so one large member left it at 0 for the whole inflate.
+    #[test]
+    fn inspecting_counts_bytes_before_the_member_is_done() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(
+            "fixtures/wheels/slimdemo-0.1.0-cp38-abi3-manylinux2014_x86_64.manylinux_2_17_x86_64.whl",
+        );
+        let wheel = Wheel::open(&path, &crate::wheel::Limits::default()).unwrap();
+        let total: u64 = wheel.archive.members().iter().map(|m| m.size).sum();
+        let bar = indicatif::ProgressBar::hidden();
+        bar.set_length(total);
+        let budget = Budget::new(u64::MAX);
+        let seen: std::sync::Mutex<Vec<(String, u64, u64)>> = Default::default();
+        let work = |f: &MemberFacts, _k: Kept| {
+            seen.lock()
+                .unwrap()
+                .push((f.name.clone(), f.size, bar.position()));
+            None::<()>
+        };
+        let opts = InspectOptions {
+            progress: Some(&bar),
+            ..InspectOptions::default()
+        };
+        // One worker: members go one after the other, the largest first.
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap();
+        pool.install(|| inspect_wheel_with(&wheel, opts, &budget, &work));
+        let seen = seen.into_inner().unwrap();
+        assert_eq!(seen.len(), 3, "{seen:?}");
+        // The largest member is inspected first: the bar holds exactly its bytes.
+        let (name, size, at) = &seen[0];
+        assert_eq!(
+            (name.as_str(), *at),
+            ("slimdemo.libs/libcublas-d368dffb.so.12", *size)
+        );
+        for (name, size, at) in &seen {
+            assert!(at >= size, "{name}: {at} counted of its {size} bytes");
+        }
+        assert_eq!(bar.position(), total);
+    }
 }

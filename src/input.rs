@@ -6,7 +6,7 @@
 use std::fs::{File, Metadata};
 use std::io::{self, Read};
 use std::os::unix::fs::FileTypeExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// The most wheelslim reads of a text file that is not an archive: profiles and
 /// `pyproject.toml` are a few KiB; more is a mistake (`--profile /dev/zero`) or an attack.
@@ -116,9 +116,171 @@ pub fn read_text(path: &Path) -> io::Result<String> {
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "it is not UTF-8 text"))
 }
 
+/// The wheels the user named: a folder stands for the `*.whl` files directly in it (not in its
+/// subfolders, not hidden ones), sorted by name so the order does not depend on the file
+/// system; files stay as they are. A wheel both a folder and its own path name is read once. A
+/// folder with no wheels is an error.
+pub fn expand_folders(paths: &[PathBuf]) -> Result<Vec<PathBuf>, crate::Error> {
+    let mut out: Vec<PathBuf> = Vec::with_capacity(paths.len());
+    let mut from_folders: Vec<PathBuf> = Vec::new();
+    for p in paths {
+        if !std::fs::metadata(p).is_ok_and(|m| m.is_dir()) {
+            if !from_folders.contains(p) {
+                out.push(p.clone());
+            }
+            continue;
+        }
+        let entries =
+            std::fs::read_dir(p).map_err(|e| crate::Error::io("list the folder", p.clone(), e))?;
+        let mut found: Vec<PathBuf> = Vec::new();
+        for e in entries {
+            let e = e.map_err(|e| crate::Error::io("list the folder", p.clone(), e))?;
+            let name = e.file_name();
+            let Some(name) = name.to_str() else {
+                continue; // not a wheel name, which is ASCII
+            };
+            if name.starts_with('.') || !name.ends_with(".whl") {
+                continue;
+            }
+            let path = p.join(name);
+            // A subfolder is not searched, even one named like a wheel; anything else (a FIFO,
+            // a dangling link) is passed on, to be refused with its own reason.
+            if std::fs::metadata(&path).is_ok_and(|m| m.is_dir()) {
+                continue;
+            }
+            found.push(path);
+        }
+        if found.is_empty() {
+            return Err(crate::Error::refused(
+                format!("{}: a folder with no wheels (`*.whl` files) in it", p.display()),
+                Some(
+                    "a folder given as input stands for the wheels directly in it, not in its subfolders; build the wheels first, or name them"
+                        .to_string(),
+                ),
+            ));
+        }
+        found.sort();
+        for f in found {
+            if !out.contains(&f) {
+                from_folders.push(f.clone());
+                out.push(f);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Checks that an output folder (`-w`, `--runtime-dir`) is not a file, nor inside one, before
+/// anything is read: `option` names it in the message.
+pub fn check_output_dir(dir: &Path, option: &str) -> Result<(), crate::Error> {
+    for at in dir.ancestors().filter(|a| !a.as_os_str().is_empty()) {
+        let Ok(meta) = std::fs::metadata(at) else {
+            continue; // made when the outputs are written
+        };
+        if meta.is_dir() {
+            return Ok(());
+        }
+        let kind = not_regular(&meta).unwrap_or("a file");
+        let what = if at == dir {
+            format!("{option} {}: it is {kind}, not a folder", dir.display())
+        } else {
+            format!(
+                "{option} {}: `{}` is {kind}, not a folder",
+                dir.display(),
+                at.display()
+            )
+        };
+        let parent = at
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map_or(".".to_string(), |p| p.display().to_string());
+        let hint = if at.extension().is_some_and(|e| e == "whl") {
+            format!(
+                "{option} takes the folder to write the wheels into (made if missing), such as `{option} {parent}`; each output keeps its wheel's file name"
+            )
+        } else {
+            format!(
+                "{option} takes a folder to write into (made if missing): name a new or existing folder, such as `{option} wheelhouse`"
+            )
+        };
+        return Err(crate::Error::refused(what, Some(hint)));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn folders_stand_for_their_wheels_in_name_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        for f in [
+            "b-1.0-py3-none-any.whl",
+            "a-1.0-py3-none-any.whl",
+            ".hidden.whl",
+            "notes.txt",
+        ] {
+            std::fs::write(d.join(f), b"x").unwrap();
+        }
+        std::fs::create_dir(d.join("sub.whl")).unwrap();
+        std::fs::write(d.join("sub.whl/c-1.0-py3-none-any.whl"), b"x").unwrap();
+        let one = PathBuf::from("x.whl");
+        let got = expand_folders(&[
+            one.clone(),
+            d.to_path_buf(),
+            d.join("a-1.0-py3-none-any.whl"),
+        ])
+        .unwrap();
+        assert_eq!(
+            got,
+            [
+                one,
+                d.join("a-1.0-py3-none-any.whl"),
+                d.join("b-1.0-py3-none-any.whl"),
+            ]
+        );
+        // Given itself, a folder named like a wheel is a folder like any other.
+        assert_eq!(
+            expand_folders(&[d.join("sub.whl")]).unwrap(),
+            [d.join("sub.whl/c-1.0-py3-none-any.whl")]
+        );
+        let empty = d.join("empty");
+        std::fs::create_dir(&empty).unwrap();
+        let e = expand_folders(std::slice::from_ref(&empty))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            format!(
+                "{}: a folder with no wheels (`*.whl` files) in it",
+                empty.display()
+            )
+        );
+    }
+
+    #[test]
+    fn an_output_folder_that_is_a_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pkg-1.0-py3-none-any.whl");
+        std::fs::write(&file, b"x").unwrap();
+        let e = check_output_dir(&file, "-w").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!("-w {}: it is a file, not a folder", file.display())
+        );
+        assert!(
+            e.hint()
+                .unwrap()
+                .contains(&format!("`-w {}`", dir.path().display()))
+        );
+        let e = check_output_dir(&file.join("sub"), "--runtime-dir").unwrap_err();
+        assert!(e.to_string().contains("is a file, not a folder"), "{e}");
+        assert!(check_output_dir(&dir.path().join("new/deeper"), "-w").is_ok());
+        assert!(check_output_dir(dir.path(), "-w").is_ok());
+        assert!(check_output_dir(Path::new("relative-new"), "-w").is_ok());
+    }
 
     #[test]
     fn only_regular_files_and_links_to_them_are_read() {

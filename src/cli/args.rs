@@ -10,6 +10,9 @@ use clap::{Args, Parser, Subcommand};
     version,
     about = "Split fat GPU/NPU wheels into slim wheels plus shared runtime wheels, trim device code, and audit what PyPI will refuse",
     after_help = "Exit codes: 0 ok, 1 a check found something, 2 error.\n\
+Options can also come from [tool.wheelslim] in pyproject.toml (this folder or one above, up to \
+the project's root; -v says which); the command line wins, and every flag has a --no-… form \
+that undoes it (listed in --help).\n\
 Shell completions: `wheelslim completions bash|zsh|fish`; a man page: `wheelslim man`."
 )]
 pub struct Cli {
@@ -23,17 +26,31 @@ pub struct Cli {
 #[command(next_help_heading = "Global options")]
 pub struct GlobalArgs {
     /// Print less (only errors and the result).
-    #[arg(short, long, global = true)]
+    #[arg(short, long, global = true, overrides_with = "no_quiet")]
     pub quiet: bool,
+    /// Undo --quiet (one set in pyproject.toml, say).
+    #[arg(long, global = true, overrides_with = "quiet", hide_short_help = true)]
+    pub no_quiet: bool,
     /// Print more detail.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
     /// Machine-readable JSON on stdout (human messages go to stderr).
-    #[arg(long, global = true)]
+    #[arg(long, global = true, overrides_with = "no_json")]
     pub json: bool,
+    /// Undo --json (one set in pyproject.toml, say).
+    #[arg(long, global = true, overrides_with = "json", hide_short_help = true)]
+    pub no_json: bool,
     /// Never draw progress bars.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, overrides_with = "progress")]
     pub no_progress: bool,
+    /// Undo --no-progress: draw progress bars when stderr is a terminal (the default).
+    #[arg(
+        long,
+        global = true,
+        overrides_with = "no_progress",
+        hide_short_help = true
+    )]
+    pub progress: bool,
     /// Worker threads (default: one per core).
     #[arg(short, long, global = true, value_name = "N")]
     pub jobs: Option<usize>,
@@ -96,8 +113,13 @@ const AUDIT_EXAMPLES: &str = "Examples:
 const SPLIT_EXAMPLES: &str = "Examples:
   wheelslim split -w wheelhouse --runtime-dir runtime dist/*.whl
   wheelslim split --upstream --unhash --sm 80,90 -w wheelhouse dist/*.whl
+  wheelslim split --move 'libfoo*.so*' --keep libnvToolsExt.so.1 --dry-run dist/
 
-  cibuildwheel (pyproject.toml [tool.cibuildwheel.linux]), one main wheel in {dest_dir}:
+  after cibuildwheel, on the host (recommended; every Python version's wheel at once):
+    cibuildwheel --output-dir wheelhouse && wheelslim split wheelhouse/*.whl -w dist/ --unhash
+
+  inside cibuildwheel (pyproject.toml [tool.cibuildwheel.linux]), one main wheel in {dest_dir};
+  /output is cibuildwheel's internal folder (see README):
     repair-wheel-command = \"rm -rf /tmp/repaired && auditwheel repair -w /tmp/repaired {wheel} \\
       && wheelslim split /tmp/repaired/*.whl -w {dest_dir} --runtime-dir /output/runtime-wheels\"";
 
@@ -125,9 +147,10 @@ const COMPLETIONS_EXAMPLES: &str = "Examples:
 #[derive(Debug, Args)]
 pub struct SplitArgs {
     /// Wheels to split (for example every CPython version's build of one project).
+    /// A folder stands for the `*.whl` files directly in it, in name order.
     #[arg(required = true, value_name = "WHEEL")]
     pub wheels: Vec<PathBuf>,
-    /// Folder for the main wheels.
+    /// Folder for the main wheels (made if missing).
     #[arg(short = 'w', long, value_name = "DIR", default_value = "wheelhouse")]
     pub wheel_dir: PathBuf,
     /// Folder for the runtime wheels (default: the same as --wheel-dir). cibuildwheel wants
@@ -140,33 +163,69 @@ pub struct SplitArgs {
     pub profiles: Vec<String>,
     /// Depend on upstream wheels (e.g. nvidia-cublas-cu12) instead of bundling, for libraries
     /// whose profile entry names one.
-    #[arg(long)]
+    #[arg(long, overrides_with = "no_upstream")]
     pub upstream: bool,
+    /// Undo --upstream (one set in pyproject.toml, say).
+    #[arg(long, overrides_with = "upstream", hide_short_help = true)]
+    pub no_upstream: bool,
     /// Restore public sonames of auditwheel-renamed libraries (libcudart-80664282.so.12 →
     /// libcudart.so.12) in runtime wheels.
-    #[arg(long)]
+    #[arg(long, overrides_with = "no_unhash")]
     pub unhash: bool,
+    /// Undo --unhash (one set in pyproject.toml, say).
+    #[arg(long, overrides_with = "unhash", hide_short_help = true)]
+    pub no_unhash: bool,
     /// Also move matched libraries that no ELF object in the wheel links. By default they stay
     /// where they are, since something loads them by path (a profiler opening CUPTI from its
     /// folder); plugins a moved library opens itself (NVRTC builtins, cuDNN sub-libraries)
     /// move with it either way.
-    #[arg(long)]
+    #[arg(long, overrides_with = "no_move_unlinked")]
     pub move_unlinked: bool,
+    /// Undo --move-unlinked (one set in pyproject.toml, say).
+    #[arg(long, overrides_with = "move_unlinked", hide_short_help = true)]
+    pub no_move_unlinked: bool,
+    /// Move bundled libraries by file name or soname glob such as `libfoo*.so*` (repeatable),
+    /// even ones nothing links: one no profile lists goes into the runtime wheel
+    /// `{project}-runtime-extra`, one a profile lists follows that profile's rule.
+    #[arg(long = "move", value_name = "GLOB")]
+    pub moves: Vec<String>,
+    /// Keep a library in the main wheel that a profile would move (or that a moving library
+    /// would take along), by file name or soname glob (repeatable).
+    #[arg(long = "keep", value_name = "GLOB")]
+    pub keeps: Vec<String>,
     /// Per-file size limit for every output.
     #[arg(long, value_name = "SIZE", default_value = "100MiB", value_parser = parse_size)]
     pub max_size: u64,
+    /// Make each main package load its runtime wheels' libraries itself, from whichever
+    /// sys.path entry they were installed into (a user site, a --target folder), before its
+    /// extension modules load: adds `<package>/_wheelslim_preload.py` and one import line to
+    /// the package's __init__.py. Without it, such installs must call preload().
+    #[arg(long, overrides_with = "no_preload_hook")]
+    pub preload_hook: bool,
+    /// Undo --preload-hook (one set in pyproject.toml, say).
+    #[arg(long, overrides_with = "preload_hook", hide_short_help = true)]
+    pub no_preload_hook: bool,
     /// Print the plan and write nothing.
-    #[arg(long)]
+    #[arg(long, overrides_with = "no_dry_run")]
     pub dry_run: bool,
+    /// Undo --dry-run (one set in pyproject.toml, say).
+    #[arg(long, overrides_with = "dry_run", hide_short_help = true)]
+    pub no_dry_run: bool,
     /// Re-deflate runtime-wheel members with wheelslim's own deterministic deflate, so the
     /// runtime wheel's bytes do not depend on how the input wheels were compressed (slower).
-    #[arg(long)]
+    #[arg(long, overrides_with = "no_canonical_runtime")]
     pub canonical_runtime: bool,
+    /// Undo --canonical-runtime (one set in pyproject.toml, say).
+    #[arg(long, overrides_with = "canonical_runtime", hide_short_help = true)]
+    pub no_canonical_runtime: bool,
     /// Also remove the non-allocated debug sections (.debug_*) of every ELF object, in the
     /// main and the runtime wheels, keeping every loaded byte where it is (as `trim
     /// --strip-debug`): a wheel that fits only without its debug info splits in one step.
-    #[arg(long)]
+    #[arg(long, overrides_with = "no_strip_debug")]
     pub strip_debug: bool,
+    /// Undo --strip-debug (one set in pyproject.toml, say).
+    #[arg(long, overrides_with = "strip_debug", hide_short_help = true)]
+    pub no_strip_debug: bool,
     /// Trim device code too, in every library that moves or stays (see `wheelslim trim`).
     #[command(flatten)]
     pub device: DeviceArgs,
@@ -195,20 +254,27 @@ pub struct DeviceArgs {
     pub gfx: Option<String>,
     /// Write a wheel even when the trim leaves it with no device code for any GPU (with
     /// `--unmatched drop`, when nothing in it matches the targets). Refused otherwise.
-    #[arg(long)]
+    #[arg(long, overrides_with = "no_allow_no_device_code")]
     pub allow_no_device_code: bool,
+    /// Undo --allow-no-device-code (one set in pyproject.toml, say).
+    #[arg(long, overrides_with = "allow_no_device_code", hide_short_help = true)]
+    pub no_allow_no_device_code: bool,
     /// Never remove bytes from files: rewrite device code in place and zero what is dropped
     /// (the wheel still shrinks after compression).
-    #[arg(long)]
+    #[arg(long, overrides_with = "no_zero_only")]
     pub zero_only: bool,
+    /// Undo --zero-only (one set in pyproject.toml, say).
+    #[arg(long, overrides_with = "zero_only", hide_short_help = true)]
+    pub no_zero_only: bool,
 }
 
 #[derive(Debug, Args)]
 pub struct TrimArgs {
     /// Wheels to trim.
+    /// A folder stands for the `*.whl` files directly in it, in name order.
     #[arg(required = true, value_name = "WHEEL")]
     pub wheels: Vec<PathBuf>,
-    /// Folder for the trimmed wheels.
+    /// Folder for the trimmed wheels (made if missing).
     #[arg(short = 'w', long, value_name = "DIR", default_value = "wheelhouse")]
     pub wheel_dir: PathBuf,
     #[command(flatten)]
@@ -217,12 +283,18 @@ pub struct TrimArgs {
     #[arg(long, value_name = "SIZE", default_value = "100MiB", value_parser = parse_size)]
     pub max_size: u64,
     /// Show per library and architecture what would be kept and dropped; write nothing.
-    #[arg(long)]
+    #[arg(long, overrides_with = "no_dry_run")]
     pub dry_run: bool,
+    /// Undo --dry-run (one set in pyproject.toml, say).
+    #[arg(long, overrides_with = "dry_run", hide_short_help = true)]
+    pub no_dry_run: bool,
     /// Also remove the non-allocated debug sections (.debug_*) of every ELF object, keeping
     /// every loaded byte where it is (.symtab stays).
-    #[arg(long)]
+    #[arg(long, overrides_with = "no_strip_debug")]
     pub strip_debug: bool,
+    /// Undo --strip-debug (one set in pyproject.toml, say).
+    #[arg(long, overrides_with = "strip_debug", hide_short_help = true)]
+    pub no_strip_debug: bool,
 
     #[command(flatten)]
     pub archive: ArchiveArgs,
@@ -231,6 +303,7 @@ pub struct TrimArgs {
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
     /// Wheels that will be installed together.
+    /// A folder stands for the `*.whl` files directly in it, in name order.
     #[arg(required = true, value_name = "WHEEL")]
     pub wheels: Vec<PathBuf>,
     /// Per-file upload limit.
@@ -252,14 +325,18 @@ pub struct VerifyArgs {
 #[derive(Debug, Args)]
 pub struct AuditArgs {
     /// Wheels to audit.
+    /// A folder stands for the `*.whl` files directly in it, in name order.
     #[arg(required = true, value_name = "WHEEL")]
     pub wheels: Vec<PathBuf>,
     /// Per-file upload limit (PyPI's default is 100 MiB).
     #[arg(long, value_name = "SIZE", default_value = "100MiB", value_parser = parse_size)]
     pub max_size: u64,
     /// Exit 1 when any check fails (size, upload rules, forbidden libraries, RECORD, manylinux).
-    #[arg(long)]
+    #[arg(long, overrides_with = "no_check")]
     pub check: bool,
+    /// Undo --check (one set in pyproject.toml, say).
+    #[arg(long, overrides_with = "check", hide_short_help = true)]
+    pub no_check: bool,
     /// Profiles to match vendor libraries with: a built-in name or a TOML file (repeatable;
     /// default: all built-in profiles).
     #[arg(long = "profile", value_name = "NAME|PATH")]
@@ -284,6 +361,16 @@ pub enum ProfilesAction {
         /// A built-in name or a path to a TOML file.
         name: String,
     },
+}
+
+/// The flag that undoes a flag, by long name: `no-unhash` for `unhash`, `progress` for
+/// `no-progress`. Every flag has one (a unit test holds them to it), so the command line can
+/// always undo what `[tool.wheelslim]` sets.
+pub fn negation(long: &str) -> String {
+    match long.strip_prefix("no-") {
+        Some(rest) => rest.to_string(),
+        None => format!("no-{long}"),
+    }
 }
 
 /// Parses sizes like `100MiB`, `1.5GB`, `104857600`, `64k`.
@@ -327,6 +414,45 @@ mod tests {
         assert_eq!(parse_size("64k").unwrap(), 65536);
         assert!(parse_size("ten").is_err());
         assert!(parse_size("5 parsecs").is_err());
+    }
+
+    #[test]
+    fn every_flag_has_a_form_that_undoes_it_and_the_last_one_wins() {
+        use clap::CommandFactory;
+        let mut cmd = Cli::command();
+        cmd.build();
+        let mut checked = 0;
+        for sub in cmd.get_subcommands() {
+            for arg in sub.get_arguments() {
+                if !matches!(arg.get_action(), clap::ArgAction::SetTrue) {
+                    continue;
+                }
+                let long = arg.get_long().expect("flags have long names");
+                let neg = negation(long);
+                let Some(undo) = sub.get_arguments().find(|a| a.get_long() == Some(&neg)) else {
+                    panic!("`{} --{long}` has no `--{neg}`", sub.get_name());
+                };
+                assert!(matches!(undo.get_action(), clap::ArgAction::SetTrue));
+                let name = sub.get_name();
+                let mut base = vec!["wheelslim", name];
+                match name {
+                    "completions" => base.push("bash"),
+                    "audit" | "split" | "trim" | "verify" => base.push("a.whl"),
+                    _ => {}
+                }
+                let (on, off) = (format!("--{long}"), format!("--{neg}"));
+                for (order, expect) in [([&on, &off], false), ([&off, &on], true)] {
+                    let mut argv: Vec<&str> = base.clone();
+                    argv.extend(order.iter().map(|s| s.as_str()));
+                    let m = cmd.clone().try_get_matches_from(&argv).unwrap();
+                    let (_, sm) = m.subcommand().unwrap();
+                    let id = arg.get_id().as_str();
+                    assert_eq!(sm.get_flag(id), expect, "{argv:?}");
+                }
+                checked += 1;
+            }
+        }
+        assert!(checked >= 40, "only {checked} flags");
     }
 
     #[test]

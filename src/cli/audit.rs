@@ -26,6 +26,7 @@ pub fn profiles(specs: &[String]) -> Result<ProfileSet> {
 
 pub fn run(args: &AuditArgs, g: &GlobalArgs, printer: &Printer) -> Result<Outcome> {
     let profiles = profiles(&args.profiles)?;
+    let wheels = crate::input::expand_folders(&args.wheels)?;
     let opts = AuditOptions {
         max_size: args.max_size,
         limits: limits(&args.archive),
@@ -35,7 +36,7 @@ pub fn run(args: &AuditArgs, g: &GlobalArgs, printer: &Printer) -> Result<Outcom
     };
     let bar = opts.progress.clone();
     bar.set_message("inspecting");
-    let report = audit(&args.wheels, &profiles, &opts);
+    let report = audit(&wheels, &profiles, &opts);
     bar.finish_and_clear();
     if printer.json {
         printer.json_value(&report)?;

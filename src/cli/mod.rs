@@ -62,10 +62,13 @@ fn clamp_jobs(asked: usize, cores: usize) -> (usize, Option<String>) {
 }
 
 pub fn main() -> ExitCode {
-    let args = match config::with_config(
-        std::env::args_os().collect(),
-        std::path::Path::new("pyproject.toml"),
-    ) {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let configured = match std::env::current_dir() {
+        Ok(cwd) => config::with_config(args, &cwd),
+        // Without a current folder there is no project to configure.
+        Err(_) => Ok((args, config::Lookup::NotSearched)),
+    };
+    let (args, lookup) = match configured {
         Ok(a) => a,
         Err(e) => {
             #[allow(clippy::print_stderr)]
@@ -83,6 +86,9 @@ pub fn main() -> ExitCode {
         }
     };
     let printer = Printer::new(&cli.global);
+    if let Some(said) = lookup.describe() {
+        printer.detail(&said);
+    }
     // Decompressed device code counts against --memory like members do (issue 11).
     // Only the commands that read archives take --memory.
     let memory = match &cli.command {

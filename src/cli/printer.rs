@@ -106,20 +106,60 @@ impl Printer {
     }
 
     /// A progress bar over bytes whose length and message the library sets phase by phase
-    /// (hidden when not on a terminal).
+    /// (hidden when not on a terminal). It draws nothing until the library has set a total:
+    /// a bar over 0 of 0 bytes would be a full bar at `0 B/0 B`.
     pub fn bytes_progress(&self) -> ProgressBar {
         if !self.progress {
             return ProgressBar::hidden();
         }
-        let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
+        // A length of 0, not none: the inspect pass grows it wheel by wheel (`inc_length`).
+        let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::hidden());
         if let Ok(style) = ProgressStyle::with_template(
             "{spinner} {msg:<24} [{bar:30}] {bytes}/{total_bytes} ({bytes_per_sec}, {eta})",
         ) {
             bar.set_style(style.progress_chars("=> "));
         }
-        // Redrawn on a timer too: a phase change, or one large member being rewritten, would
-        // otherwise leave the last rate-limited frame on the screen.
-        bar.enable_steady_tick(std::time::Duration::from_millis(200));
+        // Shown once there is a total to show. Redrawn on a timer too: a phase change, or one
+        // large member being rewritten, would otherwise leave the last rate-limited frame on
+        // the screen.
+        let watched = bar.clone();
+        std::thread::spawn(move || {
+            loop {
+                if watched.is_finished() {
+                    return;
+                }
+                if ready_to_draw(watched.length()) {
+                    watched.set_draw_target(ProgressDrawTarget::stderr());
+                    watched.enable_steady_tick(std::time::Duration::from_millis(200));
+                    return;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+        });
         bar
+    }
+}
+
+/// A bar is worth drawing once its total is known and not zero.
+fn ready_to_draw(length: Option<u64>) -> bool {
+    length.is_some_and(|l| l > 0)
+}
+
+#[cfg(test)]
+mod progress_tests {
+    use super::*;
+
+    #[test]
+    fn no_frame_before_the_total_is_known() {
+        assert!(!ready_to_draw(None));
+        assert!(!ready_to_draw(Some(0)));
+        assert!(ready_to_draw(Some(1)));
+        // The library's phases: the inspect pass grows the total wheel by wheel.
+        let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::hidden());
+        assert!(!ready_to_draw(bar.length()));
+        bar.inc_length(0);
+        assert!(!ready_to_draw(bar.length()));
+        bar.inc_length(26705);
+        assert!(ready_to_draw(bar.length()));
     }
 }

@@ -489,6 +489,18 @@ pub fn split(r: &crate::split::SplitReport, verbose: u8) -> String {
     if r.dry_run {
         let _ = writeln!(o, "Plan (dry run: nothing written)");
     }
+    let ad_hoc = &r.plan.ad_hoc;
+    if !ad_hoc.is_empty() {
+        let list = |option: &str, globs: &[String]| {
+            globs
+                .iter()
+                .map(|g| format!("{option} {g}"))
+                .collect::<Vec<_>>()
+        };
+        let mut all = list("--move", &ad_hoc.moves);
+        all.extend(list("--keep", &ad_hoc.keeps));
+        let _ = writeln!(o, "ad hoc: {}", all.join(", "));
+    }
     for m in &r.plan.mains {
         let _ = writeln!(o, "{} → {}", m.input_path, m.file_name);
         for rem in &m.removed {
@@ -498,20 +510,27 @@ pub fn split(r: &crate::split::SplitReport, verbose: u8) -> String {
                     set,
                     file,
                     dependency_of,
+                    moved_by,
                 } => {
                     let set = set.split('@').next().unwrap_or(set);
-                    let why = dependency_of
-                        .as_ref()
-                        .map(|d| format!(" (needed by {d})"))
-                        .unwrap_or_default();
+                    let why = match (dependency_of, moved_by) {
+                        (Some(d), _) => format!(" (needed by {d})"),
+                        (None, Some(g)) => format!(" (--move {g})"),
+                        (None, None) => String::new(),
+                    };
                     let _ = writeln!(o, "  move     {member} → {set}: lib/{file}{why}");
                 }
                 RemovedLibrary::Upstream {
                     member,
                     package,
                     folder,
+                    moved_by,
                 } => {
-                    let _ = writeln!(o, "  upstream {member} → {package} ({folder})");
+                    let by = moved_by
+                        .as_ref()
+                        .map(|g| format!(", --move {g}"))
+                        .unwrap_or_default();
+                    let _ = writeln!(o, "  upstream {member} → {package} ({folder}{by})");
                 }
                 RemovedLibrary::Forbidden { member, rule } => {
                     let _ = writeln!(o, "  remove   {member} ({rule}: provided by the machine)");

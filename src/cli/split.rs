@@ -6,16 +6,19 @@ use super::args::SplitArgs;
 use super::audit::{limits, profiles};
 use super::{Outcome, Printer, render};
 use crate::plan::SplitSettings;
+use crate::plan::vendor::AdHoc;
 use crate::split::{SplitOptions, split};
 use crate::wheel::writer::ZipTime;
 
 pub fn run(args: &SplitArgs, printer: &Printer) -> Result<Outcome> {
     let profiles = profiles(&args.profiles)?;
+    let ad_hoc = AdHoc::new(&args.moves, &args.keeps).map_err(crate::Error::Usage)?;
     let opts = SplitOptions {
         settings: SplitSettings {
             upstream: args.upstream,
             unhash: args.unhash,
             move_unlinked: args.move_unlinked,
+            ad_hoc,
         },
         wheel_dir: args.wheel_dir.clone(),
         runtime_dir: args
@@ -30,10 +33,12 @@ pub fn run(args: &SplitArgs, printer: &Printer) -> Result<Outcome> {
         canonical_runtime: args.canonical_runtime,
         trim: super::trim::settings(&args.device)?,
         strip_debug: args.strip_debug,
+        preload_hook: args.preload_hook,
         progress: printer.bytes_progress(),
     };
     let bar = opts.progress.clone();
-    let report = split(&args.wheels, &profiles, &opts);
+    let report =
+        crate::input::expand_folders(&args.wheels).and_then(|w| split(&w, &profiles, &opts));
     bar.finish_and_clear();
     let report = match report {
         Ok(r) => r,

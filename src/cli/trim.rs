@@ -50,7 +50,8 @@ pub fn run(args: &TrimArgs, printer: &Printer) -> Result<Outcome> {
         progress: printer.bytes_progress(),
     };
     let bar = opts.progress.clone();
-    let report = trim(&args.wheels, &ProfileSet::built_in(), &opts);
+    let wheels = crate::input::expand_folders(&args.wheels)?;
+    let report = trim(&wheels, &ProfileSet::built_in(), &opts);
     bar.finish_and_clear();
     let report = report?;
     if printer.json {

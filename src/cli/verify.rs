@@ -9,6 +9,7 @@ use crate::verify::{VerifyOptions, verify};
 
 pub fn run(args: &VerifyArgs, printer: &Printer) -> Result<Outcome> {
     let profiles = profiles(&args.profiles)?;
+    let wheels = crate::input::expand_folders(&args.wheels)?;
     let opts = VerifyOptions {
         max_size: args.max_size,
         limits: limits(&args.archive),
@@ -17,7 +18,7 @@ pub fn run(args: &VerifyArgs, printer: &Printer) -> Result<Outcome> {
         progress: printer.bytes_progress(),
     };
     opts.progress.set_message("inspecting");
-    let report = verify(&args.wheels, &profiles, &opts);
+    let report = verify(&wheels, &profiles, &opts);
     opts.progress.finish_and_clear();
     if printer.json {
         printer.json_value(&report)?;

@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::Serialize;
 
-use super::vendor::{Fate, classify};
+use super::vendor::{AdHoc, Fate, classify};
 use crate::diagnostic::{Diagnostic, Severity};
 use crate::elf::{ElfInfo, Machine};
 use crate::error::Error;
@@ -16,7 +16,7 @@ use crate::wheel::filename::filename_safe_name;
 use crate::wheel::{Scheme, Wheel, normalize_name};
 
 /// Settings for `split` that shape the plan.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct SplitSettings {
     /// Depend on upstream wheels for libraries whose profile entry names one.
     pub upstream: bool,
@@ -25,6 +25,8 @@ pub struct SplitSettings {
     /// Move (or remove) matched libraries that no ELF object in the wheel links, too. By
     /// default they stay: something loads them by path (see [`super::vendor`]).
     pub move_unlinked: bool,
+    /// `--move` and `--keep`: libraries to move or keep without a profile.
+    pub ad_hoc: AdHoc,
 }
 
 /// Edits to one ELF object's dynamic section, in the planner's terms.
@@ -71,12 +73,18 @@ pub enum RemovedLibrary {
         /// Set when it moved only because a moved library needs it.
         #[serde(skip_serializing_if = "Option::is_none")]
         dependency_of: Option<String>,
+        /// The `--move` glob that names it.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        moved_by: Option<String>,
     },
     /// Provided by an upstream wheel instead.
     Upstream {
         member: String,
         package: String,
         folder: String,
+        /// The `--move` glob that names it.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        moved_by: Option<String>,
     },
     /// Must not be bundled; the machine provides it.
     Forbidden { member: String, rule: String },
@@ -159,8 +167,26 @@ impl RuntimeSet {
     }
 }
 
+/// The `--move` and `--keep` globs a plan was made with.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct AdHocGlobs {
+    #[serde(rename = "move", skip_serializing_if = "Vec::is_empty")]
+    pub moves: Vec<String>,
+    #[serde(rename = "keep", skip_serializing_if = "Vec::is_empty")]
+    pub keeps: Vec<String>,
+}
+
+impl AdHocGlobs {
+    pub fn is_empty(&self) -> bool {
+        self.moves.is_empty() && self.keeps.is_empty()
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct SplitPlan {
+    /// `--move` and `--keep` (absent when neither was given).
+    #[serde(skip_serializing_if = "AdHocGlobs::is_empty")]
+    pub ad_hoc: AdHocGlobs,
     pub mains: Vec<MainPlan>,
     pub runtime_sets: Vec<RuntimeSet>,
     pub notes: Vec<Diagnostic>,
@@ -190,6 +216,8 @@ struct Decision<'a> {
     license: Option<String>,
     license_note: Option<String>,
     dependency_of: Option<String>,
+    /// The `--move` glob that names it.
+    moved_by: Option<String>,
 }
 
 fn is_movable_object(info: &ElfInfo) -> bool {
@@ -217,6 +245,10 @@ pub fn plan_split(
     let mut notes = Vec::new();
     let mut mains = Vec::new();
     let mut sets: BTreeMap<String, RuntimeSet> = BTreeMap::new();
+    let ad_hoc = &settings.ad_hoc;
+    let profiles = &ad_hoc.profiles(profiles);
+    // The `--move`/`--keep` globs that named some library, to warn about the others.
+    let mut globs_used: BTreeSet<String> = BTreeSet::new();
 
     for (input, (wheel, facts)) in inputs.iter().enumerate() {
         let project = normalize_name(&wheel.project_name());
@@ -252,6 +284,7 @@ pub fn plan_split(
             cuda,
             &project,
             settings.move_unlinked,
+            ad_hoc,
         );
         // Vendor programs and static archives stay where they are (a program is run by path,
         // an archive is looked for where the build expects it), with their licence said.
@@ -276,6 +309,13 @@ pub fn plan_split(
         for (vh, fate) in &classified {
             let (m, hit) = (vh.member, vh.hit);
             let rule = format!("{}/{}", hit.profile.name, hit.rule.name);
+            let moved_by = ad_hoc
+                .moves
+                .matching(m.file_name(), soname_of(m).as_deref())
+                .map(str::to_string);
+            if let Fate::Kept { by } = fate {
+                globs_used.insert(by.clone());
+            }
             if let Some(why) = fate.why_it_stays() {
                 notes.push(Diagnostic::new(
                     Severity::Note,
@@ -377,6 +417,9 @@ pub fn plan_split(
                 license: hit.rule.license.clone(),
                 license_note: hit.rule.license_note.clone(),
                 dependency_of: None,
+                moved_by: moved_by.inspect(|g| {
+                    globs_used.insert(g.clone());
+                }),
             });
         }
 
@@ -473,8 +516,30 @@ pub fn plan_split(
                 .unwrap_or_default();
             let parent_name = decisions[i].member.name.clone();
             for n in needs {
-                if let Some(dep) = by_file.get(n.as_str())
-                    && !decisions.iter().any(|d| d.member.name == dep.name)
+                let Some(dep) = by_file.get(n.as_str()) else {
+                    continue;
+                };
+                if let Some(by) = ad_hoc
+                    .keeps
+                    .matching(dep.file_name(), soname_of(dep).as_deref())
+                    && !kept.iter().any(|k: &KeptLibrary| k.member == dep.name)
+                {
+                    // `--keep` names a library no profile matches, which a moved one needs.
+                    globs_used.insert(by.to_string());
+                    kept.push(KeptLibrary {
+                        member: dep.name.clone(),
+                        rule: "dependency".into(),
+                        fate: Fate::Kept { by: by.to_string() },
+                    });
+                    notes.push(Diagnostic::new(
+                        Severity::Note,
+                        &wheel.member_location(&dep.name),
+                        format!(
+                            "kept in place: {parent_name} moves and needs it, but --keep {by} keeps it; the moved library finds it here"
+                        ),
+                    ));
+                }
+                if !decisions.iter().any(|d| d.member.name == dep.name)
                     && !kept.iter().any(|k: &KeptLibrary| k.member == dep.name)
                 {
                     let file = if profile_file_unhash {
@@ -493,6 +558,7 @@ pub fn plan_split(
                         license: None,
                         license_note: None,
                         dependency_of: Some(parent_name.clone()),
+                        moved_by: None,
                     });
                 }
             }
@@ -601,6 +667,7 @@ pub fn plan_split(
                         member: d.member.name.clone(),
                         package,
                         folder: dir.clone(),
+                        moved_by: d.moved_by.clone(),
                     });
                 }
                 Destination::Runtime { set, dir, file } => {
@@ -610,6 +677,7 @@ pub fn plan_split(
                         set: set.clone(),
                         file: file.clone(),
                         dependency_of: d.dependency_of.clone(),
+                        moved_by: d.moved_by.clone(),
                     });
                     // PANIC SAFETY: only ELF members become decisions.
                     let info = d
@@ -727,7 +795,26 @@ pub fn plan_split(
         s.license_notes.sort();
         s.requirements.sort();
     }
+    // A glob that named nothing is most likely a typo: say so (the split still runs).
+    for (option, globs) in [("--move", &ad_hoc.moves), ("--keep", &ad_hoc.keeps)] {
+        for g in globs.patterns().iter().filter(|g| !globs_used.contains(*g)) {
+            notes.push(Diagnostic {
+                severity: Severity::Warning,
+                location: String::new(),
+                message: format!(
+                    "{option} {g} names no library that split would move or keep in any input wheel"
+                ),
+                hint: Some(
+                    "globs match the file name or SONAME of a bundled shared library (`wheelslim audit -v` lists them)".into(),
+                ),
+            });
+        }
+    }
     Ok(SplitPlan {
+        ad_hoc: AdHocGlobs {
+            moves: ad_hoc.moves.patterns().to_vec(),
+            keeps: ad_hoc.keeps.patterns().to_vec(),
+        },
         mains,
         runtime_sets,
         notes,

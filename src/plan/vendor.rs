@@ -21,8 +21,60 @@ use serde::Serialize;
 
 use crate::facts::MemberFacts;
 use crate::links::{expand_entry, parent_dir};
-use crate::profile::{Action, Match, ProfileSet};
+use crate::profile::{Action, Match, NameGlobs, Profile, ProfileSet};
 use crate::wheel::normalize_name;
+
+/// Moves and keeps asked for on the command line (`split --move GLOB`, `--keep GLOB`), without a
+/// profile.
+///
+/// * `--move`: the library leaves the wheel even when no ELF object links it. A library no profile
+///   matches moves into a runtime wheel of its own set, `{project}-runtime-extra`, as if a
+///   profile named `extra` listed it; one a profile matches keeps that profile's rule (its set,
+///   its upstream package, its licence).
+/// * `--keep`: the library stays in the main wheel whatever a profile says, and does not move
+///   as a dependency of a library that moves.
+#[derive(Debug, Clone, Default)]
+pub struct AdHoc {
+    pub moves: NameGlobs,
+    pub keeps: NameGlobs,
+}
+
+/// The name of the profile `--move` makes (and of its runtime wheels' suffix).
+pub const AD_HOC_PROFILE: &str = "extra";
+
+impl AdHoc {
+    /// Both lists, checked: a glob given to both is a contradiction.
+    pub fn new(moves: &[String], keeps: &[String]) -> Result<AdHoc, String> {
+        if let Some(both) = moves.iter().find(|m| keeps.contains(m)) {
+            return Err(format!(
+                "`{both}` is given to both --move and --keep: say which"
+            ));
+        }
+        Ok(AdHoc {
+            moves: NameGlobs::new("--move", moves)?,
+            keeps: NameGlobs::new("--keep", keeps)?,
+        })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.moves.is_empty() && self.keeps.is_empty()
+    }
+
+    /// `profiles` with the profile `--move` makes added last (so a real profile's rule wins),
+    /// once.
+    pub fn profiles(&self, profiles: &ProfileSet) -> ProfileSet {
+        let mut out = profiles.clone();
+        let made = out
+            .profiles
+            .last()
+            .is_some_and(|p| p.name == AD_HOC_PROFILE && p.origin == "--move");
+        if !self.moves.is_empty() && !made {
+            out.profiles
+                .push(Profile::ad_hoc(AD_HOC_PROFILE, "--move", &self.moves));
+        }
+        out
+    }
+}
 
 /// What `split` does with one vendor library.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -37,6 +89,8 @@ pub enum Fate {
     OwnPackage { package: String },
     /// Stays: no ELF object in the wheel links it, so it is probably loaded by path.
     Unlinked,
+    /// Stays: `--keep` names it.
+    Kept { by: String },
 }
 
 impl Fate {
@@ -52,9 +106,10 @@ impl Fate {
                 "this wheel is {package}, the library's own upstream package"
             )),
             Fate::Unlinked => Some(
-                "no ELF object in the wheel links it, so it is probably loaded by path (dlopen from Python); moving it would break that (--move-unlinked moves it anyway)"
+                "no ELF object in the wheel links it, so it is probably loaded by path (dlopen from Python); moving it would break that (--move-unlinked or --move moves it anyway)"
                     .into(),
             ),
+            Fate::Kept { by } => Some(format!("--keep {by} keeps it in the main wheel")),
         }
     }
 }
@@ -70,7 +125,8 @@ pub struct VendorHit<'a> {
     pub companion: bool,
 }
 
-/// Classifies the members `candidate` accepts. `project` is the wheel's project name.
+/// Classifies the members `candidate` accepts. `project` is the wheel's project name; `profiles`
+/// already holds the profile `ad_hoc` makes (see [`AdHoc::profiles`]).
 pub fn classify<'a>(
     members: &'a [MemberFacts],
     candidate: impl Fn(&MemberFacts) -> bool,
@@ -78,6 +134,7 @@ pub fn classify<'a>(
     cuda: Option<u32>,
     project: &str,
     move_unlinked: bool,
+    ad_hoc: &AdHoc,
 ) -> Vec<(VendorHit<'a>, Fate)> {
     let project = normalize_name(project);
     let soname = |m: &'a MemberFacts| m.host_elf().and_then(|e| e.soname.as_deref());
@@ -159,13 +216,18 @@ pub fn classify<'a>(
     let mut fates: Vec<Fate> = hits
         .iter()
         .map(|h| {
-            own_package(h).unwrap_or(
-                if h.hit.rule.action == Action::Forbid || h.linked || move_unlinked {
-                    Fate::Leaves
-                } else {
-                    Fate::Unlinked
-                },
-            )
+            let (file, so) = (h.member.file_name(), soname(h.member));
+            own_package(h).unwrap_or(if let Some(by) = ad_hoc.keeps.matching(file, so) {
+                Fate::Kept { by: by.to_string() }
+            } else if h.hit.rule.action == Action::Forbid
+                || h.linked
+                || move_unlinked
+                || ad_hoc.moves.matching(file, so).is_some()
+            {
+                Fate::Leaves
+            } else {
+                Fate::Unlinked
+            })
         })
         .collect();
     // Plugins leave with the linked library of their rule that leaves from their folder.

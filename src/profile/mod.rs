@@ -271,6 +271,60 @@ impl LibraryRule {
     }
 }
 
+/// Globs over library names given on the command line (`split --move`, `--keep`). They match
+/// as profile patterns do: the file name or the SONAME, auditwheel's `-<hash8>` removed, the name
+/// or any shorter version of it (`libfoo.so` matches `libfoo-1a2b3c4d.so.1.2`).
+#[derive(Debug, Clone, Default)]
+pub struct NameGlobs {
+    patterns: Vec<String>,
+    set: GlobSet,
+}
+
+impl NameGlobs {
+    /// Compiles `patterns`; `option` (`--move`) names them in errors.
+    pub fn new(option: &str, patterns: &[String]) -> Result<NameGlobs, String> {
+        let mut b = GlobSetBuilder::new();
+        for p in patterns {
+            if p.is_empty() {
+                return Err(format!(
+                    "{option} takes a library name or glob, not nothing"
+                ));
+            }
+            if p.contains('/') {
+                return Err(format!(
+                    "{option} `{p}`: globs match library file names or sonames, not paths (write `{}`)",
+                    p.rsplit('/').next().unwrap_or(p)
+                ));
+            }
+            b.add(Glob::new(p).map_err(|e| format!("{option} `{p}`: {e}"))?);
+        }
+        let set = b.build().map_err(|e| format!("{option}: {e}"))?;
+        Ok(NameGlobs {
+            patterns: patterns.to_vec(),
+            set,
+        })
+    }
+
+    pub fn patterns(&self) -> &[String] {
+        &self.patterns
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.patterns.is_empty()
+    }
+
+    /// The first pattern that matches a library's file name or SONAME.
+    pub fn matching(&self, file_name: &str, soname: Option<&str>) -> Option<&str> {
+        let mut hits: Vec<usize> = std::iter::once(file_name)
+            .chain(soname)
+            .flat_map(|n| version_prefixes(&unhash(n)))
+            .flat_map(|n| self.set.matches(&n))
+            .collect();
+        hits.sort_unstable();
+        hits.first().map(|&i| self.patterns[i].as_str())
+    }
+}
+
 /// A loaded profile.
 #[derive(Debug, Clone, Serialize)]
 pub struct Profile {
@@ -424,6 +478,42 @@ impl Profile {
             origin: origin.to_string(),
             text: text.to_string(),
         })
+    }
+
+    /// A profile made on the fly from globs (`split --move`): one `move` rule per glob, named
+    /// after it, with no licence and no upstream package.
+    pub fn ad_hoc(name: &str, origin: &str, globs: &NameGlobs) -> Profile {
+        let libraries = globs
+            .patterns
+            .iter()
+            .map(|p| {
+                let mut b = GlobSetBuilder::new();
+                // The glob compiled once already, in `NameGlobs::new`.
+                if let Ok(g) = Glob::new(p) {
+                    b.add(g);
+                }
+                LibraryRule {
+                    name: p.clone(),
+                    patterns: vec![p.clone()],
+                    action: Action::Move,
+                    license: None,
+                    license_note: None,
+                    upstream: None,
+                    companions: Vec::new(),
+                    matcher: b.build().unwrap_or_else(|_| GlobSet::empty()),
+                    companion_matcher: GlobSet::empty(),
+                }
+            })
+            .collect();
+        Profile {
+            name: name.to_string(),
+            description: format!("libraries named by {origin}"),
+            cuda: None,
+            libraries,
+            files: Vec::new(),
+            origin: origin.to_string(),
+            text: String::new(),
+        }
     }
 
     pub fn built_in(name: &str) -> Result<Profile, ProfileError> {
@@ -639,6 +729,28 @@ mod tests {
         assert_eq!(
             detect_cuda_major(["libfoo.so", "libcudart-1a2b3c4d.so.13"]),
             Some(13)
+        );
+    }
+
+    #[test]
+    fn name_globs_match_as_patterns_do() {
+        let g = NameGlobs::new("--move", &["libfoo.so".into(), "libbar*".into()]).unwrap();
+        assert_eq!(
+            g.matching("libfoo-1a2b3c4d.so.1.2", None),
+            Some("libfoo.so")
+        );
+        assert_eq!(
+            g.matching("renamed.so", Some("libbar_x.so.3")),
+            Some("libbar*")
+        );
+        assert_eq!(g.matching("libfoo2.so", None), None);
+        assert!(NameGlobs::new("--keep", &["lib/libfoo.so".into()]).is_err());
+        assert!(NameGlobs::new("--keep", &["libfoo[".into()]).is_err());
+        let p = Profile::ad_hoc("extra", "--move", &g);
+        assert_eq!(p.match_library("libbar.so", None).unwrap().name, "libbar*");
+        assert_eq!(
+            p.match_library("libbar.so", None).unwrap().action,
+            Action::Move
         );
     }
 

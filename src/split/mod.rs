@@ -9,6 +9,7 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
+mod hook;
 mod runtime;
 
 use runtime::{
@@ -57,6 +58,9 @@ pub struct SplitOptions {
     /// Also empty the non-allocated debug sections of every ELF object, in the main wheels and
     /// the runtime wheels alike ([`crate::elf::strip::strip_debug`], as `trim --strip-debug`).
     pub strip_debug: bool,
+    /// Make each main package load its runtime wheels' libraries itself, from any `sys.path`
+    /// entry, before its extension modules load (`--preload-hook`; see `split::hook`).
+    pub preload_hook: bool,
     /// Counts bytes inspected, rewritten and written, phase by phase (its message names the
     /// phase). Hidden unless the caller draws it.
     pub progress: indicatif::ProgressBar,
@@ -133,7 +137,11 @@ pub fn split(
     profiles: &ProfileSet,
     opts: &SplitOptions,
 ) -> Result<SplitReport, Error> {
+    crate::input::check_output_dir(&opts.wheel_dir, "-w")?;
+    crate::input::check_output_dir(&opts.runtime_dir, "--runtime-dir")?;
     let budget = Budget::new(opts.memory_budget);
+    // `--move` names libraries as a profile would: they are read, kept and checked like those.
+    let profiles = &opts.settings.ad_hoc.profiles(profiles);
     let (inputs, kept) = open_keeping(paths, profiles, opts, &budget)?;
     let refs: Vec<(&Wheel, &WheelFacts)> = inputs.iter().map(|(w, f)| (w, f)).collect();
     let mut plan = plan_split(&refs, profiles, &opts.settings)?;
@@ -174,6 +182,30 @@ pub fn split(
                     .unwrap_or_else(|| "add the vendor's licence file to the input wheel".into()),
             );
             notes.push(d);
+        }
+    }
+
+    // `--preload-hook`: which `__init__.py` of each main wheel gets the hook, decided (and
+    // refused) before any work, in the dry run too.
+    let hooks: Vec<Vec<HookPatch>> = if opts.preload_hook {
+        plan.mains
+            .iter()
+            .map(|m| plan_hooks(m, &plan.runtime_sets, &inputs[m.input]))
+            .collect::<Result<_, _>>()?
+    } else {
+        plan.mains.iter().map(|_| Vec::new()).collect()
+    };
+    for (m, h) in plan.mains.iter().zip(&hooks) {
+        for p in h {
+            notes.push(Diagnostic::new(
+                Severity::Note,
+                &inputs[m.input].0.member_location(&p.init),
+                format!(
+                    "preload hook added: imports {} first, which loads the runtime wheels' \
+                     libraries from any sys.path entry",
+                    p.module
+                ),
+            ));
         }
     }
 
@@ -551,7 +583,7 @@ pub fn split(
     opts.progress.set_length(job_sizes.iter().sum());
     let rewritten: Vec<((usize, String), Rewritten)> =
         crate::schedule::largest_first(&job_sizes, |j| {
-            let _tick = Tick(&opts.progress, job_sizes[j]);
+            let tick = Tick::new(&opts.progress, job_sizes[j]);
             let (input, member, edit, canonical) = &jobs[j];
             let wheel = &inputs[*input].0;
             let loc = wheel.member_location(member);
@@ -753,7 +785,9 @@ pub fn split(
                     reused,
                 }))
             };
-            run()
+            // The bar moves as the member is compressed, batch by batch; the rest of its size
+            // counts when the job ends, however it ends.
+            deflate::with_progress(tick.sink(), run)
                 .transpose()
                 .map(|r| r.map(|r| ((*input, member.clone()), r)))
         })
@@ -895,8 +929,7 @@ pub fn split(
         sha256: [u8; 32],
         size: u64,
     }
-    let make = |generated: &mut Vec<Compressed>, name: &str, text: &str| -> Gen {
-        let bytes = text.as_bytes();
+    let make_bytes = |generated: &mut Vec<Compressed>, name: &str, bytes: &[u8]| -> Gen {
         generated.push(deflate::compress(bytes, deflate::DEFAULT_LEVEL));
         Gen {
             name: name.to_string(),
@@ -905,8 +938,11 @@ pub fn split(
             size: bytes.len() as u64,
         }
     };
+    let make = |generated: &mut Vec<Compressed>, name: &str, text: &str| -> Gen {
+        make_bytes(generated, name, text.as_bytes())
+    };
     let mut main_gens: Vec<Vec<Gen>> = Vec::new();
-    for m in &plan.mains {
+    for (mi, m) in plan.mains.iter().enumerate() {
         let wheel = &inputs[m.input].0;
         let mut meta = wheel.metadata.clone();
         let existing: HashSet<String> = meta
@@ -932,7 +968,12 @@ pub fn split(
             }
         }
         let name = format!("{}/METADATA", wheel.dist_info);
-        main_gens.push(vec![make(&mut generated, &name, &meta.to_text())]);
+        let mut gens = vec![make(&mut generated, &name, &meta.to_text())];
+        for h in &hooks[mi] {
+            gens.push(make_bytes(&mut generated, &h.init, &h.patched));
+            gens.push(make(&mut generated, &h.module, &h.module_text));
+        }
+        main_gens.push(gens);
     }
     let no_licenses: Vec<LicenseCopy> = Vec::new();
     let licenses_of = |rw: &RuntimeWheel| -> &Vec<LicenseCopy> {
@@ -1023,6 +1064,19 @@ pub fn split(
                     size: f.size,
                     mode: normalized_mode(src.unix_mode),
                     facts: f.clone(),
+                });
+            }
+        }
+        // The hook modules are new members, beside the `__init__.py` that imports them.
+        for h in &hooks[mi] {
+            if let Some(g) = main_gens[mi].iter().find(|g| g.name == h.module) {
+                members.push(OutMember {
+                    name: g.name.clone(),
+                    source: Source::New(&generated[g.index]),
+                    sha256: g.sha256,
+                    size: g.size,
+                    mode: 0o100644,
+                    facts: plain_facts(&g.name, g.size, g.sha256),
                 });
             }
         }
@@ -1176,12 +1230,46 @@ pub fn split(
     })
 }
 
-/// Advances a progress bar when a job ends, however it ends.
-struct Tick<'a>(&'a indicatif::ProgressBar, u64);
+/// Counts one rewritten member's bytes on a progress bar: what its compression reports as it
+/// goes ([`deflate::with_progress`]), never past its size, and the rest of its size when the
+/// job ends, however it ends, so each member counts exactly its size, once.
+struct Tick {
+    bar: indicatif::ProgressBar,
+    size: u64,
+    counted: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
 
-impl Drop for Tick<'_> {
+impl Tick {
+    fn new(bar: &indicatif::ProgressBar, size: u64) -> Tick {
+        Tick {
+            bar: bar.clone(),
+            size,
+            counted: Default::default(),
+        }
+    }
+
+    /// Counts `n` more bytes, up to the member's size.
+    fn add(
+        bar: &indicatif::ProgressBar,
+        size: u64,
+        counted: &std::sync::atomic::AtomicU64,
+        n: u64,
+    ) {
+        use std::sync::atomic::Ordering::Relaxed;
+        if let Ok(before) = counted.fetch_update(Relaxed, Relaxed, |c| Some((c + n).min(size))) {
+            bar.inc((before + n).min(size) - before);
+        }
+    }
+
+    fn sink(&self) -> deflate::ProgressSink {
+        let (bar, size, counted) = (self.bar.clone(), self.size, self.counted.clone());
+        std::sync::Arc::new(move |n| Tick::add(&bar, size, &counted, n))
+    }
+}
+
+impl Drop for Tick {
     fn drop(&mut self) {
-        self.0.inc(self.1);
+        Tick::add(&self.bar, self.size, &self.counted, self.size);
     }
 }
 
@@ -1325,4 +1413,170 @@ fn too_big(
         trimming,
         debug,
     )
+}
+
+/// One `__init__.py` of a main wheel that `--preload-hook` patches, and the module it imports.
+struct HookPatch {
+    /// Member names in the wheel.
+    init: String,
+    module: String,
+    patched: Vec<u8>,
+    module_text: String,
+}
+
+/// The hook patches of one main wheel (none when nothing of it moved into a runtime wheel).
+fn plan_hooks(
+    m: &crate::plan::MainPlan,
+    sets: &[crate::plan::RuntimeSet],
+    (wheel, facts): &(Wheel, WheelFacts),
+) -> Result<Vec<HookPatch>, Error> {
+    use crate::wheel::Scheme;
+    let mine: Vec<&crate::plan::RuntimeSet> = sets
+        .iter()
+        .filter(|s| m.runtime_sets.contains(&s.key))
+        .collect();
+    let libraries = hook::load_order(&mine);
+    if libraries.is_empty() {
+        return Ok(Vec::new());
+    }
+    let staying: HashSet<&str> = m
+        .members
+        .iter()
+        .filter_map(|a| match a {
+            MemberAction::Copy { member } | MemberAction::Edit { member, .. } => {
+                Some(member.as_str())
+            }
+            MemberAction::Remove { .. } => None,
+        })
+        .collect();
+    // Installed path → member name, for what installs into site-packages.
+    let mut installed: HashMap<&str, &str> = HashMap::new();
+    for name in &staying {
+        if let (Scheme::Purelib | Scheme::Platlib, path) = wheel.install_path(name) {
+            installed.insert(path, name);
+        }
+    }
+    let inits: HashSet<&str> = installed
+        .keys()
+        .copied()
+        .filter(|p| p.ends_with("/__init__.py"))
+        .collect();
+    let mut modules: Vec<&str> = facts
+        .members
+        .iter()
+        .filter(|f| staying.contains(f.name.as_str()) && f.host_elf().is_some())
+        .filter(|f| hook::is_extension_module(f.file_name()))
+        .filter_map(|f| match wheel.install_path(&f.name) {
+            (Scheme::Purelib | Scheme::Platlib, path) => Some(path),
+            _ => None,
+        })
+        .filter(|p| {
+            let top = p.split('/').next().unwrap_or("");
+            !top.ends_with(".libs") && !top.ends_with(".dist-info")
+        })
+        .collect();
+    modules.sort_unstable();
+    let runtimes: Vec<String> = mine.iter().map(|s| s.name.clone()).collect();
+    let hint = |what: &str| {
+        format!(
+            "{what}; without --preload-hook, import {} and call its preload() before importing the \
+             project when the runtime wheel is installed elsewhere",
+            mine.first()
+                .map_or("the runtime package", |s| s.package.as_str())
+        )
+    };
+    let chosen = hook::hooked_inits(&modules, &inits).map_err(|module| {
+        let member = installed.get(module).copied().unwrap_or(module);
+        Error::refused(
+            format!(
+                "{}: --preload-hook needs an __init__.py in a package above this extension \
+                 module, and there is none (a top-level module or a namespace package)",
+                wheel.member_location(member)
+            ),
+            Some(hint(
+                "wheelslim never adds an __init__.py, which would take a namespace package \
+                 from every other distribution sharing it",
+            )),
+        )
+    })?;
+    if chosen.is_empty() {
+        return Err(Error::refused(
+            format!(
+                "{}: --preload-hook found no extension module in a package to hook",
+                wheel.location()
+            ),
+            Some(hint("drop --preload-hook for this wheel")),
+        ));
+    }
+    let mut out = Vec::new();
+    for init_path in chosen {
+        let init = installed[init_path.as_str()].to_string();
+        let module = format!(
+            "{}{}.py",
+            init.strip_suffix("__init__.py").unwrap_or(&init),
+            hook::HOOK_MODULE
+        );
+        let loc = wheel.member_location(&init);
+        if wheel.archive.member(&module).is_some() {
+            return Err(Error::refused(
+                format!(
+                    "{}: --preload-hook would write {module}, which the wheel already has",
+                    wheel.location()
+                ),
+                Some("split the wheel it was built from, not an already hooked one".into()),
+            ));
+        }
+        let member = wheel
+            .archive
+            .member(&init)
+            .ok_or_else(|| Error::refused(format!("internal: {loc} vanished"), None))?;
+        let src = wheel.archive.read(member).map_err(|err| Error::Zip {
+            location: loc.clone(),
+            err,
+        })?;
+        let patched = hook::patch_init(&src).ok_or_else(|| {
+            Error::refused(
+                format!(
+                    "{loc}: --preload-hook cannot tell where this file's docstring and \
+                     `from __future__` imports end, so it cannot add its import safely"
+                ),
+                Some(hint(
+                    "write each `from __future__` import on its own line, without `;` or `\\`",
+                )),
+            )
+        })?;
+        let depth = init_path.matches('/').count();
+        out.push(HookPatch {
+            init,
+            module,
+            patched,
+            module_text: hook::hook_module(&libraries, depth, &runtimes),
+        });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tick_tests {
+    use super::*;
+
+    #[test]
+    fn a_rewritten_member_counts_its_size_once_whatever_its_compression_reports() {
+        let bar = indicatif::ProgressBar::hidden();
+        {
+            let t = Tick::new(&bar, 10);
+            let sink = t.sink();
+            deflate::with_progress(sink.clone(), || {
+                deflate::report(4);
+            });
+            assert_eq!(bar.position(), 4);
+            // A splice that falls back compresses again: never counted past the size.
+            sink(9);
+            assert_eq!(bar.position(), 10);
+        }
+        assert_eq!(bar.position(), 10);
+        // A job that reports nothing (a small member, an error) counts when it ends.
+        drop(Tick::new(&bar, 5));
+        assert_eq!(bar.position(), 15);
+    }
 }

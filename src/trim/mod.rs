@@ -140,6 +140,7 @@ pub fn trim(
     profiles: &ProfileSet,
     opts: &TrimOptions,
 ) -> Result<TrimReport, Error> {
+    crate::input::check_output_dir(&opts.wheel_dir, "-w")?;
     check_distinct(paths)?;
     // Each output is named after its input: two inputs of one name would write one file.
     let mut names: HashMap<&std::ffi::OsStr, &PathBuf> = HashMap::new();

@@ -166,6 +166,37 @@ pub fn compress(data: &[u8], level: u32) -> Compressed {
     }
 }
 
+/// Told how many uncompressed bytes a large compression on this thread has done.
+pub type ProgressSink = Arc<dyn Fn(u64) + Send + Sync>;
+
+thread_local! {
+    static SINK: std::cell::RefCell<Vec<ProgressSink>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` with `sink` told, batch by batch, how many uncompressed bytes the large
+/// compressions it runs on this thread have done ([`compress_spilled`], and the splice's own
+/// spilled path). Nested calls (a worker that picks up another member's job while it waits)
+/// each see their own sink.
+pub fn with_progress<R>(sink: ProgressSink, f: impl FnOnce() -> R) -> R {
+    struct Pop;
+    impl Drop for Pop {
+        fn drop(&mut self) {
+            SINK.with(|s| s.borrow_mut().pop());
+        }
+    }
+    SINK.with(|s| s.borrow_mut().push(sink));
+    let _pop = Pop;
+    f()
+}
+
+/// `n` more uncompressed bytes were compressed, for the innermost [`with_progress`] sink.
+pub(crate) fn report(n: u64) {
+    let sink = SINK.with(|s| s.borrow().last().cloned());
+    if let Some(sink) = sink {
+        sink(n);
+    }
+}
+
 /// Like [`compress`], with the same bytes, but a member of at least [`SPILL_OVER`] bytes is
 /// written to an unnamed temporary file in `dir` as it is compressed, 16 chunks at a time,
 /// instead of being collected in memory.
@@ -187,6 +218,8 @@ pub fn compress_spilled(data: &[u8], level: u32, dir: &Path) -> io::Result<Compr
             out.write_all(&p)?;
             len += p.len() as u64;
         }
+        let end = ((first + SPILL_BATCH) * CHUNK).min(data.len());
+        report((end - first * CHUNK) as u64);
     }
     out.flush()?;
     drop(out);
@@ -302,5 +335,27 @@ mod tests {
         let mut again = Vec::new();
         spilled.write_to(&mut again).unwrap();
         assert_eq!(again, out);
+    }
+
+    #[test]
+    fn spilled_compression_reports_its_bytes_batch_by_batch() {
+        let data: Vec<u8> = (0..(SPILL_OVER + 3 * CHUNK + 5))
+            .map(|i| (i % 251) as u8)
+            .collect();
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink: ProgressSink = {
+            let seen = seen.clone();
+            Arc::new(move |n| seen.lock().unwrap().push(n))
+        };
+        let dir = tempfile::tempdir().unwrap();
+        with_progress(sink, || compress_spilled(&data, 1, dir.path())).unwrap();
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(seen, [(SPILL_BATCH * CHUNK) as u64, (3 * CHUNK + 5) as u64]);
+        // Outside with_progress nothing is told, and nothing fails.
+        report(7);
+        assert_eq!(
+            compress_spilled(&data[..10], 1, dir.path()).unwrap().size,
+            10
+        );
     }
 }

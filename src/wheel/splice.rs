@@ -634,6 +634,14 @@ impl<'a> Splice<'a> {
                             w.write_all(&f)?;
                             len += f.len() as u64;
                         }
+                        let done: usize = units[i..j]
+                            .iter()
+                            .map(|u| match *u {
+                                Unit::Chunk { start, end } => end - start,
+                                Unit::Reuse { .. } => 0,
+                            })
+                            .sum();
+                        deflate::report(done as u64);
                         i = j;
                     } else if let Unit::Reuse { bit_start, bit_end } = units[i] {
                         len += copy_bits(orig, bit_start, bit_end, &mut w)?;

@@ -530,7 +530,8 @@ fn inputs_that_are_not_regular_files_are_refused_at_once() {
     let glob = d.join("dist/*.whl");
     let cases: [(&Path, &str); 6] = [
         (&fifo, "is a FIFO (named pipe), not a regular file"),
-        (&folder, "is a folder, not a regular file"),
+        // A folder stands for the wheels in it; this one has none.
+        (&folder, "a folder with no wheels (`*.whl` files) in it"),
         (&device, "is a character device, not a regular file"),
         (&dangling, "a symlink to a file that does not exist"),
         (&missing, ": no such file"),

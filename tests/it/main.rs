@@ -1,7 +1,9 @@
 //! The integration tests, as one binary (faster to link). Run them with `./test.sh`, which
 //! installs the outside tools they check against.
 
+mod after_split;
 mod audit;
+mod cli_conventions;
 mod commit;
 mod common;
 mod debug_info;

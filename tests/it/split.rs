@@ -49,7 +49,7 @@ impl Venv {
     }
 
     /// Imports slimdemo and calls into both vendor libraries, with every symbol bound at load.
-    fn call_slimdemo(&self, prelude: &str) -> Result<String, String> {
+    pub(crate) fn call_slimdemo(&self, prelude: &str) -> Result<String, String> {
         let code = format!(
             "{prelude}\nimport slimdemo._native as n\nprint(n.runtime_version(), n.cublas_version(), n.runtime_via_cublas())"
         );
@@ -248,6 +248,204 @@ fn runtime_in_another_site_packages_needs_preload() {
         s(&elsewhere)
     );
     assert_eq!(venv.call_slimdemo(&prelude).unwrap(), "12080 120904 12080");
+}
+
+/// Runs `code` in the venv's python with `env`, as a user would: no `LD_LIBRARY_PATH`, every
+/// symbol bound at load, started from a folder that holds nothing of ours.
+fn python_in(venv: &Venv, env: &[(&str, &Path)], code: &str) -> Result<String, String> {
+    let mut cmd = Command::new(venv.python());
+    cmd.args(["-c", code])
+        .env("LD_BIND_NOW", "1")
+        .env_remove("LD_LIBRARY_PATH")
+        .env_remove("PYTHONPATH")
+        .env_remove("PYTHONUSERBASE")
+        .current_dir(&venv.dir);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+const CALL: &str = "import slimdemo\nprint(slimdemo.runtime_version(), slimdemo.cublas_version(), slimdemo.runtime_via_cublas())";
+
+/// `--preload-hook`: the runtime wheel installed into another sys.path entry than the main
+/// wheel (a `--target` folder on PYTHONPATH, a user site under PYTHONUSERBASE) is found and
+/// loaded with no user code. Without the option the same installs fail with the bare loader
+/// error; with it, an install into one site-packages loads nothing by path.
+#[test]
+fn preload_hook_finds_the_runtime_on_any_sys_path_entry() {
+    let tmp = tempdir();
+    let (plain, hooked) = (tmp.path().join("plain"), tmp.path().join("hooked"));
+    let input = fixture(SLIMDEMO);
+    let out = split(&[s(&input), "-w", s(&plain), "--unhash"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let out = split(&[s(&input), "-w", s(&hooked), "--unhash", "--preload-hook"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("slimdemo/__init__.py: preload hook added"),
+        "{}",
+        stderr(&out)
+    );
+    let v = wheelslim(&[
+        "verify",
+        s(&hooked.join(MAIN_NAME)),
+        s(&hooked.join(RUNTIME_NAME)),
+    ]);
+    assert_eq!(code(&v), 0, "{}", stdout(&v));
+    let members: Vec<String> = read_zip(&hooked.join(MAIN_NAME))
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    assert!(
+        members
+            .iter()
+            .any(|n| n == "slimdemo/_wheelslim_preload.py"),
+        "{members:?}"
+    );
+
+    // A --target folder on PYTHONPATH.
+    for (dir, works) in [(&plain, false), (&hooked, true)] {
+        let name = dir.file_name().unwrap().to_str().unwrap();
+        let venv = Venv::new(tmp.path(), &format!("venv-{name}"));
+        venv.pip_install(&["--no-deps", s(&dir.join(MAIN_NAME))]);
+        let target = tmp.path().join(format!("target-{name}"));
+        venv.pip_install(&[
+            "--no-deps",
+            "--target",
+            s(&target),
+            s(&dir.join(RUNTIME_NAME)),
+        ]);
+        let got = python_in(&venv, &[("PYTHONPATH", &target)], CALL);
+        if works {
+            assert_eq!(got.unwrap(), "12080 120904 12080");
+        } else {
+            let err = got.unwrap_err();
+            assert!(
+                err.contains("ImportError: libcublas.so.12: cannot open shared object file"),
+                "{err}"
+            );
+        }
+    }
+
+    // A user site (pip install --user under PYTHONUSERBASE), seen from a venv that sees it.
+    for (dir, works) in [(&plain, false), (&hooked, true)] {
+        let name = dir.file_name().unwrap().to_str().unwrap();
+        let venv = Venv::new(tmp.path(), &format!("user-{name}"));
+        run(Command::new(venv.python())
+            .args(["-m", "venv", "--system-site-packages"])
+            .arg(&venv.dir));
+        venv.pip_install(&["--no-deps", s(&dir.join(MAIN_NAME))]);
+        let base = tmp.path().join(format!("userbase-{name}"));
+        run(Command::new(venv.python())
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--no-index",
+                "--disable-pip-version-check",
+                "-q",
+            ])
+            .args(["--no-deps", "--user", s(&dir.join(RUNTIME_NAME))])
+            .env("PYTHONUSERBASE", &base));
+        let site = python_in(
+            &venv,
+            &[("PYTHONUSERBASE", &base)],
+            "import site; print(site.getusersitepackages())",
+        )
+        .unwrap();
+        assert!(
+            Path::new(&site)
+                .join("slimdemo_runtime_cuda12/lib/libcudart.so.12")
+                .is_file(),
+            "the runtime wheel is not in the user site {site}"
+        );
+        let got = python_in(&venv, &[("PYTHONUSERBASE", &base)], CALL);
+        if works {
+            assert_eq!(got.unwrap(), "12080 120904 12080");
+        } else {
+            let err = got.unwrap_err();
+            assert!(
+                err.contains("ImportError: libcublas.so.12: cannot open shared object file"),
+                "{err}"
+            );
+        }
+    }
+
+    // Both in one site-packages: the RPATH finds them, the hook loads nothing by path.
+    let venv = Venv::new(tmp.path(), "venv-same");
+    venv.pip_install(&["--find-links", s(&hooked), "slimdemo"]);
+    let got = python_in(
+        &venv,
+        &[],
+        &format!("{CALL}\nimport slimdemo._wheelslim_preload as h\nprint(len(h.HANDLES))"),
+    );
+    assert_eq!(got.unwrap(), "12080 120904 12080\n0");
+}
+
+/// The hook line lands after the docstring and the `from __future__` imports, as CPython's own
+/// parser sees them; a start this reader cannot follow is refused, naming the member.
+#[test]
+fn preload_hook_keeps_docstring_and_future_imports_first() {
+    let tmp = tempdir();
+    let python = crate::tools::need("python3", "python3");
+    let init = "# -*- coding: utf-8 -*-\nr\"\"\"Doc with \\\"\"\" inside.\"\"\"  # c\n\nfrom __future__ import (\n    annotations,\n)\nfrom slimdemo._native import cublas_version, runtime_version, runtime_via_cublas\n";
+    let input = tmp.path().join(MAIN_NAME);
+    rewrite_wheel(&fixture(SLIMDEMO), &input, |name, data| {
+        if name == "slimdemo/__init__.py" {
+            init.as_bytes().to_vec()
+        } else {
+            data
+        }
+    });
+    let out_dir = tmp.path().join("out");
+    let out = split(&[s(&input), "-w", s(&out_dir), "--preload-hook"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let patched = read_zip(&out_dir.join(MAIN_NAME))
+        .into_iter()
+        .find(|(n, _)| n == "slimdemo/__init__.py")
+        .unwrap()
+        .1;
+    let file = tmp.path().join("patched.py");
+    std::fs::write(&file, &patched).unwrap();
+    let check = "import ast, sys\nt = ast.parse(open(sys.argv[1]).read())\nprint(ast.get_docstring(t))\nprint([type(n).__name__ + ':' + (n.module or '.') + ':' + ','.join(a.name for a in n.names) for n in t.body[1:]])";
+    let got = run(Command::new(&python).args(["-c", check]).arg(&file));
+    assert_eq!(
+        got.trim(),
+        "Doc with \\\"\"\" inside.\n['ImportFrom:__future__:annotations', 'ImportFrom:.:_wheelslim_preload', 'ImportFrom:slimdemo._native:cublas_version,runtime_version,runtime_via_cublas']",
+        "{}",
+        String::from_utf8_lossy(&patched)
+    );
+
+    let odd = tmp.path().join("odd").join(MAIN_NAME);
+    std::fs::create_dir_all(odd.parent().unwrap()).unwrap();
+    rewrite_wheel(&fixture(SLIMDEMO), &odd, |name, data| {
+        if name == "slimdemo/__init__.py" {
+            b"from __future__ import annotations; import os\n".to_vec()
+        } else {
+            data
+        }
+    });
+    let out = split(&[
+        s(&odd),
+        "-w",
+        s(&tmp.path().join("out2")),
+        "--preload-hook",
+        "--dry-run",
+    ]);
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!(
+            "{}!slimdemo/__init__.py: --preload-hook cannot tell",
+            odd.display()
+        )),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -600,6 +798,7 @@ fn rewritten_members_are_inflated_once() {
                 upstream: false,
                 unhash,
                 move_unlinked: false,
+                ad_hoc: Default::default(),
             },
             wheel_dir: tmp.path().join("w"),
             runtime_dir: tmp.path().join("rt"),
@@ -616,6 +815,7 @@ fn rewritten_members_are_inflated_once() {
                 allow_cut: true,
                 allow_no_device_code: false,
             },
+            preload_hook: false,
             progress: indicatif::ProgressBar::hidden(),
         };
         let bar = opts.progress.clone();
@@ -731,6 +931,7 @@ fn large_rewired_members_reuse_the_input_blocks() {
                 upstream: false,
                 unhash: true,
                 move_unlinked: false,
+                ad_hoc: Default::default(),
             },
             wheel_dir: tmp.path().join(dir),
             runtime_dir: tmp.path().join(dir),
@@ -747,6 +948,7 @@ fn large_rewired_members_reuse_the_input_blocks() {
                 allow_cut: true,
                 allow_no_device_code: false,
             },
+            preload_hook: false,
             progress: indicatif::ProgressBar::hidden(),
         };
         split_lib(
