@@ -151,6 +151,9 @@ pub struct WheelAudit {
     pub largest: Vec<MemberSize>,
     pub elf_objects: Vec<ElfReport>,
     pub vendor_libraries: Vec<VendorLibrary>,
+    /// Vendor programs and static archives (`ptxas`, `libcudart_static.a`) and their licence;
+    /// `split` leaves them in place.
+    pub licensed_files: Vec<crate::plan::vendor::LicensedFile>,
     pub device_code: Vec<DeviceReport>,
     pub duplicates: Vec<DuplicateGroup>,
     pub violations: Vec<Violation>,
@@ -343,6 +346,8 @@ fn audit_wheel(
             split: fate,
         });
     }
+
+    let licensed_files = crate::plan::vendor::licensed_files(members, profiles);
 
     // ELF objects and their links, resolved inside this wheel as installed.
     let mut objects = Vec::new();
@@ -570,6 +575,7 @@ fn audit_wheel(
         largest,
         elf_objects,
         vendor_libraries,
+        licensed_files,
         device_code,
         duplicates,
         violations,

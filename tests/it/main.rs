@@ -14,6 +14,7 @@ mod fatbin_fixtures;
 mod fuzz_regressions;
 mod golden;
 mod hostile;
+mod licensed_files;
 mod licenses;
 mod old_toolkits;
 mod pins;
