@@ -450,7 +450,15 @@ pub fn rebuild_bundle(
             actual: keep.len(),
         });
     }
-    let data = bundle_bytes(section, b)?;
+    // A CCOB's decompressed bytes count against the device-code budget while they are held.
+    let (data, _held) = match b.ccob {
+        Some(_) => {
+            let (v, r) =
+                ccob::decompress_ccob_held(section, b, crate::fatbin::DEFAULT_DECOMPRESS_CAP)?;
+            (Cow::Owned(v), Some(r))
+        }
+        None => (Cow::Borrowed(b.stored(section)?), None),
+    };
     let (entries, _) = parse_table(&data, b.offset, u64_of(data.len()))?;
     if entries != b.entries {
         return Err(FatbinError::Stale {

@@ -759,6 +759,19 @@ fn device_code_bombs_stay_within_the_memory_budget() {
             assert!(err.contains(&format!("!{member}")), "{cmd:?}\n{err}");
         }
     }
+    // Four honest 200 MiB CCOB bundles: each fits --memory 256M, but at -j 2 both workers held
+    // one (430 MiB). What is decompressed at once counts against --memory summed over workers.
+    let wheel = case_path("ccob_four_200m");
+    let wheel = wheel.to_str().expect("utf-8");
+    let dir = tempdir();
+    let out = dir.path().to_str().expect("utf-8");
+    let cmd = ["trim", wheel, "--gfx", "gfx90a", "-w", out];
+    let (code, rss, err) = peak_rss_kib(&cmd, &["-j", "2", "--memory", "256M"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        rss <= (256 + 64) << 10,
+        "four 200 MiB bundles at -j 2: peak RSS {rss} KiB"
+    );
     // An honest ratio (128x) but more than --memory: decompressed device code counts against
     // the budget, so the entry is refused below it and accepted within it.
     let wheel = case_path("fatbin_zstd_64m");
