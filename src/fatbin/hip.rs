@@ -156,6 +156,7 @@ pub fn parse_section(data: &[u8]) -> Result<Vec<OffloadBundle>, FatbinError> {
         pos = start.saturating_add(b.len.max(1));
         out.push(b);
     }
+    out.shrink_to_fit();
     Ok(out)
 }
 
@@ -418,6 +419,8 @@ pub fn parse_table(
         entries.push(entry(eo, es, triple, bundle_len, at)?);
         pos = tpos.saturating_add(triple.len());
     }
+    // No unused room kept per bundle (millions of tiny bundles, issue 11 item 2).
+    entries.shrink_to_fit();
     Ok((entries, pos))
 }
 
