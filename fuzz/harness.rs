@@ -373,3 +373,59 @@ pub fn fatbin_hip(data: &[u8]) {
         }
     }
 }
+
+/// The `--memory` the `memory_bound` target runs with.
+pub const MEMORY_BOUND_BUDGET: u64 = 32 << 20;
+
+/// The most heap bytes `memory_bound` may hold at once for an input of `len` bytes: the
+/// budget, one member larger than it (a member is granted alone whatever its size, and
+/// deflate expands at most 1032 times), its rewritten copy, and 64 MiB for everything else.
+/// Peak use past this is a memory blow-up (issue 11): bookkeeping that grows faster than the
+/// bytes, or decompression that escapes the budget.
+pub fn memory_bound_limit(len: usize) -> u64 {
+    let member = (len as u64).saturating_mul(1032);
+    MEMORY_BOUND_BUDGET + member.saturating_mul(2) + (64 << 20)
+}
+
+/// The real limits, on a wheel: open it with the default archive limits, inspect every member
+/// under a [`MEMORY_BOUND_BUDGET`] budget (device-code decompression capped the same way), and
+/// trim what holds device code to sm_90 and gfx90a, as `trim -j 1 --memory 32M` does (without
+/// writing the output). The caller measures the peak heap around it.
+pub fn memory_bound(data: &[u8]) {
+    use wheelslim::budget::Budget;
+    use wheelslim::facts::{InspectOptions, inspect_wheel_with};
+    use wheelslim::wheel::zip::Limits as RealLimits;
+    wheelslim::fatbin::limit_decompression(MEMORY_BOUND_BUDGET);
+    let scratch = Scratch::new();
+    let path = scratch.wheel();
+    std::fs::write(&path, data).expect("write the scratch file");
+    let Ok(wheel) = Wheel::open(&path, &RealLimits::default()) else {
+        return;
+    };
+    let (Ok(cuda), Ok(gfx)) = (
+        Selection::parse_targets("90"),
+        GfxSelection::parse("gfx90a"),
+    ) else {
+        return;
+    };
+    let settings = TrimSettings {
+        cuda: Some(cuda),
+        gfx: Some(gfx),
+        allow_cut: true,
+        allow_no_device_code: true,
+    };
+    let budget = Budget::new(MEMORY_BOUND_BUDGET);
+    let _ = inspect_wheel_with(&wheel, InspectOptions::default(), &budget, &|f, kept| {
+        let device = f.device.as_ref()?;
+        trim_member(
+            &f.name,
+            &kept.bytes,
+            f.compressed_size,
+            f.host_elf(),
+            device,
+            &settings,
+        )
+        .ok()
+        .map(|_| ())
+    });
+}

@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 fx=../fixtures
-mkdir -p corpus/{zip_reader,elf_inspect,elf_patch,elf_shrink,fatbin_cuda,fatbin_hip}
+mkdir -p corpus/{zip_reader,elf_inspect,elf_patch,elf_shrink,fatbin_cuda,fatbin_hip,memory_bound}
 cp "$fx"/wheels/*.whl "$fx"/hostile/*.whl corpus/zip_reader/
 objects=("$fx"/cuda/*.so "$fx"/hip/*.so "$fx"/aarch64/*.so "$fx"/ppc64le/*.so)
 for t in elf_inspect elf_patch elf_shrink; do
@@ -38,4 +38,13 @@ done
 cp "$fx"/cuda/loose/*.fatbin corpus/fatbin_cuda/
 # Empty outputs (no such section) seed nothing.
 find corpus -type f -empty -delete
+# memory_bound runs whole wheels under the real limits: its seeds are the committed
+# seeds/memory_bound (the hostile corpus, bombs included, and the small fixture wheels; rebuilt
+# by `./seed.sh --rebuild-seeds`, under 1 MB in all).
+if [[ "${1:-}" == --rebuild-seeds ]]; then
+  rm -rf seeds/memory_bound && mkdir -p seeds/memory_bound
+  cp "$fx"/hostile/*.whl seeds/memory_bound/
+  find "$fx"/wheels -name '*.whl' -size -32k -exec cp {} seeds/memory_bound/ \;
+fi
+cp seeds/memory_bound/* corpus/memory_bound/
 for t in corpus/*; do echo "$t: $(ls "$t" | wc -l) seeds"; done

@@ -319,6 +319,24 @@ fn audit_wheel(
         false,
         &crate::plan::vendor::AdHoc::default(),
     );
+    // The other contradiction of Root-Is-Purelib (true with binaries is a violation, in
+    // checks.rs) is harmless, so it is only a note: platlib without anything platform-specific.
+    if !wheel.root_is_purelib()
+        && !members
+            .iter()
+            .any(|m| m.host_elf().is_some() || m.device.is_some())
+        && !members
+            .iter()
+            .any(|m| facts::looks_like_shared_object(&m.name))
+    {
+        diagnostics.push(Diagnostic::new(
+            crate::diagnostic::Severity::Note,
+            &crate::error::Location::wheel(&wheel.path),
+            "WHEEL says `Root-Is-Purelib: false` but the wheel holds no binaries: it installs \
+             into platlib; `true` would be the usual choice for pure-Python contents"
+                .to_string(),
+        ));
+    }
     let mut vendor_libraries = Vec::new();
     for (vh, fate) in classified {
         let (m, hit) = (vh.member, vh.hit);

@@ -17,18 +17,40 @@
 //!   no other reservation is being worked on the next one is granted whatever is retained.
 //!   Retaining itself is bounded by the budget ([`Reservation::try_retain`]; the first retained
 //!   member may exceed it).
+//!
+//! Decompressed device code has a budget of its own, [`DEVICE`], capped at `--memory` too
+//! (issue 11): a worker holding a member's bytes may wait there while *another* worker holds
+//! decompressed device code, because those holders never wait for anything (they decompress,
+//! rebuild and compress on their own thread, with no nested parallel work), so their bytes
+//! always come back. Without it, each of `-j` workers could hold one decompression of up to
+//! `--memory`.
 
 use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex};
 
 thread_local! {
-    /// Bytes the current thread holds in reservations that are not retained (of any budget).
-    static HELD: Cell<u64> = const { Cell::new(0) };
+    /// Bytes the current thread holds in reservations that are not retained, of member
+    /// budgets ([`Lane::Members`]) and of [`DEVICE`] ([`Lane::Device`]).
+    static HELD: [Cell<u64>; 2] = const { [Cell::new(0), Cell::new(0)] };
 }
+
+/// What a budget holds: each kind has its own per-thread count, so holding a member's bytes
+/// does not make a thread a holder of decompressed device code (see the module documentation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lane {
+    Members = 0,
+    Device = 1,
+}
+
+/// The process's budget for decompressed device code (entries, concat groups and CCOB
+/// bundles being rebuilt). Its cap is set from `--memory` by [`crate::fatbin::limit_decompression`].
+pub static DEVICE: Budget = Budget::for_device(crate::fatbin::DEFAULT_DECOMPRESS_CAP);
 
 #[derive(Debug)]
 pub struct Budget {
-    cap: u64,
+    cap: AtomicU64,
+    lane: Lane,
     state: Mutex<State>,
     freed: Condvar,
 }
@@ -52,25 +74,62 @@ pub struct Reservation<'a> {
     retained: bool,
 }
 
+fn held_in(lane: Lane) -> u64 {
+    HELD.with(|h| h[lane as usize].get())
+}
+
+#[cfg(test)]
 fn held() -> u64 {
-    HELD.with(Cell::get)
+    held_in(Lane::Members)
 }
 
-fn add_held(bytes: u64) {
-    HELD.with(|h| h.set(h.get().saturating_add(bytes)));
+fn add_held(lane: Lane, bytes: u64) {
+    HELD.with(|h| {
+        let c = &h[lane as usize];
+        c.set(c.get().saturating_add(bytes));
+    });
 }
 
-fn sub_held(bytes: u64) {
-    HELD.with(|h| h.set(h.get().saturating_sub(bytes)));
+fn sub_held(lane: Lane, bytes: u64) {
+    HELD.with(|h| {
+        let c = &h[lane as usize];
+        c.set(c.get().saturating_sub(bytes));
+    });
 }
 
 impl Budget {
     pub fn new(cap: u64) -> Budget {
         Budget {
-            cap: cap.max(1),
-            state: Mutex::new(State::default()),
+            cap: AtomicU64::new(if cap == 0 { 1 } else { cap }),
+            lane: Lane::Members,
+            state: Mutex::new(State {
+                used: 0,
+                retained: 0,
+            }),
             freed: Condvar::new(),
         }
+    }
+
+    const fn for_device(cap: u64) -> Budget {
+        Budget {
+            cap: AtomicU64::new(cap),
+            lane: Lane::Device,
+            state: Mutex::new(State {
+                used: 0,
+                retained: 0,
+            }),
+            freed: Condvar::new(),
+        }
+    }
+
+    pub fn cap(&self) -> u64 {
+        self.cap.load(Ordering::Relaxed)
+    }
+
+    /// Changes the cap (the device budget's, once a command knows its `--memory`).
+    pub fn set_cap(&self, cap: u64) {
+        self.cap.store(cap.max(1), Ordering::Relaxed);
+        self.freed.notify_all();
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -81,14 +140,14 @@ impl Budget {
     /// Waits until `bytes` fit (or no other reservation is being worked on) and reserves them;
     /// a thread that already holds a reservation gets them at once.
     pub fn reserve(&self, bytes: u64) -> Reservation<'_> {
-        let holding = held() > 0;
+        let holding = held_in(self.lane) > 0;
         let mut st = self.lock();
-        while !holding && st.used > st.retained && st.used.saturating_add(bytes) > self.cap {
+        while !holding && st.used > st.retained && st.used.saturating_add(bytes) > self.cap() {
             st = self.freed.wait(st).unwrap_or_else(|p| p.into_inner());
         }
         st.used = st.used.saturating_add(bytes);
         drop(st);
-        add_held(bytes);
+        add_held(self.lane, bytes);
         Reservation {
             budget: self,
             bytes,
@@ -113,7 +172,7 @@ impl Reservation<'_> {
     pub fn retain(mut self) -> Self {
         if !self.retained {
             self.budget.lock().retained += self.bytes;
-            sub_held(self.bytes);
+            sub_held(self.budget.lane, self.bytes);
             self.retained = true;
             self.budget.freed.notify_all();
         }
@@ -129,7 +188,7 @@ impl Reservation<'_> {
         }
         let fits = {
             let st = self.budget.lock();
-            st.retained == 0 || st.retained + self.bytes <= self.budget.cap
+            st.retained == 0 || st.retained + self.bytes <= self.budget.cap()
         };
         if fits { Ok(self.retain()) } else { Err(self) }
     }
@@ -147,7 +206,7 @@ impl Reservation<'_> {
         if self.retained {
             st.retained = st.retained.saturating_add(more);
         } else {
-            add_held(more);
+            add_held(self.budget.lane, more);
         }
         self.bytes = self.bytes.saturating_add(more);
     }
@@ -160,7 +219,7 @@ impl Drop for Reservation<'_> {
         if self.retained {
             st.retained = st.retained.saturating_sub(self.bytes);
         } else {
-            sub_held(self.bytes);
+            sub_held(self.budget.lane, self.bytes);
         }
         drop(st);
         self.budget.freed.notify_all();
@@ -170,7 +229,6 @@ impl Drop for Reservation<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicU64, Ordering};
 
     #[test]
     fn never_exceeds_cap_except_for_one_big_reservation() {
@@ -236,6 +294,40 @@ mod tests {
                 }
             });
             assert_eq!(b.in_use(), 0);
+        });
+    }
+
+    /// Issue 11 item 1: two workers each holding a member's bytes decompressed device code
+    /// at once, so `-j 2` held twice `--memory`. Holding a member no longer lets a worker skip
+    /// the device budget's queue; holding device bytes still does (a nested decompression).
+    #[test]
+    fn member_holders_queue_for_device_bytes_that_another_worker_holds() {
+        finishes(|| {
+            let members = Budget::new(1000);
+            let device = Budget::for_device(100);
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::scope(|s| {
+                let (members, device) = (&members, &device);
+                s.spawn(move || {
+                    let _m = members.reserve(10);
+                    let d = device.reserve(80);
+                    // Nested: granted at once although 160 > 100.
+                    let nested = device.reserve(80);
+                    assert_eq!(device.in_use(), 160);
+                    drop(nested);
+                    tx.send(()).unwrap();
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                    assert_eq!(device.in_use(), 80, "the other worker did not wait");
+                    drop(d);
+                });
+                s.spawn(move || {
+                    rx.recv().unwrap();
+                    let _m = members.reserve(10);
+                    let _d = device.reserve(80);
+                    assert_eq!(device.in_use(), 80);
+                });
+            });
+            assert_eq!(device.in_use(), 0);
         });
     }
 

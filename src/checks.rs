@@ -273,6 +273,26 @@ pub fn platform_checks(wheel: &Wheel, members: &[MemberFacts]) -> Vec<Violation>
             }
         }
     }
+    out.extend(name_collisions(wheel));
+    if wheel.root_is_purelib()
+        && let Some((m, info)) = members
+            .iter()
+            .find_map(|m| m.host_elf().map(|info| (m, info)))
+    {
+        out.push(
+            Violation::new(
+                "purelib-with-binaries",
+                false,
+                format!(
+                    "WHEEL says `Root-Is-Purelib: true` but `{}` is a {} ELF object: installers put it \
+                     in purelib, which some systems keep apart from platlib (lib against lib64); \
+                     build the wheel with `Root-Is-Purelib: false`",
+                    m.name, info.machine
+                ),
+            )
+            .about(&m.name),
+        );
+    }
     let arch = wheel
         .filename
         .platform
@@ -294,6 +314,45 @@ pub fn platform_checks(wheel: &Wheel, members: &[MemberFacts]) -> Vec<Violation>
                     )
                     .about(&m.name),
                 );
+            }
+        }
+    }
+    out
+}
+
+/// Members whose names differ only in case or in Unicode normalisation: distinct files on
+/// Linux, one file on macOS and Windows (and normalisation-insensitive file systems), where
+/// the second overwrites the first at install.
+pub fn name_collisions(wheel: &Wheel) -> Vec<Violation> {
+    use unicode_normalization::UnicodeNormalization;
+    let mut seen: BTreeMap<String, &str> = BTreeMap::new();
+    let mut out = Vec::new();
+    for m in wheel.archive.members().iter().filter(|m| !m.is_dir) {
+        let nfc: String = m.name.nfc().collect();
+        let key = nfc.to_lowercase();
+        match seen.get(key.as_str()) {
+            Some(&first) if first != m.name => {
+                let how = if first.nfc().eq(nfc.chars()) {
+                    "Unicode normalisation"
+                } else {
+                    "case"
+                };
+                out.push(
+                    Violation::new(
+                        "name-collision",
+                        false,
+                        format!(
+                            "`{first}` and `{}` differ only in {how}: they are one file on macOS and \
+                             Windows, where installing overwrites one with the other; rename one",
+                            m.name
+                        ),
+                    )
+                    .about(&m.name),
+                );
+            }
+            Some(_) => {}
+            None => {
+                seen.insert(key, &m.name);
             }
         }
     }

@@ -134,11 +134,9 @@ pub fn scan_elf(data: &[u8], info: &ElfInfo) -> Result<DeviceFacts, (String, Fat
 /// The audit's view of one member's device code.
 pub fn report(member: &str, d: &DeviceFacts) -> Option<DeviceReport> {
     if !d.cuda.is_empty() {
-        let containers: Vec<cuda::Container> = d
-            .cuda
-            .iter()
-            .flat_map(|s| s.containers.iter().cloned())
-            .collect();
+        // Borrowed, not cloned: a section of millions of tiny containers would be held twice.
+        let containers: Vec<&cuda::Container> =
+            d.cuda.iter().flat_map(|s| s.containers.iter()).collect();
         let per_arch = select::bytes_per_arch(&containers);
         let mut rows: Vec<ArchRow> = per_arch
             .iter()

@@ -7,8 +7,8 @@
 //! plans and reports for the command line to render.
 //!
 //! Public are the formats ([`elf`], [`fatbin`], [`wheel`], [`profile`]), the command line
-//! ([`cli`]), and what the integration tests, benches and fuzz targets call ([`device`],
-//! [`plan`], [`split`], [`trim`]); the other stages are private, so rustc reports what nothing
+//! ([`cli`]), and what the integration tests, benches and fuzz targets call ([`budget`],
+//! [`device`], [`facts`], [`plan`], [`split`], [`trim`]); the other stages are private, so rustc reports what nothing
 //! uses.
 
 // The formats.
@@ -20,12 +20,12 @@ pub mod wheel;
 // The stages: read → inspect → plan → apply → write → verify.
 mod apply;
 mod audit;
-mod budget;
+pub mod budget;
 mod checks;
 pub mod device;
 mod diagnostic;
 mod error;
-mod facts;
+pub mod facts;
 mod input;
 mod links;
 mod output;

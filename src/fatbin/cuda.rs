@@ -261,6 +261,9 @@ pub fn parse_section(data: &[u8]) -> Result<Vec<Container>, FatbinError> {
         pos = c.end();
         out.push(c);
     }
+    // Growth by doubling leaves up to half the list unused; a section of millions of tiny
+    // containers (issue 11) would keep it for the whole run.
+    out.shrink_to_fit();
     Ok(out)
 }
 
@@ -320,6 +323,10 @@ pub fn parse_container(data: &[u8], offset: usize) -> Result<Container, FatbinEr
         pos = pos.saturating_add(e.total_len());
         entries.push(e);
     }
+    // A vector's first push reserves room for four entries of about 200 bytes; most
+    // containers hold one or two. Without this, millions of tiny containers cost about 900
+    // bytes of heap each (issue 11 item 2).
+    entries.shrink_to_fit();
     Ok(Container {
         offset,
         len,

@@ -156,6 +156,7 @@ pub fn parse_section(data: &[u8]) -> Result<Vec<OffloadBundle>, FatbinError> {
         pos = start.saturating_add(b.len.max(1));
         out.push(b);
     }
+    out.shrink_to_fit();
     Ok(out)
 }
 
@@ -418,6 +419,8 @@ pub fn parse_table(
         entries.push(entry(eo, es, triple, bundle_len, at)?);
         pos = tpos.saturating_add(triple.len());
     }
+    // No unused room kept per bundle (millions of tiny bundles, issue 11 item 2).
+    entries.shrink_to_fit();
     Ok((entries, pos))
 }
 
@@ -450,7 +453,15 @@ pub fn rebuild_bundle(
             actual: keep.len(),
         });
     }
-    let data = bundle_bytes(section, b)?;
+    // A CCOB's decompressed bytes count against the device-code budget while they are held.
+    let (data, _held) = match b.ccob {
+        Some(_) => {
+            let (v, r) =
+                ccob::decompress_ccob_held(section, b, crate::fatbin::DEFAULT_DECOMPRESS_CAP)?;
+            (Cow::Owned(v), Some(r))
+        }
+        None => (Cow::Borrowed(b.stored(section)?), None),
+    };
     let (entries, _) = parse_table(&data, b.offset, u64_of(data.len()))?;
     if entries != b.entries {
         return Err(FatbinError::Stale {

@@ -54,11 +54,14 @@ pub fn expansion_cap(compressed: usize) -> u64 {
 static DECOMPRESS_LIMIT: std::sync::atomic::AtomicU64 =
     std::sync::atomic::AtomicU64::new(DEFAULT_DECOMPRESS_CAP);
 
-/// Cap every decompression of device code at `bytes` (never below [`EXPANSION_FLOOR`], never
+/// Cap every decompression of device code, and all of them held at once, at `bytes` (never below [`EXPANSION_FLOOR`], never
 /// above [`DEFAULT_DECOMPRESS_CAP`]). Meant to be called once by a command, with `--memory`.
 pub fn limit_decompression(bytes: u64) {
     let limit = bytes.clamp(EXPANSION_FLOOR, DEFAULT_DECOMPRESS_CAP);
     DECOMPRESS_LIMIT.store(limit, std::sync::atomic::Ordering::Relaxed);
+    // And what every worker holds at once, summed (one decompression at a time when several
+    // would not fit together).
+    crate::budget::DEVICE.set_cap(limit);
 }
 
 /// Refuse a claimed decompressed `size` that its `compressed` stream cannot honestly back, or

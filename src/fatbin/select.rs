@@ -46,6 +46,7 @@
 //! See [`GfxSelection`]: the host entry is always kept; code objects are matched by processor
 //! and target features; generic targets by their family.
 
+use std::borrow::Borrow;
 use std::collections::BTreeMap;
 use std::str::FromStr;
 
@@ -581,10 +582,13 @@ impl Selection {
 
     /// Bytes the given containers would occupy after this trim (see [`Choice::kept_bytes`]),
     /// not counting the padding between containers.
-    pub fn kept_bytes(&self, containers: &[Container]) -> u64 {
+    pub fn kept_bytes<C: Borrow<Container>>(&self, containers: &[C]) -> u64 {
         containers
             .iter()
-            .map(|c| self.choose_container(c).kept_bytes(c))
+            .map(|c| {
+                let c = c.borrow();
+                self.choose_container(c).kept_bytes(c)
+            })
             .fold(0u64, u64::saturating_add)
     }
 
@@ -615,8 +619,8 @@ impl Selection {
 
 /// For each target alone, the bytes [`Selection::kept_bytes`] says a trim to it would keep
 /// (the audit's "what would trimming to one arch leave" column).
-pub fn kept_bytes_per_target(
-    containers: &[Container],
+pub fn kept_bytes_per_target<C: Borrow<Container>>(
+    containers: &[C],
     targets: &[CudaArch],
     ptx: PtxPolicy,
     unmatched: UnmatchedPolicy,
@@ -648,7 +652,7 @@ pub struct ArchBytes {
 
 /// [`ArchBytes`] keyed by `sm_90a` for SASS and `compute_90` for PTX; unknown kinds under
 /// `unknown`.
-pub fn bytes_per_arch(containers: &[Container]) -> BTreeMap<String, ArchBytes> {
+pub fn bytes_per_arch<C: Borrow<Container>>(containers: &[C]) -> BTreeMap<String, ArchBytes> {
     let mut out: BTreeMap<String, ArchBytes> = BTreeMap::new();
     let mut add = |name: String, stored: u64, image: u64| {
         let slot = out.entry(name).or_default();
@@ -662,7 +666,7 @@ pub fn bytes_per_arch(containers: &[Container]) -> BTreeMap<String, ArchBytes> {
         EntryKind::Concat | EntryKind::Unknown(_) => "unknown".to_string(),
     };
     for c in containers {
-        for e in &c.entries {
+        for e in &c.borrow().entries {
             if e.kind == EntryKind::Concat && !e.members.is_empty() {
                 let all = e
                     .members

@@ -397,6 +397,38 @@ fn cuda_blocks(
     Ok(changed.then_some(blocks))
 }
 
+/// A loose `.fatbin` trimmed with `sel`: its containers, each kept whole or rebuilt, laid out
+/// 8-aligned in one buffer. `None` when every container keeps everything.
+fn loose_fatbin(
+    bytes: &[u8],
+    containers: &[Container],
+    sel: &Selection,
+    tally: &mut Tally,
+) -> Result<Option<Vec<u8>>, FatbinError> {
+    let mut changed = false;
+    let mut out = Vec::with_capacity(bytes.len());
+    for c in containers {
+        let choice = sel.choose_container(c);
+        tally.cuda(c, &choice);
+        while out.len() % 8 != 0 {
+            out.push(0);
+        }
+        if choice.keeps_everything() {
+            let old = bytes.get(c.offset..c.end()).ok_or(FatbinError::Truncated {
+                what: "container",
+                offset: c.offset,
+                needed: c.len as u64,
+                available: bytes.len(),
+            })?;
+            out.extend_from_slice(old);
+        } else {
+            changed = true;
+            out.extend_from_slice(&cuda::rebuild_container_with(bytes, c, &choice.edits())?);
+        }
+    }
+    Ok(changed.then_some(out))
+}
+
 fn hip_blocks(
     bytes: &[u8],
     bundles: &[OffloadBundle],
@@ -489,8 +521,26 @@ pub fn trim_member_in(
             LooseAction::Keep | LooseAction::Drop => Ok(None),
             LooseAction::Trim => {
                 let blocks = match l.kind {
+                    // Written straight into the output: a block per container cost about 150
+                    // bytes each for millions of tiny containers (issue 11 item 2).
                     LooseKind::Fatbin => match (&settings.cuda, device.cuda.first()) {
-                        (Some(sel), Some(s)) => cuda_blocks(data, &s.containers, sel, &mut tally)?,
+                        (Some(sel), Some(s)) => {
+                            return Ok(loose_fatbin(data, &s.containers, sel, &mut tally)?.map(
+                                |out| {
+                                    let after = out.len() as u64;
+                                    Trimmed {
+                                        data: Some(out),
+                                        report: report(
+                                            "rebuilt",
+                                            Some(decision.reason),
+                                            after,
+                                            tally,
+                                            Vec::new(),
+                                        ),
+                                    }
+                                },
+                            ));
+                        }
                         _ => None,
                     },
                     LooseKind::OffloadBundle => match (&settings.gfx, device.hip.first()) {

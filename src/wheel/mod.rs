@@ -21,6 +21,30 @@ use crate::error::{Error, Location};
 
 /// The normalized project name a `Requires-Dist` value names (`nvidia-cublas-cu12>=12; ...` →
 /// `nvidia-cublas-cu12`).
+/// The first member that is a file while another member lies inside it (`pkg/a` and
+/// `pkg/a/b`), as (file, member inside): no installer can write both.
+fn file_and_folder(members: &[zip::Member]) -> Option<(String, String)> {
+    let files: std::collections::HashSet<&str> = members
+        .iter()
+        .filter(|m| !m.is_dir)
+        .map(|m| m.name.as_str())
+        .collect();
+    for m in members {
+        let name = m.name.trim_end_matches('/');
+        if m.is_dir && files.contains(name) {
+            return Some((name.to_string(), m.name.clone()));
+        }
+        let mut rest = name;
+        while let Some((parent, _)) = rest.rsplit_once('/') {
+            if files.contains(parent) {
+                return Some((parent.to_string(), m.name.clone()));
+            }
+            rest = parent;
+        }
+    }
+    None
+}
+
 pub fn requirement_name(requirement: &str) -> String {
     let name: String = requirement
         .trim()
@@ -63,6 +87,8 @@ pub enum WheelError {
     NotRegular(&'static str),
     #[error("cannot open: {0}")]
     CannotOpen(String),
+    #[error("`{file}` is both a file and a folder (it holds `{inside}`)")]
+    FileAndFolder { file: String, inside: String },
 }
 
 impl WheelError {
@@ -87,6 +113,9 @@ impl WheelError {
                 "wheelslim reads wheels only from regular files (or symlinks to them); save it to a file first"
             }
             WheelError::CannotOpen(_) => "check the file's permissions",
+            WheelError::FileAndFolder { .. } => {
+                "no installer can write both (pip stops with \"Not a directory\"); rebuild the wheel without one of them"
+            }
             _ => "the wheel's metadata is damaged; rebuild the wheel",
         })
     }
@@ -167,6 +196,9 @@ impl Wheel {
             location: location.clone(),
             err,
         };
+        if let Some((file, inside)) = file_and_folder(archive.members()) {
+            return Err(werr(WheelError::FileAndFolder { file, inside }));
+        }
         let mut dist_infos: Vec<&str> = archive
             .members()
             .iter()
@@ -309,5 +341,46 @@ impl Wheel {
             .get("Name")
             .map(str::to_string)
             .unwrap_or_else(|| self.filename.name.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(name: &str) -> zip::Member {
+        zip::Member {
+            name: name.to_string(),
+            method: zip::Method::Stored,
+            flags: 0,
+            crc32: 0,
+            compressed_size: 0,
+            size: 0,
+            local_header_offset: 0,
+            data_offset: 0,
+            unix_mode: None,
+            dos_time: 0,
+            dos_date: 0,
+            is_dir: name.ends_with('/'),
+            is_symlink: false,
+            problem: None,
+        }
+    }
+
+    fn clash(names: &[&str]) -> Option<(String, String)> {
+        file_and_folder(&names.iter().map(|n| member(n)).collect::<Vec<_>>())
+    }
+
+    /// Issue 11 item 7: pip fails on these with "Not a directory" / "Is a directory".
+    #[test]
+    fn a_file_that_is_also_a_folder_is_found_in_any_order() {
+        let want = Some(("pkg/a".to_string(), "pkg/a/b/c.py".to_string()));
+        assert_eq!(clash(&["pkg/a", "pkg/a/b/c.py"]), want);
+        assert_eq!(clash(&["pkg/a/b/c.py", "pkg/a"]), want);
+        assert_eq!(
+            clash(&["pkg/a/", "pkg/a"]),
+            Some(("pkg/a".to_string(), "pkg/a/".to_string()))
+        );
+        assert_eq!(clash(&["pkg/a.py", "pkg/ab/c.py", "pkg/", "pkg/ab/"]), None);
     }
 }

@@ -760,6 +760,19 @@ fn device_code_bombs_stay_within_the_memory_budget() {
             assert!(err.contains(&format!("!{member}")), "{cmd:?}\n{err}");
         }
     }
+    // Four honest 200 MiB CCOB bundles: each fits --memory 256M, but at -j 2 both workers held
+    // one (419 MiB). What is decompressed at once counts against --memory summed over workers.
+    let wheel = case_path("ccob_four_200m");
+    let wheel = wheel.to_str().expect("utf-8");
+    let dir = tempdir();
+    let out = dir.path().to_str().expect("utf-8");
+    let cmd = ["trim", wheel, "--gfx", "gfx90a", "-w", out];
+    let (code, rss, err) = peak_rss_kib(&cmd, &["-j", "2", "--memory", "256M"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        rss <= (256 + 64) << 10,
+        "four 200 MiB bundles at -j 2: peak RSS {rss} KiB"
+    );
     // An honest ratio (128x) but more than --memory: decompressed device code counts against
     // the budget, so the entry is refused below it and accepted within it.
     let wheel = case_path("fatbin_zstd_64m");
@@ -779,6 +792,29 @@ fn device_code_bombs_stay_within_the_memory_budget() {
         assert!(rss <= (16 + 256) << 10, "{cmd:?}: peak RSS {rss} KiB");
         let (code, _, err) = peak_rss_kib(&cmd, &["--memory", "128M"]);
         assert_eq!(code, 0, "{cmd:?}\n{err}");
+    }
+}
+
+/// Issue 11 item 2: a 32 MiB loose fatbin of 380,000 88-byte containers. Each container cost
+/// about 900 bytes of heap (an entry list with room for four, and a second copy for the
+/// audit's report): the 256 MiB version took 2.7 GiB in `audit` and 3.6 GiB in `trim` at
+/// `-j 2 --memory 256M`. This one takes 130 and 270 MiB now.
+#[test]
+fn tiny_containers_do_not_amplify_memory() {
+    let wheel = case_path("fatbin_tiny_containers");
+    let wheel = wheel.to_str().expect("utf-8");
+    let dir = tempdir();
+    let out = dir.path().to_str().expect("utf-8");
+    for (cmd, bound_mib) in [
+        (vec!["audit", wheel], 200),
+        (vec!["trim", wheel, "--sm", "90", "-w", out], 400),
+    ] {
+        let (code, rss, err) = peak_rss_kib(&cmd, &["-j", "2", "--memory", "256M"]);
+        assert_eq!(code, 0, "{cmd:?}\n{err}");
+        assert!(
+            rss <= bound_mib << 10,
+            "{cmd:?}: peak RSS {rss} KiB, over {bound_mib} MiB"
+        );
     }
 }
 

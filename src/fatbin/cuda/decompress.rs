@@ -1,6 +1,7 @@
 //! Decompressing entry payloads: raw LZ4 blocks and zstd frames, to an exact size under a cap.
 
 use super::{Compression, Entry};
+use crate::budget::Reservation;
 use crate::fatbin::bytes::{slice, u64_of};
 use crate::fatbin::{DEFAULT_DECOMPRESS_CAP, FatbinError};
 
@@ -18,6 +19,17 @@ pub fn decompress_entry_capped(
     e: &Entry,
     cap: u64,
 ) -> Result<Vec<u8>, FatbinError> {
+    decompress_entry_held(section, e, cap).map(|(v, _)| v)
+}
+
+/// [`decompress_entry_capped`], and the reservation of [`crate::budget::DEVICE`] that must live
+/// as long as the bytes do (`None` for an uncompressed payload, which is a copy of bytes the
+/// member already holds).
+pub(crate) fn decompress_entry_held(
+    section: &[u8],
+    e: &Entry,
+    cap: u64,
+) -> Result<(Vec<u8>, Option<Reservation<'static>>), FatbinError> {
     let payload = slice(
         section,
         e.payload_offset(),
@@ -25,7 +37,7 @@ pub fn decompress_entry_capped(
         "entry payload",
     )?;
     match e.compression {
-        Compression::None => Ok(payload.to_vec()),
+        Compression::None => Ok((payload.to_vec(), None)),
         Compression::Unknown(flags) => Err(FatbinError::UnknownCompression {
             offset: e.offset,
             flags,
@@ -40,11 +52,14 @@ pub fn decompress_entry_capped(
                 "fatbin entry",
                 e.offset,
             )
+            .map(|(v, r)| (v, Some(r)))
         }
     }
 }
 
-/// Decompress `stream` (a raw LZ4 block or one zstd frame) to exactly `size` bytes.
+/// Decompress `stream` (a raw LZ4 block or one zstd frame) to exactly `size` bytes, reserved
+/// from [`crate::budget::DEVICE`] once the claim has passed every check (the caller holds the
+/// reservation for as long as it holds the bytes).
 pub(crate) fn decompress(
     method: Compression,
     stream: &[u8],
@@ -52,7 +67,7 @@ pub(crate) fn decompress(
     cap: u64,
     what: &'static str,
     offset: usize,
-) -> Result<Vec<u8>, FatbinError> {
+) -> Result<(Vec<u8>, Reservation<'static>), FatbinError> {
     if size > cap {
         return Err(FatbinError::TooLarge {
             what,
@@ -69,6 +84,7 @@ pub(crate) fn decompress(
         cap: u64_of(usize::MAX),
     };
     let usize_size = usize::try_from(size).map_err(|_| too_large())?;
+    let held = crate::budget::DEVICE.reserve(size);
     let fail = |method: &'static str, reason: String| FatbinError::Decompress {
         what,
         offset,
@@ -96,9 +112,9 @@ pub(crate) fn decompress(
                     actual: u64_of(n),
                 });
             }
-            Ok(out)
+            Ok((out, held))
         }
-        Compression::Zstd => zstd_exact(stream, size, what, offset),
+        Compression::Zstd => zstd_exact(stream, size, what, offset).map(|v| (v, held)),
         Compression::None | Compression::Unknown(_) => Err(fail(
             method.name(),
             "not a supported compression".to_string(),
@@ -107,7 +123,8 @@ pub(crate) fn decompress(
 }
 
 /// Decode one zstd frame that must fill `stream` exactly and produce exactly `size` bytes.
-/// The output grows as data arrives, so a lying header costs no memory up front.
+/// The output is allocated once at `size` (the claim has passed the expansion and memory
+/// checks and is reserved): growing it by doubling held up to twice the claim while copying.
 fn zstd_exact(
     stream: &[u8],
     size: u64,
@@ -140,6 +157,8 @@ fn zstd_exact(
     dec.window_log_max(window_log_for(size))
         .map_err(|err| fail(err.to_string()))?;
     let mut out = Vec::new();
+    out.try_reserve_exact(usize::try_from(size).unwrap_or(usize::MAX))
+        .map_err(|err| fail(err.to_string()))?;
     let n = dec
         .by_ref()
         .take(size.saturating_add(1))

@@ -154,7 +154,12 @@ pub fn rebuild_concat_entry(
         return Err(FatbinError::EmptyConcat { offset: e.offset });
     }
     let header = original.get(..e.header_size).unwrap_or(&[]);
-    let image = super::decompress_entry(section, e)?;
+    // The decompressed image counts against the device-code budget while it is held.
+    let (image, _held) = super::decompress::decompress_entry_held(
+        section,
+        e,
+        crate::fatbin::DEFAULT_DECOMPRESS_CAP,
+    )?;
 
     // The new image and member table.
     let mut blob = Vec::new();

@@ -210,6 +210,16 @@ pub fn decompress_ccob_capped(
     b: &OffloadBundle,
     cap: u64,
 ) -> Result<Vec<u8>, FatbinError> {
+    decompress_ccob_held(section, b, cap).map(|(v, _)| v)
+}
+
+/// [`decompress_ccob_capped`], and the reservation of [`crate::budget::DEVICE`] that must live
+/// as long as the bytes do.
+pub(crate) fn decompress_ccob_held(
+    section: &[u8],
+    b: &OffloadBundle,
+    cap: u64,
+) -> Result<(Vec<u8>, crate::budget::Reservation<'static>), FatbinError> {
     const WHAT: &str = "compressed offload bundle";
     let h = ccob_header(section, b.offset)?;
     if b.ccob.as_ref() != Some(&h) {
@@ -248,7 +258,11 @@ pub fn decompress_ccob_capped(
             Err(code) => return Err(fail(zstd::zstd_safe::get_error_name(code).to_string())),
         }
     }
+    let held = crate::budget::DEVICE.reserve(size);
+    // One allocation of the checked, reserved size (doubling held up to twice it).
     let mut out = Vec::new();
+    out.try_reserve_exact(usize::try_from(size).unwrap_or(usize::MAX))
+        .map_err(|e| fail(e.to_string()))?;
     let n = match h.method {
         CcobMethod::Zlib => {
             let mut z = flate2::read::ZlibDecoder::new(stream);
@@ -278,7 +292,7 @@ pub fn decompress_ccob_capped(
             actual: u64_of(n),
         });
     }
-    Ok(out)
+    Ok((out, held))
 }
 
 /// Wrap an uncompressed bundle in a CCOB header of `version` compressed with `method`.
