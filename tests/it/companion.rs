@@ -109,10 +109,13 @@ fn readelf_accepts(path: &Path, symbols: &[&str]) {
             "readelf {args:?} {}: {err}",
             path.display()
         );
+        let listed: std::collections::HashSet<&str> = out
+            .lines()
+            .filter_map(|l| l.split_whitespace().last())
+            .collect();
         for name in symbols {
             assert!(
-                out.lines()
-                    .any(|l| l.split_whitespace().last() == Some(name)),
+                listed.contains(name),
                 "readelf {args:?} does not list `{name}`:\n{out}"
             );
         }
@@ -549,4 +552,41 @@ fn clang_offload_bundler_finds_the_same_targets_in_the_companion() {
             }
         }
     }
+}
+
+#[test]
+fn thousands_of_symbols_resolve_through_both_tables() {
+    // cuBLASLt 12.9 has 3,025 fatbin wrappers: one symbol per container at that scale.
+    let dir = tempfile::tempdir().unwrap();
+    let n = 3025usize;
+    let bytes: Vec<u8> = (0..n * 8).map(|i| (i * 7 % 253) as u8).collect();
+    let spec = CompanionSpec {
+        machine: Machine::X86_64,
+        soname: "libbig_device.so".into(),
+        blocks: vec![DataBlock {
+            section: ".nv_fatbin".into(),
+            align: 8,
+            bytes: &bytes,
+            symbols: (0..n)
+                .map(|i| Export {
+                    name: format!("__wheelslim_fatbin_{i}"),
+                    offset: i as u64 * 8,
+                    size: 8,
+                })
+                .collect(),
+        }],
+    };
+    let (path, out) = write_companion(dir.path(), "libbig_device.so", &spec);
+    let names: Vec<&str> = out.symbols.iter().map(|s| s.name.as_str()).collect();
+    readelf_accepts(&path, &names);
+    crate_reader_accepts(&out.bytes, Machine::X86_64, "libbig_device.so", &out);
+    let (wants, lines) = expected(&spec);
+    let got = peek(Machine::X86_64, dir.path(), &path, &wants).unwrap();
+    assert_eq!(got, lines);
+    let sysv = dir.path().join("sysv_libbig_device.so");
+    std::fs::write(&sysv, without_gnu_hash(&out.bytes)).unwrap();
+    assert_eq!(
+        peek(Machine::X86_64, dir.path(), &sysv, &wants).unwrap(),
+        lines
+    );
 }
