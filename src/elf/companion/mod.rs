@@ -46,7 +46,10 @@
 //!   `.hip_fatbin`), because `cuobjdump` and `readelf` find device code by section name.
 //!
 //! Symbols are `STT_OBJECT`/`STB_GLOBAL`/default visibility with their size, defined in the
-//! section that holds their block. The same input always gives the same bytes.
+//! section that holds their block; at least one is required, or no host could refer to the
+//! companion. The same input always gives the same bytes. Before returning, the writer runs
+//! the crate's layout checker ([`super::check`]) on its output and re-reads every symbol with
+//! goblin, as every other writer of this crate does.
 
 // A panic while writing a wheel corrupts its output: no indexing, unwrapping or unchecked
 // arithmetic here (tests opt out).
@@ -181,6 +184,8 @@ pub enum CompanionError {
     SectionName(String, &'static str),
     #[error("symbol name {0:?} is not usable: {1}")]
     SymbolName(String, &'static str),
+    #[error("the companion exports no symbol, so no host library could refer to its contents")]
+    NoSymbols,
     #[error("symbol `{0}` is exported twice")]
     DuplicateSymbol(String),
     #[error(
@@ -205,6 +210,9 @@ pub enum CompanionError {
     },
     #[error("the companion would be too large to address ({0})")]
     TooLarge(&'static str),
+    /// The written bytes failed the layout check or the re-parse; nothing was produced.
+    #[error("the written companion failed its own check, so it was not produced: {0}")]
+    OutputCheck(String),
 }
 
 impl CompanionError {
@@ -335,6 +343,9 @@ fn check_spec(spec: &CompanionSpec<'_>, page: u64) -> Result<(), CompanionError>
                 return Err(CompanionError::DuplicateSymbol(s.name.clone()));
             }
         }
+    }
+    if seen.is_empty() {
+        return Err(CompanionError::NoSymbols);
     }
     Ok(())
 }
@@ -744,9 +755,38 @@ pub fn write(spec: &CompanionSpec<'_>) -> Result<Companion, CompanionError> {
             len: len64(b.bytes.len())?,
         });
     }
+    self_check(&out.bytes, &placed_syms)?;
     Ok(Companion {
         bytes: out.bytes,
         blocks,
         symbols: placed_syms,
     })
+}
+
+/// The checks every output of this crate passes: the layout invariants of [`super::check`],
+/// and an independent parser (goblin) that finds each symbol where it was placed.
+fn self_check(bytes: &[u8], symbols: &[PlacedSymbol]) -> Result<(), CompanionError> {
+    super::check(bytes).map_err(|e| CompanionError::OutputCheck(e.to_string()))?;
+    let elf = goblin::elf::Elf::parse(bytes)
+        .map_err(|e| CompanionError::OutputCheck(format!("goblin cannot parse it: {e}")))?;
+    if elf.dynsyms.len() != symbols.len().saturating_add(1) {
+        return Err(CompanionError::OutputCheck(format!(
+            "goblin sees {} dynamic symbols, {} were written",
+            elf.dynsyms.len(),
+            symbols.len().saturating_add(1)
+        )));
+    }
+    for (sym, placed) in elf.dynsyms.iter().skip(1).zip(symbols) {
+        let name = elf.dynstrtab.get_at(sym.st_name);
+        if name != Some(placed.name.as_str())
+            || sym.st_value != placed.vaddr
+            || sym.st_size != placed.size
+        {
+            return Err(CompanionError::OutputCheck(format!(
+                "symbol {} reads back as {name:?} at {:#x}",
+                placed.name, sym.st_value
+            )));
+        }
+    }
+    Ok(())
 }

@@ -227,7 +227,7 @@ fn sysv_lookup(file: &[u8], name: &str) -> Option<usize> {
 #[test]
 fn both_hash_tables_find_every_symbol_and_nothing_else() {
     let blob = vec![7u8; 4096];
-    for n in [0usize, 1, 2, 3, 17, 200] {
+    for n in [1usize, 2, 3, 17, 200] {
         let symbols = (0..n)
             .map(|i| export(&format!("__wheelslim_fatbin_{i}"), i as u64 * 8, 8))
             .collect();
@@ -332,6 +332,14 @@ fn wrong_requests_are_typed_errors() {
         with(&|s| s.blocks[2].symbols[0].name = String::new()),
         CompanionError::SymbolName(..)
     ));
+    assert_eq!(
+        with(&|s| s.blocks.iter_mut().for_each(|b| b.symbols.clear())),
+        CompanionError::NoSymbols
+    );
+    // A block without symbols of its own is fine while another block exports one.
+    let mut quiet = base.clone();
+    quiet.blocks[1].symbols.clear();
+    assert_eq!(write(&quiet).unwrap().symbols.len(), 3);
     // On 64 KiB machines a 64 KiB alignment is fine.
     let mut big = base.clone();
     big.machine = Machine::Aarch64;
@@ -340,4 +348,26 @@ fn wrong_requests_are_typed_errors() {
     assert_eq!(out.blocks[1].offset % 0x10000, 0);
     let e: ElfError = CompanionError::DuplicateSymbol("x".into()).into();
     assert!(matches!(e, ElfError::InvalidEdit(_)));
+}
+
+#[test]
+fn the_self_check_rejects_what_does_not_read_back() {
+    let (a, b, c) = data();
+    let out = write(&spec(Machine::Ppc64le, &a, &b, &c)).unwrap();
+    assert_eq!(self_check(&out.bytes, &out.symbols), Ok(()));
+    let mut moved = out.symbols.clone();
+    moved[0].vaddr += 8;
+    assert!(matches!(
+        self_check(&out.bytes, &moved),
+        Err(CompanionError::OutputCheck(_))
+    ));
+    assert!(matches!(
+        self_check(&out.bytes, &out.symbols[1..]),
+        Err(CompanionError::OutputCheck(_))
+    ));
+    let cut = &out.bytes[..out.bytes.len() - 100];
+    assert!(matches!(
+        self_check(cut, &out.symbols),
+        Err(CompanionError::OutputCheck(_))
+    ));
 }
