@@ -48,7 +48,7 @@
 //! Symbols are `STT_OBJECT`/`STB_GLOBAL`/default visibility with their size, defined in the
 //! section that holds their block; at least one is required, or no host could refer to the
 //! companion. The same input always gives the same bytes. Before returning, the writer runs
-//! the crate's layout checker ([`super::check`]) on its output and re-reads every symbol with
+//! the crate's layout checker ([`super::check()`]) on its output and re-reads every symbol with
 //! goblin, as every other writer of this crate does.
 
 // A panic while writing a wheel corrupts its output: no indexing, unwrapping or unchecked
