@@ -763,7 +763,7 @@ pub fn write(spec: &CompanionSpec<'_>) -> Result<Companion, CompanionError> {
     })
 }
 
-/// The checks every output of this crate passes: the layout invariants of [`super::check`],
+/// The checks every output of this crate passes: the layout invariants of [`super::check()`],
 /// and an independent parser (goblin) that finds each symbol where it was placed.
 fn self_check(bytes: &[u8], symbols: &[PlacedSymbol]) -> Result<(), CompanionError> {
     super::check(bytes).map_err(|e| CompanionError::OutputCheck(e.to_string()))?;
