@@ -590,3 +590,61 @@ fn thousands_of_symbols_resolve_through_both_tables() {
         lines
     );
 }
+
+#[test]
+fn the_crates_dynamic_editor_and_patchelf_can_edit_a_companion() {
+    // Later steps rename companions and auditwheel may patch them: both must keep them loadable.
+    let dir = tempfile::tempdir().unwrap();
+    let cuda = std::fs::read(fixture("cuda/libfix_lz4.so")).unwrap();
+    let secs = cuda_sections(&cuda);
+    for machine in MACHINES {
+        let spec = CompanionSpec {
+            machine,
+            soname: "libfix_device.so".into(),
+            blocks: cuda_blocks(&secs, "__wheelslim_fatbin"),
+        };
+        let out = companion::write(&spec).unwrap();
+        let (wants, lines) = expected(&spec);
+        let new_name = "libfix_device_renamed_for_a_longer_soname.so.1";
+        let patched = elf::patch(
+            &out.bytes,
+            &elf::DynamicEdits {
+                soname: Some(new_name.into()),
+                search_path: Some(vec!["$ORIGIN/../nvidia/lib".into()]),
+                ..Default::default()
+            },
+        )
+        .unwrap_or_else(|e| panic!("{machine}: elf::patch refuses a companion: {e}"));
+        let path = crate::shrink_support::write(
+            dir.path(),
+            &format!("{machine}_patched.so"),
+            &patched.data,
+        );
+        crate_reader_accepts(&patched.data, machine, new_name, &out);
+        let (ok, _, err) = run_out(
+            Command::new(need("readelf", "binutils"))
+                .arg("-aW")
+                .arg(&path),
+        );
+        assert!(ok && err.trim().is_empty(), "{machine}: readelf: {err}");
+        // The editor moves `.dynamic` into a new segment (a companion has no DT_NULL slack and
+        // `.dynstr` is not a segment's tail), leaving the old RW segment empty: eu-elflint
+        // notes that, and nothing else.
+        let lint: Vec<String> = elflint(&path)
+            .into_iter()
+            .filter(|m| !m.ends_with("is writable but contains no writable sections"))
+            .collect();
+        assert!(lint.is_empty(), "{machine}: eu-elflint: {lint:#?}");
+        assert_eq!(peek(machine, dir.path(), &path, &wants).unwrap(), lines);
+
+        let pe = dir.path().join(format!("{machine}_patchelf.so"));
+        std::fs::write(&pe, &out.bytes).unwrap();
+        let (ok, o, e) = run_out(
+            Command::new(need("patchelf", "patchelf"))
+                .args(["--set-soname", new_name, "--set-rpath", "$ORIGIN"])
+                .arg(&pe),
+        );
+        assert!(ok, "patchelf: {o}{e}");
+        assert_eq!(peek(machine, dir.path(), &pe, &wants).unwrap(), lines);
+    }
+}
