@@ -1,11 +1,12 @@
 //! Companion shared objects (`elf::companion`, issue 14) checked by tools that are not ours:
 //! GNU `readelf -a` (no warning; both hash tables present), `eu-elflint --gnu-ld` (no message),
 //! glibc's `ld.so` (x86_64 natively through ctypes, aarch64 with 64 KiB pages and ppc64le under
-//! qemu with the cross sysroots; every symbol resolves under `LD_BIND_NOW=1` to exactly the bytes
-//! it names, through `.gnu.hash`, and again through `.hash` alone), NVIDIA's `cuobjdump` (the same
-//! ELF/PTX entries, byte-identical when extracted, as the fixture library they came from) and
-//! LLVM's `clang-offload-bundler` (the same targets in each bundle). goblin, the crate's own
-//! `inspect` and the layout checker re-parse every output.
+//! qemu with the cross sysroots) and musl's (x86_64): every symbol resolves under
+//! `LD_BIND_NOW=1` to exactly the bytes it names, through `.gnu.hash`, and again through `.hash`
+//! alone. NVIDIA's `cuobjdump` lists the same ELF/PTX entries as the fixture library they came
+//! from, and extracts them byte-identical; LLVM's `clang-offload-bundler` lists the same targets
+//! in each bundle. goblin, the crate's own `inspect` and the layout checker re-parse every
+//! output; the crate's dynamic editor and patchelf keep it loadable.
 //!
 //! The device code is real: the containers and bundles of the committed CUDA and HIP fixtures.
 //! A missing tool fails the test with the package to install; nothing is skipped.
@@ -290,6 +291,33 @@ fn peek(
     }
 }
 
+/// Like `peek` on x86_64, but with musl's dynamic linker (musllinux wheels).
+fn peek_musl(dir: &Path, lib: &Path, wants: &[(String, usize)]) -> Result<Vec<String>, String> {
+    let prog = dir.join("peek_musl");
+    if !prog.exists() {
+        let src = dir.join("peek_musl.c");
+        std::fs::write(&src, PEEK_C).unwrap();
+        let (ok, o, e) = run_out(
+            Command::new(need("musl-gcc", "musl-tools"))
+                .args(["-O2", "-o"])
+                .arg(&prog)
+                .arg(&src),
+        );
+        assert!(ok, "musl-gcc failed: {o}{e}");
+    }
+    let (ok, out, err) = run_out(
+        Command::new(&prog)
+            .arg(lib)
+            .args(wants.iter().map(|(n, l)| format!("{n}:{l}")))
+            .env_remove("LD_LIBRARY_PATH"),
+    );
+    if ok {
+        Ok(out.lines().map(str::to_string).collect())
+    } else {
+        Err(format!("{out}{err}"))
+    }
+}
+
 /// What `peek` must print: each symbol with the hex of the bytes its block gave it.
 fn expected(spec: &CompanionSpec<'_>) -> (Vec<(String, usize)>, Vec<String>) {
     let mut wants = Vec::new();
@@ -332,7 +360,7 @@ fn without_gnu_hash(data: &[u8]) -> Vec<u8> {
 // --------------------------------------------------------------------------------- the tests
 
 #[test]
-fn every_machine_passes_readelf_elflint_and_loads_with_glibc() {
+fn every_machine_passes_readelf_elflint_and_loads_with_glibc_and_musl() {
     let dir = tempfile::tempdir().unwrap();
     let cuda = std::fs::read(fixture("cuda/libfix_plain.so")).unwrap();
     let cuda_secs = cuda_sections(&cuda);
@@ -386,6 +414,14 @@ fn every_machine_passes_readelf_elflint_and_loads_with_glibc() {
         let got = peek(machine, dir.path(), &sysv, &wants)
             .unwrap_or_else(|e| panic!("{machine}: .hash alone does not resolve: {e}"));
         assert_eq!(got, lines, "{machine}: dlsym bytes through .hash differ");
+
+        if machine == Machine::X86_64 {
+            for (what, file) in [("", &path), (" through .hash", &sysv)] {
+                let got = peek_musl(dir.path(), file, &wants)
+                    .unwrap_or_else(|e| panic!("musl does not load the companion{what}: {e}"));
+                assert_eq!(got, lines, "musl: dlsym bytes{what} differ");
+            }
+        }
 
         // Negative control: a symbol the companion does not define is not found.
         let missing = peek(
