@@ -371,3 +371,84 @@ fn the_self_check_rejects_what_does_not_read_back() {
         Err(CompanionError::OutputCheck(_))
     ));
 }
+
+#[test]
+fn random_specs_give_a_checked_companion_or_a_typed_error() {
+    // A small xorshift generator: deterministic, no dependency.
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move |n: u64| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state % n
+    };
+    let pool: Vec<u8> = (0..70_000u32).map(|i| (i * 31 % 256) as u8).collect();
+    let sections = [
+        ".nv_fatbin",
+        "__nv_relfatbin",
+        ".hip_fatbin",
+        ".nv_fatbin",
+        ".dynsym",
+    ];
+    let machines = [Machine::X86_64, Machine::Aarch64, Machine::Ppc64le];
+    let (mut ok, mut refused) = (0, 0);
+    for _ in 0..400 {
+        let mut blocks = Vec::new();
+        for _ in 0..=next(4) {
+            let start = next(60_000) as usize;
+            let len = next(5_000) as usize + usize::from(next(16) != 0);
+            let bytes = &pool[start..start + len];
+            let symbols = (0..next(4))
+                .map(|_| {
+                    let name = format!("s{}", next(12));
+                    // Mostly inside the block; one in eight anywhere up to just past it.
+                    let (offset, size) = if next(8) == 0 {
+                        (next(len as u64 + 2), next(len as u64 + 2))
+                    } else {
+                        let o = next(len.max(1) as u64);
+                        (o, next((len as u64).saturating_sub(o) + 1))
+                    };
+                    export(&name, offset, size)
+                })
+                .collect();
+            // One block in eight may take a reserved name or a bad alignment.
+            let wild = next(8) == 0;
+            let section = sections[next(if wild { 5 } else { 4 }) as usize];
+            let align = [1, 8, 4096, 8, 12, 0x10000, 0][next(if wild { 7 } else { 4 }) as usize];
+            blocks.push(DataBlock {
+                section: section.into(),
+                align,
+                bytes,
+                symbols,
+            });
+        }
+        let spec = CompanionSpec {
+            machine: machines[next(3) as usize],
+            soname: "librandom.so".into(),
+            blocks,
+        };
+        match write(&spec) {
+            Ok(out) => {
+                ok += 1;
+                for (b, placed) in spec.blocks.iter().zip(&out.blocks) {
+                    let at = placed.offset as usize;
+                    assert_eq!(&out.bytes[at..at + b.bytes.len()], b.bytes);
+                    assert_eq!(placed.offset % b.align, 0);
+                    for s in &b.symbols {
+                        let p = out.symbols.iter().find(|p| p.name == s.name).unwrap();
+                        assert_eq!(p.vaddr, placed.vaddr + s.offset);
+                        assert_eq!(p.size, s.size);
+                    }
+                }
+            }
+            Err(e) => {
+                refused += 1;
+                assert!(!matches!(
+                    e,
+                    CompanionError::TooLarge(_) | CompanionError::OutputCheck(_)
+                ));
+            }
+        }
+    }
+    assert!(ok > 20 && refused > 20, "ok {ok}, refused {refused}");
+}
