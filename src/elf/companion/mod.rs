@@ -20,14 +20,16 @@
 //!   table (so `dl_iterate_phdr` users see them in memory, as with any linker output), the symbol
 //!   and hash tables the loader reads, and the device code. Nothing is executable: a companion
 //!   holds no host code, so it gets no `PF_X` segment at all, and file offset equals vaddr.
-//! * **A separate writable PT_LOAD for `.dynamic` only.** glibc before 2.35 adds the load base
-//!   to the address entries of `.dynamic` in place while it loads a library, which faults on a
-//!   read-only mapping; every glibc a manylinux wheel may meet must load the file, so `.dynamic`
+//! * **A separate writable PT_LOAD for `.dynamic` only.** glibc releases before 2.35 add the
+//!   load base to the address entries of `.dynamic` in place while they load a library, which
+//!   faults on a read-only mapping; every glibc a manylinux wheel may meet (2.17 and up) must
+//!   load the file, so `.dynamic`
 //!   sits in a writable segment of its own, with `PT_DYNAMIC` pointing at it. Its file offset
 //!   directly follows the data (no padding in the file); its vaddr is that offset plus one page,
 //!   so the two segments never share a page in memory and `p_offset ≡ p_vaddr (mod p_align)`.
-//! * **`PT_GNU_STACK` without `PF_X`,** or glibc (and SELinux policies) would make the whole
-//!   process's stack executable when the companion loads.
+//! * **`PT_GNU_STACK` without `PF_X`.** Without one, glibc assumes the library needs an
+//!   executable stack: it makes the whole process's stack executable when the companion loads,
+//!   or refuses the library where that is forbidden (SELinux policies, recent glibc defaults).
 //! * **Page size per machine.** `p_align` is the largest page the machine's kernels use:
 //!   4 KiB on x86_64; 64 KiB on aarch64 and ppc64le, whose kernels are often built with 64 KiB
 //!   pages (a file aligned for 4 KiB fails to load there with "ELF load command address/offset
