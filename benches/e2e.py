@@ -10,7 +10,7 @@ Generates, deterministically, a large fat GPU wheel shaped like one `auditwheel 
   carry DT_NEEDED and RPATH `$ORIGIN`, as auditwheel leaves them.
 * `benchpkg/lib/libbench_cuda.so` (the largest member, like `libtorch_cuda.so`) needs the CUDA
   libraries through RPATH `$ORIGIN/../../benchpkg.libs` and carries a `.nv_fatbin` section of
-  real CUDA fatbin containers (FORMATS.md §2): one container per "translation unit", each with
+  real CUDA fatbin containers (docs/cuda-fatbin.md): one container per "translation unit", each with
   SASS for sm_70, sm_75, sm_80, sm_86 and sm_90 plus compute_90 PTX, each referenced by a
   24-byte `.nvFatBinSegment` wrapper whose pointer is an R_X86_64_RELATIVE relocation to the
   container start. `wheelslim trim --sm 90` can really cut it.
@@ -172,7 +172,7 @@ def write_payload(path: Path, size: int, seed: int) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# CUDA fatbin containers (FORMATS.md §2.2, §2.3), uncompressed entries.
+# CUDA fatbin containers (docs/cuda-fatbin.md), uncompressed entries.
 
 CONTAINER_MAGIC = 0xBA55ED50
 WRAPPER_MAGIC = 0x466243B1

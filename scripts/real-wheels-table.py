@@ -39,8 +39,13 @@ def main(path):
         size = by.get("fetch", ("", ""))[1].split(",")[0]
         passed = sum(1 for _, v, _ in checks if v == "PASS")
         other = [f"`{c}` ({v.lower()})" for c, v, _ in checks if v != "PASS"]
+        split, trim = cell("split"), cell("trim")
+        if "split-debug" in by:
+            split += f"; with --strip-debug: {cell('split-debug')}"
+        if "trim-debug" in by:
+            trim = cell("trim-debug") if trim == "–" else f"{trim}; {cell('trim-debug')}"
         print(
-            f"| {wheel} | {size} | {cell('audit')} | {cell('split')} | {cell('trim')} | "
+            f"| {wheel} | {size} | {cell('audit')} | {split} | {trim} | "
             f"{passed}/{len(checks)} | {', '.join(other) or 'none'} |"
         )
 

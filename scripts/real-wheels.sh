@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Checks wheelslim against real GPU/NPU wheels from PyPI, with outside oracles only.
-# Not part of ./test.sh: it downloads about 1 GiB once (cached outside the repository) and takes
+# Not part of ./test.sh: it downloads about 1.1 GiB once (cached outside the repository) and takes
 # minutes. The wheels, pinned by version and sha256, are listed in scripts/real-wheels.txt.
 #
 #   scripts/real-wheels.sh [--quick] [--only NAME]... [--keep] [--strict] [--results FILE] [--list]
@@ -18,11 +18,13 @@
 #
 # For every wheel: audit (and --json, counted against cuobjdump), split --dry-run, split into a
 # temporary folder, trim to an architecture the wheel carries (when it has device code), and for
-# the vendor's own wheels split --upstream. Every output set is then checked with readelf,
+# the vendor's own wheels split --upstream; wheels flagged `debug` are also split and trimmed
+# with --strip-debug. Every output set is then checked with readelf,
 # eu-elflint (no complaint the input did not have), cuobjdump / clang-offload-bundler (device code
 # kept as asked), pip install into a fresh venv (--no-index --find-links), ldd of the installed set
 # against the installed input (no NEEDED newly "not found"), LD_BIND_NOW=1 dlopen of every library
-# that loaded from the input, and wheelslim verify.
+# that loaded from the input, and wheelslim verify --baseline INPUT (what the input already
+# violated is inherited, as split judges it).
 #
 # Each check prints PASS, FAIL, KNOWN-ISSUE (a failure listed in scripts/real-wheels-known.txt with
 # the item of issue 10 it belongs to) or SKIP (the check cannot run here; not counted as a pass).
@@ -189,15 +191,18 @@ oracles() {
     fi
     result "$name" "$label:$c" "$s" "$d"
   done < <("$PY" "$helper" compare "$mode" "$base" "$wd/$label.json" "${opt[@]}")
-  ws "$label-verify" verify "${outs[@]}"
+  # verify --baseline INPUT: what the input already violated is inherited, as split judges it
+  ws "$label-verify" verify --baseline "$whl" "${outs[@]}"
   if [ $rc = 0 ]; then
-    result "$name" "$label:verify" PASS "wheelslim verify: $(tail -n 1 "$wd/$label-verify.out")"
+    local inh; inh="$(grep -c -E '^\s*inherited' "$wd/$label-verify.out")"
+    [ "$inh" = 0 ] && inh=""
+    result "$name" "$label:verify" PASS "wheelslim verify --baseline INPUT: $(tail -n 1 "$wd/$label-verify.out")${inh:+ ($inh inherited finding line(s))}"
   elif [ $rc = 1 ] && [ $verify_in_rc = 1 ]; then
-    # the input already had findings (NEEDED that other wheels provide, its size): judge the
-    # outputs only on findings the input did not have
-    local new; new="$(comm -13 <(vfindings "$wd/verify-input.out") <(vfindings "$wd/$label-verify.out"))"
+    # what is left is not inherited; only the size rules (never inherited: a trim may leave a
+    # wheel over the limit, as the input was) may still be findings the input had
+    local new; new="$(comm -13 <(vfindings "$wd/verify-input.out") <(vfindings "$wd/$label-verify.out" | grep -v '^inherited'))"
     if [ -z "$new" ]; then
-      result "$name" "$label:verify" PASS "exit 1 with only findings the input had ($(vfindings "$wd/verify-input.out" | wc -l))"
+      result "$name" "$label:verify" PASS "verify --baseline exit 1 with only findings the input had ($(vfindings "$wd/$label-verify.out" | grep -vc '^inherited'))"
     else
       result "$name" "$label:verify" FAIL "exit 1, $(wc -l <<<"$new") finding(s) the input did not have: $(head -n 3 <<<"$new" | tr '\n' ' ' | cut -c1-400)"
     fi
@@ -320,7 +325,18 @@ check_wheel() {
   if [[ ",$flags," == *,oversize,* ]] && [ "$targ" != - ]; then
     # what a release engineer does next with an oversized wheel: split and trim in one go
     local sopt=(--sm "${targ#sm=}"); [[ "$targ" == gfx=* ]] && sopt=(--gfx "${targ#gfx=}")
+    # the dry run estimates the sizes after the trim; it must agree with the real run
+    ws split-trim-dry split "${sopt[@]}" --dry-run -w "$wd/split-trim-dry/main" --runtime-dir "$wd/split-trim-dry/rt" "$whl"
+    local tdry_rc=$rc tdry_est; tdry_est="$(grep -m1 '(main): about' "$wd/split-trim-dry.out" | sed 's/^size [^ ]* //')"
     ws split-trim split "${sopt[@]}" -w "$wd/split-trim/main" --runtime-dir "$wd/split-trim/rt" "$whl"
+    if [ -n "$(find "$wd/split-trim-dry" -type f 2>/dev/null)" ]; then
+      result "$name" split-trim-dry FAIL "${sopt[*]} --dry-run wrote files"
+    elif [ $tdry_rc = $rc ]; then
+      local real_main; real_main="$(find "$wd/split-trim/main" -name '*.whl' -exec stat -c %s {} \; 2>/dev/null | head -1)"
+      result "$name" split-trim-dry PASS "${sopt[*]} --dry-run and split both exit $rc; dry run: ${tdry_est:-no estimate}${real_main:+; written main wheel $(mib "$real_main")}"
+    else
+      result "$name" split-trim-dry FAIL "${sopt[*]} --dry-run exit $tdry_rc, split exit $rc: $(errtext "$wd/split-trim-dry.err")"
+    fi
     local souts=(); mapfile -t souts < <(find "$wd/split-trim" -name '*.whl' 2>/dev/null | sort)
     if [ $rc = 0 ] && [ ${#souts[@]} -gt 0 ]; then
       local sbig; sbig="$(for o in "${souts[@]}"; do stat -c %s "$o"; done | sort -rn | head -1)"
@@ -366,6 +382,35 @@ check_wheel() {
       oracles trim trim "$targ" "${touts[@]}"
     else
       result "$name" trim FAIL "${topt[*]}: exit $rc after ${secs}s: $(errtext "$wd/trim.err")"
+    fi
+  fi
+  if [[ ",$flags," == *,debug,* ]]; then
+    # over the limit because of its debug sections: split and trim with --strip-debug
+    ws split-debug-dry split --strip-debug --dry-run -w "$wd/split-debug-dry/main" --runtime-dir "$wd/split-debug-dry/rt" "$whl"
+    local ddry_rc=$rc ddry_est; ddry_est="$(grep -m1 '(main): about' "$wd/split-debug-dry.out" | sed 's/^size [^ ]* //')"
+    ws split-debug split --strip-debug -w "$wd/split-debug/main" --runtime-dir "$wd/split-debug/rt" "$whl"
+    local douts=(); mapfile -t douts < <(find "$wd/split-debug" -name '*.whl' 2>/dev/null | sort)
+    if [ -n "$(find "$wd/split-debug-dry" -type f 2>/dev/null)" ]; then
+      result "$name" split-debug-dry FAIL "--strip-debug --dry-run wrote files"
+    elif [ $ddry_rc = $rc ]; then
+      result "$name" split-debug-dry PASS "--strip-debug --dry-run and split both exit $rc; dry run: ${ddry_est:-no estimate}"
+    else
+      result "$name" split-debug-dry FAIL "--strip-debug --dry-run exit $ddry_rc, split exit $rc: $(errtext "$wd/split-debug-dry.err")"
+    fi
+    if [ $rc = 0 ] && [ ${#douts[@]} -gt 0 ]; then
+      local dbig; dbig="$(for o in "${douts[@]}"; do stat -c %s "$o"; done | sort -rn | head -1)"
+      result "$name" split-debug "$([ "$dbig" -gt $limit ] && echo FAIL || echo PASS)" "--strip-debug: ${secs}s, $(mib "$insize") -> ${#douts[@]} wheel(s) $(mib "$(sizes "${douts[@]}")") in all, largest $(mib "$dbig")"
+      oracles split-debug split - "${douts[@]}"
+    else
+      result "$name" split-debug FAIL "--strip-debug: exit $rc after ${secs}s: $(errtext "$wd/split-debug.err")"
+    fi
+    ws trim-debug trim --strip-debug -w "$wd/trim-debug" "$whl"
+    local tdouts=(); mapfile -t tdouts < <(find "$wd/trim-debug" -name '*.whl' 2>/dev/null | sort)
+    if [ $rc = 0 ] && [ ${#tdouts[@]} -gt 0 ]; then
+      result "$name" trim-debug PASS "--strip-debug: ${secs}s, $(mib "$insize") -> $(mib "$(sizes "${tdouts[@]}")")"
+      oracles trim-debug split - "${tdouts[@]}"
+    else
+      result "$name" trim-debug FAIL "--strip-debug: exit $rc after ${secs}s: $(errtext "$wd/trim-debug.err")"
     fi
   fi
   local absent; absent="$(tr ',' '\n' <<<"$flags" | sed -n 's/^absent=//p')"

@@ -12,7 +12,6 @@ use crate::budget::Budget;
 use crate::device::{self, DeviceReport};
 use crate::diagnostic::Diagnostic;
 use crate::elf::Inspected;
-use crate::error::Error;
 use crate::facts::{self, InspectOptions, RecordCheck, WheelFacts};
 use crate::links::{self, Resolution, Tree};
 use crate::profile::{Action, ProfileSet, detect_cuda_major};
@@ -152,6 +151,9 @@ pub struct WheelAudit {
     pub largest: Vec<MemberSize>,
     pub elf_objects: Vec<ElfReport>,
     pub vendor_libraries: Vec<VendorLibrary>,
+    /// Vendor programs and static archives (`ptxas`, `libcudart_static.a`) and their licence;
+    /// `split` leaves them in place.
+    pub licensed_files: Vec<crate::plan::vendor::LicensedFile>,
     pub device_code: Vec<DeviceReport>,
     pub duplicates: Vec<DuplicateGroup>,
     pub violations: Vec<Violation>,
@@ -204,7 +206,7 @@ pub fn audit(paths: &[PathBuf], profiles: &ProfileSet, opts: &AuditOptions) -> A
                     ..InspectOptions::default()
                 };
                 let facts = facts::inspect_wheel(&wheel, inspect, &budget);
-                let device = device::scan_wheel(&wheel, &facts, &budget);
+                let device = device::scan_wheel(&facts);
                 for f in &facts.members {
                     if let Some(h) = f.sha256
                         && f.size >= DUPLICATE_MIN_SIZE
@@ -277,13 +279,11 @@ pub fn provided_by_machine<'a>(
 fn audit_wheel(
     wheel: &Wheel,
     facts: WheelFacts,
-    device: (Vec<DeviceReport>, Vec<Diagnostic>),
+    device_code: Vec<DeviceReport>,
     profiles: &ProfileSet,
     opts: &AuditOptions,
 ) -> WheelAudit {
-    let (device_code, device_diags) = device;
     let mut diagnostics = facts.diagnostics.clone();
-    diagnostics.extend(device_diags);
     let members = &facts.members;
     let installed_size: u64 = members.iter().map(|m| m.size).sum();
     let compressed_size = wheel.archive.file_len();
@@ -346,6 +346,8 @@ fn audit_wheel(
             split: fate,
         });
     }
+
+    let licensed_files = crate::plan::vendor::licensed_files(members, profiles);
 
     // ELF objects and their links, resolved inside this wheel as installed.
     let mut objects = Vec::new();
@@ -573,6 +575,7 @@ fn audit_wheel(
         largest,
         elf_objects,
         vendor_libraries,
+        licensed_files,
         device_code,
         duplicates,
         violations,
@@ -581,13 +584,4 @@ fn audit_wheel(
         record: facts.record,
         diagnostics,
     }
-}
-
-pub fn mib(b: u64) -> f64 {
-    b as f64 / (1024.0 * 1024.0)
-}
-
-/// Convenience for callers that want an error when a wheel cannot be opened.
-pub fn open_all(paths: &[PathBuf], limits: &Limits) -> Result<Vec<Wheel>, Error> {
-    paths.iter().map(|p| Wheel::open(p, limits)).collect()
 }

@@ -73,10 +73,6 @@ impl Budget {
         }
     }
 
-    pub fn cap(&self) -> u64 {
-        self.cap
-    }
-
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         // A poisoned lock only means another worker panicked; the counts are still right.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
@@ -100,11 +96,13 @@ impl Budget {
         }
     }
 
+    #[cfg(test)]
     pub fn in_use(&self) -> u64 {
         self.lock().used
     }
 
     /// Bytes held by retained reservations.
+    #[cfg(test)]
     pub fn retained(&self) -> u64 {
         self.lock().retained
     }
@@ -136,6 +134,7 @@ impl Reservation<'_> {
         if fits { Ok(self.retain()) } else { Err(self) }
     }
 
+    #[cfg(test)]
     pub fn bytes(&self) -> u64 {
         self.bytes
     }

@@ -332,6 +332,7 @@ pub fn cannot_fit_alone(
     overhead: u64,
     has_device: bool,
     trim_given: bool,
+    debug_bytes: u64,
 ) -> crate::error::Error {
     let room = max_size.saturating_sub(overhead);
     let over = bytes.saturating_sub(room);
@@ -342,15 +343,26 @@ pub fn cannot_fit_alone(
     let index = format!(
         "ask the index for a per-file limit of at least {ask} MiB (PyPI: a file size limit request) and pass --max-size {ask}MiB"
     );
+    let strip = if debug_bytes > 0 {
+        format!(
+            "remove its {} of debug sections (.debug_*) with --strip-debug, ",
+            mib_text(debug_bytes)
+        )
+    } else {
+        String::new()
+    };
     let hint = match (has_device, trim_given) {
         (true, false) => format!(
-            "trim its device code to the GPUs you ship for (--sm 80,90 / --gfx ...), or {index}"
+            "trim its device code to the GPUs you ship for (--sm 80,90 / --gfx ...), {strip}or {index}"
         ),
         (true, true) => format!(
-            "it is over even with the targets given: name fewer targets, add --unmatched drop if it carries code for targets you did not name, or {index}"
+            "it is over even with the targets given: name fewer targets, add --unmatched drop if it carries code for targets you did not name, {strip}or {index}"
         ),
+        (false, _) if debug_bytes > 0 => {
+            format!("it has no device code to trim, but {strip}or {index}")
+        }
         (false, _) => format!(
-            "it has no device code to trim, so nothing wheelslim does makes it fit: {index}"
+            "it has no device code to trim or debug sections to strip, so nothing wheelslim does makes it fit: {index}"
         ),
     };
     crate::error::Error::refused(
@@ -375,6 +387,7 @@ pub fn main_cannot_fit(
     max_size: u64,
     largest: &[(String, u64)],
     has_device: bool,
+    debug_bytes: u64,
 ) -> crate::error::Error {
     let files = largest
         .iter()
@@ -386,12 +399,21 @@ pub fn main_cannot_fit(
     let index = format!(
         "ask the index for a per-file limit of at least {ask} MiB (PyPI: a file size limit request) and pass --max-size {ask}MiB"
     );
-    let hint = if has_device {
-        format!("trim device code to the GPUs you ship for (--sm/--gfx), or {index}")
-    } else {
-        format!(
-            "nothing it keeps has device code to trim, so nothing wheelslim does makes it fit: {index}"
-        )
+    let hint = match (has_device, debug_bytes > 0) {
+        (true, false) => {
+            format!("trim device code to the GPUs you ship for (--sm/--gfx), or {index}")
+        }
+        (true, true) => format!(
+            "trim device code to the GPUs you ship for (--sm/--gfx), remove the {} of debug sections (.debug_*) in what stays with --strip-debug, or {index}",
+            mib_text(debug_bytes)
+        ),
+        (false, true) => format!(
+            "what stays has no device code to trim, but {} of debug sections (.debug_*): remove them with --strip-debug, or {index}",
+            mib_text(debug_bytes)
+        ),
+        (false, false) => format!(
+            "nothing it keeps has device code to trim or debug sections to strip, so nothing wheelslim does makes it fit: {index}"
+        ),
     };
     crate::error::Error::refused(
         format!(

@@ -3,15 +3,12 @@
 
 use serde::Serialize;
 
-use crate::budget::Budget;
-use crate::diagnostic::Diagnostic;
 use crate::elf::{ElfInfo, SectionInfo};
 use crate::facts::WheelFacts;
 use crate::fatbin::cuda::{self, CudaArch};
 use crate::fatbin::loose::LooseInfo;
 use crate::fatbin::select::{self, GfxSelection};
 use crate::fatbin::{FatbinError, hip};
-use crate::wheel::Wheel;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ArchRow {
@@ -296,17 +293,12 @@ fn loose_kind_name(k: crate::fatbin::loose::LooseKind) -> &'static str {
 }
 
 /// Device-code reports for every member of a wheel, from its facts.
-pub fn scan_wheel(
-    _wheel: &Wheel,
-    facts: &WheelFacts,
-    _budget: &Budget,
-) -> (Vec<DeviceReport>, Vec<Diagnostic>) {
-    let reports = facts
+pub fn scan_wheel(facts: &WheelFacts) -> Vec<DeviceReport> {
+    facts
         .members
         .iter()
         .filter_map(|m| m.device.as_ref().and_then(|d| report(&m.name, d)))
-        .collect();
-    (reports, Vec::new())
+        .collect()
 }
 
 /// The most installed bytes a trim to a single architecture would drop, over all libraries.

@@ -12,13 +12,6 @@ use crate::wheel::Wheel;
 use crate::wheel::record::{HashState, sha256_field};
 use crate::wheel::zip::{Member, ZipError};
 
-/// Loose device-code files recognised by extension.
-pub const DEVICE_EXTENSIONS: &[&str] = &[".cubin", ".fatbin", ".ptx", ".hsaco", ".co"];
-
-pub fn is_device_file_name(name: &str) -> bool {
-    DEVICE_EXTENSIONS.iter().any(|e| name.ends_with(e))
-}
-
 /// True for names that look like shared objects (`x.so`, `x.so.1.2`, `x.cpython-311-x86_64-linux-gnu.so`).
 pub fn looks_like_shared_object(name: &str) -> bool {
     let base = name.rsplit('/').next().unwrap_or(name);

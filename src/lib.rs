@@ -5,33 +5,43 @@
 //! Data flows one way: **read** ([`wheel`]) → **inspect** ([`elf`], [`fatbin`], [`profile`]) →
 //! **plan** → **apply** → **write** → **verify**. The library never prints; it returns facts,
 //! plans and reports for the command line to render.
+//!
+//! Public are the formats ([`elf`], [`fatbin`], [`wheel`], [`profile`]), the command line
+//! ([`cli`]), and what the integration tests, benches and fuzz targets call ([`device`],
+//! [`plan`], [`split`], [`trim`]); the other stages are private, so rustc reports what nothing
+//! uses.
 
+// The formats.
 pub mod elf;
-pub mod error;
 pub mod fatbin;
 pub mod profile;
 pub mod wheel;
 
-pub use error::{Error, Location, Result};
-pub mod audit;
-pub mod budget;
-pub mod cli;
+// The stages: read → inspect → plan → apply → write → verify.
+mod apply;
+mod audit;
+mod budget;
+mod checks;
 pub mod device;
-pub mod diagnostic;
-pub mod facts;
-pub mod input;
-pub mod links;
-pub mod policy;
-pub mod schedule;
-
-/// Human-readable byte sizes (`1.5 MiB`).
-pub fn cli_size(b: u64) -> String {
-    cli::render_size(b)
-}
-pub mod apply;
-pub mod checks;
-pub mod output;
+mod diagnostic;
+mod error;
+mod facts;
+mod input;
+mod links;
+mod output;
 pub mod plan;
+mod policy;
+mod schedule;
 pub mod split;
 pub mod trim;
-pub mod verify;
+mod verify;
+
+// The command line.
+pub mod cli;
+
+pub use error::{Error, Location, Result};
+
+/// Human-readable byte sizes (`1.5 MiB`).
+pub(crate) fn cli_size(b: u64) -> String {
+    cli::render_size(b)
+}

@@ -37,8 +37,9 @@ pub enum Resolution {
     Missing { searched: Vec<String> },
 }
 
+#[cfg(test)]
 impl Resolution {
-    pub fn is_ok(&self) -> bool {
+    fn is_ok(&self) -> bool {
         !matches!(self, Resolution::Missing { .. })
     }
 }
@@ -110,7 +111,8 @@ pub fn relative_rpath(from: &str, to: &str) -> String {
 
 impl<'a> Tree<'a> {
     /// A tree whose system libraries are those of any manylinux or musllinux platform.
-    pub fn new(objects: Vec<Object<'a>>) -> Tree<'a> {
+    #[cfg(test)]
+    fn new(objects: Vec<Object<'a>>) -> Tree<'a> {
         Tree::with_system(objects, policy::SystemLibraries::any_linux())
     }
 

@@ -8,11 +8,10 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::budget::Budget;
 use crate::diagnostic::Severity;
 use crate::elf::{ElfInfo, Inspected};
 use crate::error::Error;
-use crate::facts::{self, Content, InspectOptions, MemberFacts, RecordCheck, WheelFacts};
+use crate::facts::{Content, MemberFacts, RecordCheck, WheelFacts};
 use crate::profile::ProfileSet;
 use crate::verify::{VerifyReport, install_sets, verify_sets};
 use crate::wheel::deflate::{self, Compressed};
@@ -121,23 +120,6 @@ pub fn check_distinct(paths: &[PathBuf]) -> Result<(), Error> {
         seen.push(p);
     }
     Ok(())
-}
-
-/// Opens and inspects inputs, refusing any that cannot be rewritten cleanly.
-pub fn open_inputs(
-    paths: &[PathBuf],
-    limits: &Limits,
-    budget: &Budget,
-) -> Result<Vec<(Wheel, WheelFacts)>, Error> {
-    check_distinct(paths)?;
-    let mut out = Vec::new();
-    for p in paths {
-        let wheel = Wheel::open(p, limits)?;
-        let facts = facts::inspect_wheel(&wheel, InspectOptions::default(), budget);
-        check_input(&wheel, &facts)?;
-        out.push((wheel, facts));
-    }
-    Ok(out)
 }
 
 pub fn sha2_digest(data: &[u8]) -> [u8; 32] {

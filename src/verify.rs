@@ -25,6 +25,10 @@ pub struct VerifyOptions {
     pub max_size: u64,
     pub limits: Limits,
     pub memory_budget: u64,
+    /// The wheels the checked ones were made from (`--baseline`): what these inputs already
+    /// violated is reported as inherited and does not fail the check, exactly as `split` and
+    /// `trim` judge their outputs. Size rules are never inherited.
+    pub baseline: Vec<PathBuf>,
     /// Counts bytes inspected; hidden unless the caller draws it.
     pub progress: indicatif::ProgressBar,
 }
@@ -34,6 +38,9 @@ pub struct WheelVerdict {
     pub path: String,
     pub record: RecordCheck,
     pub violations: Vec<Violation>,
+    /// Violations the `--baseline` inputs already had (not counted against `ok`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub inherited: Vec<Violation>,
     pub diagnostics: Vec<Diagnostic>,
 }
 
@@ -66,6 +73,12 @@ pub struct VerifyReport {
     /// The sets of wheels checked as installed together.
     pub sets: Vec<Vec<String>>,
     pub objects_checked: usize,
+    /// Unresolved links the `--baseline` inputs already had (not counted against `ok`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub inherited_unresolved: Vec<LinkProblem>,
+    /// The `--baseline` inputs, when given.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub baseline: Vec<String>,
     pub ok: bool,
     pub failed: Vec<Diagnostic>,
 }
@@ -99,9 +112,58 @@ pub fn verify(paths: &[PathBuf], profiles: &ProfileSet, opts: &VerifyOptions) ->
     }
     let refs: Vec<(&Wheel, &WheelFacts)> = opened.iter().map(|(w, f)| (w, f)).collect();
     let mut report = verify_facts(&refs, profiles, opts.max_size);
+    if !opts.baseline.is_empty() {
+        let mut inputs = Vec::new();
+        for p in &opts.baseline {
+            match Wheel::open(p, &opts.limits) {
+                Ok(w) => {
+                    let f = facts::inspect_wheel(&w, InspectOptions::default(), &budget);
+                    inputs.push((w, f));
+                }
+                Err(e) => failed.push(Diagnostic::from_error(&e)),
+            }
+        }
+        let refs: Vec<(&Wheel, &WheelFacts)> = inputs.iter().map(|(w, f)| (w, f)).collect();
+        let known = baseline(&refs, None, profiles, opts.max_size, true);
+        inherit(&mut report, &known);
+        report.baseline = opts
+            .baseline
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect();
+    }
     report.ok = report.ok && failed.is_empty();
     report.failed = failed;
     report
+}
+
+/// Moves what the inputs already had (`known`, from [`baseline`]) out of the report's
+/// failures into its `inherited` lists, with the keys `split` and `trim` use, and works `ok`
+/// out again. Size rules stay: an output is judged on its size alone.
+pub fn inherit(report: &mut VerifyReport, known: &Baseline) {
+    for w in &mut report.wheels {
+        let (inherited, fresh): (Vec<Violation>, Vec<Violation>) =
+            std::mem::take(&mut w.violations)
+                .into_iter()
+                .partition(|v| {
+                    !SIZE_RULES.contains(&v.rule) && known.violations.contains(&v.key())
+                });
+        w.violations = fresh;
+        w.inherited.extend(inherited);
+    }
+    let (inherited, fresh): (Vec<LinkProblem>, Vec<LinkProblem>) =
+        std::mem::take(&mut report.unresolved)
+            .into_iter()
+            .partition(|u| {
+                known
+                    .unresolved
+                    .contains(&crate::output::link_key(&u.object, &u.needed))
+            });
+    report.unresolved = fresh;
+    report.inherited_unresolved.extend(inherited);
+    report.ok = report.unresolved.is_empty()
+        && report.conflicts.is_empty()
+        && report.wheels.iter().all(|v| v.violations.is_empty());
 }
 
 /// Checks wheels whose facts are already known, grouped into the sets that would be installed
@@ -185,6 +247,7 @@ pub fn verify_sets(
             path: wheel.path.display().to_string(),
             record: facts.record.clone(),
             violations,
+            inherited: Vec::new(),
             diagnostics: facts.diagnostics.clone(),
         });
     }
@@ -224,6 +287,8 @@ pub fn verify_sets(
             .collect(),
         objects_checked,
         wheels: verdicts,
+        inherited_unresolved: Vec::new(),
+        baseline: Vec::new(),
         unresolved,
         from_upstream,
         conflicts,

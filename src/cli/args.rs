@@ -130,6 +130,8 @@ const TRIM_EXAMPLES: &str = "Examples:
 
 const VERIFY_EXAMPLES: &str = "Examples:
   wheelslim verify wheelhouse/pkg-1.0-*.whl runtime-wheels/*.whl
+  wheelslim verify --baseline dist/pkg-1.0-*.whl wheelhouse/pkg-1.0-*.whl runtime-wheels/*.whl
+      (what dist/pkg already violated is reported as inherited, as split does)
   wheelslim verify --json --max-size 100MiB wheelhouse/*.whl";
 
 const PROFILES_EXAMPLES: &str = "Examples:
@@ -216,6 +218,14 @@ pub struct SplitArgs {
     /// Undo --canonical-runtime (one set in pyproject.toml, say).
     #[arg(long, overrides_with = "canonical_runtime", hide_short_help = true)]
     pub no_canonical_runtime: bool,
+    /// Also remove the non-allocated debug sections (.debug_*) of every ELF object, in the
+    /// main and the runtime wheels, keeping every loaded byte where it is (as `trim
+    /// --strip-debug`): a wheel that fits only without its debug info splits in one step.
+    #[arg(long, overrides_with = "no_strip_debug")]
+    pub strip_debug: bool,
+    /// Undo --strip-debug (one set in pyproject.toml, say).
+    #[arg(long, overrides_with = "strip_debug", hide_short_help = true)]
+    pub no_strip_debug: bool,
     /// Trim device code too, in every library that moves or stays (see `wheelslim trim`).
     #[command(flatten)]
     pub device: DeviceArgs,
@@ -303,6 +313,11 @@ pub struct VerifyArgs {
     /// theirs (default: all built-in profiles).
     #[arg(long = "profile", value_name = "NAME|PATH")]
     pub profiles: Vec<String>,
+    /// A wheel the checked ones were made from (repeatable): what it already violated is
+    /// reported as inherited and does not fail the check, as `split` and `trim` judge their
+    /// outputs. Size rules always count.
+    #[arg(long, value_name = "INPUT.whl")]
+    pub baseline: Vec<PathBuf>,
     #[command(flatten)]
     pub archive: ArchiveArgs,
 }

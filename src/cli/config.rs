@@ -535,12 +535,12 @@ mod tests {
     fn keys_of_another_command_are_errors_whichever_command_runs() {
         for cmd in ["split", "audit"] {
             let e = err(
-                "[tool.wheelslim.split]\nstrip-debug = true\n",
+                "[tool.wheelslim.split]\nlargest = 5\n",
                 &["wheelslim", cmd, "a.whl"],
             );
             assert_eq!(
                 e,
-                "pyproject.toml: `strip-debug` in [tool.wheelslim.split] is not an option of `wheelslim split` but of `trim`: move it to [tool.wheelslim.trim]"
+                "pyproject.toml: `largest` in [tool.wheelslim.split] is not an option of `wheelslim split` but of `audit`: move it to [tool.wheelslim.audit]"
             );
         }
         let e = err(

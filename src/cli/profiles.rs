@@ -24,8 +24,13 @@ pub fn run(args: &ProfilesArgs, printer: &Printer) -> Result<Outcome> {
                 let mut out = String::new();
                 for p in &all {
                     let count = |a| p.libraries.iter().filter(|l| l.action == a).count();
+                    let files = if p.files.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", flag {} file rules", p.files.len())
+                    };
                     out.push_str(&format!(
-                        "{:<14} {} (move {}, upstream {}, forbid {})\n",
+                        "{:<14} {} (move {}, upstream {}, forbid {}{files})\n",
                         p.name,
                         p.description,
                         count(Action::Move),

@@ -213,6 +213,37 @@ fn wheel(o: &mut String, w: &WheelAudit, max_size: u64, verbose: u8) {
         }
     }
 
+    if !w.licensed_files.is_empty() {
+        let _ = writeln!(
+            o,
+            "\n  Vendor programs and static archives (split leaves them in place)"
+        );
+        let shown = cap(w.licensed_files.len(), verbose);
+        for f in &w.licensed_files[..shown] {
+            let _ = writeln!(
+                o,
+                "    {:>10}  {}  {}/{}  {}  [{}]",
+                size(f.size),
+                f.member,
+                f.profile,
+                f.rule,
+                f.kind.as_str(),
+                f.license.as_deref().unwrap_or("licence not stated")
+            );
+        }
+        more(o, w.licensed_files.len() - shown);
+        let mut notes: Vec<&str> = w
+            .licensed_files
+            .iter()
+            .filter_map(|f| f.license_note.as_deref())
+            .collect();
+        notes.sort_unstable();
+        notes.dedup();
+        for n in notes {
+            let _ = writeln!(o, "    licence: {n}");
+        }
+    }
+
     if !w.device_code.is_empty() {
         let _ = writeln!(o, "\n  Device code");
         device_code(o, &w.device_code, verbose);
@@ -307,7 +338,7 @@ fn wheel(o: &mut String, w: &WheelAudit, max_size: u64, verbose: u8) {
         if debug_total > 0 {
             let _ = writeln!(
                 o,
-                "    debug sections take {} installed; building without -g (or stripping .debug_* before packing) would drop them",
+                "    debug sections take {} installed: `wheelslim trim --strip-debug` (or `split --strip-debug`) removes them, keeping every loaded byte; or build without -g",
                 size(debug_total)
             );
         }
@@ -376,6 +407,15 @@ pub fn verify(r: &crate::verify::VerifyReport) -> String {
                 v.message
             );
         }
+        for v in &w.inherited {
+            let _ = writeln!(
+                o,
+                "  inherited [{}]{} {} (the baseline input already had it)",
+                v.rule,
+                if v.pypi { " (PyPI)" } else { "" },
+                v.message
+            );
+        }
         for d in w.diagnostics.iter().filter(|d| d.severity > Severity::Note) {
             let _ = writeln!(o, "  {}: {}", d.location, d.message);
             if let Some(h) = d.hint.as_ref().filter(|_| d.severity == Severity::Error) {
@@ -401,6 +441,25 @@ pub fn verify(r: &crate::verify::VerifyReport) -> String {
             o,
             "unresolved: {} needs {} ({via}searched {searched})",
             u.object, u.needed
+        );
+    }
+    if !r.inherited_unresolved.is_empty() {
+        let shown: Vec<String> = r
+            .inherited_unresolved
+            .iter()
+            .take(LIST_CAP)
+            .map(|u| format!("{} needs {}", u.object, u.needed))
+            .collect();
+        let _ = writeln!(
+            o,
+            "inherited: {} NEEDED already unresolved in the baseline input ({}{})",
+            r.inherited_unresolved.len(),
+            shown.join(", "),
+            if r.inherited_unresolved.len() > LIST_CAP {
+                ", …; --json lists them all"
+            } else {
+                ""
+            }
         );
     }
     for n in &r.from_upstream {
@@ -482,6 +541,17 @@ pub fn split(r: &crate::split::SplitReport, verbose: u8) -> String {
             let why = k.fate.why_it_stays().unwrap_or_default();
             let _ = writeln!(o, "  keep     {} ({}: {why})", k.member, k.rule);
         }
+        for f in &m.licensed {
+            let _ = writeln!(
+                o,
+                "  keep     {} ({}/{}: {}, licence {})",
+                f.member,
+                f.profile,
+                f.rule,
+                f.kind.as_str(),
+                f.license.as_deref().unwrap_or("not stated")
+            );
+        }
         for a in &m.members {
             if let MemberAction::Edit { member, edit } = a {
                 let _ = writeln!(o, "  rewire   {member}");
@@ -548,6 +618,22 @@ pub fn split(r: &crate::split::SplitReport, verbose: u8) -> String {
             } else {
                 String::new()
             }
+        );
+    }
+    for e in &r.size_estimates {
+        let parts = if e.kind == "runtime" && e.wheels > 1 {
+            format!(", {} wheels", e.wheels)
+        } else {
+            String::new()
+        };
+        let _ = writeln!(
+            o,
+            "size {} ({}): about {} compressed after the trim/strip (estimated; {} before){parts}{}",
+            e.output,
+            e.kind,
+            size(e.bytes),
+            size(e.bytes_before),
+            if e.fits { "" } else { ", over the limit" }
         );
     }
     for out in &r.outputs {

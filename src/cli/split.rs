@@ -32,6 +32,7 @@ pub fn run(args: &SplitArgs, printer: &Printer) -> Result<Outcome> {
         dry_run: args.dry_run,
         canonical_runtime: args.canonical_runtime,
         trim: super::trim::settings(&args.device)?,
+        strip_debug: args.strip_debug,
         preload_hook: args.preload_hook,
         progress: printer.bytes_progress(),
     };

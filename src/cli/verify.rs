@@ -14,6 +14,7 @@ pub fn run(args: &VerifyArgs, printer: &Printer) -> Result<Outcome> {
         max_size: args.max_size,
         limits: limits(&args.archive),
         memory_budget: args.archive.memory,
+        baseline: args.baseline.clone(),
         progress: printer.bytes_progress(),
     };
     opts.progress.set_message("inspecting");

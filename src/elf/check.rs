@@ -18,10 +18,11 @@
 
 use super::ElfError;
 use super::dynview::DynView;
-use super::raw::{
-    self, ADDRESS_TAGS, ET_DYN, ET_EXEC, Elf64, PHDR_SIZE, PT_DYNAMIC, PT_GNU_EH_FRAME,
-    PT_GNU_PROPERTY, PT_INTERP, PT_LOAD, PT_NOTE, PT_PHDR, PT_TLS, SHF_TLS, SHT_DYNAMIC,
-    SHT_NOBITS, SIZED_TABLES, STRING_TAGS, segment_name,
+use super::raw::{Elf64, segment_name};
+use crate::elf::consts::{
+    ADDRESS_TAGS, ET_DYN, ET_EXEC, PHDR_SIZE, PT_DYNAMIC, PT_GNU_EH_FRAME, PT_GNU_PROPERTY,
+    PT_INTERP, PT_LOAD, PT_NOTE, PT_PHDR, PT_TLS, SHF_TLS, SHT_DYNAMIC, SHT_NOBITS, SIZED_TABLES,
+    STRING_TAGS,
 };
 
 /// How many problems a failed check lists before "and N more".
@@ -244,10 +245,10 @@ fn check_sections(elf: &Elf64, problems: &mut Problems) {
 
 fn tag_name(tag: u64) -> String {
     match tag {
-        raw::DT_NEEDED => "DT_NEEDED".into(),
-        raw::DT_SONAME => "DT_SONAME".into(),
-        raw::DT_RPATH => "DT_RPATH".into(),
-        raw::DT_RUNPATH => "DT_RUNPATH".into(),
+        crate::elf::consts::DT_NEEDED => "DT_NEEDED".into(),
+        crate::elf::consts::DT_SONAME => "DT_SONAME".into(),
+        crate::elf::consts::DT_RPATH => "DT_RPATH".into(),
+        crate::elf::consts::DT_RUNPATH => "DT_RUNPATH".into(),
         t => ADDRESS_TAGS
             .iter()
             .find(|(x, _)| *x == t)

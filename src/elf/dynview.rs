@@ -2,9 +2,9 @@
 //! the dynamic string table (DT_STRTAB/DT_STRSZ) and the symbol-version tables.
 
 use super::ElfError;
-use super::raw::{
-    self, DT_NEEDED, DT_STRSZ, DT_STRTAB, DT_VERDEF, DT_VERDEFNUM, DT_VERNEED, DT_VERNEEDNUM,
-    Dynamic, Elf64, ProgramHeader, Verneed,
+use super::raw::{self, Dynamic, Elf64, ProgramHeader, Verneed};
+use crate::elf::consts::{
+    DT_NEEDED, DT_STRSZ, DT_STRTAB, DT_VERDEF, DT_VERDEFNUM, DT_VERNEED, DT_VERNEEDNUM,
 };
 
 /// Where the dynamic string table is: file offset, link-time address and DT_STRSZ.

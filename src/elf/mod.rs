@@ -3,25 +3,15 @@
 
 pub mod check;
 pub mod companion;
+mod consts;
 mod dynview;
 pub mod inspect;
-mod layout;
 pub mod patch;
 mod raw;
 pub mod shrink;
-mod shrink_cut;
-mod shrink_flags;
-pub(crate) mod shrink_layout;
-mod shrink_pack;
-mod shrink_phdrs;
-mod shrink_refs;
-mod shrink_verify;
-mod slide;
-mod strings;
 pub mod strip;
 #[cfg(test)]
 mod synth;
-pub(crate) mod tables;
 
 pub use check::check;
 pub use inspect::{ElfInfo, Inspected, Machine, SectionInfo, SegmentInfo, UnsupportedElf, inspect};

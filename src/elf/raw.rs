@@ -3,97 +3,17 @@
 //!
 //! Every accessor takes input-derived offsets and returns an error instead of panicking, and
 //! every table is sized against the file length before anything is allocated for it.
+//!
+//! One of two header readers still: `shrink/layout.rs` is the other, with its own error texts
+//! and wider semantics (it reads PN_XNUM and SHN_XINDEX, which this one refuses or names `?`).
+//! They share the numbers in `consts.rs`; merging them onto `shrink/layout.rs`'s parser is the
+//! rest of issue 13 step 4.
 
 use super::ElfError;
-
-pub(crate) const EHDR_SIZE: u64 = 64;
-pub(crate) const PHDR_SIZE: u64 = 56;
-pub(crate) const SHDR_SIZE: u64 = 64;
-pub(crate) const DYN_SIZE: u64 = 16;
-pub(crate) const SYM_SIZE: u64 = 24;
-
-pub(crate) const ET_EXEC: u16 = 2;
-pub(crate) const ET_DYN: u16 = 3;
-
-pub(crate) const PT_NULL: u32 = 0;
-pub(crate) const PT_LOAD: u32 = 1;
-pub(crate) const PT_DYNAMIC: u32 = 2;
-pub(crate) const PT_INTERP: u32 = 3;
-pub(crate) const PT_NOTE: u32 = 4;
-pub(crate) const PT_PHDR: u32 = 6;
-pub(crate) const PT_TLS: u32 = 7;
-pub(crate) const PT_GNU_EH_FRAME: u32 = 0x6474_e550;
-pub(crate) const PT_GNU_PROPERTY: u32 = 0x6474_e553;
-
-pub(crate) const PF_W: u32 = 2;
-pub(crate) const PF_R: u32 = 4;
-
-pub(crate) const SHT_SYMTAB: u32 = 2;
-pub(crate) const SHT_DYNAMIC: u32 = 6;
-pub(crate) const SHT_NOBITS: u32 = 8;
-pub(crate) const SHT_DYNSYM: u32 = 11;
-pub(crate) const SHF_ALLOC: u64 = 2;
-pub(crate) const SHF_TLS: u64 = 0x400;
-
-pub(crate) const DT_NULL: u64 = 0;
-pub(crate) const DT_NEEDED: u64 = 1;
-pub(crate) const DT_STRTAB: u64 = 5;
-pub(crate) const DT_SYMTAB: u64 = 6;
-pub(crate) const DT_STRSZ: u64 = 10;
-pub(crate) const DT_SONAME: u64 = 14;
-pub(crate) const DT_RPATH: u64 = 15;
-pub(crate) const DT_RUNPATH: u64 = 29;
-pub(crate) const DT_VERDEF: u64 = 0x6fff_fffc;
-pub(crate) const DT_VERDEFNUM: u64 = 0x6fff_fffd;
-pub(crate) const DT_VERNEED: u64 = 0x6fff_fffe;
-pub(crate) const DT_VERNEEDNUM: u64 = 0x6fff_ffff;
-
-/// Tags whose value is an offset into the dynamic string table.
-pub(crate) const STRING_TAGS: [u64; 9] = [
-    DT_NEEDED,
-    DT_SONAME,
-    DT_RPATH,
-    DT_RUNPATH,
-    0x7fff_fffd, // DT_AUXILIARY
-    0x7fff_ffff, // DT_FILTER
-    0x6fff_fefa, // DT_CONFIG
-    0x6fff_fefb, // DT_DEPAUDIT
-    0x6fff_fefc, // DT_AUDIT
-];
-
-/// Tags whose value is a link-time address (`d_ptr`) that must lie inside a PT_LOAD.
-pub(crate) const ADDRESS_TAGS: [(u64, &str); 19] = [
-    (3, "DT_PLTGOT"),
-    (4, "DT_HASH"),
-    (DT_STRTAB, "DT_STRTAB"),
-    (DT_SYMTAB, "DT_SYMTAB"),
-    (7, "DT_RELA"),
-    (12, "DT_INIT"),
-    (13, "DT_FINI"),
-    (17, "DT_REL"),
-    (23, "DT_JMPREL"),
-    (25, "DT_INIT_ARRAY"),
-    (26, "DT_FINI_ARRAY"),
-    (32, "DT_PREINIT_ARRAY"),
-    (36, "DT_RELR"),
-    (0x6fff_fef5, "DT_GNU_HASH"),
-    (0x6fff_feff, "DT_SYMINFO"),
-    (0x6fff_fff0, "DT_VERSYM"),
-    (DT_VERDEF, "DT_VERDEF"),
-    (DT_VERNEED, "DT_VERNEED"),
-    (0x6fff_fef7, "DT_TLSDESC_GOT"),
-];
-
-/// `(address tag, size tag)` pairs: the whole table must be file-backed inside one PT_LOAD.
-pub(crate) const SIZED_TABLES: [(u64, u64, &str); 7] = [
-    (DT_STRTAB, DT_STRSZ, "DT_STRTAB+DT_STRSZ"),
-    (7, 8, "DT_RELA+DT_RELASZ"),
-    (17, 18, "DT_REL+DT_RELSZ"),
-    (23, 2, "DT_JMPREL+DT_PLTRELSZ"),
-    (25, 27, "DT_INIT_ARRAY+DT_INIT_ARRAYSZ"),
-    (26, 28, "DT_FINI_ARRAY+DT_FINI_ARRAYSZ"),
-    (36, 35, "DT_RELR+DT_RELRSZ"),
-];
+use crate::elf::consts::{
+    DT_NULL, DYN_SIZE, EHDR_SIZE, PHDR_SIZE, PT_DYNAMIC, PT_GNU_EH_FRAME, PT_GNU_PROPERTY,
+    PT_INTERP, PT_LOAD, PT_NOTE, PT_NULL, PT_PHDR, PT_TLS, SHDR_SIZE, SHF_ALLOC, SHT_NOBITS,
+};
 
 /// A readable name for a segment type, as readelf prints it.
 pub(crate) fn segment_name(p_type: u32) -> String {

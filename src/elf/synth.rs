@@ -6,9 +6,11 @@
 //! [.dynsym @0x340]` in an R PT_LOAD at 0, `.dynamic @0x400` (vaddr 0x1400) in an RW PT_LOAD,
 //! then `.shstrtab` and the section headers.
 
-use super::raw::{
+use super::raw::ProgramHeader;
+
+use crate::elf::consts::{
     DT_NEEDED, DT_SONAME, DT_STRSZ, DT_STRTAB, DT_SYMTAB, DT_VERNEED, DT_VERNEEDNUM, PT_DYNAMIC,
-    PT_INTERP, PT_LOAD, PT_NOTE, PT_NULL, PT_PHDR, ProgramHeader,
+    PT_INTERP, PT_LOAD, PT_NOTE, PT_NULL, PT_PHDR,
 };
 
 pub(crate) const DYNSTR_OFF: u64 = 0x200;

@@ -1,4 +1,4 @@
-//! CUDA fatbin containers (FORMATS.md §2): parse, decompress, rebuild.
+//! CUDA fatbin containers (`docs/cuda-fatbin.md`): parse, decompress, rebuild.
 //!
 //! A fatbin section (`.nv_fatbin`, `__nv_relfatbin`) or a loose `.fatbin` file holds containers
 //! back to back, each 8-aligned, with zero bytes between them. A container is a 16-byte header
@@ -125,7 +125,7 @@ impl Compression {
     }
 }
 
-/// One image inside a `--concat` group (FORMATS.md §2.3).
+/// One image inside a `--concat` group (`docs/cuda-fatbin.md`, "Entries").
 ///
 /// A member's header has the layout of an entry header, except that the field at +4 is the
 /// member's offset inside the group's decompressed image instead of a header size. Its length

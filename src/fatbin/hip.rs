@@ -1,4 +1,4 @@
-//! Clang offload bundles (FORMATS.md §3): the `.hip_fatbin` section and loose bundle files.
+//! Clang offload bundles (`docs/hip-bundles.md`): the `.hip_fatbin` section and loose bundle files.
 //!
 //! An uncompressed bundle is the 24-byte magic `__CLANG_OFFLOAD_BUNDLE__`, a u64 entry count
 //! and, per entry, u64 offset (from the bundle start), u64 size, u64 triple length and the

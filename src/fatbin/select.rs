@@ -1,4 +1,4 @@
-//! Which device code a set of target GPUs needs (FORMATS.md §2.5, §8.3 rule 9).
+//! Which device code a set of target GPUs needs (`docs/cuda-fatbin.md`, last section).
 //!
 //! # CUDA ([`Selection`])
 //!
@@ -23,8 +23,8 @@
 //!      each target without compatible SASS in this container, the newest PTX usable by it.
 //!    * [`PtxPolicy::All`]: every PTX usable by at least one target. PTX newer than every target
 //!      is left out even here: no target can JIT it, and newer GPUs can JIT the older PTX that
-//!      is kept (FORMATS.md P6: such PTX was 42 MiB of dead weight in NCCL). To keep newer PTX,
-//!      name a newer target.
+//!      is kept (`docs/cuda-fatbin.md`; such PTX was 42 MiB of dead weight in NCCL). To keep newer
+//!      PTX, name a newer target.
 //!    * [`PtxPolicy::None`]: PTX only where a target would otherwise lose every usable image:
 //!      for each target without compatible SASS, the newest PTX usable by it. A container that
 //!      had something usable for a target keeps something usable for it.

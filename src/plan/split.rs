@@ -111,6 +111,9 @@ pub struct MainPlan {
     pub removed: Vec<RemovedLibrary>,
     /// Libraries a profile matched that stay (the wheel's own, or loaded by path).
     pub kept: Vec<KeptLibrary>,
+    /// Vendor programs and static archives (`[[file]]` rules): they stay, with their licence.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub licensed: Vec<crate::plan::vendor::LicensedFile>,
     /// Runtime sets (by key) this wheel requires exactly.
     pub runtime_sets: Vec<String>,
     /// Upstream requirements to add (`nvidia-cublas-cu12>=12,<13`).
@@ -283,6 +286,26 @@ pub fn plan_split(
             settings.move_unlinked,
             ad_hoc,
         );
+        // Vendor programs and static archives stay where they are (a program is run by path,
+        // an archive is looked for where the build expects it), with their licence said.
+        let licensed = crate::plan::vendor::licensed_files(&facts.members, profiles);
+        for f in &licensed {
+            notes.push(Diagnostic::new(
+                Severity::Note,
+                &wheel.member_location(&f.member),
+                format!(
+                    "kept in place ({}/{}, {}): licence {}{}",
+                    f.profile,
+                    f.rule,
+                    f.kind.as_str(),
+                    f.license.as_deref().unwrap_or("not stated"),
+                    f.license_note
+                        .as_deref()
+                        .map(|n| format!("; {n}"))
+                        .unwrap_or_default()
+                ),
+            ));
+        }
         for (vh, fate) in &classified {
             let (m, hit) = (vh.member, vh.hit);
             let rule = format!("{}/{}", hit.profile.name, hit.rule.name);
@@ -756,6 +779,7 @@ pub fn plan_split(
             members,
             removed,
             kept,
+            licensed,
             runtime_sets: wanted_sets.into_iter().collect(),
             // A wheel never requires itself (its own libraries stay, see `vendor`).
             requirements: requirements

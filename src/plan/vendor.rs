@@ -257,3 +257,61 @@ pub fn classify<'a>(
     }
     hits.into_iter().zip(fates).collect()
 }
+
+/// A vendor program or static archive a profile's `[[file]]` rule flags. `audit` lists them
+/// with their licence; `split` leaves them where they are and says so.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LicensedFile {
+    pub member: String,
+    pub profile: String,
+    pub rule: String,
+    /// `executable` or `static-archive`.
+    pub kind: crate::profile::FileKind,
+    pub license: Option<String>,
+    pub license_note: Option<String>,
+    pub size: u64,
+    pub compressed_size: u64,
+}
+
+impl LicensedFile {
+    /// One line for people: what it is, under which licence, and what `split` does with it.
+    pub fn describe(&self) -> String {
+        format!(
+            "{} ({}/{}, {}): licence {}{}",
+            self.member,
+            self.profile,
+            self.rule,
+            self.kind.as_str(),
+            self.license.as_deref().unwrap_or("not stated"),
+            self.license_note
+                .as_deref()
+                .map(|n| format!(" ({n})"))
+                .unwrap_or_default()
+        )
+    }
+}
+
+/// The members `[[file]]` rules flag. A program counts only when the member is an ELF object
+/// (NVIDIA's `nvcc.profile` beside `nvcc` is text); a static archive by its exact name.
+pub fn licensed_files(members: &[MemberFacts], profiles: &ProfileSet) -> Vec<LicensedFile> {
+    members
+        .iter()
+        .filter(|m| !m.name.ends_with('/'))
+        .filter_map(|m| {
+            let hit = profiles.match_file(m.file_name())?;
+            if hit.rule.kind == crate::profile::FileKind::Executable && m.elf().is_none() {
+                return None;
+            }
+            Some(LicensedFile {
+                member: m.name.clone(),
+                profile: hit.profile.name.clone(),
+                rule: hit.rule.name.clone(),
+                kind: hit.rule.kind,
+                license: hit.rule.license.clone(),
+                license_note: hit.rule.license_note.clone(),
+                size: m.size,
+                compressed_size: m.compressed_size,
+            })
+        })
+        .collect()
+}

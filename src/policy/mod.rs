@@ -25,8 +25,6 @@ const MUSLLINUX_JSON: &str = include_str!("musllinux-policy.json");
 pub struct Policy {
     /// `manylinux_2_17`, `musllinux_1_2`, or `linux` (the policy that promises nothing).
     pub name: String,
-    /// Legacy names (`manylinux2014`).
-    pub aliases: Vec<String>,
     /// Architecture → symbol-version prefix (`GLIBC`, `GLIBCXX`, `CXXABI`, `GCC`, ...) → the
     /// versions (without the prefix) a wheel may require.
     pub symbol_versions: BTreeMap<String, BTreeMap<String, Vec<String>>>,
@@ -249,22 +247,6 @@ pub fn is_glibc_loader(soname: &str) -> bool {
     soname.starts_with("ld-linux") || soname == "ld64.so.2" || soname == "ld64.so.1"
 }
 
-/// True for a library some manylinux or musllinux platform provides. Link checks of a tagged
-/// wheel use [`SystemLibraries::for_platforms`] instead.
-pub fn is_system_library(name: &str) -> bool {
-    static ANY: LazyLock<SystemLibraries> = LazyLock::new(SystemLibraries::any_linux);
-    ANY.contains(name)
-}
-
-/// The glibc version a platform tag promises: `manylinux_2_17_x86_64` and its alias
-/// `manylinux2014_x86_64` → (2, 17). `None` for tags that promise nothing (`linux_x86_64`) or
-/// are not glibc-based.
-pub fn tag_glibc(platform: &str) -> Option<(u32, u32)> {
-    linux_tag(platform)
-        .filter(|t| t.libc == Libc::Glibc)
-        .map(|t| t.version)
-}
-
 /// The CPU architecture part of a platform tag (`manylinux_2_17_x86_64` → `x86_64`).
 pub fn tag_arch(platform: &str) -> Option<&'static str> {
     [
@@ -377,6 +359,17 @@ pub fn pypi_accepts(platform: &str) -> bool {
 mod tests {
     use super::*;
 
+    fn is_system_library(name: &str) -> bool {
+        SystemLibraries::any_linux().contains(name)
+    }
+
+    /// The glibc version a platform tag promises; `None` for tags that promise nothing.
+    fn tag_glibc(platform: &str) -> Option<(u32, u32)> {
+        linux_tag(platform)
+            .filter(|t| t.libc == Libc::Glibc)
+            .map(|t| t.version)
+    }
+
     #[test]
     fn platform_tags() {
         assert_eq!(tag_glibc("manylinux_2_17_x86_64"), Some((2, 17)));
@@ -399,12 +392,12 @@ mod tests {
 
     #[test]
     fn embedded_data_is_auditwheels() {
-        // Every policy auditwheel 6.8.0 publishes, oldest first, with its aliases.
+        // Every policy auditwheel 6.8.0 publishes, oldest first (their legacy aliases are
+        // read from the tag by `linux_tag`, not from the data).
         let names: Vec<&str> = manylinux().iter().map(|p| p.name.as_str()).collect();
         assert_eq!(names.first(), Some(&"manylinux_2_5"));
         assert_eq!(names.last(), Some(&"manylinux_2_41"));
         assert_eq!(names.len(), 16);
-        assert_eq!(manylinux()[0].aliases, ["manylinux1"]);
         let m: Vec<&str> = musllinux().iter().map(|p| p.name.as_str()).collect();
         assert_eq!(m, ["musllinux_1_1", "musllinux_1_2"]);
         // The libraries the old hand-kept list lacked.

@@ -116,6 +116,37 @@ struct RawRule {
     companions: Vec<String>,
 }
 
+/// What a `[[file]]` rule flags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FileKind {
+    /// A program (`ptxas`, `cuobjdump`): flagged only when the member is an ELF object.
+    Executable,
+    /// A static archive (`libcudart_static.a`).
+    StaticArchive,
+}
+
+impl FileKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FileKind::Executable => "executable",
+            FileKind::StaticArchive => "static archive",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    name: String,
+    kind: FileKind,
+    patterns: Vec<String>,
+    #[serde(default)]
+    license: Option<String>,
+    #[serde(default)]
+    license_note: Option<String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawProfile {
@@ -125,8 +156,32 @@ struct RawProfile {
     cuda: Option<u32>,
     #[serde(default)]
     defaults: Defaults,
-    #[serde(rename = "library")]
+    #[serde(rename = "library", default)]
     libraries: Vec<RawRule>,
+    #[serde(rename = "file", default)]
+    files: Vec<RawFile>,
+}
+
+/// A `[[file]]` rule: vendor programs and static archives that are flagged with their licence
+/// (`audit` lists them; `split` leaves them in place and says so). They are never moved: a
+/// program is run by path and an archive is looked for where the build expects it.
+#[derive(Debug, Clone, Serialize)]
+pub struct FileRule {
+    pub name: String,
+    pub kind: FileKind,
+    /// Exact file names (globs allowed, but the built-in profiles use none).
+    pub patterns: Vec<String>,
+    pub license: Option<String>,
+    pub license_note: Option<String>,
+    #[serde(skip)]
+    matcher: GlobSet,
+}
+
+impl FileRule {
+    /// True when a member's file name (the part after the last `/`) is one of the patterns.
+    pub fn matches(&self, file_name: &str) -> bool {
+        self.matcher.is_match(file_name)
+    }
 }
 
 /// One library rule of a profile.
@@ -150,13 +205,6 @@ pub struct LibraryRule {
 }
 
 impl LibraryRule {
-    /// True when the licence is not an OSI-style open licence (a `LicenseRef-` or unknown).
-    pub fn is_proprietary(&self) -> bool {
-        self.license
-            .as_deref()
-            .is_some_and(|l| l.contains("LicenseRef-") || l.contains("Proprietary"))
-    }
-
     fn matches_name(&self, name: &str) -> bool {
         let name = unhash(name);
         version_prefixes(&name)
@@ -278,6 +326,9 @@ pub struct Profile {
     /// The CUDA major this profile is for, when it is CUDA-version specific.
     pub cuda: Option<u32>,
     pub libraries: Vec<LibraryRule>,
+    /// Programs and static archives flagged with their licence (`[[file]]`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<FileRule>,
     /// `built-in` or the path of the file.
     pub origin: String,
     /// The TOML text it was loaded from.
@@ -302,6 +353,10 @@ const BUILT_IN: &[(&str, &str)] = &[
         include_str!("../../profiles/triton-shared.toml"),
     ),
     ("rocm", include_str!("../../profiles/rocm.toml")),
+    (
+        "nvidia-tools",
+        include_str!("../../profiles/nvidia-tools.toml"),
+    ),
 ];
 
 pub fn built_in_names() -> Vec<&'static str> {
@@ -316,8 +371,10 @@ impl Profile {
             reason,
         };
         let raw: RawProfile = toml::from_str(text).map_err(|e| invalid(e.to_string()))?;
-        if raw.libraries.is_empty() {
-            return Err(invalid("it lists no `[[library]]`".into()));
+        if raw.libraries.is_empty() && raw.files.is_empty() {
+            return Err(invalid(
+                "it lists no `[[library]]` and no `[[file]]`".into(),
+            ));
         }
         let mut libraries = Vec::with_capacity(raw.libraries.len());
         for r in raw.libraries {
@@ -375,11 +432,42 @@ impl Profile {
                 companion_matcher,
             });
         }
+        let mut files = Vec::with_capacity(raw.files.len());
+        for f in raw.files {
+            if f.patterns.is_empty() {
+                return Err(invalid(format!("file `{}` has no patterns", f.name)));
+            }
+            let mut b = GlobSetBuilder::new();
+            for p in &f.patterns {
+                if p.contains('/') {
+                    return Err(invalid(format!(
+                        "pattern `{p}` of file `{}` contains `/`: patterns match file names",
+                        f.name
+                    )));
+                }
+                b.add(
+                    Glob::new(p)
+                        .map_err(|e| invalid(format!("pattern `{p}` of file `{}`: {e}", f.name)))?,
+                );
+            }
+            let matcher = b
+                .build()
+                .map_err(|e| invalid(format!("file `{}`: {e}", f.name)))?;
+            files.push(FileRule {
+                license: f.license.or_else(|| raw.defaults.license.clone()),
+                license_note: f.license_note.or_else(|| raw.defaults.license_note.clone()),
+                name: f.name,
+                kind: f.kind,
+                patterns: f.patterns,
+                matcher,
+            });
+        }
         Ok(Profile {
             name: raw.name,
             description: raw.description,
             cuda: raw.cuda,
             libraries,
+            files,
             origin: origin.to_string(),
             text: text.to_string(),
         })
@@ -415,6 +503,7 @@ impl Profile {
             description: format!("libraries named by {origin}"),
             cuda: None,
             libraries,
+            files: Vec::new(),
             origin: origin.to_string(),
             text: String::new(),
         }
@@ -462,6 +551,13 @@ impl Profile {
     }
 }
 
+/// A program or static archive matched by a profile's `[[file]]` rule.
+#[derive(Debug, Clone, Copy)]
+pub struct FileMatch<'a> {
+    pub profile: &'a Profile,
+    pub rule: &'a FileRule,
+}
+
 /// A library matched by a profile.
 #[derive(Debug, Clone, Copy)]
 pub struct Match<'a> {
@@ -488,6 +584,16 @@ impl ProfileSet {
             .map(|s| Profile::load(s))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(ProfileSet { profiles })
+    }
+
+    /// The first `[[file]]` rule matching a member's file name, in profile order.
+    pub fn match_file(&self, file_name: &str) -> Option<FileMatch<'_>> {
+        self.profiles.iter().find_map(|p| {
+            p.files
+                .iter()
+                .find(|r| r.matches(file_name))
+                .map(|rule| FileMatch { profile: p, rule })
+        })
     }
 
     /// Every profile's first rule matching a library, in profile order.
@@ -552,7 +658,7 @@ mod tests {
     #[test]
     fn built_in_profiles_parse_and_cover_the_drivers() {
         let all = Profile::all_built_in();
-        assert_eq!(all.len(), 9);
+        assert_eq!(all.len(), 10);
         let set = ProfileSet::built_in();
         for driver in ["libcuda.so.1", "libnvidia-ml.so.1", "libascend_hal.so"] {
             let m = set.match_library(driver, None, None).unwrap();

@@ -55,6 +55,9 @@ pub struct SplitOptions {
     pub canonical_runtime: bool,
     /// Device-code trimming applied to every member that carries device code (`--sm`, `--gfx`).
     pub trim: TrimSettings,
+    /// Also empty the non-allocated debug sections of every ELF object, in the main wheels and
+    /// the runtime wheels alike ([`crate::elf::strip::strip_debug`], as `trim --strip-debug`).
+    pub strip_debug: bool,
     /// Make each main package load its runtime wheels' libraries itself, from any `sys.path`
     /// entry, before its extension modules load (`--preload-hook`; see `split::hook`).
     pub preload_hook: bool,
@@ -74,6 +77,11 @@ pub struct SplitReport {
     pub trimmed: Vec<MemberTrim>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub verify: Option<VerifyReport>,
+    /// In a dry run with `--sm`/`--gfx`/`--strip-debug`: the compressed size each output
+    /// would have, estimated from what the trim and the strip remove (the real run checks the
+    /// exact sizes once written).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub size_estimates: Vec<SizeEstimate>,
     pub notes: Vec<Diagnostic>,
     /// Rewritten members whose bytes the inspect pass did not keep, so they were inflated a
     /// second time: the guess of what will be rewritten was wrong, or `--memory` had no room
@@ -84,6 +92,33 @@ pub struct SplitReport {
     /// input instead of deflated again (see [`crate::wheel::splice`]).
     #[serde(skip)]
     pub reused_bytes: u64,
+}
+
+/// The compressed size an output of a dry run would have.
+#[derive(Debug, Clone, Serialize)]
+pub struct SizeEstimate {
+    /// The main wheel's file name, or the runtime set's name.
+    pub output: String,
+    /// `main` or `runtime`.
+    pub kind: &'static str,
+    /// Compressed bytes of its members, after the trim and the strip (estimated).
+    pub bytes: u64,
+    /// Bytes before the trim and the strip.
+    pub bytes_before: u64,
+    /// How many wheels a runtime set would need under the limit (1 for a main wheel).
+    pub wheels: usize,
+    pub fits: bool,
+}
+
+/// Estimated compressed size of a member after `removed` of its `size` installed bytes go:
+/// the compressed bytes shrink in proportion. An estimate: device code and debug sections do
+/// not compress like the rest.
+fn estimate_after(compressed: u64, size: u64, removed: u64) -> u64 {
+    if size == 0 {
+        return compressed;
+    }
+    let kept = size.saturating_sub(removed) as u128;
+    (compressed as u128 * kept / size as u128) as u64
 }
 
 /// One member's new bytes (or its removal, for a loose device file the trim drops).
@@ -184,34 +219,165 @@ pub fn split(
             .find(|f| f.name == member && f.device.is_some())
     };
     let has_device = |input: usize, member: &str| device_of(input, member).is_some();
+    // With --strip-debug, every ELF object with non-allocated debug sections is rewritten.
+    let debug_of = |input: usize, member: &str| -> u64 {
+        if !opts.strip_debug {
+            return 0;
+        }
+        inputs[input]
+            .1
+            .members
+            .iter()
+            .find(|f| f.name == member)
+            .and_then(|f| f.host_elf())
+            .map_or(0, crate::elf::strip::debug_bytes)
+    };
+    // Debug bytes a size refusal can point at: those --strip-debug was not asked to remove.
+    let unstripped_debug = |input: usize, member: &str| -> u64 {
+        if opts.strip_debug {
+            return 0;
+        }
+        inputs[input]
+            .1
+            .members
+            .iter()
+            .find(|f| f.name == member)
+            .and_then(|f| f.host_elf())
+            .map_or(0, crate::elf::strip::debug_bytes)
+    };
+    let changes = |input: usize, member: &str| {
+        (trimming && has_device(input, member)) || debug_of(input, member) > 0
+    };
+    // Loose cubins, PTX files and code objects are judged with the others of their group.
+    let loose: Vec<crate::trim::LoosePlan> = inputs
+        .iter()
+        .map(|(_, f)| crate::trim::plan_loose(crate::trim::loose_members(f), &opts.trim))
+        .collect();
+
+    // A dry run cannot know the exact sizes after a trim or strip; it estimates them: the
+    // trim is worked out in memory (as `trim --dry-run` does) and each member's compressed
+    // size shrinks in proportion to the bytes removed.
+    let mut estimates: HashMap<(usize, String), u64> = HashMap::new();
+    let mut dry_trims: Vec<(usize, MemberTrim)> = Vec::new();
+    let mut kept = kept;
+    if opts.dry_run && (trimming || opts.strip_debug) {
+        for (input, (wheel, facts)) in inputs.iter().enumerate() {
+            for f in &facts.members {
+                if !changes(input, &f.name) {
+                    continue;
+                }
+                let mut removed = debug_of(input, &f.name);
+                if let Some(device) = f.device.as_ref().filter(|_| trimming) {
+                    let loc = wheel.member_location(&f.name);
+                    let bytes = match kept.remove(&(input, f.name.clone())) {
+                        Some(k) => k.into_parts().0,
+                        None => {
+                            let Some(m) = wheel.archive.member(&f.name) else {
+                                continue;
+                            };
+                            let _r = budget.reserve(m.size);
+                            wheel.archive.read(m).map_err(|err| Error::Zip {
+                                location: loc.clone(),
+                                err,
+                            })?
+                        }
+                    };
+                    let t = trim_member_in(
+                        &f.name,
+                        &bytes,
+                        f.compressed_size,
+                        f.host_elf(),
+                        device,
+                        &opts.trim,
+                        &loose[input],
+                    )
+                    .map_err(|e| match e {
+                        TrimError::DeviceCode(err) => Error::DeviceCode {
+                            location: loc.clone(),
+                            err,
+                        },
+                        TrimError::Elf(err) => Error::Elf {
+                            location: loc.clone(),
+                            err,
+                        },
+                    })?;
+                    if let Some(t) = t {
+                        let dropped: u64 = t.report.archs.iter().map(|a| a.dropped_bytes).sum();
+                        let gone = if t.data.is_none() {
+                            f.size
+                        } else {
+                            t.report
+                                .bytes_before
+                                .saturating_sub(t.report.bytes_after)
+                                .max(dropped)
+                        };
+                        removed = removed.saturating_add(gone);
+                        dry_trims.push((input, t.report));
+                    }
+                }
+                if removed > 0 {
+                    estimates.insert(
+                        (input, f.name.clone()),
+                        estimate_after(f.compressed_size, f.size, removed),
+                    );
+                }
+            }
+        }
+        for (i, (w, f)) in inputs.iter().enumerate() {
+            let mine: Vec<&MemberTrim> = dry_trims
+                .iter()
+                .filter(|(n, _)| *n == i)
+                .map(|(_, t)| t)
+                .collect();
+            crate::trim::check_losses(w, f, &mine, &opts.trim)?;
+        }
+        dry_trims.sort_by(|a, b| a.1.member.cmp(&b.1.member));
+    }
+    let estimated = |input: usize, member: &str, compressed: u64| -> u64 {
+        estimates
+            .get(&(input, member.to_string()))
+            .copied()
+            .unwrap_or(compressed)
+    };
 
     // A library that cannot fit alone fails before any work is done, and the dry run fails
     // the same way (checked again with exact sizes once rewritten members are compressed).
+    // A library the trim or strip changes is judged on its estimated size in a dry run, and
+    // on its exact size once rewritten in a real run.
     let capacity = opts.max_size.saturating_sub(RUNTIME_OVERHEAD);
     for set in &plan.runtime_sets {
         for l in set
             .libraries
             .iter()
             .filter(|_| !opts.canonical_runtime)
-            .filter(|l| !(trimming && has_device(l.input, &l.member)))
+            .filter(|l| opts.dry_run || !changes(l.input, &l.member))
         {
             // An edit (a search path) changes a library's compressed size by a few bytes.
-            if l.compressed_size > capacity {
-                return Err(too_big(
+            let bytes = estimated(l.input, &l.member, l.compressed_size);
+            if bytes > capacity {
+                let e = too_big(
                     &inputs[l.input].0,
                     &l.member,
-                    l.compressed_size,
+                    bytes,
                     opts.max_size,
                     has_device(l.input, &l.member),
                     trimming,
-                ));
+                    unstripped_debug(l.input, &l.member),
+                );
+                return Err(if changes(l.input, &l.member) {
+                    as_estimate(e)
+                } else {
+                    e
+                });
             }
         }
     }
 
     // A main wheel whose staying members alone are over the limit fails the same way in the
     // real run and the dry run (without a trim, nothing makes those members smaller).
-    if !trimming {
+    // With a trim or strip, the dry run judges the estimated sizes the same way.
+    let mut size_estimates: Vec<SizeEstimate> = Vec::new();
+    if opts.dry_run || !(trimming || opts.strip_debug) {
         for m in &plan.mains {
             let facts = &inputs[m.input].1;
             let mut staying: Vec<(String, u64)> = m
@@ -223,9 +389,38 @@ pub fn split(
                     }
                     MemberAction::Remove { .. } => None,
                 })
-                .map(|f| (f.name.clone(), f.compressed_size))
+                .map(|f| {
+                    (
+                        f.name.clone(),
+                        estimated(m.input, &f.name, f.compressed_size),
+                    )
+                })
                 .collect();
             let total: u64 = staying.iter().map(|(_, b)| b).sum();
+            let any_estimate = staying
+                .iter()
+                .any(|(n, _)| estimates.contains_key(&(m.input, n.clone())));
+            if opts.dry_run && !estimates.is_empty() {
+                let before: u64 = m
+                    .members
+                    .iter()
+                    .filter_map(|a| match a {
+                        MemberAction::Copy { member } | MemberAction::Edit { member, .. } => {
+                            facts.members.iter().find(|f| &f.name == member)
+                        }
+                        MemberAction::Remove { .. } => None,
+                    })
+                    .map(|f| f.compressed_size)
+                    .sum();
+                size_estimates.push(SizeEstimate {
+                    output: m.file_name.clone(),
+                    kind: "main",
+                    bytes: total,
+                    bytes_before: before,
+                    wheels: 1,
+                    fits: total <= opts.max_size,
+                });
+            }
             if total > opts.max_size {
                 staying.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
                 let any_device = staying.iter().any(|(n, _)| has_device(m.input, n));
@@ -241,13 +436,51 @@ pub fn split(
                     })
                     .map(|(n, b)| (inputs[m.input].0.member_location(n).to_string(), *b))
                     .collect();
-                return Err(crate::checks::main_cannot_fit(
+                // Debug sections --strip-debug would remove (none left when it is given).
+                let debug: u64 = if opts.strip_debug {
+                    0
+                } else {
+                    staying
+                        .iter()
+                        .filter_map(|(n, _)| facts.members.iter().find(|f| &f.name == n))
+                        .filter_map(|f| f.host_elf())
+                        .map(crate::elf::strip::debug_bytes)
+                        .sum()
+                };
+                let e = crate::checks::main_cannot_fit(
                     &opts.wheel_dir.join(&m.file_name).display().to_string(),
                     total,
                     opts.max_size,
                     &largest,
                     any_device,
-                ));
+                    debug,
+                );
+                return Err(if any_estimate { as_estimate(e) } else { e });
+            }
+        }
+        if opts.dry_run && !estimates.is_empty() {
+            for set in &plan.runtime_sets {
+                let items: Vec<(String, u64)> = set
+                    .libraries
+                    .iter()
+                    .map(|l| {
+                        (
+                            l.file.clone(),
+                            estimated(l.input, &l.member, l.compressed_size)
+                                + 200
+                                + 2 * l.file.len() as u64,
+                        )
+                    })
+                    .collect();
+                let wheels = pack(&items, capacity).map_or(0, |b| b.len());
+                size_estimates.push(SizeEstimate {
+                    output: set.name.clone(),
+                    kind: "runtime",
+                    bytes: items.iter().map(|(_, b)| b).sum(),
+                    bytes_before: set.libraries.iter().map(|l| l.compressed_size).sum(),
+                    wheels,
+                    fits: wheels > 0,
+                });
             }
         }
     }
@@ -259,8 +492,9 @@ pub fn split(
             dry_run: true,
             plan,
             outputs: Vec::new(),
-            trimmed: Vec::new(),
+            trimmed: dry_trims.into_iter().map(|(_, t)| t).collect(),
             verify: None,
+            size_estimates,
             notes,
             members_read_twice: 0,
             reused_bytes: 0,
@@ -301,7 +535,7 @@ pub fn split(
                 MemberAction::Edit { member, edit } => {
                     jobs.push((m.input, member.clone(), Some(edit), false))
                 }
-                MemberAction::Copy { member } if trimming && has_device(m.input, member) => {
+                MemberAction::Copy { member } if changes(m.input, member) => {
                     jobs.push((m.input, member.clone(), None, false));
                 }
                 _ => {}
@@ -317,17 +551,12 @@ pub fn split(
                     Some(&l.edit),
                     opts.canonical_runtime,
                 ));
-            } else if trimming && has_device(l.input, &l.member) {
+            } else if changes(l.input, &l.member) {
                 jobs.push((l.input, l.member.clone(), None, opts.canonical_runtime));
             }
         }
     }
     let trims: std::sync::Mutex<Vec<(usize, MemberTrim)>> = std::sync::Mutex::new(Vec::new());
-    // Loose cubins, PTX files and code objects are judged with the others of their group.
-    let loose: Vec<crate::trim::LoosePlan> = inputs
-        .iter()
-        .map(|(_, f)| crate::trim::plan_loose(crate::trim::loose_members(f), &opts.trim))
-        .collect();
     // Bytes kept by the inspect pass, taken by the job that rewrites them; what no job takes
     // (a wrong guess) is dropped before the outputs are written.
     let kept: HashMap<(usize, String), std::sync::Mutex<Option<Kept>>> = kept
@@ -386,6 +615,7 @@ pub fn split(
                     }
                 };
                 let mut current: Option<Vec<u8>> = None;
+                let strip = debug_of(*input, member) > 0;
                 if let Some(f) = device_of(*input, member).filter(|_| trimming) {
                     let trimmed = trim_member_in(
                         member,
@@ -407,10 +637,14 @@ pub fn split(
                         },
                     })?;
                     if let Some(t) = trimmed {
+                        let mut report = t.report;
+                        if t.data.is_some() && strip {
+                            report.method = format!("{}+strip-debug", report.method);
+                        }
                         trims
                             .lock()
                             .unwrap_or_else(|p| p.into_inner())
-                            .push((*input, t.report));
+                            .push((*input, report));
                         match t.data {
                             Some(d) => current = Some(d),
                             None => {
@@ -423,7 +657,59 @@ pub fn split(
                                 }));
                             }
                         }
-                    } else if edit.is_none() {
+                    } else if edit.is_none() && !strip {
+                        return Ok(None);
+                    }
+                }
+                if strip {
+                    let base = current.as_deref().unwrap_or(&original);
+                    let stripped =
+                        crate::elf::strip::strip_debug(base).map_err(|err| Error::Elf {
+                            location: loc.clone(),
+                            err: crate::elf::ElfError::OutputCheck(format!(
+                                "cannot strip its debug sections: {err} (run without --strip-debug)"
+                            )),
+                        })?;
+                    if let Some(st) = stripped {
+                        let mut all = trims.lock().unwrap_or_else(|p| p.into_inner());
+                        let note = format!(
+                            "removed {} of debug sections (.debug_*){}",
+                            crate::cli_size(st.removed),
+                            if st.kept_inside_loads > 0 {
+                                format!("; {} inside the loaded part stay", st.kept_inside_loads)
+                            } else {
+                                String::new()
+                            }
+                        );
+                        match all
+                            .iter_mut()
+                            .find(|(i, t)| i == input && &t.member == member)
+                        {
+                            Some((_, t)) => {
+                                t.bytes_after = st.data.len() as u64;
+                                t.notes.push(note);
+                            }
+                            None => all.push((
+                                *input,
+                                MemberTrim {
+                                    member: member.clone(),
+                                    method: "strip-debug".into(),
+                                    reason: None,
+                                    bytes_before: original.len() as u64,
+                                    bytes_after: st.data.len() as u64,
+                                    zip_before: m.compressed_size,
+                                    zip_after: 0,
+                                    archs: Vec::new(),
+                                    unmatched_containers: 0,
+                                    notes: vec![note],
+                                    group: None,
+                                    lost: Vec::new(),
+                                },
+                            )),
+                        }
+                        drop(all);
+                        current = Some(st.data);
+                    } else if current.is_none() && edit.is_none() {
                         return Ok(None);
                     }
                 }
@@ -604,6 +890,7 @@ pub fn split(
                 opts.max_size,
                 has_device(l.input, &l.member),
                 trimming,
+                unstripped_debug(l.input, &l.member),
             )
         })?;
         let n = bins.len();
@@ -936,6 +1223,7 @@ pub fn split(
         outputs,
         trimmed,
         verify: Some(report),
+        size_estimates: Vec::new(),
         notes,
         members_read_twice,
         reused_bytes,
@@ -1003,6 +1291,7 @@ struct RewriteGuess {
     moving: HashMap<String, String>,
     unhash: bool,
     trimming: bool,
+    strip_debug: bool,
 }
 
 impl RewriteGuess {
@@ -1026,6 +1315,7 @@ impl RewriteGuess {
             moving,
             unhash: opts.settings.unhash,
             trimming: opts.trim.is_active(),
+            strip_debug: opts.strip_debug,
         }
     }
 
@@ -1036,6 +1326,9 @@ impl RewriteGuess {
         let Some(info) = f.host_elf() else {
             return false;
         };
+        if self.strip_debug && crate::elf::strip::debug_bytes(info) > 0 {
+            return true;
+        }
         let needs = || info.needed.iter().filter_map(|n| self.moving.get(n));
         let Some(own) = self.moving.get(f.file_name()) else {
             return needs().next().is_some();
@@ -1089,6 +1382,19 @@ fn open_keeping<'b>(
     Ok((out, kept))
 }
 
+/// Marks a size refusal of a dry run as resting on estimated sizes.
+fn as_estimate(e: Error) -> Error {
+    match e {
+        Error::Refused { message, hint } => Error::Refused {
+            message: format!(
+                "{message} (estimated: the size after the trim/strip is worked out from what they remove; the real run checks the exact size)"
+            ),
+            hint,
+        },
+        other => other,
+    }
+}
+
 fn too_big(
     wheel: &Wheel,
     member: &str,
@@ -1096,6 +1402,7 @@ fn too_big(
     max_size: u64,
     has_device: bool,
     trimming: bool,
+    debug: u64,
 ) -> Error {
     crate::checks::cannot_fit_alone(
         &wheel.member_location(member).to_string(),
@@ -1104,6 +1411,7 @@ fn too_big(
         RUNTIME_OVERHEAD,
         has_device,
         trimming,
+        debug,
     )
 }
 

@@ -63,10 +63,6 @@ impl WheelFilename {
     pub fn dist_info_prefix(&self) -> String {
         format!("{}-{}", self.name, self.version)
     }
-
-    pub fn platform_tag(&self) -> String {
-        self.platform.join(".")
-    }
 }
 
 /// PEP 503 normalization.

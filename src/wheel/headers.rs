@@ -148,14 +148,6 @@ impl HeaderFile {
         }
     }
 
-    /// Removes every field of this name whose value satisfies `pred`; returns how many.
-    pub fn remove_where(&mut self, name: &str, mut pred: impl FnMut(&str) -> bool) -> usize {
-        let before = self.fields.len();
-        self.fields
-            .retain(|f| !(f.name.eq_ignore_ascii_case(name) && pred(&f.value)));
-        before - self.fields.len()
-    }
-
     pub fn to_text(&self) -> String {
         let mut out: String = self.fields.iter().map(|f| f.raw.as_str()).collect();
         out.push_str(&self.body);

@@ -207,10 +207,6 @@ pub struct Member {
 }
 
 impl Member {
-    pub fn has_data_descriptor(&self) -> bool {
-        self.flags & 0x0008 != 0
-    }
-
     /// End of this member's bytes in the file (data end; a data descriptor may follow).
     fn data_end(&self) -> u64 {
         self.data_offset.saturating_add(self.compressed_size)

@@ -31,6 +31,7 @@ struct Wheel {
     largest: Vec<serde_json::Value>,
     elf_objects: Vec<Elf>,
     vendor_libraries: Vec<Vendor>,
+    licensed_files: Vec<serde_json::Value>,
     device_code: Vec<serde_json::Value>,
     duplicates: Vec<Duplicate>,
     violations: Vec<Violation>,

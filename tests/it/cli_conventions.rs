@@ -136,8 +136,8 @@ fn configuration_mistakes_name_the_file_and_the_key() {
             "error: ../../pyproject.toml: `max-size` in [tool.wheelslim]: \"ten\" is not a size",
         ),
         (
-            "[tool.wheelslim.split]\nstrip-debug = true\n",
-            "error: ../../pyproject.toml: `strip-debug` in [tool.wheelslim.split] is not an option of `wheelslim split` but of `trim`: move it to [tool.wheelslim.trim]",
+            "[tool.wheelslim.split]\nlargest = 5\n",
+            "error: ../../pyproject.toml: `largest` in [tool.wheelslim.split] is not an option of `wheelslim split` but of `audit`: move it to [tool.wheelslim.audit]",
         ),
         (
             "[tool.wheelslim]\nmax-sise = \"1MiB\"\n",

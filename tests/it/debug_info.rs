@@ -110,6 +110,7 @@ fn audit_reports_debug_bytes_per_library() {
     let small = stdout(&small);
     assert!(small.contains("To fit under"), "{small}");
     assert!(small.contains("debug sections take"), "{small}");
+    assert!(small.contains("trim --strip-debug"), "{small}");
 }
 
 /// The names in `.symtab`, as readelf lists them.
@@ -247,4 +248,234 @@ fn trim_strip_debug_writes_a_wheel_whose_libraries_still_load() {
     // Without --sm and without --strip-debug there is still nothing to do.
     let none = wheelslim(&["trim", whl.to_str().unwrap(), "-w", out.to_str().unwrap()]);
     assert_eq!(code(&none), 2, "{}", stderr(&none));
+}
+
+/// A shared library of `n` functions built by gcc with `-g3`, with SONAME `name`, linking the
+/// given libraries (paths).
+fn big_library(dir: &Path, name: &str, n: usize, needed: &[&Path]) -> Vec<u8> {
+    need("gcc", "gcc");
+    let src = dir.join(format!("{name}.c"));
+    let mut code = String::from("int plain(int v) { return v * 3; }\n");
+    for i in 0..n {
+        code.push_str(&format!(
+            "struct t{i} {{ int a; long b[{}]; const char *name; double w; }};\n\
+             int g{i}(struct t{i} *p, int v) {{ int acc = v; for (int k = 0; k < {}; k++) acc += (int)p->b[k] * {i}; return acc + p->a; }}\n",
+            i % 17 + 1,
+            i % 17 + 1
+        ));
+    }
+    std::fs::write(&src, code).unwrap();
+    let out = dir.join(name);
+    let mut cmd = Command::new("gcc");
+    cmd.args(["-shared", "-fPIC", "-O1", "-g3"])
+        .arg(format!("-Wl,-soname,{name}"))
+        .arg("-Wl,--no-as-needed")
+        .arg(&src)
+        .arg("-o")
+        .arg(&out);
+    for n in needed {
+        cmd.arg(n);
+    }
+    let (ok, o, e) = run_out(&mut cmd);
+    assert!(ok, "{o}{e}");
+    std::fs::read(out).unwrap()
+}
+
+fn wheels_in(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut v: Vec<_> = std::fs::read_dir(dir)
+        .map(|r| r.map(|e| e.unwrap().path()).collect())
+        .unwrap_or_default();
+    v.retain(|p: &std::path::PathBuf| p.extension().is_some_and(|e| e == "whl"));
+    v.sort();
+    v
+}
+
+#[test]
+fn split_strip_debug_fits_a_wheel_that_fits_only_without_its_debug_info() {
+    need("python3", "python3");
+    let tmp = tempdir();
+    let cudart = big_library(tmp.path(), "libcudart.so.12", 40, &[]);
+    let with = big_library(
+        tmp.path(),
+        "libwith.so",
+        5000,
+        &[&tmp.path().join("libcudart.so.12")],
+    );
+    let whl = make_wheel(
+        tmp.path(),
+        "manylinux_2_17_x86_64",
+        &[
+            ("demo/libwith.so", &with),
+            ("demo/libcudart.so.12", &cudart),
+        ],
+    );
+    let p = whl.to_str().unwrap();
+    // The wheel's size with and without debug info (trim --strip-debug writes the latter).
+    let stripped_dir = tmp.path().join("stripped");
+    let t = wheelslim(&[
+        "trim",
+        "--strip-debug",
+        p,
+        "-w",
+        stripped_dir.to_str().unwrap(),
+    ]);
+    assert_eq!(code(&t), 0, "{}", stderr(&t));
+    let full = std::fs::metadata(&whl).unwrap().len();
+    let lean = std::fs::metadata(stripped_dir.join(whl.file_name().unwrap()))
+        .unwrap()
+        .len();
+    let limit = (full + lean) / 2;
+    assert!(
+        full > lean * 3 && limit > 300 * 1024,
+        "the fixture needs much debug info: {full} vs {lean}"
+    );
+    let max = format!("{limit}");
+    let dir = |n: &str| tmp.path().join(n).to_str().unwrap().to_string();
+
+    // Without --strip-debug the main wheel cannot fit, in the dry run and the real run alike.
+    for dry in [true, false] {
+        let mut args = vec!["split", "--max-size", &max, p, "-w"];
+        let w = dir(if dry { "dry0" } else { "real0" });
+        args.push(&w);
+        if dry {
+            args.push("--dry-run");
+        }
+        let o = wheelslim(&args);
+        assert_eq!(code(&o), 2, "dry {dry}: {}", stderr(&o));
+        assert!(stderr(&o).contains("limit"), "{}", stderr(&o));
+        // The hint names the option that makes it fit.
+        assert!(stderr(&o).contains("with --strip-debug"), "{}", stderr(&o));
+    }
+
+    // The dry run with --strip-debug estimates the sizes after the strip and says they fit.
+    let w = dir("dry1");
+    let o = wheelslim(&[
+        "split",
+        "--strip-debug",
+        "--dry-run",
+        "--max-size",
+        &max,
+        p,
+        "-w",
+        &w,
+    ]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(
+        text.contains("(main): about") && text.contains("estimated"),
+        "{text}"
+    );
+    assert!(wheels_in(tmp.path().join("dry1").as_path()).is_empty());
+    let j = wheelslim(&[
+        "split",
+        "--json",
+        "--strip-debug",
+        "--dry-run",
+        "--max-size",
+        &max,
+        p,
+        "-w",
+        &w,
+    ]);
+    let j: serde_json::Value = serde_json::from_slice(&j.stdout).unwrap();
+    let est = j["size_estimates"].as_array().unwrap();
+    let main = est.iter().find(|e| e["kind"] == "main").unwrap();
+    assert!(main["fits"].as_bool().unwrap(), "{j:#}");
+    assert!(main["bytes"].as_u64().unwrap() < main["bytes_before"].as_u64().unwrap() / 2);
+
+    // An estimate over the limit fails the dry run, and says it is an estimate: a runtime
+    // wheel with 1 KiB of room cannot hold libcudart even stripped.
+    let tiny = format!("{}", 257 * 1024);
+    let o = wheelslim(&[
+        "split",
+        "--strip-debug",
+        "--dry-run",
+        "--max-size",
+        &tiny,
+        p,
+        "-w",
+        &w,
+    ]);
+    assert_eq!(code(&o), 2, "{}", stdout(&o));
+    assert!(stderr(&o).contains("estimated"), "{}", stderr(&o));
+    // Without --strip-debug, the refusal of that library names the option.
+    let o = wheelslim(&["split", "--dry-run", "--max-size", &tiny, p, "-w", &w]);
+    assert_eq!(code(&o), 2, "{}", stdout(&o));
+    assert!(
+        stderr(&o).contains("libcudart.so.12") && stderr(&o).contains("with --strip-debug"),
+        "{}",
+        stderr(&o)
+    );
+
+    // The real run fits, strips both the main wheel's library and the moved one.
+    let main_dir = dir("main");
+    let rt_dir = dir("rt");
+    let o = wheelslim(&[
+        "split",
+        "--strip-debug",
+        "--max-size",
+        &max,
+        p,
+        "-w",
+        &main_dir,
+        "--runtime-dir",
+        &rt_dir,
+    ]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(stdout(&o).contains("strip-debug"), "{}", stdout(&o));
+    let mains = wheels_in(Path::new(&main_dir));
+    let rts = wheels_in(Path::new(&rt_dir));
+    assert_eq!((mains.len(), rts.len()), (1, 1), "{mains:?} {rts:?}");
+    assert!(std::fs::metadata(&mains[0]).unwrap().len() <= limit);
+    // Unpacked together, as pip installs them into one site-packages.
+    let site = tmp.path().join("site");
+    for w in mains.iter().chain(&rts) {
+        for (name, data) in read_zip(w) {
+            let to = site.join(&name);
+            std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+            std::fs::write(to, data).unwrap();
+        }
+    }
+    let lib = site.join("demo/libwith.so");
+    assert_eq!(readelf_debug_bytes(&lib), 0);
+    assert_eq!(readelf_complaints(&lib), "");
+    let moved: Vec<_> = walk(&site)
+        .into_iter()
+        .filter(|p| p.file_name().is_some_and(|n| n == "libcudart.so.12"))
+        .collect();
+    assert_eq!(moved.len(), 1, "{moved:?}");
+    assert_eq!(readelf_debug_bytes(&moved[0]), 0);
+    assert_eq!(
+        elflint_new_complaints(&tmp.path().join("libwith.so"), &lib),
+        Vec::<String>::new()
+    );
+    let (ok, out, err) = run_out(
+        Command::new("python3")
+            .args([
+                "-c",
+                "import ctypes, sys; print(ctypes.CDLL(sys.argv[1]).plain(7))",
+            ])
+            .arg(&lib)
+            .env("LD_BIND_NOW", "1"),
+    );
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "21");
+    let mut args = vec!["verify".to_string()];
+    args.extend(mains.iter().chain(&rts).map(|p| p.display().to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let v = wheelslim(&args);
+    assert_eq!(code(&v), 0, "{}", stdout(&v));
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
 }

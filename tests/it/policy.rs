@@ -459,3 +459,79 @@ fn trim_is_not_refused_for_what_the_input_already_was() {
     assert!(!stderr(&out).contains("libcudart"), "{}", stderr(&out));
     assert!(out_dir.join(input.file_name().unwrap()).exists());
 }
+
+#[test]
+fn verify_with_the_input_as_baseline_agrees_with_split() {
+    // The outputs of a split whose input already broke two rules (item 10): `verify` alone
+    // fails them, `verify --baseline INPUT` calls them inherited and passes, as split did.
+    let tmp = tempdir();
+    let tool = glibc_2_34_executable(tmp.path());
+    let a64 = std::fs::read(fixture("aarch64/libfix_a64.so")).unwrap();
+    let name = Path::new(SLIMDEMO).file_name().unwrap().to_owned();
+    let input = tmp.path().join("in").join(&name);
+    std::fs::create_dir_all(input.parent().unwrap()).unwrap();
+    with_members(
+        &fixture(SLIMDEMO),
+        &input,
+        &[
+            ("slimdemo/bin/tool", &tool),
+            ("slimdemo/npu/libkernel_a64.so", &a64),
+        ],
+    );
+    let out_dir = tmp.path().join("out");
+    let s = wheelslim(&[
+        "split",
+        input.to_str().unwrap(),
+        "-w",
+        out_dir.to_str().unwrap(),
+    ]);
+    assert_eq!(code(&s), 0, "{}", stderr(&s));
+    let mut outs: Vec<PathBuf> = std::fs::read_dir(&out_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "whl"))
+        .collect();
+    outs.sort();
+    assert_eq!(outs.len(), 2, "{outs:?}");
+    let outs: Vec<&str> = outs.iter().map(|p| p.to_str().unwrap()).collect();
+
+    let (rc, alone) = verify_json(&outs.iter().map(Path::new).collect::<Vec<_>>());
+    assert_eq!(rc, 1, "{alone:#}");
+    assert!(rules(&alone).contains(&"wrong-architecture".to_string()));
+
+    let mut args = vec!["verify", "--json", "--baseline", input.to_str().unwrap()];
+    args.extend(outs.iter().copied());
+    let o = wheelslim(&args);
+    let v = json(&o);
+    assert_eq!(code(&o), 0, "{v:#}");
+    assert_eq!(v["ok"], true);
+    let inherited: Vec<&str> = v["wheels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|w| w["inherited"].as_array().into_iter().flatten())
+        .map(|x| x["rule"].as_str().unwrap())
+        .collect();
+    for rule in ["manylinux-glibc", "wrong-architecture"] {
+        assert!(inherited.contains(&rule), "{rule}: {v:#}");
+    }
+    assert!(rules(&v).is_empty(), "{v:#}");
+    // The same in text.
+    let mut args = vec!["verify", "--baseline", input.to_str().unwrap()];
+    args.extend(outs.iter().copied());
+    let o = wheelslim(&args);
+    assert_eq!(code(&o), 0, "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("inherited [wrong-architecture]"),
+        "{}",
+        stdout(&o)
+    );
+
+    // A baseline that did not have the violations excuses nothing.
+    let clean = fixture(SLIMDEMO);
+    let mut args = vec!["verify", "--json", "--baseline", clean.to_str().unwrap()];
+    args.extend(outs.iter().copied());
+    let o = wheelslim(&args);
+    assert_eq!(code(&o), 1, "{}", stdout(&o));
+    assert!(rules(&json(&o)).contains(&"wrong-architecture".to_string()));
+}

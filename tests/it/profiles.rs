@@ -165,6 +165,26 @@ fn no_upstream_package_keeps_a_placeholder() {
     assert!(up.is_package("nvidia_cudnn_cu11") && !up.is_package("nvidia-cudnn-cu"));
 }
 
+/// AMD's ROCm SDK wheels are not on PyPI (only placeholders of a few hundred bytes there), so
+/// the rocm profile must name no upstream package: a main wheel on PyPI cannot require one.
+#[test]
+fn rocm_libraries_have_no_upstream_package_on_pypi() {
+    let rocm = Profile::built_in("rocm").unwrap();
+    assert!(!rocm.libraries.is_empty());
+    for r in &rocm.libraries {
+        assert!(
+            r.upstream.is_none() && r.action != wheelslim::profile::Action::Upstream,
+            "rocm/{}: upstream {:?}",
+            r.name,
+            r.upstream
+        );
+    }
+    assert!(
+        rocm.text.contains("rocm-sdk-core") && rocm.text.contains("placeholder"),
+        "the profile says why it has no upstream"
+    );
+}
+
 // ---- wheels made of small real shared objects, built here with the C compiler ----
 
 /// Builds a tiny x86_64 shared object named `soname` whose DT_NEEDED are the given libraries'

@@ -748,7 +748,7 @@ fn phdr_table_grows_in_place_over_unused_bytes() {
 }
 
 /// Two device sections with another section between them: each is packed on its own and
-/// each frees its own hole, so the PT_LOAD is split twice (FORMATS P2).
+/// each frees its own hole, so the PT_LOAD is split twice (`docs/elf.md`, "Shrinking", step 5).
 #[test]
 fn two_separate_sections_give_two_holes() {
     let dir = tempdir();

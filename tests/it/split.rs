@@ -808,6 +808,7 @@ fn rewritten_members_are_inflated_once() {
             time: wheelslim::wheel::writer::ZipTime::EPOCH,
             dry_run: false,
             canonical_runtime: false,
+            strip_debug: false,
             trim: TrimSettings {
                 cuda: sm.map(|s| wheelslim::fatbin::select::Selection::parse_targets(s).unwrap()),
                 gfx: None,
@@ -940,6 +941,7 @@ fn large_rewired_members_reuse_the_input_blocks() {
             time: wheelslim::wheel::writer::ZipTime::EPOCH,
             dry_run: false,
             canonical_runtime: false,
+            strip_debug: false,
             trim: TrimSettings {
                 cuda: None,
                 gfx: None,

@@ -13,13 +13,14 @@
 //!   and every wrapper or symbol that points into a device section points at a container start;
 //! * the file is shorter by exactly the cut bytes.
 
-use super::shrink::SectionEdit;
-use super::shrink_cut::CutPlan;
-use super::shrink_flags::{Writers, check_dropped, extents};
-use super::shrink_layout::{EHDR_SIZE, Layout, PT_PHDR, Segment, bytes_at, u64_at};
-use super::shrink_pack::{Class, Packing};
-use super::shrink_refs::{RefEdits, Tables, WRAPPER_SECTIONS, WRAPPER_SIZE, relative_target};
+use super::SectionEdit;
+use super::cut::CutPlan;
+use super::flags::{Writers, check_dropped, extents};
+use super::layout::{Layout, Segment, bytes_at, u64_at};
+use super::pack::{Class, Packing};
+use super::refs::{RefEdits, Tables, WRAPPER_SECTIONS, WRAPPER_SIZE, relative_target};
 use super::tables::{self, RelKind};
+use crate::elf::consts::{EHDR_SIZE, PT_PHDR};
 
 type Check = Result<(), String>;
 
@@ -222,12 +223,7 @@ pub(crate) fn verify_cut(out: &[u8], e: &CutExpect) -> Check {
     check_loads(&ol)?;
     check_sections_mapped(&ol)?;
     check_table(out, &ol)?;
-    super::shrink_phdrs::loaders_find_table(
-        &ol.segments,
-        ol.phoff,
-        ol.phdr_table_len(),
-        c.table.vaddr,
-    )?;
+    super::phdrs::loaders_find_table(&ol.segments, ol.phoff, ol.phdr_table_len(), c.table.vaddr)?;
     if ol.segments != c.segments {
         return Err("the program headers are not the planned ones".into());
     }

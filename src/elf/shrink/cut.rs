@@ -9,67 +9,16 @@
 //! still mapped) bytes beside a hole, head side first; in a granule given up for it; at the end
 //! of the file when there is no PT_PHDR.
 
-use super::shrink::{Refuse, SectionEdit};
-use super::shrink_flags::{Extent, Writers, extents, piece_flags};
-use super::shrink_layout::{
-    EHDR_SIZE, Layout, PHDR_SIZE, PT_PHDR, SHDR_SIZE, Segment, align_up, bytes_at, overlaps,
-    put_bytes, put_u16, put_u64, zero_range,
+use super::flags::{Extent, Writers, extents, piece_flags};
+use super::holes::{Hole, OffsetMap};
+use super::layout::{
+    Layout, Segment, align_up, bytes_at, overlaps, put_bytes, put_u16, put_u64, zero_range,
 };
-use super::shrink_pack::Packing;
-use super::shrink_phdrs::{TableSpot, loaders_find_table, mapped_file_range, region_name, spots};
-use super::shrink_refs::{RefEdits, Tables};
-
-/// One range cut out of the file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Hole {
-    pub region: usize,
-    pub load: usize,
-    pub vstart: u64,
-    pub vend: u64,
-    pub off_start: u64,
-    pub off_end: u64,
-}
-
-impl Hole {
-    pub(crate) fn len(&self) -> u64 {
-        self.off_end - self.off_start
-    }
-}
-
-/// Input file offset → output file offset, given the holes (sorted, disjoint).
-#[derive(Debug, Clone, Default)]
-pub(crate) struct OffsetMap {
-    cuts: Vec<(u64, u64)>,
-}
-
-impl OffsetMap {
-    pub(crate) fn new(holes: &[Hole]) -> OffsetMap {
-        let mut cuts: Vec<(u64, u64)> = holes.iter().map(|h| (h.off_start, h.off_end)).collect();
-        cuts.sort_unstable();
-        OffsetMap { cuts }
-    }
-
-    /// `None` for an offset strictly inside a cut.
-    pub(crate) fn map(&self, off: u64) -> Option<u64> {
-        let mut removed = 0u64;
-        for &(s, e) in &self.cuts {
-            if off >= e {
-                removed += e - s;
-            } else if off > s {
-                return None;
-            }
-        }
-        Some(off - removed)
-    }
-
-    pub(crate) fn removed(&self) -> u64 {
-        self.cuts.iter().map(|&(s, e)| e - s).sum()
-    }
-
-    pub(crate) fn cuts(&self) -> &[(u64, u64)] {
-        &self.cuts
-    }
-}
+use super::pack::Packing;
+use super::phdrs::{TableSpot, loaders_find_table, mapped_file_range, region_name, spots};
+use super::refs::{RefEdits, Tables};
+use super::{Refuse, SectionEdit};
+use crate::elf::consts::{EHDR_SIZE, PHDR_SIZE, PT_PHDR, SHDR_SIZE};
 
 /// The complete plan of a cut.
 #[derive(Debug, Clone)]
@@ -87,7 +36,7 @@ fn candidate_holes(l: &Layout, p: &Packing, granule: u64) -> Vec<Hole> {
         let Some(vstart) = align_up(r.new_end, granule) else {
             continue;
         };
-        let vend = super::shrink_layout::align_down(r.old_end, granule);
+        let vend = super::layout::align_down(r.old_end, granule);
         if vstart >= vend {
             continue;
         }
@@ -180,7 +129,7 @@ fn check_holes(l: &Layout, p: &Packing, holes: &[Hole]) -> Result<(), Refuse> {
 }
 
 /// The output program headers (PT_PHDR still describing the old table). The pieces of a
-/// split PT_LOAD carry the flags of what they hold (`shrink_flags`).
+/// split PT_LOAD carry the flags of what they hold (`flags`).
 fn build_segments(
     l: &Layout,
     holes: &[Hole],
@@ -480,33 +429,4 @@ pub(crate) fn assemble(
         )));
     }
     Ok(out)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn hole(off_start: u64, off_end: u64) -> Hole {
-        Hole {
-            region: 0,
-            load: 0,
-            vstart: off_start,
-            vend: off_end,
-            off_start,
-            off_end,
-        }
-    }
-
-    #[test]
-    fn offset_map_is_monotone_and_undefined_inside_cuts() {
-        let m = OffsetMap::new(&[hole(0x6000, 0x8000), hole(0x2000, 0x3000)]);
-        assert_eq!(m.removed(), 0x3000);
-        assert_eq!(m.map(0x1fff), Some(0x1fff));
-        assert_eq!(m.map(0x2000), Some(0x2000));
-        assert_eq!(m.map(0x2001), None);
-        assert_eq!(m.map(0x3000), Some(0x2000));
-        assert_eq!(m.map(0x6000), Some(0x5000));
-        assert_eq!(m.map(0x8000), Some(0x5000));
-        assert_eq!(m.map(0x9000), Some(0x6000));
-    }
 }

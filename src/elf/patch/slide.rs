@@ -1,4 +1,4 @@
-//! Room for one more program header in an **executable** (FORMATS.md §9.2).
+//! Room for one more program header in an **executable** (see `docs/elf.md`).
 //!
 //! A shared library's table can simply move into the new PT_LOAD (`ld.so` finds it through
 //! PT_PHDR or the PT_LOAD that maps `e_phoff`), but kernels before Linux 5.18 compute an
@@ -12,23 +12,18 @@
 //! hash/symbol/version ones, and no dynamic relocation (RELA, or RELR with its in-place value)
 //! may be located in or point into the block.
 
-use super::dynview::DynView;
-use super::raw::{
-    self, DT_SYMTAB, DT_VERDEF, DT_VERNEED, DynEntry, Elf64, PHDR_SIZE, PT_GNU_PROPERTY, PT_INTERP,
-    PT_LOAD, PT_NOTE, PT_PHDR, SHT_DYNSYM, overlaps,
+use crate::elf::consts::{
+    DT_GNU_HASH, DT_HASH, DT_JMPREL, DT_PLTREL, DT_PLTRELSZ, DT_REL, DT_RELA, DT_RELASZ, DT_RELR,
+    DT_RELRSZ, DT_VERSYM, RELA_SIZE, SHT_GNU_HASH, SHT_GNU_VERDEF, SHT_GNU_VERNEED, SHT_GNU_VERSYM,
+    SHT_HASH, SHT_NOTE, SHT_PROGBITS,
 };
+use crate::elf::consts::{
+    DT_SYMTAB, DT_VERDEF, DT_VERNEED, PHDR_SIZE, PT_GNU_PROPERTY, PT_INTERP, PT_LOAD, PT_NOTE,
+    PT_PHDR, SHT_DYNSYM,
+};
+use crate::elf::dynview::DynView;
+use crate::elf::raw::{self, DynEntry, Elf64, overlaps};
 
-const SHT_HASH: u32 = 5;
-const SHT_NOTE: u32 = 7;
-const SHT_PROGBITS: u32 = 1;
-const SHT_GNU_HASH: u32 = 0x6fff_fff6;
-const SHT_GNU_VERDEF: u32 = 0x6fff_fffd;
-const SHT_GNU_VERNEED: u32 = 0x6fff_fffe;
-const SHT_GNU_VERSYM: u32 = 0x6fff_ffff;
-
-const DT_HASH: u64 = 4;
-const DT_GNU_HASH: u64 = 0x6fff_fef5;
-const DT_VERSYM: u64 = 0x6fff_fff0;
 /// DT tags that may point into the moved block; they are shifted with it.
 const MOVABLE_TAGS: [u64; 6] = [
     DT_HASH,
@@ -38,16 +33,6 @@ const MOVABLE_TAGS: [u64; 6] = [
     DT_VERNEED,
     DT_VERDEF,
 ];
-
-const DT_RELA: u64 = 7;
-const DT_RELASZ: u64 = 8;
-const DT_REL: u64 = 17;
-const DT_PLTREL: u64 = 20;
-const DT_JMPREL: u64 = 23;
-const DT_PLTRELSZ: u64 = 2;
-const DT_RELRSZ: u64 = 35;
-const DT_RELR: u64 = 36;
-const RELA_SIZE: u64 = 24;
 
 /// The block of bytes right after the program header table that moves out.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -158,7 +143,9 @@ pub(crate) fn find_span(
 
     let mut tags = Vec::new();
     for (i, e) in entries.iter().enumerate() {
-        let is_address = raw::ADDRESS_TAGS.iter().any(|&(t, _)| t == e.tag);
+        let is_address = crate::elf::consts::ADDRESS_TAGS
+            .iter()
+            .any(|&(t, _)| t == e.tag);
         if is_address && inside(e.val) {
             if !MOVABLE_TAGS.contains(&e.tag) {
                 return Err(format!(

@@ -11,12 +11,12 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use super::shrink::Refuse;
-use super::shrink_layout::{Layout, bytes_at, u32_at, u64_at};
-use super::shrink_pack::{Class, Packing};
-use super::tables::{
-    self, DT_ANDROID_REL, DT_ANDROID_RELA, RelKind, Reloc, SHN_ABS, SHN_LORESERVE, SHN_UNDEF,
-    STT_SECTION, STT_TLS, SymLookup, SymTable,
+use super::Refuse;
+use super::layout::{Layout, bytes_at, u32_at, u64_at};
+use super::pack::{Class, Packing};
+use super::tables::{self, RelKind, Reloc, SymLookup, SymTable};
+use crate::elf::consts::{
+    DT_ANDROID_REL, DT_ANDROID_RELA, SHN_ABS, SHN_LORESERVE, SHN_UNDEF, STT_SECTION, STT_TLS,
 };
 
 /// Wrapper sections and their record magic.
@@ -61,7 +61,7 @@ pub(crate) struct Tables {
 /// references unaccountable: the cut is refused, but zeroing in place is still possible.
 pub(crate) fn read_tables(d: &[u8], l: &Layout, relative: u32) -> Result<Tables, Refuse> {
     let unreadable =
-        |e: super::ElfError| Refuse::Cut(format!("the references cannot all be read: {e}"));
+        |e: crate::elf::ElfError| Refuse::Cut(format!("the references cannot all be read: {e}"));
     Ok(Tables {
         relocs: tables::relocations(d, l, relative).map_err(unreadable)?,
         symtabs: tables::all_symbol_tables(d, l).map_err(unreadable)?,

@@ -44,15 +44,11 @@
 //! * `PF_R` is never dropped; PT_GNU_STACK, PT_GNU_RELRO and the other headers are not
 //!   changed, and RELRO keeps a writable holder because the piece holding it keeps `PF_W`.
 
-use super::shrink_layout::{Layout, PT_DYNAMIC, Segment, overlaps};
-use super::shrink_pack::Packing;
+use super::layout::{Layout, Segment, overlaps};
 
-pub(crate) const PF_X: u32 = 1;
-pub(crate) const PF_W: u32 = 2;
-const SHF_WRITE: u64 = 0x1;
-const SHF_EXECINSTR: u64 = 0x4;
-const PT_TLS: u32 = 7;
-const PT_GNU_RELRO: u32 = 0x6474_e552;
+use super::pack::Packing;
+use crate::elf::consts::PT_DYNAMIC;
+use crate::elf::consts::{PF_W, PF_X, PT_GNU_RELRO, PT_TLS, SHF_EXECINSTR, SHF_WRITE};
 
 /// Where an allocated section lies in memory, and its flags.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -199,7 +195,7 @@ pub(crate) fn check_dropped(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::elf::shrink_layout::PT_LOAD;
+    use crate::elf::consts::PT_LOAD;
 
     fn seg(p_type: u32, flags: u32, vaddr: u64, filesz: u64, memsz: u64) -> Segment {
         Segment {

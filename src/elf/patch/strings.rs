@@ -1,6 +1,6 @@
 //! The dynamic string table while it is being edited.
 //!
-//! A new string is placed in the cheapest safe way (FORMATS.md §9.4):
+//! A new string is placed in the cheapest safe way (`docs/elf.md`, "Patching"):
 //! 1. **reuse** an existing NUL-terminated string, or the suffix of one, that spells it;
 //! 2. **overwrite** the old string in place when the new one fits over its bytes and no other
 //!    reference points into them. References are every DT string tag, every `vn_file`,
@@ -10,8 +10,8 @@
 //!    section links to the string table), overwriting is off;
 //! 3. **append** it after the old table, so that every existing offset stays valid.
 
-use super::ElfError;
-use super::raw::c_str;
+use crate::elf::ElfError;
+use crate::elf::raw::c_str;
 
 /// Who holds a reference into the string table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -5,25 +5,16 @@
 
 use std::collections::BTreeMap;
 
-use super::ElfError;
-use super::shrink_layout::{
-    Layout, PT_DYNAMIC, SHT_DYNAMIC, SHT_DYNSYM, SHT_REL, SHT_RELA, SHT_RELR, SHT_SYMTAB,
-    SHT_SYMTAB_SHNDX, bytes_at, u32_at, u64_at,
-};
+use super::layout::{Layout, bytes_at, u32_at, u64_at};
 
-pub(crate) const DT_NULL: u64 = 0;
-const DT_PLTRELSZ: u64 = 2;
-const DT_RELA: u64 = 7;
-const DT_RELASZ: u64 = 8;
-const DT_REL: u64 = 17;
-const DT_RELSZ: u64 = 18;
-const DT_PLTREL: u64 = 20;
-const DT_JMPREL: u64 = 23;
-const DT_RELRSZ: u64 = 35;
-const DT_RELR: u64 = 36;
-/// Android's packed relocation formats (`DT_ANDROID_REL`, `DT_ANDROID_RELA`).
-pub(crate) const DT_ANDROID_REL: u64 = 0x6000_000f;
-pub(crate) const DT_ANDROID_RELA: u64 = 0x6000_0011;
+use crate::elf::ElfError;
+use crate::elf::consts::{
+    DT_JMPREL, DT_NULL, DT_PLTREL, DT_PLTRELSZ, DT_REL, DT_RELA, DT_RELASZ, DT_RELR, DT_RELRSZ,
+    DT_RELSZ, SHN_XINDEX,
+};
+use crate::elf::consts::{
+    PT_DYNAMIC, SHT_DYNAMIC, SHT_DYNSYM, SHT_REL, SHT_RELA, SHT_RELR, SHT_SYMTAB, SHT_SYMTAB_SHNDX,
+};
 
 /// `.dynamic` tags whose value is an address in the object.
 pub(crate) fn is_pointer_tag(tag: u64) -> bool {
@@ -278,13 +269,6 @@ fn le64(b: &[u8]) -> u64 {
     u64::from_le_bytes(a)
 }
 
-pub(crate) const STT_SECTION: u8 = 3;
-pub(crate) const STT_TLS: u8 = 6;
-pub(crate) const SHN_UNDEF: u32 = 0;
-pub(crate) const SHN_LORESERVE: u32 = 0xff00;
-pub(crate) const SHN_ABS: u32 = 0xfff1;
-const SHN_XINDEX: u16 = 0xffff;
-
 /// One symbol of a symbol table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Sym {
@@ -420,7 +404,7 @@ impl<'t> SymLookup<'t> {
 
 /// Name of a relocation type, for messages.
 pub(crate) fn reloc_name(machine: u16, t: u32) -> String {
-    use super::shrink_layout::{EM_AARCH64, EM_PPC64, EM_X86_64};
+    use crate::elf::consts::{EM_AARCH64, EM_PPC64, EM_X86_64};
     let n = match (machine, t) {
         (EM_X86_64, 1) => "R_X86_64_64",
         (EM_X86_64, 2) => "R_X86_64_PC32",
@@ -447,7 +431,7 @@ pub(crate) fn reloc_name(machine: u16, t: u32) -> String {
 
 /// The machine's RELATIVE relocation type, for the machines the shrinker rewrites.
 pub(crate) fn relative_type(machine: u16) -> Option<u32> {
-    use super::shrink_layout::{EM_AARCH64, EM_PPC64, EM_X86_64};
+    use crate::elf::consts::{EM_AARCH64, EM_PPC64, EM_X86_64};
     match machine {
         EM_X86_64 => Some(8),
         EM_AARCH64 => Some(1027),
@@ -458,7 +442,7 @@ pub(crate) fn relative_type(machine: u16) -> Option<u32> {
 
 /// Thread-local-storage relocation types, whose addends are offsets, not addresses.
 pub(crate) fn is_tls_type(machine: u16, t: u32) -> bool {
-    use super::shrink_layout::{EM_AARCH64, EM_PPC64, EM_X86_64};
+    use crate::elf::consts::{EM_AARCH64, EM_PPC64, EM_X86_64};
     match machine {
         EM_X86_64 => matches!(t, 16..=18 | 36),
         EM_AARCH64 => matches!(t, 1028..=1031),

@@ -2,38 +2,14 @@
 //! program headers and the section headers, each validated against the file's length, plus
 //! the address/offset arithmetic that rewriting needs. Nothing here panics on hostile input:
 //! every read is bounds-checked and every sum overflow-checked.
+//!
+//! The patcher and the checker read headers through `elf/raw.rs` instead (see there); the
+//! numbers both use are in `elf/consts.rs`.
 
-use super::ElfError;
-
-pub(crate) const EHDR_SIZE: u64 = 64;
-pub(crate) const PHDR_SIZE: u64 = 56;
-pub(crate) const SHDR_SIZE: u64 = 64;
-
-pub(crate) const PT_LOAD: u32 = 1;
-pub(crate) const PT_DYNAMIC: u32 = 2;
-pub(crate) const PT_INTERP: u32 = 3;
-pub(crate) const PT_PHDR: u32 = 6;
-
-pub(crate) const SHT_NULL: u32 = 0;
-pub(crate) const SHT_SYMTAB: u32 = 2;
-pub(crate) const SHT_RELA: u32 = 4;
-pub(crate) const SHT_DYNAMIC: u32 = 6;
-pub(crate) const SHT_NOBITS: u32 = 8;
-pub(crate) const SHT_REL: u32 = 9;
-pub(crate) const SHT_DYNSYM: u32 = 11;
-pub(crate) const SHT_RELR: u32 = 19;
-pub(crate) const SHT_SYMTAB_SHNDX: u32 = 18;
-
-pub(crate) const SHF_ALLOC: u64 = 0x2;
-
-pub(crate) const EM_PPC64: u16 = 21;
-pub(crate) const EM_X86_64: u16 = 62;
-pub(crate) const EM_AARCH64: u16 = 183;
-
-/// `e_phnum` value meaning "the real count is in section 0's `sh_info`".
-const PN_XNUM: u16 = 0xffff;
-/// `e_shstrndx` value meaning "the real index is in section 0's `sh_link`".
-const SHN_XINDEX: u16 = 0xffff;
+use crate::elf::ElfError;
+use crate::elf::consts::{
+    EHDR_SIZE, PHDR_SIZE, PN_XNUM, PT_LOAD, SHDR_SIZE, SHF_ALLOC, SHN_XINDEX, SHT_NOBITS, SHT_NULL,
+};
 
 fn truncated(what: &str, off: u64) -> ElfError {
     ElfError::Truncated(format!(

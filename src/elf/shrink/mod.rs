@@ -5,22 +5,33 @@
 //!
 //! * **cuts**: packs the containers from the section start, re-points every reference to them,
 //!   and removes the freed whole granules from the file by splitting the PT_LOAD that holds
-//!   them, so that no virtual address of anything else changes (FORMATS.md §5, §8.3); each
+//!   them, so that no virtual address of anything else changes (`docs/elf.md`, "Shrinking"); each
 //!   piece of the split PT_LOAD keeps only the permissions what it holds needs
-//!   (`shrink_flags`); or
+//!   (`flags`); or
 //! * **zeroes in place**: writes each container at its old offset and zeroes its tail. The
 //!   layout is untouched and the file keeps its size, but the wheel shrinks after deflate.
 //!
 //! It cuts only when every reference into the sections is accounted for; otherwise it zeroes
-//! and says why. Both outputs are checked against the input before they are returned.
+//! and says why. Both outputs are checked against the input before they are returned, and,
+//! when the input passes the layout invariants of [`super::check`] (the checker every patcher
+//! output passes), the output must pass them too: a cut that breaks one falls back to zeroing.
+
+mod cut;
+mod flags;
+mod holes;
+mod layout;
+mod pack;
+mod phdrs;
+mod refs;
+mod tables;
+mod verify;
 
 use super::ElfError;
-use super::shrink_cut::{self, CutPlan};
-use super::shrink_layout::Layout;
-use super::shrink_pack::{self, DevSection, Packing};
-use super::shrink_refs::{self, RefEdits};
-use super::shrink_verify::{self, CutExpect};
-use super::tables;
+use cut::CutPlan;
+use layout::Layout;
+use pack::{DevSection, Packing};
+use refs::RefEdits;
+use verify::CutExpect;
 
 /// One container (or bundle) of a device-code section, as rebuilt by the caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,21 +115,29 @@ pub fn shrink(
             l.machine
         ))
     })?;
-    let devs = shrink_pack::resolve(&l, edits)?;
-    if !allow_cut {
-        return zero_in_place(
+    let devs = pack::resolve(&l, edits)?;
+    // Inputs the checker refuses (extended numbering, layouts it does not model) are held to
+    // the comparisons with the input alone, as before.
+    let checked = super::check(input).is_ok();
+    let outcome = if allow_cut {
+        match cut(input, &l, relative, devs.clone(), edits, checked) {
+            Ok(outcome) => outcome,
+            Err(Refuse::Cut(reason)) => zero_in_place(input, &devs, edits, reason, Vec::new())?,
+            Err(Refuse::Fatal(e)) => return Err(e),
+        }
+    } else {
+        zero_in_place(
             input,
             &devs,
             edits,
             "cutting was not allowed".into(),
             Vec::new(),
-        );
+        )?
+    };
+    if checked && matches!(outcome.method, ShrinkMethod::Zeroed { .. }) {
+        super::check(&outcome.data).map_err(|e| ElfError::OutputCheck(e.to_string()))?;
     }
-    match cut(input, &l, relative, devs.clone(), edits) {
-        Ok(outcome) => Ok(outcome),
-        Err(Refuse::Cut(reason)) => zero_in_place(input, &devs, edits, reason, Vec::new()),
-        Err(Refuse::Fatal(e)) => Err(e),
-    }
+    Ok(outcome)
 }
 
 fn cut(
@@ -127,12 +146,13 @@ fn cut(
     relative: u32,
     devs: Vec<DevSection>,
     edits: &[SectionEdit],
+    checked: bool,
 ) -> Result<ShrinkOutcome, Refuse> {
-    let tables = shrink_refs::read_tables(input, l, relative)?;
-    let packing = shrink_pack::pack(input, l, devs, edits)?;
-    let refs = shrink_refs::analyse(input, l, &tables, &packing)?;
-    let plan = shrink_cut::plan(input, l, &tables, &packing)?;
-    let out = shrink_cut::assemble(input, l, &packing, edits, &refs, &plan)?;
+    let tables = refs::read_tables(input, l, relative)?;
+    let packing = pack::pack(input, l, devs, edits)?;
+    let refs = refs::analyse(input, l, &tables, &packing)?;
+    let plan = cut::plan(input, l, &tables, &packing)?;
+    let out = cut::assemble(input, l, &packing, edits, &refs, &plan)?;
     let expect = CutExpect {
         input,
         inl: l,
@@ -142,12 +162,16 @@ fn cut(
         refs: &refs,
         tables: &tables,
     };
-    shrink_verify::verify_cut(&out, &expect)
+    verify::verify_cut(&out, &expect)
         .map_err(|m| Refuse::Cut(format!("the cut output failed its self-check: {m}")))?;
     // It must also read back as the input did: tables the layout checks do not model (a hash
     // table counting more symbols than `.dynsym` holds, reaching over the cut) may not.
     super::inspect::inspect(&out)
         .map_err(|e| Refuse::Cut(format!("the cut output does not read back: {e}")))?;
+    if checked {
+        super::check(&out)
+            .map_err(|e| Refuse::Cut(format!("the cut output fails the layout check: {e}")))?;
+    }
     let removed = (input.len() as u64).saturating_sub(out.len() as u64);
     let notes = cut_notes(l, &packing, &refs, &plan, removed);
     Ok(ShrinkOutcome {
@@ -260,8 +284,8 @@ fn zero_in_place(
             let b = &e.blocks[bi];
             let off = dev.offset + b.old_offset;
             let n = b.new_bytes.len() as u64;
-            super::shrink_layout::put_bytes(&mut out, off, &b.new_bytes)?;
-            super::shrink_layout::zero_range(&mut out, off + n, b.old_len - n)?;
+            layout::put_bytes(&mut out, off, &b.new_bytes)?;
+            layout::zero_range(&mut out, off + n, b.old_len - n)?;
             freed += b.old_len - n;
             ranges.push((off, b.new_bytes.as_slice(), b.old_len));
         }
@@ -271,7 +295,7 @@ fn zero_in_place(
             dev.blocks.len()
         ));
     }
-    shrink_verify::verify_zeroed(input, &out, &ranges).map_err(ElfError::SelfCheck)?;
+    verify::verify_zeroed(input, &out, &ranges).map_err(ElfError::SelfCheck)?;
     Ok(ShrinkOutcome {
         data: out,
         method: ShrinkMethod::Zeroed { reason },

@@ -4,16 +4,16 @@
 //! (i) in place, when the bytes after it are provably unused (patchelf leaves such bytes);
 //! (ii) in the dead bytes beside a hole, head side then tail side, which stay mapped;
 //! (iii) in a granule given up for it; (iv) at the end of the file, only without PT_PHDR.
-//! (iii) and (iv) are decided by the planner in `shrink_cut`; this module lists the places
+//! (iii) and (iv) are decided by the planner in `cut`; this module lists the places
 //! of (i) and (ii) and checks any place against the way glibc and the kernel locate the table.
 
-use super::shrink_cut::{Hole, OffsetMap};
-use super::shrink_layout::{
-    EHDR_SIZE, Layout, PT_INTERP, PT_PHDR, SHDR_SIZE, Segment, align_up, overlaps,
-};
-use super::shrink_pack::Packing;
-use super::shrink_refs::{Tables, relative_target};
-use super::tables::{self, SHN_UNDEF, STT_SECTION, STT_TLS};
+use super::holes::{Hole, OffsetMap};
+use super::layout::{Layout, Segment, align_up, overlaps};
+use super::pack::Packing;
+use super::refs::{Tables, relative_target};
+use super::tables::{self};
+use crate::elf::consts::{EHDR_SIZE, PT_INTERP, PT_PHDR, SHDR_SIZE};
+use crate::elf::consts::{SHN_UNDEF, STT_SECTION, STT_TLS};
 
 /// Where the program header table went.
 #[derive(Debug, Clone)]
@@ -187,8 +187,8 @@ pub(crate) fn spots(
 
 /// The page-rounded file range a loader maps for a PT_LOAD with pages of `page` bytes.
 pub(crate) fn mapped_file_range(s: &Segment, page: u64) -> (u64, u64) {
-    let start = super::shrink_layout::align_down(s.offset, page);
-    let vstart = super::shrink_layout::align_down(s.vaddr, page);
+    let start = super::layout::align_down(s.offset, page);
+    let vstart = super::layout::align_down(s.vaddr, page);
     let vend = align_up(s.vaddr_file_end(), page).unwrap_or(u64::MAX);
     (start, start.saturating_add(vend - vstart))
 }
@@ -274,7 +274,7 @@ pub(crate) fn region_name(p: &Packing, ri: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::elf::shrink_layout::PT_LOAD;
+    use crate::elf::consts::PT_LOAD;
 
     fn load(offset: u64, vaddr: u64, filesz: u64, memsz: u64) -> Segment {
         Segment {

@@ -8,9 +8,9 @@
 //! Addresses are attributed with half-open ranges: an address equal to a section's end belongs
 //! to whatever follows it.
 
-use super::ElfError;
-use super::shrink::{Refuse, SectionEdit};
-use super::shrink_layout::{Layout, align_up, bytes_at, overlaps};
+use super::layout::{Layout, align_up, bytes_at, overlaps};
+use super::{Refuse, SectionEdit};
+use crate::elf::ElfError;
 
 /// A device-code section named by an edit, validated.
 #[derive(Debug, Clone)]

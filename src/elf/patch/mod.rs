@@ -2,7 +2,7 @@
 //! RPATH/RUNPATH, rename DT_NEEDED entries together with the matching `.gnu.version_r` file
 //! names, and set SONAME.
 //!
-//! The edit changes as few bytes as possible (FORMATS.md §9.5): strings are reused, overwritten
+//! The edit changes as few bytes as possible (`docs/elf.md`): strings are reused, overwritten
 //! in place when nothing else shares their bytes, or appended to `.dynstr`; new dynamic entries go
 //! into DT_NULL slack; only when that is not enough does `.dynstr` and/or `.dynamic` move into a
 //! new PT_LOAD (see the `layout` module for the placement rules). Every output is re-checked
@@ -18,18 +18,19 @@ use super::ElfError;
 use super::check::check;
 use super::dynview::DynView;
 use super::inspect::{Inspected, inspect};
-use super::layout::{self, Edited};
-use super::raw::{
-    DT_NEEDED, DT_RPATH, DT_RUNPATH, DT_SONAME, DynEntry, ET_DYN, ET_EXEC, Elf64, SHT_DYNAMIC,
-    SHT_DYNSYM, STRING_TAGS, SYM_SIZE, bytes, u32_at,
-};
-use super::strings::{Placed, Site, StrPool};
+use crate::elf::consts::{EM_AARCH64, EM_PPC64, EM_X86_64, SHT_GNU_VERDEF, SHT_GNU_VERNEED};
+mod layout;
+mod slide;
+mod strings;
 
-const SHT_GNU_VERDEF: u32 = 0x6fff_fffd;
-const SHT_GNU_VERNEED: u32 = 0x6fff_fffe;
-const EM_PPC64: u16 = 21;
-const EM_X86_64: u16 = 62;
-const EM_AARCH64: u16 = 183;
+use self::layout::Edited;
+pub use self::layout::Method;
+use self::strings::{Placed, Site, StrPool};
+use super::raw::{DynEntry, Elf64, bytes, u32_at};
+use crate::elf::consts::{
+    DT_NEEDED, DT_RPATH, DT_RUNPATH, DT_SONAME, ET_DYN, ET_EXEC, SHT_DYNAMIC, SHT_DYNSYM,
+    STRING_TAGS, SYM_SIZE,
+};
 
 /// Which dynamic tag carries the library search path.
 ///
@@ -63,29 +64,6 @@ pub struct DynamicEdits {
     /// entry of the other kind is removed.
     pub search_path: Option<Vec<String>>,
     pub path_kind: PathKind,
-}
-
-/// How the edit was laid out.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "kind", rename_all = "kebab-case")]
-pub enum Method {
-    /// Nothing needed to change: the output is the input.
-    Unchanged,
-    /// Same size and layout: only string bytes, dynamic entries and `vn_file` values changed.
-    InPlace,
-    /// New strings were appended to `.dynstr` by extending the last PT_LOAD, whose tail it was.
-    AppendedDynstr,
-    /// A new PT_LOAD was added at the top of the address space holding what is flagged here:
-    /// a copy of `.dynstr` with the new strings, `.dynamic` with room for the new entries, the
-    /// program header table (shared libraries, when it could not grow in place), and, in
-    /// executables whose table has no room, the sections that followed it (`.interp`, notes,
-    /// hash tables...) by name.
-    NewSegment {
-        dynstr: bool,
-        dynamic: bool,
-        program_headers: bool,
-        moved_sections: Vec<String>,
-    },
 }
 
 /// A rewritten object: the new bytes, how they were laid out, and what moved.
@@ -562,7 +540,7 @@ pub fn patch(input: &[u8], edits: &DynamicEdits) -> Result<PatchOutcome, ElfErro
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::elf::raw::{PT_LOAD, PT_NULL, PT_PHDR};
+    use crate::elf::consts::{PT_LOAD, PT_NULL, PT_PHDR};
     use crate::elf::synth::Synth;
 
     fn info(data: &[u8]) -> crate::elf::ElfInfo {
@@ -719,7 +697,7 @@ mod tests {
         let note = |e: &Elf64| {
             *e.phdrs
                 .iter()
-                .find(|p| p.p_type == crate::elf::raw::PT_NOTE)
+                .find(|p| p.p_type == crate::elf::consts::PT_NOTE)
                 .unwrap()
         };
         assert_eq!(note(&elf), note(&before));
@@ -839,7 +817,7 @@ mod tests {
 #[cfg(test)]
 mod executable_tests {
     use super::*;
-    use crate::elf::raw::{PT_INTERP, PT_NOTE};
+    use crate::elf::consts::{PT_INTERP, PT_NOTE};
     use crate::elf::synth::{DYNAMIC_OFF, Synth};
 
     fn long_path() -> DynamicEdits {
@@ -914,7 +892,7 @@ mod executable_tests {
             .unwrap()
             .phdrs
             .iter()
-            .find(|p| p.p_type == crate::elf::raw::PT_INTERP)
+            .find(|p| p.p_type == crate::elf::consts::PT_INTERP)
             .unwrap()
             .p_vaddr;
         let at = (DYNAMIC_OFF + 4 * 16) as usize;

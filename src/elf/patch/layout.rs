@@ -25,15 +25,40 @@
 //! while `ld.so` relocates itself, and patchelf leaves it stale in every auditwheel-repaired
 //! wheel too.
 
-use super::ElfError;
-use super::dynview::DynView;
-use super::patch::Method;
-use super::raw::{
-    self, ADDRESS_TAGS, DT_STRSZ, DT_STRTAB, DYN_SIZE, DynEntry, ET_EXEC, Elf64, PF_R, PF_W,
-    PHDR_SIZE, PT_INTERP, PT_LOAD, PT_NULL, PT_PHDR, ProgramHeader, SHDR_SIZE, SHT_DYNAMIC,
-    SHT_DYNSYM, SHT_SYMTAB, SIZED_TABLES, SYM_SIZE, SectionHeader, align_up, overlaps,
-};
+use serde::Serialize;
+
 use super::slide::{self, Span};
+use crate::elf::ElfError;
+use crate::elf::consts::{
+    ADDRESS_TAGS, DT_STRSZ, DT_STRTAB, DYN_SIZE, ET_EXEC, PF_R, PF_W, PHDR_SIZE, PT_INTERP,
+    PT_LOAD, PT_NULL, PT_PHDR, SHDR_SIZE, SHT_DYNAMIC, SHT_DYNSYM, SHT_SYMTAB, SIZED_TABLES,
+    SYM_SIZE,
+};
+use crate::elf::dynview::DynView;
+use crate::elf::raw::{self, DynEntry, Elf64, ProgramHeader, SectionHeader, align_up, overlaps};
+
+/// How the edit was laid out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Method {
+    /// Nothing needed to change: the output is the input.
+    Unchanged,
+    /// Same size and layout: only string bytes, dynamic entries and `vn_file` values changed.
+    InPlace,
+    /// New strings were appended to `.dynstr` by extending the last PT_LOAD, whose tail it was.
+    AppendedDynstr,
+    /// A new PT_LOAD was added at the top of the address space holding what is flagged here:
+    /// a copy of `.dynstr` with the new strings, `.dynamic` with room for the new entries, the
+    /// program header table (shared libraries, when it could not grow in place), and, in
+    /// executables whose table has no room, the sections that followed it (`.interp`, notes,
+    /// hash tables...) by name.
+    NewSegment {
+        dynstr: bool,
+        dynamic: bool,
+        program_headers: bool,
+        moved_sections: Vec<String>,
+    },
+}
 
 /// The edited dynamic section, ready to be laid out.
 pub(crate) struct Edited<'e> {
@@ -592,7 +617,7 @@ fn program_headers(ctx: &Ctx, plan: &Plan) -> Vec<ProgramHeader> {
             p.p_filesz = table_len;
             p.p_memsz = table_len;
         }
-        if p.p_type == raw::PT_DYNAMIC
+        if p.p_type == crate::elf::consts::PT_DYNAMIC
             && let Some(off) = plan.dyn_off
         {
             p.p_offset = off;
