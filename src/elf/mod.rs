@@ -2,6 +2,7 @@
 //! ([`patch`]: RPATH/RUNPATH, NEEDED, SONAME) and the layout checker ([`check`]) that guards them.
 
 pub mod check;
+pub mod companion;
 mod consts;
 mod dynview;
 pub mod inspect;

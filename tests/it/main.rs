@@ -6,6 +6,7 @@ mod audit;
 mod cli_conventions;
 mod commit;
 mod common;
+mod companion;
 mod debug_info;
 mod device;
 mod elf_kind;
