@@ -151,7 +151,7 @@ fn check_segments(elf: &Elf64, problems: &mut Problems) {
         match p.p_type {
             PT_PHDR => {
                 phdr_count += 1;
-                let table = u64::from(elf.header.e_phnum) * PHDR_SIZE;
+                let table = elf.phdrs.len() as u64 * PHDR_SIZE;
                 if p.p_offset != elf.header.e_phoff || p.p_filesz != table {
                     problems.push(format!(
                         "PT_PHDR ({:#x}+{:#x}) does not describe the program header table \

@@ -4,6 +4,7 @@
 pub mod check;
 mod consts;
 mod dynview;
+mod file;
 pub mod inspect;
 pub mod patch;
 mod raw;
