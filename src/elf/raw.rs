@@ -2,11 +2,10 @@
 //! write *through* the headers: the dynamic array, the symbol-version tables, and the
 //! bounds-checked accessors with the error texts those have always given.
 //!
-//! The headers themselves are read by the one ELF reader, `file.rs` ([`Elf64`] and its tables
-//! are re-exported here so the patcher's imports read as before).
+//! The headers themselves are read by the one ELF reader, `file.rs` ([`Elf64`]).
 
 use super::ElfError;
-pub(crate) use super::file::{Elf64, ProgramHeader, SectionHeader, c_str};
+use super::file::{Elf64, ProgramHeader};
 use crate::elf::consts::{
     DT_NULL, DYN_SIZE, PT_DYNAMIC, PT_GNU_EH_FRAME, PT_GNU_PROPERTY, PT_INTERP, PT_LOAD, PT_NOTE,
     PT_NULL, PT_PHDR, PT_TLS,

@@ -26,7 +26,8 @@ mod strings;
 use self::layout::Edited;
 pub use self::layout::Method;
 use self::strings::{Placed, Site, StrPool};
-use super::raw::{DynEntry, Elf64, bytes, u32_at};
+use super::file::Elf64;
+use super::raw::{DynEntry, bytes, u32_at};
 use crate::elf::consts::{
     DT_NEEDED, DT_RPATH, DT_RUNPATH, DT_SONAME, ET_DYN, ET_EXEC, PN_XNUM, SHT_DYNAMIC, SHT_DYNSYM,
     STRING_TAGS, SYM_SIZE,
@@ -876,7 +877,7 @@ mod executable_tests {
         let seg = |e: &Elf64, t| *e.phdrs.iter().find(|p| p.p_type == t).unwrap();
         let (old_interp, new_interp) = (seg(&before, PT_INTERP), seg(&after, PT_INTERP));
         let (old_note, new_note) = (seg(&before, PT_NOTE), seg(&after, PT_NOTE));
-        let bytes = |d: &[u8], p: crate::elf::raw::ProgramHeader| {
+        let bytes = |d: &[u8], p: crate::elf::file::ProgramHeader| {
             d[p.p_offset as usize..(p.p_offset + p.p_filesz) as usize].to_vec()
         };
         assert_eq!(bytes(&out.data, new_interp), bytes(&input, old_interp));
