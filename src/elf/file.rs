@@ -206,6 +206,13 @@ impl SectionHeader {
     }
 }
 
+/// One `Elf64_Dyn` entry of the dynamic array (the patcher's and the shrinker's alike).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct DynEntry {
+    pub tag: u64,
+    pub val: u64,
+}
+
 /// A parsed view of a 64-bit little-endian ELF file: header and both tables.
 #[derive(Debug, Clone)]
 pub(crate) struct Elf64<'a> {

@@ -5,7 +5,7 @@
 //! The headers themselves are read by the one ELF reader, `file.rs` ([`Elf64`]).
 
 use super::ElfError;
-use super::file::{Elf64, ProgramHeader};
+use super::file::{DynEntry, Elf64, ProgramHeader};
 use crate::elf::consts::{
     DT_NULL, DYN_SIZE, PT_DYNAMIC, PT_GNU_EH_FRAME, PT_GNU_PROPERTY, PT_INTERP, PT_LOAD, PT_NOTE,
     PT_NULL, PT_PHDR, PT_TLS,
@@ -165,12 +165,6 @@ impl Elf64<'_> {
             entries,
         }))
     }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct DynEntry {
-    pub tag: u64,
-    pub val: u64,
 }
 
 /// The dynamic array: the entries before the first DT_NULL, and how many 16-byte slots the

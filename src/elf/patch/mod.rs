@@ -26,8 +26,8 @@ mod strings;
 use self::layout::Edited;
 pub use self::layout::Method;
 use self::strings::{Placed, Site, StrPool};
-use super::file::Elf64;
-use super::raw::{DynEntry, bytes, u32_at};
+use super::file::{DynEntry, Elf64};
+use super::raw::{bytes, u32_at};
 use crate::elf::consts::{
     DT_NEEDED, DT_RPATH, DT_RUNPATH, DT_SONAME, ET_DYN, ET_EXEC, PN_XNUM, SHT_DYNAMIC, SHT_DYNSYM,
     STRING_TAGS, SYM_SIZE,
