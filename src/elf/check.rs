@@ -18,7 +18,8 @@
 
 use super::ElfError;
 use super::dynview::DynView;
-use super::raw::{Elf64, segment_name};
+use super::file::Elf64;
+use super::raw::segment_name;
 use crate::elf::consts::{
     ADDRESS_TAGS, ET_DYN, ET_EXEC, PHDR_SIZE, PT_DYNAMIC, PT_GNU_EH_FRAME, PT_GNU_PROPERTY,
     PT_INTERP, PT_LOAD, PT_NOTE, PT_PHDR, PT_TLS, SHF_TLS, SHT_DYNAMIC, SHT_NOBITS, SIZED_TABLES,
@@ -151,7 +152,7 @@ fn check_segments(elf: &Elf64, problems: &mut Problems) {
         match p.p_type {
             PT_PHDR => {
                 phdr_count += 1;
-                let table = u64::from(elf.header.e_phnum) * PHDR_SIZE;
+                let table = elf.phdrs.len() as u64 * PHDR_SIZE;
                 if p.p_offset != elf.header.e_phoff || p.p_filesz != table {
                     problems.push(format!(
                         "PT_PHDR ({:#x}+{:#x}) does not describe the program header table \
@@ -327,6 +328,50 @@ mod tests {
         match check(data) {
             Err(ElfError::Layout(m)) => m,
             other => panic!("expected a layout error, got {other:?}"),
+        }
+    }
+
+    /// `data` with its program header count moved into section 0 (`e_phnum = PN_XNUM`,
+    /// the count in section 0's `sh_info`) and the name-table index too (`SHN_XINDEX`, the
+    /// index in `sh_link`), as linkers write them when the counts do not fit 16 bits.
+    fn extended(mut d: Vec<u8>, phnum_in_sh0: u32) -> Vec<u8> {
+        let shoff = u64::from_le_bytes(d[40..48].try_into().unwrap()) as usize;
+        let shstrndx = u16::from_le_bytes([d[62], d[63]]);
+        d[shoff + 40..shoff + 44].copy_from_slice(&u32::from(shstrndx).to_le_bytes());
+        d[shoff + 44..shoff + 48].copy_from_slice(&phnum_in_sh0.to_le_bytes());
+        d[56..58].copy_from_slice(&crate::elf::consts::PN_XNUM.to_le_bytes());
+        d[62..64].copy_from_slice(&crate::elf::consts::SHN_XINDEX.to_le_bytes());
+        d
+    }
+
+    #[test]
+    fn extended_numbering_is_read_and_checked() {
+        let plain = Synth {
+            pt_phdr: true,
+            ..Synth::default()
+        }
+        .build();
+        let phnum = u32::from(u16::from_le_bytes([plain[56], plain[57]]));
+        let data = extended(plain.clone(), phnum);
+        check(&data).unwrap();
+        // Names resolve through section 0's sh_link, as in the plain file.
+        let (a, b) = (Elf64::parse(&plain).unwrap(), Elf64::parse(&data).unwrap());
+        let names = |e: &Elf64| {
+            e.shdrs
+                .iter()
+                .map(|s| e.section_name(s))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(names(&b), names(&a));
+        assert!(names(&b).iter().any(|n| n == ".dynamic"));
+        // The PT_PHDR rule uses the count read from section 0.
+        assert!(layout_error(&extended(plain, phnum - 1)).contains("PT_PHDR"));
+        // The patcher reads such a file and still refuses to rewrite it, with the same words.
+        match crate::elf::patch(&data, &crate::elf::DynamicEdits::default()) {
+            Err(ElfError::Unsupported(m)) => {
+                assert_eq!(m, "extended program header numbering (e_phnum = PN_XNUM)")
+            }
+            other => panic!("{:?}", other.map(|o| o.method)),
         }
     }
 

@@ -2,7 +2,8 @@
 //! the dynamic string table (DT_STRTAB/DT_STRSZ) and the symbol-version tables.
 
 use super::ElfError;
-use super::raw::{self, Dynamic, Elf64, ProgramHeader, Verneed};
+use super::file::{self, Elf64, ProgramHeader};
+use super::raw::{self, Dynamic, Verneed};
 use crate::elf::consts::{
     DT_NEEDED, DT_STRSZ, DT_STRTAB, DT_VERDEF, DT_VERDEFNUM, DT_VERNEED, DT_VERNEEDNUM,
 };
@@ -105,7 +106,7 @@ impl<'a> DynView<'a> {
 
     /// The string at `off` in the dynamic string table, NUL excluded.
     pub fn string(&self, off: u64) -> Result<&'a [u8], ElfError> {
-        raw::c_str(self.strings, off).ok_or_else(|| {
+        file::c_str(self.strings, off).ok_or_else(|| {
             ElfError::Malformed(format!(
                 "string offset {off:#x} is not a NUL-terminated string inside DT_STRSZ {:#x}",
                 self.strtab.size

@@ -1,10 +1,13 @@
 //! ELF objects: read-only facts ([`inspect`]) for audits and plans; dynamic-section edits
 //! ([`patch`]: RPATH/RUNPATH, NEEDED, SONAME) and the layout checker ([`check`]) that guards them.
+//! The header tables are read by one reader, `file.rs`, for the patcher, the checker and the
+//! shrinker alike (goblin, in [`inspect`], is the independent second parser).
 
 pub mod check;
 pub mod companion;
 mod consts;
 mod dynview;
+mod file;
 pub mod inspect;
 pub mod patch;
 mod raw;

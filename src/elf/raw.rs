@@ -1,18 +1,14 @@
-//! Bounds-checked reading and writing of the few 64-bit little-endian ELF structures that the
-//! dynamic-section rewriter ([`super::patch`]) and the layout checker ([`super::check`]) need.
+//! What the patcher ([`super::patch`]) and the dynamic-section view (`dynview.rs`) read and
+//! write *through* the headers: the dynamic array, the symbol-version tables, and the
+//! bounds-checked accessors with the error texts those have always given.
 //!
-//! Every accessor takes input-derived offsets and returns an error instead of panicking, and
-//! every table is sized against the file length before anything is allocated for it.
-//!
-//! One of two header readers still: `shrink/layout.rs` is the other, with its own error texts
-//! and wider semantics (it reads PN_XNUM and SHN_XINDEX, which this one refuses or names `?`).
-//! They share the numbers in `consts.rs`; merging them onto `shrink/layout.rs`'s parser is the
-//! rest of issue 13 step 4.
+//! The headers themselves are read by the one ELF reader, `file.rs` ([`Elf64`]).
 
 use super::ElfError;
+use super::file::{DynEntry, Elf64, ProgramHeader};
 use crate::elf::consts::{
-    DT_NULL, DYN_SIZE, EHDR_SIZE, PHDR_SIZE, PT_DYNAMIC, PT_GNU_EH_FRAME, PT_GNU_PROPERTY,
-    PT_INTERP, PT_LOAD, PT_NOTE, PT_NULL, PT_PHDR, PT_TLS, SHDR_SIZE, SHF_ALLOC, SHT_NOBITS,
+    DT_NULL, DYN_SIZE, PT_DYNAMIC, PT_GNU_EH_FRAME, PT_GNU_PROPERTY, PT_INTERP, PT_LOAD, PT_NOTE,
+    PT_NULL, PT_PHDR, PT_TLS,
 };
 
 /// A readable name for a segment type, as readelf prints it.
@@ -101,15 +97,6 @@ pub(crate) fn put_u64(out: &mut [u8], off: u64, v: u64) -> Result<(), ElfError> 
     put(out, off, &v.to_le_bytes())
 }
 
-/// The NUL-terminated string starting at `off` inside `table` (without the NUL), or `None` when
-/// `off` is outside the table or the string runs off its end.
-pub(crate) fn c_str(table: &[u8], off: u64) -> Option<&[u8]> {
-    let start = usize::try_from(off).ok()?;
-    let rest = table.get(start..)?;
-    let len = rest.iter().position(|&b| b == 0)?;
-    rest.get(..len)
-}
-
 /// True when the non-empty ranges `[a, a+a_len)` and `[b, b+b_len)` share a byte.
 pub(crate) fn overlaps(a: u64, a_len: u64, b: u64, b_len: u64) -> bool {
     a_len > 0 && b_len > 0 && a < b.saturating_add(b_len) && b < a.saturating_add(a_len)
@@ -127,240 +114,7 @@ pub(crate) fn align_up(v: u64, align: u64) -> Option<u64> {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct FileHeader {
-    pub e_type: u16,
-    pub e_machine: u16,
-    pub e_phoff: u64,
-    pub e_shoff: u64,
-    pub e_phnum: u16,
-    pub e_shnum: u16,
-    pub e_shstrndx: u16,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct ProgramHeader {
-    pub p_type: u32,
-    pub p_flags: u32,
-    pub p_offset: u64,
-    pub p_vaddr: u64,
-    pub p_paddr: u64,
-    pub p_filesz: u64,
-    pub p_memsz: u64,
-    pub p_align: u64,
-}
-
-impl ProgramHeader {
-    fn read(data: &[u8], off: u64) -> Result<Self, ElfError> {
-        Ok(ProgramHeader {
-            p_type: u32_at(data, off)?,
-            p_flags: u32_at(data, off + 4)?,
-            p_offset: u64_at(data, off + 8)?,
-            p_vaddr: u64_at(data, off + 16)?,
-            p_paddr: u64_at(data, off + 24)?,
-            p_filesz: u64_at(data, off + 32)?,
-            p_memsz: u64_at(data, off + 40)?,
-            p_align: u64_at(data, off + 48)?,
-        })
-    }
-
-    pub fn encode(&self) -> [u8; PHDR_SIZE as usize] {
-        let mut b = [0u8; PHDR_SIZE as usize];
-        b[0..4].copy_from_slice(&self.p_type.to_le_bytes());
-        b[4..8].copy_from_slice(&self.p_flags.to_le_bytes());
-        b[8..16].copy_from_slice(&self.p_offset.to_le_bytes());
-        b[16..24].copy_from_slice(&self.p_vaddr.to_le_bytes());
-        b[24..32].copy_from_slice(&self.p_paddr.to_le_bytes());
-        b[32..40].copy_from_slice(&self.p_filesz.to_le_bytes());
-        b[40..48].copy_from_slice(&self.p_memsz.to_le_bytes());
-        b[48..56].copy_from_slice(&self.p_align.to_le_bytes());
-        b
-    }
-
-    pub fn file_end(&self) -> Option<u64> {
-        self.p_offset.checked_add(self.p_filesz)
-    }
-
-    pub fn mem_end(&self) -> Option<u64> {
-        self.p_vaddr.checked_add(self.p_memsz)
-    }
-
-    /// The file offset of `len` bytes at `vaddr` when they are file-backed in this segment.
-    pub fn file_offset_of(&self, vaddr: u64, len: u64) -> Option<u64> {
-        let rel = vaddr.checked_sub(self.p_vaddr)?;
-        let end = rel.checked_add(len)?;
-        (end <= self.p_filesz).then(|| self.p_offset.checked_add(rel))?
-    }
-
-    /// True when `[vaddr, vaddr+len)` lies inside this segment's memory image (len 0 = the
-    /// address itself).
-    pub fn contains_vaddr(&self, vaddr: u64, len: u64) -> bool {
-        match (vaddr.checked_sub(self.p_vaddr), vaddr.checked_add(len)) {
-            (Some(rel), Some(end)) => {
-                rel < self.p_memsz.max(1) && self.mem_end().is_some_and(|m| end <= m)
-            }
-            _ => false,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct SectionHeader {
-    pub sh_name: u32,
-    pub sh_type: u32,
-    pub sh_flags: u64,
-    pub sh_addr: u64,
-    pub sh_offset: u64,
-    pub sh_size: u64,
-    pub sh_link: u32,
-    pub sh_addralign: u64,
-    pub sh_entsize: u64,
-}
-
-impl SectionHeader {
-    fn read(data: &[u8], off: u64) -> Result<Self, ElfError> {
-        Ok(SectionHeader {
-            sh_name: u32_at(data, off)?,
-            sh_type: u32_at(data, off + 4)?,
-            sh_flags: u64_at(data, off + 8)?,
-            sh_addr: u64_at(data, off + 16)?,
-            sh_offset: u64_at(data, off + 24)?,
-            sh_size: u64_at(data, off + 32)?,
-            sh_link: u32_at(data, off + 40)?,
-            sh_addralign: u64_at(data, off + 48)?,
-            sh_entsize: u64_at(data, off + 56)?,
-        })
-    }
-
-    pub fn in_file(&self) -> bool {
-        self.sh_type != SHT_NOBITS
-    }
-
-    pub fn is_alloc(&self) -> bool {
-        self.sh_flags & SHF_ALLOC != 0
-    }
-}
-
-/// A parsed view of a 64-bit little-endian ELF file: header and both tables.
-#[derive(Debug)]
-pub(crate) struct Elf64<'a> {
-    pub data: &'a [u8],
-    pub header: FileHeader,
-    pub phdrs: Vec<ProgramHeader>,
-    pub shdrs: Vec<SectionHeader>,
-}
-
-fn unsupported_ident(data: &[u8]) -> Option<String> {
-    let class = data.get(4).copied().unwrap_or(0);
-    let encoding = data.get(5).copied().unwrap_or(0);
-    let what = match (class, encoding) {
-        (2, 1) => return None,
-        (1, 1) => "32-bit",
-        (1, 2) => "32-bit big-endian",
-        (2, 2) => "big-endian",
-        _ => "unknown class or byte order",
-    };
-    Some(format!(
-        "{what} ELF objects are not rewritten (only 64-bit little-endian: x86_64, aarch64, ppc64le)"
-    ))
-}
-
-impl<'a> Elf64<'a> {
-    /// Parses the header and the program and section header tables. Refuses anything but
-    /// 64-bit little-endian objects with `ElfError::Unsupported`.
-    pub fn parse(data: &'a [u8]) -> Result<Self, ElfError> {
-        if !super::is_elf(data) {
-            let head: Vec<String> = data.iter().take(8).map(|b| format!("{b:02x}")).collect();
-            return Err(ElfError::NotElf(if head.is_empty() {
-                "nothing: the file is empty".into()
-            } else {
-                head.join(" ")
-            }));
-        }
-        if let Some(why) = unsupported_ident(data) {
-            return Err(ElfError::Unsupported(why));
-        }
-        if (data.len() as u64) < EHDR_SIZE {
-            return Err(ElfError::Truncated(
-                "shorter than a 64-bit ELF header".into(),
-            ));
-        }
-        let header = FileHeader {
-            e_type: u16_at(data, 16)?,
-            e_machine: u16_at(data, 18)?,
-            e_phoff: u64_at(data, 32)?,
-            e_shoff: u64_at(data, 40)?,
-            e_phnum: u16_at(data, 56)?,
-            e_shnum: u16_at(data, 60)?,
-            e_shstrndx: u16_at(data, 62)?,
-        };
-        let phentsize = u16_at(data, 54)?;
-        let shentsize = u16_at(data, 58)?;
-        if header.e_phnum == 0xffff {
-            return Err(ElfError::Unsupported(
-                "extended program header numbering (e_phnum = PN_XNUM)".into(),
-            ));
-        }
-        if header.e_phnum > 0 && u64::from(phentsize) != PHDR_SIZE {
-            return Err(ElfError::Malformed(format!(
-                "e_phentsize is {phentsize}, not {PHDR_SIZE}"
-            )));
-        }
-        let ph_len = u64::from(header.e_phnum) * PHDR_SIZE;
-        bytes(data, header.e_phoff, ph_len, "the program header table")?;
-        let phdrs = (0..u64::from(header.e_phnum))
-            .map(|i| ProgramHeader::read(data, header.e_phoff + i * PHDR_SIZE))
-            .collect::<Result<Vec<_>, _>>()?;
-
-        let mut shdrs = Vec::new();
-        if header.e_shoff != 0 {
-            if header.e_shnum == 0 {
-                return Err(ElfError::Unsupported(
-                    "extended section numbering (e_shnum = 0 with a section header table)".into(),
-                ));
-            }
-            if u64::from(shentsize) != SHDR_SIZE {
-                return Err(ElfError::Malformed(format!(
-                    "e_shentsize is {shentsize}, not {SHDR_SIZE}"
-                )));
-            }
-            let sh_len = u64::from(header.e_shnum) * SHDR_SIZE;
-            bytes(data, header.e_shoff, sh_len, "the section header table")?;
-            shdrs = (0..u64::from(header.e_shnum))
-                .map(|i| SectionHeader::read(data, header.e_shoff + i * SHDR_SIZE))
-                .collect::<Result<Vec<_>, _>>()?;
-        }
-        Ok(Elf64 {
-            data,
-            header,
-            phdrs,
-            shdrs,
-        })
-    }
-
-    pub fn loads(&self) -> impl Iterator<Item = &ProgramHeader> {
-        self.phdrs.iter().filter(|p| p.p_type == PT_LOAD)
-    }
-
-    /// The file offset of `len` file-backed bytes at `vaddr`, through the PT_LOAD holding them.
-    pub fn vaddr_to_offset(&self, vaddr: u64, len: u64) -> Option<u64> {
-        self.loads().find_map(|p| p.file_offset_of(vaddr, len))
-    }
-
-    /// The name of a section, from the section-header string table (`?` when unreadable).
-    pub fn section_name(&self, sh: &SectionHeader) -> String {
-        let name = self
-            .shdrs
-            .get(usize::from(self.header.e_shstrndx))
-            .filter(|s| s.in_file())
-            .and_then(|strtab| bytes(self.data, strtab.sh_offset, strtab.sh_size, "").ok())
-            .and_then(|t| c_str(t, u64::from(sh.sh_name)));
-        match name {
-            Some(n) => String::from_utf8_lossy(n).into_owned(),
-            None => "?".into(),
-        }
-    }
-
+impl Elf64<'_> {
     /// The single PT_DYNAMIC segment, if any.
     pub fn dynamic_segment(&self) -> Result<Option<(usize, ProgramHeader)>, ElfError> {
         let mut found = None;
@@ -411,12 +165,6 @@ impl<'a> Elf64<'a> {
             entries,
         }))
     }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct DynEntry {
-    pub tag: u64,
-    pub val: u64,
 }
 
 /// The dynamic array: the entries before the first DT_NULL, and how many 16-byte slots the

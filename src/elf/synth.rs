@@ -6,7 +6,7 @@
 //! [.dynsym @0x340]` in an R PT_LOAD at 0, `.dynamic @0x400` (vaddr 0x1400) in an RW PT_LOAD,
 //! then `.shstrtab` and the section headers.
 
-use super::raw::ProgramHeader;
+use super::file::ProgramHeader;
 
 use crate::elf::consts::{
     DT_NEEDED, DT_SONAME, DT_STRSZ, DT_STRTAB, DT_SYMTAB, DT_VERNEED, DT_VERNEEDNUM, PT_DYNAMIC,

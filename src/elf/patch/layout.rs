@@ -35,7 +35,8 @@ use crate::elf::consts::{
     SYM_SIZE,
 };
 use crate::elf::dynview::DynView;
-use crate::elf::raw::{self, DynEntry, Elf64, ProgramHeader, SectionHeader, align_up, overlaps};
+use crate::elf::file::{DynEntry, Elf64, ProgramHeader, SectionHeader};
+use crate::elf::raw::{self, align_up, overlaps};
 
 /// How the edit was laid out.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -26,9 +26,10 @@ mod strings;
 use self::layout::Edited;
 pub use self::layout::Method;
 use self::strings::{Placed, Site, StrPool};
-use super::raw::{DynEntry, Elf64, bytes, u32_at};
+use super::file::{DynEntry, Elf64};
+use super::raw::{bytes, u32_at};
 use crate::elf::consts::{
-    DT_NEEDED, DT_RPATH, DT_RUNPATH, DT_SONAME, ET_DYN, ET_EXEC, SHT_DYNAMIC, SHT_DYNSYM,
+    DT_NEEDED, DT_RPATH, DT_RUNPATH, DT_SONAME, ET_DYN, ET_EXEC, PN_XNUM, SHT_DYNAMIC, SHT_DYNSYM,
     STRING_TAGS, SYM_SIZE,
 };
 
@@ -102,6 +103,22 @@ fn validate(edits: &DynamicEdits) -> Result<(), ElfError> {
                  (an empty entry would mean the current directory)"
             )));
         }
+    }
+    Ok(())
+}
+
+/// The reader takes counts from section 0 (extended numbering); the rewriter writes them back
+/// as header fields, so it refuses such files (they are the ones with 65535+ headers).
+fn plain_numbering(elf: &Elf64) -> Result<(), ElfError> {
+    if elf.header.e_phnum == PN_XNUM {
+        return Err(ElfError::Unsupported(
+            "extended program header numbering (e_phnum = PN_XNUM)".into(),
+        ));
+    }
+    if elf.header.e_shoff != 0 && elf.header.e_shnum == 0 {
+        return Err(ElfError::Unsupported(
+            "extended section numbering (e_shnum = 0 with a section header table)".into(),
+        ));
     }
     Ok(())
 }
@@ -438,6 +455,7 @@ fn verify(out: &[u8], want: &Expected) -> Result<(), ElfError> {
 pub fn patch(input: &[u8], edits: &DynamicEdits) -> Result<PatchOutcome, ElfError> {
     validate(edits)?;
     let elf = Elf64::parse(input)?;
+    plain_numbering(&elf)?;
     supported_target(&elf)?;
     check(input).map_err(|e| match e {
         ElfError::Layout(m) => ElfError::Layout(format!("the input already fails the check: {m}")),
@@ -859,7 +877,7 @@ mod executable_tests {
         let seg = |e: &Elf64, t| *e.phdrs.iter().find(|p| p.p_type == t).unwrap();
         let (old_interp, new_interp) = (seg(&before, PT_INTERP), seg(&after, PT_INTERP));
         let (old_note, new_note) = (seg(&before, PT_NOTE), seg(&after, PT_NOTE));
-        let bytes = |d: &[u8], p: crate::elf::raw::ProgramHeader| {
+        let bytes = |d: &[u8], p: crate::elf::file::ProgramHeader| {
             d[p.p_offset as usize..(p.p_offset + p.p_filesz) as usize].to_vec()
         };
         assert_eq!(bytes(&out.data, new_interp), bytes(&input, old_interp));

@@ -22,7 +22,8 @@ use crate::elf::consts::{
     PT_PHDR, SHT_DYNSYM,
 };
 use crate::elf::dynview::DynView;
-use crate::elf::raw::{self, DynEntry, Elf64, overlaps};
+use crate::elf::file::{DynEntry, Elf64};
+use crate::elf::raw::{self, overlaps};
 
 /// DT tags that may point into the moved block; they are shifted with it.
 const MOVABLE_TAGS: [u64; 6] = [

@@ -11,7 +11,7 @@
 //! 3. **append** it after the old table, so that every existing offset stays valid.
 
 use crate::elf::ElfError;
-use crate::elf::raw::c_str;
+use crate::elf::file::c_str;
 
 /// Who holds a reference into the string table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

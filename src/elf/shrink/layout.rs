@@ -1,53 +1,13 @@
-//! A checked view of the headers of a 64-bit little-endian ELF file: the ELF header, the
-//! program headers and the section headers, each validated against the file's length, plus
-//! the address/offset arithmetic that rewriting needs. Nothing here panics on hostile input:
-//! every read is bounds-checked and every sum overflow-checked.
-//!
-//! The patcher and the checker read headers through `elf/raw.rs` instead (see there); the
-//! numbers both use are in `elf/consts.rs`.
+//! The shrinker's view of the headers: [`Layout`] is what the one ELF reader (`elf/file.rs`)
+//! reads, validated further for rewriting (every segment and section inside the file, names
+//! readable, PT_LOADs well formed), plus the address/offset arithmetic and the in-place writes
+//! the shrinker needs. Nothing here panics on hostile input: every read is bounds-checked and
+//! every sum overflow-checked. The numbers are in `elf/consts.rs`.
 
 use crate::elf::ElfError;
-use crate::elf::consts::{
-    EHDR_SIZE, PHDR_SIZE, PN_XNUM, PT_LOAD, SHDR_SIZE, SHF_ALLOC, SHN_XINDEX, SHT_NOBITS, SHT_NULL,
-};
-
-fn truncated(what: &str, off: u64) -> ElfError {
-    ElfError::Truncated(format!(
-        "{what} at offset {off:#x} runs past the end of the file"
-    ))
-}
-
-/// `len` bytes at `off`, or `Truncated` naming `what`.
-pub(crate) fn bytes_at<'a>(
-    d: &'a [u8],
-    off: u64,
-    len: u64,
-    what: &str,
-) -> Result<&'a [u8], ElfError> {
-    let start = usize::try_from(off).map_err(|_| truncated(what, off))?;
-    let n = usize::try_from(len).map_err(|_| truncated(what, off))?;
-    let end = start.checked_add(n).ok_or_else(|| truncated(what, off))?;
-    d.get(start..end).ok_or_else(|| truncated(what, off))
-}
-
-pub(crate) fn u16_at(d: &[u8], off: u64) -> Result<u16, ElfError> {
-    let b = bytes_at(d, off, 2, "a 16-bit field")?;
-    Ok(u16::from_le_bytes([b[0], b[1]]))
-}
-
-pub(crate) fn u32_at(d: &[u8], off: u64) -> Result<u32, ElfError> {
-    let b = bytes_at(d, off, 4, "a 32-bit field")?;
-    let mut a = [0u8; 4];
-    a.copy_from_slice(b);
-    Ok(u32::from_le_bytes(a))
-}
-
-pub(crate) fn u64_at(d: &[u8], off: u64) -> Result<u64, ElfError> {
-    let b = bytes_at(d, off, 8, "a 64-bit field")?;
-    let mut a = [0u8; 8];
-    a.copy_from_slice(b);
-    Ok(u64::from_le_bytes(a))
-}
+use crate::elf::consts::{PHDR_SIZE, PT_LOAD, SHF_ALLOC, SHT_NOBITS, SHT_NULL};
+use crate::elf::file::{Elf64, ProgramHeader, check_ident, truncated};
+pub(crate) use crate::elf::file::{bytes_at, u16_at, u32_at, u64_at};
 
 /// Writes `bytes` at `off` of `d`, failing (never panicking) when it does not fit.
 pub(crate) fn put_bytes(d: &mut [u8], off: u64, bytes: &[u8]) -> Result<(), ElfError> {
@@ -123,17 +83,44 @@ pub(crate) struct Segment {
 }
 
 impl Segment {
-    fn read(d: &[u8], at: u64) -> Result<Segment, ElfError> {
-        Ok(Segment {
-            p_type: u32_at(d, at)?,
-            flags: u32_at(d, at + 4)?,
-            offset: u64_at(d, at + 8)?,
-            vaddr: u64_at(d, at + 16)?,
-            paddr: u64_at(d, at + 24)?,
-            filesz: u64_at(d, at + 32)?,
-            memsz: u64_at(d, at + 40)?,
-            align: u64_at(d, at + 48)?,
-        })
+    /// Program header `i` as the shrinker sees it: its ranges do not overflow, its file
+    /// image is inside the file, and a PT_LOAD has `p_filesz <= p_memsz` and a power-of-two
+    /// `p_align`.
+    fn checked(i: usize, p: &ProgramHeader, file_len: u64) -> Result<Segment, ElfError> {
+        let s = Segment {
+            p_type: p.p_type,
+            flags: p.p_flags,
+            offset: p.p_offset,
+            vaddr: p.p_vaddr,
+            paddr: p.p_paddr,
+            filesz: p.p_filesz,
+            memsz: p.p_memsz,
+            align: p.p_align,
+        };
+        add(s.vaddr, s.memsz, "a segment's address range")?;
+        add(s.paddr, s.memsz, "a segment's physical address range")?;
+        let end = add(s.offset, s.filesz, "a segment's file range")?;
+        if end > file_len {
+            return Err(truncated(
+                &format!("program header {i}'s file image"),
+                s.offset,
+            ));
+        }
+        if s.is_load() {
+            if s.filesz > s.memsz {
+                return Err(ElfError::Malformed(format!(
+                    "PT_LOAD {i} has p_filesz {:#x} > p_memsz {:#x}",
+                    s.filesz, s.memsz
+                )));
+            }
+            if s.align > 1 && !s.align.is_power_of_two() {
+                return Err(ElfError::Malformed(format!(
+                    "PT_LOAD {i} has p_align {:#x}, not a power of two",
+                    s.align
+                )));
+            }
+        }
+        Ok(s)
     }
 
     /// The 56 bytes of this program header.
@@ -218,187 +205,39 @@ pub(crate) struct Layout {
 }
 
 impl Layout {
-    /// Reads and validates the headers. Errors name the first problem met.
+    /// Reads the headers with the one reader ([`Elf64::parse`]) and validates what the
+    /// shrinker relies on besides: an executable or shared object, a section table where
+    /// sections are counted, every segment and section inside the file without overflow,
+    /// PT_LOADs with `p_filesz <= p_memsz` and a power-of-two `p_align`, and every section
+    /// name readable. Errors name the first problem met.
     pub(crate) fn parse(d: &[u8]) -> Result<Layout, ElfError> {
-        if !d.starts_with(b"\x7fELF") {
-            let head: Vec<String> = d.iter().take(4).map(|b| format!("{b:02x}")).collect();
-            return Err(ElfError::NotElf(head.join(" ")));
-        }
-        if d.len() < EHDR_SIZE as usize {
-            return Err(ElfError::Truncated(format!(
-                "{} bytes is shorter than an ELF header",
-                d.len()
-            )));
-        }
-        match d[4] {
-            2 => {}
-            1 => {
-                return Err(ElfError::Unsupported(
-                    "32-bit ELF files are not supported (only ELFCLASS64)".into(),
-                ));
-            }
-            c => return Err(ElfError::Malformed(format!("unknown ELF class {c}"))),
-        }
-        match d[5] {
-            1 => {}
-            2 => {
-                return Err(ElfError::Unsupported(
-                    "big-endian ELF files are not supported (only little-endian)".into(),
-                ));
-            }
-            e => {
-                return Err(ElfError::Malformed(format!(
-                    "unknown ELF data encoding {e}"
-                )));
-            }
-        }
+        check_ident(d)?;
         let e_type = u16_at(d, 16)?;
         if e_type != 2 && e_type != 3 {
             return Err(ElfError::Unsupported(format!(
                 "e_type {e_type} is not a shared object or an executable"
             )));
         }
-        let machine = u16_at(d, 18)?;
-        let phoff = u64_at(d, 32)?;
-        let shoff = u64_at(d, 40)?;
-        let phentsize = u16_at(d, 54)?;
-        let phnum_field = u16_at(d, 56)?;
-        let shentsize = u16_at(d, 58)?;
-        let shnum_field = u16_at(d, 60)?;
-        let shstrndx_field = u16_at(d, 62)?;
-        let file_len = d.len() as u64;
-
-        // Section 0 holds the extended counts when the header fields overflow.
-        let mut shnum = u64::from(shnum_field);
-        let mut sh0_info = 0u32;
-        let mut sh0_link = 0u32;
-        if shoff != 0 {
-            if u64::from(shentsize) != SHDR_SIZE {
-                return Err(ElfError::Malformed(format!(
-                    "e_shentsize is {shentsize}, expected {SHDR_SIZE}"
-                )));
-            }
-            bytes_at(d, shoff, SHDR_SIZE, "the section header table")?;
-            if shnum == 0 {
-                shnum = u64_at(d, shoff + 32)?;
-            }
-            sh0_link = u32_at(d, shoff + 40)?;
-            sh0_info = u32_at(d, shoff + 44)?;
-        } else if shnum != 0 {
+        if u64_at(d, 40)? == 0 && u16_at(d, 60)? != 0 {
             return Err(ElfError::Malformed(
                 "section headers are counted but e_shoff is 0".into(),
             ));
         }
-        let phnum = if phnum_field == PN_XNUM {
-            u64::from(sh0_info)
-        } else {
-            u64::from(phnum_field)
-        };
-        if phnum > 0 && u64::from(phentsize) != PHDR_SIZE {
-            return Err(ElfError::Malformed(format!(
-                "e_phentsize is {phentsize}, expected {PHDR_SIZE}"
-            )));
-        }
-        let ph_bytes = phnum
-            .checked_mul(PHDR_SIZE)
-            .ok_or_else(|| ElfError::Malformed("e_phnum overflows".into()))?;
-        bytes_at(d, phoff, ph_bytes, "the program header table")?;
-        let sh_bytes = shnum
-            .checked_mul(SHDR_SIZE)
-            .ok_or_else(|| ElfError::Malformed("e_shnum overflows".into()))?;
-        bytes_at(d, shoff, sh_bytes, "the section header table")?;
-
-        let mut segments = Vec::new();
-        for i in 0..phnum {
-            let s = Segment::read(d, phoff + i * PHDR_SIZE)?;
-            add(s.vaddr, s.memsz, "a segment's address range")?;
-            add(s.paddr, s.memsz, "a segment's physical address range")?;
-            let end = add(s.offset, s.filesz, "a segment's file range")?;
-            if end > file_len {
-                return Err(truncated(
-                    &format!("program header {i}'s file image"),
-                    s.offset,
-                ));
-            }
-            if s.is_load() {
-                if s.filesz > s.memsz {
-                    return Err(ElfError::Malformed(format!(
-                        "PT_LOAD {i} has p_filesz {:#x} > p_memsz {:#x}",
-                        s.filesz, s.memsz
-                    )));
-                }
-                if s.align > 1 && !s.align.is_power_of_two() {
-                    return Err(ElfError::Malformed(format!(
-                        "PT_LOAD {i} has p_align {:#x}, not a power of two",
-                        s.align
-                    )));
-                }
-            }
-            segments.push(s);
-        }
-
-        let mut raw = Vec::new();
-        for i in 0..shnum {
-            let at = shoff + i * SHDR_SIZE;
-            raw.push((
-                u32_at(d, at)?,
-                Section {
-                    name: String::new(),
-                    sh_type: u32_at(d, at + 4)?,
-                    flags: u64_at(d, at + 8)?,
-                    addr: u64_at(d, at + 16)?,
-                    offset: u64_at(d, at + 24)?,
-                    size: u64_at(d, at + 32)?,
-                    link: u32_at(d, at + 40)?,
-                    info: u32_at(d, at + 44)?,
-                    addralign: u64_at(d, at + 48)?,
-                    entsize: u64_at(d, at + 56)?,
-                },
-            ));
-        }
-        for (i, (_, s)) in raw.iter().enumerate() {
-            if i == 0 {
-                continue;
-            }
-            add(s.addr, s.size, "a section's address range")?;
-            if s.in_file() {
-                let end = add(s.offset, s.size, "a section's file range")?;
-                if end > file_len {
-                    return Err(truncated(&format!("section {i}'s contents"), s.offset));
-                }
-            }
-        }
-        let shstrndx = if shstrndx_field == SHN_XINDEX {
-            sh0_link as usize
-        } else {
-            usize::from(shstrndx_field)
-        };
-        let mut sections = Vec::with_capacity(raw.len());
-        let strtab = if shstrndx != 0 {
-            raw.get(shstrndx).map(|(_, s)| s.clone())
-        } else {
-            None
-        };
-        if shnum > 0 && shstrndx != 0 && strtab.as_ref().is_none_or(|s| !s.in_file()) {
-            return Err(ElfError::Malformed(format!(
-                "e_shstrndx {shstrndx} is not a section with contents"
-            )));
-        }
-        for (i, (name_off, mut s)) in raw.into_iter().enumerate() {
-            if i > 0
-                && let Some(st) = &strtab
-            {
-                s.name = read_name(d, st, name_off)?;
-            }
-            sections.push(s);
-        }
+        let elf = Elf64::parse(d)?;
+        let file_len = d.len() as u64;
+        let segments = elf
+            .phdrs
+            .iter()
+            .enumerate()
+            .map(|(i, p)| Segment::checked(i, p, file_len))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Layout {
-            machine,
-            phoff,
-            shoff,
-            phnum_field,
+            machine: elf.header.e_machine,
+            phoff: elf.header.e_phoff,
+            shoff: elf.header.e_shoff,
+            phnum_field: elf.header.e_phnum,
             segments,
-            sections,
+            sections: named_sections(&elf, file_len)?,
             file_len,
         })
     }
@@ -465,6 +304,60 @@ impl Layout {
         }
         Ok(found)
     }
+}
+
+/// The sections of `elf` as the shrinker sees them: each (but section 0) inside the file
+/// without overflow, with its name read from a section-name table that must have contents.
+fn named_sections(elf: &Elf64, file_len: u64) -> Result<Vec<Section>, ElfError> {
+    let raw: Vec<(u32, Section)> = elf
+        .shdrs
+        .iter()
+        .map(|h| {
+            let s = Section {
+                name: String::new(),
+                sh_type: h.sh_type,
+                flags: h.sh_flags,
+                addr: h.sh_addr,
+                offset: h.sh_offset,
+                size: h.sh_size,
+                link: h.sh_link,
+                info: h.sh_info,
+                addralign: h.sh_addralign,
+                entsize: h.sh_entsize,
+            };
+            (h.sh_name, s)
+        })
+        .collect();
+    for (i, (_, s)) in raw.iter().enumerate().skip(1) {
+        add(s.addr, s.size, "a section's address range")?;
+        if s.in_file() {
+            let end = add(s.offset, s.size, "a section's file range")?;
+            if end > file_len {
+                return Err(truncated(&format!("section {i}'s contents"), s.offset));
+            }
+        }
+    }
+    let shstrndx = elf.header.shstrndx;
+    let strtab = if shstrndx != 0 {
+        raw.get(shstrndx).map(|(_, s)| s.clone())
+    } else {
+        None
+    };
+    if !raw.is_empty() && shstrndx != 0 && strtab.as_ref().is_none_or(|s| !s.in_file()) {
+        return Err(ElfError::Malformed(format!(
+            "e_shstrndx {shstrndx} is not a section with contents"
+        )));
+    }
+    let mut sections = Vec::with_capacity(raw.len());
+    for (i, (name_off, mut s)) in raw.into_iter().enumerate() {
+        if i > 0
+            && let Some(st) = &strtab
+        {
+            s.name = read_name(elf.data, st, name_off)?;
+        }
+        sections.push(s);
+    }
+    Ok(sections)
 }
 
 fn read_name(d: &[u8], strtab: &Section, off: u32) -> Result<String, ElfError> {

@@ -116,8 +116,8 @@ pub fn shrink(
         ))
     })?;
     let devs = pack::resolve(&l, edits)?;
-    // Inputs the checker refuses (extended numbering, layouts it does not model) are held to
-    // the comparisons with the input alone, as before.
+    // Inputs the checker refuses (layouts it does not model; it reads extended numbering since
+    // the one reader) are held to the comparisons with the input alone, as before.
     let checked = super::check(input).is_ok();
     let outcome = if allow_cut {
         match cut(input, &l, relative, devs.clone(), edits, checked) {

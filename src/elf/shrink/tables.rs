@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 
 use super::layout::{Layout, bytes_at, u32_at, u64_at};
+pub(crate) use crate::elf::file::DynEntry;
 
 use crate::elf::ElfError;
 use crate::elf::consts::{
@@ -23,13 +24,6 @@ pub(crate) fn is_pointer_tag(tag: u64) -> bool {
         3 | 4 | 5 | 6 | 7 | 12 | 13 | 17 | 23 | 25 | 26 | 32 | 36
     ) || (0x6fff_fe00..=0x6fff_feff).contains(&tag)
         || matches!(tag, 0x6fff_fff0 | 0x6fff_fffc | 0x6fff_fffe)
-}
-
-/// One `.dynamic` entry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct DynEntry {
-    pub tag: u64,
-    pub val: u64,
 }
 
 /// The `.dynamic` entries up to DT_NULL (PT_DYNAMIC first, as the loader reads it; the
