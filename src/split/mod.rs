@@ -740,49 +740,32 @@ pub fn split(
                     Some(c) => (c, Some(original)),
                     None => (original, None),
                 };
-                let splice = original.filter(|_| !*canonical).map(|original| {
-                    let orig = crate::wheel::splice::Original {
+                let input = original
+                    .filter(|_| !*canonical)
+                    .map(|data| apply::rewrite::Input {
                         archive: &wheel.archive,
                         member: m,
-                        data: &original,
-                        marks: &marks,
-                    };
-                    crate::wheel::splice::Splice::prepare(&out, &orig, &shifts)
-                });
-                let info = match crate::elf::inspect(&out) {
-                    Ok(Inspected::Host(i)) => Some(*i),
-                    Ok(_) => None,
+                        data,
+                        marks,
+                    });
+                let inspect = |out: &[u8]| match crate::elf::inspect(out) {
+                    Ok(Inspected::Host(i)) => Ok(Some(*i)),
+                    Ok(_) => Ok(None),
                     // A trimmed loose device file (fatbin, bundle) is no ELF object.
-                    Err(_) if edit.is_none() && !crate::elf::is_elf(&out) => None,
-                    Err(err) => {
-                        return Err(Error::Elf {
-                            location: loc.clone(),
-                            err,
-                        });
-                    }
+                    Err(_) if edit.is_none() && !crate::elf::is_elf(out) => Ok(None),
+                    Err(err) => Err(Error::Elf {
+                        location: loc.clone(),
+                        err,
+                    }),
                 };
-                let sha256 = sha2_digest(&out);
-                let dir = &opts.wheel_dir;
-                let io_err = |e| Error::io("write a temporary file in", dir.clone(), e);
-                let (compressed, reused) = match splice {
-                    Some(splice) => {
-                        let (c, stats) = splice
-                            .compress(&out, deflate::DEFAULT_LEVEL, Some(dir))
-                            .map_err(io_err)?;
-                        (c, stats.reused)
-                    }
-                    None => {
-                        let c = deflate::compress_spilled(&out, deflate::DEFAULT_LEVEL, dir)
-                            .map_err(io_err)?;
-                        (c, 0)
-                    }
-                };
+                let e =
+                    apply::rewrite::encode(&out, input, &shifts, Some(&opts.wheel_dir), inspect)?;
                 Ok(Some(Rewritten {
-                    compressed,
-                    sha256,
-                    info,
+                    compressed: e.compressed,
+                    sha256: e.sha256,
+                    info: e.info,
                     removed: false,
-                    reused,
+                    reused: e.reused,
                 }))
             };
             // The bar moves as the member is compressed, batch by batch; the rest of its size

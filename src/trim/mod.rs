@@ -23,10 +23,10 @@ use crate::facts::{self, InspectOptions, Kept, MemberFacts, WheelFacts};
 use crate::fatbin::loose;
 use crate::output::{
     self, Finish, OutMember, Output, Source, check_distinct, check_input, elf_facts,
-    order_dist_info_last, same_file, sha2_digest,
+    order_dist_info_last, same_file,
 };
 use crate::profile::ProfileSet;
-use crate::wheel::deflate::{self, Compressed};
+use crate::wheel::deflate::Compressed;
 use crate::wheel::writer::{ZipTime, normalized_mode};
 use crate::wheel::{Limits, Wheel};
 
@@ -231,18 +231,6 @@ pub fn trim(
                     let new = match data {
                         None => None,
                         Some(d) => {
-                            let out_info = match crate::elf::inspect(&d) {
-                                Ok(Inspected::Host(i)) => Some(*i),
-                                _ => None,
-                            };
-                            // A library that read as a host object must still read as one:
-                            // never write an object that its own audit could not describe.
-                            if info.is_some() && out_info.is_none() {
-                                let err = crate::elf::ElfError::OutputCheck(
-                                    "the trimmed object does not read back as a host object".into(),
-                                );
-                                return Some(Err(Error::Elf { location: loc, err }));
-                            }
                             // Large outputs are compressed into a temporary file in the
                             // output folder rather than held until the wheel is written.
                             let Some(member) = wheel.archive.member(&f.name) else {
@@ -251,30 +239,35 @@ pub fn trim(
                                 );
                                 return Some(Err(Error::Elf { location: loc, err }));
                             };
-                            let orig = crate::wheel::splice::Original {
+                            let input = crate::apply::rewrite::Input {
                                 archive: &wheel.archive,
                                 member,
-                                data: &input,
-                                marks: &marks,
+                                data: input,
+                                marks,
                             };
-                            let splice = crate::wheel::splice::Splice::prepare(&d, &orig, &[]);
-                            // Writing needs only the output and the input's compressed bytes.
-                            drop(input);
-                            let compressed =
-                                match splice.compress(&d, deflate::DEFAULT_LEVEL, spill) {
-                                    Ok((c, _)) => c,
-                                    Err(e) => {
-                                        let dir = spill
-                                            .map(std::path::Path::to_path_buf)
-                                            .unwrap_or_default();
-                                        return Some(Err(Error::io(
-                                            "write a temporary file in",
-                                            dir,
-                                            e,
-                                        )));
-                                    }
-                                };
-                            Some((compressed, sha2_digest(&d), out_info))
+                            // A library that read as a host object must still read as one:
+                            // never write an object that its own audit could not describe.
+                            let inspect = |d: &[u8]| match crate::elf::inspect(d) {
+                                Ok(Inspected::Host(i)) => Ok(Some(*i)),
+                                _ if info.is_some() => Err(Error::Elf {
+                                    location: loc.clone(),
+                                    err: crate::elf::ElfError::OutputCheck(
+                                        "the trimmed object does not read back as a host object"
+                                            .into(),
+                                    ),
+                                }),
+                                _ => Ok(None),
+                            };
+                            match crate::apply::rewrite::encode(
+                                &d,
+                                Some(input),
+                                &[],
+                                spill,
+                                inspect,
+                            ) {
+                                Ok(e) => Some((e.compressed, e.sha256, e.info)),
+                                Err(e) => return Some(Err(e)),
+                            }
                         }
                     };
                     Some(Ok(Done { report, new }))
