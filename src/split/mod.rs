@@ -1738,21 +1738,7 @@ fn plan_hooks(
         .copied()
         .filter(|p| p.ends_with("/__init__.py"))
         .collect();
-    let mut modules: Vec<&str> = facts
-        .members
-        .iter()
-        .filter(|f| staying.contains(f.name.as_str()) && f.host_elf().is_some())
-        .filter(|f| hook::is_extension_module(f.file_name()))
-        .filter_map(|f| match wheel.install_path(&f.name) {
-            (Scheme::Purelib | Scheme::Platlib, path) => Some(path),
-            _ => None,
-        })
-        .filter(|p| {
-            let top = p.split('/').next().unwrap_or("");
-            !top.ends_with(".libs") && !top.ends_with(".dist-info")
-        })
-        .collect();
-    modules.sort_unstable();
+    let modules = extension_modules(wheel, facts, &staying);
     let runtimes: Vec<String> = mine.iter().map(|s| s.name.clone()).collect();
     let hint = |what: &str| {
         format!(
@@ -1831,6 +1817,32 @@ fn plan_hooks(
         });
     }
     Ok(out)
+}
+
+/// The staying extension modules of a main wheel that install into site-packages (outside
+/// `.libs` and `.dist-info` folders), by installed path, sorted: what `--preload-hook` hooks.
+fn extension_modules<'f>(
+    wheel: &Wheel,
+    facts: &'f WheelFacts,
+    staying: &HashSet<&str>,
+) -> Vec<&'f str> {
+    use crate::wheel::Scheme;
+    let mut modules: Vec<&str> = facts
+        .members
+        .iter()
+        .filter(|f| staying.contains(f.name.as_str()) && f.host_elf().is_some())
+        .filter(|f| hook::is_extension_module(f.file_name()))
+        .filter_map(|f| match wheel.install_path(&f.name) {
+            (Scheme::Purelib | Scheme::Platlib, path) => Some(path),
+            _ => None,
+        })
+        .filter(|p| {
+            let top = p.split('/').next().unwrap_or("");
+            !top.ends_with(".libs") && !top.ends_with(".dist-info")
+        })
+        .collect();
+    modules.sort_unstable();
+    modules
 }
 
 #[cfg(test)]
