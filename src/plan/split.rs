@@ -423,73 +423,8 @@ pub fn plan_split(
             });
         }
 
-        // One requirement line per upstream package, satisfied by a release the index has.
-        for d in &mut decisions {
-            if let Destination::Upstream { requirement, .. } = &mut d.dest
-                && let Some(pin) = pins.get(requirement.as_str())
-            {
-                let spec = match &pin.fixed {
-                    Some(v) => v.clone(),
-                    None => releases
-                        .merge(requirement, &pin.ranges)
-                        .map(|r| r.spec())
-                        .unwrap_or_default(),
-                };
-                requirement.push_str(&spec);
-            }
-        }
-
-        // Variants: one file name in several folders with other bytes (a framework's
-        // per-CUDA-version `gpu11.1/libnccl.so.2` and `gpu11.6/libnccl.so.2`). Each keeps its
-        // own folder inside the runtime set's lib folder; each consumer is pointed at the copy it
-        // found before (see `Moved::find`). Identical copies still become one file.
-        let mut same_name: BTreeMap<(String, String), Vec<usize>> = BTreeMap::new();
-        for (i, d) in decisions.iter().enumerate() {
-            if let Destination::Runtime { set, file, .. } = &d.dest {
-                same_name
-                    .entry((set.clone(), file.clone()))
-                    .or_default()
-                    .push(i);
-            }
-        }
-        for idxs in same_name.values() {
-            let contents: BTreeSet<(Option<[u8; 32]>, u64)> = idxs
-                .iter()
-                .map(|&i| (decisions[i].member.sha256, decisions[i].member.size))
-                .collect();
-            if contents.len() < 2 {
-                continue;
-            }
-            let folders: Vec<String> = idxs
-                .iter()
-                .map(|&i| parent_dir(&decisions[i].member.name).to_string())
-                .collect();
-            let last = |f: &str| f.rsplit('/').next().unwrap_or(f).to_string();
-            let short: BTreeSet<String> = folders.iter().map(|f| last(f)).collect();
-            let unique = short.len() == folders.len() && !short.contains("");
-            for (&i, folder) in idxs.iter().zip(&folders) {
-                let variant = if unique {
-                    last(folder)
-                } else if folder.is_empty() {
-                    "_root".to_string()
-                } else {
-                    folder.replace('/', "-")
-                };
-                if let Destination::Runtime { dir, .. } = &mut decisions[i].dest {
-                    dir.push('/');
-                    dir.push_str(&variant);
-                }
-                notes.push(Diagnostic::new(
-                    Severity::Note,
-                    &wheel.member_location(&decisions[i].member.name),
-                    format!(
-                        "one of {} different libraries named `{}`: it moves into its own folder `{variant}` of the runtime wheel, and what linked it is pointed there",
-                        idxs.len(),
-                        decisions[i].member.file_name()
-                    ),
-                ));
-            }
-        }
+        pin_requirements(&mut decisions, &pins, releases);
+        place_variants(&mut decisions, wheel, &mut notes);
 
         // 2. Bundled libraries that moved libraries need move with them (closure).
         let by_file: HashMap<&str, &MemberFacts> = facts
@@ -822,6 +757,81 @@ pub fn plan_split(
 }
 
 /// The distribution name of a requirement line (`nvidia-cublas-cu12>=12,<13` → `nvidia-cublas-cu12`).
+/// Completes each upstream requirement with the version its pins allow.
+fn pin_requirements(decisions: &mut [Decision], pins: &BTreeMap<String, Pin>, releases: &Releases) {
+    // One requirement line per upstream package, satisfied by a release the index has.
+    for d in decisions.iter_mut() {
+        if let Destination::Upstream { requirement, .. } = &mut d.dest
+            && let Some(pin) = pins.get(requirement.as_str())
+        {
+            let spec = match &pin.fixed {
+                Some(v) => v.clone(),
+                None => releases
+                    .merge(requirement, &pin.ranges)
+                    .map(|r| r.spec())
+                    .unwrap_or_default(),
+            };
+            requirement.push_str(&spec);
+        }
+    }
+}
+
+/// Gives each of several different libraries of one name in one runtime set a folder of its
+/// own inside the set's lib folder, with a note each.
+fn place_variants(decisions: &mut [Decision], wheel: &Wheel, notes: &mut Vec<Diagnostic>) {
+    // Variants: one file name in several folders with other bytes (a framework's
+    // per-CUDA-version `gpu11.1/libnccl.so.2` and `gpu11.6/libnccl.so.2`). Each keeps its
+    // own folder inside the runtime set's lib folder; each consumer is pointed at the copy it
+    // found before (see `Moved::find`). Identical copies still become one file.
+    let mut same_name: BTreeMap<(String, String), Vec<usize>> = BTreeMap::new();
+    for (i, d) in decisions.iter().enumerate() {
+        if let Destination::Runtime { set, file, .. } = &d.dest {
+            same_name
+                .entry((set.clone(), file.clone()))
+                .or_default()
+                .push(i);
+        }
+    }
+    for idxs in same_name.values() {
+        let contents: BTreeSet<(Option<[u8; 32]>, u64)> = idxs
+            .iter()
+            .map(|&i| (decisions[i].member.sha256, decisions[i].member.size))
+            .collect();
+        if contents.len() < 2 {
+            continue;
+        }
+        let folders: Vec<String> = idxs
+            .iter()
+            .map(|&i| parent_dir(&decisions[i].member.name).to_string())
+            .collect();
+        let last = |f: &str| f.rsplit('/').next().unwrap_or(f).to_string();
+        let short: BTreeSet<String> = folders.iter().map(|f| last(f)).collect();
+        let unique = short.len() == folders.len() && !short.contains("");
+        for (&i, folder) in idxs.iter().zip(&folders) {
+            let variant = if unique {
+                last(folder)
+            } else if folder.is_empty() {
+                "_root".to_string()
+            } else {
+                folder.replace('/', "-")
+            };
+            if let Destination::Runtime { dir, .. } = &mut decisions[i].dest {
+                dir.push('/');
+                dir.push_str(&variant);
+            }
+            notes.push(Diagnostic::new(
+            Severity::Note,
+            &wheel.member_location(&decisions[i].member.name),
+            format!(
+                "one of {} different libraries named `{}`: it moves into its own folder `{variant}` of the runtime wheel, and what linked it is pointed there",
+                idxs.len(),
+                decisions[i].member.file_name()
+            ),
+        ));
+        }
+    }
+}
+
 fn requirement_name(req: &str) -> &str {
     req.split(|c: char| "<>=!~ ;[(".contains(c))
         .next()
