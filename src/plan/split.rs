@@ -527,53 +527,14 @@ pub fn plan_split(
             .collect();
 
         // 3. Rewire the objects that stay.
-        let mut members = Vec::new();
-        let mut wanted_sets = BTreeSet::new();
-        let mut requirements = BTreeSet::new();
-        for m in &facts.members {
-            if removed_names.contains(m.name.as_str()) {
-                members.push(MemberAction::Remove {
-                    member: m.name.clone(),
-                });
-                continue;
-            }
-            let edit = match (m.host_elf(), installed(m)) {
-                (Some(info), Some(path))
-                    if is_movable_object(info) || info.kind == "executable" =>
-                {
-                    rewire(
-                        info,
-                        &path,
-                        &path,
-                        &moved,
-                        &remaining_files,
-                        &wheel_dirs,
-                        &mut wanted_sets,
-                        &mut requirements,
-                    )
-                }
-                _ => ElfEdit::default(),
-            };
-            if edit.is_empty() {
-                members.push(MemberAction::Copy {
-                    member: m.name.clone(),
-                });
-            } else {
-                for d in &edit.dropped_entries {
-                    notes.push(Diagnostic::new(
-                        Severity::Note,
-                        &wheel.member_location(&m.name),
-                        format!(
-                            "search path entry `{d}` dropped: nothing it needs is there any more"
-                        ),
-                    ));
-                }
-                members.push(MemberAction::Edit {
-                    member: m.name.clone(),
-                    edit,
-                });
-            }
-        }
+        let staying = Staying {
+            removed_names: &removed_names,
+            moved: &moved,
+            remaining_files: &remaining_files,
+            wheel_dirs: &wheel_dirs,
+        };
+        let (members, mut wanted_sets, mut requirements) =
+            rewire_staying(wheel, facts, &installed, &staying, &mut notes);
 
         // 4. Runtime sets get the moved libraries, with their own rewiring.
         let mut removed = Vec::new();
@@ -830,6 +791,71 @@ fn place_variants(decisions: &mut [Decision], wheel: &Wheel, notes: &mut Vec<Dia
         ));
         }
     }
+}
+
+/// What the objects that stay are rewired against.
+struct Staying<'s, 'a> {
+    /// Members that leave the wheel.
+    removed_names: &'s BTreeSet<&'s str>,
+    moved: &'s Moved<'a>,
+    /// Install paths of the files that stay, and the folders that hold files of the wheel.
+    remaining_files: &'s BTreeSet<String>,
+    wheel_dirs: &'s BTreeSet<String>,
+}
+
+/// Step 3 of [`plan_split`]: the main wheel's member actions (remove what moved, rewire the
+/// objects that stay), with the runtime sets and requirements the rewired objects now need.
+fn rewire_staying(
+    wheel: &Wheel,
+    facts: &WheelFacts,
+    installed: &impl Fn(&MemberFacts) -> Option<String>,
+    s: &Staying,
+    notes: &mut Vec<Diagnostic>,
+) -> (Vec<MemberAction>, BTreeSet<String>, BTreeSet<String>) {
+    let mut members = Vec::new();
+    let mut wanted_sets = BTreeSet::new();
+    let mut requirements = BTreeSet::new();
+    for m in &facts.members {
+        if s.removed_names.contains(m.name.as_str()) {
+            members.push(MemberAction::Remove {
+                member: m.name.clone(),
+            });
+            continue;
+        }
+        let edit = match (m.host_elf(), installed(m)) {
+            (Some(info), Some(path)) if is_movable_object(info) || info.kind == "executable" => {
+                rewire(
+                    info,
+                    &path,
+                    &path,
+                    s.moved,
+                    s.remaining_files,
+                    s.wheel_dirs,
+                    &mut wanted_sets,
+                    &mut requirements,
+                )
+            }
+            _ => ElfEdit::default(),
+        };
+        if edit.is_empty() {
+            members.push(MemberAction::Copy {
+                member: m.name.clone(),
+            });
+        } else {
+            for d in &edit.dropped_entries {
+                notes.push(Diagnostic::new(
+                    Severity::Note,
+                    &wheel.member_location(&m.name),
+                    format!("search path entry `{d}` dropped: nothing it needs is there any more"),
+                ));
+            }
+            members.push(MemberAction::Edit {
+                member: m.name.clone(),
+                edit,
+            });
+        }
+    }
+    (members, wanted_sets, requirements)
 }
 
 fn requirement_name(req: &str) -> &str {
