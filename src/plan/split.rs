@@ -575,96 +575,16 @@ pub fn plan_split(
                         dependency_of: d.dependency_of.clone(),
                         moved_by: d.moved_by.clone(),
                     });
-                    // PANIC SAFETY: only ELF members become decisions.
-                    let info = d
-                        .member
-                        .host_elf()
-                        .ok_or_else(|| Error::refused("internal: moved member is not ELF", None))?;
-                    let new_path = format!("{dir}/{file}");
                     let old_path = installed(d.member).unwrap_or_default();
-                    let mut set_reqs = BTreeSet::new();
-                    let mut set_wanted = BTreeSet::new();
-                    let mut edit = rewire(
-                        info,
-                        &old_path,
-                        &new_path,
-                        &moved,
-                        &remaining_files,
-                        &wheel_dirs,
-                        &mut set_wanted,
-                        &mut set_reqs,
-                    );
-                    for e in &edit.dropped_entries {
-                        notes.push(Diagnostic::new(
-                            Severity::Note,
-                            &wheel.member_location(&d.member.name),
-                            format!(
-                                "search path entry `{e}` dropped: the library moves to `{dir}`, and nothing it needs is left where that entry pointed"
-                            ),
-                        ));
-                    }
-                    // Its own old folder no longer exists for it; keep $ORIGIN-style siblings.
-                    if *file != d.member.file_name() {
-                        edit.set_soname = Some(file.clone());
-                    }
-                    let (name, package) = set_names(set);
-                    let entry = sets.entry(set.clone()).or_insert_with(|| RuntimeSet {
-                        key: set.clone(),
-                        name,
-                        version: version.clone(),
-                        package,
-                        platforms: platforms.clone(),
-                        profile: d.rule.split('/').next().unwrap_or("").to_string(),
-                        libraries: Vec::new(),
-                        licenses: Vec::new(),
-                        license_notes: Vec::new(),
-                        requirements: Vec::new(),
-                    });
-                    if entry.profile == "dependency" {
-                        entry.profile = d.rule.split('/').next().unwrap_or("").to_string();
-                    }
-                    for r in set_reqs {
-                        if !entry.requirements.contains(&r) {
-                            entry.requirements.push(r);
-                        }
-                    }
-                    if let Some(l) = &d.license
-                        && !entry.licenses.contains(l)
-                    {
-                        entry.licenses.push(l.clone());
-                    }
-                    if let Some(n) = &d.license_note
-                        && !entry.license_notes.contains(n)
-                    {
-                        entry.license_notes.push(n.clone());
-                    }
-                    let needed = info
-                        .needed
-                        .iter()
-                        .map(|n| {
-                            edit.rename_needed
-                                .iter()
-                                .find(|(old, _)| old == n)
-                                .map_or(n.clone(), |(_, new)| new.clone())
-                        })
-                        .collect();
-                    // A variant sits in its own folder under the set's lib folder.
-                    let lib_file = match dir.strip_prefix(&format!("{}/", entry.lib_dir())) {
-                        Some(variant) => format!("{variant}/{file}"),
-                        None => file.clone(),
-                    };
-                    let lib = LibraryPlan {
-                        needed,
-                        file: lib_file,
+                    let dest = SetPlace { set, dir, file };
+                    let origin = Origin {
+                        wheel,
                         input,
-                        member: d.member.name.clone(),
-                        size: d.member.size,
-                        compressed_size: d.member.compressed_size,
-                        sha256: d.member.sha256.unwrap_or([0; 32]),
-                        edit,
-                        rule: d.rule.clone(),
+                        inputs,
                     };
-                    merge_library(entry, lib, inputs)?;
+                    add_to_set(
+                        d, &dest, &old_path, &staying, &origin, &mut sets, &mut notes,
+                    )?;
                 }
             }
         }
@@ -856,6 +776,128 @@ fn rewire_staying(
         }
     }
     (members, wanted_sets, requirements)
+}
+
+/// Where a library moves in its runtime set.
+struct SetPlace<'d> {
+    set: &'d String,
+    dir: &'d String,
+    file: &'d String,
+}
+
+/// The input a library comes from.
+struct Origin<'i> {
+    wheel: &'i Wheel,
+    input: usize,
+    inputs: &'i [(&'i Wheel, &'i WheelFacts)],
+}
+
+/// Step 4 of [`plan_split`] for one library moving to a runtime set: its own rewiring, then
+/// its place in the set (created on first use).
+fn add_to_set(
+    d: &Decision,
+    place: &SetPlace,
+    old_path: &str,
+    staying: &Staying,
+    origin: &Origin,
+    sets: &mut BTreeMap<String, RuntimeSet>,
+    notes: &mut Vec<Diagnostic>,
+) -> Result<(), Error> {
+    let SetPlace { set, dir, file } = *place;
+    let Origin {
+        wheel,
+        input,
+        inputs,
+    } = *origin;
+    // PANIC SAFETY: only ELF members become decisions.
+    let info = d
+        .member
+        .host_elf()
+        .ok_or_else(|| Error::refused("internal: moved member is not ELF", None))?;
+    let new_path = format!("{dir}/{file}");
+    let mut set_reqs = BTreeSet::new();
+    let mut set_wanted = BTreeSet::new();
+    let mut edit = rewire(
+        info,
+        old_path,
+        &new_path,
+        staying.moved,
+        staying.remaining_files,
+        staying.wheel_dirs,
+        &mut set_wanted,
+        &mut set_reqs,
+    );
+    for e in &edit.dropped_entries {
+        notes.push(Diagnostic::new(
+            Severity::Note,
+            &wheel.member_location(&d.member.name),
+            format!(
+                "search path entry `{e}` dropped: the library moves to `{dir}`, and nothing it needs is left where that entry pointed"
+            ),
+        ));
+    }
+    // Its own old folder no longer exists for it; keep $ORIGIN-style siblings.
+    if *file != d.member.file_name() {
+        edit.set_soname = Some(file.clone());
+    }
+    let (name, package) = set_names(set);
+    let entry = sets.entry(set.clone()).or_insert_with(|| RuntimeSet {
+        key: set.clone(),
+        name,
+        version: wheel.filename.version.clone(),
+        package,
+        platforms: wheel.filename.platform.clone(),
+        profile: d.rule.split('/').next().unwrap_or("").to_string(),
+        libraries: Vec::new(),
+        licenses: Vec::new(),
+        license_notes: Vec::new(),
+        requirements: Vec::new(),
+    });
+    if entry.profile == "dependency" {
+        entry.profile = d.rule.split('/').next().unwrap_or("").to_string();
+    }
+    for r in set_reqs {
+        if !entry.requirements.contains(&r) {
+            entry.requirements.push(r);
+        }
+    }
+    if let Some(l) = &d.license
+        && !entry.licenses.contains(l)
+    {
+        entry.licenses.push(l.clone());
+    }
+    if let Some(n) = &d.license_note
+        && !entry.license_notes.contains(n)
+    {
+        entry.license_notes.push(n.clone());
+    }
+    let needed = info
+        .needed
+        .iter()
+        .map(|n| {
+            edit.rename_needed
+                .iter()
+                .find(|(old, _)| old == n)
+                .map_or(n.clone(), |(_, new)| new.clone())
+        })
+        .collect();
+    // A variant sits in its own folder under the set's lib folder.
+    let lib_file = match dir.strip_prefix(&format!("{}/", entry.lib_dir())) {
+        Some(variant) => format!("{variant}/{file}"),
+        None => file.clone(),
+    };
+    let lib = LibraryPlan {
+        needed,
+        file: lib_file,
+        input,
+        member: d.member.name.clone(),
+        size: d.member.size,
+        compressed_size: d.member.compressed_size,
+        sha256: d.member.sha256.unwrap_or([0; 32]),
+        edit,
+        rule: d.rule.clone(),
+    };
+    merge_library(entry, lib, inputs)
 }
 
 fn requirement_name(req: &str) -> &str {
