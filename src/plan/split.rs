@@ -423,73 +423,8 @@ pub fn plan_split(
             });
         }
 
-        // One requirement line per upstream package, satisfied by a release the index has.
-        for d in &mut decisions {
-            if let Destination::Upstream { requirement, .. } = &mut d.dest
-                && let Some(pin) = pins.get(requirement.as_str())
-            {
-                let spec = match &pin.fixed {
-                    Some(v) => v.clone(),
-                    None => releases
-                        .merge(requirement, &pin.ranges)
-                        .map(|r| r.spec())
-                        .unwrap_or_default(),
-                };
-                requirement.push_str(&spec);
-            }
-        }
-
-        // Variants: one file name in several folders with other bytes (a framework's
-        // per-CUDA-version `gpu11.1/libnccl.so.2` and `gpu11.6/libnccl.so.2`). Each keeps its
-        // own folder inside the runtime set's lib folder; each consumer is pointed at the copy it
-        // found before (see `Moved::find`). Identical copies still become one file.
-        let mut same_name: BTreeMap<(String, String), Vec<usize>> = BTreeMap::new();
-        for (i, d) in decisions.iter().enumerate() {
-            if let Destination::Runtime { set, file, .. } = &d.dest {
-                same_name
-                    .entry((set.clone(), file.clone()))
-                    .or_default()
-                    .push(i);
-            }
-        }
-        for idxs in same_name.values() {
-            let contents: BTreeSet<(Option<[u8; 32]>, u64)> = idxs
-                .iter()
-                .map(|&i| (decisions[i].member.sha256, decisions[i].member.size))
-                .collect();
-            if contents.len() < 2 {
-                continue;
-            }
-            let folders: Vec<String> = idxs
-                .iter()
-                .map(|&i| parent_dir(&decisions[i].member.name).to_string())
-                .collect();
-            let last = |f: &str| f.rsplit('/').next().unwrap_or(f).to_string();
-            let short: BTreeSet<String> = folders.iter().map(|f| last(f)).collect();
-            let unique = short.len() == folders.len() && !short.contains("");
-            for (&i, folder) in idxs.iter().zip(&folders) {
-                let variant = if unique {
-                    last(folder)
-                } else if folder.is_empty() {
-                    "_root".to_string()
-                } else {
-                    folder.replace('/', "-")
-                };
-                if let Destination::Runtime { dir, .. } = &mut decisions[i].dest {
-                    dir.push('/');
-                    dir.push_str(&variant);
-                }
-                notes.push(Diagnostic::new(
-                    Severity::Note,
-                    &wheel.member_location(&decisions[i].member.name),
-                    format!(
-                        "one of {} different libraries named `{}`: it moves into its own folder `{variant}` of the runtime wheel, and what linked it is pointed there",
-                        idxs.len(),
-                        decisions[i].member.file_name()
-                    ),
-                ));
-            }
-        }
+        pin_requirements(&mut decisions, &pins, releases);
+        place_variants(&mut decisions, wheel, &mut notes);
 
         // 2. Bundled libraries that moved libraries need move with them (closure).
         let by_file: HashMap<&str, &MemberFacts> = facts
@@ -592,53 +527,14 @@ pub fn plan_split(
             .collect();
 
         // 3. Rewire the objects that stay.
-        let mut members = Vec::new();
-        let mut wanted_sets = BTreeSet::new();
-        let mut requirements = BTreeSet::new();
-        for m in &facts.members {
-            if removed_names.contains(m.name.as_str()) {
-                members.push(MemberAction::Remove {
-                    member: m.name.clone(),
-                });
-                continue;
-            }
-            let edit = match (m.host_elf(), installed(m)) {
-                (Some(info), Some(path))
-                    if is_movable_object(info) || info.kind == "executable" =>
-                {
-                    rewire(
-                        info,
-                        &path,
-                        &path,
-                        &moved,
-                        &remaining_files,
-                        &wheel_dirs,
-                        &mut wanted_sets,
-                        &mut requirements,
-                    )
-                }
-                _ => ElfEdit::default(),
-            };
-            if edit.is_empty() {
-                members.push(MemberAction::Copy {
-                    member: m.name.clone(),
-                });
-            } else {
-                for d in &edit.dropped_entries {
-                    notes.push(Diagnostic::new(
-                        Severity::Note,
-                        &wheel.member_location(&m.name),
-                        format!(
-                            "search path entry `{d}` dropped: nothing it needs is there any more"
-                        ),
-                    ));
-                }
-                members.push(MemberAction::Edit {
-                    member: m.name.clone(),
-                    edit,
-                });
-            }
-        }
+        let staying = Staying {
+            removed_names: &removed_names,
+            moved: &moved,
+            remaining_files: &remaining_files,
+            wheel_dirs: &wheel_dirs,
+        };
+        let (members, mut wanted_sets, mut requirements) =
+            rewire_staying(wheel, facts, &installed, &staying, &mut notes);
 
         // 4. Runtime sets get the moved libraries, with their own rewiring.
         let mut removed = Vec::new();
@@ -679,96 +575,16 @@ pub fn plan_split(
                         dependency_of: d.dependency_of.clone(),
                         moved_by: d.moved_by.clone(),
                     });
-                    // PANIC SAFETY: only ELF members become decisions.
-                    let info = d
-                        .member
-                        .host_elf()
-                        .ok_or_else(|| Error::refused("internal: moved member is not ELF", None))?;
-                    let new_path = format!("{dir}/{file}");
                     let old_path = installed(d.member).unwrap_or_default();
-                    let mut set_reqs = BTreeSet::new();
-                    let mut set_wanted = BTreeSet::new();
-                    let mut edit = rewire(
-                        info,
-                        &old_path,
-                        &new_path,
-                        &moved,
-                        &remaining_files,
-                        &wheel_dirs,
-                        &mut set_wanted,
-                        &mut set_reqs,
-                    );
-                    for e in &edit.dropped_entries {
-                        notes.push(Diagnostic::new(
-                            Severity::Note,
-                            &wheel.member_location(&d.member.name),
-                            format!(
-                                "search path entry `{e}` dropped: the library moves to `{dir}`, and nothing it needs is left where that entry pointed"
-                            ),
-                        ));
-                    }
-                    // Its own old folder no longer exists for it; keep $ORIGIN-style siblings.
-                    if *file != d.member.file_name() {
-                        edit.set_soname = Some(file.clone());
-                    }
-                    let (name, package) = set_names(set);
-                    let entry = sets.entry(set.clone()).or_insert_with(|| RuntimeSet {
-                        key: set.clone(),
-                        name,
-                        version: version.clone(),
-                        package,
-                        platforms: platforms.clone(),
-                        profile: d.rule.split('/').next().unwrap_or("").to_string(),
-                        libraries: Vec::new(),
-                        licenses: Vec::new(),
-                        license_notes: Vec::new(),
-                        requirements: Vec::new(),
-                    });
-                    if entry.profile == "dependency" {
-                        entry.profile = d.rule.split('/').next().unwrap_or("").to_string();
-                    }
-                    for r in set_reqs {
-                        if !entry.requirements.contains(&r) {
-                            entry.requirements.push(r);
-                        }
-                    }
-                    if let Some(l) = &d.license
-                        && !entry.licenses.contains(l)
-                    {
-                        entry.licenses.push(l.clone());
-                    }
-                    if let Some(n) = &d.license_note
-                        && !entry.license_notes.contains(n)
-                    {
-                        entry.license_notes.push(n.clone());
-                    }
-                    let needed = info
-                        .needed
-                        .iter()
-                        .map(|n| {
-                            edit.rename_needed
-                                .iter()
-                                .find(|(old, _)| old == n)
-                                .map_or(n.clone(), |(_, new)| new.clone())
-                        })
-                        .collect();
-                    // A variant sits in its own folder under the set's lib folder.
-                    let lib_file = match dir.strip_prefix(&format!("{}/", entry.lib_dir())) {
-                        Some(variant) => format!("{variant}/{file}"),
-                        None => file.clone(),
-                    };
-                    let lib = LibraryPlan {
-                        needed,
-                        file: lib_file,
+                    let dest = SetPlace { set, dir, file };
+                    let origin = Origin {
+                        wheel,
                         input,
-                        member: d.member.name.clone(),
-                        size: d.member.size,
-                        compressed_size: d.member.compressed_size,
-                        sha256: d.member.sha256.unwrap_or([0; 32]),
-                        edit,
-                        rule: d.rule.clone(),
+                        inputs,
                     };
-                    merge_library(entry, lib, inputs)?;
+                    add_to_set(
+                        d, &dest, &old_path, &staying, &origin, &mut sets, &mut notes,
+                    )?;
                 }
             }
         }
@@ -822,6 +638,268 @@ pub fn plan_split(
 }
 
 /// The distribution name of a requirement line (`nvidia-cublas-cu12>=12,<13` → `nvidia-cublas-cu12`).
+/// Completes each upstream requirement with the version its pins allow.
+fn pin_requirements(decisions: &mut [Decision], pins: &BTreeMap<String, Pin>, releases: &Releases) {
+    // One requirement line per upstream package, satisfied by a release the index has.
+    for d in decisions.iter_mut() {
+        if let Destination::Upstream { requirement, .. } = &mut d.dest
+            && let Some(pin) = pins.get(requirement.as_str())
+        {
+            let spec = match &pin.fixed {
+                Some(v) => v.clone(),
+                None => releases
+                    .merge(requirement, &pin.ranges)
+                    .map(|r| r.spec())
+                    .unwrap_or_default(),
+            };
+            requirement.push_str(&spec);
+        }
+    }
+}
+
+/// Gives each of several different libraries of one name in one runtime set a folder of its
+/// own inside the set's lib folder, with a note each.
+fn place_variants(decisions: &mut [Decision], wheel: &Wheel, notes: &mut Vec<Diagnostic>) {
+    // Variants: one file name in several folders with other bytes (a framework's
+    // per-CUDA-version `gpu11.1/libnccl.so.2` and `gpu11.6/libnccl.so.2`). Each keeps its
+    // own folder inside the runtime set's lib folder; each consumer is pointed at the copy it
+    // found before (see `Moved::find`). Identical copies still become one file.
+    let mut same_name: BTreeMap<(String, String), Vec<usize>> = BTreeMap::new();
+    for (i, d) in decisions.iter().enumerate() {
+        if let Destination::Runtime { set, file, .. } = &d.dest {
+            same_name
+                .entry((set.clone(), file.clone()))
+                .or_default()
+                .push(i);
+        }
+    }
+    for idxs in same_name.values() {
+        let contents: BTreeSet<(Option<[u8; 32]>, u64)> = idxs
+            .iter()
+            .map(|&i| (decisions[i].member.sha256, decisions[i].member.size))
+            .collect();
+        if contents.len() < 2 {
+            continue;
+        }
+        let folders: Vec<String> = idxs
+            .iter()
+            .map(|&i| parent_dir(&decisions[i].member.name).to_string())
+            .collect();
+        let last = |f: &str| f.rsplit('/').next().unwrap_or(f).to_string();
+        let short: BTreeSet<String> = folders.iter().map(|f| last(f)).collect();
+        let unique = short.len() == folders.len() && !short.contains("");
+        for (&i, folder) in idxs.iter().zip(&folders) {
+            let variant = if unique {
+                last(folder)
+            } else if folder.is_empty() {
+                "_root".to_string()
+            } else {
+                folder.replace('/', "-")
+            };
+            if let Destination::Runtime { dir, .. } = &mut decisions[i].dest {
+                dir.push('/');
+                dir.push_str(&variant);
+            }
+            notes.push(Diagnostic::new(
+            Severity::Note,
+            &wheel.member_location(&decisions[i].member.name),
+            format!(
+                "one of {} different libraries named `{}`: it moves into its own folder `{variant}` of the runtime wheel, and what linked it is pointed there",
+                idxs.len(),
+                decisions[i].member.file_name()
+            ),
+        ));
+        }
+    }
+}
+
+/// What the objects that stay are rewired against.
+struct Staying<'s, 'a> {
+    /// Members that leave the wheel.
+    removed_names: &'s BTreeSet<&'s str>,
+    moved: &'s Moved<'a>,
+    /// Install paths of the files that stay, and the folders that hold files of the wheel.
+    remaining_files: &'s BTreeSet<String>,
+    wheel_dirs: &'s BTreeSet<String>,
+}
+
+/// Step 3 of [`plan_split`]: the main wheel's member actions (remove what moved, rewire the
+/// objects that stay), with the runtime sets and requirements the rewired objects now need.
+fn rewire_staying(
+    wheel: &Wheel,
+    facts: &WheelFacts,
+    installed: &impl Fn(&MemberFacts) -> Option<String>,
+    s: &Staying,
+    notes: &mut Vec<Diagnostic>,
+) -> (Vec<MemberAction>, BTreeSet<String>, BTreeSet<String>) {
+    let mut members = Vec::new();
+    let mut wanted_sets = BTreeSet::new();
+    let mut requirements = BTreeSet::new();
+    for m in &facts.members {
+        if s.removed_names.contains(m.name.as_str()) {
+            members.push(MemberAction::Remove {
+                member: m.name.clone(),
+            });
+            continue;
+        }
+        let edit = match (m.host_elf(), installed(m)) {
+            (Some(info), Some(path)) if is_movable_object(info) || info.kind == "executable" => {
+                rewire(
+                    info,
+                    &path,
+                    &path,
+                    s.moved,
+                    s.remaining_files,
+                    s.wheel_dirs,
+                    &mut wanted_sets,
+                    &mut requirements,
+                )
+            }
+            _ => ElfEdit::default(),
+        };
+        if edit.is_empty() {
+            members.push(MemberAction::Copy {
+                member: m.name.clone(),
+            });
+        } else {
+            for d in &edit.dropped_entries {
+                notes.push(Diagnostic::new(
+                    Severity::Note,
+                    &wheel.member_location(&m.name),
+                    format!("search path entry `{d}` dropped: nothing it needs is there any more"),
+                ));
+            }
+            members.push(MemberAction::Edit {
+                member: m.name.clone(),
+                edit,
+            });
+        }
+    }
+    (members, wanted_sets, requirements)
+}
+
+/// Where a library moves in its runtime set.
+struct SetPlace<'d> {
+    set: &'d String,
+    dir: &'d String,
+    file: &'d String,
+}
+
+/// The input a library comes from.
+struct Origin<'i> {
+    wheel: &'i Wheel,
+    input: usize,
+    inputs: &'i [(&'i Wheel, &'i WheelFacts)],
+}
+
+/// Step 4 of [`plan_split`] for one library moving to a runtime set: its own rewiring, then
+/// its place in the set (created on first use).
+fn add_to_set(
+    d: &Decision,
+    place: &SetPlace,
+    old_path: &str,
+    staying: &Staying,
+    origin: &Origin,
+    sets: &mut BTreeMap<String, RuntimeSet>,
+    notes: &mut Vec<Diagnostic>,
+) -> Result<(), Error> {
+    let SetPlace { set, dir, file } = *place;
+    let Origin {
+        wheel,
+        input,
+        inputs,
+    } = *origin;
+    // PANIC SAFETY: only ELF members become decisions.
+    let info = d
+        .member
+        .host_elf()
+        .ok_or_else(|| Error::refused("internal: moved member is not ELF", None))?;
+    let new_path = format!("{dir}/{file}");
+    let mut set_reqs = BTreeSet::new();
+    let mut set_wanted = BTreeSet::new();
+    let mut edit = rewire(
+        info,
+        old_path,
+        &new_path,
+        staying.moved,
+        staying.remaining_files,
+        staying.wheel_dirs,
+        &mut set_wanted,
+        &mut set_reqs,
+    );
+    for e in &edit.dropped_entries {
+        notes.push(Diagnostic::new(
+            Severity::Note,
+            &wheel.member_location(&d.member.name),
+            format!(
+                "search path entry `{e}` dropped: the library moves to `{dir}`, and nothing it needs is left where that entry pointed"
+            ),
+        ));
+    }
+    // Its own old folder no longer exists for it; keep $ORIGIN-style siblings.
+    if *file != d.member.file_name() {
+        edit.set_soname = Some(file.clone());
+    }
+    let (name, package) = set_names(set);
+    let entry = sets.entry(set.clone()).or_insert_with(|| RuntimeSet {
+        key: set.clone(),
+        name,
+        version: wheel.filename.version.clone(),
+        package,
+        platforms: wheel.filename.platform.clone(),
+        profile: d.rule.split('/').next().unwrap_or("").to_string(),
+        libraries: Vec::new(),
+        licenses: Vec::new(),
+        license_notes: Vec::new(),
+        requirements: Vec::new(),
+    });
+    if entry.profile == "dependency" {
+        entry.profile = d.rule.split('/').next().unwrap_or("").to_string();
+    }
+    for r in set_reqs {
+        if !entry.requirements.contains(&r) {
+            entry.requirements.push(r);
+        }
+    }
+    if let Some(l) = &d.license
+        && !entry.licenses.contains(l)
+    {
+        entry.licenses.push(l.clone());
+    }
+    if let Some(n) = &d.license_note
+        && !entry.license_notes.contains(n)
+    {
+        entry.license_notes.push(n.clone());
+    }
+    let needed = info
+        .needed
+        .iter()
+        .map(|n| {
+            edit.rename_needed
+                .iter()
+                .find(|(old, _)| old == n)
+                .map_or(n.clone(), |(_, new)| new.clone())
+        })
+        .collect();
+    // A variant sits in its own folder under the set's lib folder.
+    let lib_file = match dir.strip_prefix(&format!("{}/", entry.lib_dir())) {
+        Some(variant) => format!("{variant}/{file}"),
+        None => file.clone(),
+    };
+    let lib = LibraryPlan {
+        needed,
+        file: lib_file,
+        input,
+        member: d.member.name.clone(),
+        size: d.member.size,
+        compressed_size: d.member.compressed_size,
+        sha256: d.member.sha256.unwrap_or([0; 32]),
+        edit,
+        rule: d.rule.clone(),
+    };
+    merge_library(entry, lib, inputs)
+}
+
 fn requirement_name(req: &str) -> &str {
     req.split(|c: char| "<>=!~ ;[(".contains(c))
         .next()

@@ -6,6 +6,8 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde::Serialize;
 
@@ -131,7 +133,7 @@ struct Rewritten {
     reused: u64,
 }
 
-/// Runs `split`.
+/// Runs `split`: open and inspect, plan, guard, rewrite, pack, assemble, finish.
 pub fn split(
     paths: &[PathBuf],
     profiles: &ProfileSet,
@@ -142,349 +144,25 @@ pub fn split(
     let budget = Budget::new(opts.memory_budget);
     // `--move` names libraries as a profile would: they are read, kept and checked like those.
     let profiles = &opts.settings.ad_hoc.profiles(profiles);
-    let (inputs, kept) = open_keeping(paths, profiles, opts, &budget)?;
-    let refs: Vec<(&Wheel, &WheelFacts)> = inputs.iter().map(|(w, f)| (w, f)).collect();
+    let (inputs, mut kept) = open_keeping(paths, profiles, opts, &budget)?;
+    let run = SplitRun::new(opts, &budget, inputs);
+    let refs = run.refs();
     let mut plan = plan_split(&refs, profiles, &opts.settings)?;
     // What the inputs already violated (links that did not resolve, a tag that claims too
     // old a glibc, an object for another CPU) is reported, but is not the split's doing.
     let baseline = crate::verify::baseline(&refs, None, profiles, opts.max_size, true);
     let mut notes = baseline.findings.clone();
     notes.extend(plan.notes.iter().cloned());
-    // The licence files each set's libraries came with travel into every one of its wheels.
-    let set_licenses: HashMap<String, Vec<LicenseCopy>> = plan
-        .runtime_sets
-        .iter()
-        .map(|s| (s.key.clone(), license_files(s, &inputs)))
-        .collect();
-    for s in &plan.runtime_sets {
-        let proprietary = s
-            .licenses
-            .iter()
-            .any(|l| l.contains("LicenseRef-") || l.contains("Proprietary"));
-        if proprietary && set_licenses.get(s.key.as_str()).is_none_or(Vec::is_empty) {
-            let Some(first) = s.libraries.first() else {
-                continue;
-            };
-            let d = Diagnostic::new(
-                Severity::Warning,
-                &inputs[first.input].0.location(),
-                format!(
-                    "runtime wheel {} carries no licence text for its {} libraries: the input \
-                     had no licence file next to them or in its .dist-info",
-                    s.name,
-                    s.licenses.join(", ")
-                ),
-            )
-            .with_hint(
-                s.license_notes
-                    .first()
-                    .cloned()
-                    .unwrap_or_else(|| "add the vendor's licence file to the input wheel".into()),
-            );
-            notes.push(d);
-        }
-    }
+    let set_licenses = run.licenses(&plan, &mut notes);
+    let hooks = run.hooks(&plan, &mut notes)?;
 
-    // `--preload-hook`: which `__init__.py` of each main wheel gets the hook, decided (and
-    // refused) before any work, in the dry run too.
-    let hooks: Vec<Vec<HookPatch>> = if opts.preload_hook {
-        plan.mains
-            .iter()
-            .map(|m| plan_hooks(m, &plan.runtime_sets, &inputs[m.input]))
-            .collect::<Result<_, _>>()?
+    let dry = if opts.dry_run && (run.trimming() || opts.strip_debug) {
+        run.estimate(&mut kept)?
     } else {
-        plan.mains.iter().map(|_| Vec::new()).collect()
+        DryTrim::default()
     };
-    for (m, h) in plan.mains.iter().zip(&hooks) {
-        for p in h {
-            notes.push(Diagnostic::new(
-                Severity::Note,
-                &inputs[m.input].0.member_location(&p.init),
-                format!(
-                    "preload hook added: imports {} first, which loads the runtime wheels' \
-                     libraries from any sys.path entry",
-                    p.module
-                ),
-            ));
-        }
-    }
-
-    // Members with device code are trimmed (`--sm`, `--gfx`) while they are rewritten anyway.
-    let trimming = opts.trim.is_active();
-    let device_of = |input: usize, member: &str| -> Option<&MemberFacts> {
-        inputs[input]
-            .1
-            .members
-            .iter()
-            .find(|f| f.name == member && f.device.is_some())
-    };
-    let has_device = |input: usize, member: &str| device_of(input, member).is_some();
-    // With --strip-debug, every ELF object with non-allocated debug sections is rewritten.
-    let debug_of = |input: usize, member: &str| -> u64 {
-        if !opts.strip_debug {
-            return 0;
-        }
-        inputs[input]
-            .1
-            .members
-            .iter()
-            .find(|f| f.name == member)
-            .and_then(|f| f.host_elf())
-            .map_or(0, crate::elf::strip::debug_bytes)
-    };
-    // Debug bytes a size refusal can point at: those --strip-debug was not asked to remove.
-    let unstripped_debug = |input: usize, member: &str| -> u64 {
-        if opts.strip_debug {
-            return 0;
-        }
-        inputs[input]
-            .1
-            .members
-            .iter()
-            .find(|f| f.name == member)
-            .and_then(|f| f.host_elf())
-            .map_or(0, crate::elf::strip::debug_bytes)
-    };
-    let changes = |input: usize, member: &str| {
-        (trimming && has_device(input, member)) || debug_of(input, member) > 0
-    };
-    // Loose cubins, PTX files and code objects are judged with the others of their group.
-    let loose: Vec<crate::trim::LoosePlan> = inputs
-        .iter()
-        .map(|(_, f)| crate::trim::plan_loose(crate::trim::loose_members(f), &opts.trim))
-        .collect();
-
-    // A dry run cannot know the exact sizes after a trim or strip; it estimates them: the
-    // trim is worked out in memory (as `trim --dry-run` does) and each member's compressed
-    // size shrinks in proportion to the bytes removed.
-    let mut estimates: HashMap<(usize, String), u64> = HashMap::new();
-    let mut dry_trims: Vec<(usize, MemberTrim)> = Vec::new();
-    let mut kept = kept;
-    if opts.dry_run && (trimming || opts.strip_debug) {
-        for (input, (wheel, facts)) in inputs.iter().enumerate() {
-            for f in &facts.members {
-                if !changes(input, &f.name) {
-                    continue;
-                }
-                let mut removed = debug_of(input, &f.name);
-                if let Some(device) = f.device.as_ref().filter(|_| trimming) {
-                    let loc = wheel.member_location(&f.name);
-                    let bytes = match kept.remove(&(input, f.name.clone())) {
-                        Some(k) => k.into_parts().0,
-                        None => {
-                            let Some(m) = wheel.archive.member(&f.name) else {
-                                continue;
-                            };
-                            let _r = budget.reserve(m.size);
-                            wheel.archive.read(m).map_err(|err| Error::Zip {
-                                location: loc.clone(),
-                                err,
-                            })?
-                        }
-                    };
-                    let t = trim_member_in(
-                        &f.name,
-                        &bytes,
-                        f.compressed_size,
-                        f.host_elf(),
-                        device,
-                        &opts.trim,
-                        &loose[input],
-                    )
-                    .map_err(|e| match e {
-                        TrimError::DeviceCode(err) => Error::DeviceCode {
-                            location: loc.clone(),
-                            err,
-                        },
-                        TrimError::Elf(err) => Error::Elf {
-                            location: loc.clone(),
-                            err,
-                        },
-                    })?;
-                    if let Some(t) = t {
-                        let dropped: u64 = t.report.archs.iter().map(|a| a.dropped_bytes).sum();
-                        let gone = if t.data.is_none() {
-                            f.size
-                        } else {
-                            t.report
-                                .bytes_before
-                                .saturating_sub(t.report.bytes_after)
-                                .max(dropped)
-                        };
-                        removed = removed.saturating_add(gone);
-                        dry_trims.push((input, t.report));
-                    }
-                }
-                if removed > 0 {
-                    estimates.insert(
-                        (input, f.name.clone()),
-                        estimate_after(f.compressed_size, f.size, removed),
-                    );
-                }
-            }
-        }
-        for (i, (w, f)) in inputs.iter().enumerate() {
-            let mine: Vec<&MemberTrim> = dry_trims
-                .iter()
-                .filter(|(n, _)| *n == i)
-                .map(|(_, t)| t)
-                .collect();
-            crate::trim::check_losses(w, f, &mine, &opts.trim)?;
-        }
-        dry_trims.sort_by(|a, b| a.1.member.cmp(&b.1.member));
-    }
-    let estimated = |input: usize, member: &str, compressed: u64| -> u64 {
-        estimates
-            .get(&(input, member.to_string()))
-            .copied()
-            .unwrap_or(compressed)
-    };
-
-    // A library that cannot fit alone fails before any work is done, and the dry run fails
-    // the same way (checked again with exact sizes once rewritten members are compressed).
-    // A library the trim or strip changes is judged on its estimated size in a dry run, and
-    // on its exact size once rewritten in a real run.
-    let capacity = opts.max_size.saturating_sub(RUNTIME_OVERHEAD);
-    for set in &plan.runtime_sets {
-        for l in set
-            .libraries
-            .iter()
-            .filter(|_| !opts.canonical_runtime)
-            .filter(|l| opts.dry_run || !changes(l.input, &l.member))
-        {
-            // An edit (a search path) changes a library's compressed size by a few bytes.
-            let bytes = estimated(l.input, &l.member, l.compressed_size);
-            if bytes > capacity {
-                let e = too_big(
-                    &inputs[l.input].0,
-                    &l.member,
-                    bytes,
-                    opts.max_size,
-                    has_device(l.input, &l.member),
-                    trimming,
-                    unstripped_debug(l.input, &l.member),
-                );
-                return Err(if changes(l.input, &l.member) {
-                    as_estimate(e)
-                } else {
-                    e
-                });
-            }
-        }
-    }
-
-    // A main wheel whose staying members alone are over the limit fails the same way in the
-    // real run and the dry run (without a trim, nothing makes those members smaller).
-    // With a trim or strip, the dry run judges the estimated sizes the same way.
-    let mut size_estimates: Vec<SizeEstimate> = Vec::new();
-    if opts.dry_run || !(trimming || opts.strip_debug) {
-        for m in &plan.mains {
-            let facts = &inputs[m.input].1;
-            let mut staying: Vec<(String, u64)> = m
-                .members
-                .iter()
-                .filter_map(|a| match a {
-                    MemberAction::Copy { member } | MemberAction::Edit { member, .. } => {
-                        facts.members.iter().find(|f| &f.name == member)
-                    }
-                    MemberAction::Remove { .. } => None,
-                })
-                .map(|f| {
-                    (
-                        f.name.clone(),
-                        estimated(m.input, &f.name, f.compressed_size),
-                    )
-                })
-                .collect();
-            let total: u64 = staying.iter().map(|(_, b)| b).sum();
-            let any_estimate = staying
-                .iter()
-                .any(|(n, _)| estimates.contains_key(&(m.input, n.clone())));
-            if opts.dry_run && !estimates.is_empty() {
-                let before: u64 = m
-                    .members
-                    .iter()
-                    .filter_map(|a| match a {
-                        MemberAction::Copy { member } | MemberAction::Edit { member, .. } => {
-                            facts.members.iter().find(|f| &f.name == member)
-                        }
-                        MemberAction::Remove { .. } => None,
-                    })
-                    .map(|f| f.compressed_size)
-                    .sum();
-                size_estimates.push(SizeEstimate {
-                    output: m.file_name.clone(),
-                    kind: "main",
-                    bytes: total,
-                    bytes_before: before,
-                    wheels: 1,
-                    fits: total <= opts.max_size,
-                });
-            }
-            if total > opts.max_size {
-                staying.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-                let any_device = staying.iter().any(|(n, _)| has_device(m.input, n));
-                // The largest members, as many as the excess needs to leave.
-                let over = total - opts.max_size;
-                let mut covered = 0u64;
-                let largest: Vec<(String, u64)> = staying
-                    .iter()
-                    .take_while(|(_, b)| {
-                        let more = covered < over;
-                        covered += b;
-                        more
-                    })
-                    .map(|(n, b)| (inputs[m.input].0.member_location(n).to_string(), *b))
-                    .collect();
-                // Debug sections --strip-debug would remove (none left when it is given).
-                let debug: u64 = if opts.strip_debug {
-                    0
-                } else {
-                    staying
-                        .iter()
-                        .filter_map(|(n, _)| facts.members.iter().find(|f| &f.name == n))
-                        .filter_map(|f| f.host_elf())
-                        .map(crate::elf::strip::debug_bytes)
-                        .sum()
-                };
-                let e = crate::checks::main_cannot_fit(
-                    &opts.wheel_dir.join(&m.file_name).display().to_string(),
-                    total,
-                    opts.max_size,
-                    &largest,
-                    any_device,
-                    debug,
-                );
-                return Err(if any_estimate { as_estimate(e) } else { e });
-            }
-        }
-        if opts.dry_run && !estimates.is_empty() {
-            for set in &plan.runtime_sets {
-                let items: Vec<(String, u64)> = set
-                    .libraries
-                    .iter()
-                    .map(|l| {
-                        (
-                            l.file.clone(),
-                            estimated(l.input, &l.member, l.compressed_size)
-                                + 200
-                                + 2 * l.file.len() as u64,
-                        )
-                    })
-                    .collect();
-                let wheels = pack(&items, capacity).map_or(0, |b| b.len());
-                size_estimates.push(SizeEstimate {
-                    output: set.name.clone(),
-                    kind: "runtime",
-                    bytes: items.iter().map(|(_, b)| b).sum(),
-                    bytes_before: set.libraries.iter().map(|l| l.compressed_size).sum(),
-                    wheels,
-                    fits: wheels > 0,
-                });
-            }
-        }
-    }
-
+    run.guard_libraries(&plan, &dry.estimates)?;
+    let size_estimates = run.guard_mains(&plan, &dry.estimates)?;
     if opts.dry_run {
         drop(kept);
         return Ok(SplitReport {
@@ -492,7 +170,7 @@ pub fn split(
             dry_run: true,
             plan,
             outputs: Vec::new(),
-            trimmed: dry_trims.into_iter().map(|(_, t)| t).collect(),
+            trimmed: dry.trims.into_iter().map(|(_, t)| t).collect(),
             verify: None,
             size_estimates,
             notes,
@@ -500,8 +178,218 @@ pub fn split(
             reused_bytes: 0,
         });
     }
+    guard_targets(paths, opts, &plan)?;
 
-    // Outputs must never replace inputs, and two outputs must not share a name.
+    let jobs = run.jobs(&plan);
+    let rewrites = run.rewrite(&jobs, kept)?;
+    let canonical = run.canonical(&plan, &rewrites.members)?;
+    // The plan's sizes of rewritten runtime libraries become the written ones.
+    for set in &mut plan.runtime_sets {
+        for l in &mut set.libraries {
+            if let Some(r) = rewrites.members.get(&(l.input, l.member.clone())) {
+                l.size = r.compressed.size;
+                l.compressed_size = r.compressed.stored_len();
+            }
+        }
+    }
+    let runtime_wheels = run.pack(&plan, &rewrites.members, &canonical)?;
+
+    let built = Built {
+        rewritten: &rewrites.members,
+        canonical: &canonical,
+        licenses: &set_licenses,
+    };
+    let generated = run.generate(&plan, &hooks, &runtime_wheels, &built);
+    let mut outputs_spec = Vec::new();
+    for (mi, m) in plan.mains.iter().enumerate() {
+        let members = run.main_members(m, &hooks[mi], &generated, &generated.mains[mi], &built)?;
+        outputs_spec.push((opts.wheel_dir.join(&m.file_name), "main", members));
+    }
+    for (ri, rw) in runtime_wheels.iter().enumerate() {
+        let gens = &generated.runtimes[ri];
+        let (file, members) = run.runtime_members(rw, &generated, gens, &built)?;
+        outputs_spec.push((opts.runtime_dir.join(file), "runtime", members));
+    }
+
+    // Write everything to temporary files, check them, then rename them into place.
+    let (outputs, report) = output::finish(
+        outputs_spec,
+        &Finish {
+            profiles,
+            max_size: opts.max_size,
+            limits: &opts.limits,
+            time: opts.time,
+            progress: Some(&opts.progress),
+            links: true,
+            size_is_error: true,
+            what: "split",
+            sets: Some(install_sets(&plan, &runtime_wheels)),
+            known_unresolved: baseline.unresolved,
+            known_violations: baseline.violations,
+        },
+    )?;
+    Ok(SplitReport {
+        schema: SCHEMA,
+        dry_run: false,
+        plan,
+        outputs,
+        trimmed: rewrites.trimmed,
+        verify: Some(report),
+        size_estimates: Vec::new(),
+        notes,
+        members_read_twice: rewrites.members_read_twice,
+        reused_bytes: rewrites.reused_bytes,
+    })
+}
+
+/// A member of an input: (input index, member name).
+type MemberKey = (usize, String);
+
+/// The inputs' bytes kept by the inspect pass, by member.
+type KeptMembers<'b> = HashMap<MemberKey, Kept<'b>>;
+
+/// The opened inputs with the options, and what the stages ask of them.
+struct SplitRun<'r> {
+    opts: &'r SplitOptions,
+    budget: &'r Budget,
+    inputs: Vec<(Wheel, WheelFacts)>,
+    /// Each input's loose cubins, PTX files and code objects, judged with the others of
+    /// their group.
+    loose: Vec<crate::trim::LoosePlan>,
+}
+
+/// What a dry run works out of the trim and the strip.
+#[derive(Default)]
+struct DryTrim {
+    estimates: Estimates,
+    trims: Vec<(usize, MemberTrim)>,
+}
+
+/// Estimated compressed sizes of the members a dry run's trim or strip changes.
+#[derive(Default)]
+struct Estimates(HashMap<MemberKey, u64>);
+
+impl Estimates {
+    /// The member's estimated compressed size, or `compressed` when nothing changes it.
+    fn of(&self, input: usize, member: &str, compressed: u64) -> u64 {
+        self.0
+            .get(&(input, member.to_string()))
+            .copied()
+            .unwrap_or(compressed)
+    }
+
+    fn has(&self, input: usize, member: &str) -> bool {
+        self.0.contains_key(&(input, member.to_string()))
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// One member to rewrite.
+struct Job<'p> {
+    input: usize,
+    member: String,
+    edit: Option<&'p crate::plan::ElfEdit>,
+    /// Compress from the bytes alone, never reusing the input's blocks (runtime libraries
+    /// under `--canonical-runtime`).
+    canonical: bool,
+}
+
+/// What the rewrite stage made.
+struct Rewrites {
+    members: HashMap<MemberKey, Rewritten>,
+    /// Sorted by member, with the sizes that were written.
+    trimmed: Vec<MemberTrim>,
+    members_read_twice: usize,
+    reused_bytes: u64,
+}
+
+/// What the trim did to one member being rewritten.
+enum TrimStep {
+    /// Nothing to trim.
+    Unchanged,
+    /// A loose device file with nothing left for the targets: it goes.
+    Removed,
+    Trimmed(Vec<u8>),
+}
+
+/// The new bytes the member lists refer to, besides the inputs.
+struct Built<'b> {
+    rewritten: &'b HashMap<MemberKey, Rewritten>,
+    canonical: &'b HashMap<MemberKey, Compressed>,
+    licenses: &'b HashMap<String, Vec<LicenseCopy>>,
+}
+
+impl<'b> Built<'b> {
+    /// The licence files that travel into a runtime wheel.
+    fn licenses_of(&self, rw: &RuntimeWheel) -> &'b [LicenseCopy] {
+        self.licenses
+            .get(rw.set.key.as_str())
+            .map_or(&[], Vec::as_slice)
+    }
+}
+
+/// A generated file (METADATA, WHEEL, `__init__.py`, a preload hook), compressed in
+/// [`Generated::files`].
+struct Gen {
+    name: String,
+    index: usize,
+    sha256: [u8; 32],
+    size: u64,
+}
+
+/// Every generated file, and which belong to each main and each runtime wheel.
+struct Generated {
+    files: Vec<Compressed>,
+    mains: Vec<Vec<Gen>>,
+    runtimes: Vec<Vec<Gen>>,
+}
+
+impl Generated {
+    fn add(&mut self, name: &str, bytes: &[u8]) -> Gen {
+        self.files
+            .push(deflate::compress(bytes, deflate::DEFAULT_LEVEL));
+        Gen {
+            name: name.to_string(),
+            index: self.files.len() - 1,
+            sha256: sha2_digest(bytes),
+            size: bytes.len() as u64,
+        }
+    }
+
+    /// The output member of a generated file.
+    fn member(&self, g: &Gen, mode: u32) -> OutMember<'_> {
+        OutMember {
+            name: g.name.clone(),
+            source: Source::New(&self.files[g.index]),
+            sha256: g.sha256,
+            size: g.size,
+            mode,
+            facts: plain_facts(&g.name, g.size, g.sha256),
+        }
+    }
+}
+
+/// The error of a trim of the member at `location`.
+fn trim_error(location: &crate::error::Location, e: TrimError) -> Error {
+    match e {
+        TrimError::DeviceCode(err) => Error::DeviceCode {
+            location: location.clone(),
+            err,
+        },
+        TrimError::Elf(err) => Error::Elf {
+            location: location.clone(),
+            err,
+        },
+    }
+}
+
+/// Outputs must never replace inputs, and two outputs must not share a name. The output
+/// folders exist from here on: large rewritten members are compressed into temporary files
+/// there.
+fn guard_targets(paths: &[PathBuf], opts: &SplitOptions, plan: &SplitPlan) -> Result<(), Error> {
     let mut targets: HashSet<PathBuf> = HashSet::new();
     for m in &plan.mains {
         let target = opts.wheel_dir.join(&m.file_name);
@@ -518,312 +406,802 @@ pub fn split(
             ));
         }
     }
-
-    // Output folders exist from here on: large rewritten members are compressed into
-    // temporary files there.
     for dir in [&opts.wheel_dir, &opts.runtime_dir] {
         std::fs::create_dir_all(dir).map_err(|e| Error::io("create the folder", dir.clone(), e))?;
     }
+    Ok(())
+}
 
-    // Apply: rewrite the ELF objects that need it, in parallel, under the memory budget.
-    // (input, member, edit, canonical: compress from the bytes alone, never reusing the
-    // input's blocks — runtime libraries under --canonical-runtime).
-    let mut jobs: Vec<(usize, String, Option<&crate::plan::ElfEdit>, bool)> = Vec::new();
-    for m in &plan.mains {
-        for a in &m.members {
-            match a {
-                MemberAction::Edit { member, edit } => {
-                    jobs.push((m.input, member.clone(), Some(edit), false))
-                }
-                MemberAction::Copy { member } if changes(m.input, member) => {
-                    jobs.push((m.input, member.clone(), None, false));
-                }
-                _ => {}
-            }
-        }
-    }
-    for s in &plan.runtime_sets {
-        for l in &s.libraries {
-            if !l.edit.is_empty() {
-                jobs.push((
-                    l.input,
-                    l.member.clone(),
-                    Some(&l.edit),
-                    opts.canonical_runtime,
-                ));
-            } else if changes(l.input, &l.member) {
-                jobs.push((l.input, l.member.clone(), None, opts.canonical_runtime));
-            }
-        }
-    }
-    let trims: std::sync::Mutex<Vec<(usize, MemberTrim)>> = std::sync::Mutex::new(Vec::new());
-    // Bytes kept by the inspect pass, taken by the job that rewrites them; what no job takes
-    // (a wrong guess) is dropped before the outputs are written.
-    let kept: HashMap<(usize, String), std::sync::Mutex<Option<Kept>>> = kept
-        .into_iter()
-        .map(|(k, v)| (k, std::sync::Mutex::new(Some(v))))
-        .collect();
-    let take_kept = |input: usize, member: &str| -> Option<Kept> {
-        kept.get(&(input, member.to_string()))
-            .and_then(|m| m.lock().unwrap_or_else(|p| p.into_inner()).take())
-    };
-    let reread = std::sync::atomic::AtomicUsize::new(0);
-    let job_sizes: Vec<u64> = jobs
+/// Each main wheel is installed with the runtime wheels of the sets it requires (indices
+/// into the outputs: the mains first, then the runtime wheels).
+fn install_sets(plan: &SplitPlan, runtime_wheels: &[RuntimeWheel]) -> Vec<Vec<usize>> {
+    plan.mains
         .iter()
-        .map(|(input, member, ..)| {
-            inputs[*input]
-                .0
-                .archive
-                .member(member)
-                .map_or(0, |m| m.size)
-        })
-        .collect();
-    opts.progress.set_message("rewriting");
-    opts.progress.set_position(0);
-    opts.progress.set_length(job_sizes.iter().sum());
-    let rewritten: Vec<((usize, String), Rewritten)> =
-        crate::schedule::largest_first(&job_sizes, |j| {
-            let tick = Tick::new(&opts.progress, job_sizes[j]);
-            let (input, member, edit, canonical) = &jobs[j];
-            let wheel = &inputs[*input].0;
-            let loc = wheel.member_location(member);
-            let run = || -> Result<Option<Rewritten>, Error> {
-                let m = wheel
-                    .archive
-                    .member(member)
-                    .ok_or_else(|| Error::refused(format!("internal: {loc} vanished"), None))?;
-                // The input is held (kept by the inspect pass, or read again here) and the
-                // rewritten copy beside it; compressed output of large members is spilled.
-                // The input stays until the output is compressed: the output reuses its
-                // compressed blocks where the bytes did not change (`wheel::splice`).
-                let (original, marks, mut held) = match take_kept(*input, member) {
-                    Some(mut k) => {
-                        k.grow(m.size);
-                        let marks = std::mem::take(&mut k.marks);
-                        let (b, r) = k.into_parts();
-                        (b, marks, r)
-                    }
-                    None => {
-                        reread.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let r = budget.reserve(m.size.saturating_mul(2));
-                        let (b, marks) =
-                            wheel.archive.read_marked(m).map_err(|err| Error::Zip {
-                                location: loc.clone(),
-                                err,
-                            })?;
-                        (b, marks, Some(r))
-                    }
-                };
-                let mut current: Option<Vec<u8>> = None;
-                let strip = debug_of(*input, member) > 0;
-                if let Some(f) = device_of(*input, member).filter(|_| trimming) {
-                    let trimmed = trim_member_in(
-                        member,
-                        &original,
-                        f.compressed_size,
-                        f.host_elf(),
-                        f.device.as_ref().unwrap_or(&Default::default()),
-                        &opts.trim,
-                        &loose[*input],
-                    )
-                    .map_err(|e| match e {
-                        TrimError::DeviceCode(err) => Error::DeviceCode {
-                            location: loc.clone(),
-                            err,
-                        },
-                        TrimError::Elf(err) => Error::Elf {
-                            location: loc.clone(),
-                            err,
-                        },
-                    })?;
-                    if let Some(t) = trimmed {
-                        let mut report = t.report;
-                        if t.data.is_some() && strip {
-                            report.method = format!("{}+strip-debug", report.method);
-                        }
-                        trims
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .push((*input, report));
-                        match t.data {
-                            Some(d) => current = Some(d),
-                            None => {
-                                return Ok(Some(Rewritten {
-                                    compressed: deflate::compress(&[], deflate::DEFAULT_LEVEL),
-                                    sha256: sha2_digest(&[]),
-                                    info: None,
-                                    removed: true,
-                                    reused: 0,
-                                }));
-                            }
-                        }
-                    } else if edit.is_none() && !strip {
-                        return Ok(None);
-                    }
+        .enumerate()
+        .map(|(i, m)| {
+            let mut set = vec![i];
+            for (k, rw) in runtime_wheels.iter().enumerate() {
+                if m.runtime_sets.contains(&rw.set.key) {
+                    set.push(plan.mains.len() + k);
                 }
-                if strip {
-                    let base = current.as_deref().unwrap_or(&original);
-                    let stripped =
-                        crate::elf::strip::strip_debug(base).map_err(|err| Error::Elf {
-                            location: loc.clone(),
-                            err: crate::elf::ElfError::OutputCheck(format!(
-                                "cannot strip its debug sections: {err} (run without --strip-debug)"
-                            )),
-                        })?;
-                    if let Some(st) = stripped {
-                        let mut all = trims.lock().unwrap_or_else(|p| p.into_inner());
-                        let note = format!(
-                            "removed {} of debug sections (.debug_*){}",
-                            crate::cli_size(st.removed),
-                            if st.kept_inside_loads > 0 {
-                                format!("; {} inside the loaded part stay", st.kept_inside_loads)
-                            } else {
-                                String::new()
-                            }
-                        );
-                        match all
-                            .iter_mut()
-                            .find(|(i, t)| i == input && &t.member == member)
-                        {
-                            Some((_, t)) => {
-                                t.bytes_after = st.data.len() as u64;
-                                t.notes.push(note);
-                            }
-                            None => all.push((
-                                *input,
-                                MemberTrim {
-                                    member: member.clone(),
-                                    method: "strip-debug".into(),
-                                    reason: None,
-                                    bytes_before: original.len() as u64,
-                                    bytes_after: st.data.len() as u64,
-                                    zip_before: m.compressed_size,
-                                    zip_after: 0,
-                                    archs: Vec::new(),
-                                    unmatched_containers: 0,
-                                    notes: vec![note],
-                                    group: None,
-                                    lost: Vec::new(),
-                                },
-                            )),
-                        }
-                        drop(all);
-                        current = Some(st.data);
-                    } else if current.is_none() && edit.is_none() {
-                        return Ok(None);
-                    }
-                }
-                // Shifts at which the output may hold the input's bytes: a trim's cut moves
-                // what follows the fatbin by its own amount, before the patch adds its own.
-                let mut shifts = Vec::new();
-                if let Some(t) = &current {
-                    shifts.push(t.len() as i64 - original.len() as i64);
-                }
-                if let Some(edit) = edit {
-                    if current.is_some()
-                        && let Some(r) = held.as_mut()
-                    {
-                        // Input, trimmed copy and patched copy are all held for a moment.
-                        r.grow(m.size);
-                    }
-                    let out = apply::patch_elf(current.as_deref().unwrap_or(&original), edit)
-                        .map_err(|err| Error::Elf {
-                            location: loc.clone(),
-                            err,
-                        })?;
-                    current = Some(out);
-                }
-                // The output, and the input it was made from when they differ. What the
-                // output can reuse of the input's compressed blocks is worked out first, so
-                // the input can go before anything else is done with the output.
-                let (out, original) = match current {
-                    Some(c) => (c, Some(original)),
-                    None => (original, None),
-                };
-                let splice = original.filter(|_| !*canonical).map(|original| {
-                    let orig = crate::wheel::splice::Original {
-                        archive: &wheel.archive,
-                        member: m,
-                        data: &original,
-                        marks: &marks,
-                    };
-                    crate::wheel::splice::Splice::prepare(&out, &orig, &shifts)
-                });
-                let info = match crate::elf::inspect(&out) {
-                    Ok(Inspected::Host(i)) => Some(*i),
-                    Ok(_) => None,
-                    // A trimmed loose device file (fatbin, bundle) is no ELF object.
-                    Err(_) if edit.is_none() && !crate::elf::is_elf(&out) => None,
-                    Err(err) => {
-                        return Err(Error::Elf {
-                            location: loc.clone(),
-                            err,
-                        });
-                    }
-                };
-                let sha256 = sha2_digest(&out);
-                let dir = &opts.wheel_dir;
-                let io_err = |e| Error::io("write a temporary file in", dir.clone(), e);
-                let (compressed, reused) = match splice {
-                    Some(splice) => {
-                        let (c, stats) = splice
-                            .compress(&out, deflate::DEFAULT_LEVEL, Some(dir))
-                            .map_err(io_err)?;
-                        (c, stats.reused)
-                    }
-                    None => {
-                        let c = deflate::compress_spilled(&out, deflate::DEFAULT_LEVEL, dir)
-                            .map_err(io_err)?;
-                        (c, 0)
-                    }
-                };
-                Ok(Some(Rewritten {
-                    compressed,
-                    sha256,
-                    info,
-                    removed: false,
-                    reused,
-                }))
-            };
-            // The bar moves as the member is compressed, batch by batch; the rest of its size
-            // counts when the job ends, however it ends.
-            deflate::with_progress(tick.sink(), run)
-                .transpose()
-                .map(|r| r.map(|r| ((*input, member.clone()), r)))
-        })
-        .into_iter()
-        .flatten()
-        .collect::<Result<_, Error>>()?;
-    drop(kept);
-    let members_read_twice = reread.into_inner();
-    let reused_bytes = rewritten.iter().map(|(_, r)| r.reused).sum();
-    let rewritten: HashMap<(usize, String), Rewritten> = rewritten.into_iter().collect();
-    let trimmed = trims.into_inner().unwrap_or_else(|p| p.into_inner());
-    for (i, (w, f)) in inputs.iter().enumerate() {
-        let mine: Vec<&MemberTrim> = trimmed
-            .iter()
-            .filter(|(n, _)| *n == i)
-            .map(|(_, t)| t)
-            .collect();
-        crate::trim::check_losses(w, f, &mine, &opts.trim)?;
-    }
-    // Sizes after the trim: what the summary and `--json` report is what was written.
-    let mut trimmed: Vec<MemberTrim> = trimmed
-        .into_iter()
-        .map(|(i, mut t)| {
-            if let Some(r) = rewritten.get(&(i, t.member.clone())) {
-                t.zip_after = r.compressed.stored_len();
             }
-            t
+            set
         })
-        .collect();
-    trimmed.sort_by(|a, b| a.member.cmp(&b.member));
+        .collect()
+}
 
-    // Runtime members re-deflated canonically, when asked. These are the one exception to
-    // "inflated once": keeping every moving library from the inspect pass would hold most of
-    // the wheel in memory, so they are read again here, largest first, and large ones are
-    // compressed into spill files in the runtime folder.
-    let canonical: HashMap<(usize, String), Compressed> = if opts.canonical_runtime {
+/// The file name of a runtime wheel's `.dist-info`.
+fn runtime_dist_info(rw: &RuntimeWheel) -> String {
+    format!(
+        "{}-{}.dist-info",
+        crate::wheel::filename::filename_safe_name(&rw.name),
+        rw.set.version
+    )
+}
+
+/// Each runtime set's wheel names, in order.
+fn runtime_names<'p>(runtime_wheels: &[RuntimeWheel<'p>]) -> BTreeMap<&'p str, Vec<String>> {
+    let mut m: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for rw in runtime_wheels {
+        m.entry(rw.set.key.as_str())
+            .or_default()
+            .push(rw.name.clone());
+    }
+    m
+}
+
+impl<'r> SplitRun<'r> {
+    fn new(
+        opts: &'r SplitOptions,
+        budget: &'r Budget,
+        inputs: Vec<(Wheel, WheelFacts)>,
+    ) -> SplitRun<'r> {
+        let loose = inputs
+            .iter()
+            .map(|(_, f)| crate::trim::plan_loose(crate::trim::loose_members(f), &opts.trim))
+            .collect();
+        SplitRun {
+            opts,
+            budget,
+            inputs,
+            loose,
+        }
+    }
+
+    fn refs(&self) -> Vec<(&Wheel, &WheelFacts)> {
+        self.inputs.iter().map(|(w, f)| (w, f)).collect()
+    }
+
+    /// Members with device code are trimmed (`--sm`, `--gfx`) while they are rewritten anyway.
+    fn trimming(&self) -> bool {
+        self.opts.trim.is_active()
+    }
+
+    fn device_of(&self, input: usize, member: &str) -> Option<&MemberFacts> {
+        self.inputs[input]
+            .1
+            .members
+            .iter()
+            .find(|f| f.name == member && f.device.is_some())
+    }
+
+    fn has_device(&self, input: usize, member: &str) -> bool {
+        self.device_of(input, member).is_some()
+    }
+
+    /// The non-allocated debug bytes of an ELF member.
+    fn debug_bytes(&self, input: usize, member: &str) -> u64 {
+        self.inputs[input]
+            .1
+            .members
+            .iter()
+            .find(|f| f.name == member)
+            .and_then(|f| f.host_elf())
+            .map_or(0, crate::elf::strip::debug_bytes)
+    }
+
+    /// With --strip-debug, every ELF object with non-allocated debug sections is rewritten.
+    fn debug_of(&self, input: usize, member: &str) -> u64 {
+        if self.opts.strip_debug {
+            self.debug_bytes(input, member)
+        } else {
+            0
+        }
+    }
+
+    /// Debug bytes a size refusal can point at: those --strip-debug was not asked to remove.
+    fn unstripped_debug(&self, input: usize, member: &str) -> u64 {
+        if self.opts.strip_debug {
+            0
+        } else {
+            self.debug_bytes(input, member)
+        }
+    }
+
+    /// Whether the trim or the strip rewrites the member.
+    fn changes(&self, input: usize, member: &str) -> bool {
+        (self.trimming() && self.has_device(input, member)) || self.debug_of(input, member) > 0
+    }
+
+    /// The refusal of a library that cannot fit a runtime wheel alone.
+    fn too_big(&self, input: usize, member: &str, bytes: u64) -> Error {
+        too_big(
+            &self.inputs[input].0,
+            member,
+            bytes,
+            self.opts.max_size,
+            self.has_device(input, member),
+            self.trimming(),
+            self.unstripped_debug(input, member),
+        )
+    }
+
+    /// The licence files each set's libraries came with travel into every one of its
+    /// wheels; a proprietary set without any is warned about.
+    fn licenses(
+        &self,
+        plan: &SplitPlan,
+        notes: &mut Vec<Diagnostic>,
+    ) -> HashMap<String, Vec<LicenseCopy>> {
+        let set_licenses: HashMap<String, Vec<LicenseCopy>> = plan
+            .runtime_sets
+            .iter()
+            .map(|s| (s.key.clone(), license_files(s, &self.inputs)))
+            .collect();
+        for s in &plan.runtime_sets {
+            let proprietary = s
+                .licenses
+                .iter()
+                .any(|l| l.contains("LicenseRef-") || l.contains("Proprietary"));
+            if !proprietary
+                || set_licenses
+                    .get(s.key.as_str())
+                    .is_some_and(|v| !v.is_empty())
+            {
+                continue;
+            }
+            let Some(first) = s.libraries.first() else {
+                continue;
+            };
+            let d = Diagnostic::new(
+                Severity::Warning,
+                &self.inputs[first.input].0.location(),
+                format!(
+                    "runtime wheel {} carries no licence text for its {} libraries: the input \
+                     had no licence file next to them or in its .dist-info",
+                    s.name,
+                    s.licenses.join(", ")
+                ),
+            )
+            .with_hint(
+                s.license_notes
+                    .first()
+                    .cloned()
+                    .unwrap_or_else(|| "add the vendor's licence file to the input wheel".into()),
+            );
+            notes.push(d);
+        }
+        set_licenses
+    }
+
+    /// `--preload-hook`: which `__init__.py` of each main wheel gets the hook, decided (and
+    /// refused) before any work, in the dry run too.
+    fn hooks(
+        &self,
+        plan: &SplitPlan,
+        notes: &mut Vec<Diagnostic>,
+    ) -> Result<Vec<Vec<HookPatch>>, Error> {
+        let hooks: Vec<Vec<HookPatch>> = if self.opts.preload_hook {
+            plan.mains
+                .iter()
+                .map(|m| plan_hooks(m, &plan.runtime_sets, &self.inputs[m.input]))
+                .collect::<Result<_, _>>()?
+        } else {
+            plan.mains.iter().map(|_| Vec::new()).collect()
+        };
+        for (m, h) in plan.mains.iter().zip(&hooks) {
+            for p in h {
+                notes.push(Diagnostic::new(
+                    Severity::Note,
+                    &self.inputs[m.input].0.member_location(&p.init),
+                    format!(
+                        "preload hook added: imports {} first, which loads the runtime wheels' \
+                         libraries from any sys.path entry",
+                        p.module
+                    ),
+                ));
+            }
+        }
+        Ok(hooks)
+    }
+}
+
+/// The guard stage: a dry run's estimates, and the size refusals made before any work.
+impl SplitRun<'_> {
+    /// A dry run cannot know the exact sizes after a trim or strip; it estimates them: the
+    /// trim is worked out in memory (as `trim --dry-run` does) and each member's compressed
+    /// size shrinks in proportion to the bytes removed.
+    fn estimate(&self, kept: &mut KeptMembers) -> Result<DryTrim, Error> {
+        let mut dry = DryTrim::default();
+        for (input, (_, facts)) in self.inputs.iter().enumerate() {
+            for f in &facts.members {
+                if !self.changes(input, &f.name) {
+                    continue;
+                }
+                let Some((removed, trim)) = self.estimate_member(input, f, kept)? else {
+                    continue;
+                };
+                dry.trims.extend(trim.map(|t| (input, t)));
+                if removed > 0 {
+                    dry.estimates.0.insert(
+                        (input, f.name.clone()),
+                        estimate_after(f.compressed_size, f.size, removed),
+                    );
+                }
+            }
+        }
+        for (i, (w, f)) in self.inputs.iter().enumerate() {
+            let mine: Vec<&MemberTrim> = dry
+                .trims
+                .iter()
+                .filter(|(n, _)| *n == i)
+                .map(|(_, t)| t)
+                .collect();
+            crate::trim::check_losses(w, f, &mine, &self.opts.trim)?;
+        }
+        dry.trims.sort_by(|a, b| a.1.member.cmp(&b.1.member));
+        Ok(dry)
+    }
+
+    /// The bytes the trim and the strip would remove from one member, and the trim's report;
+    /// `None` for a member the archive does not hold.
+    fn estimate_member(
+        &self,
+        input: usize,
+        f: &MemberFacts,
+        kept: &mut KeptMembers,
+    ) -> Result<Option<(u64, Option<MemberTrim>)>, Error> {
+        let mut removed = self.debug_of(input, &f.name);
+        let Some(device) = f.device.as_ref().filter(|_| self.trimming()) else {
+            return Ok(Some((removed, None)));
+        };
+        let wheel = &self.inputs[input].0;
+        let loc = wheel.member_location(&f.name);
+        let bytes = match kept.remove(&(input, f.name.clone())) {
+            Some(k) => k.into_parts().0,
+            None => {
+                let Some(m) = wheel.archive.member(&f.name) else {
+                    return Ok(None);
+                };
+                let _r = self.budget.reserve(m.size);
+                wheel.archive.read(m).map_err(|err| Error::Zip {
+                    location: loc.clone(),
+                    err,
+                })?
+            }
+        };
+        let t = trim_member_in(
+            &f.name,
+            &bytes,
+            f.compressed_size,
+            f.host_elf(),
+            device,
+            &self.opts.trim,
+            &self.loose[input],
+        )
+        .map_err(|e| trim_error(&loc, e))?;
+        let Some(t) = t else {
+            return Ok(Some((removed, None)));
+        };
+        let dropped: u64 = t.report.archs.iter().map(|a| a.dropped_bytes).sum();
+        let gone = if t.data.is_none() {
+            f.size
+        } else {
+            t.report
+                .bytes_before
+                .saturating_sub(t.report.bytes_after)
+                .max(dropped)
+        };
+        removed = removed.saturating_add(gone);
+        Ok(Some((removed, Some(t.report))))
+    }
+
+    /// A library that cannot fit alone fails before any work is done, and the dry run fails
+    /// the same way (checked again with exact sizes once rewritten members are compressed).
+    /// A library the trim or strip changes is judged on its estimated size in a dry run, and
+    /// on its exact size once rewritten in a real run.
+    fn guard_libraries(&self, plan: &SplitPlan, est: &Estimates) -> Result<(), Error> {
+        let opts = self.opts;
+        let capacity = opts.max_size.saturating_sub(RUNTIME_OVERHEAD);
+        for set in &plan.runtime_sets {
+            for l in set
+                .libraries
+                .iter()
+                .filter(|_| !opts.canonical_runtime)
+                .filter(|l| opts.dry_run || !self.changes(l.input, &l.member))
+            {
+                // An edit (a search path) changes a library's compressed size by a few bytes.
+                let bytes = est.of(l.input, &l.member, l.compressed_size);
+                if bytes > capacity {
+                    let e = self.too_big(l.input, &l.member, bytes);
+                    return Err(if self.changes(l.input, &l.member) {
+                        as_estimate(e)
+                    } else {
+                        e
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A main wheel whose staying members alone are over the limit fails the same way in the
+    /// real run and the dry run (without a trim, nothing makes those members smaller).
+    /// With a trim or strip, the dry run judges the estimated sizes the same way, and reports
+    /// them.
+    fn guard_mains(&self, plan: &SplitPlan, est: &Estimates) -> Result<Vec<SizeEstimate>, Error> {
+        let opts = self.opts;
+        let mut size_estimates = Vec::new();
+        if !opts.dry_run && (self.trimming() || opts.strip_debug) {
+            return Ok(size_estimates);
+        }
+        for m in &plan.mains {
+            self.guard_main(m, est, &mut size_estimates)?;
+        }
+        if opts.dry_run && !est.is_empty() {
+            let capacity = opts.max_size.saturating_sub(RUNTIME_OVERHEAD);
+            for set in &plan.runtime_sets {
+                let items: Vec<(String, u64)> = set
+                    .libraries
+                    .iter()
+                    .map(|l| {
+                        (
+                            l.file.clone(),
+                            est.of(l.input, &l.member, l.compressed_size)
+                                + 200
+                                + 2 * l.file.len() as u64,
+                        )
+                    })
+                    .collect();
+                let wheels = pack(&items, capacity).map_or(0, |b| b.len());
+                size_estimates.push(SizeEstimate {
+                    output: set.name.clone(),
+                    kind: "runtime",
+                    bytes: items.iter().map(|(_, b)| b).sum(),
+                    bytes_before: set.libraries.iter().map(|l| l.compressed_size).sum(),
+                    wheels,
+                    fits: wheels > 0,
+                });
+            }
+        }
+        Ok(size_estimates)
+    }
+
+    /// [`Self::guard_mains`] for one main wheel.
+    fn guard_main(
+        &self,
+        m: &crate::plan::MainPlan,
+        est: &Estimates,
+        size_estimates: &mut Vec<SizeEstimate>,
+    ) -> Result<(), Error> {
+        let opts = self.opts;
+        let facts = &self.inputs[m.input].1;
+        let staying_facts = || {
+            m.members.iter().filter_map(|a| match a {
+                MemberAction::Copy { member } | MemberAction::Edit { member, .. } => {
+                    facts.members.iter().find(|f| &f.name == member)
+                }
+                MemberAction::Remove { .. } => None,
+            })
+        };
+        let mut staying: Vec<(String, u64)> = staying_facts()
+            .map(|f| (f.name.clone(), est.of(m.input, &f.name, f.compressed_size)))
+            .collect();
+        let total: u64 = staying.iter().map(|(_, b)| b).sum();
+        let any_estimate = staying.iter().any(|(n, _)| est.has(m.input, n));
+        if opts.dry_run && !est.is_empty() {
+            size_estimates.push(SizeEstimate {
+                output: m.file_name.clone(),
+                kind: "main",
+                bytes: total,
+                bytes_before: staying_facts().map(|f| f.compressed_size).sum(),
+                wheels: 1,
+                fits: total <= opts.max_size,
+            });
+        }
+        if total <= opts.max_size {
+            return Ok(());
+        }
+        staying.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        let any_device = staying.iter().any(|(n, _)| self.has_device(m.input, n));
+        // The largest members, as many as the excess needs to leave.
+        let over = total - opts.max_size;
+        let mut covered = 0u64;
+        let wheel = &self.inputs[m.input].0;
+        let largest: Vec<(String, u64)> = staying
+            .iter()
+            .take_while(|(_, b)| {
+                let more = covered < over;
+                covered += b;
+                more
+            })
+            .map(|(n, b)| (wheel.member_location(n).to_string(), *b))
+            .collect();
+        // Debug sections --strip-debug would remove (none left when it is given).
+        let debug: u64 = if opts.strip_debug {
+            0
+        } else {
+            staying
+                .iter()
+                .filter_map(|(n, _)| facts.members.iter().find(|f| &f.name == n))
+                .filter_map(|f| f.host_elf())
+                .map(crate::elf::strip::debug_bytes)
+                .sum()
+        };
+        let e = crate::checks::main_cannot_fit(
+            &opts.wheel_dir.join(&m.file_name).display().to_string(),
+            total,
+            opts.max_size,
+            &largest,
+            any_device,
+            debug,
+        );
+        Err(if any_estimate { as_estimate(e) } else { e })
+    }
+}
+
+/// The rewrite stage: the ELF objects that need it, in parallel, under the memory budget.
+impl SplitRun<'_> {
+    /// The members to rewrite: the plan's edits, and what the trim or the strip changes.
+    fn jobs<'p>(&self, plan: &'p SplitPlan) -> Vec<Job<'p>> {
+        let mut jobs = Vec::new();
+        for m in &plan.mains {
+            for a in &m.members {
+                let (member, edit) = match a {
+                    MemberAction::Edit { member, edit } => (member, Some(edit)),
+                    MemberAction::Copy { member } if self.changes(m.input, member) => {
+                        (member, None)
+                    }
+                    _ => continue,
+                };
+                jobs.push(Job {
+                    input: m.input,
+                    member: member.clone(),
+                    edit,
+                    canonical: false,
+                });
+            }
+        }
+        let canonical = self.opts.canonical_runtime;
+        for s in &plan.runtime_sets {
+            for l in &s.libraries {
+                let edit = if !l.edit.is_empty() {
+                    Some(&l.edit)
+                } else if self.changes(l.input, &l.member) {
+                    None
+                } else {
+                    continue;
+                };
+                jobs.push(Job {
+                    input: l.input,
+                    member: l.member.clone(),
+                    edit,
+                    canonical,
+                });
+            }
+        }
+        jobs
+    }
+
+    /// Rewrites every job, largest first. Bytes kept by the inspect pass are taken by the job
+    /// that rewrites them; what no job takes (a wrong guess) is dropped before the outputs
+    /// are written.
+    fn rewrite(&self, jobs: &[Job], kept: KeptMembers) -> Result<Rewrites, Error> {
+        let trims: Mutex<Vec<(usize, MemberTrim)>> = Mutex::new(Vec::new());
+        let kept: HashMap<MemberKey, Mutex<Option<Kept>>> = kept
+            .into_iter()
+            .map(|(k, v)| (k, Mutex::new(Some(v))))
+            .collect();
+        let take_kept = |job: &Job| -> Option<Kept> {
+            kept.get(&(job.input, job.member.clone()))
+                .and_then(|m| m.lock().unwrap_or_else(|p| p.into_inner()).take())
+        };
+        let reread = AtomicUsize::new(0);
+        let job_sizes: Vec<u64> = jobs
+            .iter()
+            .map(|j| {
+                let archive = &self.inputs[j.input].0.archive;
+                archive.member(&j.member).map_or(0, |m| m.size)
+            })
+            .collect();
+        let progress = &self.opts.progress;
+        progress.set_message("rewriting");
+        progress.set_position(0);
+        progress.set_length(job_sizes.iter().sum());
+        let rewritten: Vec<(MemberKey, Rewritten)> =
+            crate::schedule::largest_first(&job_sizes, |j| {
+                let tick = Tick::new(progress, job_sizes[j]);
+                let job = &jobs[j];
+                let run = || self.rewrite_member(job, take_kept(job), &reread, &trims);
+                // The bar moves as the member is compressed, batch by batch; the rest of its
+                // size counts when the job ends, however it ends.
+                deflate::with_progress(tick.sink(), run)
+                    .transpose()
+                    .map(|r| r.map(|r| ((job.input, job.member.clone()), r)))
+            })
+            .into_iter()
+            .flatten()
+            .collect::<Result<_, Error>>()?;
+        drop(kept);
+        let members_read_twice = reread.into_inner();
+        let reused_bytes = rewritten.iter().map(|(_, r)| r.reused).sum();
+        let members: HashMap<MemberKey, Rewritten> = rewritten.into_iter().collect();
+        let trimmed = trims.into_inner().unwrap_or_else(|p| p.into_inner());
+        for (i, (w, f)) in self.inputs.iter().enumerate() {
+            let mine: Vec<&MemberTrim> = trimmed
+                .iter()
+                .filter(|(n, _)| *n == i)
+                .map(|(_, t)| t)
+                .collect();
+            crate::trim::check_losses(w, f, &mine, &self.opts.trim)?;
+        }
+        // Sizes after the trim: what the summary and `--json` report is what was written.
+        let mut trimmed: Vec<MemberTrim> = trimmed
+            .into_iter()
+            .map(|(i, mut t)| {
+                if let Some(r) = members.get(&(i, t.member.clone())) {
+                    t.zip_after = r.compressed.stored_len();
+                }
+                t
+            })
+            .collect();
+        trimmed.sort_by(|a, b| a.member.cmp(&b.member));
+        Ok(Rewrites {
+            members,
+            trimmed,
+            members_read_twice,
+            reused_bytes,
+        })
+    }
+
+    /// One job: trim, strip, patch, then the shared tail ([`apply::rewrite::encode`]).
+    /// `None` when nothing changed after all.
+    fn rewrite_member(
+        &self,
+        job: &Job,
+        kept: Option<Kept>,
+        reread: &AtomicUsize,
+        trims: &Mutex<Vec<(usize, MemberTrim)>>,
+    ) -> Result<Option<Rewritten>, Error> {
+        let (member, edit) = (&job.member, job.edit);
+        let wheel = &self.inputs[job.input].0;
+        let loc = wheel.member_location(member);
+        let m = wheel
+            .archive
+            .member(member)
+            .ok_or_else(|| Error::refused(format!("internal: {loc} vanished"), None))?;
+        // The input is held (kept by the inspect pass, or read again here) and the rewritten
+        // copy beside it; compressed output of large members is spilled. The input stays
+        // until the output knows which of its compressed blocks it reuses (`wheel::splice`).
+        let (original, marks, mut held) = match kept {
+            Some(mut k) => {
+                k.grow(m.size);
+                let marks = std::mem::take(&mut k.marks);
+                let (b, r) = k.into_parts();
+                (b, marks, r)
+            }
+            None => {
+                reread.fetch_add(1, Ordering::Relaxed);
+                let r = self.budget.reserve(m.size.saturating_mul(2));
+                let (b, marks) = wheel.archive.read_marked(m).map_err(|err| Error::Zip {
+                    location: loc.clone(),
+                    err,
+                })?;
+                (b, marks, Some(r))
+            }
+        };
+        let mut current: Option<Vec<u8>> = None;
+        let strip = self.debug_of(job.input, member) > 0;
+        if let Some(f) = self
+            .device_of(job.input, member)
+            .filter(|_| self.trimming())
+        {
+            match self.trim_step(job, f, &original, strip, trims)? {
+                TrimStep::Trimmed(d) => current = Some(d),
+                TrimStep::Removed => return Ok(Some(Rewritten::removed())),
+                TrimStep::Unchanged if edit.is_none() && !strip => return Ok(None),
+                TrimStep::Unchanged => {}
+            }
+        }
+        if strip {
+            let base = current.as_deref().unwrap_or(&original);
+            match self.strip_step(job, m, base, original.len() as u64, trims)? {
+                Some(d) => current = Some(d),
+                None if current.is_none() && edit.is_none() => return Ok(None),
+                None => {}
+            }
+        }
+        // Shifts at which the output may hold the input's bytes: a trim's cut moves what
+        // follows the fatbin by its own amount, before the patch adds its own.
+        let mut shifts = Vec::new();
+        if let Some(t) = &current {
+            shifts.push(t.len() as i64 - original.len() as i64);
+        }
+        if let Some(edit) = edit {
+            if current.is_some()
+                && let Some(r) = held.as_mut()
+            {
+                // Input, trimmed copy and patched copy are all held for a moment.
+                r.grow(m.size);
+            }
+            let out =
+                apply::patch_elf(current.as_deref().unwrap_or(&original), edit).map_err(|err| {
+                    Error::Elf {
+                        location: loc.clone(),
+                        err,
+                    }
+                })?;
+            current = Some(out);
+        }
+        // The output, and the input it was made from when they differ.
+        let (out, original) = match current {
+            Some(c) => (c, Some(original)),
+            None => (original, None),
+        };
+        let input = original
+            .filter(|_| !job.canonical)
+            .map(|data| apply::rewrite::Input {
+                archive: &wheel.archive,
+                member: m,
+                data,
+                marks,
+            });
+        let inspect = |out: &[u8]| match crate::elf::inspect(out) {
+            Ok(Inspected::Host(i)) => Ok(Some(*i)),
+            Ok(_) => Ok(None),
+            // A trimmed loose device file (fatbin, bundle) is no ELF object.
+            Err(_) if edit.is_none() && !crate::elf::is_elf(out) => Ok(None),
+            Err(err) => Err(Error::Elf {
+                location: loc.clone(),
+                err,
+            }),
+        };
+        let spill = Some(self.opts.wheel_dir.as_path());
+        let e = apply::rewrite::encode(&out, input, &shifts, spill, inspect)?;
+        drop(held);
+        Ok(Some(Rewritten {
+            compressed: e.compressed,
+            sha256: e.sha256,
+            info: e.info,
+            removed: false,
+            reused: e.reused,
+        }))
+    }
+
+    /// Trims a member's device code (`--sm`, `--gfx`), recording the trim.
+    fn trim_step(
+        &self,
+        job: &Job,
+        f: &MemberFacts,
+        original: &[u8],
+        strip: bool,
+        trims: &Mutex<Vec<(usize, MemberTrim)>>,
+    ) -> Result<TrimStep, Error> {
+        let loc = self.inputs[job.input].0.member_location(&job.member);
+        let trimmed = trim_member_in(
+            &job.member,
+            original,
+            f.compressed_size,
+            f.host_elf(),
+            f.device.as_ref().unwrap_or(&Default::default()),
+            &self.opts.trim,
+            &self.loose[job.input],
+        )
+        .map_err(|e| trim_error(&loc, e))?;
+        let Some(t) = trimmed else {
+            return Ok(TrimStep::Unchanged);
+        };
+        let mut report = t.report;
+        if t.data.is_some() && strip {
+            report.method = format!("{}+strip-debug", report.method);
+        }
+        trims
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((job.input, report));
+        Ok(match t.data {
+            Some(d) => TrimStep::Trimmed(d),
+            None => TrimStep::Removed,
+        })
+    }
+
+    /// Empties the debug sections of `base` (`--strip-debug`), recording it beside the
+    /// member's trim; `None` when there was nothing to strip.
+    fn strip_step(
+        &self,
+        job: &Job,
+        m: &crate::wheel::zip::Member,
+        base: &[u8],
+        bytes_before: u64,
+        trims: &Mutex<Vec<(usize, MemberTrim)>>,
+    ) -> Result<Option<Vec<u8>>, Error> {
+        let loc = self.inputs[job.input].0.member_location(&job.member);
+        let stripped = crate::elf::strip::strip_debug(base).map_err(|err| Error::Elf {
+            location: loc,
+            err: crate::elf::ElfError::OutputCheck(format!(
+                "cannot strip its debug sections: {err} (run without --strip-debug)"
+            )),
+        })?;
+        let Some(st) = stripped else {
+            return Ok(None);
+        };
+        let note = format!(
+            "removed {} of debug sections (.debug_*){}",
+            crate::cli_size(st.removed),
+            if st.kept_inside_loads > 0 {
+                format!("; {} inside the loaded part stay", st.kept_inside_loads)
+            } else {
+                String::new()
+            }
+        );
+        let mut all = trims.lock().unwrap_or_else(|p| p.into_inner());
+        match all
+            .iter_mut()
+            .find(|(i, t)| *i == job.input && t.member == job.member)
+        {
+            Some((_, t)) => {
+                t.bytes_after = st.data.len() as u64;
+                t.notes.push(note);
+            }
+            None => all.push((
+                job.input,
+                MemberTrim {
+                    member: job.member.clone(),
+                    method: "strip-debug".into(),
+                    reason: None,
+                    bytes_before,
+                    bytes_after: st.data.len() as u64,
+                    zip_before: m.compressed_size,
+                    zip_after: 0,
+                    archs: Vec::new(),
+                    unmatched_containers: 0,
+                    notes: vec![note],
+                    group: None,
+                    lost: Vec::new(),
+                },
+            )),
+        }
+        Ok(Some(st.data))
+    }
+}
+
+impl Rewritten {
+    /// A loose device file the trim drops.
+    fn removed() -> Rewritten {
+        Rewritten {
+            compressed: deflate::compress(&[], deflate::DEFAULT_LEVEL),
+            sha256: sha2_digest(&[]),
+            info: None,
+            removed: true,
+            reused: 0,
+        }
+    }
+}
+
+/// The pack stage: runtime libraries re-deflated, then packed into wheels under the limit.
+impl SplitRun<'_> {
+    /// Runtime members re-deflated canonically, when asked. These are the one exception to
+    /// "inflated once": keeping every moving library from the inspect pass would hold most of
+    /// the wheel in memory, so they are read again here, largest first, and large ones are
+    /// compressed into spill files in the runtime folder.
+    fn canonical(
+        &self,
+        plan: &SplitPlan,
+        rewritten: &HashMap<MemberKey, Rewritten>,
+    ) -> Result<HashMap<MemberKey, Compressed>, Error> {
+        if !self.opts.canonical_runtime {
+            return Ok(HashMap::new());
+        }
         let libs: Vec<&crate::plan::LibraryPlan> = plan
             .runtime_sets
             .iter()
@@ -833,185 +1211,151 @@ pub fn split(
         let sizes: Vec<u64> = libs.iter().map(|l| l.size).collect();
         crate::schedule::largest_first(&sizes, |i| {
             let l = libs[i];
-            let wheel = &inputs[l.input].0;
+            let wheel = &self.inputs[l.input].0;
             let loc = wheel.member_location(&l.member);
             let m = wheel
                 .archive
                 .member(&l.member)
                 .ok_or_else(|| Error::refused(format!("internal: {loc} vanished"), None))?;
-            let _r = budget.reserve(m.size);
+            let _r = self.budget.reserve(m.size);
             let bytes = wheel
                 .archive
                 .read(m)
                 .map_err(|err| Error::Zip { location: loc, err })?;
-            let dir = &opts.runtime_dir;
+            let dir = &self.opts.runtime_dir;
             let c = deflate::compress_spilled(&bytes, deflate::DEFAULT_LEVEL, dir)
                 .map_err(|e| Error::io("write a temporary file in", dir.clone(), e))?;
             Ok(((l.input, l.member.clone()), c))
         })
         .into_iter()
-        .collect::<Result<_, Error>>()?
-    } else {
-        HashMap::new()
-    };
+        .collect()
+    }
 
-    // The plan's sizes of rewritten runtime libraries become the written ones.
-    for set in &mut plan.runtime_sets {
-        for l in &mut set.libraries {
-            if let Some(r) = rewritten.get(&(l.input, l.member.clone())) {
-                l.size = r.compressed.size;
-                l.compressed_size = r.compressed.stored_len();
+    /// Packs each runtime set into wheels under the limit (`-partN` after the first).
+    fn pack<'p>(
+        &self,
+        plan: &'p SplitPlan,
+        rewritten: &HashMap<MemberKey, Rewritten>,
+        canonical: &HashMap<MemberKey, Compressed>,
+    ) -> Result<Vec<RuntimeWheel<'p>>, Error> {
+        let capacity = self.opts.max_size.saturating_sub(RUNTIME_OVERHEAD);
+        let mut runtime_wheels = Vec::new();
+        for set in &plan.runtime_sets {
+            let stored = |l: &crate::plan::LibraryPlan| -> u64 {
+                let key = (l.input, l.member.clone());
+                rewritten
+                    .get(&key)
+                    .map(|r| r.compressed.stored_len())
+                    .or_else(|| canonical.get(&key).map(|c| c.stored_len()))
+                    .unwrap_or(l.compressed_size)
+            };
+            let items: Vec<(String, u64)> = set
+                .libraries
+                .iter()
+                .map(|l| (l.file.clone(), stored(l) + 200 + 2 * l.file.len() as u64))
+                .collect();
+            let bins = pack(&items, capacity).map_err(|i| {
+                let l = &set.libraries[i];
+                self.too_big(l.input, &l.member, items[i].1)
+            })?;
+            let n = bins.len();
+            for (k, bin) in bins.into_iter().enumerate() {
+                let name = if k == 0 {
+                    set.name.clone()
+                } else {
+                    format!("{}-part{}", set.name, k + 1)
+                };
+                runtime_wheels.push(RuntimeWheel {
+                    set,
+                    name,
+                    part: k,
+                    parts: n,
+                    libraries: bin,
+                });
             }
         }
+        Ok(runtime_wheels)
     }
+}
 
-    // Pack runtime sets into wheels under the limit.
-    let mut runtime_wheels: Vec<RuntimeWheel> = Vec::new();
-    for set in &plan.runtime_sets {
-        let stored = |l: &crate::plan::LibraryPlan| -> u64 {
-            let key = (l.input, l.member.clone());
-            rewritten
-                .get(&key)
-                .map(|r| r.compressed.stored_len())
-                .or_else(|| canonical.get(&key).map(|c| c.stored_len()))
-                .unwrap_or(l.compressed_size)
+/// The assemble stage: every output's member list.
+impl SplitRun<'_> {
+    /// The generated files: each main wheel's METADATA (with the runtime wheels it now
+    /// requires) and preload hooks; each runtime wheel's `__init__.py`, METADATA and WHEEL.
+    fn generate(
+        &self,
+        plan: &SplitPlan,
+        hooks: &[Vec<HookPatch>],
+        runtime_wheels: &[RuntimeWheel],
+        built: &Built,
+    ) -> Generated {
+        let runtime_names = runtime_names(runtime_wheels);
+        let mut g = Generated {
+            files: Vec::new(),
+            mains: Vec::new(),
+            runtimes: Vec::new(),
         };
-        let items: Vec<(String, u64)> = set
-            .libraries
-            .iter()
-            .map(|l| (l.file.clone(), stored(l) + 200 + 2 * l.file.len() as u64))
-            .collect();
-        let bins = pack(&items, capacity).map_err(|i| {
-            let l = &set.libraries[i];
-            too_big(
-                &inputs[l.input].0,
-                &l.member,
-                items[i].1,
-                opts.max_size,
-                has_device(l.input, &l.member),
-                trimming,
-                unstripped_debug(l.input, &l.member),
-            )
-        })?;
-        let n = bins.len();
-        for (k, bin) in bins.into_iter().enumerate() {
-            let name = if k == 0 {
-                set.name.clone()
-            } else {
-                format!("{}-part{}", set.name, k + 1)
-            };
-            runtime_wheels.push(RuntimeWheel {
-                set,
-                name,
-                part: k,
-                parts: n,
-                libraries: bin,
-            });
-        }
-    }
-
-    // Build every output's member list.
-    let mut outputs_spec: Vec<(PathBuf, &'static str, Vec<OutMember>)> = Vec::new();
-    let runtime_names: BTreeMap<&str, Vec<String>> = {
-        let mut m: BTreeMap<&str, Vec<String>> = BTreeMap::new();
-        for rw in &runtime_wheels {
-            m.entry(rw.set.key.as_str())
-                .or_default()
-                .push(rw.name.clone());
-        }
-        m
-    };
-    let mut generated: Vec<Compressed> = Vec::new();
-    // First pass: produce generated files (stored in `generated`, referenced by index).
-    struct Gen {
-        name: String,
-        index: usize,
-        sha256: [u8; 32],
-        size: u64,
-    }
-    let make_bytes = |generated: &mut Vec<Compressed>, name: &str, bytes: &[u8]| -> Gen {
-        generated.push(deflate::compress(bytes, deflate::DEFAULT_LEVEL));
-        Gen {
-            name: name.to_string(),
-            index: generated.len() - 1,
-            sha256: sha2_digest(bytes),
-            size: bytes.len() as u64,
-        }
-    };
-    let make = |generated: &mut Vec<Compressed>, name: &str, text: &str| -> Gen {
-        make_bytes(generated, name, text.as_bytes())
-    };
-    let mut main_gens: Vec<Vec<Gen>> = Vec::new();
-    for (mi, m) in plan.mains.iter().enumerate() {
-        let wheel = &inputs[m.input].0;
-        let mut meta = wheel.metadata.clone();
-        let existing: HashSet<String> = meta
-            .get_all("Requires-Dist")
-            .map(crate::wheel::requirement_name)
-            .collect();
-        for key in &m.runtime_sets {
-            let version = plan
-                .runtime_sets
-                .iter()
-                .find(|s| &s.key == key)
-                .map(|s| s.version.clone())
-                .unwrap_or_default();
-            for name in runtime_names.get(key.as_str()).into_iter().flatten() {
-                if !existing.contains(&normalize_name(name)) {
-                    meta.add("Requires-Dist", &format!("{name}=={version}"));
+        for (mi, m) in plan.mains.iter().enumerate() {
+            let wheel = &self.inputs[m.input].0;
+            let mut meta = wheel.metadata.clone();
+            let existing: HashSet<String> = meta
+                .get_all("Requires-Dist")
+                .map(crate::wheel::requirement_name)
+                .collect();
+            for key in &m.runtime_sets {
+                let version = plan
+                    .runtime_sets
+                    .iter()
+                    .find(|s| &s.key == key)
+                    .map(|s| s.version.clone())
+                    .unwrap_or_default();
+                for name in runtime_names.get(key.as_str()).into_iter().flatten() {
+                    if !existing.contains(&normalize_name(name)) {
+                        meta.add("Requires-Dist", &format!("{name}=={version}"));
+                    }
                 }
             }
-        }
-        for r in &m.requirements {
-            if !existing.contains(&crate::wheel::requirement_name(r)) {
-                meta.add("Requires-Dist", r);
+            for r in &m.requirements {
+                if !existing.contains(&crate::wheel::requirement_name(r)) {
+                    meta.add("Requires-Dist", r);
+                }
             }
+            let name = format!("{}/METADATA", wheel.dist_info);
+            let mut gens = vec![g.add(&name, meta.to_text().as_bytes())];
+            for h in &hooks[mi] {
+                gens.push(g.add(&h.init, &h.patched));
+                gens.push(g.add(&h.module, h.module_text.as_bytes()));
+            }
+            g.mains.push(gens);
         }
-        let name = format!("{}/METADATA", wheel.dist_info);
-        let mut gens = vec![make(&mut generated, &name, &meta.to_text())];
-        for h in &hooks[mi] {
-            gens.push(make_bytes(&mut generated, &h.init, &h.patched));
-            gens.push(make(&mut generated, &h.module, &h.module_text));
+        for rw in runtime_wheels {
+            let set = rw.set;
+            let dist_info = runtime_dist_info(rw);
+            let mut gens = Vec::new();
+            if rw.part == 0 {
+                let init = format!("{}/__init__.py", set.package);
+                gens.push(g.add(&init, preload_module(set).as_bytes()));
+            }
+            let metadata = runtime_metadata(rw, &runtime_names, built.licenses_of(rw));
+            gens.push(g.add(&format!("{dist_info}/METADATA"), metadata.as_bytes()));
+            let wheel_file = runtime_wheel_file(set);
+            gens.push(g.add(&format!("{dist_info}/WHEEL"), wheel_file.as_bytes()));
+            g.runtimes.push(gens);
         }
-        main_gens.push(gens);
-    }
-    let no_licenses: Vec<LicenseCopy> = Vec::new();
-    let licenses_of = |rw: &RuntimeWheel| -> &Vec<LicenseCopy> {
-        set_licenses
-            .get(rw.set.key.as_str())
-            .unwrap_or(&no_licenses)
-    };
-    let mut runtime_gens: Vec<Vec<Gen>> = Vec::new();
-    for rw in &runtime_wheels {
-        let set = rw.set;
-        let dist_info = format!(
-            "{}-{}.dist-info",
-            crate::wheel::filename::filename_safe_name(&rw.name),
-            set.version
-        );
-        let mut gens = Vec::new();
-        if rw.part == 0 {
-            gens.push(make(
-                &mut generated,
-                &format!("{}/__init__.py", set.package),
-                &preload_module(set),
-            ));
-        }
-        gens.push(make(
-            &mut generated,
-            &format!("{dist_info}/METADATA"),
-            &runtime_metadata(rw, &runtime_names, licenses_of(rw)),
-        ));
-        gens.push(make(
-            &mut generated,
-            &format!("{dist_info}/WHEEL"),
-            &runtime_wheel_file(set),
-        ));
-        runtime_gens.push(gens);
+        g
     }
 
-    for (mi, m) in plan.mains.iter().enumerate() {
-        let (wheel, facts) = &inputs[m.input];
+    /// A main wheel's members: the input's, less those that moved, with the rewritten and
+    /// generated ones in their place, and the hook modules beside them.
+    fn main_members<'o>(
+        &'o self,
+        m: &'o crate::plan::MainPlan,
+        hooks: &[HookPatch],
+        generated: &'o Generated,
+        gens: &[Gen],
+        built: &Built<'o>,
+    ) -> Result<Vec<OutMember<'o>>, Error> {
+        let (wheel, facts) = &self.inputs[m.input];
         let by_name: HashMap<&str, &MemberFacts> =
             facts.members.iter().map(|f| (f.name.as_str(), f)).collect();
         let record_name = format!("{}/RECORD", wheel.dist_info);
@@ -1021,37 +1365,27 @@ pub fn split(
                 MemberAction::Remove { .. } => continue,
                 MemberAction::Copy { member } | MemberAction::Edit { member, .. } => member,
             };
-            let new = rewritten.get(&(m.input, name.clone()));
-            if new.is_some_and(|r| r.removed) {
-                continue;
-            }
-            if *name == record_name || name.ends_with('/') {
+            let new = built.rewritten.get(&(m.input, name.clone()));
+            if new.is_some_and(|r| r.removed) || *name == record_name || name.ends_with('/') {
                 continue;
             }
             let Some(src) = wheel.archive.member(name) else {
                 continue;
             };
-            let f = by_name.get(name.as_str()).copied();
-            if let Some(g) = main_gens[mi].iter().find(|g| &g.name == name) {
-                members.push(OutMember {
-                    name: name.clone(),
-                    source: Source::New(&generated[g.index]),
-                    sha256: g.sha256,
-                    size: g.size,
-                    mode: normalized_mode(src.unix_mode),
-                    facts: plain_facts(name, g.size, g.sha256),
-                });
+            let mode = normalized_mode(src.unix_mode);
+            if let Some(g) = gens.iter().find(|g| &g.name == name) {
+                members.push(generated.member(g, mode));
             } else if let Some(r) = new {
                 members.push(OutMember {
                     name: name.clone(),
                     source: Source::New(&r.compressed),
                     sha256: r.sha256,
                     size: r.compressed.size,
-                    mode: normalized_mode(src.unix_mode),
+                    mode,
                     facts: elf_facts(name, &r.compressed, r.sha256, r.info.clone()),
                 });
             } else {
-                let f = f.ok_or_else(|| {
+                let f = by_name.get(name.as_str()).copied().ok_or_else(|| {
                     Error::refused(format!("internal: no facts for {name}"), None)
                 })?;
                 members.push(OutMember {
@@ -1062,46 +1396,39 @@ pub fn split(
                     },
                     sha256: f.sha256.unwrap_or([0; 32]),
                     size: f.size,
-                    mode: normalized_mode(src.unix_mode),
+                    mode,
                     facts: f.clone(),
                 });
             }
         }
         // The hook modules are new members, beside the `__init__.py` that imports them.
-        for h in &hooks[mi] {
-            if let Some(g) = main_gens[mi].iter().find(|g| g.name == h.module) {
-                members.push(OutMember {
-                    name: g.name.clone(),
-                    source: Source::New(&generated[g.index]),
-                    sha256: g.sha256,
-                    size: g.size,
-                    mode: 0o100644,
-                    facts: plain_facts(&g.name, g.size, g.sha256),
-                });
+        for h in hooks {
+            if let Some(g) = gens.iter().find(|g| g.name == h.module) {
+                members.push(generated.member(g, 0o100644));
             }
         }
         order_dist_info_last(&mut members, &wheel.dist_info);
-        outputs_spec.push((opts.wheel_dir.join(&m.file_name), "main", members));
+        Ok(members)
     }
-    for (ri, rw) in runtime_wheels.iter().enumerate() {
+
+    /// A runtime wheel's file name and members: its generated files, its libraries (rewritten,
+    /// re-deflated or copied) and the licence files of its set.
+    fn runtime_members<'o>(
+        &'o self,
+        rw: &RuntimeWheel<'o>,
+        generated: &'o Generated,
+        gens: &[Gen],
+        built: &Built<'o>,
+    ) -> Result<(String, Vec<OutMember<'o>>), Error> {
         let set = rw.set;
-        let mut members = Vec::new();
-        for g in &runtime_gens[ri] {
-            members.push(OutMember {
-                name: g.name.clone(),
-                source: Source::New(&generated[g.index]),
-                sha256: g.sha256,
-                size: g.size,
-                mode: 0o100644,
-                facts: plain_facts(&g.name, g.size, g.sha256),
-            });
-        }
+        let mut members: Vec<OutMember> =
+            gens.iter().map(|g| generated.member(g, 0o100644)).collect();
         for &li in &rw.libraries {
             let l = &set.libraries[li];
             let name = format!("{}/{}", set.lib_dir(), l.file);
-            let (wheel, facts) = &inputs[l.input];
+            let (wheel, facts) = &self.inputs[l.input];
             let key = (l.input, l.member.clone());
-            if let Some(r) = rewritten.get(&key) {
+            if let Some(r) = built.rewritten.get(&key) {
                 members.push(OutMember {
                     facts: elf_facts(&name, &r.compressed, r.sha256, r.info.clone()),
                     name,
@@ -1110,40 +1437,36 @@ pub fn split(
                     size: r.compressed.size,
                     mode: 0o100755,
                 });
-            } else {
-                let f = facts
-                    .members
-                    .iter()
-                    .find(|f| f.name == l.member)
-                    .ok_or_else(|| {
-                        Error::refused(format!("internal: no facts for {}", l.member), None)
-                    })?;
-                let mut mf = f.clone();
-                mf.name = name.clone();
-                let source = match canonical.get(&key) {
-                    Some(c) => Source::New(c),
-                    None => Source::Copy {
-                        wheel,
-                        member: &l.member,
-                    },
-                };
-                members.push(OutMember {
-                    name,
-                    source,
-                    sha256: l.sha256,
-                    size: l.size,
-                    mode: 0o100755,
-                    facts: mf,
-                });
+                continue;
             }
+            let f = facts
+                .members
+                .iter()
+                .find(|f| f.name == l.member)
+                .ok_or_else(|| {
+                    Error::refused(format!("internal: no facts for {}", l.member), None)
+                })?;
+            let mut mf = f.clone();
+            mf.name = name.clone();
+            let source = match built.canonical.get(&key) {
+                Some(c) => Source::New(c),
+                None => Source::Copy {
+                    wheel,
+                    member: &l.member,
+                },
+            };
+            members.push(OutMember {
+                name,
+                source,
+                sha256: l.sha256,
+                size: l.size,
+                mode: 0o100755,
+                facts: mf,
+            });
         }
-        let dist_info = format!(
-            "{}-{}.dist-info",
-            crate::wheel::filename::filename_safe_name(&rw.name),
-            set.version
-        );
-        for c in licenses_of(rw) {
-            let (wheel, facts) = &inputs[c.input];
+        let dist_info = runtime_dist_info(rw);
+        for c in built.licenses_of(rw) {
+            let (wheel, facts) = &self.inputs[c.input];
             let Some(f) = facts.members.iter().find(|f| f.name == c.member) else {
                 continue;
             };
@@ -1180,54 +1503,8 @@ pub fn split(
                 ),
             ));
         }
-        outputs_spec.push((opts.runtime_dir.join(file), "runtime", members));
+        Ok((file, members))
     }
-
-    // Each main wheel is installed with the runtime wheels of the sets it requires.
-    let sets: Vec<Vec<usize>> = plan
-        .mains
-        .iter()
-        .enumerate()
-        .map(|(i, m)| {
-            let mut set = vec![i];
-            for (k, rw) in runtime_wheels.iter().enumerate() {
-                if m.runtime_sets.contains(&rw.set.key) {
-                    set.push(plan.mains.len() + k);
-                }
-            }
-            set
-        })
-        .collect();
-
-    // Write everything to temporary files, check them, then rename them into place.
-    let (outputs, report) = output::finish(
-        outputs_spec,
-        &Finish {
-            profiles,
-            max_size: opts.max_size,
-            limits: &opts.limits,
-            time: opts.time,
-            progress: Some(&opts.progress),
-            links: true,
-            size_is_error: true,
-            what: "split",
-            sets: Some(sets),
-            known_unresolved: baseline.unresolved,
-            known_violations: baseline.violations,
-        },
-    )?;
-    Ok(SplitReport {
-        schema: SCHEMA,
-        dry_run: false,
-        plan,
-        outputs,
-        trimmed,
-        verify: Some(report),
-        size_estimates: Vec::new(),
-        notes,
-        members_read_twice,
-        reused_bytes,
-    })
 }
 
 /// Counts one rewritten member's bytes on a progress bar: what its compression reports as it
@@ -1461,21 +1738,7 @@ fn plan_hooks(
         .copied()
         .filter(|p| p.ends_with("/__init__.py"))
         .collect();
-    let mut modules: Vec<&str> = facts
-        .members
-        .iter()
-        .filter(|f| staying.contains(f.name.as_str()) && f.host_elf().is_some())
-        .filter(|f| hook::is_extension_module(f.file_name()))
-        .filter_map(|f| match wheel.install_path(&f.name) {
-            (Scheme::Purelib | Scheme::Platlib, path) => Some(path),
-            _ => None,
-        })
-        .filter(|p| {
-            let top = p.split('/').next().unwrap_or("");
-            !top.ends_with(".libs") && !top.ends_with(".dist-info")
-        })
-        .collect();
-    modules.sort_unstable();
+    let modules = extension_modules(wheel, facts, &staying);
     let runtimes: Vec<String> = mine.iter().map(|s| s.name.clone()).collect();
     let hint = |what: &str| {
         format!(
@@ -1554,6 +1817,32 @@ fn plan_hooks(
         });
     }
     Ok(out)
+}
+
+/// The staying extension modules of a main wheel that install into site-packages (outside
+/// `.libs` and `.dist-info` folders), by installed path, sorted: what `--preload-hook` hooks.
+fn extension_modules<'f>(
+    wheel: &Wheel,
+    facts: &'f WheelFacts,
+    staying: &HashSet<&str>,
+) -> Vec<&'f str> {
+    use crate::wheel::Scheme;
+    let mut modules: Vec<&str> = facts
+        .members
+        .iter()
+        .filter(|f| staying.contains(f.name.as_str()) && f.host_elf().is_some())
+        .filter(|f| hook::is_extension_module(f.file_name()))
+        .filter_map(|f| match wheel.install_path(&f.name) {
+            (Scheme::Purelib | Scheme::Platlib, path) => Some(path),
+            _ => None,
+        })
+        .filter(|p| {
+            let top = p.split('/').next().unwrap_or("");
+            !top.ends_with(".libs") && !top.ends_with(".dist-info")
+        })
+        .collect();
+    modules.sort_unstable();
+    modules
 }
 
 #[cfg(test)]

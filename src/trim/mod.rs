@@ -7,7 +7,7 @@
 mod member;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
@@ -23,10 +23,10 @@ use crate::facts::{self, InspectOptions, Kept, MemberFacts, WheelFacts};
 use crate::fatbin::loose;
 use crate::output::{
     self, Finish, OutMember, Output, Source, check_distinct, check_input, elf_facts,
-    order_dist_info_last, same_file, sha2_digest,
+    order_dist_info_last, same_file,
 };
 use crate::profile::ProfileSet;
-use crate::wheel::deflate::{self, Compressed};
+use crate::wheel::deflate::Compressed;
 use crate::wheel::writer::{ZipTime, normalized_mode};
 use crate::wheel::{Limits, Wheel};
 
@@ -140,253 +140,28 @@ pub fn trim(
     profiles: &ProfileSet,
     opts: &TrimOptions,
 ) -> Result<TrimReport, Error> {
-    crate::input::check_output_dir(&opts.wheel_dir, "-w")?;
-    check_distinct(paths)?;
-    // Each output is named after its input: two inputs of one name would write one file.
-    let mut names: HashMap<&std::ffi::OsStr, &PathBuf> = HashMap::new();
-    for p in paths {
-        let name = p.file_name().unwrap_or_default();
-        if let Some(first) = names.insert(name, p) {
-            return Err(Error::Usage(format!(
-                "`{}` and `{}` would both be written to `{}`: trim them into separate folders (-w)",
-                first.display(),
-                p.display(),
-                opts.wheel_dir.join(name).display()
-            )));
-        }
-    }
-    if !opts.settings.is_active() && !opts.strip_debug {
-        return Err(Error::Usage(
-            "nothing to trim to: give --sm (CUDA) and/or --gfx (HIP) targets, or --strip-debug"
-                .into(),
-        ));
-    }
-    let targets = opts.settings.is_active();
+    check_args(paths, opts)?;
     let budget = Budget::new(opts.memory_budget);
     let spill = (!opts.dry_run).then_some(opts.wheel_dir.as_path());
     if let Some(dir) = spill {
         std::fs::create_dir_all(dir)
             .map_err(|e| Error::io("create the folder", dir.to_path_buf(), e))?;
     }
-    let mut wheels = Vec::new();
-    let mut specs = Vec::new();
-    let mut opened = Vec::new();
-    for p in paths {
-        let target = opts.wheel_dir.join(p.file_name().unwrap_or_default());
-        if !opts.dry_run && same_file(p, &target) {
-            return Err(Error::refused(
-                format!("`{}` would overwrite the input wheel", target.display()),
-                Some("write the outputs to another folder with -w/--wheel-dir".into()),
-            ));
-        }
-        let wheel = Wheel::open(p, &opts.limits)?;
-        let no_plan = LoosePlan::default();
-        let work = |f: &MemberFacts, mut kept: Kept| -> Option<Result<Done, Error>> {
-            let info = f.host_elf();
-            let strip = opts.strip_debug && info.is_some();
-            let device = match f.device.as_ref() {
-                Some(d) => Some(d),
-                None if strip => None,
-                None => return None,
-            };
-            // Loose cubins, PTX files and code objects are judged with the rest of their
-            // group once every member is known (below); they need no bytes.
-            if device.is_some_and(|d| {
-                d.loose
-                    .as_ref()
-                    .is_some_and(|l| loose::group_key(&f.name, l.kind).is_some())
-            }) {
-                return None;
-            }
-            // The output is about as large as the input while both are held.
-            kept.grow(kept.bytes.len() as u64);
-            let loc = wheel.member_location(&f.name);
-            let trimmed = match device {
-                Some(device) if targets => trim_member_in(
-                    &f.name,
-                    &kept.bytes,
-                    f.compressed_size,
-                    info,
-                    device,
-                    &opts.settings,
-                    &no_plan,
-                ),
-                _ => Ok(None),
-            };
-            let trimmed = match trimmed {
-                Ok(t) if strip => strip_debug_of(f, &kept.bytes, t).map_err(|err| {
-                    TrimError::Elf(crate::elf::ElfError::OutputCheck(format!(
-                        "cannot strip its debug sections: {err} (run without --strip-debug)"
-                    )))
-                }),
-                other => other,
-            };
-            // The input stays until the trimmed copy is compressed: the copy reuses the
-            // input's compressed blocks where its bytes did not change (`wheel::splice`).
-            let marks = std::mem::take(&mut kept.marks);
-            let (input, _reserved) = kept.into_parts();
-            match trimmed {
-                Ok(None) => None,
-                Ok(Some(Trimmed { data, report })) => {
-                    let new = match data {
-                        None => None,
-                        Some(d) => {
-                            let out_info = match crate::elf::inspect(&d) {
-                                Ok(Inspected::Host(i)) => Some(*i),
-                                _ => None,
-                            };
-                            // A library that read as a host object must still read as one:
-                            // never write an object that its own audit could not describe.
-                            if info.is_some() && out_info.is_none() {
-                                let err = crate::elf::ElfError::OutputCheck(
-                                    "the trimmed object does not read back as a host object".into(),
-                                );
-                                return Some(Err(Error::Elf { location: loc, err }));
-                            }
-                            // Large outputs are compressed into a temporary file in the
-                            // output folder rather than held until the wheel is written.
-                            let Some(member) = wheel.archive.member(&f.name) else {
-                                let err = crate::elf::ElfError::OutputCheck(
-                                    "internal: the member vanished".into(),
-                                );
-                                return Some(Err(Error::Elf { location: loc, err }));
-                            };
-                            let orig = crate::wheel::splice::Original {
-                                archive: &wheel.archive,
-                                member,
-                                data: &input,
-                                marks: &marks,
-                            };
-                            let splice = crate::wheel::splice::Splice::prepare(&d, &orig, &[]);
-                            // Writing needs only the output and the input's compressed bytes.
-                            drop(input);
-                            let compressed =
-                                match splice.compress(&d, deflate::DEFAULT_LEVEL, spill) {
-                                    Ok((c, _)) => c,
-                                    Err(e) => {
-                                        let dir = spill
-                                            .map(std::path::Path::to_path_buf)
-                                            .unwrap_or_default();
-                                        return Some(Err(Error::io(
-                                            "write a temporary file in",
-                                            dir,
-                                            e,
-                                        )));
-                                    }
-                                };
-                            Some((compressed, sha2_digest(&d), out_info))
-                        }
-                    };
-                    Some(Ok(Done { report, new }))
-                }
-                Err(TrimError::DeviceCode(err)) => {
-                    Some(Err(Error::DeviceCode { location: loc, err }))
-                }
-                Err(TrimError::Elf(err)) => Some(Err(Error::Elf { location: loc, err })),
-            }
-        };
-        opts.progress.set_message("inspecting and trimming");
-        opts.progress
-            .inc_length(wheel.archive.members().iter().map(|m| m.size).sum());
-        let inspect = InspectOptions {
-            progress: Some(&opts.progress),
-            ..InspectOptions::default()
-        };
-        let (facts, done) = facts::inspect_wheel_with(&wheel, inspect, &budget, &work);
-        check_input(&wheel, &facts)?;
-        let mut done: Vec<Option<Done>> = done
-            .into_iter()
-            .map(|d| d.transpose())
-            .collect::<Result<_, Error>>()?;
-        // Without targets (only --strip-debug) loose device files are not judged at all.
-        let plan = if targets {
-            plan_loose(loose_members(&facts), &opts.settings)
-        } else {
-            LoosePlan::default()
-        };
-        for (f, d) in facts.members.iter().zip(done.iter_mut()) {
-            let Some(l) = f.device.as_ref().and_then(|d| d.loose.as_ref()) else {
-                continue;
-            };
-            if loose::group_key(&f.name, l.kind).is_some()
-                && let Some(t) = loose_file(&f.name, l, f.compressed_size, &opts.settings, &plan)
-            {
-                *d = Some(Done {
-                    report: t.report,
-                    new: None,
-                });
-            }
-        }
-        let reports: Vec<&MemberTrim> = done.iter().flatten().map(|d| &d.report).collect();
-        check_losses(&wheel, &facts, &reports, &opts.settings)?;
-        opened.push((wheel, facts, done, target, plan));
-    }
+    let opened: Vec<Opened> = paths
+        .iter()
+        .map(|p| open_and_trim(p, opts, &budget, spill))
+        .collect::<Result<_, _>>()?;
     // Each trimmed wheel stands alone: trimming changes no links.
     let sets: Vec<Vec<usize>> = (0..opened.len()).map(|i| vec![i]).collect();
     let refs: Vec<(&Wheel, &crate::facts::WheelFacts)> =
-        opened.iter().map(|(w, f, ..)| (w, f)).collect();
+        opened.iter().map(|o| (&o.wheel, &o.facts)).collect();
     let baseline = crate::verify::baseline(&refs, Some(&sets), profiles, opts.max_size, false);
-    for (wheel, facts, done, target, plan) in &opened {
-        let mut members_report = Vec::new();
-        let mut out = Vec::new();
-        let mut installed_after = 0;
-        let record = format!("{}/RECORD", wheel.dist_info);
-        for (f, d) in facts.members.iter().zip(done) {
-            if f.name.ends_with('/') || f.name == record {
-                continue;
-            }
-            let Some(src) = wheel.archive.member(&f.name) else {
-                continue;
-            };
-            let mode = normalized_mode(src.unix_mode);
-            match d {
-                Some(Done { report, new: None }) => members_report.push(report.clone()),
-                Some(Done {
-                    report,
-                    new: Some((c, sha, info)),
-                }) => {
-                    let mut r = report.clone();
-                    r.zip_after = c.stored_len();
-                    members_report.push(r);
-                    installed_after += c.size;
-                    out.push(OutMember {
-                        name: f.name.clone(),
-                        source: Source::New(c),
-                        sha256: *sha,
-                        size: c.size,
-                        mode,
-                        facts: elf_facts(&f.name, c, *sha, info.clone()),
-                    });
-                }
-                None => {
-                    installed_after += f.size;
-                    out.push(OutMember {
-                        name: f.name.clone(),
-                        source: Source::Copy {
-                            wheel,
-                            member: &f.name,
-                        },
-                        sha256: f.sha256.unwrap_or([0; 32]),
-                        size: f.size,
-                        mode,
-                        facts: f.clone(),
-                    });
-                }
-            }
-        }
-        order_dist_info_last(&mut out, &wheel.dist_info);
-        wheels.push(WheelTrim {
-            input: wheel.path.display().to_string(),
-            output: (!opts.dry_run).then(|| target.display().to_string()),
-            members: members_report,
-            size_before: wheel.archive.file_len(),
-            size_after: 0,
-            installed_before: facts.members.iter().map(|m| m.size).sum(),
-            installed_after,
-            loose_groups: plan.groups,
-            loose_groups_unmatched: plan.unmatched_groups,
-        });
-        specs.push((target.clone(), "trimmed", out));
+    let mut wheels = Vec::new();
+    let mut specs = Vec::new();
+    for o in &opened {
+        let (summary, out) = trimmed_wheel(o, opts);
+        wheels.push(summary);
+        specs.push((o.target.clone(), "trimmed", out));
     }
     let settings = &opts.settings;
     let mut report = TrimReport {
@@ -436,6 +211,274 @@ pub fn trim(
     }
     report.outputs = outputs;
     Ok(report)
+}
+
+/// The refusals made before any input is opened: outputs that would share a name, and no
+/// targets at all.
+fn check_args(paths: &[PathBuf], opts: &TrimOptions) -> Result<(), Error> {
+    crate::input::check_output_dir(&opts.wheel_dir, "-w")?;
+    check_distinct(paths)?;
+    // Each output is named after its input: two inputs of one name would write one file.
+    let mut names: HashMap<&std::ffi::OsStr, &PathBuf> = HashMap::new();
+    for p in paths {
+        let name = p.file_name().unwrap_or_default();
+        if let Some(first) = names.insert(name, p) {
+            return Err(Error::Usage(format!(
+                "`{}` and `{}` would both be written to `{}`: trim them into separate folders (-w)",
+                first.display(),
+                p.display(),
+                opts.wheel_dir.join(name).display()
+            )));
+        }
+    }
+    if !opts.settings.is_active() && !opts.strip_debug {
+        return Err(Error::Usage(
+            "nothing to trim to: give --sm (CUDA) and/or --gfx (HIP) targets, or --strip-debug"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
+/// One input, inspected and trimmed, waiting to be written.
+struct Opened {
+    wheel: Wheel,
+    facts: WheelFacts,
+    done: Vec<Option<Done>>,
+    target: PathBuf,
+    plan: LoosePlan,
+}
+
+/// Opens one input, inspects it and trims its members in the same pass, then judges its loose
+/// device files by group and checks that no target lost its code.
+fn open_and_trim(
+    p: &Path,
+    opts: &TrimOptions,
+    budget: &Budget,
+    spill: Option<&Path>,
+) -> Result<Opened, Error> {
+    let targets = opts.settings.is_active();
+    let target = opts.wheel_dir.join(p.file_name().unwrap_or_default());
+    if !opts.dry_run && same_file(p, &target) {
+        return Err(Error::refused(
+            format!("`{}` would overwrite the input wheel", target.display()),
+            Some("write the outputs to another folder with -w/--wheel-dir".into()),
+        ));
+    }
+    let wheel = Wheel::open(p, &opts.limits)?;
+    opts.progress.set_message("inspecting and trimming");
+    opts.progress
+        .inc_length(wheel.archive.members().iter().map(|m| m.size).sum());
+    let inspect = InspectOptions {
+        progress: Some(&opts.progress),
+        ..InspectOptions::default()
+    };
+    let work = |f: &MemberFacts, kept: Kept| trim_kept(&wheel, f, kept, opts, spill);
+    let (facts, done) = facts::inspect_wheel_with(&wheel, inspect, budget, &work);
+    check_input(&wheel, &facts)?;
+    let mut done: Vec<Option<Done>> = done
+        .into_iter()
+        .map(|d| d.transpose())
+        .collect::<Result<_, Error>>()?;
+    // Without targets (only --strip-debug) loose device files are not judged at all.
+    let plan = if targets {
+        plan_loose(loose_members(&facts), &opts.settings)
+    } else {
+        LoosePlan::default()
+    };
+    for (f, d) in facts.members.iter().zip(done.iter_mut()) {
+        let Some(l) = f.device.as_ref().and_then(|d| d.loose.as_ref()) else {
+            continue;
+        };
+        if loose::group_key(&f.name, l.kind).is_some()
+            && let Some(t) = loose_file(&f.name, l, f.compressed_size, &opts.settings, &plan)
+        {
+            *d = Some(Done {
+                report: t.report,
+                new: None,
+            });
+        }
+    }
+    let reports: Vec<&MemberTrim> = done.iter().flatten().map(|d| &d.report).collect();
+    check_losses(&wheel, &facts, &reports, &opts.settings)?;
+    Ok(Opened {
+        wheel,
+        facts,
+        done,
+        target,
+        plan,
+    })
+}
+
+/// Trims (and with `--strip-debug`, strips) one member while the inspect pass holds its
+/// bytes, and compresses the result; `None` for a member left as it is.
+fn trim_kept(
+    wheel: &Wheel,
+    f: &MemberFacts,
+    mut kept: Kept,
+    opts: &TrimOptions,
+    spill: Option<&Path>,
+) -> Option<Result<Done, Error>> {
+    let targets = opts.settings.is_active();
+    let no_plan = LoosePlan::default();
+    let info = f.host_elf();
+    let strip = opts.strip_debug && info.is_some();
+    let device = match f.device.as_ref() {
+        Some(d) => Some(d),
+        None if strip => None,
+        None => return None,
+    };
+    // Loose cubins, PTX files and code objects are judged with the rest of their
+    // group once every member is known (below); they need no bytes.
+    if device.is_some_and(|d| {
+        d.loose
+            .as_ref()
+            .is_some_and(|l| loose::group_key(&f.name, l.kind).is_some())
+    }) {
+        return None;
+    }
+    // The output is about as large as the input while both are held.
+    kept.grow(kept.bytes.len() as u64);
+    let loc = wheel.member_location(&f.name);
+    let trimmed = match device {
+        Some(device) if targets => trim_member_in(
+            &f.name,
+            &kept.bytes,
+            f.compressed_size,
+            info,
+            device,
+            &opts.settings,
+            &no_plan,
+        ),
+        _ => Ok(None),
+    };
+    let trimmed = match trimmed {
+        Ok(t) if strip => strip_debug_of(f, &kept.bytes, t).map_err(|err| {
+            TrimError::Elf(crate::elf::ElfError::OutputCheck(format!(
+                "cannot strip its debug sections: {err} (run without --strip-debug)"
+            )))
+        }),
+        other => other,
+    };
+    // The input stays until the trimmed copy is compressed: the copy reuses the
+    // input's compressed blocks where its bytes did not change (`wheel::splice`).
+    let marks = std::mem::take(&mut kept.marks);
+    let (input, _reserved) = kept.into_parts();
+    match trimmed {
+        Ok(None) => None,
+        Ok(Some(Trimmed { data, report })) => {
+            let new = match data {
+                None => None,
+                Some(d) => {
+                    // Large outputs are compressed into a temporary file in the
+                    // output folder rather than held until the wheel is written.
+                    let Some(member) = wheel.archive.member(&f.name) else {
+                        let err = crate::elf::ElfError::OutputCheck(
+                            "internal: the member vanished".into(),
+                        );
+                        return Some(Err(Error::Elf { location: loc, err }));
+                    };
+                    let input = crate::apply::rewrite::Input {
+                        archive: &wheel.archive,
+                        member,
+                        data: input,
+                        marks,
+                    };
+                    // A library that read as a host object must still read as one:
+                    // never write an object that its own audit could not describe.
+                    let inspect = |d: &[u8]| match crate::elf::inspect(d) {
+                        Ok(Inspected::Host(i)) => Ok(Some(*i)),
+                        _ if info.is_some() => Err(Error::Elf {
+                            location: loc.clone(),
+                            err: crate::elf::ElfError::OutputCheck(
+                                "the trimmed object does not read back as a host object".into(),
+                            ),
+                        }),
+                        _ => Ok(None),
+                    };
+                    match crate::apply::rewrite::encode(&d, Some(input), &[], spill, inspect) {
+                        Ok(e) => Some((e.compressed, e.sha256, e.info)),
+                        Err(e) => return Some(Err(e)),
+                    }
+                }
+            };
+            Some(Ok(Done { report, new }))
+        }
+        Err(TrimError::DeviceCode(err)) => Some(Err(Error::DeviceCode { location: loc, err })),
+        Err(TrimError::Elf(err)) => Some(Err(Error::Elf { location: loc, err })),
+    }
+}
+
+/// One trimmed wheel's summary and member list: the trimmed members in their new form, the
+/// rest copied raw.
+fn trimmed_wheel<'o>(o: &'o Opened, opts: &TrimOptions) -> (WheelTrim, Vec<OutMember<'o>>) {
+    let Opened {
+        wheel,
+        facts,
+        done,
+        target,
+        plan,
+    } = o;
+    let mut members_report = Vec::new();
+    let mut out = Vec::new();
+    let mut installed_after = 0;
+    let record = format!("{}/RECORD", wheel.dist_info);
+    for (f, d) in facts.members.iter().zip(done) {
+        if f.name.ends_with('/') || f.name == record {
+            continue;
+        }
+        let Some(src) = wheel.archive.member(&f.name) else {
+            continue;
+        };
+        let mode = normalized_mode(src.unix_mode);
+        match d {
+            Some(Done { report, new: None }) => members_report.push(report.clone()),
+            Some(Done {
+                report,
+                new: Some((c, sha, info)),
+            }) => {
+                let mut r = report.clone();
+                r.zip_after = c.stored_len();
+                members_report.push(r);
+                installed_after += c.size;
+                out.push(OutMember {
+                    name: f.name.clone(),
+                    source: Source::New(c),
+                    sha256: *sha,
+                    size: c.size,
+                    mode,
+                    facts: elf_facts(&f.name, c, *sha, info.clone()),
+                });
+            }
+            None => {
+                installed_after += f.size;
+                out.push(OutMember {
+                    name: f.name.clone(),
+                    source: Source::Copy {
+                        wheel,
+                        member: &f.name,
+                    },
+                    sha256: f.sha256.unwrap_or([0; 32]),
+                    size: f.size,
+                    mode,
+                    facts: f.clone(),
+                });
+            }
+        }
+    }
+    order_dist_info_last(&mut out, &wheel.dist_info);
+    let summary = WheelTrim {
+        input: wheel.path.display().to_string(),
+        output: (!opts.dry_run).then(|| target.display().to_string()),
+        members: members_report,
+        size_before: wheel.archive.file_len(),
+        size_after: 0,
+        installed_before: facts.members.iter().map(|m| m.size).sum(),
+        installed_after,
+        loose_groups: plan.groups,
+        loose_groups_unmatched: plan.unmatched_groups,
+    };
+    (summary, out)
 }
 
 /// The loose device files of a wheel: (member, what it holds).

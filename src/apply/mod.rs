@@ -1,5 +1,7 @@
 //! The apply stage: performs planned edits on member bytes.
 
+pub(crate) mod rewrite;
+
 use crate::elf::{DynamicEdits, ElfError, PathKind, patch};
 use crate::plan::ElfEdit;
 

@@ -1,0 +1,85 @@
+//! The tail every rewritten member goes through, in `split` and in `trim` alike: work out
+//! which of the input's compressed blocks the new bytes can reuse, let the input go, read the
+//! new bytes back, and compress them (into a spill file in the output folder when large).
+//!
+//! The order is what keeps the peak memory down: the input is dropped right after
+//! [`Splice::prepare`] and before anything else is done with the output, so the input and the
+//! compressed output are never held together.
+
+use std::path::Path;
+
+use crate::elf::ElfInfo;
+use crate::error::Error;
+use crate::output::sha2_digest;
+use crate::wheel::deflate::{self, Compressed};
+use crate::wheel::splice::{Original, Splice};
+use crate::wheel::zip::{BlockMark, Member, ZipArchive};
+
+/// The input a rewritten member was made from, owned here so that it can go as soon as the
+/// output knows what it may reuse of it.
+pub(crate) struct Input<'a> {
+    pub archive: &'a ZipArchive,
+    pub member: &'a Member,
+    /// Its uncompressed bytes.
+    pub data: Vec<u8>,
+    /// Where its deflate blocks begin.
+    pub marks: Vec<BlockMark>,
+}
+
+/// A rewritten member, compressed and described.
+pub(crate) struct Encoded {
+    pub compressed: Compressed,
+    pub sha256: [u8; 32],
+    pub info: Option<ElfInfo>,
+    /// Uncompressed bytes covered by reused input blocks.
+    pub reused: u64,
+}
+
+/// Compresses the rewritten bytes `out`. With an `input`, its unchanged blocks are reused
+/// (`shifts`: offsets at which `out` may hold the input's bytes besides its own moves); without
+/// one, `out` is deflated afresh. `inspect` reads `out` back (each command has its own rule for
+/// what must read back as a host object) once the input is gone. Large outputs go to a spill
+/// file in `spill` when one is given.
+pub(crate) fn encode(
+    out: &[u8],
+    input: Option<Input<'_>>,
+    shifts: &[i64],
+    spill: Option<&Path>,
+    inspect: impl FnOnce(&[u8]) -> Result<Option<ElfInfo>, Error>,
+) -> Result<Encoded, Error> {
+    // `input` moves into the closure and is dropped when it returns: writing needs only the
+    // output and the input's compressed bytes.
+    let splice = input.map(|input| {
+        let orig = Original {
+            archive: input.archive,
+            member: input.member,
+            data: &input.data,
+            marks: &input.marks,
+        };
+        Splice::prepare(out, &orig, shifts)
+    });
+    let info = inspect(out)?;
+    let sha256 = sha2_digest(out);
+    let io_err = |e| {
+        let dir = spill.map(Path::to_path_buf).unwrap_or_default();
+        Error::io("write a temporary file in", dir, e)
+    };
+    let level = deflate::DEFAULT_LEVEL;
+    let (compressed, reused) = match (splice, spill) {
+        (Some(splice), spill) => {
+            let (c, stats) = splice.compress(out, level, spill).map_err(io_err)?;
+            (c, stats.reused)
+        }
+        (None, Some(dir)) => (
+            deflate::compress_spilled(out, level, dir).map_err(io_err)?,
+            0,
+        ),
+        (None, None) => (deflate::compress(out, level), 0),
+    };
+    Ok(Encoded {
+        compressed,
+        sha256,
+        info,
+        reused,
+    })
+}
