@@ -206,7 +206,7 @@ pub fn audit(paths: &[PathBuf], profiles: &ProfileSet, opts: &AuditOptions) -> A
                     ..InspectOptions::default()
                 };
                 let facts = facts::inspect_wheel(&wheel, inspect, &budget);
-                let device = device::scan_wheel(&facts);
+                let device = facts.device_reports();
                 for f in &facts.members {
                     if let Some(h) = f.sha256
                         && f.size >= DUPLICATE_MIN_SIZE

@@ -4,7 +4,6 @@
 use serde::Serialize;
 
 use crate::elf::{ElfInfo, SectionInfo};
-use crate::facts::WheelFacts;
 use crate::fatbin::cuda::{self, CudaArch};
 use crate::fatbin::loose::LooseInfo;
 use crate::fatbin::select::{self, GfxSelection};
@@ -288,15 +287,6 @@ fn loose_kind_name(k: crate::fatbin::loose::LooseKind) -> &'static str {
         K::AmdCodeObject => "code-object",
         K::OffloadBundle => "offload-bundle",
     }
-}
-
-/// Device-code reports for every member of a wheel, from its facts.
-pub fn scan_wheel(facts: &WheelFacts) -> Vec<DeviceReport> {
-    facts
-        .members
-        .iter()
-        .filter_map(|m| m.device.as_ref().and_then(|d| report(&m.name, d)))
-        .collect()
 }
 
 /// The most installed bytes a trim to a single architecture would drop, over all libraries.

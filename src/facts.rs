@@ -94,6 +94,22 @@ pub struct WheelFacts {
     pub diagnostics: Vec<Diagnostic>,
 }
 
+impl WheelFacts {
+    /// Device-code reports for every member that holds device code. (Here rather than in
+    /// `device`, so that `device` needs nothing from this module and the two do not import
+    /// each other.)
+    pub fn device_reports(&self) -> Vec<crate::device::DeviceReport> {
+        self.members
+            .iter()
+            .filter_map(|m| {
+                m.device
+                    .as_ref()
+                    .and_then(|d| crate::device::report(&m.name, d))
+            })
+            .collect()
+    }
+}
+
 /// Options for the inspect stage.
 #[derive(Debug, Clone, Copy)]
 pub struct InspectOptions<'a> {
