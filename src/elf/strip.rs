@@ -35,6 +35,21 @@ pub struct Stripped {
     pub kept_inside_loads: usize,
 }
 
+impl Stripped {
+    /// The line a summary shows for this member (`trim` and `split` alike).
+    pub fn note(&self) -> String {
+        let stay = if self.kept_inside_loads > 0 {
+            format!("; {} inside the loaded part stay", self.kept_inside_loads)
+        } else {
+            String::new()
+        };
+        format!(
+            "removed {} of debug sections (.debug_*){stay}",
+            crate::cli_size(self.removed)
+        )
+    }
+}
+
 fn rd<const N: usize>(d: &[u8], at: usize) -> Result<[u8; N], String> {
     d.get(at..at + N)
         .and_then(|b| b.try_into().ok())

@@ -1135,15 +1135,7 @@ impl SplitRun<'_> {
         let Some(st) = stripped else {
             return Ok(None);
         };
-        let note = format!(
-            "removed {} of debug sections (.debug_*){}",
-            crate::cli_size(st.removed),
-            if st.kept_inside_loads > 0 {
-                format!("; {} inside the loaded part stay", st.kept_inside_loads)
-            } else {
-                String::new()
-            }
-        );
+        let note = st.note();
         let mut all = trims.lock().unwrap_or_else(|p| p.into_inner());
         match all
             .iter_mut()

@@ -99,15 +99,7 @@ fn strip_debug_of(
     let Some(s) = crate::elf::strip::strip_debug(base)? else {
         return Ok(trimmed);
     };
-    let note = format!(
-        "removed {} of debug sections (.debug_*){}",
-        crate::cli_size(s.removed),
-        if s.kept_inside_loads > 0 {
-            format!("; {} inside the loaded part stay", s.kept_inside_loads)
-        } else {
-            String::new()
-        }
-    );
+    let note = s.note();
     let report = match trimmed {
         Some(Trimmed { mut report, .. }) => {
             report.method = format!("{}+strip-debug", report.method);
