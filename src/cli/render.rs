@@ -604,21 +604,12 @@ pub fn split(r: &crate::split::SplitReport, verbose: u8) -> String {
         }
     }
     if !hidden.is_empty() {
-        let before: u64 = hidden.iter().map(|t| t.bytes_before).sum();
-        let after: u64 = hidden.iter().map(|t| t.bytes_after).sum();
-        let losing = hidden.iter().filter(|t| !t.lost.is_empty()).count();
-        let _ = writeln!(
-            o,
-            "trimmed {} more members: {} → {}{} (use -v)",
-            hidden.len(),
-            size(before),
-            size(after),
-            if losing > 0 {
-                format!(", {losing} of them lose their last usable image for a target")
-            } else {
-                String::new()
-            }
+        let sums = hidden_members(
+            hidden
+                .iter()
+                .map(|t| (t.bytes_before, t.bytes_after, !t.lost.is_empty())),
         );
+        let _ = writeln!(o, "trimmed {sums} (use -v)");
     }
     for e in &r.size_estimates {
         let parts = if e.kind == "runtime" && e.wheels > 1 {
@@ -777,21 +768,12 @@ pub fn trim(r: &crate::trim::TrimReport, verbose: u8) -> String {
         }
         let hidden = &w.members[shown..];
         if !hidden.is_empty() {
-            let before: u64 = hidden.iter().map(|m| m.bytes_before).sum();
-            let after: u64 = hidden.iter().map(|m| m.bytes_after).sum();
-            let losing = hidden.iter().filter(|m| !m.lost.is_empty()).count();
-            let _ = writeln!(
-                o,
-                "  … and {} more members: {} → {}{} (use -v)",
-                hidden.len(),
-                size(before),
-                size(after),
-                if losing > 0 {
-                    format!(", {losing} of them lose their last usable image for a target")
-                } else {
-                    String::new()
-                }
+            let sums = hidden_members(
+                hidden
+                    .iter()
+                    .map(|m| (m.bytes_before, m.bytes_after, !m.lost.is_empty())),
             );
+            let _ = writeln!(o, "  … and {sums} (use -v)");
         }
         if w.loose_groups_unmatched > 0 {
             let _ = writeln!(
@@ -820,6 +802,28 @@ const LIST_CAP: usize = 20;
 /// The number of entries to show of `n`: all under `-v`, else at most [`LIST_CAP`].
 fn cap(n: usize, verbose: u8) -> usize {
     if verbose > 0 { n } else { n.min(LIST_CAP) }
+}
+
+/// "N more members: A → B[, K of them lose …]" for the trimmed members a short report leaves
+/// out, from each one's (bytes before, bytes after, loses an image).
+fn hidden_members(items: impl Iterator<Item = (u64, u64, bool)>) -> String {
+    let (mut n, mut before, mut after, mut losing) = (0usize, 0u64, 0u64, 0usize);
+    for (b, a, lost) in items {
+        n += 1;
+        before += b;
+        after += a;
+        losing += usize::from(lost);
+    }
+    let losing = if losing > 0 {
+        format!(", {losing} of them lose their last usable image for a target")
+    } else {
+        String::new()
+    };
+    format!(
+        "{n} more members: {} → {}{losing}",
+        size(before),
+        size(after)
+    )
 }
 
 fn more(o: &mut String, hidden: usize) {
