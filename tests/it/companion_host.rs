@@ -1,0 +1,487 @@
+//! The host rewrite of issue 14 (`elf::companion::move_device_code`) checked by what the
+//! runtime would see: a stand-in `libcudart.so.13` (C, built here with `cc`) records every
+//! wrapper `__cudaRegisterFatBinary` is handed and a hash of the container its data pointer
+//! reaches (16-byte header, `u64` size at +8). A small loader `dlopen`s the host with
+//! `LD_BIND_NOW=1` and then reads every wrapper record of the loaded host (addresses from the
+//! ELF, the load base from `dlinfo`), hashing the container each points at. The original and
+//! the rewritten host (companions beside it) must give the same lines, byte for byte, in the
+//! same order. No GPU is needed or used: the stand-in is how we prove the runtime is handed
+//! identical device code. cuobjdump, readelf and eu-elflint check the files statically.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use wheelslim::elf::companion::{CompanionTarget, MoveError, MovedBlock, move_device_code};
+use wheelslim::fatbin::cuda;
+
+use crate::common::fixture;
+use crate::shrink_support::{
+    cuobjdump_list, elflint_new_complaints, need, readelf_complaints, run_out, section,
+};
+
+const STANDIN_C: &str = r#"
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+static uint64_t fnv(const unsigned char *p, uint64_t n) {
+    uint64_t h = 1469598103934665603ULL;
+    for (uint64_t i = 0; i < n; i++) { h ^= p[i]; h *= 1099511628211ULL; }
+    return h;
+}
+static void *handles[64];
+static int nh;
+void **__cudaRegisterFatBinary(void *w) {
+    const uint32_t *m = (const uint32_t *)w;
+    const unsigned char *c = *(const unsigned char *const *)((const char *)w + 8);
+    uint16_t hs; uint64_t size; uint32_t magic;
+    memcpy(&magic, c, 4); memcpy(&hs, c + 6, 2); memcpy(&size, c + 8, 8);
+    printf("register wrapper magic=%08x version=%u container magic=%08x len=%llu fnv=%016llx\n",
+           m[0], m[1], magic, (unsigned long long)(hs + size),
+           (unsigned long long)fnv(c, hs + size));
+    fflush(stdout);
+    return &handles[nh++ % 64];
+}
+void __cudaRegisterFatBinaryEnd(void **h) { (void)h; printf("end\n"); }
+void __cudaUnregisterFatBinary(void **h) { (void)h; }
+void __cudaRegisterFunction(void **h, const char *hf, char *df, const char *name, int tl,
+                            void *a, void *b, void *c, void *d, int *e) {
+    (void)h; (void)hf; (void)df; (void)tl; (void)a; (void)b; (void)c; (void)d; (void)e;
+    printf("function %s\n", name);
+}
+void __cudaRegisterVar(void **h, char *hv, char *dv, const char *name, int ext, size_t size,
+                       int constant, int global) {
+    (void)h; (void)hv; (void)dv; (void)ext; (void)constant; (void)global;
+    printf("var %s %zu\n", name, size);
+}
+void __cudaRegisterManagedVar(void **h, void **hv, char *dv, const char *name, int ext,
+                              size_t size, int constant, int global) {
+    (void)h; (void)hv; (void)dv; (void)ext; (void)constant; (void)global;
+    printf("managed %s %zu\n", name, size);
+}
+unsigned __cudaPushCallConfiguration(void) { return 0; }
+int __cudaPopCallConfiguration(void) { return 0; }
+int cudaGetLastError(void) { return 0; }
+int cudaLaunchKernel(void) { return 0; }
+int __cudaLaunchKernel(void) { return 0; }
+void *__cudaGetKernel(void) { return 0; }
+"#;
+
+const LOADER_C: &str = r#"
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <link.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+static uint64_t fnv(const unsigned char *p, uint64_t n) {
+    uint64_t h = 1469598103934665603ULL;
+    for (uint64_t i = 0; i < n; i++) { h ^= p[i]; h *= 1099511628211ULL; }
+    return h;
+}
+/* loader LIB [VADDR COUNT]...: dlopen LIB, then hash the container each wrapper points at. */
+int main(int argc, char **argv) {
+    void *h = dlopen(argv[1], RTLD_NOW);
+    if (!h) { printf("dlopen failed: %s\n", dlerror()); return 1; }
+    struct link_map *lm = 0;
+    if (dlinfo(h, RTLD_DI_LINKMAP, &lm) != 0) return 2;
+    for (int i = 2; i + 1 < argc; i += 2) {
+        uint64_t va = strtoull(argv[i], 0, 0);
+        long n = atol(argv[i + 1]);
+        for (long k = 0; k < n; k++) {
+            const unsigned char *w = (const unsigned char *)(lm->l_addr + va + 24 * k);
+            uint32_t magic; memcpy(&magic, w, 4);
+            if (magic == 0) { printf("wrapper %ld padding\n", k); continue; }
+            const unsigned char *c; memcpy(&c, w + 8, 8);
+            uint16_t hs; uint64_t size; memcpy(&hs, c + 6, 2); memcpy(&size, c + 8, 8);
+            printf("wrapper %ld magic=%08x len=%llu fnv=%016llx\n", k, magic,
+                   (unsigned long long)(hs + size), (unsigned long long)fnv(c, hs + size));
+        }
+    }
+    return 0;
+}
+"#;
+
+struct Rig {
+    dir: tempfile::TempDir,
+    loader: PathBuf,
+}
+
+impl Rig {
+    fn new() -> Rig {
+        let cc = need("cc", "gcc");
+        let dir = crate::common::tempdir();
+        let rt = dir.path().join("rt");
+        std::fs::create_dir_all(&rt).unwrap();
+        std::fs::write(dir.path().join("standin.c"), STANDIN_C).unwrap();
+        std::fs::write(
+            dir.path().join("cudart.map"),
+            "libcudart.so.13 { global: *; };\n",
+        )
+        .unwrap();
+        let (ok, o, e) = run_out(
+            Command::new(&cc)
+                .args(["-shared", "-fPIC", "-O1", "-Wl,-soname,libcudart.so.13"])
+                .arg(format!(
+                    "-Wl,--version-script={}",
+                    dir.path().join("cudart.map").display()
+                ))
+                .arg("-o")
+                .arg(rt.join("libcudart.so.13"))
+                .arg(dir.path().join("standin.c")),
+        );
+        assert!(ok, "building the stand-in libcudart failed: {o}{e}");
+        std::fs::write(dir.path().join("loader.c"), LOADER_C).unwrap();
+        let loader = dir.path().join("loader");
+        let (ok, o, e) = run_out(
+            Command::new(&cc)
+                .args(["-O1", "-o"])
+                .arg(&loader)
+                .arg(dir.path().join("loader.c"))
+                .arg("-ldl"),
+        );
+        assert!(ok, "building the loader failed: {o}{e}");
+        Rig { dir, loader }
+    }
+
+    /// Loads `lib` (its directory and the stand-in on LD_LIBRARY_PATH) and returns what the
+    /// stand-in recorded and what the wrappers point at.
+    fn load(&self, lib: &Path, wrappers: &[(u64, u64)]) -> Result<Vec<String>, String> {
+        let path = format!(
+            "{}:{}",
+            lib.parent().unwrap().display(),
+            self.dir.path().join("rt").display()
+        );
+        let mut cmd = Command::new(&self.loader);
+        cmd.arg(lib);
+        for (va, n) in wrappers {
+            cmd.arg(format!("{va:#x}")).arg(n.to_string());
+        }
+        let (ok, out, err) = run_out(
+            cmd.env("LD_BIND_NOW", "1")
+                .env("LD_LIBRARY_PATH", path)
+                .env_remove("LD_PRELOAD"),
+        );
+        if ok {
+            Ok(out.lines().map(str::to_string).collect())
+        } else {
+            Err(format!("{out}{err}"))
+        }
+    }
+}
+
+/// `(vaddr, count)` of the `.nvFatBinSegment` records of `data`.
+fn wrapper_sections(data: &[u8]) -> Vec<(u64, u64)> {
+    let g = goblin::elf::Elf::parse(data).unwrap();
+    g.section_headers
+        .iter()
+        .filter(|s| g.shdr_strtab.get_at(s.sh_name) == Some(".nvFatBinSegment"))
+        .map(|s| (s.sh_addr, s.sh_size / 24))
+        .collect()
+}
+
+/// File offset of the first `.nvFatBinSegment`.
+fn wrapper_file_off(data: &[u8]) -> usize {
+    section(data, ".nvFatBinSegment").unwrap().0
+}
+
+/// Every container of the CUDA sections of `data`, as `MovedBlock`s, in file order.
+fn all_blocks(data: &[u8]) -> Vec<MovedBlock> {
+    let mut out = Vec::new();
+    for name in [".nv_fatbin", "__nv_relfatbin"] {
+        if let Some((off, _, size)) = section(data, name) {
+            for c in cuda::parse_section(&data[off..off + size]).unwrap() {
+                out.push(MovedBlock {
+                    section: name.into(),
+                    offset: c.offset as u64,
+                    size: c.len as u64,
+                });
+            }
+        }
+    }
+    out
+}
+
+/// Writes the original in `orig/` and the rewrite with its companions in `moved/`, under the
+/// same file name, and returns both paths.
+fn lay_down(
+    dir: &Path,
+    stem: &str,
+    orig: &[u8],
+    out: &wheelslim::elf::companion::MoveOutcome,
+) -> (PathBuf, PathBuf) {
+    let (a, b) = (dir.join(stem).join("orig"), dir.join(stem).join("moved"));
+    std::fs::create_dir_all(&a).unwrap();
+    std::fs::create_dir_all(&b).unwrap();
+    let name = "libhost.so";
+    std::fs::write(a.join(name), orig).unwrap();
+    std::fs::write(b.join(name), &out.host).unwrap();
+    for (soname, bytes) in &out.companions {
+        std::fs::write(b.join(soname), bytes).unwrap();
+    }
+    (a.join(name), b.join(name))
+}
+
+fn check_static(orig: &Path, moved: &Path, companions: &[PathBuf]) {
+    let complaints = readelf_complaints(moved);
+    assert!(
+        complaints.trim().is_empty(),
+        "readelf on the host: {complaints}"
+    );
+    let new = elflint_new_complaints(orig, moved);
+    assert!(new.is_empty(), "eu-elflint has new complaints: {new:#?}");
+    for c in companions {
+        let complaints = readelf_complaints(c);
+        assert!(
+            complaints.trim().is_empty(),
+            "readelf on a companion: {complaints}"
+        );
+    }
+}
+
+#[test]
+fn the_stand_in_runtime_is_handed_the_same_containers_after_the_move() {
+    let rig = Rig::new();
+    for rel in [
+        "cuda/libfix_plain.so",
+        "cuda/libfix_lz4.so",
+        "cuda/libfix_default.so",
+        "cuda/libfix_rdc.so",
+        "cuda/libfix_concat.so",
+    ] {
+        let data = std::fs::read(fixture(rel)).unwrap();
+        let blocks = all_blocks(&data);
+        assert!(!blocks.is_empty(), "{rel}");
+        // All containers in one companion; then a subset (every other one) in two.
+        let mut plans = vec![vec![CompanionTarget {
+            soname: "libhost_device.so".into(),
+            blocks: blocks.clone(),
+        }]];
+        if blocks.len() > 1 {
+            let (even, odd): (Vec<_>, Vec<_>) = blocks
+                .iter()
+                .cloned()
+                .enumerate()
+                .partition(|(i, _)| i % 2 == 0);
+            plans.push(vec![CompanionTarget {
+                soname: "libhost_dev0.so".into(),
+                blocks: even.into_iter().map(|x| x.1).collect(),
+            }]);
+            let _ = odd;
+        }
+        let wrappers = wrapper_sections(&data);
+        assert!(!wrappers.is_empty(), "{rel} has no wrappers");
+        for (pi, plan) in plans.iter().enumerate() {
+            let stem = format!("{}_{pi}", rel.replace(['/', '.'], "_"));
+            let out =
+                move_device_code(&data, plan).unwrap_or_else(|e| panic!("{rel} plan {pi}: {e}"));
+            assert!(out.moved_bytes > 0);
+            let (orig, moved) = lay_down(rig.dir.path(), &stem, &data, &out);
+            let want = rig
+                .load(&orig, &wrappers)
+                .unwrap_or_else(|e| panic!("{rel}: {e}"));
+            assert!(
+                want.iter().any(|l| l.starts_with("register wrapper")),
+                "{rel}: the stand-in saw no registration: {want:#?}"
+            );
+            let got = rig
+                .load(&moved, &wrapper_sections(&out.host))
+                .unwrap_or_else(|e| {
+                    panic!("{rel} plan {pi}: the rewritten host does not load: {e}")
+                });
+            assert_eq!(got, want, "{rel} plan {pi}: {:#?}", out.notes);
+            if pi == 0 {
+                assert!(
+                    out.host_bytes_removed > 0 || data.len() < 0x4000,
+                    "{rel}: the host did not shrink: {:#?}",
+                    out.notes
+                );
+            }
+            let comps: Vec<PathBuf> = out
+                .companions
+                .iter()
+                .map(|(s, _)| moved.parent().unwrap().join(s))
+                .collect();
+            check_static(&orig, &moved, &comps);
+            // Negative control: without its companion the rewritten host does not load.
+            for c in &comps {
+                let hidden = c.with_extension("hidden");
+                std::fs::rename(c, &hidden).unwrap();
+                assert!(
+                    rig.load(&moved, &[]).is_err(),
+                    "{rel}: the host loads without its companion"
+                );
+                std::fs::rename(&hidden, c).unwrap();
+            }
+        }
+    }
+}
+
+#[test]
+fn cuobjdump_over_host_and_companions_lists_what_the_original_had() {
+    let dir = crate::common::tempdir();
+    for rel in [
+        "cuda/libfix_plain.so",
+        "cuda/libfix_rdc.so",
+        "cuda/libfix_concat.so",
+    ] {
+        let data = std::fs::read(fixture(rel)).unwrap();
+        let blocks = all_blocks(&data);
+        let half = blocks.len() / 2;
+        let plan = vec![
+            CompanionTarget {
+                soname: "libhost_a.so".into(),
+                blocks: blocks[..half.max(1)].to_vec(),
+            },
+            CompanionTarget {
+                soname: "libhost_b.so".into(),
+                blocks: blocks[half.max(1)..].to_vec(),
+            },
+        ];
+        let plan: Vec<CompanionTarget> =
+            plan.into_iter().filter(|t| !t.blocks.is_empty()).collect();
+        let out = move_device_code(&data, &plan).unwrap_or_else(|e| panic!("{rel}: {e}"));
+        let stem = rel.replace(['/', '.'], "_");
+        let (orig, moved) = lay_down(dir.path(), &stem, &data, &out);
+        let mut listed = Vec::new();
+        listed.extend(cuobjdump_list_or_empty(&moved));
+        for (s, _) in &out.companions {
+            listed.extend(cuobjdump_list(&moved.parent().unwrap().join(s), true));
+        }
+        let mut want = cuobjdump_list(&orig, true);
+        want.sort();
+        listed.sort();
+        assert_eq!(listed, want, "{rel}");
+    }
+}
+
+/// cuobjdump on a host whose containers all left: it lists nothing (and may say so).
+fn cuobjdump_list_or_empty(path: &Path) -> Vec<(String, String)> {
+    let tool = crate::common::tool_env("WHEELSLIM_CUOBJDUMP");
+    let (_, out, _) = run_out(
+        Command::new(tool)
+            .args(["-all", "--list-elf", "--list-ptx"])
+            .arg(path),
+    );
+    out.lines()
+        .filter_map(|l| {
+            let kind = if l.starts_with("ELF file") {
+                "ELF"
+            } else if l.starts_with("PTX file") {
+                "PTX"
+            } else {
+                return None;
+            };
+            let at = l.find("sm_")?;
+            Some((
+                kind.to_string(),
+                l[at..].chars().take_while(|&c| c != '.').collect(),
+            ))
+        })
+        .collect()
+}
+
+#[test]
+fn refusals_are_named() {
+    let data = std::fs::read(fixture("cuda/libfix_plain.so")).unwrap();
+    let blocks = all_blocks(&data);
+    let plan = vec![CompanionTarget {
+        soname: "libhost_device.so".into(),
+        blocks: blocks.clone(),
+    }];
+    // 32-bit.
+    let mut b32 = data.clone();
+    b32[4] = 1;
+    assert_eq!(move_device_code(&b32, &plan), Err(MoveError::Elf32));
+    // Non-PIE: an executable's wrappers hold absolute addresses.
+    let mut exec = data.clone();
+    exec[16] = 2;
+    let e = move_device_code(&exec, &plan).unwrap_err();
+    assert!(matches!(e, MoveError::NotShared(2)), "{e}");
+    assert!(
+        e.to_string()
+            .contains("cannot be re-pointed, the library stays whole"),
+        "{e}"
+    );
+    // A wrapper without its relocation: turn the wrappers' RELATIVE entries into R_X86_64_NONE.
+    let g = goblin::elf::Elf::parse(&data).unwrap();
+    let (seg, n) = wrapper_sections(&data)[0];
+    let rela = g
+        .section_headers
+        .iter()
+        .find(|s| g.shdr_strtab.get_at(s.sh_name) == Some(".rela.dyn"))
+        .unwrap();
+    let mut norel = data.clone();
+    for k in 0..(rela.sh_size / 24) {
+        let at = (rela.sh_offset + k * 24) as usize;
+        let off = u64::from_le_bytes(norel[at..at + 8].try_into().unwrap());
+        if (seg..seg + n * 24).contains(&off) && (off - seg) % 24 == 8 {
+            // No relocation at all; the place holds the link-time address, as in a non-PIE
+            // object.
+            let addend = norel[at + 16..at + 24].to_vec();
+            norel[at..at + 24].fill(0);
+            let place = off as usize - seg as usize + wrapper_file_off(&data);
+            norel[place..place + 8].copy_from_slice(&addend);
+        }
+    }
+    let e = move_device_code(&norel, &plan).unwrap_err();
+    assert!(matches!(e, MoveError::NoRelocation { .. }), "{e}");
+    assert!(
+        e.to_string()
+            .contains("cannot be re-pointed, the library stays whole")
+    );
+    // Not a container; twice; unknown section; soname clash.
+    let bad = vec![CompanionTarget {
+        soname: "libx.so".into(),
+        blocks: vec![MovedBlock {
+            section: ".nv_fatbin".into(),
+            offset: 8,
+            size: 16,
+        }],
+    }];
+    assert!(matches!(
+        move_device_code(&data, &bad),
+        Err(MoveError::NotAContainer { .. })
+    ));
+    let twice = vec![CompanionTarget {
+        soname: "libx.so".into(),
+        blocks: vec![blocks[0].clone(), blocks[0].clone()],
+    }];
+    assert!(matches!(
+        move_device_code(&data, &twice),
+        Err(MoveError::Twice { .. })
+    ));
+    let clash = vec![CompanionTarget {
+        soname: "libcudart.so.13".into(),
+        blocks: vec![blocks[0].clone()],
+    }];
+    assert!(matches!(
+        move_device_code(&data, &clash),
+        Err(MoveError::Soname(..))
+    ));
+    let wrong = vec![CompanionTarget {
+        soname: "libx.so".into(),
+        blocks: vec![MovedBlock {
+            section: ".text".into(),
+            offset: 0,
+            size: 16,
+        }],
+    }];
+    assert!(matches!(
+        move_device_code(&data, &wrong),
+        Err(MoveError::NotDevice { .. })
+    ));
+    assert_eq!(move_device_code(&data, &[]), Err(MoveError::Nothing));
+}
+
+#[test]
+fn the_output_is_deterministic() {
+    let data = std::fs::read(fixture("cuda/libfix_rdc.so")).unwrap();
+    let plan = vec![CompanionTarget {
+        soname: "libhost_device.so".into(),
+        blocks: all_blocks(&data),
+    }];
+    let a = move_device_code(&data, &plan).unwrap();
+    let b = move_device_code(&data, &plan).unwrap();
+    assert_eq!(a, b);
+}
