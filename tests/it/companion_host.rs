@@ -98,6 +98,8 @@ int main(int argc, char **argv) {
                    (unsigned long long)(hs + size), (unsigned long long)fnv(c, hs + size));
         }
     }
+    int (*f)(void) = (int (*)(void))dlsym(h, "host_value");
+    if (f) printf("host_value %d\n", f());
     return 0;
 }
 "#;
@@ -484,4 +486,122 @@ fn the_output_is_deterministic() {
     let a = move_device_code(&data, &plan).unwrap();
     let b = move_device_code(&data, &plan).unwrap();
     assert_eq!(a, b);
+}
+
+/// A host built here from C: two real containers (from the plain fixture) in `.nv_fatbin`,
+/// two wrappers, a constructor registering both, and an exported `host_value` reading a
+/// global through a symbolic relocation against a defined (hashed) symbol, whose index
+/// shifts when the new symbols go in.
+fn build_c_host(rig: &Rig, name: &str, ld_flags: &[&str]) -> Vec<u8> {
+    let plain = std::fs::read(fixture("cuda/libfix_plain.so")).unwrap();
+    let (off, _, size) = section(&plain, ".nv_fatbin").unwrap();
+    let sec = &plain[off..off + size];
+    let cs = cuda::parse_section(sec).unwrap();
+    let arr = |i: usize| {
+        let c = &cs[i];
+        sec[c.offset..c.end()]
+            .iter()
+            .map(|b| b.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let src = format!(
+        r#"
+#include <stdint.h>
+struct wrapper {{ uint32_t magic; uint32_t version; const void *data; void *unused; }};
+__attribute__((section(".nv_fatbin"), aligned(8), used)) static const unsigned char fb0[] = {{ {a} }};
+__attribute__((section(".nv_fatbin"), aligned(8), used)) static const unsigned char fb1[] = {{ {b} }};
+__attribute__((section(".nvFatBinSegment"), aligned(8), used)) static struct wrapper w0 = {{ 0x466243B1, 1, fb0, 0 }};
+__attribute__((section(".nvFatBinSegment"), aligned(8), used)) static struct wrapper w1 = {{ 0x466243B1, 1, fb1, 0 }};
+extern void **__cudaRegisterFatBinary(void *);
+extern void __cudaRegisterFatBinaryEnd(void **);
+int host_counter = 41;
+int *host_ptr = &host_counter;
+int host_value(void) {{ return *host_ptr + 1; }}
+__attribute__((constructor)) static void reg(void) {{
+    __cudaRegisterFatBinaryEnd(__cudaRegisterFatBinary(&w0));
+    __cudaRegisterFatBinaryEnd(__cudaRegisterFatBinary(&w1));
+}}
+"#,
+        a = arr(0),
+        b = arr(1)
+    );
+    let dir = rig.dir.path().join(format!("src_{name}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("host.c"), src).unwrap();
+    let out = dir.join(format!("{name}.so"));
+    let (ok, o, e) = run_out(
+        Command::new(need("cc", "gcc"))
+            .args(["-shared", "-fPIC", "-O1", "-o"])
+            .arg(&out)
+            .arg(dir.join("host.c"))
+            .args(ld_flags)
+            .arg(format!("-L{}", rig.dir.path().join("rt").display()))
+            .arg("-l:libcudart.so.13"),
+    );
+    assert!(ok, "building the C host failed: {o}{e}");
+    std::fs::read(out).unwrap()
+}
+
+#[test]
+fn a_host_with_both_hash_tables_and_symbolic_binding_keeps_working() {
+    let rig = Rig::new();
+    for (name, flags) in [
+        ("both", &["-Wl,--hash-style=both"][..]),
+        ("sysv", &["-Wl,--hash-style=sysv"][..]),
+        ("symbolic", &["-Wl,--hash-style=both", "-Wl,-Bsymbolic"][..]),
+    ] {
+        let data = build_c_host(&rig, name, flags);
+        let blocks = all_blocks(&data);
+        assert_eq!(blocks.len(), 2, "{name}");
+        for plan in [blocks.clone(), blocks[1..].to_vec()] {
+            let targets = vec![CompanionTarget {
+                soname: format!("lib{name}_device.so"),
+                blocks: plan.clone(),
+            }];
+            let out = move_device_code(&data, &targets).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let (orig, moved) = lay_down(
+                rig.dir.path(),
+                &format!("c_{name}_{}", plan.len()),
+                &data,
+                &out,
+            );
+            let want = rig.load(&orig, &wrapper_sections(&data)).unwrap();
+            assert!(want.contains(&"host_value 42".to_string()), "{want:#?}");
+            assert_eq!(want.iter().filter(|l| l.starts_with("register")).count(), 2);
+            let got = rig
+                .load(&moved, &wrapper_sections(&out.host))
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(got, want, "{name}: {:#?}", out.notes);
+            let comps: Vec<PathBuf> = out
+                .companions
+                .iter()
+                .map(|(s, _)| moved.parent().unwrap().join(s))
+                .collect();
+            check_static(&orig, &moved, &comps);
+        }
+    }
+}
+
+#[test]
+fn a_wrapper_behind_a_relr_relocation_is_refused_by_name() {
+    let rig = Rig::new();
+    let data = build_c_host(&rig, "relr", &["-Wl,-z,pack-relative-relocs"]);
+    let g = goblin::elf::Elf::parse(&data).unwrap();
+    assert!(
+        g.dynamic
+            .as_ref()
+            .unwrap()
+            .dyns
+            .iter()
+            .any(|d| d.d_tag == 36),
+        "the linker wrote no DT_RELR"
+    );
+    let targets = vec![CompanionTarget {
+        soname: "librelr_device.so".into(),
+        blocks: all_blocks(&data),
+    }];
+    let e = move_device_code(&data, &targets).unwrap_err();
+    assert!(matches!(e, MoveError::Relr { .. }), "{e}");
+    assert!(e.to_string().contains("RELR"), "{e}");
 }
