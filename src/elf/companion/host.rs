@@ -462,7 +462,10 @@ pub fn move_device_code(
             let g = groups
                 .get_mut(gi)
                 .ok_or_else(|| MoveError::Malformed("group".into()))?;
-            while u64_of(g.2.len()) % d.align != 0 {
+            while u64_of(g.2.len())
+                .checked_rem(d.align)
+                .is_some_and(|r| r != 0)
+            {
                 g.2.push(0);
             }
             let offset = u64_of(g.2.len());
@@ -486,7 +489,7 @@ pub fn move_device_code(
     let inside = |addr: u64| -> Option<&Moving> {
         moving
             .iter()
-            .find(|m| addr >= m.start && addr - m.start < m.len)
+            .find(|m| addr >= m.start && addr.saturating_sub(m.start) < m.len)
     };
 
     // ------------------------------------------------------------------ relocations
@@ -556,7 +559,7 @@ pub fn move_device_code(
                         }
                         let target = r.addend as u64;
                         if let Some(m) = inside(target) {
-                            let addend = m.offset.saturating_add(target - m.start);
+                            let addend = m.offset.saturating_add(target.saturating_sub(m.start));
                             let addend = i64::try_from(addend)
                                 .map_err(|_| MoveError::Layout("addend".into()))?;
                             convert.push((ri, m.symbol, addend));
@@ -630,7 +633,10 @@ pub fn move_device_code(
     let in_tables = |off: u64| {
         [&rela, &jmprel].iter().any(|t| {
             t.as_ref().is_some_and(|t| {
-                off >= t.off && off < t.off.saturating_add(u64_of(t.entries.len()) * 24)
+                off >= t.off
+                    && off
+                        < t.off
+                            .saturating_add(u64_of(t.entries.len()).saturating_mul(24))
             })
         })
     };
@@ -648,7 +654,7 @@ pub fn move_device_code(
     }
     let mut sym_names: Vec<Vec<u8>> = Vec::new();
     for k in 0..nsyms {
-        let name = raw::u32_at(dynsym, k * SYM_SIZE)?;
+        let name = raw::u32_at(dynsym, k.saturating_mul(SYM_SIZE))?;
         sym_names.push(string(u64::from(name)));
     }
     let mut taken: BTreeSet<Vec<u8>> = sym_names.iter().cloned().collect();
@@ -870,7 +876,7 @@ pub fn move_device_code(
     let placed = place::place(
         &elf,
         &to_place,
-        move_dynamic.then(|| (dyn_section, provisional)),
+        move_dynamic.then_some((dyn_section, provisional)),
     )?;
     let mut out = placed.data;
     let new_addr = |slot: usize| placed.at.get(slot).map(|a| a.0);

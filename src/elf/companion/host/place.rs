@@ -156,7 +156,7 @@ pub(crate) fn place(
     }
     let size = cursor.checked_sub(seg_off).ok_or_else(|| bad("size"))?;
     let vaddr = align_up(top, align)
-        .and_then(|v| v.checked_add(seg_off % align))
+        .and_then(|v| v.checked_add(seg_off.checked_rem(align)?))
         .filter(|v| v.checked_add(size).is_some())
         .ok_or_else(|| bad("address"))?;
     let addr = |off: u64| vaddr.saturating_add(off.saturating_sub(seg_off));
@@ -320,7 +320,7 @@ pub(crate) fn place(
                 raw::put_u64(
                     &mut out,
                     add(e, 8, "symbol")?,
-                    m.3.saturating_add(value - m.1),
+                    m.3.saturating_add(value.saturating_sub(m.1)),
                 )?;
                 rebased = rebased.saturating_add(1);
             }

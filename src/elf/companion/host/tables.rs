@@ -226,7 +226,7 @@ pub(crate) fn sysv_rebuild(names: &[&[u8]], nbucket: u32) -> Result<Vec<u8>, Mov
     let mut chains = vec![0u32; names.len()];
     for (i, name) in names.iter().enumerate().skip(1) {
         let idx = u32::try_from(i).map_err(|_| MoveError::Malformed("symbol index".into()))?;
-        let b = usize::try_from(sysv_hash(name) % nb).unwrap_or(0);
+        let b = usize::try_from(sysv_hash(name).checked_rem(nb).unwrap_or(0)).unwrap_or(0);
         if let (Some(head), Some(slot)) = (buckets.get_mut(b), chains.get_mut(i)) {
             *slot = std::mem::replace(head, idx);
         }

@@ -1,6 +1,15 @@
 //! Unit tests of the table edits: the RELACOUNT reorder, the symbol-index shift, the
 //! `.gnu.hash` shift, the rebuilt `.hash`, RELR decoding.
 
+#![allow(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::arithmetic_side_effects,
+    clippy::cast_possible_truncation
+)]
+
 use super::tables::*;
 use crate::elf::companion::hash::sysv_hash;
 
