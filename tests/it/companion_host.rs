@@ -605,3 +605,235 @@ fn a_wrapper_behind_a_relr_relocation_is_refused_by_name() {
     assert!(matches!(e, MoveError::Relr { .. }), "{e}");
     assert!(e.to_string().contains("RELR"), "{e}");
 }
+
+/// `(section, offset, len)` of every bundle of `.hip_fatbin`, as `MovedBlock`s.
+fn hip_blocks(data: &[u8]) -> Vec<MovedBlock> {
+    let (off, _, size) = section(data, ".hip_fatbin").unwrap();
+    wheelslim::fatbin::hip::parse_section(&data[off..off + size])
+        .unwrap()
+        .iter()
+        .map(|b| MovedBlock {
+            section: ".hip_fatbin".into(),
+            offset: b.offset as u64,
+            size: b.len as u64,
+        })
+        .collect()
+}
+
+/// The HIP fixture's own check functions, loaded with the companions on LD_LIBRARY_PATH.
+fn load_hip_beside(path: &Path) -> String {
+    let py = crate::common::tool_env("WHEELSLIM_PYTHON");
+    let (ok, out, err) = run_out(
+        Command::new(py)
+            .args([
+                "-c",
+                "import ctypes,sys; l=ctypes.CDLL(sys.argv[1]); print(l.fix_hip_host(3), l.fix_throw_catch(7), l.fix_hip_check(), l.fix_hip_code_objects(), l.fix_hip_functions())",
+            ])
+            .arg(path)
+            .env("LD_BIND_NOW", "1")
+            .env("LD_LIBRARY_PATH", path.parent().unwrap()),
+    );
+    assert!(ok, "loading {} failed: {out}{err}", path.display());
+    out.trim().to_string()
+}
+
+#[test]
+fn hip_bundles_move_and_the_fixture_still_reaches_them() {
+    let dir = crate::common::tempdir();
+    for rel in ["hip/libhipfix.so", "hip/libhipfix_ccob.so"] {
+        let data = std::fs::read(fixture(rel)).unwrap();
+        let blocks = hip_blocks(&data);
+        assert!(!blocks.is_empty());
+        for (pi, plan) in [blocks.clone(), blocks[..1].to_vec()]
+            .into_iter()
+            .enumerate()
+        {
+            let targets = vec![CompanionTarget {
+                soname: "libhipfix_device.so".into(),
+                blocks: plan,
+            }];
+            let out = move_device_code(&data, &targets).unwrap_or_else(|e| panic!("{rel}: {e}"));
+            let stem = format!("{}_{pi}", rel.replace(['/', '.'], "_"));
+            let (orig, moved) = lay_down(dir.path(), &stem, &data, &out);
+            assert_eq!(
+                load_hip_beside(&moved),
+                load_hip_beside(&orig),
+                "{rel} {pi}: {:#?}",
+                out.notes
+            );
+            let comp = moved.parent().unwrap().join("libhipfix_device.so");
+            check_static(&orig, &moved, std::slice::from_ref(&comp));
+            // clang-offload-bundler lists the same targets, bundle for bundle, over host and
+            // companion together.
+            let want = crate::companion::bundler_lists(dir.path(), &orig);
+            let mut got = crate::companion::bundler_lists(dir.path(), &comp);
+            if pi == 1 {
+                got.extend(crate::companion::bundler_lists(dir.path(), &moved));
+            }
+            let mut want = want;
+            want.sort();
+            got.sort();
+            assert_eq!(got, want, "{rel} {pi}");
+        }
+    }
+}
+
+/// Runs the committed cross loader under qemu with the companions on LD_LIBRARY_PATH.
+fn load_cross(arch: &str, lib: &Path, calls: &[&str]) -> Vec<String> {
+    let (qemu, loader, sysroot) = match arch {
+        "aarch64" => (
+            need("qemu-aarch64-static", "qemu-user-static"),
+            fixture("aarch64/loader"),
+            "/usr/aarch64-linux-gnu",
+        ),
+        _ => (
+            need("qemu-ppc64le-static", "qemu-user-static"),
+            fixture("ppc64le/loader"),
+            "/usr/powerpc64le-linux-gnu",
+        ),
+    };
+    let mut cmd = Command::new(qemu);
+    if arch == "aarch64" {
+        cmd.args(["-p", "65536"]);
+    }
+    cmd.args(["-L", sysroot, "-E", "LD_BIND_NOW=1", "-E"])
+        .arg(format!(
+            "LD_LIBRARY_PATH={}",
+            lib.parent().unwrap().display()
+        ))
+        .arg(loader)
+        .arg(lib)
+        .args(calls);
+    let (ok, out, err) = run_out(&mut cmd);
+    assert!(
+        ok,
+        "qemu-{arch} could not load {}: {out}{err}",
+        lib.display()
+    );
+    out.lines().skip(1).map(str::to_string).collect()
+}
+
+#[test]
+fn aarch64_and_ppc64le_hosts_reach_their_moved_containers_under_qemu() {
+    let dir = crate::common::tempdir();
+    for (rel, arch, calls) in [
+        (
+            "aarch64/libfix_a64.so",
+            "aarch64",
+            &[
+                "fix_a64_host:3",
+                "fix_fatbin_check",
+                "fix_fatbin_entries",
+                "fix_fatbin_elves",
+            ][..],
+        ),
+        (
+            "ppc64le/libfix_ppc64le.so",
+            "ppc64le",
+            &[
+                "fix_ppc_host:3",
+                "fix_fatbin_check",
+                "fix_fatbin_entries",
+                "fix_fatbin_elves",
+            ][..],
+        ),
+    ] {
+        need(
+            if arch == "aarch64" {
+                "/usr/aarch64-linux-gnu/lib/ld-linux-aarch64.so.1"
+            } else {
+                "/usr/powerpc64le-linux-gnu/lib/ld64.so.2"
+            },
+            if arch == "aarch64" {
+                "libc6-arm64-cross"
+            } else {
+                "libc6-ppc64el-cross"
+            },
+        );
+        let data = std::fs::read(fixture(rel)).unwrap();
+        let blocks = all_blocks(&data);
+        for (pi, plan) in [blocks.clone(), blocks[..1].to_vec()]
+            .into_iter()
+            .enumerate()
+        {
+            let targets = vec![CompanionTarget {
+                soname: "libfix_device.so".into(),
+                blocks: plan,
+            }];
+            let out = move_device_code(&data, &targets).unwrap_or_else(|e| panic!("{rel}: {e}"));
+            let (orig, moved) = lay_down(dir.path(), &format!("{arch}_{pi}"), &data, &out);
+            let want = load_cross(arch, &orig, calls);
+            assert!(
+                want.iter().any(|l| l.starts_with("fix_fatbin_check")),
+                "{want:?}"
+            );
+            assert_eq!(
+                load_cross(arch, &moved, calls),
+                want,
+                "{rel} {pi}: {:#?}",
+                out.notes
+            );
+            let comp = moved.parent().unwrap().join("libfix_device.so");
+            check_static(&orig, &moved, std::slice::from_ref(&comp));
+            let mut listed = cuobjdump_list_or_empty(&moved);
+            listed.extend(cuobjdump_list(&comp, true));
+            let mut want = cuobjdump_list(&orig, true);
+            listed.sort();
+            want.sort();
+            assert_eq!(listed, want, "{rel} {pi}");
+        }
+    }
+}
+
+/// `data` with every spare DT_NULL slot of `.dynamic` but the terminator taken by
+/// DT_CHECKSUM (which the loader ignores), so new entries cannot fit in place.
+fn without_dynamic_slack(data: &[u8]) -> Vec<u8> {
+    let g = goblin::elf::Elf::parse(data).unwrap();
+    let d = g
+        .section_headers
+        .iter()
+        .find(|s| s.sh_type == goblin::elf::section_header::SHT_DYNAMIC)
+        .unwrap();
+    let mut out = data.to_vec();
+    let (start, end) = (d.sh_offset as usize, (d.sh_offset + d.sh_size) as usize);
+    let slots: Vec<usize> = (start..end).step_by(16).collect();
+    let first_null = slots
+        .iter()
+        .position(|&at| out[at..at + 8] == [0; 8])
+        .unwrap();
+    for &at in &slots[first_null..slots.len() - 1] {
+        out[at..at + 8].copy_from_slice(&0x6fff_fdf8u64.to_le_bytes());
+    }
+    out
+}
+
+#[test]
+fn without_dynamic_slack_the_dynamic_section_moves_and_the_host_still_loads() {
+    let rig = Rig::new();
+    let data = without_dynamic_slack(&std::fs::read(fixture("cuda/libfix_plain.so")).unwrap());
+    let blocks = all_blocks(&data);
+    let targets: Vec<CompanionTarget> = blocks
+        .iter()
+        .enumerate()
+        .map(|(i, b)| CompanionTarget {
+            soname: format!("libhost_part{i}.so"),
+            blocks: vec![b.clone()],
+        })
+        .collect();
+    let out = move_device_code(&data, &targets).unwrap();
+    assert!(
+        out.notes.iter().any(|n| n.contains("moved `.dynamic`")),
+        "{:#?}",
+        out.notes
+    );
+    let (orig, moved) = lay_down(rig.dir.path(), "noslack", &data, &out);
+    let want = rig.load(&orig, &wrapper_sections(&data)).unwrap();
+    let got = rig.load(&moved, &wrapper_sections(&out.host)).unwrap();
+    assert_eq!(got, want);
+    let comps: Vec<PathBuf> = out
+        .companions
+        .iter()
+        .map(|(s, _)| moved.parent().unwrap().join(s))
+        .collect();
+    check_static(&orig, &moved, &comps);
+}

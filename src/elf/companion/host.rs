@@ -654,8 +654,18 @@ pub fn move_device_code(
     }
     let mut sym_names: Vec<Vec<u8>> = Vec::new();
     for k in 0..nsyms {
-        let name = raw::u32_at(dynsym, k.saturating_mul(SYM_SIZE))?;
+        let e = k.saturating_mul(SYM_SIZE);
+        let name = raw::u32_at(dynsym, e)?;
         sym_names.push(string(u64::from(name)));
+        // An exported symbol inside a moved container would name bytes that leave the host.
+        let shndx = raw::u16_at(dynsym, e.saturating_add(6))?;
+        let value = raw::u64_at(dynsym, e.saturating_add(8))?;
+        if k > 0 && shndx != 0 && shndx < 0xff00 && inside(value).is_some() {
+            return Err(MoveError::Referenced(format!(
+                "the exported symbol `{}`",
+                String::from_utf8_lossy(&string(u64::from(name)))
+            )));
+        }
     }
     let mut taken: BTreeSet<Vec<u8>> = sym_names.iter().cloned().collect();
     for s in elf.shdrs.iter().filter(|s| s.sh_type == SHT_SYMTAB) {
