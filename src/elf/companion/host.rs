@@ -72,8 +72,8 @@ use super::{CompanionError, CompanionSpec, DataBlock, Export};
 use crate::elf::consts::{
     DT_GNU_HASH, DT_HASH, DT_JMPREL, DT_NEEDED, DT_PLTRELSZ, DT_REL, DT_RELA, DT_RELASZ, DT_RELR,
     DT_RELRSZ, DT_RELSZ, DT_SONAME, DT_STRSZ, DT_STRTAB, DT_SYMTAB, DT_VERSYM, DYN_SIZE,
-    EM_AARCH64, EM_PPC64, EM_X86_64, ET_DYN, ET_EXEC, SHT_DYNSYM, SHT_REL, SHT_RELA, SHT_SYMTAB,
-    SYM_SIZE,
+    EM_AARCH64, EM_PPC64, EM_X86_64, ET_DYN, ET_EXEC, SHT_DYNSYM, SHT_REL, SHT_RELA, SHT_RELR,
+    SHT_SYMTAB, SYM_SIZE,
 };
 use crate::elf::file::{DynEntry, Elf64};
 use crate::elf::shrink::{Block, SectionEdit, ShrinkMethod};
@@ -151,7 +151,7 @@ pub enum MoveError {
     )]
     NoRelocation { section: String, index: u64 },
     #[error(
-        "wrapper {index} of `{section}` gets its pointer from a RELR relocation; taking entries out of the RELR encoding is not implemented yet, the library stays whole (relink without -z pack-relative-relocs, or do not move its containers)"
+        "wrapper {index} of `{section}` gets its pointer from a RELR relocation, and the RELR table would grow without it (it cannot move): the library stays whole (relink without -z pack-relative-relocs, or do not move its containers)"
     )]
     Relr { section: String, index: u64 },
     #[error(
@@ -530,6 +530,8 @@ pub fn move_device_code(
     let mut convert: Vec<(usize, usize, i64)> = Vec::new(); // (rela index, new symbol, addend)
     let mut wrapper_fields: Vec<u64> = Vec::new();
     let mut wrappers_seen = 0usize;
+    // (place, new symbol, addend, wrapper section, index) of wrappers fed by RELR.
+    let mut relr_convert: Vec<(u64, usize, i64, &str, u64)> = Vec::new();
     for (sec, magic) in WRAPPERS {
         for s in elf
             .shdrs
@@ -568,13 +570,20 @@ pub fn move_device_code(
                     }
                     None => {
                         let word = read_word(field)?.unwrap_or(0);
-                        if inside(word).is_some() {
-                            let section = sec.to_string();
-                            return Err(if relr.contains(&field) {
-                                MoveError::Relr { section, index: i }
-                            } else {
-                                MoveError::NoRelocation { section, index: i }
-                            });
+                        if let Some(m) = inside(word) {
+                            if !relr.contains(&field) {
+                                return Err(MoveError::NoRelocation {
+                                    section: sec.to_string(),
+                                    index: i,
+                                });
+                            }
+                            // A RELR entry: it leaves the RELR encoding and a RELA entry
+                            // takes its place.
+                            let addend = m.offset.saturating_add(word.saturating_sub(m.start));
+                            let addend = i64::try_from(addend)
+                                .map_err(|_| MoveError::Layout("addend".into()))?;
+                            relr_convert.push((field, m.symbol, addend, sec, i));
+                            wrapper_fields.push(field);
                         }
                     }
                 }
@@ -799,6 +808,47 @@ pub fn move_device_code(
         let (entries, count) = tables::convert_and_reorder(&entries, relacount, &conv, symbolic)?;
         rela_out = Some((t.off, entries, count));
     }
+    // RELR wrappers: out of the RELR encoding, into RELA (after the RELACOUNT prefix, at the
+    // end of the table, which then grows and moves into the new segment).
+    let mut relr_out: Option<(u64, u64, Vec<u8>)> = None;
+    if let Some(&(_, _, _, sec, index)) = relr_convert.first() {
+        let Some((_, entries, _)) = rela_out.as_mut() else {
+            return Err(MoveError::Layout(
+                "a wrapper's pointer is a RELR relocation and the library has no DT_RELA table to take the symbolic relocation"
+                    .into(),
+            ));
+        };
+        for &(field, s, addend, _, _) in &relr_convert {
+            let sym = u32::try_from(s)
+                .ok()
+                .and_then(|s| at.checked_add(s))
+                .ok_or_else(|| MoveError::Layout("symbol index".into()))?;
+            entries.push(Rela {
+                offset: field,
+                sym,
+                kind: symbolic,
+                addend,
+            });
+        }
+        let fields: Vec<u64> = relr_convert.iter().map(|c| c.0).collect();
+        let kept: Vec<u64> = relr
+            .iter()
+            .copied()
+            .filter(|a| !fields.contains(a))
+            .collect();
+        let encoded = tables::relr_encode(&kept)?;
+        let (addr, size) = match (get(DT_RELR), get(DT_RELRSZ)) {
+            (Some(a), Some(s)) => (a, s),
+            _ => return Err(MoveError::Malformed("DT_RELR without DT_RELRSZ".into())),
+        };
+        if u64_of(encoded.len()) > size {
+            return Err(MoveError::Relr {
+                section: sec.to_string(),
+                index,
+            });
+        }
+        relr_out = Some((addr, size, encoded));
+    }
     let mut jmprel_out: Option<(u64, Vec<Rela>)> = None;
     if let Some(t) = &jmprel {
         let mut entries = t.entries.clone();
@@ -862,6 +912,20 @@ pub fn move_device_code(
             old_size: sec.and_then(|i| elf.shdrs.get(i)).map_or(0, |s| s.sh_size),
         });
     }
+    let mut slot_rela = None;
+    if !relr_convert.is_empty()
+        && let (Some((_, entries, _)), Some(addr)) = (&rela_out, get(DT_RELA))
+    {
+        slot_rela = Some(to_place.len());
+        let sec = section_at(addr, Some(SHT_RELA));
+        to_place.push(place::Table {
+            section: sec,
+            bytes: tables::encode_all(entries),
+            align: 8,
+            old_addr: addr,
+            old_size: get(DT_RELASZ).unwrap_or(0),
+        });
+    }
     let slot_str = to_place.len();
     let str_sec = section_at(strtab_addr, Some(3));
     to_place.push(place::Table {
@@ -889,6 +953,7 @@ pub fn move_device_code(
         move_dynamic.then_some((dyn_section, provisional)),
     )?;
     let mut out = placed.data;
+    let mut notes = placed.notes;
     let new_addr = |slot: usize| placed.at.get(slot).map(|a| a.0);
     let set = |entries: &mut Vec<DynEntry>, tag: u64, val: u64| {
         for e in entries.iter_mut().filter(|e| e.tag == tag) {
@@ -908,6 +973,17 @@ pub fn move_device_code(
         set(&mut entries, DT_STRTAB, a);
     }
     set(&mut entries, DT_STRSZ, u64_of(new_dynstr.len()));
+    if let (Some(a), Some((_, rel, _))) = (slot_rela.and_then(new_addr), &rela_out) {
+        set(&mut entries, DT_RELA, a);
+        set(
+            &mut entries,
+            DT_RELASZ,
+            u64_of(rel.len()).saturating_mul(24),
+        );
+    }
+    if let Some((_, _, encoded)) = &relr_out {
+        set(&mut entries, DT_RELRSZ, u64_of(encoded.len()));
+    }
     if let Some((_, _, Some(count))) = &rela_out {
         set(&mut entries, DT_RELACOUNT, *count);
     }
@@ -934,8 +1010,37 @@ pub fn move_device_code(
     if let Some((off, table)) = &new_gnu {
         raw::put(&mut out, *off, table)?;
     }
-    if let Some((off, entries, _)) = &rela_out {
+    if let Some((off, entries, _)) = &rela_out
+        && slot_rela.is_none()
+    {
         raw::put(&mut out, *off, &tables::encode_all(entries))?;
+    }
+    if let Some((addr, size, encoded)) = &relr_out {
+        let off = elf
+            .vaddr_to_offset(*addr, *size)
+            .ok_or_else(|| MoveError::Malformed("DT_RELR is not file-backed".into()))?;
+        let mut table = encoded.clone();
+        table.resize(to_usize(*size, "the RELR table")?, 0);
+        raw::put(&mut out, off, &table)?;
+        // Its section header shrinks with DT_RELRSZ.
+        let e = Elf64::parse(&out)?;
+        if let Some(i) = e
+            .shdrs
+            .iter()
+            .position(|s| s.sh_type == SHT_RELR && s.sh_addr == *addr)
+        {
+            let h = e
+                .header
+                .e_shoff
+                .saturating_add(u64_of(i).saturating_mul(64))
+                .saturating_add(32);
+            raw::put_u64(&mut out, h, u64_of(encoded.len()))?;
+        }
+        notes.push(format!(
+            "took {} wrapper pointer(s) out of the RELR table ({size:#x} → {:#x} bytes) and into RELA",
+            relr_convert.len(),
+            encoded.len()
+        ));
     }
     if let Some((off, entries)) = &jmprel_out {
         raw::put(&mut out, *off, &tables::encode_all(entries))?;
@@ -945,7 +1050,6 @@ pub fn move_device_code(
             raw::put_u64(&mut out, off, 0)?;
         }
     }
-    let mut notes = placed.notes;
     notes.push(format!(
         "re-pointed {} of {wrappers_seen} wrapper(s) through {} new undefined symbol(s) at `.dynsym` index {at}; DT_RELACOUNT {} → {}",
         convert.len(),
@@ -1022,7 +1126,15 @@ pub fn move_device_code(
         companions.push((t.soname.clone(), c.bytes));
     }
 
-    verify(&out, &new_symbols, targets, convert.len(), nsyms)?;
+    verify(
+        &out,
+        &new_symbols,
+        targets,
+        convert.len().saturating_add(relr_convert.len()),
+        nsyms,
+        relative,
+        &wrapper_fields,
+    )?;
     let host_bytes_removed = u64_of(host.len()).saturating_sub(u64_of(out.len()));
     Ok(MoveOutcome {
         host: out,
@@ -1041,6 +1153,8 @@ fn verify(
     targets: &[CompanionTarget],
     converted: usize,
     old_nsyms: u64,
+    relative: u32,
+    fields: &[u64],
 ) -> Result<(), MoveError> {
     crate::elf::check(out).map_err(|e| MoveError::OutputCheck(e.to_string()))?;
     let g = goblin::elf::Elf::parse(out)
@@ -1076,6 +1190,41 @@ fn verify(
         return Err(MoveError::OutputCheck(format!(
             "{hits} relocations name the new symbols, {converted} were converted"
         )));
+    }
+    // The RELACOUNT prefix holds only RELATIVE entries, and no re-pointed place is still
+    // relocated by RELR (glibc applies RELR first, so a leftover would go unnoticed there).
+    let dynamic = g
+        .dynamic
+        .as_ref()
+        .map(|d| d.dyns.as_slice())
+        .unwrap_or_default();
+    let tag = |t: u64| dynamic.iter().find(|d| d.d_tag == t).map(|d| d.d_val);
+    if let Some(count) = tag(DT_RELACOUNT) {
+        let prefix = to_usize(count, "DT_RELACOUNT")?;
+        if g.dynrelas.iter().take(prefix).any(|r| r.r_type != relative) {
+            return Err(MoveError::OutputCheck(
+                "a non-RELATIVE entry lies in the DT_RELACOUNT prefix".into(),
+            ));
+        }
+        if g.dynrelas.len() < prefix {
+            return Err(MoveError::OutputCheck(
+                "DT_RELACOUNT exceeds DT_RELA".into(),
+            ));
+        }
+    }
+    if let (Some(addr), Some(size)) = (tag(DT_RELR), tag(DT_RELRSZ))
+        && size > 0
+    {
+        let elf = Elf64::parse(out)?;
+        let off = elf
+            .vaddr_to_offset(addr, size)
+            .ok_or_else(|| MoveError::OutputCheck("DT_RELR is not file-backed".into()))?;
+        let places = tables::relr_addresses(raw::bytes(out, off, size, "RELR")?)?;
+        if let Some(f) = fields.iter().find(|f| places.contains(f)) {
+            return Err(MoveError::OutputCheck(format!(
+                "RELR still relocates the re-pointed wrapper pointer at {f:#x}"
+            )));
+        }
     }
     for t in targets {
         if !g.libraries.contains(&t.soname.as_str()) {

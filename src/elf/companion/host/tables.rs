@@ -154,6 +154,43 @@ pub(crate) fn relr_addresses(b: &[u8]) -> Result<Vec<u64>, MoveError> {
     Ok(out)
 }
 
+/// The RELR encoding of `addrs` (sorted, 8-aligned): an address word, then bitmap words
+/// each covering the next 63 words, as GNU ld and lld write it.
+pub(crate) fn relr_encode(addrs: &[u64]) -> Result<Vec<u8>, MoveError> {
+    let mut sorted = addrs.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    if sorted.iter().any(|a| a % 8 != 0) {
+        return Err(MoveError::Malformed(
+            "a RELR address is not 8-aligned".into(),
+        ));
+    }
+    let mut out = Vec::new();
+    let mut i = 0usize;
+    while let Some(&base) = sorted.get(i) {
+        out.extend_from_slice(&base.to_le_bytes());
+        i = i.saturating_add(1);
+        let mut next = base.saturating_add(8);
+        loop {
+            let mut bitmap = 0u64;
+            while let Some(&a) = sorted.get(i) {
+                let d = a.saturating_sub(next) / 8;
+                if a < next || d >= 63 {
+                    break;
+                }
+                bitmap |= 1u64 << d;
+                i = i.saturating_add(1);
+            }
+            if bitmap == 0 {
+                break;
+            }
+            out.extend_from_slice(&((bitmap << 1) | 1).to_le_bytes());
+            next = next.saturating_add(63 * 8);
+        }
+    }
+    Ok(out)
+}
+
 /// `.gnu.hash` with `count` unhashed symbols inserted before `symoffset`: the header's
 /// `symoffset` and every non-empty bucket move up by `count`; the bloom filter and the chain
 /// values (hashes of the same symbols) do not change. Returns the edited copy.

@@ -137,3 +137,25 @@ fn entries_are_inserted_at_the_point() {
     );
     assert!(insert_entries(&t, 2, 4, &[9, 9]).is_err());
 }
+
+#[test]
+fn relr_encoding_round_trips_and_removing_places_never_lengthens_it() {
+    let mut addrs: Vec<u64> = (0..200).map(|i| 0x4000 + 8 * i).collect();
+    addrs.extend([0x9000, 0x9010, 0x20000]);
+    let enc = relr_encode(&addrs).unwrap();
+    assert_eq!(relr_addresses(&enc).unwrap(), addrs);
+    for drop in [0usize, 1, 62, 63, 64, 199, 200, 202] {
+        let mut fewer = addrs.clone();
+        fewer.remove(drop);
+        let e = relr_encode(&fewer).unwrap();
+        assert_eq!(relr_addresses(&e).unwrap(), fewer, "drop {drop}");
+        assert!(
+            e.len() <= enc.len(),
+            "drop {drop}: {} > {}",
+            e.len(),
+            enc.len()
+        );
+    }
+    assert!(relr_encode(&[0x1001]).is_err());
+    assert!(relr_encode(&[]).unwrap().is_empty());
+}
