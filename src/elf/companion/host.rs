@@ -18,9 +18,15 @@
 //!   in place. The word in place is zeroed (RELA ignores it), so no stale pointer into bytes
 //!   that leave the file remains. A wrapper without a relocation (a non-PIE object holding an
 //!   absolute address) cannot be re-pointed: [`MoveError::NoRelocation`], the library stays
-//!   whole. Wrappers whose pointer is a RELR entry are refused by name ([`MoveError::Relr`]):
-//!   taking an entry out of a RELR bitmap is not implemented. REL tables (32-bit objects) are
-//!   out of scope.
+//!   whole. REL tables (32-bit objects) are out of scope ([`MoveError::Elf32`], [`MoveError::Rel`]).
+//! * **RELR.** A wrapper whose pointer is a RELR entry (`-z pack-relative-relocs`) leaves the
+//!   RELR encoding: the remaining places are re-encoded (address word, then 63-place bitmaps,
+//!   as the linkers write it), which is never longer, `DT_RELRSZ` and the section size drop,
+//!   and the freed tail is zeroed. A symbolic RELA entry for the place is appended to
+//!   `.rela.dyn`, which then grows and moves into the new segment. glibc applies RELR before
+//!   RELA, so a place left in RELR would be overwritten there and go unnoticed; other loaders
+//!   need not, so the self-check decodes the output's RELR and refuses any re-pointed place in
+//!   it. A re-encoding that would be longer is refused ([`MoveError::Relr`]).
 //! * **`DT_RELACOUNT`.** glibc applies the first `DT_RELACOUNT` entries as RELATIVE without
 //!   reading their type (`elf_dynamic_do_Rela`). A converted entry inside that prefix would be
 //!   applied as `base + addend`, pointing into the host's hole, so the converted entries move
@@ -56,10 +62,23 @@
 //!   so the host loses whole pages and every other address stays. A converted relocation names
 //!   an undefined symbol, which the shrinker accounts for as pointing outside the host.
 //!
+//! * **What else may point into a moved container.** Nothing: a relocation located in one, a
+//!   RELATIVE or symbol-less relocation (or RELR place) targeting one that is not a wrapper's
+//!   data field, or an exported `.dynsym` symbol inside one is refused by name
+//!   ([`MoveError::Referenced`]) before anything is written. A wrapper with a NULL pointer and
+//!   no relocation (torch has hundreds) is left alone. The range test is half-open, so an
+//!   address equal to a container's end belongs to what follows.
+//!
 //! Before anything is returned, the host passes the layout checker and an independent goblin
-//! re-parse (its new symbols undefined, its converted relocations naming them with the planned
-//! addends, `DT_RELACOUNT` lowered), and every companion passes the writer's own checks. The
+//! re-parse: its new symbols undefined, as many relocations naming them as wrappers were
+//! re-pointed, the new DT_NEEDED entries, only RELATIVE entries in the `DT_RELACOUNT` prefix,
+//! and no re-pointed place left in RELR. Every companion passes the writer's own checks. The
 //! same input always gives the same output.
+//!
+//! The placer (`place`) follows the patcher's rules (`elf::patch::layout`) but is its own
+//! code: the patcher's layout is built around exactly `.dynstr` and `.dynamic` (its slide of
+//! an executable's sections, its in-place and extend-the-last-load shortcuts), and this
+//! rewrite moves up to six tables of a shared library at once.
 
 mod place;
 mod tables;
