@@ -961,3 +961,52 @@ fn relr_places(b: &[u8]) -> Vec<u64> {
     }
     out
 }
+
+#[test]
+fn the_rewritten_host_takes_an_origin_runpath_from_the_patcher_and_finds_its_companion() {
+    // The wheel step after the move: `$ORIGIN` so the companion is found beside the host.
+    let rig = Rig::new();
+    let data = std::fs::read(fixture("cuda/libfix_rdc.so")).unwrap();
+    let targets = vec![CompanionTarget {
+        soname: "librdc_device.so".into(),
+        blocks: all_blocks(&data),
+    }];
+    let out = move_device_code(&data, &targets).unwrap();
+    let patched = wheelslim::elf::patch(
+        &out.host,
+        &wheelslim::elf::DynamicEdits {
+            search_path: Some(vec!["$ORIGIN".into()]),
+            path_kind: wheelslim::elf::PathKind::Runpath,
+            ..Default::default()
+        },
+    )
+    .unwrap_or_else(|e| panic!("elf::patch refuses the rewritten host: {e}"));
+    let dir = rig.dir.path().join("origin");
+    std::fs::create_dir_all(&dir).unwrap();
+    let host = dir.join("libhost.so");
+    std::fs::write(&host, &patched.data).unwrap();
+    for (s, b) in &out.companions {
+        std::fs::write(dir.join(s), b).unwrap();
+    }
+    let orig = rig.dir.path().join("origin_orig");
+    std::fs::create_dir_all(&orig).unwrap();
+    std::fs::write(orig.join("libhost.so"), &data).unwrap();
+    let want = rig
+        .load(&orig.join("libhost.so"), &wrapper_sections(&data))
+        .unwrap();
+    // Only the stand-in runtime is on LD_LIBRARY_PATH: the companion comes from $ORIGIN.
+    let (ok, text, err) = run_out(
+        Command::new(&rig.loader)
+            .arg(&host)
+            .args(
+                wrapper_sections(&patched.data)
+                    .iter()
+                    .flat_map(|(v, n)| [format!("{v:#x}"), n.to_string()]),
+            )
+            .env("LD_BIND_NOW", "1")
+            .env("LD_LIBRARY_PATH", rig.dir.path().join("rt")),
+    );
+    assert!(ok, "{text}{err}");
+    assert_eq!(text.lines().map(str::to_string).collect::<Vec<_>>(), want);
+    check_static(&orig.join("libhost.so"), &host, &[]);
+}
