@@ -443,6 +443,13 @@ fn refusals_are_named() {
         e.to_string()
             .contains("cannot be re-pointed, the library stays whole")
     );
+    // Other machines and byte orders.
+    let mut arm = data.clone();
+    arm[18] = 40;
+    assert_eq!(move_device_code(&arm, &plan), Err(MoveError::Machine(40)));
+    let mut be = data.clone();
+    be[5] = 2;
+    assert_eq!(move_device_code(&be, &plan), Err(MoveError::BigEndian));
     // Not a container; twice; unknown section; soname clash.
     let bad = vec![CompanionTarget {
         soname: "libx.so".into(),
@@ -504,6 +511,11 @@ fn the_output_is_deterministic() {
 /// global through a symbolic relocation against a defined (hashed) symbol, whose index
 /// shifts when the new symbols go in.
 fn build_c_host(rig: &Rig, name: &str, ld_flags: &[&str]) -> Vec<u8> {
+    build_c_host_with(rig, name, ld_flags, "")
+}
+
+/// [`build_c_host`] with `extra` C code appended to the source.
+fn build_c_host_with(rig: &Rig, name: &str, ld_flags: &[&str], extra: &str) -> Vec<u8> {
     let plain = std::fs::read(fixture("cuda/libfix_plain.so")).unwrap();
     let (off, _, size) = section(&plain, ".nv_fatbin").unwrap();
     let sec = &plain[off..off + size];
@@ -533,6 +545,7 @@ __attribute__((constructor)) static void reg(void) {{
     __cudaRegisterFatBinaryEnd(__cudaRegisterFatBinary(&w0));
     __cudaRegisterFatBinaryEnd(__cudaRegisterFatBinary(&w1));
 }}
+{extra}
 "#,
         a = arr(0),
         b = arr(1)
@@ -1009,4 +1022,58 @@ fn the_rewritten_host_takes_an_origin_runpath_from_the_patcher_and_finds_its_com
     assert!(ok, "{text}{err}");
     assert_eq!(text.lines().map(str::to_string).collect::<Vec<_>>(), want);
     check_static(&orig.join("libhost.so"), &host, &[]);
+}
+
+#[test]
+fn other_references_into_a_moved_container_are_refused_by_name() {
+    let rig = Rig::new();
+    for (name, extra, what) in [
+        (
+            "alias",
+            "const void *other_pointer = fb0;\nconst void *get_other(void) { return other_pointer; }",
+            "the relocation at",
+        ),
+        (
+            "exported",
+            "extern const unsigned char exported_blob[] __attribute__((alias(\"fb0\")));",
+            "the exported symbol `exported_blob`",
+        ),
+    ] {
+        let data = build_c_host_with(&rig, name, &[], extra);
+        let all = all_blocks(&data);
+        let target = |b: Vec<MovedBlock>| {
+            vec![CompanionTarget {
+                soname: format!("lib{name}_device.so"),
+                blocks: b,
+            }]
+        };
+        match move_device_code(&data, &target(all.clone())) {
+            Err(MoveError::Referenced(m)) => assert!(m.contains(what), "{name}: {m}"),
+            other => panic!("{name}: {:?}", other.map(|o| o.notes)),
+        }
+        {
+            // Moving only the other container is fine: nothing else points at it.
+            let singles: Vec<_> = all
+                .iter()
+                .map(|b| move_device_code(&data, &target(vec![b.clone()])))
+                .collect();
+            assert_eq!(
+                singles.iter().filter(|r| r.is_err()).count(),
+                1,
+                "{singles:?}"
+            );
+            let out = singles.into_iter().find_map(Result::ok).unwrap();
+            let (orig, moved) = lay_down(rig.dir.path(), &format!("{name}_ok"), &data, &out);
+            assert_eq!(
+                rig.load(&moved, &wrapper_sections(&out.host)).unwrap(),
+                rig.load(&orig, &wrapper_sections(&data)).unwrap()
+            );
+            let e = move_device_code(&data, &target(all)).unwrap_err();
+            assert!(
+                e.to_string()
+                    .contains("leave that container in the library"),
+                "{e}"
+            );
+        }
+    }
 }
