@@ -13,7 +13,7 @@ use crate::elf::{ElfInfo, Inspected};
 use crate::error::Error;
 use crate::facts::{Content, MemberFacts, RecordCheck, WheelFacts};
 use crate::profile::ProfileSet;
-use crate::verify::{VerifyReport, install_sets, verify_sets};
+use crate::verify::{VerifyReport, install_sets, link_key, verify_sets};
 use crate::wheel::deflate::{self, Compressed};
 use crate::wheel::record::{Record, RecordEntry, sha256_field};
 use crate::wheel::writer::{Existing, PendingFile, WheelWriter, ZipTime, commit, same_bytes};
@@ -280,19 +280,12 @@ pub struct Finish<'a> {
     /// Which outputs are installed together (indices into the outputs); `None`: work it out
     /// from the wheels' names and tags.
     pub sets: Option<Vec<Vec<usize>>>,
-    /// Links that were already unresolved in the inputs (see [`link_key`]): not the outputs'
+    /// Links that were already unresolved in the inputs (see [`crate::verify::link_key`]): not the outputs'
     /// fault, so not a reason to refuse them.
     pub known_unresolved: std::collections::HashSet<(String, String)>,
     /// Violations the inputs already had (see [`crate::checks::Violation::key`]): reported
     /// before the work, not a reason to refuse the outputs.
     pub known_violations: std::collections::HashSet<(String, String)>,
-}
-
-/// A key for an unresolved link that survives the split: the object's file name and the
-/// library it needs, both without auditwheel's hash (moved and unhashed libraries keep it).
-pub fn link_key(object: &str, needed: &str) -> (String, String) {
-    let file = object.rsplit(['!', '/']).next().unwrap_or(object);
-    (crate::profile::unhash(file), crate::profile::unhash(needed))
 }
 
 /// Writes every output to a temporary file next to its target, checks what was written

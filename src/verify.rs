@@ -154,11 +154,7 @@ pub fn inherit(report: &mut VerifyReport, known: &Baseline) {
     let (inherited, fresh): (Vec<LinkProblem>, Vec<LinkProblem>) =
         std::mem::take(&mut report.unresolved)
             .into_iter()
-            .partition(|u| {
-                known
-                    .unresolved
-                    .contains(&crate::output::link_key(&u.object, &u.needed))
-            });
+            .partition(|u| known.unresolved.contains(&link_key(&u.object, &u.needed)));
     report.unresolved = fresh;
     report.inherited_unresolved.extend(inherited);
     report.ok = report.unresolved.is_empty()
@@ -417,7 +413,7 @@ fn check_set(wheels: &[(&Wheel, &WheelFacts)], profiles: &ProfileSet, out: &mut 
 /// changed).
 #[derive(Debug, Clone, Default)]
 pub struct Baseline {
-    /// Unresolved links of the inputs, as [`crate::output::link_key`]s.
+    /// Unresolved links of the inputs, as [`link_key`]s.
     pub unresolved: HashSet<(String, String)>,
     /// Violations of the inputs, as [`Violation::key`]s (never the size rules `max-size` and
     /// `compression-ratio`: fitting is what the rewrite is for, judged on the outputs alone).
@@ -503,8 +499,7 @@ pub fn baseline(
     }
     let mut by_wheel: BTreeMap<String, Vec<&LinkProblem>> = BTreeMap::new();
     for u in &report.unresolved {
-        out.unresolved
-            .insert(crate::output::link_key(&u.object, &u.needed));
+        out.unresolved.insert(link_key(&u.object, &u.needed));
         let wheel = u
             .object
             .split_once('!')
@@ -539,6 +534,13 @@ pub fn baseline(
         });
     }
     out
+}
+
+/// A key for an unresolved link that survives the split: the object's file name and the
+/// library it needs, both without auditwheel's hash (moved and unhashed libraries keep it).
+pub fn link_key(object: &str, needed: &str) -> (String, String) {
+    let file = object.rsplit(['!', '/']).next().unwrap_or(object);
+    (crate::profile::unhash(file), crate::profile::unhash(needed))
 }
 
 fn baseline_hint(rule: &str) -> &'static str {

@@ -44,13 +44,13 @@ pub fn run(args: &TrimArgs, printer: &Printer) -> Result<Outcome> {
         max_size: args.max_size,
         limits: limits(&args.archive),
         memory_budget: args.archive.memory,
-        time: ZipTime::from_env()?,
+        time: ZipTime::from_env().map_err(crate::Error::from)?,
         dry_run: args.dry_run,
         strip_debug: args.strip_debug,
         progress: printer.bytes_progress(),
     };
     let bar = opts.progress.clone();
-    let wheels = crate::input::expand_folders(&args.wheels)?;
+    let wheels = crate::input::expand_folders(&args.wheels).map_err(crate::Error::from)?;
     let report = trim(&wheels, &ProfileSet::built_in(), &opts);
     bar.finish_and_clear();
     let report = report?;

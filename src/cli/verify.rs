@@ -9,7 +9,7 @@ use crate::verify::{VerifyOptions, verify};
 
 pub fn run(args: &VerifyArgs, printer: &Printer) -> Result<Outcome> {
     let profiles = profiles(&args.profiles)?;
-    let wheels = crate::input::expand_folders(&args.wheels)?;
+    let wheels = crate::input::expand_folders(&args.wheels).map_err(crate::Error::from)?;
     let opts = VerifyOptions {
         max_size: args.max_size,
         limits: limits(&args.archive),
