@@ -13,6 +13,7 @@ use crate::elf::{ElfInfo, Inspected};
 use crate::error::Error;
 use crate::facts::{Content, MemberFacts, RecordCheck, WheelFacts};
 use crate::profile::ProfileSet;
+use crate::progress::Progress;
 use crate::verify::{VerifyReport, install_sets, link_key, verify_sets};
 use crate::wheel::deflate::{self, Compressed};
 use crate::wheel::record::{Record, RecordEntry, sha256_field};
@@ -170,7 +171,7 @@ pub fn write_output(
     kind: &'static str,
     members: Vec<OutMember>,
     time: ZipTime,
-    progress: Option<&indicatif::ProgressBar>,
+    progress: Option<&dyn Progress>,
 ) -> Result<(PendingFile, &'static str, Vec<MemberFacts>, String), Error> {
     let mut w = WheelWriter::create(target, time)?;
     let dist_info = members
@@ -270,7 +271,7 @@ pub struct Finish<'a> {
     pub limits: &'a Limits,
     pub time: ZipTime,
     /// Advanced by each member's uncompressed size as it is written.
-    pub progress: Option<&'a indicatif::ProgressBar>,
+    pub progress: Option<&'a dyn Progress>,
     /// Every NEEDED must resolve inside the written set (split); trim leaves links alone.
     pub links: bool,
     /// An output over `max_size` is an error (split); otherwise it is reported.

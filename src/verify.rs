@@ -16,6 +16,7 @@ use crate::diagnostic::Diagnostic;
 use crate::facts::{self, InspectOptions, RecordCheck, WheelFacts};
 use crate::links::{self, Resolution, Tree, expand_entry, parent_dir};
 use crate::profile::{ProfileSet, detect_cuda_major, unhash};
+use crate::progress::SharedProgress;
 use crate::wheel::{Limits, Scheme, Wheel, normalize_name};
 
 pub const SCHEMA: &str = "wheelslim.verify/1";
@@ -30,7 +31,7 @@ pub struct VerifyOptions {
     /// `trim` judge their outputs. Size rules are never inherited.
     pub baseline: Vec<PathBuf>,
     /// Counts bytes inspected; hidden unless the caller draws it.
-    pub progress: indicatif::ProgressBar,
+    pub progress: SharedProgress,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -101,7 +102,7 @@ pub fn verify(paths: &[PathBuf], profiles: &ProfileSet, opts: &VerifyOptions) ->
                 opts.progress
                     .inc_length(w.archive.members().iter().map(|m| m.size).sum());
                 let inspect = InspectOptions {
-                    progress: Some(&opts.progress),
+                    progress: Some(&*opts.progress),
                     ..InspectOptions::default()
                 };
                 let f = facts::inspect_wheel(&w, inspect, &budget);
