@@ -46,6 +46,10 @@ pub enum Error {
     /// A command-line or configuration mistake.
     #[error("{0}")]
     Usage(String),
+    /// A state wheelslim's own code should never reach (a bug, not the input's fault or the
+    /// user's): the message, which starts with `internal`, says what broke.
+    #[error("{0}")]
+    Internal(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -57,9 +61,11 @@ impl From<WriteError> for Error {
             WriteError::BadEpoch(_) => Error::Usage(e.to_string()),
             WriteError::Io { action, path, err } => Error::Io { action, path, err },
             WriteError::Zip { location, err } => Error::Zip { location, err },
-            WriteError::WrittenTwice { .. }
-            | WriteError::InputChanged { .. }
-            | WriteError::Differs { .. } => Error::refused(e.to_string(), hint),
+            // Its message says `internal error: …` already.
+            WriteError::WrittenTwice { .. } => Error::Internal(e.to_string()),
+            WriteError::InputChanged { .. } | WriteError::Differs { .. } => {
+                Error::refused(e.to_string(), hint)
+            }
         }
     }
 }
@@ -103,6 +109,11 @@ impl Error {
         }
     }
 
+    /// A state that is a bug in wheelslim: `internal: {what}`.
+    pub fn internal(what: impl std::fmt::Display) -> Self {
+        Error::Internal(format!("internal: {what}"))
+    }
+
     pub fn refused(message: impl Into<String>, hint: impl Into<Option<String>>) -> Self {
         Error::Refused {
             message: message.into(),
@@ -121,6 +132,7 @@ impl Error {
             Error::Profile(_) => "profile",
             Error::Refused { .. } => "refused",
             Error::Usage(_) => "usage",
+            Error::Internal(_) => "internal",
         }
     }
 
@@ -150,6 +162,7 @@ impl Error {
             ),
             Error::Refused { hint, .. } => hint.clone(),
             Error::Usage(_) => Some(USAGE_HINT.to_string()),
+            Error::Internal(_) => None,
         }
     }
 }

@@ -190,10 +190,7 @@ pub fn write_output(
         match &m.source {
             Source::Copy { wheel, member } => {
                 let src = wheel.archive.member(member).ok_or_else(|| {
-                    Error::refused(
-                        format!("internal: {} vanished", wheel.member_location(member)),
-                        None,
-                    )
+                    Error::internal(format_args!("{} vanished", wheel.member_location(member)))
                 })?;
                 w.add_raw(&m.name, &wheel.archive, src, m.mode)?;
             }
@@ -337,7 +334,7 @@ pub fn finish(
         crate::schedule::largest_first(&sizes, |i| {
             let taken = specs[i].lock().unwrap_or_else(|p| p.into_inner()).take();
             let (target, kind, members) =
-                taken.ok_or_else(|| Error::refused("internal: output written twice", None))?;
+                taken.ok_or_else(|| Error::internal("output written twice"))?;
             write_output(&target, kind, members, f.time, f.progress)
         })
         .into_iter()
