@@ -98,6 +98,13 @@ struct Table {
 /// Every relocation of the object, each entry once, sorted by entry offset. `relative` is the
 /// machine's RELATIVE type (used for RELR words).
 pub(crate) fn relocations(d: &[u8], l: &Layout, relative: u32) -> Result<Vec<Reloc>, ElfError> {
+    let tables = relocation_tables(d, l)?;
+    let merged = merge_tables(tables)?;
+    read_relocations(d, merged, relative)
+}
+
+/// The relocation tables the section headers and `.dynamic` name, twins included.
+fn relocation_tables(d: &[u8], l: &Layout) -> Result<Vec<Table>, ElfError> {
     let dynsym = l
         .sections
         .iter()
@@ -156,8 +163,12 @@ pub(crate) fn relocations(d: &[u8], l: &Layout, relative: u32) -> Result<Vec<Rel
     };
     from_dynamic(plt_kind, DT_JMPREL, get(DT_PLTRELSZ))?;
 
-    // Merge tables that describe the same entries (a section and its DT_* twin, or DT_RELA
-    // spanning two sections), so each entry is read once.
+    Ok(tables)
+}
+
+/// Merges tables that describe the same entries (a section and its DT_* twin, or DT_RELA
+/// spanning two sections), so each entry is read once; sorted by offset.
+fn merge_tables(mut tables: Vec<Table>) -> Result<Vec<Table>, ElfError> {
     tables.sort_by_key(|t| (t.off, t.kind));
     let mut merged: Vec<Table> = Vec::new();
     for t in tables {
@@ -189,7 +200,11 @@ pub(crate) fn relocations(d: &[u8], l: &Layout, relative: u32) -> Result<Vec<Rel
         }
         merged.push(t);
     }
+    Ok(merged)
+}
 
+/// The entries of the merged tables, in order; RELR words become one entry per address.
+fn read_relocations(d: &[u8], merged: Vec<Table>, relative: u32) -> Result<Vec<Reloc>, ElfError> {
     let mut out = Vec::new();
     for t in merged {
         let bytes = bytes_at(d, t.off, t.size, "a relocation table")?;
