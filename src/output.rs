@@ -293,6 +293,24 @@ pub fn finish(
     outputs_spec: Vec<(PathBuf, &'static str, Vec<OutMember>)>,
     f: &Finish,
 ) -> Result<(Vec<Output>, VerifyReport), Error> {
+    let (written, origins) = write_all(outputs_spec, f)?;
+    // Check what was written before anything is renamed into place.
+    let mut outputs = check_sizes(&written, f)?;
+    let report = check_written(&written, &mut outputs, f)?;
+    commit_outputs(written, &origins, f)?;
+    Ok((outputs, report))
+}
+
+/// An output in its temporary file: the file, its kind, its members' facts, RECORD's name.
+type Written = (PendingFile, &'static str, Vec<MemberFacts>, String);
+
+/// Writes every output to its temporary file, the largest first, and says where each runtime
+/// wheel's copied members come from (to name them if it conflicts with one already there).
+#[allow(clippy::type_complexity)]
+fn write_all(
+    outputs_spec: Vec<(PathBuf, &'static str, Vec<OutMember>)>,
+    f: &Finish,
+) -> Result<(Vec<Written>, Vec<HashMap<String, String>>), Error> {
     // Write everything to temporary files, the largest outputs first.
     if let Some(p) = f.progress {
         p.set_message("writing");
@@ -330,19 +348,21 @@ pub fn finish(
         .into_iter()
         .map(|s| std::sync::Mutex::new(Some(s)))
         .collect();
-    let written: Vec<(PendingFile, &'static str, Vec<MemberFacts>, String)> =
-        crate::schedule::largest_first(&sizes, |i| {
-            let taken = specs[i].lock().unwrap_or_else(|p| p.into_inner()).take();
-            let (target, kind, members) =
-                taken.ok_or_else(|| Error::internal("output written twice"))?;
-            write_output(&target, kind, members, f.time, f.progress)
-        })
-        .into_iter()
-        .collect::<Result<_, Error>>()?;
+    let written: Vec<Written> = crate::schedule::largest_first(&sizes, |i| {
+        let taken = specs[i].lock().unwrap_or_else(|p| p.into_inner()).take();
+        let (target, kind, members) =
+            taken.ok_or_else(|| Error::internal("output written twice"))?;
+        write_output(&target, kind, members, f.time, f.progress)
+    })
+    .into_iter()
+    .collect::<Result<_, Error>>()?;
+    Ok((written, origins))
+}
 
-    // Check what was written before anything is renamed into place.
+/// Refuses an output over the size limit when that is an error; otherwise lists them.
+fn check_sizes(written: &[Written], f: &Finish) -> Result<Vec<Output>, Error> {
     let mut outputs = Vec::new();
-    for (p, kind, _, _) in &written {
+    for (p, kind, _, _) in written {
         if f.size_is_error && p.size > f.max_size {
             return Err(Error::refused(
                 format!(
@@ -368,8 +388,19 @@ pub fn finish(
             members: 0,
         });
     }
+    Ok(outputs)
+}
+
+/// Re-opens what was written and checks it as it will be installed: RECORD, the upload
+/// rules and, for split, every link; only what the rewrite changed counts. Fills in each
+/// output's member count.
+fn check_written(
+    written: &[Written],
+    outputs: &mut [Output],
+    f: &Finish,
+) -> Result<VerifyReport, Error> {
     let mut reopened = Vec::new();
-    for (p, _, member_facts, _) in &written {
+    for (p, _, member_facts, _) in written {
         let w = Wheel::open_as(p.temp_path(), &p.target, f.limits)?;
         let f = WheelFacts {
             members: member_facts.clone(),
@@ -423,7 +454,15 @@ pub fn finish(
             Some("this is a wheelslim bug or an unusual input; please report it with `wheelslim audit --json` of the inputs".into()),
         ));
     }
-    drop(reopened);
+    Ok(report)
+}
+
+/// Puts every output in place at once, or none.
+fn commit_outputs(
+    written: Vec<Written>,
+    origins: &[HashMap<String, String>],
+    f: &Finish,
+) -> Result<(), Error> {
     // Runtime wheels are shared: several builds (one per Python version, in the usual
     // cibuildwheel recipe) write theirs into one --runtime-dir, and the main wheels each build
     // wrote need the runtime wheel that was there when they were split. One of the same name
@@ -444,7 +483,7 @@ pub fn finish(
         pending.push(p);
     }
     commit(pending)?;
-    Ok((outputs, report))
+    Ok(())
 }
 
 /// The error for a runtime wheel that would replace one of the same name with other content:
