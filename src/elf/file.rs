@@ -28,7 +28,8 @@
 
 use super::ElfError;
 use crate::elf::consts::{
-    EHDR_SIZE, PHDR_SIZE, PN_XNUM, PT_LOAD, SHDR_SIZE, SHF_ALLOC, SHN_XINDEX, SHT_NOBITS,
+    DT_NULL, DYN_SIZE, EHDR_SIZE, PHDR_SIZE, PN_XNUM, PT_LOAD, SHDR_SIZE, SHF_ALLOC, SHN_XINDEX,
+    SHT_NOBITS,
 };
 
 /// `Truncated`: `what` at `off` runs past the end of the file.
@@ -211,6 +212,23 @@ impl SectionHeader {
 pub(crate) struct DynEntry {
     pub tag: u64,
     pub val: u64,
+}
+
+/// Reads a dynamic array held in `raw` (whole 16-byte slots; a partial one at the end is not
+/// read): the entries before the first DT_NULL, and whether a DT_NULL ended them. The one
+/// walker of the patcher's and the shrinker's dynamic arrays; each decides what a missing
+/// terminator means.
+pub(crate) fn read_dynamic(raw: &[u8]) -> Result<(Vec<DynEntry>, bool), ElfError> {
+    let mut entries = Vec::new();
+    for i in 0..raw.len() as u64 / DYN_SIZE {
+        let tag = u64_at(raw, i * DYN_SIZE)?;
+        let val = u64_at(raw, i * DYN_SIZE + 8)?;
+        if tag == DT_NULL {
+            return Ok((entries, true));
+        }
+        entries.push(DynEntry { tag, val });
+    }
+    Ok((entries, false))
 }
 
 /// A parsed view of a 64-bit little-endian ELF file: header and both tables.

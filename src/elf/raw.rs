@@ -7,8 +7,8 @@
 use super::ElfError;
 use super::file::{DynEntry, Elf64, ProgramHeader};
 use crate::elf::consts::{
-    DT_NULL, DYN_SIZE, PT_DYNAMIC, PT_GNU_EH_FRAME, PT_GNU_PROPERTY, PT_INTERP, PT_LOAD, PT_NOTE,
-    PT_NULL, PT_PHDR, PT_TLS,
+    DYN_SIZE, PT_DYNAMIC, PT_GNU_EH_FRAME, PT_GNU_PROPERTY, PT_INTERP, PT_LOAD, PT_NOTE, PT_NULL,
+    PT_PHDR, PT_TLS,
 };
 
 /// A readable name for a segment type, as readelf prints it.
@@ -143,17 +143,7 @@ impl Elf64<'_> {
             "the PT_DYNAMIC segment",
         )?;
         let slots = raw.len() / DYN_SIZE as usize;
-        let mut entries = Vec::new();
-        let mut terminated = false;
-        for i in 0..slots as u64 {
-            let tag = u64_at(raw, i * DYN_SIZE)?;
-            let val = u64_at(raw, i * DYN_SIZE + 8)?;
-            if tag == DT_NULL {
-                terminated = true;
-                break;
-            }
-            entries.push(DynEntry { tag, val });
-        }
+        let (entries, terminated) = super::file::read_dynamic(raw)?;
         if !terminated {
             return Err(ElfError::Malformed(
                 "the dynamic array has no DT_NULL terminator".into(),

@@ -5,13 +5,13 @@
 
 use std::collections::BTreeMap;
 
-use super::layout::{Layout, bytes_at, u32_at, u64_at};
+use super::layout::{Layout, bytes_at, u32_at};
 pub(crate) use crate::elf::file::DynEntry;
 
 use crate::elf::ElfError;
 use crate::elf::consts::{
-    DT_JMPREL, DT_NULL, DT_PLTREL, DT_PLTRELSZ, DT_REL, DT_RELA, DT_RELASZ, DT_RELR, DT_RELRSZ,
-    DT_RELSZ, SHN_XINDEX,
+    DT_JMPREL, DT_PLTREL, DT_PLTRELSZ, DT_REL, DT_RELA, DT_RELASZ, DT_RELR, DT_RELRSZ, DT_RELSZ,
+    SHN_XINDEX,
 };
 use crate::elf::consts::{
     PT_DYNAMIC, SHT_DYNAMIC, SHT_DYNSYM, SHT_REL, SHT_RELA, SHT_RELR, SHT_SYMTAB, SHT_SYMTAB_SHNDX,
@@ -37,21 +37,14 @@ pub(crate) fn dynamic_entries(d: &[u8], l: &Layout) -> Result<Vec<DynEntry>, Elf
             .find(|s| s.sh_type == SHT_DYNAMIC && s.in_file())
             .map(|s| (s.offset, s.size)),
     };
-    let mut out = Vec::new();
-    if let Some((off, size)) = range {
-        bytes_at(d, off, size, "the dynamic section")?;
-        let mut at = off;
-        while at + 16 <= off + size {
-            let tag = u64_at(d, at)?;
-            let val = u64_at(d, at + 8)?;
-            if tag == DT_NULL {
-                break;
-            }
-            out.push(DynEntry { tag, val });
-            at += 16;
+    // Without a DT_NULL the entries run to the end: the shrinker only looks tags up.
+    match range {
+        Some((off, size)) => {
+            let raw = bytes_at(d, off, size, "the dynamic section")?;
+            Ok(crate::elf::file::read_dynamic(raw)?.0)
         }
+        None => Ok(Vec::new()),
     }
-    Ok(out)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
