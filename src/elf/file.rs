@@ -71,6 +71,12 @@ pub(crate) fn u64_at(d: &[u8], off: u64) -> Result<u64, ElfError> {
     Ok(u64::from_le_bytes(a))
 }
 
+/// True when the non-empty half-open ranges `[a, a+a_len)` and `[b, b+b_len)` share a byte
+/// (the patcher's and the shrinker's one test).
+pub(crate) fn overlaps(a: u64, a_len: u64, b: u64, b_len: u64) -> bool {
+    a_len > 0 && b_len > 0 && a < b.saturating_add(b_len) && b < a.saturating_add(a_len)
+}
+
 /// The NUL-terminated string starting at `off` inside `table` (without the NUL), or `None` when
 /// `off` is outside the table or the string runs off its end.
 pub(crate) fn c_str(table: &[u8], off: u64) -> Option<&[u8]> {

@@ -97,10 +97,7 @@ pub(crate) fn put_u64(out: &mut [u8], off: u64, v: u64) -> Result<(), ElfError> 
     put(out, off, &v.to_le_bytes())
 }
 
-/// True when the non-empty ranges `[a, a+a_len)` and `[b, b+b_len)` share a byte.
-pub(crate) fn overlaps(a: u64, a_len: u64, b: u64, b_len: u64) -> bool {
-    a_len > 0 && b_len > 0 && a < b.saturating_add(b_len) && b < a.saturating_add(a_len)
-}
+pub(crate) use super::file::overlaps;
 
 pub(crate) fn align_up(v: u64, align: u64) -> Option<u64> {
     if align <= 1 {
