@@ -1125,6 +1125,7 @@ fn other_references_into_a_moved_container_are_refused_by_name() {
 /// statically, so the loader walks them) must reach the same container bytes.
 #[test]
 #[ignore]
+#[allow(clippy::print_stdout)] // the measurements are the point of this test
 fn real_libraries_from_the_environment() {
     let rig = Rig::new();
     let list = std::env::var("WHEELSLIM_COMPANION_REAL").expect("WHEELSLIM_COMPANION_REAL");
