@@ -221,6 +221,32 @@ pub enum MoveError {
     OutputCheck(String),
 }
 
+impl MoveError {
+    /// What a user can do about it, for reports.
+    pub fn hint(&self) -> &'static str {
+        match self {
+            MoveError::OutputCheck(_) | MoveError::Companion(_) | MoveError::Shrink(_) => {
+                "this is a wheelslim bug: please report it with the library"
+            }
+            MoveError::NotAContainer { .. }
+            | MoveError::Twice { .. }
+            | MoveError::NotDevice { .. }
+            | MoveError::NoSection(_)
+            | MoveError::Soname(..)
+            | MoveError::Nothing
+            | MoveError::NameTaken(_) => {
+                "this is a wheelslim bug: the planned move does not fit the library; please report it"
+            }
+            MoveError::Malformed(_) => {
+                "the library could not be read as expected; run `wheelslim audit` on the wheel"
+            }
+            _ => {
+                "the library stays whole: ship it as it is, trim it with --sm/--gfx, or rebuild it as position-independent code with RELA relocations"
+            }
+        }
+    }
+}
+
 impl From<ElfError> for MoveError {
     fn from(e: ElfError) -> MoveError {
         MoveError::Malformed(e.to_string())
