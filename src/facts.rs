@@ -119,6 +119,11 @@ pub struct InspectOptions<'a> {
     /// once it is done, see [`MemberProgress`]). The library only counts; whether and how it
     /// is drawn is the command line's business.
     pub progress: Option<&'a indicatif::ProgressBar>,
+    /// Bytes reserved for each kept member, in multiples of its size: 2 where the work given to
+    /// [`inspect_wheel_with`] builds a rewritten copy beside the member (`trim`). The copy is
+    /// then counted before the member is admitted; growing the reservation afterwards cannot
+    /// wait (see [`crate::budget`]), so it could take the budget past its cap.
+    pub copies: u64,
 }
 
 impl Default for InspectOptions<'_> {
@@ -126,6 +131,7 @@ impl Default for InspectOptions<'_> {
         InspectOptions {
             describe: true,
             progress: None,
+            copies: 1,
         }
     }
 }
@@ -221,6 +227,7 @@ fn stream_member<'b>(
     wheel: &Wheel,
     m: &Member,
     budget: &'b Budget,
+    copies: u64,
     keep: impl Fn(&[u8]) -> bool,
     progress: &MemberProgress,
 ) -> Result<(Streamed, Option<crate::budget::Reservation<'b>>), ZipError> {
@@ -239,7 +246,7 @@ fn stream_member<'b>(
             if head.len() >= 64 || head.len() as u64 == m.size {
                 decided = true;
                 if keep(&head) {
-                    reservation = Some(budget.reserve(m.size));
+                    reservation = Some(budget.reserve(m.size.saturating_mul(copies.max(1))));
                     let mut v = crate::wheel::zip::buffer_for(m.size)?;
                     v.extend_from_slice(&head);
                     kept = Some(v);
@@ -353,7 +360,8 @@ fn inspect_member<'b, T>(
         }
         false
     };
-    let (streamed, reservation) = match stream_member(wheel, m, budget, keep, progress) {
+    let (streamed, reservation) = match stream_member(wheel, m, budget, opts.copies, keep, progress)
+    {
         Ok(s) => s,
         Err(err) => {
             diags.push(Diagnostic::from_error(&Error::Zip { location: loc, err }));
