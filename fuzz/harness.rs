@@ -198,10 +198,9 @@ fn identity_edits(data: &[u8], info: &ElfInfo, facts: &DeviceFacts) -> Vec<Secti
         let Some(bytes) = section(&s.name) else {
             continue;
         };
-        let blocks = s
-            .containers
-            .iter()
+        let blocks = wheelslim::fatbin::cuda::containers(bytes)
             .filter_map(|c| {
+                let c = c.ok()?;
                 Some(Block {
                     old_offset: c.offset as u64,
                     old_len: c.len as u64,

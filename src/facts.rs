@@ -420,13 +420,16 @@ fn describe(
             let mut d = crate::device::DeviceFacts::default();
             // Containers and bundles in loose files get the same per-entry view as sections.
             let parsed = match info.kind {
-                LooseKind::Fatbin => crate::fatbin::cuda::parse_section(bytes).map(|containers| {
-                    d.cuda.push(crate::device::CudaSection {
-                        name: "(file)".into(),
-                        size: bytes.len() as u64,
-                        containers,
+                LooseKind::Fatbin => crate::device::scan_cuda(&[("(file)", bytes)])
+                    .map(|(counts, summary)| {
+                        d.cuda.push(crate::device::CudaSection {
+                            name: "(file)".into(),
+                            size: bytes.len() as u64,
+                            containers: counts.first().copied().unwrap_or(0),
+                        });
+                        d.cuda_summary = summary;
                     })
-                }),
+                    .map_err(|(_, e)| e),
                 LooseKind::OffloadBundle => {
                     crate::fatbin::hip::parse_section(bytes).map(|bundles| {
                         d.hip.push(crate::device::HipSection {

@@ -844,8 +844,8 @@ fn tiny_containers_do_not_amplify_memory() {
     let dir = tempdir();
     let out = dir.path().to_str().expect("utf-8");
     for (cmd, bound_mib) in [
-        (vec!["audit", wheel], 200),
-        (vec!["trim", wheel, "--sm", "90", "-w", out], 400),
+        (vec!["audit", wheel], 100),
+        (vec!["trim", wheel, "--sm", "90", "-w", out], 120),
     ] {
         let (code, rss, err) = peak_rss_kib(&cmd, &["-j", "2", "--memory", "256M"]);
         assert_eq!(code, 0, "{cmd:?}\n{err}");
