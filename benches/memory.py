@@ -3,7 +3,10 @@
 
 Runs `wheelslim -j 2 --memory 256M <cmd>` over each wheel in fixtures/hostile/ (or the wheels
 given) and prints the peak resident set of each child from `os.wait4`'s rusage, failing when
-one exceeds --memory + 256 MiB. Usage: benches/memory.py [--bin target/release/wheelslim] [WHEEL...]
+one exceeds --memory + 256 MiB. Usage:
+benches/memory.py [--bin target/release/wheelslim] [--memory MIB] [WHEEL...]
+(--memory 1024 runs the device-code cases that a quarter of 256M refuses, such as
+ccob_kept_250m and ccob_four_200m, within their cap.)
 
 With --real, the wheels given are large real ones and the commands run at `-j 2` with the
 default --memory: audit, verify, split, split --sm 90, trim --sm 90 (split and trim with
@@ -78,8 +81,6 @@ def real(binary, wheels):
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-MEMORY = 256 << 20
-BOUND_KIB = (MEMORY + (256 << 20)) >> 10
 
 
 def peak(argv):
@@ -92,10 +93,13 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--bin", default=os.path.join(ROOT, "target", "debug", "wheelslim"))
     ap.add_argument("--real", action="store_true", help="large real wheels, default --memory")
+    ap.add_argument("--memory", type=int, default=256, help="--memory in MiB (default 256)")
     ap.add_argument("wheels", nargs="*")
     args = ap.parse_args()
     if args.real:
         return real(args.bin, args.wheels)
+    memory = args.memory << 20
+    bound_kib = (memory + (256 << 20)) >> 10
     wheels = args.wheels or sorted(glob.glob(os.path.join(ROOT, "fixtures", "hostile", "*.whl")))
     over = 0
     worst = (0, "")
@@ -103,12 +107,12 @@ def main():
         with tempfile.TemporaryDirectory() as out:
             for cmd in (["audit", w], ["verify", w], ["split", "-w", out, w],
                         ["trim", "--sm", "90", "-w", out, w], ["trim", "--gfx", "gfx90a", "-w", out, w]):
-                code, rss = peak([args.bin] + cmd[:1] + ["-j", "2", "--memory", str(MEMORY)] + cmd[1:])
-                tag = "OVER" if rss > BOUND_KIB else "ok"
-                over += rss > BOUND_KIB
+                code, rss = peak([args.bin] + cmd[:1] + ["-j", "2", "--memory", str(memory)] + cmd[1:])
+                tag = "OVER" if rss > bound_kib else "ok"
+                over += rss > bound_kib
                 worst = max(worst, (rss, f"{cmd[0]} {' '.join(cmd[1:-1])} {os.path.basename(w)}"))
                 print(f"{rss:>9} KiB  exit {code:>3}  {tag:4}  {cmd[0]} {' '.join(cmd[1:-1])} {os.path.basename(w)}")
-    print(f"worst: {worst[0]} KiB ({worst[1]}); bound {BOUND_KIB} KiB; {over} over")
+    print(f"worst: {worst[0]} KiB ({worst[1]}); bound {bound_kib} KiB; {over} over")
     return 1 if over else 0
 
 

@@ -18,12 +18,15 @@
 //!   Retaining itself is bounded by the budget ([`Reservation::try_retain`]; the first retained
 //!   member may exceed it).
 //!
-//! Decompressed device code has a budget of its own, [`DEVICE`], capped at `--memory` too
-//! (issue 11): a worker holding a member's bytes may wait there while *another* worker holds
+//! `--memory` is shared out explicitly ([`Shares`], issue 11): a command that may decompress
+//! device code (`trim` and `split` with `--sm`/`--gfx`) gives half of it to members and half to
+//! decompressed device code, [`DEVICE`]; the others give members all of it. Members and device
+//! code used to get the whole of `--memory` each, so the worst case was about twice it. A
+//! worker holding a member's bytes may wait on [`DEVICE`] while *another* worker holds
 //! decompressed device code, because those holders never wait for anything (they decompress,
 //! rebuild and compress on their own thread, with no nested parallel work), so their bytes
-//! always come back. Without it, each of `-j` workers could hold one decompression of up to
-//! `--memory`.
+//! always come back. One decompression may be a quarter of `--memory` at most, so that it and
+//! the rebuilt copy made from it (both reserved at once) fit the device share.
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -44,8 +47,48 @@ enum Lane {
 }
 
 /// The process's budget for decompressed device code (entries, concat groups and CCOB
-/// bundles being rebuilt). Its cap is set from `--memory` by [`crate::fatbin::limit_decompression`].
-pub static DEVICE: Budget = Budget::for_device(crate::fatbin::DEFAULT_DECOMPRESS_CAP);
+/// bundles being rebuilt, with their rebuilt copies). Its cap is the device share of
+/// `--memory` ([`Shares::device`]), set by [`crate::fatbin::limit_decompression`].
+pub static DEVICE: Budget = Budget::for_device(2 * crate::fatbin::DEFAULT_DECOMPRESS_CAP);
+
+/// How one `--memory` is shared out between members and decompressed device code, so that
+/// the two together stay within it (see the module documentation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shares {
+    /// The cap of the members' [`Budget`] (bytes of members held at once, their rewritten
+    /// copies included).
+    pub members: u64,
+    /// The cap of [`DEVICE`]: decompressed device code and its rebuilt copies, all workers.
+    pub device: u64,
+    /// The most one piece of device code may decompress to: half the device share, since a
+    /// rebuild holds the decompressed bytes and the copy it builds from them.
+    pub per_decompression: u64,
+}
+
+impl Shares {
+    /// The shares of `memory` for a command that decompresses device code (`decompresses`:
+    /// `trim`/`split` with targets) or not. One decompression gets a quarter of `memory`,
+    /// between [`crate::fatbin::EXPANSION_FLOOR`] and [`crate::fatbin::DEFAULT_DECOMPRESS_CAP`];
+    /// device code gets twice that, and members the rest (all of `memory` for a command that
+    /// decompresses nothing). Below 32 MiB the floor makes the two shares sum past `memory`.
+    pub fn of(memory: u64, decompresses: bool) -> Shares {
+        let per_decompression = (memory / 4).clamp(
+            crate::fatbin::EXPANSION_FLOOR,
+            crate::fatbin::DEFAULT_DECOMPRESS_CAP,
+        );
+        let device = per_decompression.saturating_mul(2);
+        let members = if decompresses {
+            memory.saturating_sub(device).max(memory / 2).max(1)
+        } else {
+            memory.max(1)
+        };
+        Shares {
+            members,
+            device,
+            per_decompression,
+        }
+    }
+}
 
 #[derive(Debug)]
 pub struct Budget {
@@ -329,6 +372,27 @@ mod tests {
             });
             assert_eq!(device.in_use(), 0);
         });
+    }
+
+    /// Issue 11, second round: members and device code each had the whole of `--memory`.
+    #[test]
+    fn the_shares_of_memory_sum_to_it() {
+        const MIB: u64 = 1 << 20;
+        for memory in [32 * MIB, 100 * MIB, 256 * MIB, 1 << 30, 5 << 30, 64 << 30] {
+            let s = Shares::of(memory, true);
+            assert!(s.members + s.device <= memory, "{memory}: {s:?}");
+            assert!(2 * s.per_decompression <= s.device, "{memory}: {s:?}");
+            assert!(s.members >= memory / 2, "{memory}: {s:?}");
+            assert_eq!(Shares::of(memory, false).members, memory);
+        }
+        let s = Shares::of(256 * MIB, true);
+        assert_eq!(
+            (s.members, s.device, s.per_decompression),
+            (128 * MIB, 128 * MIB, 64 * MIB)
+        );
+        // Below 32 MiB the floor of one decompression wins; members keep half.
+        let s = Shares::of(MIB, true);
+        assert_eq!((s.members, s.per_decompression), (MIB / 2, 8 * MIB));
     }
 
     #[test]

@@ -65,7 +65,71 @@ pub const HIP_SECTIONS: &[&str] = &[".hip_fatbin"];
 pub struct CudaSection {
     pub name: String,
     pub size: u64,
-    pub containers: Vec<cuda::Container>,
+    /// How many containers it holds. Their descriptions are not kept past the inspect pass:
+    /// millions of tiny containers cost hundreds of bytes each (issue 11 item 2). What the
+    /// audit reports of them is in [`DeviceFacts::cuda_summary`]; a trim walks them again
+    /// from the bytes ([`cuda::containers`]).
+    pub containers: usize,
+}
+
+/// What the audit reports of a member's CUDA device code, summed over every container of its
+/// sections while the member's bytes were in memory: bytes per architecture and, for each SASS
+/// architecture found, the bytes a trim to it alone would keep. A few rows per member, however
+/// many containers it has.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CudaSummary {
+    pub per_arch: std::collections::BTreeMap<String, select::ArchBytes>,
+    /// (target, bytes kept by a trim to it alone), by SM.
+    pub trims: Vec<(CudaArch, u64)>,
+}
+
+/// Walks the CUDA sections `(name, bytes)` of one member container by container, without
+/// holding their descriptions: one pass checks them and sums bytes per architecture, a second
+/// (over bytes now known to be sound) sums what a trim to each SASS architecture found would
+/// keep. The error names the section.
+pub fn scan_cuda(
+    sections: &[(&str, &[u8])],
+) -> Result<(Vec<usize>, CudaSummary), (String, FatbinError)> {
+    let mut counts = Vec::with_capacity(sections.len());
+    let mut summary = CudaSummary::default();
+    for (name, bytes) in sections {
+        let mut n = 0usize;
+        for c in cuda::containers(bytes) {
+            let c = c.map_err(|e| ((*name).to_string(), e))?;
+            select::add_bytes_per_arch(&mut summary.per_arch, &c);
+            n += 1;
+        }
+        counts.push(n);
+    }
+    let mut targets: Vec<CudaArch> = summary
+        .per_arch
+        .keys()
+        .filter(|k| k.starts_with("sm_"))
+        .filter_map(|k| k.parse().ok())
+        .collect();
+    targets.sort_by_key(|t: &CudaArch| (t.sm, t.to_string()));
+    targets.dedup();
+    let selections: Vec<select::Selection> = targets
+        .iter()
+        .map(|&t| select::Selection {
+            targets: vec![t],
+            ptx: select::PtxPolicy::Newest,
+            unmatched: select::UnmatchedPolicy::Keep,
+        })
+        .collect();
+    let mut kept = vec![0u64; targets.len()];
+    if !targets.is_empty() {
+        for (name, bytes) in sections {
+            for c in cuda::containers(bytes).rechecked() {
+                let c = c.map_err(|e| ((*name).to_string(), e))?;
+                for (k, sel) in kept.iter_mut().zip(&selections) {
+                    *k = k.saturating_add(sel.choose_container(&c).kept_bytes(&c));
+                }
+            }
+        }
+    }
+    summary.trims = targets.into_iter().zip(kept).collect();
+    Ok((counts, summary))
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -79,6 +143,8 @@ pub struct HipSection {
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct DeviceFacts {
     pub cuda: Vec<CudaSection>,
+    /// The audit's view of every container in `cuda`, summed ([`scan_cuda`]).
+    pub cuda_summary: CudaSummary,
     pub hip: Vec<HipSection>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub loose: Option<LooseInfo>,
@@ -108,14 +174,15 @@ pub fn section_bytes<'a>(data: &'a [u8], s: &SectionInfo) -> Result<&'a [u8], Fa
 /// Parses the device-code sections of a host ELF object. The error names the section.
 pub fn scan_elf(data: &[u8], info: &ElfInfo) -> Result<DeviceFacts, (String, FatbinError)> {
     let mut facts = DeviceFacts::default();
+    let mut cuda_sections: Vec<(&str, &[u8])> = Vec::new();
     for s in info.sections.iter().filter(|s| s.in_file && s.size > 0) {
         if CUDA_SECTIONS.contains(&s.name.as_str()) {
             let bytes = section_bytes(data, s).map_err(|e| (s.name.clone(), e))?;
-            let containers = cuda::parse_section(bytes).map_err(|e| (s.name.clone(), e))?;
+            cuda_sections.push((&s.name, bytes));
             facts.cuda.push(CudaSection {
                 name: s.name.clone(),
                 size: s.size,
-                containers,
+                containers: 0,
             });
         } else if HIP_SECTIONS.contains(&s.name.as_str()) {
             let bytes = section_bytes(data, s).map_err(|e| (s.name.clone(), e))?;
@@ -127,6 +194,11 @@ pub fn scan_elf(data: &[u8], info: &ElfInfo) -> Result<DeviceFacts, (String, Fat
             });
         }
     }
+    let (counts, summary) = scan_cuda(&cuda_sections)?;
+    for (s, n) in facts.cuda.iter_mut().zip(counts) {
+        s.containers = n;
+    }
+    facts.cuda_summary = summary;
     Ok(facts)
 }
 
@@ -169,10 +241,7 @@ pub fn report(member: &str, d: &DeviceFacts) -> Option<DeviceReport> {
 
 /// The CUDA fatbins' rows per architecture and what a trim to each SASS target keeps.
 fn cuda_report(member: &str, d: &DeviceFacts) -> DeviceReport {
-    // Borrowed, not cloned: a section of millions of tiny containers would be held twice.
-    let containers: Vec<&cuda::Container> =
-        d.cuda.iter().flat_map(|s| s.containers.iter()).collect();
-    let per_arch = select::bytes_per_arch(&containers);
+    let per_arch = &d.cuda_summary.per_arch;
     let mut rows: Vec<ArchRow> = per_arch
         .iter()
         .map(|(arch, b)| ArchRow {
@@ -191,30 +260,20 @@ fn cuda_report(member: &str, d: &DeviceFacts) -> DeviceReport {
         })
         .collect();
     rows.sort_by_key(row_order);
-    let mut targets: Vec<CudaArch> = per_arch
-        .keys()
-        .filter(|k| k.starts_with("sm_"))
-        .filter_map(|k| k.parse().ok())
+    let trims = d
+        .cuda_summary
+        .trims
+        .iter()
+        .map(|(t, kept)| TrimEstimate {
+            target: t.to_string(),
+            kept_bytes: *kept,
+        })
         .collect();
-    targets.sort_by_key(|t: &CudaArch| (t.sm, t.to_string()));
-    targets.dedup();
-    let trims = select::kept_bytes_per_target(
-        &containers,
-        &targets,
-        select::PtxPolicy::Newest,
-        select::UnmatchedPolicy::Keep,
-    )
-    .into_iter()
-    .map(|(t, kept)| TrimEstimate {
-        target: t.to_string(),
-        kept_bytes: kept,
-    })
-    .collect();
     DeviceReport {
         member: member.to_string(),
         kind: "cuda".into(),
         sections: d.cuda.iter().map(|s| s.name.clone()).collect(),
-        containers: containers.len(),
+        containers: d.cuda.iter().map(|s| s.containers).sum(),
         stored_bytes: d.cuda.iter().map(|s| s.size).sum(),
         rows,
         trims,

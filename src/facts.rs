@@ -120,6 +120,11 @@ pub struct InspectOptions<'a> {
     /// once it is done, see [`MemberProgress`]). The library only counts; whether and how it
     /// is drawn is the command line's business.
     pub progress: Option<&'a dyn Progress>,
+    /// Bytes reserved for each kept member, in multiples of its size: 2 where the work given to
+    /// [`inspect_wheel_with`] builds a rewritten copy beside the member (`trim`). The copy is
+    /// then counted before the member is admitted; growing the reservation afterwards cannot
+    /// wait (see [`crate::budget`]), so it could take the budget past its cap.
+    pub copies: u64,
 }
 
 impl Default for InspectOptions<'_> {
@@ -127,6 +132,7 @@ impl Default for InspectOptions<'_> {
         InspectOptions {
             describe: true,
             progress: None,
+            copies: 1,
         }
     }
 }
@@ -222,6 +228,7 @@ fn stream_member<'b>(
     wheel: &Wheel,
     m: &Member,
     budget: &'b Budget,
+    copies: u64,
     keep: impl Fn(&[u8]) -> bool,
     progress: &MemberProgress,
 ) -> Result<(Streamed, Option<crate::budget::Reservation<'b>>), ZipError> {
@@ -240,7 +247,7 @@ fn stream_member<'b>(
             if head.len() >= 64 || head.len() as u64 == m.size {
                 decided = true;
                 if keep(&head) {
-                    reservation = Some(budget.reserve(m.size));
+                    reservation = Some(budget.reserve(m.size.saturating_mul(copies.max(1))));
                     let mut v = crate::wheel::zip::buffer_for(m.size)?;
                     v.extend_from_slice(&head);
                     kept = Some(v);
@@ -354,7 +361,8 @@ fn inspect_member<'b, T>(
         }
         false
     };
-    let (streamed, reservation) = match stream_member(wheel, m, budget, keep, progress) {
+    let (streamed, reservation) = match stream_member(wheel, m, budget, opts.copies, keep, progress)
+    {
         Ok(s) => s,
         Err(err) => {
             diags.push(Diagnostic::from_error(&Error::Zip { location: loc, err }));
@@ -413,13 +421,16 @@ fn describe(
             let mut d = crate::device::DeviceFacts::default();
             // Containers and bundles in loose files get the same per-entry view as sections.
             let parsed = match info.kind {
-                LooseKind::Fatbin => crate::fatbin::cuda::parse_section(bytes).map(|containers| {
-                    d.cuda.push(crate::device::CudaSection {
-                        name: "(file)".into(),
-                        size: bytes.len() as u64,
-                        containers,
+                LooseKind::Fatbin => crate::device::scan_cuda(&[("(file)", bytes)])
+                    .map(|(counts, summary)| {
+                        d.cuda.push(crate::device::CudaSection {
+                            name: "(file)".into(),
+                            size: bytes.len() as u64,
+                            containers: counts.first().copied().unwrap_or(0),
+                        });
+                        d.cuda_summary = summary;
                     })
-                }),
+                    .map_err(|(_, e)| e),
                 LooseKind::OffloadBundle => {
                     crate::fatbin::hip::parse_section(bytes).map(|bundles| {
                         d.hip.push(crate::device::HipSection {

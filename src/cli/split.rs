@@ -13,6 +13,10 @@ use crate::wheel::writer::ZipTime;
 pub fn run(args: &SplitArgs, printer: &Printer) -> Result<Outcome> {
     let profiles = profiles(&args.profiles)?;
     let ad_hoc = AdHoc::new(&args.moves, &args.keeps).map_err(crate::Error::Usage)?;
+    let trim = super::trim::settings(&args.device)?;
+    // Members get their share of --memory; with --sm/--gfx, decompressed device code has the
+    // other half (issue 11: each had all of it, so the worst case was twice --memory).
+    let memory_budget = crate::budget::Shares::of(args.archive.memory, trim.is_active()).members;
     let opts = SplitOptions {
         settings: SplitSettings {
             upstream: args.upstream,
@@ -27,11 +31,11 @@ pub fn run(args: &SplitArgs, printer: &Printer) -> Result<Outcome> {
             .unwrap_or_else(|| args.wheel_dir.clone()),
         max_size: args.max_size,
         limits: limits(&args.archive),
-        memory_budget: args.archive.memory,
+        memory_budget,
         time: ZipTime::from_env().map_err(crate::Error::from)?,
         dry_run: args.dry_run,
         canonical_runtime: args.canonical_runtime,
-        trim: super::trim::settings(&args.device)?,
+        trim,
         strip_debug: args.strip_debug,
         preload_hook: args.preload_hook,
         progress: printer.bytes_progress(),

@@ -238,12 +238,55 @@ impl Container {
 /// Containers must start 8-aligned; the bytes between them, and after the last one, must be
 /// zero. An empty or all-zero slice has no containers.
 pub fn parse_section(data: &[u8]) -> Result<Vec<Container>, FatbinError> {
-    let mut out = Vec::new();
-    let mut pos = 0usize;
-    // Each container is at least 16 bytes long, so this loop ends.
-    while let Some((start, value)) = next_non_zero(data, pos) {
-        if start % CONTAINER_ALIGN != 0 {
-            return Err(if out.is_empty() && start < CONTAINER_ALIGN {
+    let mut out = containers(data).collect::<Result<Vec<_>, _>>()?;
+    // Growth by doubling leaves up to half the list unused.
+    out.shrink_to_fit();
+    Ok(out)
+}
+
+/// The containers of a fatbin section one at a time, with the checks of [`parse_section`]
+/// (the first error ends the iteration). A section of millions of tiny containers is walked
+/// without holding a description of each (issue 11 item 2).
+pub fn containers(data: &[u8]) -> Containers<'_> {
+    Containers {
+        data,
+        pos: 0,
+        first: true,
+        failed: false,
+        check_streams: true,
+    }
+}
+
+/// Iterator returned by [`containers`].
+#[derive(Debug, Clone)]
+pub struct Containers<'a> {
+    data: &'a [u8],
+    pos: usize,
+    first: bool,
+    failed: bool,
+    check_streams: bool,
+}
+
+impl Containers<'_> {
+    /// Skips the walk over each compressed stream's block headers, for a section that already
+    /// passed [`containers`] with it (a second pass over bytes known to be sound).
+    pub fn rechecked(mut self) -> Self {
+        self.check_streams = false;
+        self
+    }
+}
+
+impl Iterator for Containers<'_> {
+    type Item = Result<Container, FatbinError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed {
+            return None;
+        }
+        // Each container is at least 16 bytes long, so the walk ends.
+        let (start, value) = next_non_zero(self.data, self.pos)?;
+        let item = if start % CONTAINER_ALIGN != 0 {
+            Err(if self.first && start < CONTAINER_ALIGN {
                 FatbinError::Misaligned {
                     what: "fatbin container",
                     offset: start,
@@ -255,20 +298,32 @@ pub fn parse_section(data: &[u8]) -> Result<Vec<Container>, FatbinError> {
                     offset: start,
                     value,
                 }
-            });
+            })
+        } else {
+            parse_container_with(self.data, start, self.check_streams)
+        };
+        match &item {
+            Ok(c) => {
+                self.pos = c.end();
+                self.first = false;
+            }
+            Err(_) => self.failed = true,
         }
-        let c = parse_container(data, start)?;
-        pos = c.end();
-        out.push(c);
+        Some(item)
     }
-    // Growth by doubling leaves up to half the list unused; a section of millions of tiny
-    // containers (issue 11) would keep it for the whole run.
-    out.shrink_to_fit();
-    Ok(out)
 }
 
 /// Parse the container whose header starts at `offset` of `data`.
 pub fn parse_container(data: &[u8], offset: usize) -> Result<Container, FatbinError> {
+    parse_container_with(data, offset, true)
+}
+
+/// [`parse_container`], walking each compressed stream's headers only with `check_streams`.
+fn parse_container_with(
+    data: &[u8],
+    offset: usize,
+    check_streams: bool,
+) -> Result<Container, FatbinError> {
     const WHAT: &str = "fatbin container";
     let h = header(data, offset, CONTAINER_HEADER_LEN, WHAT)?;
     let magic = le_u32(h, 0).unwrap_or(0);
@@ -319,7 +374,7 @@ pub fn parse_container(data: &[u8], offset: usize) -> Result<Container, FatbinEr
     let mut pos = offset.saturating_add(header_size);
     // parse_entry guarantees progress of at least ENTRY_HEADER_MIN bytes.
     while pos < end {
-        let e = parse_entry(data, pos, end)?;
+        let e = parse_entry_with(data, pos, end, check_streams)?;
         pos = pos.saturating_add(e.total_len());
         entries.push(e);
     }
@@ -412,6 +467,15 @@ fn padded_string_len(n: u64) -> u64 {
 
 /// Parse one entry header starting at `pos`, which must end by `end` (its container's end).
 pub(crate) fn parse_entry(data: &[u8], pos: usize, end: usize) -> Result<Entry, FatbinError> {
+    parse_entry_with(data, pos, end, true)
+}
+
+fn parse_entry_with(
+    data: &[u8],
+    pos: usize,
+    end: usize,
+    check_streams: bool,
+) -> Result<Entry, FatbinError> {
     const WHAT: &str = "fatbin entry";
     let room = end.saturating_sub(pos);
     let container = data.get(..end).unwrap_or(data);
@@ -481,7 +545,9 @@ pub(crate) fn parse_entry(data: &[u8], pos: usize, end: usize) -> Result<Entry, 
             "compressed stream",
         )?;
         super::check_expansion(WHAT, pos, stream.len(), raw.uncompressed_size)?;
-        decompress::check_stream(compression, stream, raw.uncompressed_size, WHAT, pos)?;
+        if check_streams {
+            decompress::check_stream(compression, stream, raw.uncompressed_size, WHAT, pos)?;
+        }
     }
 
     let identifier = if raw.id_offset != 0 {

@@ -453,11 +453,12 @@ pub fn rebuild_bundle(
             actual: keep.len(),
         });
     }
-    // A CCOB's decompressed bytes count against the device-code budget while they are held.
+    // A CCOB's decompressed bytes, and the bundle rebuilt from them (at most as large), count
+    // against the device-code budget while they are held.
     let (data, _held) = match b.ccob {
         Some(_) => {
             let (v, r) =
-                ccob::decompress_ccob_held(section, b, crate::fatbin::DEFAULT_DECOMPRESS_CAP)?;
+                ccob::decompress_ccob_held(section, b, crate::fatbin::DEFAULT_DECOMPRESS_CAP, 2)?;
             (Cow::Owned(v), Some(r))
         }
         None => (Cow::Borrowed(b.stored(section)?), None),

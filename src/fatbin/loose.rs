@@ -133,7 +133,9 @@ pub fn inspect(name: &str, data: &[u8]) -> Result<Option<LooseInfo>, FatbinError
             }
         }
         LooseKind::Fatbin => {
-            for c in cuda::parse_section(data)? {
+            // One container at a time: a list of millions would be held just to be read.
+            for c in cuda::containers(data) {
+                let c = c?;
                 for e in &c.entries {
                     if e.kind == EntryKind::Concat {
                         for m in &e.members {

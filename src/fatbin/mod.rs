@@ -48,20 +48,29 @@ pub fn expansion_cap(compressed: usize) -> u64 {
         .max(EXPANSION_FLOOR)
 }
 
-/// The most bytes one decompression may produce in this process: the command's `--memory`
-/// (set by the command line through [`limit_decompression`]), so that decompressed device code
-/// counts against the same budget as members do.
+/// The most bytes one decompression may produce in this process: a quarter of the command's
+/// `--memory` (set by the command line through [`limit_decompression`]; see
+/// [`crate::budget::Shares`]), so that decompressed device code and its rebuilt copy fit the
+/// device share of the same budget members draw from.
 static DECOMPRESS_LIMIT: std::sync::atomic::AtomicU64 =
     std::sync::atomic::AtomicU64::new(DEFAULT_DECOMPRESS_CAP);
 
-/// Cap every decompression of device code, and all of them held at once, at `bytes` (never below [`EXPANSION_FLOOR`], never
-/// above [`DEFAULT_DECOMPRESS_CAP`]). Meant to be called once by a command, with `--memory`.
-pub fn limit_decompression(bytes: u64) {
-    let limit = bytes.clamp(EXPANSION_FLOOR, DEFAULT_DECOMPRESS_CAP);
-    DECOMPRESS_LIMIT.store(limit, std::sync::atomic::Ordering::Relaxed);
-    // And what every worker holds at once, summed (one decompression at a time when several
-    // would not fit together).
-    crate::budget::DEVICE.set_cap(limit);
+/// Sets the cap of every decompression of device code, and of all of them held at once, from
+/// the command's `--memory` ([`crate::budget::Shares::of`]: a quarter of it per decompression,
+/// never below [`EXPANSION_FLOOR`] nor above [`DEFAULT_DECOMPRESS_CAP`], and half of it for
+/// all). Meant to be called once by a command.
+pub fn limit_decompression(memory: u64) {
+    let shares = crate::budget::Shares::of(memory, true);
+    DECOMPRESS_LIMIT.store(
+        shares.per_decompression,
+        std::sync::atomic::Ordering::Relaxed,
+    );
+    crate::budget::DEVICE.set_cap(shares.device);
+}
+
+/// The cap [`limit_decompression`] set on one decompression.
+pub fn decompression_limit() -> u64 {
+    DECOMPRESS_LIMIT.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// Refuse a claimed decompressed `size` that its `compressed` stream cannot honestly back, or

@@ -654,6 +654,14 @@ pub struct ArchBytes {
 /// `unknown`.
 pub fn bytes_per_arch<C: Borrow<Container>>(containers: &[C]) -> BTreeMap<String, ArchBytes> {
     let mut out: BTreeMap<String, ArchBytes> = BTreeMap::new();
+    for c in containers {
+        add_bytes_per_arch(&mut out, c.borrow());
+    }
+    out
+}
+
+/// Adds one container to a [`bytes_per_arch`] table (for containers walked one at a time).
+pub fn add_bytes_per_arch(out: &mut BTreeMap<String, ArchBytes>, c: &Container) {
     let mut add = |name: String, stored: u64, image: u64| {
         let slot = out.entry(name).or_default();
         slot.images = slot.images.saturating_add(1);
@@ -665,27 +673,24 @@ pub fn bytes_per_arch<C: Borrow<Container>>(containers: &[C]) -> BTreeMap<String
         EntryKind::Elf => arch.to_string(),
         EntryKind::Concat | EntryKind::Unknown(_) => "unknown".to_string(),
     };
-    for c in containers {
-        for e in &c.borrow().entries {
-            if e.kind == EntryKind::Concat && !e.members.is_empty() {
-                let all = e
-                    .members
-                    .iter()
-                    .map(|m| m.size)
-                    .fold(0u64, u64::saturating_add);
-                for m in &e.members {
-                    add(
-                        name(m.kind, m.arch),
-                        share(e.stored_bytes(), m.size, all),
-                        m.size,
-                    );
-                }
-            } else {
-                add(name(e.kind, e.arch), e.stored_bytes(), e.image_bytes());
+    for e in &c.entries {
+        if e.kind == EntryKind::Concat && !e.members.is_empty() {
+            let all = e
+                .members
+                .iter()
+                .map(|m| m.size)
+                .fold(0u64, u64::saturating_add);
+            for m in &e.members {
+                add(
+                    name(m.kind, m.arch),
+                    share(e.stored_bytes(), m.size, all),
+                    m.size,
+                );
             }
+        } else {
+            add(name(e.kind, e.arch), e.stored_bytes(), e.image_bytes());
         }
     }
-    out
 }
 
 #[cfg(test)]

@@ -364,13 +364,15 @@ impl Tally {
 /// container changes).
 fn cuda_blocks(
     bytes: &[u8],
-    containers: &[Container],
+    containers: usize,
     sel: &Selection,
     tally: &mut Tally,
 ) -> Result<Option<Vec<Block>>, FatbinError> {
     let mut changed = false;
-    let mut blocks = Vec::with_capacity(containers.len());
-    for c in containers {
+    let mut blocks = Vec::with_capacity(containers);
+    // Walked again from the bytes (the inspect pass kept only counts and sums).
+    for c in cuda::containers(bytes).rechecked() {
+        let c = &c?;
         let choice = sel.choose_container(c);
         tally.cuda(c, &choice);
         let new_bytes = if choice.keeps_everything() {
@@ -401,15 +403,26 @@ fn cuda_blocks(
 /// 8-aligned in one buffer. `None` when every container keeps everything.
 fn loose_fatbin(
     bytes: &[u8],
-    containers: &[Container],
     sel: &Selection,
     tally: &mut Tally,
 ) -> Result<Option<Vec<u8>>, FatbinError> {
+    // First only choose, one container at a time from the bytes (the inspect pass kept only
+    // counts and sums): a file the trim leaves as it is costs no output buffer, where one as
+    // large as the input was allocated before (issue 11 item 2).
     let mut changed = false;
-    let mut out = Vec::with_capacity(bytes.len());
-    for c in containers {
+    for c in cuda::containers(bytes).rechecked() {
+        let c = &c?;
         let choice = sel.choose_container(c);
         tally.cuda(c, &choice);
+        changed |= !choice.keeps_everything();
+    }
+    if !changed {
+        return Ok(None);
+    }
+    let mut out = Vec::with_capacity(bytes.len());
+    for c in cuda::containers(bytes).rechecked() {
+        let c = &c?;
+        let choice = sel.choose_container(c);
         while out.len() % 8 != 0 {
             out.push(0);
         }
@@ -422,11 +435,10 @@ fn loose_fatbin(
             })?;
             out.extend_from_slice(old);
         } else {
-            changed = true;
             out.extend_from_slice(&cuda::rebuild_container_with(bytes, c, &choice.edits())?);
         }
     }
-    Ok(changed.then_some(out))
+    Ok(Some(out))
 }
 
 fn hip_blocks(
@@ -524,22 +536,20 @@ pub fn trim_member_in(
                     // Written straight into the output: a block per container cost about 150
                     // bytes each for millions of tiny containers (issue 11 item 2).
                     LooseKind::Fatbin => match (&settings.cuda, device.cuda.first()) {
-                        (Some(sel), Some(s)) => {
-                            return Ok(loose_fatbin(data, &s.containers, sel, &mut tally)?.map(
-                                |out| {
-                                    let after = out.len() as u64;
-                                    Trimmed {
-                                        data: Some(out),
-                                        report: report(
-                                            "rebuilt",
-                                            Some(decision.reason),
-                                            after,
-                                            tally,
-                                            Vec::new(),
-                                        ),
-                                    }
-                                },
-                            ));
+                        (Some(sel), Some(_)) => {
+                            return Ok(loose_fatbin(data, sel, &mut tally)?.map(|out| {
+                                let after = out.len() as u64;
+                                Trimmed {
+                                    data: Some(out),
+                                    report: report(
+                                        "rebuilt",
+                                        Some(decision.reason),
+                                        after,
+                                        tally,
+                                        Vec::new(),
+                                    ),
+                                }
+                            }));
                         }
                         _ => None,
                     },
@@ -579,7 +589,7 @@ pub fn trim_member_in(
             continue;
         };
         let bytes = section_bytes(data, si)?;
-        if let Some(blocks) = cuda_blocks(bytes, &s.containers, sel, &mut tally)? {
+        if let Some(blocks) = cuda_blocks(bytes, s.containers, sel, &mut tally)? {
             edits.push(SectionEdit {
                 name: s.name.clone(),
                 blocks,

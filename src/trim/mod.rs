@@ -134,7 +134,9 @@ pub fn trim(
     opts: &TrimOptions,
 ) -> Result<TrimReport, Error> {
     check_args(paths, opts)?;
-    let budget = Budget::new(opts.memory_budget);
+    // Members get their share of --memory; decompressed device code has the rest (issue 11).
+    let shares = crate::budget::Shares::of(opts.memory_budget, opts.settings.is_active());
+    let budget = Budget::new(shares.members);
     let spill = (!opts.dry_run).then_some(opts.wheel_dir.as_path());
     if let Some(dir) = spill {
         std::fs::create_dir_all(dir)
@@ -262,8 +264,11 @@ fn open_and_trim(
     opts.progress.set_message("inspecting and trimming");
     opts.progress
         .inc_length(wheel.archive.members().iter().map(|m| m.size).sum());
+    // A kept member is reserved with room for its trimmed copy (about as large, held while
+    // both are compressed and compared): counted before it is admitted, not after.
     let inspect = InspectOptions {
         progress: Some(&*opts.progress),
+        copies: 2,
         ..InspectOptions::default()
     };
     let work = |f: &MemberFacts, kept: Kept| trim_kept(&wheel, f, kept, opts, spill);
@@ -330,8 +335,8 @@ fn trim_kept(
     }) {
         return None;
     }
-    // The output is about as large as the input while both are held.
-    kept.grow(kept.bytes.len() as u64);
+    // The output is about as large as the input while both are held: the inspect pass
+    // reserved room for both (`InspectOptions::copies`).
     let loc = wheel.member_location(&f.name);
     let trimmed = match device {
         Some(device) if targets => trim_member_in(

@@ -19,16 +19,19 @@ pub fn decompress_entry_capped(
     e: &Entry,
     cap: u64,
 ) -> Result<Vec<u8>, FatbinError> {
-    decompress_entry_held(section, e, cap).map(|(v, _)| v)
+    decompress_entry_held(section, e, cap, 1).map(|(v, _)| v)
 }
 
 /// [`decompress_entry_capped`], and the reservation of [`crate::budget::DEVICE`] that must live
 /// as long as the bytes do (`None` for an uncompressed payload, which is a copy of bytes the
-/// member already holds).
+/// member already holds). The reservation is `copies` times the decompressed size: 2 for a
+/// caller that builds a copy of about that size from the bytes (a rebuilt concat group), so
+/// that both are counted before either is allocated.
 pub(crate) fn decompress_entry_held(
     section: &[u8],
     e: &Entry,
     cap: u64,
+    copies: u64,
 ) -> Result<(Vec<u8>, Option<Reservation<'static>>), FatbinError> {
     let payload = slice(
         section,
@@ -49,6 +52,7 @@ pub(crate) fn decompress_entry_held(
                 stream,
                 e.uncompressed_size,
                 cap,
+                copies,
                 "fatbin entry",
                 e.offset,
             )
@@ -58,13 +62,15 @@ pub(crate) fn decompress_entry_held(
 }
 
 /// Decompress `stream` (a raw LZ4 block or one zstd frame) to exactly `size` bytes, reserved
-/// from [`crate::budget::DEVICE`] once the claim has passed every check (the caller holds the
-/// reservation for as long as it holds the bytes).
+/// from [`crate::budget::DEVICE`] (`copies` times over, see [`decompress_entry_held`]) once the
+/// claim has passed every check (the caller holds the reservation for as long as it holds the
+/// bytes).
 pub(crate) fn decompress(
     method: Compression,
     stream: &[u8],
     size: u64,
     cap: u64,
+    copies: u64,
     what: &'static str,
     offset: usize,
 ) -> Result<(Vec<u8>, Reservation<'static>), FatbinError> {
@@ -84,7 +90,7 @@ pub(crate) fn decompress(
         cap: u64_of(usize::MAX),
     };
     let usize_size = usize::try_from(size).map_err(|_| too_large())?;
-    let held = crate::budget::DEVICE.reserve(size);
+    let held = crate::budget::DEVICE.reserve(size.saturating_mul(copies.max(1)));
     let fail = |method: &'static str, reason: String| FatbinError::Decompress {
         what,
         offset,

@@ -154,11 +154,13 @@ pub fn rebuild_concat_entry(
         return Err(FatbinError::EmptyConcat { offset: e.offset });
     }
     let header = original.get(..e.header_size).unwrap_or(&[]);
-    // The decompressed image counts against the device-code budget while it is held.
+    // The decompressed image and the new one built from it (at most as large) count against
+    // the device-code budget while they are held, both reserved before either is allocated.
     let (image, _held) = super::decompress::decompress_entry_held(
         section,
         e,
         crate::fatbin::DEFAULT_DECOMPRESS_CAP,
+        2,
     )?;
 
     // The new image and member table.

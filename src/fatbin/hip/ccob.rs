@@ -210,15 +210,17 @@ pub fn decompress_ccob_capped(
     b: &OffloadBundle,
     cap: u64,
 ) -> Result<Vec<u8>, FatbinError> {
-    decompress_ccob_held(section, b, cap).map(|(v, _)| v)
+    decompress_ccob_held(section, b, cap, 1).map(|(v, _)| v)
 }
 
 /// [`decompress_ccob_capped`], and the reservation of [`crate::budget::DEVICE`] that must live
-/// as long as the bytes do.
+/// as long as the bytes do: `copies` times their size, 2 for a caller that builds a bundle of
+/// about that size from them ([`super::rebuild_bundle`]).
 pub(crate) fn decompress_ccob_held(
     section: &[u8],
     b: &OffloadBundle,
     cap: u64,
+    copies: u64,
 ) -> Result<(Vec<u8>, crate::budget::Reservation<'static>), FatbinError> {
     const WHAT: &str = "compressed offload bundle";
     let h = ccob_header(section, b.offset)?;
@@ -258,7 +260,7 @@ pub(crate) fn decompress_ccob_held(
             Err(code) => return Err(fail(zstd::zstd_safe::get_error_name(code).to_string())),
         }
     }
-    let held = crate::budget::DEVICE.reserve(size);
+    let held = crate::budget::DEVICE.reserve(size.saturating_mul(copies.max(1)));
     // One allocation of the checked, reserved size (doubling held up to twice it).
     let mut out = Vec::new();
     out.try_reserve_exact(usize::try_from(size).unwrap_or(usize::MAX))
