@@ -135,6 +135,7 @@ pub fn plain_facts(name: &str, size: u64, sha256: [u8; 32]) -> MemberFacts {
         sha256: Some(sha256),
         content: Content::Other,
         device: None,
+        block_marks: Vec::new(),
     }
 }
 
@@ -156,6 +157,7 @@ pub fn elf_facts(
             None => Content::Other,
         },
         device: None,
+        block_marks: Vec::new(),
     }
 }
 

@@ -34,6 +34,7 @@ pub fn run(args: &SplitArgs, printer: &Printer) -> Result<Outcome> {
         trim: super::trim::settings(&args.device)?,
         strip_debug: args.strip_debug,
         preload_hook: args.preload_hook,
+        companions: args.companions,
         progress: printer.bytes_progress(),
     };
     let bar = opts.progress.clone();
