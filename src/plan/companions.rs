@@ -142,10 +142,11 @@ impl CannotFit {
                 )
             }
             CannotFit::Block { block, room } => format!(
-                "its largest container ({} at offset {:#x}, {} compressed) fits neither beside the host's other bytes nor in a companion of its own (a companion's headers and tables take about {} more, and a wheel has room for {}), and companions hold whole containers",
+                "its largest container ({} at offset {:#x}, {} compressed, {}) fits neither beside the host's other bytes nor in a companion of its own (a companion's headers and tables take about {} more, and a wheel has room for {}), and companions hold whole containers: a trim (--sm/--gfx) that shrinks it comes first",
                 block.section,
                 block.offset,
                 mib_text(block.compressed),
+                block.family,
                 mib_text(COMPANION_FIXED_COST + PER_BLOCK_COST),
                 mib_text(*room)
             ),

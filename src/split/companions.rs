@@ -71,6 +71,20 @@ pub(super) fn with_companion_hint(e: Error, advice: &CompanionAdvice, given: boo
     }
 }
 
+/// Adds a sentence to a refusal's hint.
+fn with_note(e: Error, note: &str) -> Error {
+    match e {
+        Error::Refused { message, hint } => Error::Refused {
+            message,
+            hint: Some(match hint {
+                Some(h) => format!("{h}; {note}"),
+                None => note.to_string(),
+            }),
+        },
+        other => other,
+    }
+}
+
 impl SplitRun<'_> {
     /// The companion plan of one library at `bytes` compressed (`trimmed`: the dry run's
     /// view of it after the trim); `None` for a member with no device-code sections.
@@ -115,6 +129,13 @@ impl SplitRun<'_> {
             self.trimming(),
             self.unstripped_debug(input, member),
         );
+        if trimmed.is_none() && self.changes(input, member) && !self.opts.dry_run {
+            // Rewritten by the trim/strip: its containers as inspected are not what is left.
+            return with_note(
+                e,
+                "`split --companions --dry-run` with the same options shows whether device-code companions would make what the trim leaves fit",
+            );
+        }
         let room = self.opts.max_size.saturating_sub(RUNTIME_OVERHEAD);
         match self.companion_verdict(input, member, bytes, trimmed) {
             Some((lib, v)) => match CompanionAdvice::new(member, &lib, room, &v) {
