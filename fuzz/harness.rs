@@ -285,6 +285,92 @@ pub fn elf_shrink(data: &[u8]) {
     }
 }
 
+/// The companion host rewrite: move every container of the object's device sections into
+/// one companion, and half of them into two. Whenever `move_device_code` returns, the host
+/// must pass the layout check, re-inspect as a host object that needs each companion, and
+/// each companion must inspect as a host object with its soname.
+pub fn elf_companion_host(data: &[u8]) {
+    elf_companion_host_moves(data);
+}
+
+/// [`elf_companion_host`], returning how many of its plans were carried out.
+pub fn elf_companion_host_moves(data: &[u8]) -> usize {
+    use wheelslim::elf::companion::{CompanionTarget, MovedBlock, move_device_code};
+    let Ok(Inspected::Host(info)) = elf::inspect(data) else {
+        return 0;
+    };
+    let Ok(facts) = device::scan_elf(data, &info) else {
+        return 0;
+    };
+    let mut blocks = Vec::new();
+    for s in &facts.cuda {
+        for c in &s.containers {
+            blocks.push(MovedBlock {
+                section: s.name.clone(),
+                offset: c.offset as u64,
+                size: c.len as u64,
+            });
+        }
+    }
+    for s in &facts.hip {
+        for b in &s.bundles {
+            blocks.push(MovedBlock {
+                section: s.name.clone(),
+                offset: b.offset as u64,
+                size: b.len as u64,
+            });
+        }
+    }
+    if blocks.is_empty() {
+        return 0;
+    }
+    let mut moved = 0;
+    let half = blocks.len().div_ceil(2);
+    let plans = [
+        vec![CompanionTarget {
+            soname: "libfuzz_device.so".into(),
+            blocks: blocks.clone(),
+        }],
+        vec![
+            CompanionTarget {
+                soname: "libfuzz_a.so".into(),
+                blocks: blocks[..half].to_vec(),
+            },
+            CompanionTarget {
+                soname: "libfuzz_b.so".into(),
+                blocks: blocks[half..].to_vec(),
+            },
+        ],
+    ];
+    for plan in &plans {
+        let plan: Vec<CompanionTarget> = plan
+            .iter()
+            .filter(|t| !t.blocks.is_empty())
+            .cloned()
+            .collect();
+        let Ok(out) = move_device_code(data, &plan) else {
+            continue;
+        };
+        if let Err(e) = elf::check(&out.host) {
+            panic!("move_device_code returned a host that fails the layout check: {e}");
+        }
+        let after = host(&out.host, "the moved host");
+        for t in &plan {
+            assert!(
+                after.needed.contains(&t.soname),
+                "the moved host does not need {}",
+                t.soname
+            );
+        }
+        for (soname, bytes) in &out.companions {
+            let c = host(bytes, "a companion");
+            assert_eq!(c.soname.as_deref(), Some(soname.as_str()));
+        }
+        moved += 1;
+    }
+    moved
+}
+
 /// CUDA fatbin sections: parse, then rebuild every container keeping every entry (which must
 /// give its bytes back exactly) and keeping what `--sm 90` keeps (which must parse again, with
 /// the kept entries), and decompress every entry under a small cap.

@@ -5,15 +5,15 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 fx=../fixtures
-mkdir -p corpus/{zip_reader,elf_inspect,elf_patch,elf_shrink,fatbin_cuda,fatbin_hip,memory_bound}
+mkdir -p corpus/{zip_reader,elf_inspect,elf_patch,elf_shrink,elf_companion_host,fatbin_cuda,fatbin_hip,memory_bound}
 cp "$fx"/wheels/*.whl "$fx"/hostile/*.whl corpus/zip_reader/
 objects=("$fx"/cuda/*.so "$fx"/hip/*.so "$fx"/aarch64/*.so "$fx"/ppc64le/*.so)
-for t in elf_inspect elf_patch elf_shrink; do
+for t in elf_inspect elf_patch elf_shrink elf_companion_host; do
   cp "${objects[@]}" corpus/$t/
 done
 cp "$fx"/cuda/loose/* "$fx"/hip/*.hsaco "$fx"/hip/*.co corpus/elf_inspect/
 # The ELF members of the hostile corpus (truncated, overlapping, absurd counts...).
-python3 - "$fx/hostile" corpus/elf_inspect corpus/elf_shrink <<'PY'
+python3 - "$fx/hostile" corpus/elf_inspect corpus/elf_shrink corpus/elf_companion_host <<'PY'
 import os, sys, zipfile
 src, *dests = sys.argv[1:]
 for f in sorted(os.listdir(src)):

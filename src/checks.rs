@@ -187,6 +187,88 @@ fn version_order(v: &str) -> Vec<u64> {
     v.split('.').map(|p| p.parse().unwrap_or(0)).collect()
 }
 
+/// The symbol versions each object needs from the system libraries against what the glibc
+/// tag `tag` (written `platform`) allows: one violation per object and version prefix, naming
+/// the newest version it needs.
+fn symbol_version_checks(
+    tag: &policy::LinuxTag,
+    platform: &str,
+    members: &[MemberFacts],
+    out: &mut Vec<Violation>,
+) {
+    let system = tag.system_libraries();
+    let limits = tag.symbol_versions();
+    let policy_name = tag.policy().map_or("none", |p| p.name.as_str());
+    for m in members {
+        let Some(info) = m.host_elf() else { continue };
+        // An object for another CPU is reported as such below; the tag's symbol lists
+        // are not its own.
+        if info.machine.platform_arch().is_some_and(|a| a != tag.arch) {
+            continue;
+        }
+        // prefix → (highest version not allowed, library it is required from)
+        let mut over: BTreeMap<&str, (&str, &str)> = BTreeMap::new();
+        for need in &info.version_needs {
+            if !system.contains(&need.file) || policy::is_glibc_loader(&need.file) {
+                continue;
+            }
+            for v in &need.versions {
+                let Some((prefix, version)) = v.split_once('_') else {
+                    continue;
+                };
+                let allowed = match limits.and_then(|l| l.get(prefix)) {
+                    Some(list) => list.iter().any(|a| a == version),
+                    // Only the glibc version is known for tags the data has no policy for.
+                    None if prefix == "GLIBC" => match policy::parse_glibc(version) {
+                        Some(need) => need <= tag.version,
+                        None => version == "ABI_DT_RELR" && tag.version >= (2, 36),
+                    },
+                    None => true,
+                };
+                if allowed {
+                    continue;
+                }
+                let e = over.entry(prefix).or_insert((version, &need.file));
+                if version_order(version) > version_order(e.0) {
+                    *e = (version, &need.file);
+                }
+            }
+        }
+        for (prefix, (version, file)) in over {
+            let newest = limits
+                .and_then(|l| l.get(prefix))
+                .and_then(|l| l.iter().max_by_key(|v| version_order(v)));
+            let (rule, promise) = match (prefix, newest) {
+                ("GLIBC", _) => (
+                    "manylinux-glibc",
+                    format!("promises only glibc {}.{}", tag.version.0, tag.version.1),
+                ),
+                (_, Some(n)) => (
+                    "manylinux-symbol-version",
+                    format!("promises {prefix} versions up to {prefix}_{n}"),
+                ),
+                (_, None) => (
+                    "manylinux-symbol-version",
+                    format!("promises no {prefix} versions"),
+                ),
+            };
+            out.push(
+                Violation::new(
+                    rule,
+                    false,
+                    format!(
+                        "`{}` needs {prefix}_{version} from {file} but the platform tag {platform} {promise} \
+                         (auditwheel {} policy {policy_name}); tag the wheel for the platform it needs, or build it on an older one",
+                        m.name,
+                        policy::AUDITWHEEL_VERSION,
+                    ),
+                )
+                .about(&m.name),
+            );
+        }
+    }
+}
+
 /// What the platform tag promises: every symbol version an object requires from the system
 /// libraries is one auditwheel's policy for the tag allows (GLIBC, GLIBCXX, CXXABI, GCC, ...),
 /// and the objects are for the tagged CPU. With several tags, the one naming the oldest glibc
@@ -201,77 +283,7 @@ pub fn platform_checks(wheel: &Wheel, members: &[MemberFacts]) -> Vec<Violation>
         .filter(|(t, _)| t.libc == policy::Libc::Glibc)
         .min_by_key(|(t, _)| t.version);
     if let Some((tag, platform)) = &strictest {
-        let system = tag.system_libraries();
-        let limits = tag.symbol_versions();
-        let policy_name = tag.policy().map_or("none", |p| p.name.as_str());
-        for m in members {
-            let Some(info) = m.host_elf() else { continue };
-            // An object for another CPU is reported as such below; the tag's symbol lists
-            // are not its own.
-            if info.machine.platform_arch().is_some_and(|a| a != tag.arch) {
-                continue;
-            }
-            // prefix → (highest version not allowed, library it is required from)
-            let mut over: BTreeMap<&str, (&str, &str)> = BTreeMap::new();
-            for need in &info.version_needs {
-                if !system.contains(&need.file) || policy::is_glibc_loader(&need.file) {
-                    continue;
-                }
-                for v in &need.versions {
-                    let Some((prefix, version)) = v.split_once('_') else {
-                        continue;
-                    };
-                    let allowed = match limits.and_then(|l| l.get(prefix)) {
-                        Some(list) => list.iter().any(|a| a == version),
-                        // Only the glibc version is known for tags the data has no policy for.
-                        None if prefix == "GLIBC" => match policy::parse_glibc(version) {
-                            Some(need) => need <= tag.version,
-                            None => version == "ABI_DT_RELR" && tag.version >= (2, 36),
-                        },
-                        None => true,
-                    };
-                    if allowed {
-                        continue;
-                    }
-                    let e = over.entry(prefix).or_insert((version, &need.file));
-                    if version_order(version) > version_order(e.0) {
-                        *e = (version, &need.file);
-                    }
-                }
-            }
-            for (prefix, (version, file)) in over {
-                let newest = limits
-                    .and_then(|l| l.get(prefix))
-                    .and_then(|l| l.iter().max_by_key(|v| version_order(v)));
-                let (rule, promise) = match (prefix, newest) {
-                    ("GLIBC", _) => (
-                        "manylinux-glibc",
-                        format!("promises only glibc {}.{}", tag.version.0, tag.version.1),
-                    ),
-                    (_, Some(n)) => (
-                        "manylinux-symbol-version",
-                        format!("promises {prefix} versions up to {prefix}_{n}"),
-                    ),
-                    (_, None) => (
-                        "manylinux-symbol-version",
-                        format!("promises no {prefix} versions"),
-                    ),
-                };
-                out.push(
-                    Violation::new(
-                        rule,
-                        false,
-                        format!(
-                            "`{}` needs {prefix}_{version} from {file} but the platform tag {platform} {promise} \
-                             (auditwheel {} policy {policy_name}); tag the wheel for the platform it needs, or build it on an older one",
-                            m.name,
-                            policy::AUDITWHEEL_VERSION,
-                        ),
-                    )
-                    .about(&m.name),
-                );
-            }
-        }
+        symbol_version_checks(tag, platform, members, &mut out);
     }
     out.extend(name_collisions(wheel));
     if wheel.root_is_purelib()

@@ -133,121 +133,10 @@ pub fn scan_elf(data: &[u8], info: &ElfInfo) -> Result<DeviceFacts, (String, Fat
 /// The audit's view of one member's device code.
 pub fn report(member: &str, d: &DeviceFacts) -> Option<DeviceReport> {
     if !d.cuda.is_empty() {
-        // Borrowed, not cloned: a section of millions of tiny containers would be held twice.
-        let containers: Vec<&cuda::Container> =
-            d.cuda.iter().flat_map(|s| s.containers.iter()).collect();
-        let per_arch = select::bytes_per_arch(&containers);
-        let mut rows: Vec<ArchRow> = per_arch
-            .iter()
-            .map(|(arch, b)| ArchRow {
-                arch: arch.clone(),
-                code: if arch.starts_with("sm_") {
-                    "sass"
-                } else if arch.starts_with("compute_") {
-                    "ptx"
-                } else {
-                    "other"
-                }
-                .to_string(),
-                entries: b.images as usize,
-                stored_bytes: b.stored,
-                uncompressed_bytes: b.image,
-            })
-            .collect();
-        rows.sort_by_key(row_order);
-        let mut targets: Vec<CudaArch> = per_arch
-            .keys()
-            .filter(|k| k.starts_with("sm_"))
-            .filter_map(|k| k.parse().ok())
-            .collect();
-        targets.sort_by_key(|t: &CudaArch| (t.sm, t.to_string()));
-        targets.dedup();
-        let trims = select::kept_bytes_per_target(
-            &containers,
-            &targets,
-            select::PtxPolicy::Newest,
-            select::UnmatchedPolicy::Keep,
-        )
-        .into_iter()
-        .map(|(t, kept)| TrimEstimate {
-            target: t.to_string(),
-            kept_bytes: kept,
-        })
-        .collect();
-        return Some(DeviceReport {
-            member: member.to_string(),
-            kind: "cuda".into(),
-            sections: d.cuda.iter().map(|s| s.name.clone()).collect(),
-            containers: containers.len(),
-            stored_bytes: d.cuda.iter().map(|s| s.size).sum(),
-            rows,
-            trims,
-        });
+        return Some(cuda_report(member, d));
     }
     if !d.hip.is_empty() {
-        let bundles: Vec<&hip::OffloadBundle> =
-            d.hip.iter().flat_map(|s| s.bundles.iter()).collect();
-        let mut rows: std::collections::BTreeMap<String, ArchRow> =
-            std::collections::BTreeMap::new();
-        // Stored bytes of a compressed bundle are shared out in proportion to entry sizes.
-        let stored_share = |b: &hip::OffloadBundle, size: u64| -> u64 {
-            let total = b.uncompressed_len().max(1);
-            (b.len as u128 * size as u128 / total as u128) as u64
-        };
-        let mut targets: Vec<String> = Vec::new();
-        for b in &bundles {
-            for e in &b.entries {
-                let arch = e.target.clone().unwrap_or_else(|| e.triple.clone());
-                let code = if e.is_host() { "host" } else { "code-object" };
-                let row = rows.entry(arch.clone()).or_insert_with(|| ArchRow {
-                    arch: arch.clone(),
-                    code: code.into(),
-                    entries: 0,
-                    stored_bytes: 0,
-                    uncompressed_bytes: 0,
-                });
-                row.entries += 1;
-                row.stored_bytes += stored_share(b, e.size);
-                row.uncompressed_bytes += e.size;
-                if !e.is_host() && e.is_amdgcn() && !targets.contains(&arch) {
-                    targets.push(arch);
-                }
-            }
-        }
-        targets.sort();
-        let trims = targets
-            .iter()
-            .filter_map(|t| {
-                let sel = GfxSelection::parse(t).ok()?;
-                let kept: u64 = bundles
-                    .iter()
-                    .map(|b| {
-                        let choice = sel.choose(&b.entries);
-                        b.entries
-                            .iter()
-                            .zip(&choice.keep)
-                            .filter(|(_, k)| **k)
-                            .map(|(e, _)| stored_share(b, e.size))
-                            .sum::<u64>()
-                    })
-                    .sum();
-                Some(TrimEstimate {
-                    target: t.clone(),
-                    kept_bytes: kept,
-                })
-            })
-            .collect();
-        let mut rows: Vec<ArchRow> = rows.into_values().collect();
-        rows.sort_by_key(row_order);
-        return Some(DeviceReport {
-            member: member.to_string(),
-            kind: "hip".into(),
-            sections: d.hip.iter().map(|s| s.name.clone()).collect(),
-            containers: bundles.len(),
-            stored_bytes: d.hip.iter().map(|s| s.size).sum(),
-            rows,
-            trims,
-        });
+        return Some(hip_report(member, d));
     }
     let l = d.loose.as_ref()?;
     Some(DeviceReport {
@@ -276,6 +165,125 @@ pub fn report(member: &str, d: &DeviceFacts) -> Option<DeviceReport> {
             .collect(),
         trims: Vec::new(),
     })
+}
+
+/// The CUDA fatbins' rows per architecture and what a trim to each SASS target keeps.
+fn cuda_report(member: &str, d: &DeviceFacts) -> DeviceReport {
+    // Borrowed, not cloned: a section of millions of tiny containers would be held twice.
+    let containers: Vec<&cuda::Container> =
+        d.cuda.iter().flat_map(|s| s.containers.iter()).collect();
+    let per_arch = select::bytes_per_arch(&containers);
+    let mut rows: Vec<ArchRow> = per_arch
+        .iter()
+        .map(|(arch, b)| ArchRow {
+            arch: arch.clone(),
+            code: if arch.starts_with("sm_") {
+                "sass"
+            } else if arch.starts_with("compute_") {
+                "ptx"
+            } else {
+                "other"
+            }
+            .to_string(),
+            entries: b.images as usize,
+            stored_bytes: b.stored,
+            uncompressed_bytes: b.image,
+        })
+        .collect();
+    rows.sort_by_key(row_order);
+    let mut targets: Vec<CudaArch> = per_arch
+        .keys()
+        .filter(|k| k.starts_with("sm_"))
+        .filter_map(|k| k.parse().ok())
+        .collect();
+    targets.sort_by_key(|t: &CudaArch| (t.sm, t.to_string()));
+    targets.dedup();
+    let trims = select::kept_bytes_per_target(
+        &containers,
+        &targets,
+        select::PtxPolicy::Newest,
+        select::UnmatchedPolicy::Keep,
+    )
+    .into_iter()
+    .map(|(t, kept)| TrimEstimate {
+        target: t.to_string(),
+        kept_bytes: kept,
+    })
+    .collect();
+    DeviceReport {
+        member: member.to_string(),
+        kind: "cuda".into(),
+        sections: d.cuda.iter().map(|s| s.name.clone()).collect(),
+        containers: containers.len(),
+        stored_bytes: d.cuda.iter().map(|s| s.size).sum(),
+        rows,
+        trims,
+    }
+}
+
+/// The HIP offload bundles' rows per target and what a trim to each gfx target keeps.
+fn hip_report(member: &str, d: &DeviceFacts) -> DeviceReport {
+    let bundles: Vec<&hip::OffloadBundle> = d.hip.iter().flat_map(|s| s.bundles.iter()).collect();
+    let mut rows: std::collections::BTreeMap<String, ArchRow> = std::collections::BTreeMap::new();
+    // Stored bytes of a compressed bundle are shared out in proportion to entry sizes.
+    let stored_share = |b: &hip::OffloadBundle, size: u64| -> u64 {
+        let total = b.uncompressed_len().max(1);
+        (b.len as u128 * size as u128 / total as u128) as u64
+    };
+    let mut targets: Vec<String> = Vec::new();
+    for b in &bundles {
+        for e in &b.entries {
+            let arch = e.target.clone().unwrap_or_else(|| e.triple.clone());
+            let code = if e.is_host() { "host" } else { "code-object" };
+            let row = rows.entry(arch.clone()).or_insert_with(|| ArchRow {
+                arch: arch.clone(),
+                code: code.into(),
+                entries: 0,
+                stored_bytes: 0,
+                uncompressed_bytes: 0,
+            });
+            row.entries += 1;
+            row.stored_bytes += stored_share(b, e.size);
+            row.uncompressed_bytes += e.size;
+            if !e.is_host() && e.is_amdgcn() && !targets.contains(&arch) {
+                targets.push(arch);
+            }
+        }
+    }
+    targets.sort();
+    let trims = targets
+        .iter()
+        .filter_map(|t| {
+            let sel = GfxSelection::parse(t).ok()?;
+            let kept: u64 = bundles
+                .iter()
+                .map(|b| {
+                    let choice = sel.choose(&b.entries);
+                    b.entries
+                        .iter()
+                        .zip(&choice.keep)
+                        .filter(|(_, k)| **k)
+                        .map(|(e, _)| stored_share(b, e.size))
+                        .sum::<u64>()
+                })
+                .sum();
+            Some(TrimEstimate {
+                target: t.clone(),
+                kept_bytes: kept,
+            })
+        })
+        .collect();
+    let mut rows: Vec<ArchRow> = rows.into_values().collect();
+    rows.sort_by_key(row_order);
+    DeviceReport {
+        member: member.to_string(),
+        kind: "hip".into(),
+        sections: d.hip.iter().map(|s| s.name.clone()).collect(),
+        containers: bundles.len(),
+        stored_bytes: d.hip.iter().map(|s| s.size).sum(),
+        rows,
+        trims,
+    }
 }
 
 fn loose_kind_name(k: crate::fatbin::loose::LooseKind) -> &'static str {

@@ -2,7 +2,8 @@
 
 use serde::Serialize;
 
-use crate::error::{Error, Location};
+use crate::error::{Error, Location, USAGE_HINT};
+use crate::wheel::OpenError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -45,8 +46,21 @@ impl Diagnostic {
         self
     }
 
-    /// An error turned into a diagnostic (its location and hint kept).
-    pub fn from_error(err: &Error) -> Self {
+    /// An error turned into a diagnostic (its location and hint kept): the crate's error, or
+    /// the wheel reader's.
+    pub fn from_error(err: &impl AsDiagnostic) -> Self {
+        err.as_diagnostic()
+    }
+}
+
+/// An error that a run can report and go on: it becomes a [`Severity::Error`] diagnostic.
+pub trait AsDiagnostic {
+    fn as_diagnostic(&self) -> Diagnostic;
+}
+
+impl AsDiagnostic for Error {
+    fn as_diagnostic(&self) -> Diagnostic {
+        let err = self;
         let (location, message) = match err {
             Error::Zip { location, err } => (location.to_string(), err.to_string()),
             Error::Wheel { location, err } => (location.to_string(), err.to_string()),
@@ -64,6 +78,40 @@ impl Diagnostic {
             location,
             message,
             hint: err.hint(),
+        }
+    }
+}
+
+/// The same diagnostic as the [`Error`] this open error becomes.
+impl AsDiagnostic for OpenError {
+    fn as_diagnostic(&self) -> Diagnostic {
+        let (location, message, hint) = match self {
+            OpenError::Read { path, err } => (
+                path.display().to_string(),
+                format!("cannot read: {err}"),
+                None,
+            ),
+            OpenError::Zip { location, err } => (
+                location.to_string(),
+                err.to_string(),
+                err.hint().map(str::to_string),
+            ),
+            OpenError::Wheel { location, err } => (
+                location.to_string(),
+                err.to_string(),
+                err.hint().map(str::to_string),
+            ),
+            OpenError::NotAWheelName(_) => (
+                String::new(),
+                self.to_string(),
+                Some(USAGE_HINT.to_string()),
+            ),
+        };
+        Diagnostic {
+            severity: Severity::Error,
+            location,
+            message,
+            hint,
         }
     }
 }

@@ -5,53 +5,16 @@
 //! the problem is — the wheel and member, written `dist/x.whl!pkg/lib.so` — and a hint that says
 //! what the user can do about it.
 
-use std::fmt;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use crate::elf::ElfError;
 use crate::fatbin::FatbinError;
+use crate::input::InputError;
 use crate::profile::ProfileError;
-use crate::wheel::{WheelError, ZipError};
-
-/// Where a problem is: a wheel (as the user named it) and optionally a member inside it.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
-pub struct Location {
-    pub wheel: String,
-    pub member: Option<String>,
-}
-
-impl Location {
-    pub fn wheel(path: &Path) -> Self {
-        Location {
-            wheel: path.display().to_string(),
-            member: None,
-        }
-    }
-
-    pub fn member(path: &Path, member: &str) -> Self {
-        Location {
-            wheel: path.display().to_string(),
-            member: Some(member.to_string()),
-        }
-    }
-
-    pub fn with_member(&self, member: &str) -> Self {
-        Location {
-            wheel: self.wheel.clone(),
-            member: Some(member.to_string()),
-        }
-    }
-}
-
-impl fmt::Display for Location {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.member {
-            Some(m) => write!(f, "{}!{}", self.wheel, m),
-            None => f.write_str(&self.wheel),
-        }
-    }
-}
+pub use crate::wheel::Location;
+use crate::wheel::writer::WriteError;
+use crate::wheel::{OpenError, WheelError, ZipError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -83,9 +46,59 @@ pub enum Error {
     /// A command-line or configuration mistake.
     #[error("{0}")]
     Usage(String),
+    /// A state wheelslim's own code should never reach (a bug, not the input's fault or the
+    /// user's): the message, which starts with `internal`, says what broke.
+    #[error("{0}")]
+    Internal(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl From<WriteError> for Error {
+    fn from(e: WriteError) -> Error {
+        let hint = e.hint().map(str::to_string);
+        match e {
+            WriteError::BadEpoch(_) => Error::Usage(e.to_string()),
+            WriteError::Io { action, path, err } => Error::Io { action, path, err },
+            WriteError::Zip { location, err } => Error::Zip { location, err },
+            // Its message says `internal error: …` already.
+            WriteError::WrittenTwice { .. } => Error::Internal(e.to_string()),
+            WriteError::InputChanged { .. } | WriteError::Differs { .. } => {
+                Error::refused(e.to_string(), hint)
+            }
+        }
+    }
+}
+
+impl From<InputError> for Error {
+    fn from(e: InputError) -> Error {
+        let hint = e.hint();
+        match e {
+            InputError::ListFolder { path, err } => Error::Io {
+                action: "list the folder",
+                path,
+                err,
+            },
+            InputError::NoWheels(_) | InputError::NotAFolder { .. } => {
+                Error::refused(e.to_string(), hint)
+            }
+        }
+    }
+}
+
+/// What [`Error::Usage`] says the user can do.
+pub(crate) const USAGE_HINT: &str = "see `wheelslim --help`";
+
+impl From<OpenError> for Error {
+    fn from(e: OpenError) -> Error {
+        match e {
+            OpenError::Read { path, err } => Error::io("read", path, err),
+            OpenError::Zip { location, err } => Error::Zip { location, err },
+            OpenError::Wheel { location, err } => Error::Wheel { location, err },
+            e @ OpenError::NotAWheelName(_) => Error::Usage(e.to_string()),
+        }
+    }
+}
 
 impl Error {
     pub fn io(action: &'static str, path: impl Into<PathBuf>, err: io::Error) -> Self {
@@ -94,6 +107,11 @@ impl Error {
             path: path.into(),
             err,
         }
+    }
+
+    /// A state that is a bug in wheelslim: `internal: {what}`.
+    pub fn internal(what: impl std::fmt::Display) -> Self {
+        Error::Internal(format!("internal: {what}"))
     }
 
     pub fn refused(message: impl Into<String>, hint: impl Into<Option<String>>) -> Self {
@@ -114,6 +132,7 @@ impl Error {
             Error::Profile(_) => "profile",
             Error::Refused { .. } => "refused",
             Error::Usage(_) => "usage",
+            Error::Internal(_) => "internal",
         }
     }
 
@@ -142,7 +161,8 @@ impl Error {
                 "check the profile's TOML against `wheelslim profiles show cuda12`".to_string(),
             ),
             Error::Refused { hint, .. } => hint.clone(),
-            Error::Usage(_) => Some("see `wheelslim --help`".to_string()),
+            Error::Usage(_) => Some(USAGE_HINT.to_string()),
+            Error::Internal(_) => None,
         }
     }
 }

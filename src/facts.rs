@@ -8,6 +8,7 @@ use crate::budget::Budget;
 use crate::diagnostic::{Diagnostic, Severity};
 use crate::elf::{self, Inspected};
 use crate::error::Error;
+use crate::progress::Progress;
 use crate::wheel::Wheel;
 use crate::wheel::record::{HashState, sha256_field};
 use crate::wheel::zip::{Member, ZipError};
@@ -134,7 +135,7 @@ pub struct InspectOptions<'a> {
     /// Advanced by each member's uncompressed bytes as they are inflated (the rest of its size
     /// once it is done, see [`MemberProgress`]). The library only counts; whether and how it
     /// is drawn is the command line's business.
-    pub progress: Option<&'a indicatif::ProgressBar>,
+    pub progress: Option<&'a dyn Progress>,
 }
 
 impl Default for InspectOptions<'_> {
@@ -196,13 +197,13 @@ impl<'b> Kept<'b> {
 /// it is dropped it adds what was not streamed (a folder, an unreadable member, a stream that
 /// stopped early), so each member counts exactly its size, once.
 pub(crate) struct MemberProgress<'a> {
-    bar: Option<&'a indicatif::ProgressBar>,
+    bar: Option<&'a dyn Progress>,
     size: u64,
     counted: std::cell::Cell<u64>,
 }
 
 impl<'a> MemberProgress<'a> {
-    pub(crate) fn new(bar: Option<&'a indicatif::ProgressBar>, size: u64) -> Self {
+    pub(crate) fn new(bar: Option<&'a dyn Progress>, size: u64) -> Self {
         MemberProgress {
             bar,
             size,
@@ -574,7 +575,7 @@ mod progress_tests {
 
     #[test]
     fn a_member_counts_as_it_streams_and_exactly_its_size_once() {
-        let bar = indicatif::ProgressBar::hidden();
+        let bar = crate::progress::Counter::default();
         {
             let p = MemberProgress::new(Some(&bar), 10);
             p.add(4);
@@ -606,7 +607,7 @@ mod progress_tests {
         );
         let wheel = Wheel::open(&path, &crate::wheel::Limits::default()).unwrap();
         let total: u64 = wheel.archive.members().iter().map(|m| m.size).sum();
-        let bar = indicatif::ProgressBar::hidden();
+        let bar = crate::progress::Counter::default();
         bar.set_length(total);
         let budget = Budget::new(u64::MAX);
         let seen: std::sync::Mutex<Vec<(String, u64, u64)>> = Default::default();

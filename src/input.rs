@@ -12,6 +12,32 @@ use std::path::{Path, PathBuf};
 /// `pyproject.toml` are a few KiB; more is a mistake (`--profile /dev/zero`) or an attack.
 pub const MAX_TEXT_FILE: u64 = 1 << 20;
 
+/// Why the paths the user named cannot be taken as inputs or outputs. This module needs nothing
+/// of the crate's error; [`crate::Error`] takes each over with the same message and hint.
+#[derive(Debug, thiserror::Error)]
+pub enum InputError {
+    #[error("cannot list the folder `{}`: {err}", path.display())]
+    ListFolder { path: PathBuf, err: io::Error },
+    #[error("{}: a folder with no wheels (`*.whl` files) in it", .0.display())]
+    NoWheels(PathBuf),
+    /// An output folder that is a file, or inside one: `what` says which, `hint` what to give.
+    #[error("{what}")]
+    NotAFolder { what: String, hint: String },
+}
+
+impl InputError {
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            InputError::ListFolder { .. } => None,
+            InputError::NoWheels(_) => Some(
+                "a folder given as input stands for the wheels directly in it, not in its subfolders; build the wheels first, or name them"
+                    .to_string(),
+            ),
+            InputError::NotAFolder { hint, .. } => Some(hint.clone()),
+        }
+    }
+}
+
 /// Why a path cannot be read as an input.
 #[derive(Debug)]
 pub enum Unusable {
@@ -120,7 +146,7 @@ pub fn read_text(path: &Path) -> io::Result<String> {
 /// subfolders, not hidden ones), sorted by name so the order does not depend on the file
 /// system; files stay as they are. A wheel both a folder and its own path name is read once. A
 /// folder with no wheels is an error.
-pub fn expand_folders(paths: &[PathBuf]) -> Result<Vec<PathBuf>, crate::Error> {
+pub fn expand_folders(paths: &[PathBuf]) -> Result<Vec<PathBuf>, InputError> {
     let mut out: Vec<PathBuf> = Vec::with_capacity(paths.len());
     let mut from_folders: Vec<PathBuf> = Vec::new();
     for p in paths {
@@ -130,11 +156,16 @@ pub fn expand_folders(paths: &[PathBuf]) -> Result<Vec<PathBuf>, crate::Error> {
             }
             continue;
         }
-        let entries =
-            std::fs::read_dir(p).map_err(|e| crate::Error::io("list the folder", p.clone(), e))?;
+        let entries = std::fs::read_dir(p).map_err(|err| InputError::ListFolder {
+            path: p.clone(),
+            err,
+        })?;
         let mut found: Vec<PathBuf> = Vec::new();
         for e in entries {
-            let e = e.map_err(|e| crate::Error::io("list the folder", p.clone(), e))?;
+            let e = e.map_err(|err| InputError::ListFolder {
+                path: p.clone(),
+                err,
+            })?;
             let name = e.file_name();
             let Some(name) = name.to_str() else {
                 continue; // not a wheel name, which is ASCII
@@ -151,13 +182,7 @@ pub fn expand_folders(paths: &[PathBuf]) -> Result<Vec<PathBuf>, crate::Error> {
             found.push(path);
         }
         if found.is_empty() {
-            return Err(crate::Error::refused(
-                format!("{}: a folder with no wheels (`*.whl` files) in it", p.display()),
-                Some(
-                    "a folder given as input stands for the wheels directly in it, not in its subfolders; build the wheels first, or name them"
-                        .to_string(),
-                ),
-            ));
+            return Err(InputError::NoWheels(p.clone()));
         }
         found.sort();
         for f in found {
@@ -172,7 +197,7 @@ pub fn expand_folders(paths: &[PathBuf]) -> Result<Vec<PathBuf>, crate::Error> {
 
 /// Checks that an output folder (`-w`, `--runtime-dir`) is not a file, nor inside one, before
 /// anything is read: `option` names it in the message.
-pub fn check_output_dir(dir: &Path, option: &str) -> Result<(), crate::Error> {
+pub fn check_output_dir(dir: &Path, option: &str) -> Result<(), InputError> {
     for at in dir.ancestors().filter(|a| !a.as_os_str().is_empty()) {
         let Ok(meta) = std::fs::metadata(at) else {
             continue; // made when the outputs are written
@@ -203,7 +228,7 @@ pub fn check_output_dir(dir: &Path, option: &str) -> Result<(), crate::Error> {
                 "{option} takes a folder to write into (made if missing): name a new or existing folder, such as `{option} wheelhouse`"
             )
         };
-        return Err(crate::Error::refused(what, Some(hint)));
+        return Err(InputError::NotAFolder { what, hint });
     }
     Ok(())
 }

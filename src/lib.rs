@@ -31,6 +31,7 @@ mod links;
 mod output;
 pub mod plan;
 mod policy;
+pub mod progress;
 mod schedule;
 pub mod split;
 pub mod trim;

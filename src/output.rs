@@ -13,7 +13,8 @@ use crate::elf::{ElfInfo, Inspected};
 use crate::error::Error;
 use crate::facts::{Content, MemberFacts, RecordCheck, WheelFacts};
 use crate::profile::ProfileSet;
-use crate::verify::{VerifyReport, install_sets, verify_sets};
+use crate::progress::Progress;
+use crate::verify::{VerifyReport, install_sets, link_key, verify_sets};
 use crate::wheel::deflate::{self, Compressed};
 use crate::wheel::record::{Record, RecordEntry, sha256_field};
 use crate::wheel::writer::{Existing, PendingFile, WheelWriter, ZipTime, commit, same_bytes};
@@ -172,7 +173,7 @@ pub fn write_output(
     kind: &'static str,
     members: Vec<OutMember>,
     time: ZipTime,
-    progress: Option<&indicatif::ProgressBar>,
+    progress: Option<&dyn Progress>,
 ) -> Result<(PendingFile, &'static str, Vec<MemberFacts>, String), Error> {
     let mut w = WheelWriter::create(target, time)?;
     let dist_info = members
@@ -191,10 +192,7 @@ pub fn write_output(
         match &m.source {
             Source::Copy { wheel, member } => {
                 let src = wheel.archive.member(member).ok_or_else(|| {
-                    Error::refused(
-                        format!("internal: {} vanished", wheel.member_location(member)),
-                        None,
-                    )
+                    Error::internal(format_args!("{} vanished", wheel.member_location(member)))
                 })?;
                 w.add_raw(&m.name, &wheel.archive, src, m.mode)?;
             }
@@ -272,7 +270,7 @@ pub struct Finish<'a> {
     pub limits: &'a Limits,
     pub time: ZipTime,
     /// Advanced by each member's uncompressed size as it is written.
-    pub progress: Option<&'a indicatif::ProgressBar>,
+    pub progress: Option<&'a dyn Progress>,
     /// Every NEEDED must resolve inside the written set (split); trim leaves links alone.
     pub links: bool,
     /// An output over `max_size` is an error (split); otherwise it is reported.
@@ -282,19 +280,12 @@ pub struct Finish<'a> {
     /// Which outputs are installed together (indices into the outputs); `None`: work it out
     /// from the wheels' names and tags.
     pub sets: Option<Vec<Vec<usize>>>,
-    /// Links that were already unresolved in the inputs (see [`link_key`]): not the outputs'
+    /// Links that were already unresolved in the inputs (see [`crate::verify::link_key`]): not the outputs'
     /// fault, so not a reason to refuse them.
     pub known_unresolved: std::collections::HashSet<(String, String)>,
     /// Violations the inputs already had (see [`crate::checks::Violation::key`]): reported
     /// before the work, not a reason to refuse the outputs.
     pub known_violations: std::collections::HashSet<(String, String)>,
-}
-
-/// A key for an unresolved link that survives the split: the object's file name and the
-/// library it needs, both without auditwheel's hash (moved and unhashed libraries keep it).
-pub fn link_key(object: &str, needed: &str) -> (String, String) {
-    let file = object.rsplit(['!', '/']).next().unwrap_or(object);
-    (crate::profile::unhash(file), crate::profile::unhash(needed))
 }
 
 /// Writes every output to a temporary file next to its target, checks what was written
@@ -304,6 +295,24 @@ pub fn finish(
     outputs_spec: Vec<(PathBuf, &'static str, Vec<OutMember>)>,
     f: &Finish,
 ) -> Result<(Vec<Output>, VerifyReport), Error> {
+    let (written, origins) = write_all(outputs_spec, f)?;
+    // Check what was written before anything is renamed into place.
+    let mut outputs = check_sizes(&written, f)?;
+    let report = check_written(&written, &mut outputs, f)?;
+    commit_outputs(written, &origins, f)?;
+    Ok((outputs, report))
+}
+
+/// An output in its temporary file: the file, its kind, its members' facts, RECORD's name.
+type Written = (PendingFile, &'static str, Vec<MemberFacts>, String);
+
+/// Writes every output to its temporary file, the largest first, and says where each runtime
+/// wheel's copied members come from (to name them if it conflicts with one already there).
+#[allow(clippy::type_complexity)]
+fn write_all(
+    outputs_spec: Vec<(PathBuf, &'static str, Vec<OutMember>)>,
+    f: &Finish,
+) -> Result<(Vec<Written>, Vec<HashMap<String, String>>), Error> {
     // Write everything to temporary files, the largest outputs first.
     if let Some(p) = f.progress {
         p.set_message("writing");
@@ -341,19 +350,21 @@ pub fn finish(
         .into_iter()
         .map(|s| std::sync::Mutex::new(Some(s)))
         .collect();
-    let written: Vec<(PendingFile, &'static str, Vec<MemberFacts>, String)> =
-        crate::schedule::largest_first(&sizes, |i| {
-            let taken = specs[i].lock().unwrap_or_else(|p| p.into_inner()).take();
-            let (target, kind, members) =
-                taken.ok_or_else(|| Error::refused("internal: output written twice", None))?;
-            write_output(&target, kind, members, f.time, f.progress)
-        })
-        .into_iter()
-        .collect::<Result<_, Error>>()?;
+    let written: Vec<Written> = crate::schedule::largest_first(&sizes, |i| {
+        let taken = specs[i].lock().unwrap_or_else(|p| p.into_inner()).take();
+        let (target, kind, members) =
+            taken.ok_or_else(|| Error::internal("output written twice"))?;
+        write_output(&target, kind, members, f.time, f.progress)
+    })
+    .into_iter()
+    .collect::<Result<_, Error>>()?;
+    Ok((written, origins))
+}
 
-    // Check what was written before anything is renamed into place.
+/// Refuses an output over the size limit when that is an error; otherwise lists them.
+fn check_sizes(written: &[Written], f: &Finish) -> Result<Vec<Output>, Error> {
     let mut outputs = Vec::new();
-    for (p, kind, _, _) in &written {
+    for (p, kind, _, _) in written {
         if f.size_is_error && p.size > f.max_size {
             return Err(Error::refused(
                 format!(
@@ -379,8 +390,19 @@ pub fn finish(
             members: 0,
         });
     }
+    Ok(outputs)
+}
+
+/// Re-opens what was written and checks it as it will be installed: RECORD, the upload
+/// rules and, for split, every link; only what the rewrite changed counts. Fills in each
+/// output's member count.
+fn check_written(
+    written: &[Written],
+    outputs: &mut [Output],
+    f: &Finish,
+) -> Result<VerifyReport, Error> {
     let mut reopened = Vec::new();
-    for (p, _, member_facts, _) in &written {
+    for (p, _, member_facts, _) in written {
         let w = Wheel::open_as(p.temp_path(), &p.target, f.limits)?;
         let f = WheelFacts {
             members: member_facts.clone(),
@@ -434,7 +456,15 @@ pub fn finish(
             Some("this is a wheelslim bug or an unusual input; please report it with `wheelslim audit --json` of the inputs".into()),
         ));
     }
-    drop(reopened);
+    Ok(report)
+}
+
+/// Puts every output in place at once, or none.
+fn commit_outputs(
+    written: Vec<Written>,
+    origins: &[HashMap<String, String>],
+    f: &Finish,
+) -> Result<(), Error> {
     // Runtime wheels are shared: several builds (one per Python version, in the usual
     // cibuildwheel recipe) write theirs into one --runtime-dir, and the main wheels each build
     // wrote need the runtime wheel that was there when they were split. One of the same name
@@ -455,7 +485,7 @@ pub fn finish(
         pending.push(p);
     }
     commit(pending)?;
-    Ok((outputs, report))
+    Ok(())
 }
 
 /// The error for a runtime wheel that would replace one of the same name with other content:

@@ -16,6 +16,7 @@ use crate::diagnostic::Diagnostic;
 use crate::facts::{self, InspectOptions, RecordCheck, WheelFacts};
 use crate::links::{self, Resolution, Tree, expand_entry, parent_dir};
 use crate::profile::{ProfileSet, detect_cuda_major, unhash};
+use crate::progress::SharedProgress;
 use crate::wheel::{Limits, Scheme, Wheel, normalize_name};
 
 pub const SCHEMA: &str = "wheelslim.verify/1";
@@ -30,7 +31,7 @@ pub struct VerifyOptions {
     /// `trim` judge their outputs. Size rules are never inherited.
     pub baseline: Vec<PathBuf>,
     /// Counts bytes inspected; hidden unless the caller draws it.
-    pub progress: indicatif::ProgressBar,
+    pub progress: SharedProgress,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -101,7 +102,7 @@ pub fn verify(paths: &[PathBuf], profiles: &ProfileSet, opts: &VerifyOptions) ->
                 opts.progress
                     .inc_length(w.archive.members().iter().map(|m| m.size).sum());
                 let inspect = InspectOptions {
-                    progress: Some(&opts.progress),
+                    progress: Some(&*opts.progress),
                     ..InspectOptions::default()
                 };
                 let f = facts::inspect_wheel(&w, inspect, &budget);
@@ -154,11 +155,7 @@ pub fn inherit(report: &mut VerifyReport, known: &Baseline) {
     let (inherited, fresh): (Vec<LinkProblem>, Vec<LinkProblem>) =
         std::mem::take(&mut report.unresolved)
             .into_iter()
-            .partition(|u| {
-                known
-                    .unresolved
-                    .contains(&crate::output::link_key(&u.object, &u.needed))
-            });
+            .partition(|u| known.unresolved.contains(&link_key(&u.object, &u.needed)));
     report.unresolved = fresh;
     report.inherited_unresolved.extend(inherited);
     report.ok = report.unresolved.is_empty()
@@ -417,7 +414,7 @@ fn check_set(wheels: &[(&Wheel, &WheelFacts)], profiles: &ProfileSet, out: &mut 
 /// changed).
 #[derive(Debug, Clone, Default)]
 pub struct Baseline {
-    /// Unresolved links of the inputs, as [`crate::output::link_key`]s.
+    /// Unresolved links of the inputs, as [`link_key`]s.
     pub unresolved: HashSet<(String, String)>,
     /// Violations of the inputs, as [`Violation::key`]s (never the size rules `max-size` and
     /// `compression-ratio`: fitting is what the rewrite is for, judged on the outputs alone).
@@ -503,8 +500,7 @@ pub fn baseline(
     }
     let mut by_wheel: BTreeMap<String, Vec<&LinkProblem>> = BTreeMap::new();
     for u in &report.unresolved {
-        out.unresolved
-            .insert(crate::output::link_key(&u.object, &u.needed));
+        out.unresolved.insert(link_key(&u.object, &u.needed));
         let wheel = u
             .object
             .split_once('!')
@@ -539,6 +535,13 @@ pub fn baseline(
         });
     }
     out
+}
+
+/// A key for an unresolved link that survives the split: the object's file name and the
+/// library it needs, both without auditwheel's hash (moved and unhashed libraries keep it).
+pub fn link_key(object: &str, needed: &str) -> (String, String) {
+    let file = object.rsplit(['!', '/']).next().unwrap_or(object);
+    (crate::profile::unhash(file), crate::profile::unhash(needed))
 }
 
 fn baseline_hint(rule: &str) -> &'static str {

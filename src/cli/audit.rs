@@ -26,7 +26,7 @@ pub fn profiles(specs: &[String]) -> Result<ProfileSet> {
 
 pub fn run(args: &AuditArgs, g: &GlobalArgs, printer: &Printer) -> Result<Outcome> {
     let profiles = profiles(&args.profiles)?;
-    let wheels = crate::input::expand_folders(&args.wheels)?;
+    let wheels = crate::input::expand_folders(&args.wheels).map_err(crate::Error::from)?;
     let opts = AuditOptions {
         max_size: args.max_size,
         limits: limits(&args.archive),

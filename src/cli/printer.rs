@@ -9,6 +9,8 @@ use std::io::{self, IsTerminal, Write};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+use crate::progress::Progress;
+
 use super::args::GlobalArgs;
 use crate::diagnostic::{Diagnostic, Severity};
 
@@ -143,6 +145,25 @@ impl Printer {
 /// A bar is worth drawing once its total is known and not zero.
 fn ready_to_draw(length: Option<u64>) -> bool {
     length.is_some_and(|l| l > 0)
+}
+
+/// The library counts, the command line draws: its progress is an indicatif bar.
+impl Progress for ProgressBar {
+    fn set_message(&self, message: &'static str) {
+        ProgressBar::set_message(self, message);
+    }
+    fn set_length(&self, total: u64) {
+        ProgressBar::set_length(self, total);
+    }
+    fn inc_length(&self, more: u64) {
+        ProgressBar::inc_length(self, more);
+    }
+    fn set_position(&self, done: u64) {
+        ProgressBar::set_position(self, done);
+    }
+    fn inc(&self, n: u64) {
+        ProgressBar::inc(self, n);
+    }
 }
 
 #[cfg(test)]

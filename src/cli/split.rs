@@ -28,7 +28,7 @@ pub fn run(args: &SplitArgs, printer: &Printer) -> Result<Outcome> {
         max_size: args.max_size,
         limits: limits(&args.archive),
         memory_budget: args.archive.memory,
-        time: ZipTime::from_env()?,
+        time: ZipTime::from_env().map_err(crate::Error::from)?,
         dry_run: args.dry_run,
         canonical_runtime: args.canonical_runtime,
         trim: super::trim::settings(&args.device)?,
@@ -38,8 +38,9 @@ pub fn run(args: &SplitArgs, printer: &Printer) -> Result<Outcome> {
         progress: printer.bytes_progress(),
     };
     let bar = opts.progress.clone();
-    let report =
-        crate::input::expand_folders(&args.wheels).and_then(|w| split(&w, &profiles, &opts));
+    let report = crate::input::expand_folders(&args.wheels)
+        .map_err(crate::Error::from)
+        .and_then(|w| split(&w, &profiles, &opts));
     bar.finish_and_clear();
     let report = match report {
         Ok(r) => r,

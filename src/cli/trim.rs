@@ -38,19 +38,20 @@ pub fn settings(d: &DeviceArgs) -> Result<TrimSettings> {
 }
 
 pub fn run(args: &TrimArgs, printer: &Printer) -> Result<Outcome> {
+    let settings = settings(&args.device)?;
+    let bar = printer.bytes_progress();
     let opts = TrimOptions {
-        settings: settings(&args.device)?,
+        settings,
         wheel_dir: args.wheel_dir.clone(),
         max_size: args.max_size,
         limits: limits(&args.archive),
         memory_budget: args.archive.memory,
-        time: ZipTime::from_env()?,
+        time: ZipTime::from_env().map_err(crate::Error::from)?,
         dry_run: args.dry_run,
         strip_debug: args.strip_debug,
-        progress: printer.bytes_progress(),
+        progress: std::sync::Arc::new(bar.clone()),
     };
-    let bar = opts.progress.clone();
-    let wheels = crate::input::expand_folders(&args.wheels)?;
+    let wheels = crate::input::expand_folders(&args.wheels).map_err(crate::Error::from)?;
     let report = trim(&wheels, &ProfileSet::built_in(), &opts);
     bar.finish_and_clear();
     let report = report?;

@@ -9,17 +9,18 @@ use crate::verify::{VerifyOptions, verify};
 
 pub fn run(args: &VerifyArgs, printer: &Printer) -> Result<Outcome> {
     let profiles = profiles(&args.profiles)?;
-    let wheels = crate::input::expand_folders(&args.wheels)?;
+    let wheels = crate::input::expand_folders(&args.wheels).map_err(crate::Error::from)?;
+    let bar = printer.bytes_progress();
+    bar.set_message("inspecting");
     let opts = VerifyOptions {
         max_size: args.max_size,
         limits: limits(&args.archive),
         memory_budget: args.archive.memory,
         baseline: args.baseline.clone(),
-        progress: printer.bytes_progress(),
+        progress: std::sync::Arc::new(bar.clone()),
     };
-    opts.progress.set_message("inspecting");
     let report = verify(&wheels, &profiles, &opts);
-    opts.progress.finish_and_clear();
+    bar.finish_and_clear();
     if printer.json {
         printer.json_value(&report)?;
     } else {

@@ -28,7 +28,8 @@
 
 use super::ElfError;
 use crate::elf::consts::{
-    EHDR_SIZE, PHDR_SIZE, PN_XNUM, PT_LOAD, SHDR_SIZE, SHF_ALLOC, SHN_XINDEX, SHT_NOBITS,
+    DT_NULL, DYN_SIZE, EHDR_SIZE, PHDR_SIZE, PN_XNUM, PT_LOAD, SHDR_SIZE, SHF_ALLOC, SHN_XINDEX,
+    SHT_NOBITS,
 };
 
 /// `Truncated`: `what` at `off` runs past the end of the file.
@@ -68,6 +69,12 @@ pub(crate) fn u64_at(d: &[u8], off: u64) -> Result<u64, ElfError> {
     let mut a = [0u8; 8];
     a.copy_from_slice(b);
     Ok(u64::from_le_bytes(a))
+}
+
+/// True when the non-empty half-open ranges `[a, a+a_len)` and `[b, b+b_len)` share a byte
+/// (the patcher's and the shrinker's one test).
+pub(crate) fn overlaps(a: u64, a_len: u64, b: u64, b_len: u64) -> bool {
+    a_len > 0 && b_len > 0 && a < b.saturating_add(b_len) && b < a.saturating_add(a_len)
 }
 
 /// The NUL-terminated string starting at `off` inside `table` (without the NUL), or `None` when
@@ -211,6 +218,23 @@ impl SectionHeader {
 pub(crate) struct DynEntry {
     pub tag: u64,
     pub val: u64,
+}
+
+/// Reads a dynamic array held in `raw` (whole 16-byte slots; a partial one at the end is not
+/// read): the entries before the first DT_NULL, and whether a DT_NULL ended them. The one
+/// walker of the patcher's and the shrinker's dynamic arrays; each decides what a missing
+/// terminator means.
+pub(crate) fn read_dynamic(raw: &[u8]) -> Result<(Vec<DynEntry>, bool), ElfError> {
+    let mut entries = Vec::new();
+    for i in 0..raw.len() as u64 / DYN_SIZE {
+        let tag = u64_at(raw, i * DYN_SIZE)?;
+        let val = u64_at(raw, i * DYN_SIZE + 8)?;
+        if tag == DT_NULL {
+            return Ok((entries, true));
+        }
+        entries.push(DynEntry { tag, val });
+    }
+    Ok((entries, false))
 }
 
 /// A parsed view of a 64-bit little-endian ELF file: header and both tables.

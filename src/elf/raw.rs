@@ -7,8 +7,8 @@
 use super::ElfError;
 use super::file::{DynEntry, Elf64, ProgramHeader};
 use crate::elf::consts::{
-    DT_NULL, DYN_SIZE, PT_DYNAMIC, PT_GNU_EH_FRAME, PT_GNU_PROPERTY, PT_INTERP, PT_LOAD, PT_NOTE,
-    PT_NULL, PT_PHDR, PT_TLS,
+    DYN_SIZE, PT_DYNAMIC, PT_GNU_EH_FRAME, PT_GNU_PROPERTY, PT_INTERP, PT_LOAD, PT_NOTE, PT_NULL,
+    PT_PHDR, PT_TLS,
 };
 
 /// A readable name for a segment type, as readelf prints it.
@@ -97,10 +97,7 @@ pub(crate) fn put_u64(out: &mut [u8], off: u64, v: u64) -> Result<(), ElfError> 
     put(out, off, &v.to_le_bytes())
 }
 
-/// True when the non-empty ranges `[a, a+a_len)` and `[b, b+b_len)` share a byte.
-pub(crate) fn overlaps(a: u64, a_len: u64, b: u64, b_len: u64) -> bool {
-    a_len > 0 && b_len > 0 && a < b.saturating_add(b_len) && b < a.saturating_add(a_len)
-}
+pub(crate) use super::file::overlaps;
 
 pub(crate) fn align_up(v: u64, align: u64) -> Option<u64> {
     if align <= 1 {
@@ -143,17 +140,7 @@ impl Elf64<'_> {
             "the PT_DYNAMIC segment",
         )?;
         let slots = raw.len() / DYN_SIZE as usize;
-        let mut entries = Vec::new();
-        let mut terminated = false;
-        for i in 0..slots as u64 {
-            let tag = u64_at(raw, i * DYN_SIZE)?;
-            let val = u64_at(raw, i * DYN_SIZE + 8)?;
-            if tag == DT_NULL {
-                terminated = true;
-                break;
-            }
-            entries.push(DynEntry { tag, val });
-        }
+        let (entries, terminated) = super::file::read_dynamic(raw)?;
         if !terminated {
             return Err(ElfError::Malformed(
                 "the dynamic array has no DT_NULL terminator".into(),

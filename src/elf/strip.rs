@@ -86,6 +86,38 @@ struct Shdr {
 /// section stays as an empty header), so `.symtab`, `sh_link` and `e_shstrndx` stay right.
 /// `Ok(None)` when there is nothing that can be removed this way.
 pub fn strip_debug(data: &[u8]) -> Result<Option<Stripped>, String> {
+    let Some(sections) = read_sections(data)? else {
+        return Ok(None);
+    };
+    let (removable, kept_inside_loads) = removable_sections(data.len() as u64, &sections)?;
+    let shdrs = &sections.shdrs;
+    let removed: u64 = shdrs
+        .iter()
+        .zip(&removable)
+        .filter(|(_, r)| **r)
+        .map(|(s, _)| s.size)
+        .sum();
+    if removed == 0 {
+        return Ok(None);
+    }
+    let out = lay_out(data, &sections, &removable);
+    Ok(Some(Stripped {
+        data: out,
+        removed,
+        kept_inside_loads,
+    }))
+}
+
+/// The section headers of a file [`strip_debug`] can work on, and where the part its program
+/// headers cover ends (everything before `keep_end` stays byte for byte).
+struct Sections {
+    keep_end: u64,
+    shoff: usize,
+    shdrs: Vec<Shdr>,
+}
+
+/// Reads the ELF header and the section headers; `None` for a file without sections.
+fn read_sections(data: &[u8]) -> Result<Option<Sections>, String> {
     if data.get(..4) != Some(b"\x7fELF".as_slice())
         || data.get(4) != Some(&2)
         || data.get(5) != Some(&1)
@@ -141,6 +173,19 @@ pub fn strip_debug(data: &[u8]) -> Result<Option<Stripped>, String> {
             align: u64_at(data, at + 48)?,
         });
     }
+    Ok(Some(Sections {
+        keep_end,
+        shoff,
+        shdrs,
+    }))
+}
+
+/// Which sections can be emptied (the debug sections after the loaded part), and how many
+/// debug sections lie inside it and stay. A section across the end of the loaded part, or a
+/// relocation section for one that would be emptied, is an error.
+fn removable_sections(file_len: u64, sections: &Sections) -> Result<(Vec<bool>, usize), String> {
+    let (keep_end, shdrs) = (sections.keep_end, &sections.shdrs);
+    let shnum = shdrs.len();
     let debug = |s: &Shdr| {
         s.kind != SHT_NOBITS
             && s.flags & SHF_ALLOC == 0
@@ -153,7 +198,7 @@ pub fn strip_debug(data: &[u8]) -> Result<Option<Stripped>, String> {
             continue;
         }
         let end = s.offset.saturating_add(s.size);
-        if end > data.len() as u64 {
+        if end > file_len {
             return Err(format!(
                 "section `{}` ends past the end of the file",
                 s.name
@@ -174,7 +219,7 @@ pub fn strip_debug(data: &[u8]) -> Result<Option<Stripped>, String> {
         }
     }
     // Relocations that apply to a debug section would point into nothing.
-    for s in &shdrs {
+    for s in shdrs {
         if matches!(s.kind, SHT_REL | SHT_RELA)
             && removable.get(s.info as usize).copied().unwrap_or(false)
         {
@@ -184,15 +229,15 @@ pub fn strip_debug(data: &[u8]) -> Result<Option<Stripped>, String> {
             ));
         }
     }
-    let removed: u64 = shdrs
-        .iter()
-        .zip(&removable)
-        .filter(|(_, r)| **r)
-        .map(|(s, _)| s.size)
-        .sum();
-    if removed == 0 {
-        return Ok(None);
-    }
+    Ok((removable, kept_inside_loads))
+}
+
+/// The file again: its loaded part as it is, then the sections after it without the removed
+/// bytes, then the section header table with the new offsets and sizes.
+fn lay_out(data: &[u8], sections: &Sections, removable: &[bool]) -> Vec<u8> {
+    let (keep_end, shdrs) = (sections.keep_end, &sections.shdrs);
+    let shnum = shdrs.len();
+    let raw_sh = |i: usize| sections.shoff + i * 64;
     let mut out = data[..keep_end as usize].to_vec();
     let mut offsets: Vec<u64> = shdrs.iter().map(|s| s.offset).collect();
     let mut sizes: Vec<u64> = shdrs.iter().map(|s| s.size).collect();
@@ -229,11 +274,7 @@ pub fn strip_debug(data: &[u8]) -> Result<Option<Stripped>, String> {
         out.extend_from_slice(&h);
     }
     out[0x28..0x30].copy_from_slice(&new_shoff.to_le_bytes());
-    Ok(Some(Stripped {
-        data: out,
-        removed,
-        kept_inside_loads,
-    }))
+    out
 }
 
 #[cfg(test)]

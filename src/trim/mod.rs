@@ -26,6 +26,7 @@ use crate::output::{
     order_dist_info_last, same_file,
 };
 use crate::profile::ProfileSet;
+use crate::progress::SharedProgress;
 use crate::wheel::deflate::Compressed;
 use crate::wheel::writer::{ZipTime, normalized_mode};
 use crate::wheel::{Limits, Wheel};
@@ -45,7 +46,7 @@ pub struct TrimOptions {
     /// ([`crate::elf::strip::strip_debug`]).
     pub strip_debug: bool,
     /// Counts bytes inspected (and trimmed) and written; hidden unless the caller draws it.
-    pub progress: indicatif::ProgressBar,
+    pub progress: SharedProgress,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -185,7 +186,7 @@ pub fn trim(
             max_size: opts.max_size,
             limits: &opts.limits,
             time: opts.time,
-            progress: Some(&opts.progress),
+            progress: Some(&*opts.progress),
             links: false,
             // `--max-size` holds for trim's outputs as for split's.
             size_is_error: true,
@@ -262,7 +263,7 @@ fn open_and_trim(
     opts.progress
         .inc_length(wheel.archive.members().iter().map(|m| m.size).sum());
     let inspect = InspectOptions {
-        progress: Some(&opts.progress),
+        progress: Some(&*opts.progress),
         ..InspectOptions::default()
     };
     let work = |f: &MemberFacts, kept: Kept| trim_kept(&wheel, f, kept, opts, spill);

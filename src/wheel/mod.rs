@@ -4,6 +4,7 @@
 pub mod deflate;
 pub mod filename;
 pub mod headers;
+mod location;
 pub mod record;
 pub mod splice;
 pub mod temp;
@@ -14,10 +15,9 @@ use std::path::{Path, PathBuf};
 
 pub use filename::{WheelFilename, normalize_name};
 pub use headers::HeaderFile;
+pub use location::Location;
 pub use record::{Record, RecordEntry};
 pub use zip::{Limits, Member, ZipArchive, ZipError};
-
-use crate::error::{Error, Location};
 
 /// The normalized project name a `Requires-Dist` value names (`nvidia-cublas-cu12>=12; ...` →
 /// `nvidia-cublas-cu12`).
@@ -139,6 +139,22 @@ impl WheelError {
     }
 }
 
+/// Why [`Wheel::open`] failed. The wheel layer has its own error so it needs nothing of the
+/// crate's; [`crate::Error`] takes each variant over as it is, with the same message.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The file could not be read.
+    #[error("cannot read `{}`: {err}", path.display())]
+    Read { path: PathBuf, err: std::io::Error },
+    #[error("{location}: {err}")]
+    Zip { location: Location, err: ZipError },
+    #[error("{location}: {err}")]
+    Wheel { location: Location, err: WheelError },
+    /// The path ends in no file name a wheel could have (`..`, `/`, not UTF-8).
+    #[error("`{}` is not a wheel file name", .0.display())]
+    NotAWheelName(PathBuf),
+}
+
 /// An opened wheel.
 #[derive(Debug)]
 pub struct Wheel {
@@ -165,34 +181,38 @@ pub enum Scheme {
 }
 
 impl Wheel {
-    pub fn open(path: &Path, limits: &Limits) -> Result<Wheel, Error> {
+    pub fn open(path: &Path, limits: &Limits) -> Result<Wheel, OpenError> {
         Self::open_as(path, path, limits)
     }
 
     /// Opens the file at `file`, named and reported as `path` (used for finished wheels that
     /// still sit in a temporary file).
-    pub fn open_as(file: &Path, path: &Path, limits: &Limits) -> Result<Wheel, Error> {
+    pub fn open_as(file: &Path, path: &Path, limits: &Limits) -> Result<Wheel, OpenError> {
         let location = Location::wheel(path);
         // What the path is comes first: a missing file is not a badly named one.
-        crate::input::check_regular(file).map_err(|why| Error::Wheel {
+        crate::input::check_regular(file).map_err(|why| OpenError::Wheel {
             location: location.clone(),
             err: WheelError::unusable(path, why),
         })?;
-        let name = path.file_name().and_then(|n| n.to_str()).ok_or_else(|| {
-            Error::Usage(format!("`{}` is not a wheel file name", path.display()))
-        })?;
-        let filename: WheelFilename = name.parse().map_err(|e| Error::Wheel {
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or_else(|| OpenError::NotAWheelName(path.to_path_buf()))?;
+        let filename: WheelFilename = name.parse().map_err(|e| OpenError::Wheel {
             location: location.clone(),
             err: WheelError::Filename(e),
         })?;
         let archive = ZipArchive::open(file, limits).map_err(|e| match e {
-            zip::ArchiveOpenError::Io(err) => Error::io("read", file, err),
-            zip::ArchiveOpenError::Zip(err) => Error::Zip {
+            zip::ArchiveOpenError::Io(err) => OpenError::Read {
+                path: file.to_path_buf(),
+                err,
+            },
+            zip::ArchiveOpenError::Zip(err) => OpenError::Zip {
                 location: location.clone(),
                 err,
             },
         })?;
-        let werr = |err| Error::Wheel {
+        let werr = |err| OpenError::Wheel {
             location: location.clone(),
             err,
         };
@@ -225,18 +245,18 @@ impl Wheel {
                 expected,
             }));
         }
-        let read_text = |file: &str| -> Result<String, Error> {
+        let read_text = |file: &str| -> Result<String, OpenError> {
             let full = format!("{dist_info}/{file}");
             let m = archive
                 .member(&full)
                 .ok_or_else(|| werr(WheelError::Missing(full.clone())))?;
-            let bytes = archive.read(m).map_err(|err| Error::Zip {
+            let bytes = archive.read(m).map_err(|err| OpenError::Zip {
                 location: location.with_member(&full),
                 err,
             })?;
             String::from_utf8(bytes).map_err(|_| werr(WheelError::NotUtf8 { file: full.clone() }))
         };
-        let parse_headers = |file: &str| -> Result<HeaderFile, Error> {
+        let parse_headers = |file: &str| -> Result<HeaderFile, OpenError> {
             let text = read_text(file)?;
             HeaderFile::parse(&text).map_err(|e| {
                 werr(WheelError::BadHeaderFile {
@@ -271,7 +291,7 @@ impl Wheel {
         if let Some(found) = metadata.get("Name")
             && normalize_name(found) != filename.normalized_name()
         {
-            return Err(Error::Wheel {
+            return Err(OpenError::Wheel {
                 location: location.with_member(&format!("{dist_info}/METADATA")),
                 err: WheelError::MetadataName {
                     found: found.to_string(),

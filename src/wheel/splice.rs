@@ -218,6 +218,41 @@ fn resolve(orig: &Original, b: &Boundary, start: bool) -> Option<u64> {
 /// Finds runs of the original's blocks that the output holds unchanged (at one of `shifts`),
 /// and lays out the pieces of the output stream.
 fn plan(out: &[u8], orig: &Original, extra_shifts: &[i64]) -> Vec<Piece> {
+    let bounds = boundaries(orig);
+    let shifts = candidate_shifts(out.len(), orig.data.len(), extra_shifts);
+    let runs = find_runs(out, orig.data, &bounds, &shifts);
+    let reuse = pin_runs(orig, &bounds, runs);
+    let mut pieces = Vec::new();
+    let mut pos = 0usize;
+    for (oa, len, bit_start, bit_end) in reuse {
+        if oa < pos {
+            continue; // overlapping matches at two shifts: keep the first
+        }
+        if oa > pos {
+            pieces.push(Piece::Fresh {
+                start: pos,
+                end: oa,
+            });
+        }
+        pieces.push(Piece::Reuse {
+            len,
+            bit_start,
+            bit_end,
+        });
+        pos = oa + len;
+    }
+    if pos < out.len() || pieces.is_empty() {
+        pieces.push(Piece::Fresh {
+            start: pos,
+            end: out.len(),
+        });
+    }
+    pieces
+}
+
+/// Where the original's blocks begin, in its uncompressed bytes and its compressed stream,
+/// from its start to its end; empty blocks between collapse to the one with data.
+fn boundaries(orig: &Original) -> Vec<Boundary> {
     let data = orig.data;
     let mut bounds: Vec<Boundary> = Vec::with_capacity(orig.marks.len() + 2);
     bounds.push(Boundary { at: 0, byte: 0 });
@@ -246,8 +281,14 @@ fn plan(out: &[u8], orig: &Original, extra_shifts: &[i64]) -> Vec<Piece> {
     };
     bounds.push(end);
 
+    bounds
+}
+
+/// The shifts (output offset minus input offset) a run may have: none, the change in
+/// length, and the caller's.
+fn candidate_shifts(out_len: usize, data_len: usize, extra_shifts: &[i64]) -> Vec<i64> {
     let mut shifts: Vec<i64> = Vec::new();
-    for s in [0, out.len() as i64 - data.len() as i64]
+    for s in [0, out_len as i64 - data_len as i64]
         .into_iter()
         .chain(extra_shifts.iter().copied())
     {
@@ -256,7 +297,18 @@ fn plan(out: &[u8], orig: &Original, extra_shifts: &[i64]) -> Vec<Piece> {
         }
     }
 
-    // Runs: (first boundary index, last boundary index, shift).
+    shifts
+}
+
+/// Runs of whole blocks between `bounds` that `out` holds unchanged at one shift, as (first
+/// boundary index, last boundary index, shift). A run starts only where the window before it
+/// matches too.
+fn find_runs(
+    out: &[u8],
+    data: &[u8],
+    bounds: &[Boundary],
+    shifts: &[i64],
+) -> Vec<(usize, usize, i64)> {
     let mut runs: Vec<(usize, usize, i64)> = Vec::new();
     let mut current: Option<(usize, usize, i64)> = None;
     let fits = |i: usize, s: i64, fresh_start: bool| -> bool {
@@ -301,7 +353,16 @@ fn plan(out: &[u8], orig: &Original, extra_shifts: &[i64]) -> Vec<Piece> {
     }
     runs.extend(current);
 
-    // Pin each run to exact bits, shrinking it to boundaries that resolve.
+    runs
+}
+
+/// Pins each run to exact bits, shrinking it to boundaries that resolve; drops runs too short
+/// to be worth it. As (output start, length, first bit, last bit or the stream's end), sorted.
+fn pin_runs(
+    orig: &Original,
+    bounds: &[Boundary],
+    runs: Vec<(usize, usize, i64)>,
+) -> Vec<(usize, usize, u64, Option<u64>)> {
     let mut reuse: Vec<(usize, usize, u64, Option<u64>)> = Vec::new(); // (out start, len, bits)
     for (mut a, mut b, s) in runs {
         let start_bit = loop {
@@ -336,32 +397,7 @@ fn plan(out: &[u8], orig: &Original, extra_shifts: &[i64]) -> Vec<Piece> {
     }
     reuse.sort_by_key(|r| r.0);
 
-    let mut pieces = Vec::new();
-    let mut pos = 0usize;
-    for (oa, len, bit_start, bit_end) in reuse {
-        if oa < pos {
-            continue; // overlapping matches at two shifts: keep the first
-        }
-        if oa > pos {
-            pieces.push(Piece::Fresh {
-                start: pos,
-                end: oa,
-            });
-        }
-        pieces.push(Piece::Reuse {
-            len,
-            bit_start,
-            bit_end,
-        });
-        pos = oa + len;
-    }
-    if pos < out.len() || pieces.is_empty() {
-        pieces.push(Piece::Fresh {
-            start: pos,
-            end: out.len(),
-        });
-    }
-    pieces
+    reuse
 }
 
 /// One unit of the output stream, in order.

@@ -17,9 +17,64 @@ use std::fs::File;
 use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
+use super::Location;
 use super::deflate::Compressed;
 use super::zip::{Member, Method, ZipArchive, ZipError};
-use crate::error::Error;
+
+/// What can stop a wheel from being written or put in place. The wheel layer needs nothing of
+/// the crate's error; [`crate::Error`] takes each over with the same message and hint.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// `SOURCE_DATE_EPOCH` is set to something that is not a number.
+    #[error("SOURCE_DATE_EPOCH={0:?} is not a number of seconds since 1970")]
+    BadEpoch(String),
+    #[error("cannot {action} `{}`: {err}", path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        err: io::Error,
+    },
+    /// A member that cannot be copied raw (an unknown method, an unreadable header).
+    #[error("{location}: {err}")]
+    Zip { location: Location, err: ZipError },
+    /// The caller gave one member name twice (a bug in wheelslim).
+    #[error("internal error: `{name}` would be written twice into `{}`", target.display())]
+    WrittenTwice { name: String, target: PathBuf },
+    /// The input wheel changed while its members were copied.
+    #[error("{location}: {err}")]
+    InputChanged { location: Location, err: io::Error },
+    /// A target that must match (a runtime wheel) exists with other bytes.
+    #[error(
+        "`{}` already exists with other content than the wheel of that name this run made; \
+         nothing was written",
+        target.display()
+    )]
+    Differs { target: PathBuf },
+}
+
+impl WriteError {
+    fn io(action: &'static str, path: impl Into<PathBuf>, err: io::Error) -> WriteError {
+        WriteError::Io {
+            action,
+            path: path.into(),
+            err,
+        }
+    }
+
+    /// What the user can do about it, for the refusals.
+    pub fn hint(&self) -> Option<&'static str> {
+        match self {
+            WriteError::InputChanged { .. } => Some(
+                "the input wheel must not change while wheelslim runs (is a build still \
+                 writing it?); nothing was written; run again once it is complete",
+            ),
+            WriteError::Differs { .. } => Some(
+                "another run wrote a different wheel of the same name there; remove it if nothing needs it, or write to another folder",
+            ),
+            _ => None,
+        }
+    }
+}
 
 /// An MS-DOS timestamp as zip headers hold it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,17 +115,13 @@ impl ZipTime {
     }
 
     /// `SOURCE_DATE_EPOCH` if set and valid, else 1980-01-01.
-    pub fn from_env() -> Result<ZipTime, Error> {
+    pub fn from_env() -> Result<ZipTime, WriteError> {
         match std::env::var("SOURCE_DATE_EPOCH") {
             Ok(v) if !v.trim().is_empty() => v
                 .trim()
                 .parse::<i64>()
                 .map(ZipTime::from_unix)
-                .map_err(|_| {
-                    Error::Usage(format!(
-                        "SOURCE_DATE_EPOCH={v:?} is not a number of seconds since 1970"
-                    ))
-                }),
+                .map_err(|_| WriteError::BadEpoch(v.clone())),
             _ => Ok(ZipTime::EPOCH),
         }
     }
@@ -137,19 +188,19 @@ impl PendingFile {
     }
 }
 
-fn werr(target: &Path, e: io::Error) -> Error {
-    Error::io("write", target, e)
+fn werr(target: &Path, e: io::Error) -> WriteError {
+    WriteError::io("write", target, e)
 }
 
 impl WheelWriter {
     /// Starts a wheel that will become `target` (created in `target`'s folder).
-    pub fn create(target: &Path, time: ZipTime) -> Result<WheelWriter, Error> {
+    pub fn create(target: &Path, time: ZipTime) -> Result<WheelWriter, WriteError> {
         let dir = target
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
         let tmp = super::temp::create_in(dir)
-            .map_err(|e| Error::io("create a temporary file in", dir, e))?;
+            .map_err(|e| WriteError::io("create a temporary file in", dir, e))?;
         let file = tmp
             .file
             .as_file()
@@ -167,15 +218,12 @@ impl WheelWriter {
         })
     }
 
-    fn begin(&mut self, name: &str) -> Result<(), Error> {
+    fn begin(&mut self, name: &str) -> Result<(), WriteError> {
         if !self.names.insert(name.to_string()) {
-            return Err(Error::refused(
-                format!(
-                    "internal error: `{name}` would be written twice into `{}`",
-                    self.target.display()
-                ),
-                None,
-            ));
+            return Err(WriteError::WrittenTwice {
+                name: name.to_string(),
+                target: self.target.clone(),
+            });
         }
         Ok(())
     }
@@ -220,7 +268,12 @@ impl WheelWriter {
     }
 
     /// Adds a member from already-compressed bytes.
-    pub fn add_compressed(&mut self, name: &str, c: &Compressed, mode: u32) -> Result<(), Error> {
+    pub fn add_compressed(
+        &mut self,
+        name: &str,
+        c: &Compressed,
+        mode: u32,
+    ) -> Result<(), WriteError> {
         self.begin(name)?;
         let offset = self.offset;
         let method = if c.deflated { 8 } else { 0 };
@@ -249,20 +302,20 @@ impl WheelWriter {
         from: &ZipArchive,
         member: &Member,
         mode: u32,
-    ) -> Result<(), Error> {
+    ) -> Result<(), WriteError> {
         self.begin(name)?;
         let method = match member.method {
             Method::Stored => 0,
             Method::Deflated => 8,
             Method::Other(m) => {
-                return Err(Error::Zip {
-                    location: crate::error::Location::member(from.path(), &member.name),
+                return Err(WriteError::Zip {
+                    location: Location::member(from.path(), &member.name),
                     err: ZipError::UnsupportedMethod(m),
                 });
             }
         };
-        let mut reader = from.raw_reader(member).map_err(|err| Error::Zip {
-            location: crate::error::Location::member(from.path(), &member.name),
+        let mut reader = from.raw_reader(member).map_err(|err| WriteError::Zip {
+            location: Location::member(from.path(), &member.name),
             err,
         })?;
         test_pause();
@@ -270,18 +323,9 @@ impl WheelWriter {
         // opened, and RECORD carries the hashes computed then: an input written to since
         // would give a member that fails its CRC. Checked before and after the copy, which is
         // the last time this member's bytes are read.
-        let changed = |e: io::Error| {
-            Error::refused(
-                format!(
-                    "{}: {e}",
-                    crate::error::Location::member(from.path(), &member.name)
-                ),
-                Some(
-                    "the input wheel must not change while wheelslim runs (is a build still \
-                     writing it?); nothing was written; run again once it is complete"
-                        .into(),
-                ),
-            )
+        let changed = |err: io::Error| WriteError::InputChanged {
+            location: Location::member(from.path(), &member.name),
+            err,
         };
         from.check_unchanged().map_err(changed)?;
         let offset = self.offset;
@@ -294,7 +338,7 @@ impl WheelWriter {
             member.size,
         )
         .map_err(|e| werr(&target, e))?;
-        let copy_err = |e| Error::io("copy a member out of", from.path().to_path_buf(), e);
+        let copy_err = |e| WriteError::io("copy a member out of", from.path().to_path_buf(), e);
         let copied = match source(&mut self.sources, from) {
             // File to file: the kernel copies the bytes (copy_file_range), with no pass
             // through a user-space buffer.
@@ -328,7 +372,7 @@ impl WheelWriter {
     }
 
     /// Writes the central directory and returns the finished temporary file.
-    pub fn finish(mut self) -> Result<PendingFile, Error> {
+    pub fn finish(mut self) -> Result<PendingFile, WriteError> {
         let target = self.target.clone();
         self.write_central().map_err(|e| werr(&target, e))?;
         let file = self
@@ -491,7 +535,7 @@ enum Undo {
 /// Files marked [`Existing::MustMatch`] are put in place only where the target does not exist
 /// (atomically: no other process can slip one in between); where it exists with the same
 /// bytes it is kept as it is, and where it differs the commit fails.
-pub fn commit(files: Vec<PendingFile>) -> Result<Vec<PathBuf>, Error> {
+pub fn commit(files: Vec<PendingFile>) -> Result<Vec<PathBuf>, WriteError> {
     let _guard = super::temp::commit_guard();
     let mut undo: Vec<Undo> = Vec::new();
     let mut done: Vec<PathBuf> = Vec::new();
@@ -532,14 +576,14 @@ fn roll_back(undo: Vec<Undo>) {
     }
 }
 
-fn commit_one(p: PendingFile) -> Result<Option<Undo>, Error> {
+fn commit_one(p: PendingFile) -> Result<Option<Undo>, WriteError> {
     let PendingFile {
         target,
         existing,
         tmp,
         ..
     } = p;
-    let rename_err = |target: &Path, e| Error::io("rename the finished wheel to", target, e);
+    let rename_err = |target: &Path, e| WriteError::io("rename the finished wheel to", target, e);
     if existing == Existing::MustMatch {
         return match tmp.persist_noclobber(&target) {
             Ok(()) => Ok(Some(Undo::Remove(target))),
@@ -547,7 +591,7 @@ fn commit_one(p: PendingFile) -> Result<Option<Undo>, Error> {
                 if same_bytes(&e.path, &target).unwrap_or(false) {
                     Ok(None) // the temporary file deletes itself
                 } else {
-                    Err(differs(&target))
+                    Err(WriteError::Differs { target })
                 }
             }
             Err(e) => Err(rename_err(&target, e.error)),
@@ -580,8 +624,8 @@ fn commit_one(p: PendingFile) -> Result<Option<Undo>, Error> {
 
 /// Makes a backup of `target` under a new name in its folder: a hard link where the file
 /// system has them (`true`), else the target itself renamed (`false`).
-fn back_up(target: &Path) -> Result<(PathBuf, bool), Error> {
-    let err = |e| Error::io("keep a backup of the previous", target, e);
+fn back_up(target: &Path) -> Result<(PathBuf, bool), WriteError> {
+    let err = |e| WriteError::io("keep a backup of the previous", target, e);
     let mut n = 0;
     loop {
         let backup = super::temp::backup_name(target, n);
@@ -597,18 +641,6 @@ fn back_up(target: &Path) -> Result<(PathBuf, bool), Error> {
             }
         }
     }
-}
-
-/// The error for a target that exists with other bytes than the file meant to be there.
-pub fn differs(target: &Path) -> Error {
-    Error::refused(
-        format!(
-            "`{}` already exists with other content than the wheel of that name this run made; \
-             nothing was written",
-            target.display()
-        ),
-        Some("another run wrote a different wheel of the same name there; remove it if nothing needs it, or write to another folder".into()),
-    )
 }
 
 /// Whether two files hold the same bytes.

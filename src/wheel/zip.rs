@@ -304,6 +304,235 @@ pub fn check_member_name(name: &str) -> Result<(), ZipError> {
     Ok(())
 }
 
+/// The end-of-central-directory record: where it starts, its fixed 22 bytes, and the length
+/// of the comment after them.
+struct EndRecord {
+    offset: u64,
+    bytes: [u8; EOCD_LEN],
+    comment_len: u64,
+}
+
+/// Where the central directory lies (`size` bytes at `offset`, ending at most at
+/// `end_limit`, where its end record starts) and how many entries it claims.
+#[derive(Clone, Copy)]
+struct Directory {
+    count: u64,
+    size: u64,
+    offset: u64,
+    end_limit: u64,
+}
+
+/// Reads the `count` entries of the central directory `cd`: the members, by name. A bad
+/// member is kept with its [`Member::problem`]; the directory as a whole must be sound, hold
+/// exactly `count` entries and stay under the limits.
+fn read_directory(
+    cd: &[u8],
+    count: u64,
+    limits: &Limits,
+    findings: &mut Vec<ZipFinding>,
+) -> Result<(Vec<Member>, HashMap<String, usize>), ZipError> {
+    let mut members: Vec<Member> = Vec::with_capacity(count as usize);
+    let mut by_name: HashMap<String, usize> = HashMap::with_capacity(count as usize);
+    let mut pos = 0usize;
+    let mut total: u64 = 0;
+    for n in 0..count {
+        let (mut member, next) = central_entry(cd, pos, n, count, limits, findings)?;
+        pos = next;
+        total = total.saturating_add(member.size);
+        let idx = members.len();
+        if by_name.contains_key(&member.name) {
+            findings.push(ZipFinding::DuplicateName {
+                member: member.name.clone(),
+            });
+            member.problem.get_or_insert(ZipError::DuplicateName);
+            if let Some(&first) = by_name.get(&member.name) {
+                let first: &mut Member = &mut members[first];
+                first.problem.get_or_insert(ZipError::DuplicateName);
+            }
+        } else {
+            by_name.insert(member.name.clone(), idx);
+        }
+        members.push(member);
+    }
+    // Installers read the directory to its end, whatever the count says: entries past the
+    // count would be installed without being seen here.
+    if pos != cd.len() {
+        return Err(ZipError::CorruptCentralDirectory(format!(
+            "{} bytes of the directory follow its {count} counted entries",
+            cd.len() - pos
+        )));
+    }
+    if total > limits.max_total_size {
+        return Err(ZipError::TotalTooLarge {
+            total,
+            limit: limits.max_total_size,
+        });
+    }
+    Ok((members, by_name))
+}
+
+/// Entry `n` of `count`, at `pos` in the central directory: the member it describes (with
+/// what is wrong with it, and the findings it adds), and where the next entry starts.
+fn central_entry(
+    cd: &[u8],
+    pos: usize,
+    n: u64,
+    count: u64,
+    limits: &Limits,
+    findings: &mut Vec<ZipFinding>,
+) -> Result<(Member, usize), ZipError> {
+    if pos + CENTRAL_LEN > cd.len() || le32(cd, pos) != SIG_CENTRAL {
+        return Err(ZipError::CorruptCentralDirectory(format!(
+            "entry {n} of {count} is missing or has a bad signature"
+        )));
+    }
+    let h = &cd[pos..pos + CENTRAL_LEN];
+    let version_made_by = le16(h, 4);
+    let flags = le16(h, 8);
+    let method = Method::from_u16(le16(h, 10));
+    let crc32 = le32(h, 16);
+    let name_len = le16(h, 28) as usize;
+    let extra_len = le16(h, 30) as usize;
+    let comment_len = le16(h, 32) as usize;
+    let disk = le16(h, 34);
+    let external = le32(h, 38);
+    let var_end = pos + CENTRAL_LEN + name_len + extra_len + comment_len;
+    if var_end > cd.len() {
+        return Err(ZipError::CorruptCentralDirectory(format!(
+            "entry {n} runs past the end of the directory"
+        )));
+    }
+    let name_bytes = &cd[pos + CENTRAL_LEN..pos + CENTRAL_LEN + name_len];
+    let extra = &cd[pos + CENTRAL_LEN + name_len..pos + CENTRAL_LEN + name_len + extra_len];
+    if disk != 0 && disk != 0xFFFF {
+        return Err(ZipError::MultiDisk);
+    }
+    let mut sizes = [
+        le32(h, 24) as u64, // size
+        le32(h, 20) as u64, // compressed size
+        le32(h, 42) as u64, // local header offset
+    ];
+    read_zip64_extra(extra, n, &mut sizes)?;
+    let [size, compressed_size, local_header_offset] = sizes;
+    let mut problem = None;
+    let name = match std::str::from_utf8(name_bytes) {
+        Ok(s) => s.to_string(),
+        Err(_) => {
+            problem = Some(ZipError::NameNotUtf8);
+            String::from_utf8_lossy(name_bytes).into_owned()
+        }
+    };
+    if problem.is_none()
+        && let Err(err) = check_member_name(&name)
+    {
+        problem = Some(err);
+    }
+    let host = version_made_by >> 8;
+    let unix_mode = (host == 3).then_some(external >> 16);
+    let is_symlink = unix_mode.is_some_and(|m| m & 0o170000 == 0o120000);
+    let is_dir = name.ends_with('/');
+    if is_symlink {
+        findings.push(ZipFinding::Symlink {
+            member: name.clone(),
+        });
+    }
+    let mut member = Member {
+        name,
+        method,
+        flags,
+        crc32,
+        compressed_size,
+        size,
+        local_header_offset,
+        data_offset: 0,
+        unix_mode,
+        dos_time: le16(h, 12),
+        dos_date: le16(h, 14),
+        is_dir,
+        is_symlink,
+        problem,
+    };
+    check_entry(&mut member, limits, findings);
+    Ok((member, var_end))
+}
+
+/// ZIP64 extended information in an entry's extra fields: only the fields saturated at
+/// 0xFFFF_FFFF are present, in the order size, compressed size, local header offset.
+fn read_zip64_extra(extra: &[u8], n: u64, sizes: &mut [u64; 3]) -> Result<(), ZipError> {
+    let mut e = 0;
+    while e + 4 <= extra.len() {
+        let id = le16(extra, e);
+        let len = le16(extra, e + 2) as usize;
+        let body = extra.get(e + 4..e + 4 + len).ok_or_else(|| {
+            ZipError::CorruptCentralDirectory(format!("entry {n} has a truncated extra field"))
+        })?;
+        if id == 0x0001 {
+            let saturated = sizes.map(|v| v == 0xFFFF_FFFF);
+            let mut b = 0;
+            for (v, sat) in sizes.iter_mut().zip(saturated) {
+                if sat {
+                    if b + 8 > body.len() {
+                        return Err(ZipError::CorruptCentralDirectory(format!(
+                            "entry {n} has a short ZIP64 field"
+                        )));
+                    }
+                    *v = le64(body, b);
+                    b += 8;
+                }
+            }
+        }
+        e += 4 + len;
+    }
+    Ok(())
+}
+
+/// What the entry's own fields say is wrong with the member (encryption, an unknown method,
+/// sizes that cannot be, over the limit), and the findings it adds.
+fn check_entry(m: &mut Member, limits: &Limits, findings: &mut Vec<ZipFinding>) {
+    let (size, compressed_size) = (m.size, m.compressed_size);
+    if m.flags & 0x0001 != 0 {
+        m.problem.get_or_insert(ZipError::Encrypted);
+    }
+    if let Method::Other(method) = m.method {
+        findings.push(ZipFinding::UnsupportedMethod {
+            member: m.name.clone(),
+            method,
+        });
+        m.problem.get_or_insert(ZipError::UnsupportedMethod(method));
+    }
+    if m.flags & 0x0008 != 0 {
+        findings.push(ZipFinding::DataDescriptor {
+            member: m.name.clone(),
+        });
+    }
+    match m.method {
+        Method::Stored if size != compressed_size => {
+            m.problem.get_or_insert(ZipError::StoredSizeMismatch {
+                declared: size,
+                compressed: compressed_size,
+            });
+        }
+        Method::Deflated
+            if size
+                > compressed_size
+                    .saturating_mul(MAX_DEFLATE_RATIO)
+                    .saturating_add(1024) =>
+        {
+            m.problem.get_or_insert(ZipError::AbsurdSize {
+                declared: size,
+                compressed: compressed_size,
+            });
+        }
+        _ => {}
+    }
+    if size > limits.max_member_size {
+        m.problem.get_or_insert(ZipError::MemberTooLarge {
+            declared: size,
+            limit: limits.max_member_size,
+        });
+    }
+}
+
 impl ZipArchive {
     /// Opens and indexes an archive. Fails only when the archive as a whole cannot be read;
     /// a bad member is recorded in [`Member::problem`].
@@ -352,16 +581,49 @@ impl ZipArchive {
         limits: &Limits,
     ) -> Result<Self, ZipError> {
         let file_len = identity.len;
+        let end = Self::find_end_record(&file, file_len)?;
+        let mut findings = Vec::new();
+        if end.comment_len > 0 {
+            findings.push(ZipFinding::Comment {
+                bytes: end.comment_len,
+            });
+        }
+        let trailing = file_len - (end.offset + EOCD_LEN as u64 + end.comment_len);
+        if trailing > 0 {
+            findings.push(ZipFinding::TrailingData { bytes: trailing });
+        }
+        let dir = Self::locate_directory(&file, &end, limits, &mut findings)?;
+        let mut cd = vec![0u8; dir.size as usize];
+        Self::read_exact_at(&file, &mut cd, dir.offset)?;
+        let (members, by_name) = read_directory(&cd, dir.count, limits, &mut findings)?;
+        let cd_offset = dir.offset;
+        let mut archive = ZipArchive {
+            path: path.to_path_buf(),
+            file,
+            file_len,
+            members,
+            by_name,
+            findings,
+            cd_offset,
+            identity,
+        };
+        archive.check_local_headers();
+        archive.check_overlaps();
+        Ok(archive)
+    }
+
+    /// Finds the end-of-central-directory record, which lies within the last 22 + 65535
+    /// bytes: the last signature whose comment fits in the file.
+    fn find_end_record(file: &File, file_len: u64) -> Result<EndRecord, ZipError> {
         if file_len < EOCD_LEN as u64 {
             return Err(ZipError::NotZip(
                 "file is shorter than an end-of-central-directory record",
             ));
         }
-        // The EOCD record is within the last 22 + 65535 bytes.
         let tail_len = file_len.min((EOCD_LEN + 0xFFFF) as u64) as usize;
         let tail_start = file_len - tail_len as u64;
         let mut tail = vec![0u8; tail_len];
-        Self::read_exact_at(&file, &mut tail, tail_start)?;
+        Self::read_exact_at(file, &mut tail, tail_start)?;
         let mut eocd_pos = None;
         let mut i = tail_len - EOCD_LEN;
         loop {
@@ -386,60 +648,43 @@ impl ZipArchive {
                 ZipError::NotZip("no end-of-central-directory record")
             });
         };
-        let eocd_offset = tail_start + e as u64;
-        let eocd = &tail[e..];
-        let comment_len = le16(eocd, 20) as u64;
-        let mut findings = Vec::new();
-        if comment_len > 0 {
-            findings.push(ZipFinding::Comment { bytes: comment_len });
-        }
-        let trailing = file_len - (eocd_offset + EOCD_LEN as u64 + comment_len);
-        if trailing > 0 {
-            findings.push(ZipFinding::TrailingData { bytes: trailing });
-        }
+        let mut bytes = [0u8; EOCD_LEN];
+        bytes.copy_from_slice(&tail[e..e + EOCD_LEN]);
+        Ok(EndRecord {
+            offset: tail_start + e as u64,
+            comment_len: le16(&bytes, 20) as u64,
+            bytes,
+        })
+    }
+
+    /// Where the central directory is and how many entries it holds, from the end record
+    /// (or the ZIP64 record it points to), checked against the file and the limits.
+    fn locate_directory(
+        file: &File,
+        end: &EndRecord,
+        limits: &Limits,
+        findings: &mut Vec<ZipFinding>,
+    ) -> Result<Directory, ZipError> {
+        let eocd = &end.bytes;
         if le16(eocd, 4) != 0 || le16(eocd, 6) != 0 {
             return Err(ZipError::MultiDisk);
         }
-        let mut count = le16(eocd, 10) as u64;
-        let mut cd_size = le32(eocd, 12) as u64;
-        let mut cd_offset = le32(eocd, 16) as u64;
-        let mut cd_end_limit = eocd_offset;
-        if count == 0xFFFF || cd_size == 0xFFFF_FFFF || cd_offset == 0xFFFF_FFFF {
-            // ZIP64: a locator sits just before the EOCD record.
-            if eocd_offset < 20 {
-                return Err(ZipError::CorruptCentralDirectory(
-                    "ZIP64 values without a ZIP64 locator".into(),
-                ));
-            }
-            let mut loc = [0u8; 20];
-            Self::read_exact_at(&file, &mut loc, eocd_offset - 20)?;
-            if le32(&loc, 0) != SIG_ZIP64_LOCATOR {
-                return Err(ZipError::CorruptCentralDirectory(
-                    "ZIP64 values without a ZIP64 locator".into(),
-                ));
-            }
-            let z64_offset = le64(&loc, 8);
-            if z64_offset
-                .checked_add(56)
-                .is_none_or(|end| end > eocd_offset - 20)
-            {
-                return Err(ZipError::CorruptCentralDirectory(
-                    "ZIP64 end record outside the file".into(),
-                ));
-            }
-            let mut rec = [0u8; 56];
-            Self::read_exact_at(&file, &mut rec, z64_offset)?;
-            if le32(&rec, 0) != SIG_ZIP64_EOCD {
-                return Err(ZipError::CorruptCentralDirectory(
-                    "bad ZIP64 end record signature".into(),
-                ));
-            }
-            count = le64(&rec, 32);
-            cd_size = le64(&rec, 40);
-            cd_offset = le64(&rec, 48);
-            cd_end_limit = z64_offset;
+        let mut dir = Directory {
+            count: le16(eocd, 10) as u64,
+            size: le32(eocd, 12) as u64,
+            offset: le32(eocd, 16) as u64,
+            end_limit: end.offset,
+        };
+        if dir.count == 0xFFFF || dir.size == 0xFFFF_FFFF || dir.offset == 0xFFFF_FFFF {
+            dir = Self::read_zip64_end(file, end.offset)?;
             findings.push(ZipFinding::Zip64);
         }
+        let Directory {
+            count,
+            size: cd_size,
+            offset: cd_offset,
+            end_limit: cd_end_limit,
+        } = dir;
         if count > limits.max_members as u64 {
             return Err(ZipError::TooManyMembers {
                 count,
@@ -465,202 +710,46 @@ impl ZipArchive {
             // Bytes between the directory and its end record, or prepended data shifting offsets.
             findings.push(ZipFinding::LeadingData { bytes: leading });
         }
-        let mut cd = vec![0u8; cd_size as usize];
-        Self::read_exact_at(&file, &mut cd, cd_offset)?;
+        Ok(dir)
+    }
 
-        let mut members = Vec::with_capacity(count as usize);
-        let mut by_name: HashMap<String, usize> = HashMap::with_capacity(count as usize);
-        let mut pos = 0usize;
-        let mut total: u64 = 0;
-        for n in 0..count {
-            if pos + CENTRAL_LEN > cd.len() || le32(&cd, pos) != SIG_CENTRAL {
-                return Err(ZipError::CorruptCentralDirectory(format!(
-                    "entry {n} of {count} is missing or has a bad signature"
-                )));
-            }
-            let h = &cd[pos..pos + CENTRAL_LEN];
-            let version_made_by = le16(h, 4);
-            let flags = le16(h, 8);
-            let method = Method::from_u16(le16(h, 10));
-            let dos_time = le16(h, 12);
-            let dos_date = le16(h, 14);
-            let crc32 = le32(h, 16);
-            let mut compressed_size = le32(h, 20) as u64;
-            let mut size = le32(h, 24) as u64;
-            let name_len = le16(h, 28) as usize;
-            let extra_len = le16(h, 30) as usize;
-            let comment_len = le16(h, 32) as usize;
-            let disk = le16(h, 34);
-            let external = le32(h, 38);
-            let mut local_header_offset = le32(h, 42) as u64;
-            let var_end = pos + CENTRAL_LEN + name_len + extra_len + comment_len;
-            if var_end > cd.len() {
-                return Err(ZipError::CorruptCentralDirectory(format!(
-                    "entry {n} runs past the end of the directory"
-                )));
-            }
-            let name_bytes = &cd[pos + CENTRAL_LEN..pos + CENTRAL_LEN + name_len];
-            let extra = &cd[pos + CENTRAL_LEN + name_len..pos + CENTRAL_LEN + name_len + extra_len];
-            pos = var_end;
-            if disk != 0 && disk != 0xFFFF {
-                return Err(ZipError::MultiDisk);
-            }
-            // ZIP64 extended information: only the fields that are saturated are present.
-            let mut e = 0;
-            while e + 4 <= extra.len() {
-                let id = le16(extra, e);
-                let len = le16(extra, e + 2) as usize;
-                let body = extra.get(e + 4..e + 4 + len).ok_or_else(|| {
-                    ZipError::CorruptCentralDirectory(format!(
-                        "entry {n} has a truncated extra field"
-                    ))
-                })?;
-                if id == 0x0001 {
-                    let mut b = 0;
-                    let mut take = |v: &mut u64, sat: bool| -> Result<(), ZipError> {
-                        if sat {
-                            if b + 8 > body.len() {
-                                return Err(ZipError::CorruptCentralDirectory(format!(
-                                    "entry {n} has a short ZIP64 field"
-                                )));
-                            }
-                            *v = le64(body, b);
-                            b += 8;
-                        }
-                        Ok(())
-                    };
-                    let (s, c, o) = (
-                        size == 0xFFFF_FFFF,
-                        compressed_size == 0xFFFF_FFFF,
-                        local_header_offset == 0xFFFF_FFFF,
-                    );
-                    take(&mut size, s)?;
-                    take(&mut compressed_size, c)?;
-                    take(&mut local_header_offset, o)?;
-                }
-                e += 4 + len;
-            }
-            let mut problem = None;
-            let name = match std::str::from_utf8(name_bytes) {
-                Ok(s) => s.to_string(),
-                Err(_) => {
-                    problem = Some(ZipError::NameNotUtf8);
-                    String::from_utf8_lossy(name_bytes).into_owned()
-                }
-            };
-            if problem.is_none()
-                && let Err(err) = check_member_name(&name)
-            {
-                problem = Some(err);
-            }
-            let host = version_made_by >> 8;
-            let unix_mode = (host == 3).then_some(external >> 16);
-            let is_symlink = unix_mode.is_some_and(|m| m & 0o170000 == 0o120000);
-            let is_dir = name.ends_with('/');
-            if is_symlink {
-                findings.push(ZipFinding::Symlink {
-                    member: name.clone(),
-                });
-            }
-            if flags & 0x0001 != 0 {
-                problem.get_or_insert(ZipError::Encrypted);
-            }
-            if let Method::Other(m) = method {
-                findings.push(ZipFinding::UnsupportedMethod {
-                    member: name.clone(),
-                    method: m,
-                });
-                problem.get_or_insert(ZipError::UnsupportedMethod(m));
-            }
-            if flags & 0x0008 != 0 {
-                findings.push(ZipFinding::DataDescriptor {
-                    member: name.clone(),
-                });
-            }
-            match method {
-                Method::Stored if size != compressed_size => {
-                    problem.get_or_insert(ZipError::StoredSizeMismatch {
-                        declared: size,
-                        compressed: compressed_size,
-                    });
-                }
-                Method::Deflated
-                    if size
-                        > compressed_size
-                            .saturating_mul(MAX_DEFLATE_RATIO)
-                            .saturating_add(1024) =>
-                {
-                    problem.get_or_insert(ZipError::AbsurdSize {
-                        declared: size,
-                        compressed: compressed_size,
-                    });
-                }
-                _ => {}
-            }
-            if size > limits.max_member_size {
-                problem.get_or_insert(ZipError::MemberTooLarge {
-                    declared: size,
-                    limit: limits.max_member_size,
-                });
-            }
-            total = total.saturating_add(size);
-            let idx = members.len();
-            if by_name.contains_key(&name) {
-                findings.push(ZipFinding::DuplicateName {
-                    member: name.clone(),
-                });
-                problem.get_or_insert(ZipError::DuplicateName);
-                if let Some(&first) = by_name.get(&name) {
-                    let first: &mut Member = &mut members[first];
-                    first.problem.get_or_insert(ZipError::DuplicateName);
-                }
-            } else {
-                by_name.insert(name.clone(), idx);
-            }
-            members.push(Member {
-                name,
-                method,
-                flags,
-                crc32,
-                compressed_size,
-                size,
-                local_header_offset,
-                data_offset: 0,
-                unix_mode,
-                dos_time,
-                dos_date,
-                is_dir,
-                is_symlink,
-                problem,
-            });
+    /// ZIP64: the locator just before the end record at `eocd_offset` points to the ZIP64 end
+    /// record, which holds the directory's real count, size and offset.
+    fn read_zip64_end(file: &File, eocd_offset: u64) -> Result<Directory, ZipError> {
+        if eocd_offset < 20 {
+            return Err(ZipError::CorruptCentralDirectory(
+                "ZIP64 values without a ZIP64 locator".into(),
+            ));
         }
-        // Installers read the directory to its end, whatever the count says: entries past the
-        // count would be installed without being seen here.
-        if pos != cd.len() {
-            return Err(ZipError::CorruptCentralDirectory(format!(
-                "{} bytes of the directory follow its {count} counted entries",
-                cd.len() - pos
-            )));
+        let mut loc = [0u8; 20];
+        Self::read_exact_at(file, &mut loc, eocd_offset - 20)?;
+        if le32(&loc, 0) != SIG_ZIP64_LOCATOR {
+            return Err(ZipError::CorruptCentralDirectory(
+                "ZIP64 values without a ZIP64 locator".into(),
+            ));
         }
-        if total > limits.max_total_size {
-            return Err(ZipError::TotalTooLarge {
-                total,
-                limit: limits.max_total_size,
-            });
+        let z64_offset = le64(&loc, 8);
+        if z64_offset
+            .checked_add(56)
+            .is_none_or(|end| end > eocd_offset - 20)
+        {
+            return Err(ZipError::CorruptCentralDirectory(
+                "ZIP64 end record outside the file".into(),
+            ));
         }
-        let mut archive = ZipArchive {
-            path: path.to_path_buf(),
-            file,
-            file_len,
-            members,
-            by_name,
-            findings,
-            cd_offset,
-            identity,
-        };
-        archive.check_local_headers();
-        archive.check_overlaps();
-        Ok(archive)
+        let mut rec = [0u8; 56];
+        Self::read_exact_at(file, &mut rec, z64_offset)?;
+        if le32(&rec, 0) != SIG_ZIP64_EOCD {
+            return Err(ZipError::CorruptCentralDirectory(
+                "bad ZIP64 end record signature".into(),
+            ));
+        }
+        Ok(Directory {
+            count: le64(&rec, 32),
+            size: le64(&rec, 40),
+            offset: le64(&rec, 48),
+            end_limit: z64_offset,
+        })
     }
 
     /// Reads every local header and checks that it agrees with the central directory.

@@ -512,7 +512,7 @@ fn cuobjdump_lists_and_extracts_the_same_entries_as_the_fixture() {
 
 /// `--list` of each bundle of a `.hip_fatbin` that `objcopy` extracts from `file`: the bundle
 /// bytes and their sorted targets.
-fn bundler_lists(dir: &Path, file: &Path) -> Vec<(Vec<u8>, Vec<String>)> {
+pub fn bundler_lists(dir: &Path, file: &Path) -> Vec<(Vec<u8>, Vec<String>)> {
     let objcopy = need("objcopy", "binutils");
     let bundler = need("clang-offload-bundler-19", "clang-tools-19");
     let name = file.file_name().unwrap().to_string_lossy().into_owned();

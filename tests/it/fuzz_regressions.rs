@@ -43,6 +43,32 @@ fn elf_shrink() {
 }
 
 #[test]
+fn elf_companion_host() {
+    replay("elf_companion_host", harness::elf_companion_host);
+}
+
+/// The fixtures themselves, through the companion harness (a seed corpus in miniature).
+#[test]
+fn elf_companion_host_on_the_fixtures() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures");
+    let (mut n, mut moved) = (0, 0);
+    for dir in ["cuda", "hip", "aarch64", "ppc64le"] {
+        for entry in std::fs::read_dir(root.join(dir)).expect("list the fixtures") {
+            let path = entry.expect("a fixture").path();
+            if path.extension().is_some_and(|e| e == "so") {
+                moved += harness::elf_companion_host_moves(
+                    &std::fs::read(&path).expect("read a fixture"),
+                );
+                n += 1;
+            }
+        }
+    }
+    assert!(n >= 9, "only {n} fixtures");
+    // Every fixture moves, whole and split in two (the debug fixture too).
+    assert_eq!(moved, 2 * n, "{moved} of {} plans were carried out", 2 * n);
+}
+
+#[test]
 fn fatbin_cuda() {
     replay("fatbin_cuda", harness::fatbin_cuda);
 }

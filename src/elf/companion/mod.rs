@@ -1,7 +1,8 @@
 //! Writes minimal *companion* shared objects: ELF64 `ET_DYN` files whose only content is device
 //! code (CUDA fatbin containers, clang offload bundles) and the dynamic symbols that name it, so
-//! that a host library can later point its fatbin wrappers at the companion through `ld.so`
-//! (issue 14). This module only writes companions; rewriting the host is still to come.
+//! that a host library can point its fatbin wrappers at the companion through `ld.so`
+//! (issue 14). The host rewrite that moves containers out of a library and re-points its
+//! wrappers is [`move_device_code`] (`host.rs`).
 //!
 //! # Layout
 //!
@@ -65,8 +66,11 @@
 )]
 
 mod hash;
+mod host;
 #[cfg(test)]
 mod tests;
+
+pub use host::{CompanionTarget, MoveError, MoveOutcome, MovedBlock, move_device_code};
 
 use super::{ElfError, Machine};
 use hash::{bucket_count, gnu_hash, gnu_table, rem, sysv_table};

@@ -637,7 +637,7 @@ fn new_segment(
     grow_strings: bool,
     move_dynamic: bool,
 ) -> Result<Laid, ElfError> {
-    let (elf, view) = (ctx.elf, ctx.view);
+    let elf = ctx.elf;
     let slot = choose_slot(ctx, &edited.entries)?;
     let plan = plan_segment(ctx, slot, &edited, grow_strings, move_dynamic)?;
     let mut notes = Vec::new();
@@ -655,106 +655,10 @@ fn new_segment(
     }
 
     let mut out = ctx.assemble(plan.delta)?;
-    if let Some((span, _, _)) = plan.slide() {
-        let block = raw::bytes(
-            elf.data,
-            span.start,
-            span.end - span.start,
-            "the moved sections",
-        )?;
-        raw::put(&mut out, plan.head_off, block)?;
-        // The old place becomes the table's room; what the table does not cover is zeroed.
-        raw::put(&mut out, span.start, &vec![0u8; block.len()])?;
-        notes.push(format!(
-            "moved {} ({:#x} bytes after the program header table) into the new PT_LOAD at {:#x} \
-             to make room for one more program header",
-            span.names(elf)
-                .iter()
-                .map(|n| format!("`{n}`"))
-                .collect::<Vec<_>>()
-                .join(", "),
-            block.len(),
-            plan.addr(plan.head_off)
-        ));
-    }
-    match plan.str_off {
-        Some(off) => {
-            raw::put(&mut out, off, edited.table)?;
-            raw::put(&mut out, off + view.strtab.size, edited.tail)?;
-            notes.push(format!(
-                "moved `.dynstr` ({:#x} bytes, {} of them new) into a new PT_LOAD at {:#x} \
-                 (file offset {off:#x}); the old copy is left unreferenced",
-                plan.str_size,
-                edited.tail.len(),
-                plan.addr(off)
-            ));
-        }
-        None => raw::put(&mut out, view.strtab.offset, edited.table)?,
-    }
-    match plan.dyn_off {
-        Some(off) => {
-            raw::put(
-                &mut out,
-                off,
-                &encode_dynamic(&edited.entries, plan.dyn_slots)?,
-            )?;
-            notes.push(format!(
-                "moved `.dynamic` ({} entries, no DT_NULL slack left) into a new writable \
-                 PT_LOAD at {:#x} (file offset {off:#x}) with {SPARE_DYN_SLOTS} spare slots",
-                edited.entries.len(),
-                plan.addr(off)
-            ));
-        }
-        None => {
-            let dynamic = encode_dynamic(&edited.entries, view.dynamic.slots)?;
-            raw::put(&mut out, view.dynamic.offset, &dynamic)?;
-        }
-    }
-    ctx.write_vn_files(&mut out, &edited.vn_files)?;
+    write_tables(ctx, &plan, &edited, &mut out, &mut notes)?;
+    place_program_headers(ctx, &plan, &mut out, &mut notes)?;
 
-    let phoff = match plan.slot {
-        PhdrSlot::Move => {
-            notes.push(format!(
-                "moved the program header table ({} entries) to the start of the new PT_LOAD \
-                 (file offset {:#x}): it had no room to grow in place",
-                plan.phnum, plan.head_off
-            ));
-            plan.head_off
-        }
-        PhdrSlot::Grow => {
-            notes.push("grew the program header table in place over unused bytes".into());
-            ctx.moved(elf.header.e_phoff, plan.delta)
-        }
-        PhdrSlot::Null(_) => {
-            notes.push("the new PT_LOAD took the place of a PT_NULL program header".into());
-            ctx.moved(elf.header.e_phoff, plan.delta)
-        }
-        PhdrSlot::Slide(_) => ctx.moved(elf.header.e_phoff, plan.delta),
-    };
-    ctx.write_phdrs(&mut out, phoff, &program_headers(ctx, &plan))?;
-
-    // Sections that moved: (index, old address, size, new address, new offset).
-    let mut moves = Vec::new();
-    if let (Some(off), Some(i)) = (plan.str_off, ctx.dynstr_index) {
-        moves.push((i, view.strtab.vaddr, plan.str_size, plan.addr(off), off));
-    }
-    if let (Some(off), Some(i)) = (plan.dyn_off, ctx.dynamic_index) {
-        let size = plan.dyn_slots as u64 * DYN_SIZE;
-        moves.push((i, view.segment.p_vaddr, size, plan.addr(off), off));
-    }
-    if let Some((span, file_shift, addr_shift)) = plan.slide() {
-        for &i in &span.sections {
-            if let Some(s) = elf.shdrs.get(i) {
-                moves.push((
-                    i,
-                    s.sh_addr,
-                    s.sh_size,
-                    s.sh_addr + addr_shift,
-                    s.sh_offset + file_shift,
-                ));
-            }
-        }
-    }
+    let moves = section_moves(ctx, &plan);
     ctx.write_sections(&mut out, plan.delta, |i, s| {
         if let Some(&(_, _, size, addr, off)) = moves.iter().find(|m| m.0 == i) {
             s.sh_offset = off;
@@ -782,6 +686,131 @@ fn new_segment(
         },
         notes,
     })
+}
+
+/// Writes the moved sections, `.dynstr` and `.dynamic` (moved or in place) and the
+/// `vn_file` fields into `out`, noting each move.
+fn write_tables(
+    ctx: &Ctx,
+    plan: &Plan,
+    edited: &Edited,
+    out: &mut [u8],
+    notes: &mut Vec<String>,
+) -> Result<(), ElfError> {
+    let (elf, view) = (ctx.elf, ctx.view);
+    if let Some((span, _, _)) = plan.slide() {
+        let block = raw::bytes(
+            elf.data,
+            span.start,
+            span.end - span.start,
+            "the moved sections",
+        )?;
+        raw::put(out, plan.head_off, block)?;
+        // The old place becomes the table's room; what the table does not cover is zeroed.
+        raw::put(out, span.start, &vec![0u8; block.len()])?;
+        notes.push(format!(
+            "moved {} ({:#x} bytes after the program header table) into the new PT_LOAD at {:#x} \
+             to make room for one more program header",
+            span.names(elf)
+                .iter()
+                .map(|n| format!("`{n}`"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            block.len(),
+            plan.addr(plan.head_off)
+        ));
+    }
+    match plan.str_off {
+        Some(off) => {
+            raw::put(out, off, edited.table)?;
+            raw::put(out, off + view.strtab.size, edited.tail)?;
+            notes.push(format!(
+                "moved `.dynstr` ({:#x} bytes, {} of them new) into a new PT_LOAD at {:#x} \
+                 (file offset {off:#x}); the old copy is left unreferenced",
+                plan.str_size,
+                edited.tail.len(),
+                plan.addr(off)
+            ));
+        }
+        None => raw::put(out, view.strtab.offset, edited.table)?,
+    }
+    match plan.dyn_off {
+        Some(off) => {
+            raw::put(out, off, &encode_dynamic(&edited.entries, plan.dyn_slots)?)?;
+            notes.push(format!(
+                "moved `.dynamic` ({} entries, no DT_NULL slack left) into a new writable \
+                 PT_LOAD at {:#x} (file offset {off:#x}) with {SPARE_DYN_SLOTS} spare slots",
+                edited.entries.len(),
+                plan.addr(off)
+            ));
+        }
+        None => {
+            let dynamic = encode_dynamic(&edited.entries, view.dynamic.slots)?;
+            raw::put(out, view.dynamic.offset, &dynamic)?;
+        }
+    }
+    ctx.write_vn_files(out, &edited.vn_files)?;
+
+    Ok(())
+}
+
+/// Writes the program headers where the plan puts the table, noting where that is.
+fn place_program_headers(
+    ctx: &Ctx,
+    plan: &Plan,
+    out: &mut [u8],
+    notes: &mut Vec<String>,
+) -> Result<(), ElfError> {
+    let elf = ctx.elf;
+    let phoff = match plan.slot {
+        PhdrSlot::Move => {
+            notes.push(format!(
+                "moved the program header table ({} entries) to the start of the new PT_LOAD \
+                 (file offset {:#x}): it had no room to grow in place",
+                plan.phnum, plan.head_off
+            ));
+            plan.head_off
+        }
+        PhdrSlot::Grow => {
+            notes.push("grew the program header table in place over unused bytes".into());
+            ctx.moved(elf.header.e_phoff, plan.delta)
+        }
+        PhdrSlot::Null(_) => {
+            notes.push("the new PT_LOAD took the place of a PT_NULL program header".into());
+            ctx.moved(elf.header.e_phoff, plan.delta)
+        }
+        PhdrSlot::Slide(_) => ctx.moved(elf.header.e_phoff, plan.delta),
+    };
+    ctx.write_phdrs(out, phoff, &program_headers(ctx, plan))?;
+
+    Ok(())
+}
+
+/// The sections that move: (index, old address, size, new address, new offset).
+fn section_moves(ctx: &Ctx, plan: &Plan) -> Vec<(usize, u64, u64, u64, u64)> {
+    let (elf, view) = (ctx.elf, ctx.view);
+    let mut moves = Vec::new();
+    if let (Some(off), Some(i)) = (plan.str_off, ctx.dynstr_index) {
+        moves.push((i, view.strtab.vaddr, plan.str_size, plan.addr(off), off));
+    }
+    if let (Some(off), Some(i)) = (plan.dyn_off, ctx.dynamic_index) {
+        let size = plan.dyn_slots as u64 * DYN_SIZE;
+        moves.push((i, view.segment.p_vaddr, size, plan.addr(off), off));
+    }
+    if let Some((span, file_shift, addr_shift)) = plan.slide() {
+        for &i in &span.sections {
+            if let Some(s) = elf.shdrs.get(i) {
+                moves.push((
+                    i,
+                    s.sh_addr,
+                    s.sh_size,
+                    s.sh_addr + addr_shift,
+                    s.sh_offset + file_shift,
+                ));
+            }
+        }
+    }
+    moves
 }
 
 /// Moves the value of every symbol defined in a moved section (its STT_SECTION symbol,

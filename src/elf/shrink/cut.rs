@@ -211,35 +211,7 @@ fn build_segments(
 pub(crate) fn plan(d: &[u8], l: &Layout, t: &Tables, p: &Packing) -> Result<CutPlan, Refuse> {
     let granule = l.max_load_align();
     let mut holes = candidate_holes(l, p, granule);
-    if p.regions.is_empty() {
-        return Err(Refuse::Cut("no device section was edited".into()));
-    }
-    if holes.is_empty() {
-        let ends: Vec<String> = p
-            .regions
-            .iter()
-            .enumerate()
-            .map(|(ri, r)| {
-                format!(
-                    "{} ends at {:#x} packed, {:#x} before",
-                    region_name(p, ri),
-                    r.new_end,
-                    r.old_end
-                )
-            })
-            .collect();
-        return Err(Refuse::Cut(format!(
-            "packing frees no whole {granule:#x}-byte granule ({})",
-            ends.join("; ")
-        )));
-    }
-    check_loads(l)?;
-    if l.phnum_field == 0xffff {
-        return Err(Refuse::Cut(
-            "the program header count is extended (PN_XNUM)".into(),
-        ));
-    }
-    check_holes(l, p, &holes)?;
+    refuse_uncuttable(l, p, &holes, granule)?;
     let secs = extents(l, Some(p));
     let others: Vec<Segment> = l
         .segments
@@ -276,39 +248,9 @@ pub(crate) fn plan(d: &[u8], l: &Layout, t: &Tables, p: &Packing) -> Result<CutP
                 }
                 continue;
             }
-            let mut at = align_up(base_len, 8).unwrap_or(base_len);
-            // Past any PT_LOAD's page-rounded file image, so no loader mistakes it for mapped.
-            for s in segments.iter().filter(|s| s.is_load()) {
-                let (_, end) = mapped_file_range(s, granule);
-                if end > at && s.offset <= at {
-                    at = align_up(end, 8).unwrap_or(end);
-                }
-            }
-            if let Err(why) = loaders_find_table(&segments, at, size, None) {
-                return Err(Refuse::Cut(format!(
-                    "there is no room for a program header table of {} entries: no unused bytes follow it, \
-                     the dead bytes beside the hole are too few or unsuitable, giving up the only \
-                     {granule:#x}-byte granule would leave nothing to cut, and the end of the file is \
-                     not an option ({why})",
-                    segments.len()
-                )));
-            }
-            out_len = at + size;
-            if out_len >= l.file_len {
-                return Err(Refuse::Cut(format!(
-                    "the program header table only fits at the end of the file, which would leave it \
-                     no shorter ({:#x} cut, table at {at:#x})",
-                    map.removed()
-                )));
-            }
-            spot = Some(TableSpot {
-                out_off: at,
-                in_range: None,
-                vaddr: None,
-                how: format!(
-                    "moved to the end of the file at {at:#x} (not mapped; there is no PT_PHDR)"
-                ),
-            });
+            let (at_end, len) = table_at_end(l, &segments, &map, size, granule)?;
+            out_len = len;
+            spot = Some(at_end);
         }
         let Some(mut spot) = spot else {
             return Err(Refuse::Cut("no place for the program header table".into()));
@@ -336,6 +278,86 @@ pub(crate) fn plan(d: &[u8], l: &Layout, t: &Tables, p: &Packing) -> Result<CutP
             out_len,
         });
     }
+}
+
+/// Refuses a cut that cannot be planned at all: nothing edited, no whole granule freed, an
+/// unusual PT_LOAD layout, an extended program header count, or holes that are not safe.
+fn refuse_uncuttable(l: &Layout, p: &Packing, holes: &[Hole], granule: u64) -> Result<(), Refuse> {
+    if p.regions.is_empty() {
+        return Err(Refuse::Cut("no device section was edited".into()));
+    }
+    if holes.is_empty() {
+        let ends: Vec<String> = p
+            .regions
+            .iter()
+            .enumerate()
+            .map(|(ri, r)| {
+                format!(
+                    "{} ends at {:#x} packed, {:#x} before",
+                    region_name(p, ri),
+                    r.new_end,
+                    r.old_end
+                )
+            })
+            .collect();
+        return Err(Refuse::Cut(format!(
+            "packing frees no whole {granule:#x}-byte granule ({})",
+            ends.join("; ")
+        )));
+    }
+    check_loads(l)?;
+    if l.phnum_field == 0xffff {
+        return Err(Refuse::Cut(
+            "the program header count is extended (PN_XNUM)".into(),
+        ));
+    }
+    check_holes(l, p, holes)?;
+    Ok(())
+}
+
+/// The last place for the program header table: after the end of the cut file (and past
+/// every PT_LOAD's page-rounded file image), unmapped. The spot and the output's length; a
+/// refusal when loaders would not find it there or the file would not get shorter.
+fn table_at_end(
+    l: &Layout,
+    segments: &[Segment],
+    map: &OffsetMap,
+    size: u64,
+    granule: u64,
+) -> Result<(TableSpot, u64), Refuse> {
+    let base_len = l.file_len - map.removed();
+    let mut at = align_up(base_len, 8).unwrap_or(base_len);
+    // Past any PT_LOAD's page-rounded file image, so no loader mistakes it for mapped.
+    for s in segments.iter().filter(|s| s.is_load()) {
+        let (_, end) = mapped_file_range(s, granule);
+        if end > at && s.offset <= at {
+            at = align_up(end, 8).unwrap_or(end);
+        }
+    }
+    if let Err(why) = loaders_find_table(segments, at, size, None) {
+        return Err(Refuse::Cut(format!(
+            "there is no room for a program header table of {} entries: no unused bytes follow it, \
+             the dead bytes beside the hole are too few or unsuitable, giving up the only \
+             {granule:#x}-byte granule would leave nothing to cut, and the end of the file is \
+             not an option ({why})",
+            segments.len()
+        )));
+    }
+    let out_len = at + size;
+    if out_len >= l.file_len {
+        return Err(Refuse::Cut(format!(
+            "the program header table only fits at the end of the file, which would leave it \
+             no shorter ({:#x} cut, table at {at:#x})",
+            map.removed()
+        )));
+    }
+    let spot = TableSpot {
+        out_off: at,
+        in_range: None,
+        vaddr: None,
+        how: format!("moved to the end of the file at {at:#x} (not mapped; there is no PT_PHDR)"),
+    };
+    Ok((spot, out_len))
 }
 
 /// Writes the output: the input minus the holes, with the regions packed, every patch, the

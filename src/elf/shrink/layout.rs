@@ -7,7 +7,7 @@
 use crate::elf::ElfError;
 use crate::elf::consts::{PHDR_SIZE, PT_LOAD, SHF_ALLOC, SHT_NOBITS, SHT_NULL};
 use crate::elf::file::{Elf64, ProgramHeader, check_ident, truncated};
-pub(crate) use crate::elf::file::{bytes_at, u16_at, u32_at, u64_at};
+pub(crate) use crate::elf::file::{bytes_at, overlaps, u16_at, u32_at, u64_at};
 
 /// Writes `bytes` at `off` of `d`, failing (never panicking) when it does not fit.
 pub(crate) fn put_bytes(d: &mut [u8], off: u64, bytes: &[u8]) -> Result<(), ElfError> {
@@ -62,11 +62,6 @@ pub(crate) fn align_up(v: u64, align: u64) -> Option<u64> {
 /// Rounds `v` down to a multiple of `align` (a power of two, or 0/1 for none).
 pub(crate) fn align_down(v: u64, align: u64) -> u64 {
     if align <= 1 { v } else { v & !(align - 1) }
-}
-
-/// True when the half-open ranges `[a, a+alen)` and `[b, b+blen)` share a byte.
-pub(crate) fn overlaps(a: u64, alen: u64, b: u64, blen: u64) -> bool {
-    alen > 0 && blen > 0 && a < b.saturating_add(blen) && b < a.saturating_add(alen)
 }
 
 /// One program header.

@@ -300,8 +300,28 @@ pub(crate) fn pack(
     devs: Vec<DevSection>,
     edits: &[SectionEdit],
 ) -> Result<Packing, Refuse> {
-    // Bytes of a section that no block covers must be zero: they are dropped.
-    for dev in &devs {
+    check_uncovered_zero(d, &devs, edits)?;
+    let mut regions = regions(d, l, &devs);
+    let (placed, mut marks, new_sections) = place_containers(&devs, edits, &mut regions)?;
+    marks.sort_by_key(|m| m.0);
+    let any_dropped = marks.iter().any(|m| matches!(m.1, Mark::Dropped(..)));
+    Ok(Packing {
+        any_dropped,
+        devs,
+        regions,
+        placed,
+        new_sections,
+        marks,
+    })
+}
+
+/// Bytes of a device section that no block covers must be zero: they are dropped.
+fn check_uncovered_zero(
+    d: &[u8],
+    devs: &[DevSection],
+    edits: &[SectionEdit],
+) -> Result<(), Refuse> {
+    for dev in devs {
         let e = &edits[dev.edit];
         let mut at = 0u64;
         let check = |from: u64, to: u64| -> Result<(), Refuse> {
@@ -325,6 +345,12 @@ pub(crate) fn pack(
         check(at, dev.size)?;
     }
 
+    Ok(())
+}
+
+/// The regions to pack: runs of device sections in one PT_LOAD with nothing else and only
+/// zeros between them.
+fn regions(d: &[u8], l: &Layout, devs: &[DevSection]) -> Vec<Region> {
     let mut regions: Vec<Region> = Vec::new();
     for (i, dev) in devs.iter().enumerate() {
         let joins = match regions.last() {
@@ -362,10 +388,22 @@ pub(crate) fn pack(
         }
     }
 
+    regions
+}
+
+/// Places the kept containers of each region at their new addresses, in order and aligned:
+/// the placed containers, the marks of what moved or was dropped at each old address
+/// (unsorted), and each device section's new (address, size).
+#[allow(clippy::type_complexity)]
+fn place_containers(
+    devs: &[DevSection],
+    edits: &[SectionEdit],
+    regions: &mut [Region],
+) -> Result<(Vec<Placed>, Vec<(u64, Mark)>, Vec<(u64, u64)>), Refuse> {
     let mut placed = Vec::new();
     let mut marks: Vec<(u64, Mark)> = Vec::new();
     let mut new_sections = vec![(0u64, 0u64); devs.len()];
-    for r in &mut regions {
+    for r in regions.iter_mut() {
         let mut pos = r.start;
         for (k, &di) in r.devs.iter().enumerate() {
             let dev = &devs[di];
@@ -428,14 +466,5 @@ pub(crate) fn pack(
         }
         r.new_end = pos;
     }
-    marks.sort_by_key(|m| m.0);
-    let any_dropped = marks.iter().any(|m| matches!(m.1, Mark::Dropped(..)));
-    Ok(Packing {
-        any_dropped,
-        devs,
-        regions,
-        placed,
-        new_sections,
-        marks,
-    })
+    Ok((placed, marks, new_sections))
 }

@@ -5,13 +5,13 @@
 
 use std::collections::BTreeMap;
 
-use super::layout::{Layout, bytes_at, u32_at, u64_at};
+use super::layout::{Layout, bytes_at, u32_at};
 pub(crate) use crate::elf::file::DynEntry;
 
 use crate::elf::ElfError;
 use crate::elf::consts::{
-    DT_JMPREL, DT_NULL, DT_PLTREL, DT_PLTRELSZ, DT_REL, DT_RELA, DT_RELASZ, DT_RELR, DT_RELRSZ,
-    DT_RELSZ, SHN_XINDEX,
+    DT_JMPREL, DT_PLTREL, DT_PLTRELSZ, DT_REL, DT_RELA, DT_RELASZ, DT_RELR, DT_RELRSZ, DT_RELSZ,
+    SHN_XINDEX,
 };
 use crate::elf::consts::{
     PT_DYNAMIC, SHT_DYNAMIC, SHT_DYNSYM, SHT_REL, SHT_RELA, SHT_RELR, SHT_SYMTAB, SHT_SYMTAB_SHNDX,
@@ -37,21 +37,14 @@ pub(crate) fn dynamic_entries(d: &[u8], l: &Layout) -> Result<Vec<DynEntry>, Elf
             .find(|s| s.sh_type == SHT_DYNAMIC && s.in_file())
             .map(|s| (s.offset, s.size)),
     };
-    let mut out = Vec::new();
-    if let Some((off, size)) = range {
-        bytes_at(d, off, size, "the dynamic section")?;
-        let mut at = off;
-        while at + 16 <= off + size {
-            let tag = u64_at(d, at)?;
-            let val = u64_at(d, at + 8)?;
-            if tag == DT_NULL {
-                break;
-            }
-            out.push(DynEntry { tag, val });
-            at += 16;
+    // Without a DT_NULL the entries run to the end: the shrinker only looks tags up.
+    match range {
+        Some((off, size)) => {
+            let raw = bytes_at(d, off, size, "the dynamic section")?;
+            Ok(crate::elf::file::read_dynamic(raw)?.0)
         }
+        None => Ok(Vec::new()),
     }
-    Ok(out)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -98,6 +91,13 @@ struct Table {
 /// Every relocation of the object, each entry once, sorted by entry offset. `relative` is the
 /// machine's RELATIVE type (used for RELR words).
 pub(crate) fn relocations(d: &[u8], l: &Layout, relative: u32) -> Result<Vec<Reloc>, ElfError> {
+    let tables = relocation_tables(d, l)?;
+    let merged = merge_tables(tables)?;
+    read_relocations(d, merged, relative)
+}
+
+/// The relocation tables the section headers and `.dynamic` name, twins included.
+fn relocation_tables(d: &[u8], l: &Layout) -> Result<Vec<Table>, ElfError> {
     let dynsym = l
         .sections
         .iter()
@@ -156,8 +156,12 @@ pub(crate) fn relocations(d: &[u8], l: &Layout, relative: u32) -> Result<Vec<Rel
     };
     from_dynamic(plt_kind, DT_JMPREL, get(DT_PLTRELSZ))?;
 
-    // Merge tables that describe the same entries (a section and its DT_* twin, or DT_RELA
-    // spanning two sections), so each entry is read once.
+    Ok(tables)
+}
+
+/// Merges tables that describe the same entries (a section and its DT_* twin, or DT_RELA
+/// spanning two sections), so each entry is read once; sorted by offset.
+fn merge_tables(mut tables: Vec<Table>) -> Result<Vec<Table>, ElfError> {
     tables.sort_by_key(|t| (t.off, t.kind));
     let mut merged: Vec<Table> = Vec::new();
     for t in tables {
@@ -189,7 +193,11 @@ pub(crate) fn relocations(d: &[u8], l: &Layout, relative: u32) -> Result<Vec<Rel
         }
         merged.push(t);
     }
+    Ok(merged)
+}
 
+/// The entries of the merged tables, in order; RELR words become one entry per address.
+fn read_relocations(d: &[u8], merged: Vec<Table>, relative: u32) -> Result<Vec<Reloc>, ElfError> {
     let mut out = Vec::new();
     for t in merged {
         let bytes = bytes_at(d, t.off, t.size, "a relocation table")?;

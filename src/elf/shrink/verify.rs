@@ -207,9 +207,11 @@ pub(crate) struct CutExpect<'a> {
     pub tables: &'a Tables,
 }
 
+/// Checks a cut's output against its input and plan (see the module's list); the first
+/// difference found is the error.
 pub(crate) fn verify_cut(out: &[u8], e: &CutExpect) -> Check {
     let ol = Layout::parse(out).map_err(|err| format!("the output does not parse: {err}"))?;
-    let (ind, inl, c, p) = (e.input, e.inl, e.plan, e.packing);
+    let (inl, c) = (e.inl, e.plan);
     if out.len() as u64 != c.out_len {
         return Err(format!(
             "the output is {:#x} bytes, expected {:#x}",
@@ -228,7 +230,21 @@ pub(crate) fn verify_cut(out: &[u8], e: &CutExpect) -> Check {
         return Err("the program headers are not the planned ones".into());
     }
 
-    // Headers: only the offsets and the table position may differ.
+    check_headers(out, &ol, e)?;
+    // The cut addresses, which the output no longer maps.
+    let holes: Vec<(u64, u64)> = normalise(c.holes.iter().map(|h| (h.vstart, h.vend)).collect());
+    check_unchanged_memory(out, &ol, e, &holes)?;
+    check_load_segments(&ol, e, &holes)?;
+    check_regions(out, &ol, e, &holes)?;
+    let relocs = check_relocations(out, &ol, e)?;
+    check_symbols(out, &ol, e)?;
+    check_wrappers(out, &ol, e, &relocs)
+}
+
+/// The ELF header, the section headers and the program headers that are not PT_LOAD: only
+/// offsets, the table position and the device sections' places may differ.
+fn check_headers(out: &[u8], ol: &Layout, e: &CutExpect) -> Check {
+    let (ind, inl, c, p) = (e.input, e.inl, e.plan, e.packing);
     let same = |a: u64, n: u64| -> Check {
         let x = bytes_at(ind, a, n, "ehdr").map_err(|e| e.to_string())?;
         let y = bytes_at(out, a, n, "ehdr").map_err(|e| e.to_string())?;
@@ -292,8 +308,13 @@ pub(crate) fn verify_cut(out: &[u8], e: &CutExpect) -> Check {
         }
     }
 
-    // Memory image.
-    let holes: Vec<(u64, u64)> = normalise(c.holes.iter().map(|h| (h.vstart, h.vend)).collect());
+    Ok(())
+}
+
+/// The memory image: everything mapped outside the packed regions, the patched words, the
+/// headers and the cut addresses reads the same as in the input.
+fn check_unchanged_memory(out: &[u8], ol: &Layout, e: &CutExpect, holes: &[(u64, u64)]) -> Check {
+    let (ind, inl, c, p) = (e.input, e.inl, e.plan, e.packing);
     let mut changed: Vec<(u64, u64)> = p.regions.iter().map(|r| (r.start, r.old_end)).collect();
     for &off in e.refs.patches.keys() {
         if let Some(v) = inl.offset_to_vaddr(off) {
@@ -311,10 +332,17 @@ pub(crate) fn verify_cut(out: &[u8], e: &CutExpect) -> Check {
     let skip = normalise(changed.into_iter().chain(holes.iter().copied()).collect());
     for s in inl.segments.iter().filter(|s| s.is_load()) {
         for (a, b) in subtract(s.vaddr, s.mem_end(), &skip) {
-            same_memory(ind, inl, out, &ol, a, b)?;
+            same_memory(ind, inl, out, ol, a, b)?;
         }
     }
-    let out_secs = extents(&ol, None);
+    Ok(())
+}
+
+/// Each output PT_LOAD maps no cut address, lies inside an input PT_LOAD with its alignment
+/// (and its permissions, when whole), and a piece of a split one lost only what nothing needs.
+fn check_load_segments(ol: &Layout, e: &CutExpect, holes: &[(u64, u64)]) -> Check {
+    let inl = e.inl;
+    let out_secs = extents(ol, None);
     let others: Vec<Segment> = ol
         .segments
         .iter()
@@ -356,7 +384,12 @@ pub(crate) fn verify_cut(out: &[u8], e: &CutExpect) -> Check {
         }
     }
 
-    // Regions: containers hold their new bytes, everything else is zero.
+    Ok(())
+}
+
+/// The packed regions: containers hold their new bytes, everything else is zero.
+fn check_regions(out: &[u8], ol: &Layout, e: &CutExpect, holes: &[(u64, u64)]) -> Check {
+    let (c, p) = (e.plan, e.packing);
     let table_v = match (c.table.in_range, c.table.vaddr) {
         (Some((a, b)), Some(v)) => Some((v, v + (b - a))),
         _ => None,
@@ -375,7 +408,7 @@ pub(crate) fn verify_cut(out: &[u8], e: &CutExpect) -> Check {
                 to,
                 &normalise(table_v.into_iter().chain(holes.iter().copied()).collect()),
             ) {
-                if out_bytes(out, &ol, a, b - a)?.iter().any(|&c| c != 0) {
+                if out_bytes(out, ol, a, b - a)?.iter().any(|&c| c != 0) {
                     return Err(format!("dead bytes at {a:#x}..{b:#x} are not zero"));
                 }
             }
@@ -384,7 +417,7 @@ pub(crate) fn verify_cut(out: &[u8], e: &CutExpect) -> Check {
         for pl in placed {
             zero_upto(x, pl.new_addr)?;
             let want = &e.edits[pl.edit].blocks[pl.block].new_bytes;
-            if out_bytes(out, &ol, pl.new_addr, pl.new_len)? != want.as_slice() {
+            if out_bytes(out, ol, pl.new_addr, pl.new_len)? != want.as_slice() {
                 return Err(format!(
                     "the container placed at {:#x} does not hold its new bytes",
                     pl.new_addr
@@ -395,8 +428,14 @@ pub(crate) fn verify_cut(out: &[u8], e: &CutExpect) -> Check {
         zero_upto(x, r.old_end)?;
     }
 
-    // Relocations.
-    let relocs = tables::relocations(out, &ol, e.tables.relative).map_err(|err| err.to_string())?;
+    Ok(())
+}
+
+/// Relocations keep their count, order, places, types and symbols; RELATIVE ones reach the
+/// container's new address or their old target. Returns the output's relocations.
+fn check_relocations(out: &[u8], ol: &Layout, e: &CutExpect) -> Result<Vec<tables::Reloc>, String> {
+    let (ind, inl, c, p) = (e.input, e.inl, e.plan, e.packing);
+    let relocs = tables::relocations(out, ol, e.tables.relative).map_err(|err| err.to_string())?;
     if relocs.len() != e.tables.relocs.len() {
         return Err(format!(
             "relocation count changed from {} to {}",
@@ -425,7 +464,7 @@ pub(crate) fn verify_cut(out: &[u8], e: &CutExpect) -> Check {
         if a.r_type == e.tables.relative {
             let t_in = relative_target(ind, inl, a)
                 .map_err(|_| "unreadable relocation target".to_string())?;
-            let t_out = relative_target(out, &ol, b)
+            let t_out = relative_target(out, ol, b)
                 .map_err(|_| "unreadable relocation target".to_string())?;
             let want = match p.classify(t_in) {
                 Class::Container { new, .. } => new,
@@ -458,8 +497,14 @@ pub(crate) fn verify_cut(out: &[u8], e: &CutExpect) -> Check {
         }
     }
 
-    // Symbols.
-    let out_tabs = tables::all_symbol_tables(out, &ol).map_err(|err| err.to_string())?;
+    Ok(relocs)
+}
+
+/// Symbols keep everything but the patched values and sizes, and one in a device section
+/// points at a container start.
+fn check_symbols(out: &[u8], ol: &Layout, e: &CutExpect) -> Check {
+    let (ind, p) = (e.input, e.packing);
+    let out_tabs = tables::all_symbol_tables(out, ol).map_err(|err| err.to_string())?;
     if out_tabs.len() != e.tables.symtabs.len() {
         return Err("the symbol tables changed in number".into());
     }
@@ -501,7 +546,12 @@ pub(crate) fn verify_cut(out: &[u8], e: &CutExpect) -> Check {
         }
     }
 
-    // Wrappers point at container starts holding the new bytes.
+    Ok(())
+}
+
+/// Wrappers point at container starts (`relocs`: the output's relocations).
+fn check_wrappers(out: &[u8], ol: &Layout, e: &CutExpect, relocs: &[tables::Reloc]) -> Check {
+    let p = e.packing;
     let by_place: std::collections::HashMap<u64, &tables::Reloc> =
         relocs.iter().map(|r| (r.r_offset, r)).collect();
     for (sec, _) in WRAPPER_SECTIONS {
@@ -513,13 +563,13 @@ pub(crate) fn verify_cut(out: &[u8], e: &CutExpect) -> Check {
         {
             for i in 0..s.size / WRAPPER_SIZE {
                 let field = s.addr + i * WRAPPER_SIZE + 8;
-                let ptr = match by_place.get(&field) {
-                    Some(r) => relative_target(out, &ol, r)
-                        .map_err(|_| "unreadable wrapper".to_string())?,
-                    None => {
-                        u64_at(out, s.offset + i * WRAPPER_SIZE + 8).map_err(|e| e.to_string())?
-                    }
-                };
+                let ptr =
+                    match by_place.get(&field) {
+                        Some(r) => relative_target(out, ol, r)
+                            .map_err(|_| "unreadable wrapper".to_string())?,
+                        None => u64_at(out, s.offset + i * WRAPPER_SIZE + 8)
+                            .map_err(|e| e.to_string())?,
+                    };
                 let in_dev = p.devs.iter().enumerate().any(|(di, _)| {
                     let (a, n) = p.new_sections[di];
                     a <= ptr && ptr < a + n
