@@ -552,6 +552,26 @@ pub fn library_of(
     })
 }
 
+/// What the host rewrite (`crate::elf::companion::move_device_code`) is asked to do for a
+/// plan's companion files: each file's containers by section, offset and stored size.
+pub fn targets(files: &[CompanionFile]) -> Vec<crate::elf::companion::CompanionTarget> {
+    files
+        .iter()
+        .map(|f| crate::elf::companion::CompanionTarget {
+            soname: f.soname.clone(),
+            blocks: f
+                .containers
+                .iter()
+                .map(|b| crate::elf::companion::MovedBlock {
+                    section: b.section.clone(),
+                    offset: b.offset,
+                    size: b.size,
+                })
+                .collect(),
+        })
+        .collect()
+}
+
 /// The planner's view of a member of a wheel as inspected: `None` unless it is a host ELF
 /// object with device-code sections.
 pub fn library_of_member(f: &crate::facts::MemberFacts) -> Option<Library> {

@@ -288,3 +288,56 @@ fn companions_come_from_the_configuration() {
     no.push("--no-companions");
     assert_eq!(code(&wheelslim_in(&no, tmp.path())), 2);
 }
+
+/// The plan, carried out by the host rewrite on the fixtures: every container the plan moves
+/// is accepted, and the host and each companion, deflated, come out within the room the plan
+/// packed into (the estimates hold).
+#[test]
+fn the_plan_carried_out_by_the_host_rewrite_fits() {
+    use std::io::Write;
+    use wheelslim::plan::companions::{Verdict, library_of, plan, targets};
+    let deflated = |b: &[u8]| -> u64 {
+        let mut e = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(b).unwrap();
+        e.finish().unwrap().len() as u64
+    };
+    let room = 14 * 1024;
+    let mut planned = 0;
+    for (name, bytes) in read_zip(&fixture(CUDAFIX)) {
+        if !name.ends_with(".so") {
+            continue;
+        }
+        let Ok(wheelslim::elf::Inspected::Host(info)) = wheelslim::elf::inspect(&bytes) else {
+            continue;
+        };
+        let device = wheelslim::device::scan_elf(&bytes, &info).unwrap();
+        let compressed = deflated(&bytes);
+        let size = bytes.len() as u64;
+        let est = |a: u64, b: u64| {
+            wheelslim::plan::companions::compressed_range(&[], size, compressed, a, b)
+        };
+        let Some(lib) = library_of(&name, &info, &device, compressed, &est) else {
+            continue;
+        };
+        let Verdict::Companions { files, .. } = plan(&lib, room, &|_| false) else {
+            continue;
+        };
+        let out = wheelslim::elf::companion::move_device_code(&bytes, &targets(&files))
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(out.companions.len(), files.len(), "{name}");
+        let moved: u64 = files.iter().map(|f| f.stored_bytes).sum();
+        assert_eq!(out.moved_bytes, moved, "{name}");
+        let host = deflated(&out.host);
+        assert!(host <= room, "{name}: host {host} over {room}");
+        for ((soname, c), f) in out.companions.iter().zip(&files) {
+            assert_eq!(soname, &f.soname);
+            let z = deflated(c);
+            assert!(z <= room, "{name}: {soname} {z} over {room}");
+        }
+        planned += 1;
+    }
+    assert!(
+        planned >= 3,
+        "only {planned} fixture libraries were planned"
+    );
+}
