@@ -160,6 +160,11 @@ pub struct WheelAudit {
     pub pypi_ok: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub to_fit: Option<FitAdvice>,
+    /// Libraries with device code too big for one wheel: whether device-code companions
+    /// (`split --companions`) would make each fit, and in how many files
+    /// ([`crate::plan::companions::advise`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub companions: Vec<crate::plan::companions::CompanionAdvice>,
     pub record: RecordCheck,
     pub diagnostics: Vec<Diagnostic>,
 }
@@ -214,7 +219,13 @@ pub fn audit(paths: &[PathBuf], profiles: &ProfileSet, opts: &AuditOptions) -> A
                         all_hashes.push((wheel.member_location(&f.name).to_string(), f.size, h));
                     }
                 }
-                wheels.push(audit_wheel(&wheel, facts, device, profiles, opts));
+                let companions = crate::plan::companions::advise(
+                    &facts.members,
+                    crate::checks::room_for_libraries(opts.max_size),
+                );
+                let mut report = audit_wheel(&wheel, facts, device, profiles, opts);
+                report.companions = companions;
+                wheels.push(report);
             }
             Err(e) => failed.push(Diagnostic::from_error(&e)),
         }
@@ -599,6 +610,7 @@ fn audit_wheel(
         violations,
         pypi_ok,
         to_fit,
+        companions: Vec::new(),
         record: facts.record,
         diagnostics,
     }

@@ -70,6 +70,50 @@ pub struct CudaSection {
     /// audit reports of them is in [`DeviceFacts::cuda_summary`]; a trim walks them again
     /// from the bytes ([`cuda::containers`]).
     pub containers: usize,
+    /// Where each container is and its GPU family, for the companion planner: a few bytes per
+    /// container, kept for sections of ELF objects only (empty for loose fatbin files, which
+    /// companions do not apply to).
+    #[serde(skip)]
+    pub spans: Vec<ContainerSpan>,
+    /// The distinct families the spans name ([`ContainerSpan::family`] indexes it).
+    #[serde(skip)]
+    pub families: Vec<String>,
+}
+
+/// One container of a CUDA section: its offset from the section start, its length and the
+/// index of its family in [`CudaSection::families`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ContainerSpan {
+    pub offset: u64,
+    pub len: u64,
+    pub family: u32,
+}
+
+impl CudaSection {
+    /// The family name of one of this section's spans (`other` if the index is stale).
+    pub fn family_of(&self, span: &ContainerSpan) -> &str {
+        usize::try_from(span.family)
+            .ok()
+            .and_then(|i| self.families.get(i))
+            .map_or("other", String::as_str)
+    }
+
+    /// Records a container's span, interning its family.
+    fn add_span(&mut self, c: &cuda::Container) {
+        let fam = crate::fatbin::family::cuda_family(c);
+        let idx = match self.families.iter().position(|f| *f == fam) {
+            Some(i) => i,
+            None => {
+                self.families.push(fam);
+                self.families.len() - 1
+            }
+        };
+        self.spans.push(ContainerSpan {
+            offset: c.offset as u64,
+            len: c.len as u64,
+            family: u32::try_from(idx).unwrap_or(u32::MAX),
+        });
+    }
 }
 
 /// What the audit reports of a member's CUDA device code, summed over every container of its
@@ -183,6 +227,8 @@ pub fn scan_elf(data: &[u8], info: &ElfInfo) -> Result<DeviceFacts, (String, Fat
                 name: s.name.clone(),
                 size: s.size,
                 containers: 0,
+                spans: Vec::new(),
+                families: Vec::new(),
             });
         } else if HIP_SECTIONS.contains(&s.name.as_str()) {
             let bytes = section_bytes(data, s).map_err(|e| (s.name.clone(), e))?;
@@ -195,8 +241,13 @@ pub fn scan_elf(data: &[u8], info: &ElfInfo) -> Result<DeviceFacts, (String, Fat
         }
     }
     let (counts, summary) = scan_cuda(&cuda_sections)?;
-    for (s, n) in facts.cuda.iter_mut().zip(counts) {
+    for ((s, n), (_, bytes)) in facts.cuda.iter_mut().zip(counts).zip(&cuda_sections) {
         s.containers = n;
+        s.spans.reserve_exact(n);
+        // Sound: the scan above checked every container of these bytes.
+        for c in cuda::containers(bytes).rechecked().flatten() {
+            s.add_span(&c);
+        }
     }
     facts.cuda_summary = summary;
     Ok(facts)

@@ -44,6 +44,11 @@ pub struct MemberFacts {
     /// (a loose cubin, PTX, code object).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub device: Option<crate::device::DeviceFacts>,
+    /// Where the member's deflate blocks begin, kept only for ELF objects with device-code
+    /// sections: how many compressed bytes each container takes is read off them (see
+    /// [`crate::plan::companions::compressed_range`]).
+    #[serde(skip)]
+    pub block_marks: Vec<crate::wheel::zip::BlockMark>,
 }
 
 impl MemberFacts {
@@ -63,6 +68,17 @@ impl MemberFacts {
 
     pub fn file_name(&self) -> &str {
         self.name.rsplit('/').next().unwrap_or(&self.name)
+    }
+
+    /// Estimated compressed bytes of the member's bytes `start..end`.
+    pub fn compressed_range(&self, start: u64, end: u64) -> u64 {
+        crate::plan::companions::compressed_range(
+            &self.block_marks,
+            self.size,
+            self.compressed_size,
+            start,
+            end,
+        )
     }
 }
 
@@ -329,6 +345,7 @@ fn inspect_member<'b, T>(
         sha256: None,
         content: Content::Other,
         device: None,
+        block_marks: Vec::new(),
     };
     if m.is_dir {
         return (facts, diags, None);
@@ -385,6 +402,13 @@ fn inspect_member<'b, T>(
     let mut out = None;
     if let Some(bytes) = streamed.kept {
         describe(&name, &bytes, &loc, so_like, &mut facts, &mut diags);
+        if facts
+            .device
+            .as_ref()
+            .is_some_and(|d| !d.cuda.is_empty() || !d.hip.is_empty())
+        {
+            facts.block_marks = streamed.marks.clone();
+        }
         if !matches!(facts.content, Content::Unreadable) {
             out = work(
                 &facts,
@@ -427,6 +451,8 @@ fn describe(
                             name: "(file)".into(),
                             size: bytes.len() as u64,
                             containers: counts.first().copied().unwrap_or(0),
+                            spans: Vec::new(),
+                            families: Vec::new(),
                         });
                         d.cuda_summary = summary;
                     })

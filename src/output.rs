@@ -136,6 +136,7 @@ pub fn plain_facts(name: &str, size: u64, sha256: [u8; 32]) -> MemberFacts {
         sha256: Some(sha256),
         content: Content::Other,
         device: None,
+        block_marks: Vec::new(),
     }
 }
 
@@ -157,6 +158,7 @@ pub fn elf_facts(
             None => Content::Other,
         },
         device: None,
+        block_marks: Vec::new(),
     }
 }
 

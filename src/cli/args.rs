@@ -205,6 +205,15 @@ pub struct SplitArgs {
     /// Undo --preload-hook (one set in pyproject.toml, say).
     #[arg(long, overrides_with = "preload_hook", hide_short_help = true)]
     pub no_preload_hook: bool,
+    /// A library too big for one wheel even alone keeps every GPU architecture: its fatbin
+    /// containers / offload bundles are planned into companion shared objects that its
+    /// wrappers reach through the dynamic linker, so every output fits. `--dry-run` shows
+    /// which containers go into which companion and wheel.
+    #[arg(long, overrides_with = "no_companions")]
+    pub companions: bool,
+    /// Undo --companions (one set in pyproject.toml, say).
+    #[arg(long, overrides_with = "companions", hide_short_help = true)]
+    pub no_companions: bool,
     /// Print the plan and write nothing.
     #[arg(long, overrides_with = "no_dry_run")]
     pub dry_run: bool,

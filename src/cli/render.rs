@@ -363,6 +363,7 @@ fn wheel(o: &mut String, w: &WheelAudit, max_size: u64, verbose: u8) {
             );
         }
     }
+    companion_advice(o, &w.companions);
 
     let problems: Vec<_> = w
         .diagnostics
@@ -385,6 +386,27 @@ fn wheel(o: &mut String, w: &WheelAudit, max_size: u64, verbose: u8) {
             }
         }
         more(o, hidden);
+    }
+}
+
+/// `audit`: per library too big for one wheel, whether companions would make it fit.
+fn companion_advice(o: &mut String, all: &[crate::plan::companions::CompanionAdvice]) {
+    if all.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        o,
+        "\n  Device-code companions (libraries too big for one wheel)"
+    );
+    for a in all {
+        let _ = writeln!(
+            o,
+            "    {}: {} compressed, room for {}: {}",
+            a.member,
+            size(a.compressed_size),
+            size(a.room),
+            a.sentence()
+        );
     }
 }
 
@@ -611,6 +633,7 @@ pub fn split(r: &crate::split::SplitReport, verbose: u8) -> String {
         );
         let _ = writeln!(o, "trimmed {sums} (use -v)");
     }
+    crate::split::render_companions(&mut o, &r.companions, &size, cap(usize::MAX, verbose));
     for e in &r.size_estimates {
         let parts = if e.kind == "runtime" && e.wheels > 1 {
             format!(", {} wheels", e.wheels)

@@ -38,6 +38,7 @@ pub fn run(args: &SplitArgs, printer: &Printer) -> Result<Outcome> {
         trim,
         strip_debug: args.strip_debug,
         preload_hook: args.preload_hook,
+        companions: args.companions,
         progress: printer.bytes_progress(),
     };
     let bar = opts.progress.clone();

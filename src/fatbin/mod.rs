@@ -24,6 +24,7 @@
 )]
 
 pub mod cuda;
+pub mod family;
 pub mod hip;
 pub mod loose;
 pub mod select;

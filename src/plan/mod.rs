@@ -3,6 +3,7 @@
 //! gains. Nothing here reads or writes files, so every decision can be tested directly, and
 //! `--dry-run` is a view of the plan.
 
+pub mod companions;
 pub mod pack;
 pub mod split;
 pub mod vendor;

@@ -11,8 +11,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde::Serialize;
 
+mod companions;
 mod hook;
 mod runtime;
+
+pub use companions::{CompanionMove, PlacedCompanion, render as render_companions};
 
 use runtime::{
     LicenseCopy, RuntimeWheel, license_files, preload_module, runtime_metadata, runtime_wheel_file,
@@ -63,6 +66,10 @@ pub struct SplitOptions {
     /// Make each main package load its runtime wheels' libraries itself, from any `sys.path`
     /// entry, before its extension modules load (`--preload-hook`; see `split::hook`).
     pub preload_hook: bool,
+    /// A library too big for one wheel even alone has its device code planned into
+    /// companion shared objects (`--companions`, see [`crate::plan::companions`]) instead of
+    /// being refused. The dry run shows the plan.
+    pub companions: bool,
     /// Counts bytes inspected, rewritten and written, phase by phase (its message names the
     /// phase). Hidden unless the caller draws it.
     pub progress: indicatif::ProgressBar,
@@ -84,6 +91,10 @@ pub struct SplitReport {
     /// exact sizes once written).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub size_estimates: Vec<SizeEstimate>,
+    /// In a dry run with `--companions`: the device-code companions of each runtime library
+    /// too big for one wheel even alone, and the wheels they go into.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub companions: Vec<CompanionMove>,
     pub notes: Vec<Diagnostic>,
     /// Rewritten members whose bytes the inspect pass did not keep, so they were inflated a
     /// second time: the guess of what will be rewritten was wrong, or `--memory` had no room
@@ -161,8 +172,9 @@ pub fn split(
     } else {
         DryTrim::default()
     };
-    run.guard_libraries(&plan, &dry.estimates)?;
-    let size_estimates = run.guard_mains(&plan, &dry.estimates)?;
+    let (companions, with_companions) = run.guard_libraries(&plan, &dry)?;
+    let mut size_estimates = run.guard_mains(&plan, &dry.estimates)?;
+    companions::apply_estimates(&mut size_estimates, &with_companions);
     if opts.dry_run {
         drop(kept);
         return Ok(SplitReport {
@@ -173,6 +185,7 @@ pub fn split(
             trimmed: dry.trims.into_iter().map(|(_, t)| t).collect(),
             verify: None,
             size_estimates,
+            companions,
             notes,
             members_read_twice: 0,
             reused_bytes: 0,
@@ -236,6 +249,7 @@ pub fn split(
         trimmed: rewrites.trimmed,
         verify: Some(report),
         size_estimates: Vec::new(),
+        companions: Vec::new(),
         notes,
         members_read_twice: rewrites.members_read_twice,
         reused_bytes: rewrites.reused_bytes,
@@ -263,6 +277,8 @@ struct SplitRun<'r> {
 struct DryTrim {
     estimates: Estimates,
     trims: Vec<(usize, MemberTrim)>,
+    /// Libraries with device-code sections as the trim leaves them, for the companion plan.
+    libraries: companions::Trimmed,
 }
 
 /// Estimated compressed sizes of the members a dry run's trim or strip changes.
@@ -286,6 +302,14 @@ impl Estimates {
         self.0.is_empty()
     }
 }
+
+/// What the dry run's trim and strip do to one member: bytes removed, the trim's report, and
+/// the library as the trim leaves it.
+type MemberEstimate = (
+    u64,
+    Option<MemberTrim>,
+    Option<crate::plan::companions::Library>,
+);
 
 /// One member to rewrite.
 struct Job<'p> {
@@ -525,15 +549,7 @@ impl<'r> SplitRun<'r> {
 
     /// The refusal of a library that cannot fit a runtime wheel alone.
     fn too_big(&self, input: usize, member: &str, bytes: u64) -> Error {
-        too_big(
-            &self.inputs[input].0,
-            member,
-            bytes,
-            self.opts.max_size,
-            self.has_device(input, member),
-            self.trimming(),
-            self.unstripped_debug(input, member),
-        )
+        self.too_big_after(input, member, bytes, None)
     }
 
     /// The licence files each set's libraries came with travel into every one of its
@@ -628,10 +644,13 @@ impl SplitRun<'_> {
                 if !self.changes(input, &f.name) {
                     continue;
                 }
-                let Some((removed, trim)) = self.estimate_member(input, f, kept)? else {
+                let Some((removed, trim, after)) = self.estimate_member(input, f, kept)? else {
                     continue;
                 };
                 dry.trims.extend(trim.map(|t| (input, t)));
+                if let Some(lib) = after {
+                    dry.libraries.insert((input, f.name.clone()), lib);
+                }
                 if removed > 0 {
                     dry.estimates.0.insert(
                         (input, f.name.clone()),
@@ -653,17 +672,18 @@ impl SplitRun<'_> {
         Ok(dry)
     }
 
-    /// The bytes the trim and the strip would remove from one member, and the trim's report;
-    /// `None` for a member the archive does not hold.
+    /// The bytes the trim and the strip would remove from one member, the trim's report, and
+    /// the library as the trim leaves it (for the companion plan); `None` for a member the
+    /// archive does not hold.
     fn estimate_member(
         &self,
         input: usize,
         f: &MemberFacts,
         kept: &mut KeptMembers,
-    ) -> Result<Option<(u64, Option<MemberTrim>)>, Error> {
+    ) -> Result<Option<MemberEstimate>, Error> {
         let mut removed = self.debug_of(input, &f.name);
         let Some(device) = f.device.as_ref().filter(|_| self.trimming()) else {
-            return Ok(Some((removed, None)));
+            return Ok(Some((removed, None, None)));
         };
         let wheel = &self.inputs[input].0;
         let loc = wheel.member_location(&f.name);
@@ -691,7 +711,7 @@ impl SplitRun<'_> {
         )
         .map_err(|e| trim_error(&loc, e))?;
         let Some(t) = t else {
-            return Ok(Some((removed, None)));
+            return Ok(Some((removed, None, None)));
         };
         let dropped: u64 = t.report.archs.iter().map(|a| a.dropped_bytes).sum();
         let gone = if t.data.is_none() {
@@ -703,16 +723,27 @@ impl SplitRun<'_> {
                 .max(dropped)
         };
         removed = removed.saturating_add(gone);
-        Ok(Some((removed, Some(t.report))))
+        let after = t.data.as_deref().and_then(|d| {
+            let bytes = estimate_after(f.compressed_size, f.size, removed);
+            companions::library_after_trim(&f.name, d, bytes)
+        });
+        Ok(Some((removed, Some(t.report), after)))
     }
 
     /// A library that cannot fit alone fails before any work is done, and the dry run fails
     /// the same way (checked again with exact sizes once rewritten members are compressed).
     /// A library the trim or strip changes is judged on its estimated size in a dry run, and
-    /// on its exact size once rewritten in a real run.
-    fn guard_libraries(&self, plan: &SplitPlan, est: &Estimates) -> Result<(), Error> {
+    /// on its exact size once rewritten in a real run. With `--companions`, one whose device
+    /// code companions can take is planned instead (the plans are returned).
+    fn guard_libraries(
+        &self,
+        plan: &SplitPlan,
+        dry: &DryTrim,
+    ) -> Result<(Vec<CompanionMove>, Vec<companions::SetWithCompanions>), Error> {
         let opts = self.opts;
+        let est = &dry.estimates;
         let capacity = opts.max_size.saturating_sub(RUNTIME_OVERHEAD);
+        let mut moves = Vec::new();
         for set in &plan.runtime_sets {
             for l in set
                 .libraries
@@ -722,17 +753,25 @@ impl SplitRun<'_> {
             {
                 // An edit (a search path) changes a library's compressed size by a few bytes.
                 let bytes = est.of(l.input, &l.member, l.compressed_size);
-                if bytes > capacity {
-                    let e = self.too_big(l.input, &l.member, bytes);
-                    return Err(if self.changes(l.input, &l.member) {
-                        as_estimate(e)
-                    } else {
-                        e
-                    });
+                if bytes <= capacity {
+                    continue;
                 }
+                let trimmed = dry.libraries.get(&(l.input, l.member.clone()));
+                if let Some(m) = self.companion_move(set, l, bytes, trimmed)? {
+                    moves.push(m);
+                    continue;
+                }
+                let e = self.too_big_after(l.input, &l.member, bytes, trimmed);
+                return Err(if self.changes(l.input, &l.member) {
+                    as_estimate(e)
+                } else {
+                    e
+                });
             }
         }
-        Ok(())
+        let size = |l: &crate::plan::LibraryPlan| est.of(l.input, &l.member, l.compressed_size);
+        let sets = companions::place(plan, &mut moves, opts.max_size, &size);
+        Ok((moves, sets))
     }
 
     /// A main wheel whose staying members alone are over the limit fails the same way in the

@@ -8,6 +8,7 @@ mod commit;
 mod common;
 mod companion;
 mod companion_host;
+mod companion_plan;
 mod debug_info;
 mod device;
 mod elf_kind;

@@ -816,6 +816,7 @@ fn rewritten_members_are_inflated_once() {
                 allow_no_device_code: false,
             },
             preload_hook: false,
+            companions: false,
             progress: indicatif::ProgressBar::hidden(),
         };
         let bar = opts.progress.clone();
@@ -949,6 +950,7 @@ fn large_rewired_members_reuse_the_input_blocks() {
                 allow_no_device_code: false,
             },
             preload_hook: false,
+            companions: false,
             progress: indicatif::ProgressBar::hidden(),
         };
         split_lib(

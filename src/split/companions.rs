@@ -1,0 +1,364 @@
+//! `split` and device-code companions (issue 14): the companion plan of each runtime library
+//! too big for one wheel even alone, where each companion would go, and what the refusal of
+//! such a library says about companions.
+
+use serde::Serialize;
+
+use super::{MemberKey, RUNTIME_OVERHEAD, SplitRun};
+use crate::error::Error;
+use crate::plan::companions::{
+    self, CompanionAdvice, CompanionFile, Library, Verdict, library_of_member,
+};
+use crate::plan::pack::pack;
+use crate::plan::{LibraryPlan, RuntimeSet, SplitPlan};
+
+/// One companion of a plan and the runtime wheel it goes into.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlacedCompanion {
+    #[serde(flatten)]
+    pub file: CompanionFile,
+    /// The runtime wheel (distribution name) it goes into, beside its host's set.
+    pub wheel: String,
+}
+
+/// The companion plan of one runtime library (`split --companions --dry-run`; `companions[]`
+/// in `--json`).
+#[derive(Debug, Clone, Serialize)]
+pub struct CompanionMove {
+    /// `wheel!member` of the host library.
+    pub library: String,
+    /// The runtime set it moves into, and its file name in the set's `lib/`.
+    pub runtime_set: String,
+    pub file: String,
+    /// The runtime wheel the host goes into.
+    pub host_wheel: String,
+    /// Compressed bytes of the host now (after the trim, estimated, when there is one).
+    pub compressed_before: u64,
+    /// Estimated compressed bytes of the host once its device code has moved.
+    pub host_after: u64,
+    /// Containers the host keeps (they still fit beside its other bytes).
+    pub kept_containers: usize,
+    pub companions: Vec<PlacedCompanion>,
+}
+
+/// The library as the planner sees it, at `bytes` compressed (its size in the wheel, after
+/// the dry run's trim when there is one).
+fn at_size(mut lib: Library, bytes: u64) -> Library {
+    let moved: u64 = lib.blocks.iter().map(|b| b.compressed).sum();
+    lib.compressed = bytes;
+    lib.rest_compressed = bytes.saturating_sub(moved);
+    lib
+}
+
+/// Makes a refusal of a library too big alone say what companions would do: that
+/// `--companions` makes it fit (first, as it keeps every architecture), or why not.
+pub(super) fn with_companion_hint(e: Error, advice: &CompanionAdvice, given: bool) -> Error {
+    let Error::Refused { message, hint } = e else {
+        return e;
+    };
+    let old = hint.unwrap_or_default();
+    let hint = match (&advice.reason, given) {
+        (None, false) => format!(
+            "{} (`split --companions --dry-run` shows the plan); or {old}",
+            advice.sentence()
+        ),
+        (None, true) => old,
+        (Some(_), _) => format!("{old}; {}", advice.sentence()),
+    };
+    Error::Refused {
+        message,
+        hint: Some(hint),
+    }
+}
+
+/// Adds a sentence to a refusal's hint.
+fn with_note(e: Error, note: &str) -> Error {
+    match e {
+        Error::Refused { message, hint } => Error::Refused {
+            message,
+            hint: Some(match hint {
+                Some(h) => format!("{h}; {note}"),
+                None => note.to_string(),
+            }),
+        },
+        other => other,
+    }
+}
+
+impl SplitRun<'_> {
+    /// The companion plan of one library at `bytes` compressed (`trimmed`: the dry run's
+    /// view of it after the trim); `None` for a member with no device-code sections.
+    pub(super) fn companion_verdict(
+        &self,
+        input: usize,
+        member: &str,
+        bytes: u64,
+        trimmed: Option<&Library>,
+    ) -> Option<(Library, Verdict)> {
+        let facts = &self.inputs[input].1;
+        let lib = match trimmed {
+            Some(l) => l.clone(),
+            None => library_of_member(facts.members.iter().find(|f| f.name == member)?)?,
+        };
+        let lib = at_size(lib, bytes);
+        let names: std::collections::HashSet<&str> = self
+            .inputs
+            .iter()
+            .flat_map(|(_, f)| f.members.iter().map(|m| m.file_name()))
+            .collect();
+        let room = self.opts.max_size.saturating_sub(RUNTIME_OVERHEAD);
+        let v = companions::plan(&lib, room, &|n: &str| names.contains(n));
+        Some((lib, v))
+    }
+
+    /// The refusal of a library too big for a runtime wheel alone, with what companions
+    /// would do for it.
+    pub(super) fn too_big_after(
+        &self,
+        input: usize,
+        member: &str,
+        bytes: u64,
+        trimmed: Option<&Library>,
+    ) -> Error {
+        let e = super::too_big(
+            &self.inputs[input].0,
+            member,
+            bytes,
+            self.opts.max_size,
+            self.has_device(input, member),
+            self.trimming(),
+            self.unstripped_debug(input, member),
+        );
+        if trimmed.is_none() && self.changes(input, member) && !self.opts.dry_run {
+            // Rewritten by the trim/strip: its containers as inspected are not what is left.
+            return with_note(
+                e,
+                "`split --companions --dry-run` with the same options shows whether device-code companions would make what the trim leaves fit",
+            );
+        }
+        let room = self.opts.max_size.saturating_sub(RUNTIME_OVERHEAD);
+        match self.companion_verdict(input, member, bytes, trimmed) {
+            Some((lib, v)) => match CompanionAdvice::new(member, &lib, room, &v) {
+                Some(a) => with_companion_hint(e, &a, self.opts.companions),
+                None => e,
+            },
+            None => e,
+        }
+    }
+
+    /// With `--companions`, the plan for a library too big alone: `Ok(None)` when
+    /// companions cannot help (the caller refuses it), and a refusal in a real run, which
+    /// cannot move device code yet.
+    pub(super) fn companion_move(
+        &self,
+        set: &RuntimeSet,
+        l: &LibraryPlan,
+        bytes: u64,
+        trimmed: Option<&Library>,
+    ) -> Result<Option<CompanionMove>, Error> {
+        if !self.opts.companions {
+            return Ok(None);
+        }
+        let Some((
+            _,
+            Verdict::Companions {
+                host_after,
+                kept,
+                files,
+            },
+        )) = self.companion_verdict(l.input, &l.member, bytes, trimmed)
+        else {
+            return Ok(None);
+        };
+        let location = self.inputs[l.input]
+            .0
+            .member_location(&l.member)
+            .to_string();
+        if !self.opts.dry_run {
+            return Err(Error::refused(
+                format!(
+                    "{location} fits only with its device code in {} companion file{}, and this build of wheelslim plans companions but cannot write them yet",
+                    files.len(),
+                    if files.len() == 1 { "" } else { "s" }
+                ),
+                Some(
+                    "`split --companions --dry-run` shows the plan; until companions can be written, trim the device code (--sm/--gfx) or ask the index for a larger limit".into(),
+                ),
+            ));
+        }
+        Ok(Some(CompanionMove {
+            library: location,
+            runtime_set: set.name.clone(),
+            file: l.file.clone(),
+            host_wheel: set.name.clone(),
+            compressed_before: bytes,
+            host_after,
+            kept_containers: kept.len(),
+            companions: files
+                .into_iter()
+                .map(|file| PlacedCompanion {
+                    file,
+                    wheel: set.name.clone(),
+                })
+                .collect(),
+        }))
+    }
+}
+
+/// Which runtime wheel each host and companion goes into: each set is packed as the split
+/// will pack it, the hosts at their size after the move and their companions beside them.
+/// `size(l)`: a library's compressed size as the dry run sees it. Returns, per runtime set
+/// with companions, its compressed bytes and how many wheels it takes with them.
+pub(super) fn place(
+    plan: &SplitPlan,
+    moves: &mut [CompanionMove],
+    max_size: u64,
+    size: &dyn Fn(&LibraryPlan) -> u64,
+) -> Vec<SetWithCompanions> {
+    let mut sets = Vec::new();
+    let capacity = max_size.saturating_sub(RUNTIME_OVERHEAD);
+    let entry = |name: &str, bytes: u64| (name.to_string(), bytes + 200 + 2 * name.len() as u64);
+    for set in &plan.runtime_sets {
+        let mine: Vec<usize> = (0..moves.len())
+            .filter(|&i| moves[i].runtime_set == set.name)
+            .collect();
+        if mine.is_empty() {
+            continue;
+        }
+        let mut items: Vec<(String, u64)> = set
+            .libraries
+            .iter()
+            .map(|l| {
+                let after = mine
+                    .iter()
+                    .find(|&&i| moves[i].file == l.file)
+                    .map_or_else(|| size(l), |&i| moves[i].host_after);
+                entry(&l.file, after)
+            })
+            .collect();
+        // (move, companion) of each further item.
+        let mut owners: Vec<(usize, usize)> = Vec::new();
+        for &i in &mine {
+            for (k, c) in moves[i].companions.iter().enumerate() {
+                items.push(entry(&c.file.soname, c.file.compressed_bytes));
+                owners.push((i, k));
+            }
+        }
+        let Ok(bins) = pack(&items, capacity) else {
+            continue;
+        };
+        sets.push(SetWithCompanions {
+            name: set.name.clone(),
+            bytes: items.iter().map(|(_, b)| b).sum(),
+            wheels: bins.len(),
+        });
+        let wheel_of = |item: usize| -> String {
+            let k = bins.iter().position(|b| b.contains(&item)).unwrap_or(0);
+            if k == 0 {
+                set.name.clone()
+            } else {
+                format!("{}-part{}", set.name, k + 1)
+            }
+        };
+        let n = set.libraries.len();
+        for &i in &mine {
+            if let Some(j) = set.libraries.iter().position(|l| l.file == moves[i].file) {
+                moves[i].host_wheel = wheel_of(j);
+            }
+        }
+        for (x, &(i, k)) in owners.iter().enumerate() {
+            moves[i].companions[k].wheel = wheel_of(n + x);
+        }
+    }
+    sets
+}
+
+/// A runtime set as the companion plan packs it.
+pub(super) struct SetWithCompanions {
+    name: String,
+    bytes: u64,
+    wheels: usize,
+}
+
+/// The dry run's size estimates of runtime sets, with their companions counted.
+pub(super) fn apply_estimates(estimates: &mut [super::SizeEstimate], sets: &[SetWithCompanions]) {
+    for e in estimates.iter_mut().filter(|e| e.kind == "runtime") {
+        if let Some(s) = sets.iter().find(|s| s.name == e.output) {
+            e.bytes = s.bytes;
+            e.wheels = s.wheels;
+            e.fits = true;
+        }
+    }
+}
+
+/// The dry run's view of a trimmed library, from its trimmed bytes: compressed sizes scale
+/// with the bytes, the trim's own estimate.
+pub(super) fn library_after_trim(
+    name: &str,
+    data: &[u8],
+    compressed_after: u64,
+) -> Option<Library> {
+    let crate::elf::Inspected::Host(info) = crate::elf::inspect(data).ok()? else {
+        return None;
+    };
+    let device = crate::device::scan_elf(data, &info).ok()?;
+    let size = data.len() as u64;
+    let estimate = |a: u64, b: u64| companions::compressed_range(&[], size, compressed_after, a, b);
+    companions::library_of(name, &info, &device, compressed_after, &estimate)
+}
+
+/// Lines of the dry run's plan for the companions, listing at most `limit` containers per
+/// companion (the rest are summed).
+pub fn render(o: &mut String, moves: &[CompanionMove], size: &dyn Fn(u64) -> String, limit: usize) {
+    use std::fmt::Write;
+    for m in moves {
+        let n = m.companions.len();
+        let _ = writeln!(
+            o,
+            "companions for {} ({} compressed): {n} companion file{}; the host keeps {} container{}, about {} compressed, in {}",
+            m.library,
+            size(m.compressed_before),
+            if n == 1 { "" } else { "s" },
+            m.kept_containers,
+            if m.kept_containers == 1 { "" } else { "s" },
+            size(m.host_after),
+            m.host_wheel,
+        );
+        for c in &m.companions {
+            let f = &c.file;
+            let _ = writeln!(
+                o,
+                "  {} → {}: {} container{} ({}), {} stored, about {} compressed",
+                f.soname,
+                c.wheel,
+                f.containers.len(),
+                if f.containers.len() == 1 { "" } else { "s" },
+                f.families.join(", "),
+                size(f.stored_bytes),
+                size(f.compressed_bytes),
+            );
+            for b in f.containers.iter().take(limit) {
+                let _ = writeln!(
+                    o,
+                    "    {} +{:#x}  {}  {}",
+                    b.section,
+                    b.offset,
+                    size(b.size),
+                    b.family
+                );
+            }
+            let rest = &f.containers[f.containers.len().min(limit)..];
+            if !rest.is_empty() {
+                let _ = writeln!(
+                    o,
+                    "    … and {} more containers, {} stored (use -v)",
+                    rest.len(),
+                    size(rest.iter().map(|b| b.size).sum())
+                );
+            }
+        }
+    }
+}
+
+/// Keys of the members the dry run trimmed, with their view after the trim.
+pub(super) type Trimmed = std::collections::HashMap<MemberKey, Library>;

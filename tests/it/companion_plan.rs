@@ -1,0 +1,343 @@
+//! Planning device-code companions (issue 14): `audit`'s per-library verdict, the "cannot
+//! fit even alone" refusal of `split`, and `split --companions --dry-run`'s plan, on the CUDA
+//! and HIP fixtures under limits small enough that a fixture library does not fit.
+//!
+//! Every runtime wheel keeps 256 KiB for its own files, so `--max-size 270KiB` leaves 14 KiB
+//! for a library: `libfix_plain.so` (16.5 KiB compressed, 3 containers) is over it, and its
+//! host bytes without device code are not.
+
+use crate::common::*;
+
+fn s(p: &std::path::Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// Nothing was written: the folder is missing or empty.
+fn nothing_in(dir: &std::path::Path) -> bool {
+    std::fs::read_dir(dir).map_or(true, |mut d| d.next().is_none())
+}
+
+const LIMIT: &str = "270KiB";
+
+fn json(o: &std::process::Output) -> serde_json::Value {
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", stdout(o)))
+}
+
+#[test]
+fn audit_says_per_library_whether_companions_make_it_fit() {
+    let w = fixture(CUDAFIX);
+    let o = wheelslim(&["audit", s(&w), "--max-size", LIMIT]);
+    let text = stdout(&o);
+    assert!(
+        text.contains("Device-code companions (libraries too big for one wheel)"),
+        "{text}"
+    );
+    let line = |member: &str| -> String {
+        text.lines()
+            .find(|l| l.trim_start().starts_with(&format!("{member}:")))
+            .unwrap_or_else(|| panic!("no line for {member}:\n{text}"))
+            .to_string()
+    };
+    let plain = line("cudafix/libfix_plain.so");
+    assert!(
+        plain.contains("--companions would make it fit")
+            && plain.contains("1 companion file (libfix_plain.wsdev1.so"),
+        "{plain}"
+    );
+    let all = line("cudafix/libfix_compress_all.so");
+    assert!(
+        all.contains("companions cannot make it fit: the host's non-device data")
+            && all.contains(".strtab")
+            && all.contains("even without any device code"),
+        "{all}"
+    );
+
+    let o = wheelslim(&["--json", "audit", s(&w), "--max-size", LIMIT]);
+    let v = json(&o);
+    let list = v["wheels"][0]["companions"]
+        .as_array()
+        .expect("companions[]");
+    let find = |m: &str| list.iter().find(|a| a["member"] == m).expect(m);
+    let p = find("cudafix/libfix_plain.so");
+    assert_eq!(p["fits_with_companions"], true, "{p}");
+    assert_eq!(p["files"], 1, "{p}");
+    assert_eq!(p["companions"][0]["soname"], "libfix_plain.wsdev1.so");
+    let moved = p["companions"][0]["containers"].as_u64().unwrap();
+    assert_eq!(moved + p["kept_containers"].as_u64().unwrap(), 3, "{p}");
+    assert!(p["host_after"].as_u64().unwrap() <= p["room"].as_u64().unwrap());
+    let a = find("cudafix/libfix_compress_all.so");
+    assert_eq!(a["fits_with_companions"], false, "{a}");
+    assert!(
+        a["reason"].as_str().unwrap().contains("non-device data"),
+        "{a}"
+    );
+
+    // Under a limit everything fits in, there is nothing to say (and no key).
+    let o = wheelslim(&["--json", "audit", s(&w)]);
+    assert!(json(&o)["wheels"][0].get("companions").is_none());
+}
+
+#[test]
+fn audit_plans_hip_bundles_by_gfx_family() {
+    let o = wheelslim(&[
+        "--json",
+        "audit",
+        s(&fixture(HIPFIX)),
+        "--max-size",
+        "262KiB",
+    ]);
+    let v = json(&o);
+    let list = v["wheels"][0]["companions"]
+        .as_array()
+        .expect("companions[]");
+    let a = list
+        .iter()
+        .find(|a| a["member"] == "hipfix/libhipfix.so")
+        .expect("libhipfix.so");
+    assert_eq!(a["fits_with_companions"], true, "{a}");
+    let fams = a["companions"][0]["families"][0].as_str().unwrap();
+    assert!(fams.starts_with("gfx9"), "{fams}");
+}
+
+/// Without `--companions` the refusal says they would help, and with it the dry run shows
+/// which containers go into which companion and wheel; `--no-companions` undoes it.
+#[test]
+fn split_refusal_names_companions_and_the_dry_run_shows_the_plan() {
+    let tmp = tempdir();
+    let out = tmp.path().join("out");
+    let w = fixture(CUDAFIX);
+    let base = [
+        "split",
+        s(&w),
+        "-w",
+        s(&out),
+        "--move",
+        "libfix_plain.so",
+        "--max-size",
+        LIMIT,
+        "--dry-run",
+    ];
+    let o = wheelslim(&base);
+    let err = stderr(&o);
+    assert_eq!(code(&o), 2, "{err}");
+    assert!(err.contains("cannot fit in a wheel even alone"), "{err}");
+    assert!(
+        err.contains("--companions would make it fit")
+            && err.contains("`split --companions --dry-run` shows the plan"),
+        "{err}"
+    );
+
+    let mut with = base.to_vec();
+    with.push("--companions");
+    let o = wheelslim(&with);
+    let text = stdout(&o);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(
+        text.contains("companions for ") && text.contains("cudafix/libfix_plain.so"),
+        "{text}"
+    );
+    assert!(
+        text.contains("libfix_plain.wsdev1.so → cudafix-runtime-extra"),
+        "{text}"
+    );
+    assert!(text.contains(".nv_fatbin +0x"), "{text}");
+
+    let mut undone = with.clone();
+    undone.push("--no-companions");
+    assert_eq!(code(&wheelslim(&undone)), 2);
+
+    let mut j = vec!["--json"];
+    j.extend(&with);
+    let v = json(&wheelslim(&j));
+    let m = &v["companions"][0];
+    assert_eq!(m["runtime_set"], "cudafix-runtime-extra", "{m}");
+    assert_eq!(m["file"], "libfix_plain.so");
+    let c = &m["companions"][0];
+    assert_eq!(c["soname"], "libfix_plain.wsdev1.so");
+    assert!(
+        c["wheel"]
+            .as_str()
+            .unwrap()
+            .starts_with("cudafix-runtime-extra")
+    );
+    let containers = c["containers"].as_array().unwrap();
+    assert!(!containers.is_empty());
+    for b in containers {
+        assert_eq!(b["section"], ".nv_fatbin", "{b}");
+        assert_eq!(b["offset"].as_u64().unwrap() % 8, 0, "{b}");
+    }
+    assert!(nothing_in(&out));
+}
+
+/// The real run does not write companions yet: it refuses, before writing anything.
+#[test]
+fn split_with_companions_refuses_a_real_run_for_now() {
+    let tmp = tempdir();
+    let out = tmp.path().join("out");
+    let o = wheelslim(&[
+        "split",
+        s(&fixture(CUDAFIX)),
+        "-w",
+        s(&out),
+        "--move",
+        "libfix_plain.so",
+        "--max-size",
+        LIMIT,
+        "--companions",
+    ]);
+    let err = stderr(&o);
+    assert_eq!(code(&o), 2, "{err}");
+    assert!(err.contains("cannot write them yet"), "{err}");
+    assert!(nothing_in(&out));
+}
+
+/// A library whose host bytes alone are over the room: the refusal says why companions
+/// cannot help, naming its largest non-device sections.
+#[test]
+fn split_refusal_says_why_companions_cannot_help() {
+    let tmp = tempdir();
+    let w = fixture(CUDAFIX);
+    for extra in [None, Some("--companions")] {
+        let mut args = vec![
+            "split",
+            s(&w),
+            "-w",
+            s(tmp.path()),
+            "--move",
+            "libfix_compress_all.so",
+            "--max-size",
+            LIMIT,
+            "--dry-run",
+        ];
+        args.extend(extra);
+        let o = wheelslim(&args);
+        let err = stderr(&o);
+        assert_eq!(code(&o), 2, "{err}");
+        assert!(
+            err.contains("companions cannot make it fit: the host's non-device data")
+                && err.contains(".strtab"),
+            "{err}"
+        );
+    }
+}
+
+/// With `--sm`, the trim comes first and the plan holds what it leaves.
+#[test]
+fn trim_first_then_plan_what_is_left() {
+    let tmp = tempdir();
+    let o = wheelslim(&[
+        "--json",
+        "split",
+        s(&fixture(CUDAFIX)),
+        "-w",
+        s(tmp.path()),
+        "--move",
+        "libfix_plain.so",
+        "--max-size",
+        "264KiB",
+        "--sm",
+        "80,90,100",
+        "--companions",
+        "--dry-run",
+    ]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let v = json(&o);
+    let m = &v["companions"][0];
+    assert!(m["compressed_before"].as_u64().unwrap() < 16897, "{m}");
+    for c in m["companions"].as_array().unwrap() {
+        for b in c["containers"].as_array().unwrap() {
+            let fam = b["family"].as_str().unwrap();
+            assert!(!fam.contains("sm_5x") && !fam.contains("sm_12x"), "{fam}");
+        }
+    }
+    let est = v["size_estimates"].as_array().unwrap();
+    let rt = est
+        .iter()
+        .find(|e| e["kind"] == "runtime")
+        .expect("runtime estimate");
+    assert_eq!(rt["fits"], true, "{rt}");
+}
+
+/// `companions = true` in `[tool.wheelslim.split]` turns it on, like the flag.
+#[test]
+fn companions_come_from_the_configuration() {
+    let tmp = tempdir();
+    std::fs::create_dir(tmp.path().join(".git")).unwrap();
+    std::fs::write(
+        tmp.path().join("pyproject.toml"),
+        "[tool.wheelslim.split]\ncompanions = true\n",
+    )
+    .unwrap();
+    let w = fixture(CUDAFIX);
+    let out = tmp.path().join("out");
+    let args = [
+        "split",
+        s(&w),
+        "-w",
+        s(&out),
+        "--move",
+        "libfix_plain.so",
+        "--max-size",
+        LIMIT,
+        "--dry-run",
+    ];
+    let o = wheelslim_in(&args, tmp.path());
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(stdout(&o).contains("libfix_plain.wsdev1.so"));
+    let mut no = args.to_vec();
+    no.push("--no-companions");
+    assert_eq!(code(&wheelslim_in(&no, tmp.path())), 2);
+}
+
+/// The plan, carried out by the host rewrite on the fixtures: every container the plan moves
+/// is accepted, and the host and each companion, deflated, come out within the room the plan
+/// packed into (the estimates hold).
+#[test]
+fn the_plan_carried_out_by_the_host_rewrite_fits() {
+    use std::io::Write;
+    use wheelslim::plan::companions::{Verdict, library_of, plan, targets};
+    let deflated = |b: &[u8]| -> u64 {
+        let mut e = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(b).unwrap();
+        e.finish().unwrap().len() as u64
+    };
+    let room = 14 * 1024;
+    let mut planned = 0;
+    for (name, bytes) in read_zip(&fixture(CUDAFIX)) {
+        if !name.ends_with(".so") {
+            continue;
+        }
+        let Ok(wheelslim::elf::Inspected::Host(info)) = wheelslim::elf::inspect(&bytes) else {
+            continue;
+        };
+        let device = wheelslim::device::scan_elf(&bytes, &info).unwrap();
+        let compressed = deflated(&bytes);
+        let size = bytes.len() as u64;
+        let est = |a: u64, b: u64| {
+            wheelslim::plan::companions::compressed_range(&[], size, compressed, a, b)
+        };
+        let Some(lib) = library_of(&name, &info, &device, compressed, &est) else {
+            continue;
+        };
+        let Verdict::Companions { files, .. } = plan(&lib, room, &|_| false) else {
+            continue;
+        };
+        let out = wheelslim::elf::companion::move_device_code(&bytes, &targets(&files))
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(out.companions.len(), files.len(), "{name}");
+        let moved: u64 = files.iter().map(|f| f.stored_bytes).sum();
+        assert_eq!(out.moved_bytes, moved, "{name}");
+        let host = deflated(&out.host);
+        assert!(host <= room, "{name}: host {host} over {room}");
+        for ((soname, c), f) in out.companions.iter().zip(&files) {
+            assert_eq!(soname, &f.soname);
+            let z = deflated(c);
+            assert!(z <= room, "{name}: {soname} {z} over {room}");
+        }
+        planned += 1;
+    }
+    assert!(
+        planned >= 3,
+        "only {planned} fixture libraries were planned"
+    );
+}
