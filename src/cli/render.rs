@@ -69,6 +69,26 @@ pub fn audit(report: &AuditReport, verbose: u8) -> String {
 }
 
 fn wheel(o: &mut String, w: &WheelAudit, max_size: u64, verbose: u8) {
+    wheel_summary(o, w, max_size);
+    let search_paths = elf_objects(o, w, verbose);
+    let debug_total = debug_info(o, w);
+    search_path_list(o, &search_paths);
+    vendor_libraries(o, w);
+    licensed_files(o, w, verbose);
+    if !w.device_code.is_empty() {
+        let _ = writeln!(o, "\n  Device code");
+        device_code(o, &w.device_code, verbose);
+    }
+    duplicates(o, w, verbose);
+    licence_flags(o, w);
+    violations(o, w);
+    to_fit(o, w, max_size, debug_total);
+    companion_advice(o, &w.companions);
+    problems(o, w, verbose);
+}
+
+/// `audit`: a wheel's path, tags, sizes, PyPI verdict and largest members.
+fn wheel_summary(o: &mut String, w: &WheelAudit, max_size: u64) {
     let _ = writeln!(o, "{}", w.path);
     let _ = writeln!(o, "  {} {}  [{}]", w.name, w.version, w.tags.join(", "));
     let _ = writeln!(
@@ -99,7 +119,11 @@ fn wheel(o: &mut String, w: &WheelAudit, max_size: u64, verbose: u8) {
             m.name
         );
     }
+}
 
+/// `audit`: the ELF objects; returns the long search paths of missing
+/// libraries, numbered in the order they are referenced.
+fn elf_objects(o: &mut String, w: &WheelAudit, verbose: u8) -> Vec<Vec<String>> {
     let mut search_paths: Vec<Vec<String>> = Vec::new();
     if !w.elf_objects.is_empty() {
         let _ = writeln!(o, "\n  ELF objects");
@@ -162,7 +186,11 @@ fn wheel(o: &mut String, w: &WheelAudit, max_size: u64, verbose: u8) {
             }
         }
     }
+    search_paths
+}
 
+/// `audit`: the debug-info summary line; returns the total `.debug_*` bytes.
+fn debug_info(o: &mut String, w: &WheelAudit) -> u64 {
     let debug: Vec<_> = w.elf_objects.iter().filter(|e| e.debug_bytes > 0).collect();
     let debug_total: u64 = debug.iter().map(|e| e.debug_bytes).sum();
     if let Some(largest) = debug.iter().max_by_key(|e| e.debug_bytes) {
@@ -176,14 +204,21 @@ fn wheel(o: &mut String, w: &WheelAudit, max_size: u64, verbose: u8) {
             largest.member
         );
     }
+    debug_total
+}
 
+/// `audit`: the search paths referenced by number from the ELF objects.
+fn search_path_list(o: &mut String, search_paths: &[Vec<String>]) {
     if !search_paths.is_empty() {
         let _ = writeln!(o, "\n  Search paths");
         for (k, p) in search_paths.iter().enumerate() {
             let _ = writeln!(o, "    #{}: {}", k + 1, p.join(", "));
         }
     }
+}
 
+/// `audit`: the vendor libraries and what split does with each.
+fn vendor_libraries(o: &mut String, w: &WheelAudit) {
     if !w.vendor_libraries.is_empty() {
         let _ = writeln!(o, "\n  Vendor libraries");
         for v in &w.vendor_libraries {
@@ -212,7 +247,10 @@ fn wheel(o: &mut String, w: &WheelAudit, max_size: u64, verbose: u8) {
             let _ = writeln!(o, "{line}");
         }
     }
+}
 
+/// `audit`: vendor programs and static archives, with their licence notes.
+fn licensed_files(o: &mut String, w: &WheelAudit, verbose: u8) {
     if !w.licensed_files.is_empty() {
         let _ = writeln!(
             o,
@@ -243,12 +281,10 @@ fn wheel(o: &mut String, w: &WheelAudit, max_size: u64, verbose: u8) {
             let _ = writeln!(o, "    licence: {n}");
         }
     }
+}
 
-    if !w.device_code.is_empty() {
-        let _ = writeln!(o, "\n  Device code");
-        device_code(o, &w.device_code, verbose);
-    }
-
+/// `audit`: groups of members with identical payloads.
+fn duplicates(o: &mut String, w: &WheelAudit, verbose: u8) {
     if !w.duplicates.is_empty() {
         let _ = writeln!(o, "\n  Duplicate payloads");
         let shown = cap(w.duplicates.len(), verbose);
@@ -266,7 +302,10 @@ fn wheel(o: &mut String, w: &WheelAudit, max_size: u64, verbose: u8) {
         }
         more(o, w.duplicates.len() - shown);
     }
+}
 
+/// `audit`: vendor libraries whose licence is a `LicenseRef`.
+fn licence_flags(o: &mut String, w: &WheelAudit) {
     let licences: Vec<_> = w
         .vendor_libraries
         .iter()
@@ -291,7 +330,10 @@ fn wheel(o: &mut String, w: &WheelAudit, max_size: u64, verbose: u8) {
             );
         }
     }
+}
 
+/// `audit`: the failed checks.
+fn violations(o: &mut String, w: &WheelAudit) {
     if !w.violations.is_empty() {
         let _ = writeln!(o, "\n  Checks failed");
         for v in &w.violations {
@@ -304,6 +346,10 @@ fn wheel(o: &mut String, w: &WheelAudit, max_size: u64, verbose: u8) {
             );
         }
     }
+}
+
+/// `audit`: for a wheel over the limit, what would make it fit.
+fn to_fit(o: &mut String, w: &WheelAudit, max_size: u64, debug_total: u64) {
     if let Some(f) = &w.to_fit {
         let _ = writeln!(o, "\n  To fit under {}", size(max_size));
         let _ = writeln!(o, "    over by {}", size(f.over_by));
@@ -363,8 +409,10 @@ fn wheel(o: &mut String, w: &WheelAudit, max_size: u64, verbose: u8) {
             );
         }
     }
-    companion_advice(o, &w.companions);
+}
 
+/// `audit`: the diagnostics (notes only with `-v`).
+fn problems(o: &mut String, w: &WheelAudit, verbose: u8) {
     let problems: Vec<_> = w
         .diagnostics
         .iter()
@@ -506,7 +554,6 @@ pub fn verify(r: &crate::verify::VerifyReport) -> String {
 }
 
 pub fn split(r: &crate::split::SplitReport, verbose: u8) -> String {
-    use crate::plan::{MemberAction, RemovedLibrary};
     let mut o = String::new();
     if r.dry_run {
         let _ = writeln!(o, "Plan (dry run: nothing written)");
@@ -524,78 +571,7 @@ pub fn split(r: &crate::split::SplitReport, verbose: u8) -> String {
         let _ = writeln!(o, "ad hoc: {}", all.join(", "));
     }
     for m in &r.plan.mains {
-        let _ = writeln!(o, "{} → {}", m.input_path, m.file_name);
-        for rem in &m.removed {
-            match rem {
-                RemovedLibrary::Runtime {
-                    member,
-                    set,
-                    file,
-                    dependency_of,
-                    moved_by,
-                } => {
-                    let set = set.split('@').next().unwrap_or(set);
-                    let why = match (dependency_of, moved_by) {
-                        (Some(d), _) => format!(" (needed by {d})"),
-                        (None, Some(g)) => format!(" (--move {g})"),
-                        (None, None) => String::new(),
-                    };
-                    let _ = writeln!(o, "  move     {member} → {set}: lib/{file}{why}");
-                }
-                RemovedLibrary::Upstream {
-                    member,
-                    package,
-                    folder,
-                    moved_by,
-                } => {
-                    let by = moved_by
-                        .as_ref()
-                        .map(|g| format!(", --move {g}"))
-                        .unwrap_or_default();
-                    let _ = writeln!(o, "  upstream {member} → {package} ({folder}{by})");
-                }
-                RemovedLibrary::Forbidden { member, rule } => {
-                    let _ = writeln!(o, "  remove   {member} ({rule}: provided by the machine)");
-                }
-            }
-        }
-        for k in &m.kept {
-            let why = k.fate.why_it_stays().unwrap_or_default();
-            let _ = writeln!(o, "  keep     {} ({}: {why})", k.member, k.rule);
-        }
-        for f in &m.licensed {
-            let _ = writeln!(
-                o,
-                "  keep     {} ({}/{}: {}, licence {})",
-                f.member,
-                f.profile,
-                f.rule,
-                f.kind.as_str(),
-                f.license.as_deref().unwrap_or("not stated")
-            );
-        }
-        for a in &m.members {
-            if let MemberAction::Edit { member, edit } = a {
-                let _ = writeln!(o, "  rewire   {member}");
-                for (old, new) in &edit.rename_needed {
-                    let _ = writeln!(o, "           NEEDED {old} → {new}");
-                }
-                if let Some(p) = &edit.search_path {
-                    let _ = writeln!(o, "           search path {}", p.join(":"));
-                }
-                for d in &edit.dropped_entries {
-                    let _ = writeln!(o, "           dropped {d}");
-                }
-            }
-        }
-        for req in m
-            .runtime_sets
-            .iter()
-            .map(|s| s.split('@').next().unwrap_or(s))
-            .chain(m.requirements.iter().map(String::as_str))
-        {
-            let _ = writeln!(o, "  requires {req}");
-        }
+        split_main(&mut o, m);
     }
     for s in &r.plan.runtime_sets {
         let total: u64 = s.libraries.iter().map(|l| l.size).sum();
@@ -610,29 +586,7 @@ pub fn split(r: &crate::split::SplitReport, verbose: u8) -> String {
             s.lib_dir()
         );
     }
-    let shown = cap(r.trimmed.len(), verbose);
-    let hidden = &r.trimmed[shown..];
-    for t in &r.trimmed[..shown] {
-        let _ = writeln!(
-            o,
-            "trimmed {}: {} → {} ({})",
-            t.member,
-            size(t.bytes_before),
-            size(t.bytes_after),
-            t.method
-        );
-        for l in &t.lost {
-            let _ = writeln!(o, "  {}", loss_line(l, &[]));
-        }
-    }
-    if !hidden.is_empty() {
-        let sums = hidden_members(
-            hidden
-                .iter()
-                .map(|t| (t.bytes_before, t.bytes_after, !t.lost.is_empty())),
-        );
-        let _ = writeln!(o, "trimmed {sums} (use -v)");
-    }
+    split_trimmed(&mut o, r, verbose);
     crate::split::render_companions(&mut o, &r.companions, &size, cap(usize::MAX, verbose));
     for e in &r.size_estimates {
         let parts = if e.kind == "runtime" && e.wheels > 1 {
@@ -660,6 +614,116 @@ pub fn split(r: &crate::split::SplitReport, verbose: u8) -> String {
             size(out.size)
         );
     }
+    split_verified(&mut o, r);
+    o
+}
+
+/// `split`: one main wheel's plan: what moves, stays, is rewired and required.
+fn split_main(o: &mut String, m: &crate::plan::MainPlan) {
+    use crate::plan::{MemberAction, RemovedLibrary};
+    let _ = writeln!(o, "{} → {}", m.input_path, m.file_name);
+    for rem in &m.removed {
+        match rem {
+            RemovedLibrary::Runtime {
+                member,
+                set,
+                file,
+                dependency_of,
+                moved_by,
+            } => {
+                let set = set.split('@').next().unwrap_or(set);
+                let why = match (dependency_of, moved_by) {
+                    (Some(d), _) => format!(" (needed by {d})"),
+                    (None, Some(g)) => format!(" (--move {g})"),
+                    (None, None) => String::new(),
+                };
+                let _ = writeln!(o, "  move     {member} → {set}: lib/{file}{why}");
+            }
+            RemovedLibrary::Upstream {
+                member,
+                package,
+                folder,
+                moved_by,
+            } => {
+                let by = moved_by
+                    .as_ref()
+                    .map(|g| format!(", --move {g}"))
+                    .unwrap_or_default();
+                let _ = writeln!(o, "  upstream {member} → {package} ({folder}{by})");
+            }
+            RemovedLibrary::Forbidden { member, rule } => {
+                let _ = writeln!(o, "  remove   {member} ({rule}: provided by the machine)");
+            }
+        }
+    }
+    for k in &m.kept {
+        let why = k.fate.why_it_stays().unwrap_or_default();
+        let _ = writeln!(o, "  keep     {} ({}: {why})", k.member, k.rule);
+    }
+    for f in &m.licensed {
+        let _ = writeln!(
+            o,
+            "  keep     {} ({}/{}: {}, licence {})",
+            f.member,
+            f.profile,
+            f.rule,
+            f.kind.as_str(),
+            f.license.as_deref().unwrap_or("not stated")
+        );
+    }
+    for a in &m.members {
+        if let MemberAction::Edit { member, edit } = a {
+            let _ = writeln!(o, "  rewire   {member}");
+            for (old, new) in &edit.rename_needed {
+                let _ = writeln!(o, "           NEEDED {old} → {new}");
+            }
+            if let Some(p) = &edit.search_path {
+                let _ = writeln!(o, "           search path {}", p.join(":"));
+            }
+            for d in &edit.dropped_entries {
+                let _ = writeln!(o, "           dropped {d}");
+            }
+        }
+    }
+    for req in m
+        .runtime_sets
+        .iter()
+        .map(|s| s.split('@').next().unwrap_or(s))
+        .chain(m.requirements.iter().map(String::as_str))
+    {
+        let _ = writeln!(o, "  requires {req}");
+    }
+}
+
+/// `split`: the members trimmed on the way (the rest summed up without `-v`).
+fn split_trimmed(o: &mut String, r: &crate::split::SplitReport, verbose: u8) {
+    let shown = cap(r.trimmed.len(), verbose);
+    let hidden = &r.trimmed[shown..];
+    for t in &r.trimmed[..shown] {
+        let _ = writeln!(
+            o,
+            "trimmed {}: {} → {} ({})",
+            t.member,
+            size(t.bytes_before),
+            size(t.bytes_after),
+            t.method
+        );
+        for l in &t.lost {
+            let _ = writeln!(o, "  {}", loss_line(l, &[]));
+        }
+    }
+    if !hidden.is_empty() {
+        let sums = hidden_members(
+            hidden
+                .iter()
+                .map(|t| (t.bytes_before, t.bytes_after, !t.lost.is_empty())),
+        );
+        let _ = writeln!(o, "trimmed {sums} (use -v)");
+    }
+}
+
+/// `split`: the verdict of the check run on the written wheels.
+fn split_verified(o: &mut String, r: &crate::split::SplitReport) {
     if let Some(v) = &r.verify {
         let links = if v.unresolved.is_empty() {
             "every NEEDED resolves".to_string()
@@ -693,7 +757,6 @@ pub fn split(r: &crate::split::SplitReport, verbose: u8) -> String {
             );
         }
     }
-    o
 }
 
 /// One line for GPUs a trim leaves with nothing to run.
