@@ -299,6 +299,77 @@ fn audit_wheel(
     let installed_size: u64 = members.iter().map(|m| m.size).sum();
     let compressed_size = wheel.archive.file_len();
 
+    let largest = largest_members(members, opts);
+
+    // Vendor libraries.
+    let cuda = detect_cuda_major(
+        members.iter().map(|m| m.file_name()).chain(
+            members
+                .iter()
+                .filter_map(|m| m.host_elf())
+                .flat_map(|e| e.needed.iter().map(String::as_str)),
+        ),
+    );
+    purelib_without_binaries(wheel, members, &mut diagnostics);
+    let vendor_libraries = vendor_libraries(wheel, members, profiles, cuda, &mut diagnostics);
+
+    let licensed_files = crate::plan::vendor::licensed_files(members, profiles);
+
+    // ELF objects and their links, resolved inside this wheel as installed.
+    let resolutions = link_resolutions(wheel, members, profiles, cuda);
+    let elf_objects = elf_reports(wheel, members, resolutions);
+
+    // Duplicates inside this wheel.
+    let duplicates = group_duplicates(
+        members
+            .iter()
+            .filter(|m| m.size >= DUPLICATE_MIN_SIZE)
+            .filter_map(|m| {
+                m.sha256
+                    .map(|h| (wheel.member_location(&m.name).to_string(), m.size, h))
+            })
+            .collect(),
+        false,
+    );
+
+    // Checks.
+    let violations = wheel_violations(wheel, &facts, installed_size, opts, &vendor_libraries);
+    let pypi_ok = violations.iter().all(|x| !x.pypi);
+
+    let to_fit = fit_advice(
+        wheel,
+        members,
+        compressed_size,
+        opts,
+        &vendor_libraries,
+        &device_code,
+    );
+
+    WheelAudit {
+        path: wheel.path.display().to_string(),
+        name: wheel.project_name(),
+        version: wheel.filename.version.clone(),
+        tags: wheel.filename.tags(),
+        compressed_size,
+        installed_size,
+        members: members.len(),
+        largest,
+        elf_objects,
+        vendor_libraries,
+        licensed_files,
+        device_code,
+        duplicates,
+        violations,
+        pypi_ok,
+        to_fit,
+        companions: Vec::new(),
+        record: facts.record,
+        diagnostics,
+    }
+}
+
+/// The `opts.largest` largest files of the wheel, by installed size.
+fn largest_members(members: &[facts::MemberFacts], opts: &AuditOptions) -> Vec<MemberSize> {
     let mut largest: Vec<MemberSize> = members
         .iter()
         .filter(|m| !m.name.ends_with('/'))
@@ -310,26 +381,15 @@ fn audit_wheel(
         .collect();
     largest.sort_by(|a, b| b.size.cmp(&a.size).then(a.name.cmp(&b.name)));
     largest.truncate(opts.largest);
+    largest
+}
 
-    // Vendor libraries.
-    let cuda = detect_cuda_major(
-        members.iter().map(|m| m.file_name()).chain(
-            members
-                .iter()
-                .filter_map(|m| m.host_elf())
-                .flat_map(|e| e.needed.iter().map(String::as_str)),
-        ),
-    );
-    let project = wheel.project_name();
-    let classified = crate::plan::vendor::classify(
-        members,
-        |m| m.host_elf().is_some() || facts::looks_like_shared_object(&m.name),
-        profiles,
-        cuda,
-        &project,
-        false,
-        &crate::plan::vendor::AdHoc::default(),
-    );
+/// A note when WHEEL says platlib but nothing in the wheel is platform-specific.
+fn purelib_without_binaries(
+    wheel: &Wheel,
+    members: &[facts::MemberFacts],
+    diagnostics: &mut Vec<Diagnostic>,
+) {
     // The other contradiction of Root-Is-Purelib (true with binaries is a violation, in
     // checks.rs) is harmless, so it is only a note: platlib without anything platform-specific.
     if !wheel.root_is_purelib()
@@ -348,6 +408,26 @@ fn audit_wheel(
                 .to_string(),
         ));
     }
+}
+
+/// The vendor libraries the profiles recognise, with a note for each that `split` keeps.
+fn vendor_libraries(
+    wheel: &Wheel,
+    members: &[facts::MemberFacts],
+    profiles: &ProfileSet,
+    cuda: Option<u32>,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Vec<VendorLibrary> {
+    let project = wheel.project_name();
+    let classified = crate::plan::vendor::classify(
+        members,
+        |m| m.host_elf().is_some() || facts::looks_like_shared_object(&m.name),
+        profiles,
+        cuda,
+        &project,
+        false,
+        &crate::plan::vendor::AdHoc::default(),
+    );
     let mut vendor_libraries = Vec::new();
     for (vh, fate) in classified {
         let (m, hit) = (vh.member, vh.hit);
@@ -375,10 +455,17 @@ fn audit_wheel(
             split: fate,
         });
     }
+    vendor_libraries
+}
 
-    let licensed_files = crate::plan::vendor::licensed_files(members, profiles);
-
-    // ELF objects and their links, resolved inside this wheel as installed.
+/// Each installed ELF object's own NEEDED entries resolved as the loader would,
+/// keyed by its location (`wheel!member`).
+fn link_resolutions(
+    wheel: &Wheel,
+    members: &[facts::MemberFacts],
+    profiles: &ProfileSet,
+    cuda: Option<u32>,
+) -> HashMap<String, Vec<NeededReport>> {
     let mut objects = Vec::new();
     for m in members {
         if let Some(info) = m.host_elf() {
@@ -410,6 +497,16 @@ fn audit_wheel(
             .collect();
         resolutions.insert(obj.origin.clone(), own);
     }
+    resolutions
+}
+
+/// One report per ELF member (host objects with their resolved links, and the
+/// unsupported ones with the reason).
+fn elf_reports(
+    wheel: &Wheel,
+    members: &[facts::MemberFacts],
+    mut resolutions: HashMap<String, Vec<NeededReport>>,
+) -> Vec<ElfReport> {
     let mut elf_objects = Vec::new();
     for m in members {
         let loc = wheel.member_location(&m.name).to_string();
@@ -478,21 +575,18 @@ fn audit_wheel(
             _ => {}
         }
     }
+    elf_objects
+}
 
-    // Duplicates inside this wheel.
-    let duplicates = group_duplicates(
-        members
-            .iter()
-            .filter(|m| m.size >= DUPLICATE_MIN_SIZE)
-            .filter_map(|m| {
-                m.sha256
-                    .map(|h| (wheel.member_location(&m.name).to_string(), m.size, h))
-            })
-            .collect(),
-        false,
-    );
-
-    // Checks.
+/// The upload, RECORD, forbidden-library and platform checks.
+fn wheel_violations(
+    wheel: &Wheel,
+    facts: &WheelFacts,
+    installed_size: u64,
+    opts: &AuditOptions,
+    vendor_libraries: &[VendorLibrary],
+) -> Vec<Violation> {
+    let members = &facts.members;
     let mut violations = crate::checks::upload_checks(wheel, installed_size, opts.max_size);
     if !facts.record.is_clean() {
         let r = &facts.record;
@@ -529,9 +623,19 @@ fn audit_wheel(
         });
     }
     violations.extend(crate::checks::platform_checks(wheel, members));
-    let pypi_ok = violations.iter().all(|x| !x.pypi);
+    violations
+}
 
-    let to_fit = (compressed_size > opts.max_size).then(|| {
+/// For a wheel over `opts.max_size`, what `split` would move out and what else it would take.
+fn fit_advice(
+    wheel: &Wheel,
+    members: &[facts::MemberFacts],
+    compressed_size: u64,
+    opts: &AuditOptions,
+    vendor_libraries: &[VendorLibrary],
+    device_code: &[DeviceReport],
+) -> Option<FitAdvice> {
+    (compressed_size > opts.max_size).then(|| {
         let over_by = compressed_size - opts.max_size;
         let moving: Vec<&VendorLibrary> = vendor_libraries
             .iter()
@@ -580,7 +684,7 @@ fn audit_wheel(
                 });
             }
         }
-        let trim_could_drop = device::best_single_arch_saving(&device_code);
+        let trim_could_drop = device::best_single_arch_saving(device_code);
         FitAdvice {
             over_by,
             split_moves_out,
@@ -591,27 +695,5 @@ fn audit_wheel(
             runtime_room,
             limit_without_trim_mib,
         }
-    });
-
-    WheelAudit {
-        path: wheel.path.display().to_string(),
-        name: wheel.project_name(),
-        version: wheel.filename.version.clone(),
-        tags: wheel.filename.tags(),
-        compressed_size,
-        installed_size,
-        members: members.len(),
-        largest,
-        elf_objects,
-        vendor_libraries,
-        licensed_files,
-        device_code,
-        duplicates,
-        violations,
-        pypi_ok,
-        to_fit,
-        companions: Vec::new(),
-        record: facts.record,
-        diagnostics,
-    }
+    })
 }
