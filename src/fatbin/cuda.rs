@@ -563,6 +563,37 @@ fn parse_entry_with(
         None
     };
 
+    let (options, members) = options_record(hdr, pos, header_size, &raw, kind, compression, &bad)?;
+
+    Ok(Entry {
+        offset: pos,
+        header_size,
+        payload_size,
+        kind,
+        arch,
+        compression,
+        compressed_size,
+        uncompressed_size: raw.uncompressed_size,
+        flags: raw.flags,
+        version: (raw.major, raw.minor),
+        debug: raw.flags & FLAG_DEBUG != 0,
+        identifier,
+        options,
+        members,
+    })
+}
+
+/// The entry's options record: the member table of a concat entry, else the options
+/// string (`None` when empty or binary).
+fn options_record(
+    hdr: &[u8],
+    pos: usize,
+    header_size: usize,
+    raw: &RawHeader,
+    kind: EntryKind,
+    compression: Compression,
+    bad: &dyn Fn(&'static str, u64, &'static str) -> FatbinError,
+) -> Result<(Option<String>, Vec<ConcatMember>), FatbinError> {
     let mut options = None;
     let mut members = Vec::new();
     if raw.options_offset != 0 {
@@ -614,23 +645,7 @@ fn parse_entry_with(
             }
         }
     }
-
-    Ok(Entry {
-        offset: pos,
-        header_size,
-        payload_size,
-        kind,
-        arch,
-        compression,
-        compressed_size,
-        uncompressed_size: raw.uncompressed_size,
-        flags: raw.flags,
-        version: (raw.major, raw.minor),
-        debug: raw.flags & FLAG_DEBUG != 0,
-        identifier,
-        options,
-        members,
-    })
+    Ok((options, members))
 }
 
 /// The member table of a concat group: `count` member headers filling the options record of

@@ -213,30 +213,7 @@ pub fn rebuild_concat_entry(
         put_u32(&mut new_header, 32, moved, "identifier offset")?;
     }
 
-    let (payload, compressed_size, uncompressed_size) = match e.compression {
-        Compression::None => (blob, 0, 0),
-        Compression::Zstd => {
-            let z =
-                zstd::bulk::compress(&blob, ZSTD_LEVEL).map_err(|err| FatbinError::Compress {
-                    method: "zstd",
-                    len: blob.len(),
-                    reason: err.to_string(),
-                })?;
-            let n = u64_of(z.len());
-            (z, n, u64_of(blob.len()))
-        }
-        Compression::Lz4 => {
-            let z = lz4_flex::block::compress(&blob);
-            let n = u64_of(z.len());
-            (z, n, u64_of(blob.len()))
-        }
-        Compression::Unknown(flags) => {
-            return Err(FatbinError::UnknownCompression {
-                offset: e.offset,
-                flags,
-            });
-        }
-    };
+    let (payload, compressed_size, uncompressed_size) = recompress(e, blob)?;
     let padded = align_up(payload.len(), 8).unwrap_or(payload.len());
     let header_size = u64_of(new_header.len());
     put_u32(&mut new_header, 4, header_size, "header size")?;
@@ -265,4 +242,34 @@ pub fn rebuild_concat_entry(
         )));
     }
     Ok(out)
+}
+
+/// The rebuilt image compressed with the group's algorithm: (payload, compressed size,
+/// uncompressed size), both sizes 0 for an uncompressed group.
+fn recompress(e: &Entry, blob: Vec<u8>) -> Result<(Vec<u8>, u64, u64), FatbinError> {
+    let (payload, compressed_size, uncompressed_size) = match e.compression {
+        Compression::None => (blob, 0, 0),
+        Compression::Zstd => {
+            let z =
+                zstd::bulk::compress(&blob, ZSTD_LEVEL).map_err(|err| FatbinError::Compress {
+                    method: "zstd",
+                    len: blob.len(),
+                    reason: err.to_string(),
+                })?;
+            let n = u64_of(z.len());
+            (z, n, u64_of(blob.len()))
+        }
+        Compression::Lz4 => {
+            let z = lz4_flex::block::compress(&blob);
+            let n = u64_of(z.len());
+            (z, n, u64_of(blob.len()))
+        }
+        Compression::Unknown(flags) => {
+            return Err(FatbinError::UnknownCompression {
+                offset: e.offset,
+                flags,
+            });
+        }
+    };
+    Ok((payload, compressed_size, uncompressed_size))
 }
