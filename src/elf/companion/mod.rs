@@ -456,50 +456,9 @@ pub fn write(spec: &CompanionSpec<'_>) -> Result<Companion, CompanionError> {
     let (e_machine, e_flags, page) = machine_facts(spec.machine)?;
     check_spec(spec, page)?;
 
-    // Device sections, in order of first appearance.
-    let mut sections: Vec<Section> = Vec::new();
-    for (i, b) in spec.blocks.iter().enumerate() {
-        match sections.iter_mut().find(|s| s.name == b.section) {
-            Some(s) => {
-                s.align = s.align.max(b.align);
-                s.blocks.push(i);
-            }
-            None => sections.push(Section {
-                name: b.section.clone(),
-                align: b.align,
-                blocks: vec![i],
-                offset: 0,
-                size: 0,
-            }),
-        }
-    }
+    let mut sections = device_sections(spec);
 
-    // Symbols, ordered by GNU hash bucket (then name), as `.gnu.hash` requires.
-    struct Sym<'s> {
-        name: &'s str,
-        block: usize,
-        offset: u64,
-        size: u64,
-    }
-    let mut syms: Vec<Sym<'_>> = Vec::new();
-    for (i, b) in spec.blocks.iter().enumerate() {
-        for s in &b.symbols {
-            syms.push(Sym {
-                name: &s.name,
-                block: i,
-                offset: s.offset,
-                size: s.size,
-            });
-        }
-    }
-    let nsyms = len64(syms.len())?;
-    u32_of(add(nsyms, 1)?, "too many symbols")?;
-    let nbucket = bucket_count(nsyms);
-    syms.sort_by(|a, b| {
-        let ka = rem(gnu_hash(a.name.as_bytes()), nbucket);
-        let kb = rem(gnu_hash(b.name.as_bytes()), nbucket);
-        ka.cmp(&kb).then_with(|| a.name.cmp(b.name))
-    });
+    let (syms, nsyms, nbucket) = hash_ordered_symbols(spec)?;
     let names: Vec<&str> = syms.iter().map(|s| s.name).collect();
 
     let mut dynstr = Strings::new();
@@ -519,28 +478,7 @@ pub fn write(spec: &CompanionSpec<'_>) -> Result<Companion, CompanionError> {
     let dynsym_size = mul(add(nsyms, 1)?, SYM_SIZE)?;
     let dynstr_off = add(dynsym_off, dynsym_size)?;
     let dynstr_size = len64(dynstr.bytes.len())?;
-    let mut cursor = add(dynstr_off, dynstr_size)?;
-    let mut block_at = vec![0u64; spec.blocks.len()];
-    for s in &mut sections {
-        s.offset = align_up(cursor, s.align)?;
-        let mut end = s.offset;
-        for &i in &s.blocks {
-            let b = spec
-                .blocks
-                .get(i)
-                .ok_or(CompanionError::TooLarge("block index"))?;
-            let at = align_up(end, b.align)?;
-            if let Some(slot) = block_at.get_mut(i) {
-                *slot = at;
-            }
-            end = add(at, len64(b.bytes.len())?)?;
-        }
-        s.size = end
-            .checked_sub(s.offset)
-            .ok_or(CompanionError::TooLarge("section size"))?;
-        cursor = end;
-    }
-    let ro_end = cursor;
+    let (block_at, ro_end) = place_sections(spec, &mut sections, add(dynstr_off, dynstr_size)?)?;
 
     // Writable segment: `.dynamic`, one page above its file offset.
     let dynamic: [(u64, u64); 8] = [
@@ -559,18 +497,7 @@ pub fn write(spec: &CompanionSpec<'_>) -> Result<Companion, CompanionError> {
 
     // Section names; section indices: 0 null, 1 .hash, 2 .gnu.hash, 3 .dynsym, 4 .dynstr,
     // then the device sections, then .dynamic and .shstrtab.
-    let mut shstr = Strings::new();
-    let n_hash = shstr.add(".hash")?;
-    let n_gnu = shstr.add(".gnu.hash")?;
-    let n_dynsym = shstr.add(".dynsym")?;
-    let n_dynstr = shstr.add(".dynstr")?;
-    let mut n_dev = Vec::with_capacity(sections.len());
-    for s in &sections {
-        n_dev.push(shstr.add(&s.name)?);
-    }
-    let n_dynamic = shstr.add(".dynamic")?;
-    let n_shstrtab = shstr.add(".shstrtab")?;
-    const FIRST_DEVICE: u64 = 5;
+    let (shstr, shnames) = section_names(&sections)?;
     let shnum = add(len64(sections.len())?, FIRST_DEVICE + 2)?;
     let shnum16 = u16::try_from(shnum).map_err(|_| CompanionError::TooLarge("section count"))?;
     let dynamic_index = add(len64(sections.len())?, FIRST_DEVICE)?;
@@ -585,7 +512,241 @@ pub fn write(spec: &CompanionSpec<'_>) -> Result<Companion, CompanionError> {
     let mut out = Out {
         bytes: Vec::with_capacity(capacity),
     };
-    // ELF header.
+    let layout = Layout {
+        page,
+        hash_off,
+        hash_size: len64(hash.len())?,
+        gnu_off,
+        gnu_size: len64(gnu.len())?,
+        dynsym_off,
+        dynsym_size,
+        dynstr_off,
+        dynstr_size,
+        ro_end,
+        dyn_off,
+        dyn_vaddr,
+        dyn_size,
+        shstr_off,
+        shstr_size: len64(shstr.bytes.len())?,
+        shoff,
+    };
+    write_elf_header(&mut out, e_machine, e_flags, shnum16, shstrndx, &layout);
+    out.at(hash_off)?;
+    out.put(&hash);
+    out.at(gnu_off)?;
+    out.put(&gnu);
+    out.at(dynsym_off)?;
+    out.put(&[0; 24]);
+    let placed_syms = write_symbols(&mut out, &syms, &sym_names, &block_at, &sections)?;
+    out.put(&dynstr.bytes);
+    for s in &sections {
+        for &i in &s.blocks {
+            let b = spec
+                .blocks
+                .get(i)
+                .ok_or(CompanionError::TooLarge("block index"))?;
+            out.at(*block_at
+                .get(i)
+                .ok_or(CompanionError::TooLarge("block index"))?)?;
+            out.put(b.bytes);
+        }
+    }
+    out.at(dyn_off)?;
+    for (tag, value) in dynamic {
+        out.u64(tag);
+        // Address entries hold vaddrs; in the read-only segment those equal file offsets.
+        out.u64(value);
+    }
+    out.put(&shstr.bytes);
+    out.at(shoff)?;
+    write_section_headers(&mut out, &layout, &shnames, &sections);
+    if len64(out.bytes.len())? != total {
+        return Err(CompanionError::TooLarge("the planned size was not met"));
+    }
+
+    let mut blocks = Vec::with_capacity(spec.blocks.len());
+    for (b, &at) in spec.blocks.iter().zip(&block_at) {
+        blocks.push(PlacedBlock {
+            section: b.section.clone(),
+            offset: at,
+            vaddr: at,
+            len: len64(b.bytes.len())?,
+        });
+    }
+    self_check(&out.bytes, &placed_syms)?;
+    Ok(Companion {
+        bytes: out.bytes,
+        blocks,
+        symbols: placed_syms,
+    })
+}
+
+/// The device sections, in order of first appearance, each with its blocks.
+fn device_sections(spec: &CompanionSpec<'_>) -> Vec<Section> {
+    let mut sections: Vec<Section> = Vec::new();
+    for (i, b) in spec.blocks.iter().enumerate() {
+        match sections.iter_mut().find(|s| s.name == b.section) {
+            Some(s) => {
+                s.align = s.align.max(b.align);
+                s.blocks.push(i);
+            }
+            None => sections.push(Section {
+                name: b.section.clone(),
+                align: b.align,
+                blocks: vec![i],
+                offset: 0,
+                size: 0,
+            }),
+        }
+    }
+    sections
+}
+
+/// A symbol to write: its block and its place in that block.
+struct Sym<'s> {
+    name: &'s str,
+    block: usize,
+    offset: u64,
+    size: u64,
+}
+
+/// The symbols ordered by GNU hash bucket (then name), as `.gnu.hash` requires, with their
+/// count and the bucket count.
+fn hash_ordered_symbols<'s>(
+    spec: &'s CompanionSpec<'_>,
+) -> Result<(Vec<Sym<'s>>, u64, u64), CompanionError> {
+    let mut syms: Vec<Sym<'_>> = Vec::new();
+    for (i, b) in spec.blocks.iter().enumerate() {
+        for s in &b.symbols {
+            syms.push(Sym {
+                name: &s.name,
+                block: i,
+                offset: s.offset,
+                size: s.size,
+            });
+        }
+    }
+    let nsyms = len64(syms.len())?;
+    u32_of(add(nsyms, 1)?, "too many symbols")?;
+    let nbucket = bucket_count(nsyms);
+    syms.sort_by(|a, b| {
+        let ka = rem(gnu_hash(a.name.as_bytes()), nbucket);
+        let kb = rem(gnu_hash(b.name.as_bytes()), nbucket);
+        ka.cmp(&kb).then_with(|| a.name.cmp(b.name))
+    });
+    Ok((syms, nsyms, nbucket))
+}
+
+/// Lays the device sections and their blocks out from `cursor`: returns each block's file
+/// offset and where the read-only segment ends.
+fn place_sections(
+    spec: &CompanionSpec<'_>,
+    sections: &mut [Section],
+    mut cursor: u64,
+) -> Result<(Vec<u64>, u64), CompanionError> {
+    let mut block_at = vec![0u64; spec.blocks.len()];
+    for s in sections.iter_mut() {
+        s.offset = align_up(cursor, s.align)?;
+        let mut end = s.offset;
+        for &i in &s.blocks {
+            let b = spec
+                .blocks
+                .get(i)
+                .ok_or(CompanionError::TooLarge("block index"))?;
+            let at = align_up(end, b.align)?;
+            if let Some(slot) = block_at.get_mut(i) {
+                *slot = at;
+            }
+            end = add(at, len64(b.bytes.len())?)?;
+        }
+        s.size = end
+            .checked_sub(s.offset)
+            .ok_or(CompanionError::TooLarge("section size"))?;
+        cursor = end;
+    }
+    Ok((block_at, cursor))
+}
+
+/// Index of the first device section (after null, .hash, .gnu.hash, .dynsym, .dynstr).
+const FIRST_DEVICE: u64 = 5;
+
+/// The `.shstrtab` offsets of each section's name.
+struct ShNames {
+    n_hash: u32,
+    n_gnu: u32,
+    n_dynsym: u32,
+    n_dynstr: u32,
+    n_dev: Vec<u32>,
+    n_dynamic: u32,
+    n_shstrtab: u32,
+}
+
+/// Where [`write`] puts each part of the file (in the read-only segment vaddrs equal offsets).
+#[derive(Clone, Copy)]
+struct Layout {
+    page: u64,
+    hash_off: u64,
+    hash_size: u64,
+    gnu_off: u64,
+    gnu_size: u64,
+    dynsym_off: u64,
+    dynsym_size: u64,
+    dynstr_off: u64,
+    dynstr_size: u64,
+    ro_end: u64,
+    dyn_off: u64,
+    dyn_vaddr: u64,
+    dyn_size: u64,
+    shstr_off: u64,
+    shstr_size: u64,
+    shoff: u64,
+}
+
+/// The section-name string table and where each name lies in it.
+fn section_names(sections: &[Section]) -> Result<(Strings, ShNames), CompanionError> {
+    let mut shstr = Strings::new();
+    let n_hash = shstr.add(".hash")?;
+    let n_gnu = shstr.add(".gnu.hash")?;
+    let n_dynsym = shstr.add(".dynsym")?;
+    let n_dynstr = shstr.add(".dynstr")?;
+    let mut n_dev = Vec::with_capacity(sections.len());
+    for s in sections {
+        n_dev.push(shstr.add(&s.name)?);
+    }
+    let n_dynamic = shstr.add(".dynamic")?;
+    let n_shstrtab = shstr.add(".shstrtab")?;
+    Ok((
+        shstr,
+        ShNames {
+            n_hash,
+            n_gnu,
+            n_dynsym,
+            n_dynstr,
+            n_dev,
+            n_dynamic,
+            n_shstrtab,
+        },
+    ))
+}
+
+/// The ELF header, then the program headers (PT_LOADs in vaddr order).
+fn write_elf_header(
+    out: &mut Out,
+    e_machine: u16,
+    e_flags: u32,
+    shnum16: u16,
+    shstrndx: u16,
+    l: &Layout,
+) {
+    let Layout {
+        shoff,
+        ro_end,
+        page,
+        dyn_off,
+        dyn_vaddr,
+        dyn_size,
+        ..
+    } = *l;
     out.put(b"\x7fELF");
     out.put(&[2, 1, 1, 0]); // ELFCLASS64, little-endian, version 1, System V ABI
     out.put(&[0; 8]);
@@ -607,14 +768,18 @@ pub fn write(spec: &CompanionSpec<'_>) -> Result<Companion, CompanionError> {
     out.phdr(PT_LOAD, PF_R | PF_W, dyn_off, dyn_vaddr, dyn_size, page);
     out.phdr(PT_DYNAMIC, PF_R | PF_W, dyn_off, dyn_vaddr, dyn_size, 8);
     out.phdr(PT_GNU_STACK, PF_R | PF_W, 0, 0, 0, 16);
-    out.at(hash_off)?;
-    out.put(&hash);
-    out.at(gnu_off)?;
-    out.put(&gnu);
-    out.at(dynsym_off)?;
-    out.put(&[0; 24]);
+}
+
+/// The `.dynsym` entries after the null symbol; returns where each symbol was placed.
+fn write_symbols(
+    out: &mut Out,
+    syms: &[Sym<'_>],
+    sym_names: &[u32],
+    block_at: &[u64],
+    sections: &[Section],
+) -> Result<Vec<PlacedSymbol>, CompanionError> {
     let mut placed_syms = Vec::with_capacity(syms.len());
-    for (i, (s, &name)) in syms.iter().zip(&sym_names).enumerate() {
+    for (i, (s, &name)) in syms.iter().zip(sym_names).enumerate() {
         let block_off = *block_at
             .get(s.block)
             .ok_or(CompanionError::TooLarge("block index"))?;
@@ -637,27 +802,37 @@ pub fn write(spec: &CompanionSpec<'_>) -> Result<Companion, CompanionError> {
             index: u32_of(add(len64(i)?, 1)?, "symbol index")?,
         });
     }
-    out.put(&dynstr.bytes);
-    for s in &sections {
-        for &i in &s.blocks {
-            let b = spec
-                .blocks
-                .get(i)
-                .ok_or(CompanionError::TooLarge("block index"))?;
-            out.at(*block_at
-                .get(i)
-                .ok_or(CompanionError::TooLarge("block index"))?)?;
-            out.put(b.bytes);
-        }
-    }
-    out.at(dyn_off)?;
-    for (tag, value) in dynamic {
-        out.u64(tag);
-        // Address entries hold vaddrs; in the read-only segment those equal file offsets.
-        out.u64(value);
-    }
-    out.put(&shstr.bytes);
-    out.at(shoff)?;
+    Ok(placed_syms)
+}
+
+/// The section headers after the null one: the dynamic-linking tables, the device
+/// sections, `.dynamic` and `.shstrtab`.
+fn write_section_headers(out: &mut Out, l: &Layout, shnames: &ShNames, sections: &[Section]) {
+    let Layout {
+        hash_off,
+        hash_size,
+        gnu_off,
+        gnu_size,
+        dynsym_off,
+        dynsym_size,
+        dynstr_off,
+        dynstr_size,
+        dyn_off,
+        dyn_vaddr,
+        dyn_size,
+        shstr_off,
+        shstr_size,
+        ..
+    } = *l;
+    let ShNames {
+        n_hash,
+        n_gnu,
+        n_dynsym,
+        n_dynstr,
+        ref n_dev,
+        n_dynamic,
+        n_shstrtab,
+    } = *shnames;
     out.put(&[0; 64]);
     let dynstr_index = 4;
     let dynsym_index = 3;
@@ -667,7 +842,7 @@ pub fn write(spec: &CompanionSpec<'_>) -> Result<Companion, CompanionError> {
         SHF_ALLOC,
         hash_off,
         hash_off,
-        len64(hash.len())?,
+        hash_size,
         dynsym_index,
         0,
         8,
@@ -679,7 +854,7 @@ pub fn write(spec: &CompanionSpec<'_>) -> Result<Companion, CompanionError> {
         SHF_ALLOC,
         gnu_off,
         gnu_off,
-        len64(gnu.len())?,
+        gnu_size,
         dynsym_index,
         0,
         8,
@@ -710,7 +885,7 @@ pub fn write(spec: &CompanionSpec<'_>) -> Result<Companion, CompanionError> {
         1,
         0,
     );
-    for (s, &name) in sections.iter().zip(&n_dev) {
+    for (s, &name) in sections.iter().zip(n_dev) {
         out.shdr(
             name,
             SHT_PROGBITS,
@@ -737,36 +912,8 @@ pub fn write(spec: &CompanionSpec<'_>) -> Result<Companion, CompanionError> {
         DYN_SIZE,
     );
     out.shdr(
-        n_shstrtab,
-        SHT_STRTAB,
-        0,
-        0,
-        shstr_off,
-        len64(shstr.bytes.len())?,
-        0,
-        0,
-        1,
-        0,
+        n_shstrtab, SHT_STRTAB, 0, 0, shstr_off, shstr_size, 0, 0, 1, 0,
     );
-    if len64(out.bytes.len())? != total {
-        return Err(CompanionError::TooLarge("the planned size was not met"));
-    }
-
-    let mut blocks = Vec::with_capacity(spec.blocks.len());
-    for (b, &at) in spec.blocks.iter().zip(&block_at) {
-        blocks.push(PlacedBlock {
-            section: b.section.clone(),
-            offset: at,
-            vaddr: at,
-            len: len64(b.bytes.len())?,
-        });
-    }
-    self_check(&out.bytes, &placed_syms)?;
-    Ok(Companion {
-        bytes: out.bytes,
-        blocks,
-        symbols: placed_syms,
-    })
 }
 
 /// The checks every output of this crate passes: the layout invariants of [`super::check()`],
