@@ -425,3 +425,61 @@ pub(super) fn host_rewrite(
     }
     Ok((out.host, written))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture() -> Vec<u8> {
+        let p = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/cuda/libfix_plain.so");
+        std::fs::read(p).expect("fixtures/cuda/libfix_plain.so")
+    }
+
+    #[test]
+    fn origin_is_added_once_and_kept_when_present() {
+        let edit = ElfEdit::default();
+        let added = with_origin(&edit, None).expect("no search path: $ORIGIN is added");
+        assert_eq!(added.search_path, Some(vec!["$ORIGIN".to_string()]));
+        assert!(with_origin(&added, None).is_none());
+        let mut other = ElfEdit::default();
+        other.search_path = Some(vec!["$ORIGIN/../../nvidia/cuda_runtime/lib".into()]);
+        let e = with_origin(&other, None).unwrap();
+        assert_eq!(e.search_path.unwrap()[0], "$ORIGIN");
+        other.search_path = Some(vec!["${ORIGIN}/".into()]);
+        assert!(with_origin(&other, None).is_none());
+    }
+
+    #[test]
+    fn a_refused_move_names_the_library_and_says_what_to_do() {
+        let loc = crate::wheel::Location::member(std::path::Path::new("a.whl"), "pkg/libx.so");
+        let file = CompanionFile {
+            soname: "libx.wsdev1.so".into(),
+            families: vec!["sm_8x".into()],
+            containers: vec![companions::Block {
+                section: ".nv_fatbin".into(),
+                offset: 3,
+                size: 16,
+                compressed: 16,
+                family: "sm_8x".into(),
+            }],
+            stored_bytes: 16,
+            compressed_bytes: 16,
+        };
+        for host in [fixture(), b"not an ELF object".to_vec()] {
+            let Err(Error::Refused { message, hint }) =
+                host_rewrite(&loc, &host, std::slice::from_ref(&file), None)
+            else {
+                panic!("the move was not refused");
+            };
+            assert!(
+                message.starts_with("a.whl!pkg/libx.so: its device code cannot be moved"),
+                "{message}"
+            );
+            let hint = hint.unwrap_or_default();
+            assert!(
+                hint.contains("--sm/--gfx") && hint.contains("--companions"),
+                "{hint}"
+            );
+        }
+    }
+}
