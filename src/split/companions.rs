@@ -441,8 +441,10 @@ mod tests {
         let added = with_origin(&edit, None).expect("no search path: $ORIGIN is added");
         assert_eq!(added.search_path, Some(vec!["$ORIGIN".to_string()]));
         assert!(with_origin(&added, None).is_none());
-        let mut other = ElfEdit::default();
-        other.search_path = Some(vec!["$ORIGIN/../../nvidia/cuda_runtime/lib".into()]);
+        let mut other = ElfEdit {
+            search_path: Some(vec!["$ORIGIN/../../nvidia/cuda_runtime/lib".into()]),
+            ..ElfEdit::default()
+        };
         let e = with_origin(&other, None).unwrap();
         assert_eq!(e.search_path.unwrap()[0], "$ORIGIN");
         other.search_path = Some(vec!["${ORIGIN}/".into()]);

@@ -1066,9 +1066,7 @@ impl SplitRun<'_> {
                 // Input, rewritten host and companions are all held for a moment.
                 r.grow(m.size);
             }
-            let files: Vec<_> = mv.companions.iter().map(|c| c.file.clone()).collect();
-            let spill = Some(self.opts.wheel_dir.as_path());
-            let (host, outs) = companions::host_rewrite(&loc, &original, &files, spill)?;
+            let (host, outs) = self.companion_step(&loc, &original, mv)?;
             current = Some(host);
             moved = outs;
         }
@@ -1148,6 +1146,18 @@ impl SplitRun<'_> {
             reused: e.reused,
             companions: moved,
         }))
+    }
+
+    /// Moves a host's device code into the companions of its plan (`--companions`).
+    fn companion_step(
+        &self,
+        loc: &crate::wheel::Location,
+        original: &[u8],
+        mv: &CompanionMove,
+    ) -> Result<(Vec<u8>, Vec<companions::CompanionOut>), Error> {
+        let files: Vec<_> = mv.companions.iter().map(|c| c.file.clone()).collect();
+        let spill = Some(self.opts.wheel_dir.as_path());
+        companions::host_rewrite(loc, original, &files, spill)
     }
 
     /// Trims a member's device code (`--sm`, `--gfx`), recording the trim.
