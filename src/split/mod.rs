@@ -1059,17 +1059,11 @@ impl SplitRun<'_> {
                 (b, marks, Some(r))
             }
         };
-        let mut current: Option<Vec<u8>> = None;
-        let mut moved = Vec::new();
-        if let Some(mv) = job.companions {
-            if let Some(r) = held.as_mut() {
-                // Input, rewritten host and companions are all held for a moment.
-                r.grow(m.size);
-            }
-            let (host, outs) = self.companion_step(&loc, &original, mv)?;
-            current = Some(host);
-            moved = outs;
+        if let (Some(_), Some(r)) = (job.companions, held.as_mut()) {
+            // Input, rewritten host and companions are all held for a moment.
+            r.grow(m.size);
         }
+        let (mut current, moved) = self.companion_step(&loc, &original, job.companions)?;
         let strip = self.debug_of(job.input, member) > 0;
         if let Some(f) = self
             .device_of(job.input, member)
@@ -1148,16 +1142,21 @@ impl SplitRun<'_> {
         }))
     }
 
-    /// Moves a host's device code into the companions of its plan (`--companions`).
+    /// Moves a host's device code into the companions of its plan (`--companions`); `None`
+    /// without a plan.
     fn companion_step(
         &self,
         loc: &crate::wheel::Location,
         original: &[u8],
-        mv: &CompanionMove,
-    ) -> Result<(Vec<u8>, Vec<companions::CompanionOut>), Error> {
+        mv: Option<&CompanionMove>,
+    ) -> Result<(Option<Vec<u8>>, Vec<companions::CompanionOut>), Error> {
+        let Some(mv) = mv else {
+            return Ok((None, Vec::new()));
+        };
         let files: Vec<_> = mv.companions.iter().map(|c| c.file.clone()).collect();
         let spill = Some(self.opts.wheel_dir.as_path());
-        companions::host_rewrite(loc, original, &files, spill)
+        let (host, outs) = companions::host_rewrite(loc, original, &files, spill)?;
+        Ok((Some(host), outs))
     }
 
     /// Trims a member's device code (`--sm`, `--gfx`), recording the trim.
