@@ -10,7 +10,7 @@ use crate::plan::companions::{
     self, CompanionAdvice, CompanionFile, Library, Verdict, library_of_member,
 };
 use crate::plan::pack::pack;
-use crate::plan::{LibraryPlan, RuntimeSet, SplitPlan};
+use crate::plan::{ElfEdit, LibraryPlan, RuntimeSet, SplitPlan};
 
 /// One companion of a plan and the runtime wheel it goes into.
 #[derive(Debug, Clone, Serialize)]
@@ -25,6 +25,9 @@ pub struct PlacedCompanion {
 /// in `--json`).
 #[derive(Debug, Clone, Serialize)]
 pub struct CompanionMove {
+    /// The host's (input, member), for the real run's rewrite.
+    #[serde(skip)]
+    pub(super) key: MemberKey,
     /// `wheel!member` of the host library.
     pub library: String,
     /// The runtime set it moves into, and its file name in the set's `lib/`.
@@ -147,8 +150,8 @@ impl SplitRun<'_> {
     }
 
     /// With `--companions`, the plan for a library too big alone: `Ok(None)` when
-    /// companions cannot help (the caller refuses it), and a refusal in a real run, which
-    /// cannot move device code yet.
+    /// companions cannot help (the caller refuses it). A real run carries it out in the
+    /// rewrite stage ([`host_rewrite`]).
     pub(super) fn companion_move(
         &self,
         set: &RuntimeSet,
@@ -174,19 +177,8 @@ impl SplitRun<'_> {
             .0
             .member_location(&l.member)
             .to_string();
-        if !self.opts.dry_run {
-            return Err(Error::refused(
-                format!(
-                    "{location} fits only with its device code in {} companion file{}, and this build of wheelslim plans companions but cannot write them yet",
-                    files.len(),
-                    if files.len() == 1 { "" } else { "s" }
-                ),
-                Some(
-                    "`split --companions --dry-run` shows the plan; until companions can be written, trim the device code (--sm/--gfx) or ask the index for a larger limit".into(),
-                ),
-            ));
-        }
         Ok(Some(CompanionMove {
+            key: (l.input, l.member.clone()),
             library: location,
             runtime_set: set.name.clone(),
             file: l.file.clone(),
@@ -362,3 +354,134 @@ pub fn render(o: &mut String, moves: &[CompanionMove], size: &dyn Fn(u64) -> Str
 
 /// Keys of the members the dry run trimmed, with their view after the trim.
 pub(super) type Trimmed = std::collections::HashMap<MemberKey, Library>;
+
+/// The search path of a host whose companions sit beside it: `$ORIGIN` first unless an
+/// entry already names the host's own folder. `None` when the edit has it already.
+pub(super) fn with_origin(edit: &ElfEdit, info: Option<&crate::elf::ElfInfo>) -> Option<ElfEdit> {
+    let current: Vec<String> = match (&edit.search_path, info) {
+        (Some(p), _) => p.clone(),
+        (None, Some(i)) if !i.runpath.is_empty() => i.runpath.clone(),
+        (None, Some(i)) => i.rpath.clone(),
+        (None, None) => Vec::new(),
+    };
+    let own = |e: &str| {
+        matches!(
+            e.trim_end_matches('/'),
+            "$ORIGIN" | "${ORIGIN}" | "$ORIGIN/." | "${ORIGIN}/."
+        )
+    };
+    if current.iter().any(|e| own(e)) {
+        return None;
+    }
+    let mut out = edit.clone();
+    let mut entries = vec!["$ORIGIN".to_string()];
+    entries.extend(current);
+    out.search_path = Some(entries);
+    Some(out)
+}
+
+/// One companion as written: its file name (the soname) and its compressed bytes.
+pub(super) struct CompanionOut {
+    pub soname: String,
+    pub compressed: crate::wheel::deflate::Compressed,
+    pub sha256: [u8; 32],
+    pub info: Option<crate::elf::ElfInfo>,
+}
+
+/// Carries out a companion plan on a host's bytes: the rewritten host and its companions,
+/// compressed. A refusal names the library and says what to do; nothing is written then.
+pub(super) fn host_rewrite(
+    loc: &crate::wheel::Location,
+    host: &[u8],
+    files: &[CompanionFile],
+    spill: Option<&std::path::Path>,
+) -> Result<(Vec<u8>, Vec<CompanionOut>), Error> {
+    let out = crate::elf::companion::move_device_code(host, &companions::targets(files))
+        .map_err(|e| {
+            Error::refused(
+                format!("{loc}: its device code cannot be moved into companions: {e}"),
+                Some(
+                    "split without --companions after trimming its device code (--sm/--gfx) until it fits, keep the library in the main wheel (leave it out of --move), or ask the index for a larger limit".into(),
+                ),
+            )
+        })?;
+    let mut written = Vec::with_capacity(out.companions.len());
+    for (soname, bytes) in &out.companions {
+        let inspect = |b: &[u8]| match crate::elf::inspect(b) {
+            Ok(crate::elf::Inspected::Host(i)) => Ok(Some(*i)),
+            Ok(_) => Ok(None),
+            Err(err) => Err(Error::Elf {
+                location: loc.clone(),
+                err,
+            }),
+        };
+        let e = crate::apply::rewrite::encode(bytes, None, &[], spill, inspect)?;
+        written.push(CompanionOut {
+            soname: soname.clone(),
+            compressed: e.compressed,
+            sha256: e.sha256,
+            info: e.info,
+        });
+    }
+    Ok((out.host, written))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture() -> Vec<u8> {
+        let p = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/cuda/libfix_plain.so");
+        std::fs::read(p).expect("fixtures/cuda/libfix_plain.so")
+    }
+
+    #[test]
+    fn origin_is_added_once_and_kept_when_present() {
+        let edit = ElfEdit::default();
+        let added = with_origin(&edit, None).expect("no search path: $ORIGIN is added");
+        assert_eq!(added.search_path, Some(vec!["$ORIGIN".to_string()]));
+        assert!(with_origin(&added, None).is_none());
+        let mut other = ElfEdit {
+            search_path: Some(vec!["$ORIGIN/../../nvidia/cuda_runtime/lib".into()]),
+            ..ElfEdit::default()
+        };
+        let e = with_origin(&other, None).unwrap();
+        assert_eq!(e.search_path.unwrap()[0], "$ORIGIN");
+        other.search_path = Some(vec!["${ORIGIN}/".into()]);
+        assert!(with_origin(&other, None).is_none());
+    }
+
+    #[test]
+    fn a_refused_move_names_the_library_and_says_what_to_do() {
+        let loc = crate::wheel::Location::member(std::path::Path::new("a.whl"), "pkg/libx.so");
+        let file = CompanionFile {
+            soname: "libx.wsdev1.so".into(),
+            families: vec!["sm_8x".into()],
+            containers: vec![companions::Block {
+                section: ".nv_fatbin".into(),
+                offset: 3,
+                size: 16,
+                compressed: 16,
+                family: "sm_8x".into(),
+            }],
+            stored_bytes: 16,
+            compressed_bytes: 16,
+        };
+        for host in [fixture(), b"not an ELF object".to_vec()] {
+            let Err(Error::Refused { message, hint }) =
+                host_rewrite(&loc, &host, std::slice::from_ref(&file), None)
+            else {
+                panic!("the move was not refused");
+            };
+            assert!(
+                message.starts_with("a.whl!pkg/libx.so: its device code cannot be moved"),
+                "{message}"
+            );
+            let hint = hint.unwrap_or_default();
+            assert!(
+                hint.contains("--sm/--gfx") && hint.contains("--companions"),
+                "{hint}"
+            );
+        }
+    }
+}

@@ -142,6 +142,8 @@ struct Rewritten {
     removed: bool,
     /// Bytes covered by reused input blocks.
     reused: u64,
+    /// The companions its device code moved into (`--companions`), beside it.
+    companions: Vec<companions::CompanionOut>,
 }
 
 /// Runs `split`: open and inspect, plan, guard, rewrite, pack, assemble, finish.
@@ -193,7 +195,7 @@ pub fn split(
     }
     guard_targets(paths, opts, &plan)?;
 
-    let jobs = run.jobs(&plan);
+    let jobs = run.jobs(&plan, &companions);
     let rewrites = run.rewrite(&jobs, kept)?;
     let canonical = run.canonical(&plan, &rewrites.members)?;
     // The plan's sizes of rewritten runtime libraries become the written ones.
@@ -249,7 +251,7 @@ pub fn split(
         trimmed: rewrites.trimmed,
         verify: Some(report),
         size_estimates: Vec::new(),
-        companions: Vec::new(),
+        companions,
         notes,
         members_read_twice: rewrites.members_read_twice,
         reused_bytes: rewrites.reused_bytes,
@@ -315,7 +317,9 @@ type MemberEstimate = (
 struct Job<'p> {
     input: usize,
     member: String,
-    edit: Option<&'p crate::plan::ElfEdit>,
+    edit: Option<std::borrow::Cow<'p, crate::plan::ElfEdit>>,
+    /// With `--companions`: the plan whose device code moves out of this library first.
+    companions: Option<&'p CompanionMove>,
     /// Compress from the bytes alone, never reusing the input's blocks (runtime libraries
     /// under `--canonical-runtime`).
     canonical: bool,
@@ -892,7 +896,7 @@ impl SplitRun<'_> {
 /// The rewrite stage: the ELF objects that need it, in parallel, under the memory budget.
 impl SplitRun<'_> {
     /// The members to rewrite: the plan's edits, and what the trim or the strip changes.
-    fn jobs<'p>(&self, plan: &'p SplitPlan) -> Vec<Job<'p>> {
+    fn jobs<'p>(&self, plan: &'p SplitPlan, moves: &'p [CompanionMove]) -> Vec<Job<'p>> {
         let mut jobs = Vec::new();
         for m in &plan.mains {
             for a in &m.members {
@@ -906,7 +910,8 @@ impl SplitRun<'_> {
                 jobs.push(Job {
                     input: m.input,
                     member: member.clone(),
-                    edit,
+                    edit: edit.map(std::borrow::Cow::Borrowed),
+                    companions: None,
                     canonical: false,
                 });
             }
@@ -914,8 +919,22 @@ impl SplitRun<'_> {
         let canonical = self.opts.canonical_runtime;
         for s in &plan.runtime_sets {
             for l in &s.libraries {
-                let edit = if !l.edit.is_empty() {
-                    Some(&l.edit)
+                let key = (l.input, l.member.clone());
+                let mv = moves.iter().find(|m| m.key == key);
+                let edit = if let Some(mv) = mv {
+                    // Its companions sit beside it: its search path must hold `$ORIGIN`.
+                    let info = self.inputs[mv.key.0]
+                        .1
+                        .members
+                        .iter()
+                        .find(|f| f.name == l.member)
+                        .and_then(|f| f.host_elf());
+                    match companions::with_origin(&l.edit, info) {
+                        Some(e) => Some(std::borrow::Cow::Owned(e)),
+                        None => (!l.edit.is_empty()).then_some(std::borrow::Cow::Borrowed(&l.edit)),
+                    }
+                } else if !l.edit.is_empty() {
+                    Some(std::borrow::Cow::Borrowed(&l.edit))
                 } else if self.changes(l.input, &l.member) {
                     None
                 } else {
@@ -925,6 +944,7 @@ impl SplitRun<'_> {
                     input: l.input,
                     member: l.member.clone(),
                     edit,
+                    companions: mv,
                     canonical,
                 });
             }
@@ -1012,7 +1032,7 @@ impl SplitRun<'_> {
         reread: &AtomicUsize,
         trims: &Mutex<Vec<(usize, MemberTrim)>>,
     ) -> Result<Option<Rewritten>, Error> {
-        let (member, edit) = (&job.member, job.edit);
+        let (member, edit) = (&job.member, job.edit.as_deref());
         let wheel = &self.inputs[job.input].0;
         let loc = wheel.member_location(member);
         let m = wheel
@@ -1039,7 +1059,11 @@ impl SplitRun<'_> {
                 (b, marks, Some(r))
             }
         };
-        let mut current: Option<Vec<u8>> = None;
+        if let (Some(_), Some(r)) = (job.companions, held.as_mut()) {
+            // Input, rewritten host and companions are all held for a moment.
+            r.grow(m.size);
+        }
+        let (mut current, moved) = self.companion_step(&loc, &original, job.companions)?;
         let strip = self.debug_of(job.input, member) > 0;
         if let Some(f) = self
             .device_of(job.input, member)
@@ -1114,7 +1138,25 @@ impl SplitRun<'_> {
             info: e.info,
             removed: false,
             reused: e.reused,
+            companions: moved,
         }))
+    }
+
+    /// Moves a host's device code into the companions of its plan (`--companions`); `None`
+    /// without a plan.
+    fn companion_step(
+        &self,
+        loc: &crate::wheel::Location,
+        original: &[u8],
+        mv: Option<&CompanionMove>,
+    ) -> Result<(Option<Vec<u8>>, Vec<companions::CompanionOut>), Error> {
+        let Some(mv) = mv else {
+            return Ok((None, Vec::new()));
+        };
+        let files: Vec<_> = mv.companions.iter().map(|c| c.file.clone()).collect();
+        let spill = Some(self.opts.wheel_dir.as_path());
+        let (host, outs) = companions::host_rewrite(loc, original, &files, spill)?;
+        Ok((Some(host), outs))
     }
 
     /// Trims a member's device code (`--sm`, `--gfx`), recording the trim.
@@ -1215,6 +1257,7 @@ impl Rewritten {
             info: None,
             removed: true,
             reused: 0,
+            companions: Vec::new(),
         }
     }
 }
@@ -1280,17 +1323,45 @@ impl SplitRun<'_> {
                     .or_else(|| canonical.get(&key).map(|c| c.stored_len()))
                     .unwrap_or(l.compressed_size)
             };
-            let items: Vec<(String, u64)> = set
+            let mut items: Vec<(String, u64)> = set
                 .libraries
                 .iter()
                 .map(|l| (l.file.clone(), stored(l) + 200 + 2 * l.file.len() as u64))
                 .collect();
+            // Companions are packed with their set, beside their hosts (items after the
+            // libraries, in host order, then companion order: deterministic).
+            let mut owners: Vec<(usize, usize)> = Vec::new();
+            for (li, l) in set.libraries.iter().enumerate() {
+                let Some(r) = rewritten.get(&(l.input, l.member.clone())) else {
+                    continue;
+                };
+                for (k, c) in r.companions.iter().enumerate() {
+                    let bytes = c.compressed.stored_len() + 200 + 2 * c.soname.len() as u64;
+                    items.push((c.soname.clone(), bytes));
+                    owners.push((li, k));
+                }
+            }
+            let n_libs = set.libraries.len();
             let bins = pack(&items, capacity).map_err(|i| {
-                let l = &set.libraries[i];
+                let l = &set.libraries[owners.get(i.wrapping_sub(n_libs)).map_or(i, |o| o.0)];
+                if i >= n_libs {
+                    return Error::refused(
+                        format!(
+                            "{}: its companion {} is {} bytes compressed, over the {} byte limit",
+                            self.inputs[l.input].0.member_location(&l.member),
+                            items[i].0,
+                            items[i].1,
+                            self.opts.max_size
+                        ),
+                        Some("the plan's estimate was too low: split again with a larger --max-size or trim the device code with --sm/--gfx".into()),
+                    );
+                }
                 self.too_big(l.input, &l.member, items[i].1)
             })?;
             let n = bins.len();
             for (k, bin) in bins.into_iter().enumerate() {
+                let (libraries, extra): (Vec<usize>, Vec<usize>) =
+                    bin.into_iter().partition(|&i| i < n_libs);
                 let name = if k == 0 {
                     set.name.clone()
                 } else {
@@ -1301,7 +1372,8 @@ impl SplitRun<'_> {
                     name,
                     part: k,
                     parts: n,
-                    libraries: bin,
+                    libraries,
+                    companions: extra.into_iter().map(|i| owners[i - n_libs]).collect(),
                 });
             }
         }
@@ -1493,6 +1565,26 @@ impl SplitRun<'_> {
                 size: l.size,
                 mode: 0o100755,
                 facts: mf,
+            });
+        }
+        for &(li, k) in &rw.companions {
+            let l = &set.libraries[li];
+            let Some(c) = built
+                .rewritten
+                .get(&(l.input, l.member.clone()))
+                .and_then(|r| r.companions.get(k))
+            else {
+                continue;
+            };
+            // Beside its host, in the same folder: the host's `$ORIGIN` finds it.
+            let name = format!("{}/{}", set.lib_dir(), c.soname);
+            members.push(OutMember {
+                facts: elf_facts(&name, &c.compressed, c.sha256, c.info.clone()),
+                name,
+                source: Source::New(&c.compressed),
+                sha256: c.sha256,
+                size: c.compressed.size,
+                mode: 0o100755,
             });
         }
         let dist_info = runtime_dist_info(rw);

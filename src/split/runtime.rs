@@ -154,6 +154,9 @@ pub(super) struct RuntimeWheel<'a> {
     pub part: usize,
     pub parts: usize,
     pub libraries: Vec<usize>,
+    /// Device-code companions in this wheel: (index of their host in the set's libraries,
+    /// index of the companion in its host's rewrite).
+    pub companions: Vec<(usize, usize)>,
 }
 
 pub(super) fn runtime_wheel_file(set: &RuntimeSet) -> String {
@@ -374,6 +377,7 @@ mod tests {
             part: 0,
             parts: 1,
             libraries: Vec::new(),
+            companions: Vec::new(),
         };
         let text = runtime_metadata(&rw, &BTreeMap::new(), &[]);
         text.lines()

@@ -104,13 +104,13 @@ int main(int argc, char **argv) {
 }
 "#;
 
-struct Rig {
-    dir: tempfile::TempDir,
+pub(crate) struct Rig {
+    pub(crate) dir: tempfile::TempDir,
     loader: PathBuf,
 }
 
 impl Rig {
-    fn new() -> Rig {
+    pub(crate) fn new() -> Rig {
         let cc = need("cc", "gcc");
         let dir = crate::common::tempdir();
         let rt = dir.path().join("rt");
@@ -148,12 +148,23 @@ impl Rig {
 
     /// Loads `lib` (its directory and the stand-in on LD_LIBRARY_PATH) and returns what the
     /// stand-in recorded and what the wrappers point at.
-    fn load(&self, lib: &Path, wrappers: &[(u64, u64)]) -> Result<Vec<String>, String> {
+    pub(crate) fn load(&self, lib: &Path, wrappers: &[(u64, u64)]) -> Result<Vec<String>, String> {
         let path = format!(
             "{}:{}",
             lib.parent().unwrap().display(),
             self.dir.path().join("rt").display()
         );
+        self.load_with(lib, wrappers, &path)
+    }
+
+    /// Loads `lib` with only `path` on LD_LIBRARY_PATH (so its own search path must find
+    /// what sits beside it).
+    pub(crate) fn load_with(
+        &self,
+        lib: &Path,
+        wrappers: &[(u64, u64)],
+        path: &str,
+    ) -> Result<Vec<String>, String> {
         let mut cmd = Command::new(&self.loader);
         cmd.arg(lib);
         for (va, n) in wrappers {
@@ -173,7 +184,7 @@ impl Rig {
 }
 
 /// `(vaddr, count)` of the `.nvFatBinSegment` records of `data`.
-fn wrapper_sections(data: &[u8]) -> Vec<(u64, u64)> {
+pub(crate) fn wrapper_sections(data: &[u8]) -> Vec<(u64, u64)> {
     let g = goblin::elf::Elf::parse(data).unwrap();
     g.section_headers
         .iter()
@@ -410,7 +421,7 @@ fn cuobjdump_over_host_and_companions_lists_what_the_original_had() {
 }
 
 /// cuobjdump on a host whose containers all left: it lists nothing (and may say so).
-fn cuobjdump_list_or_empty(path: &Path) -> Vec<(String, String)> {
+pub(crate) fn cuobjdump_list_or_empty(path: &Path) -> Vec<(String, String)> {
     let tool = crate::common::tool_env("WHEELSLIM_CUOBJDUMP");
     let (_, out, _) = run_out(
         Command::new(tool)
