@@ -500,6 +500,11 @@ impl<'r> SplitRun<'r> {
         self.inputs.iter().map(|(w, f)| (w, f)).collect()
     }
 
+    /// How many buffers of a rewritten member's size are held at once ([`buffers_held`]).
+    fn copies(&self) -> u64 {
+        buffers_held(self.opts)
+    }
+
     /// Members with device code are trimmed (`--sm`, `--gfx`) while they are rewritten anyway.
     fn trimming(&self) -> bool {
         self.opts.trim.is_active()
@@ -1042,16 +1047,15 @@ impl SplitRun<'_> {
         // The input is held (kept by the inspect pass, or read again here) and the rewritten
         // copy beside it; compressed output of large members is spilled. The input stays
         // until the output knows which of its compressed blocks it reuses (`wheel::splice`).
-        let (original, marks, mut held) = match kept {
+        let (original, marks, held) = match kept {
             Some(mut k) => {
-                k.grow(m.size);
                 let marks = std::mem::take(&mut k.marks);
                 let (b, r) = k.into_parts();
                 (b, marks, r)
             }
             None => {
                 reread.fetch_add(1, Ordering::Relaxed);
-                let r = self.budget.reserve(m.size.saturating_mul(2));
+                let r = self.budget.reserve(m.size.saturating_mul(self.copies()));
                 let (b, marks) = wheel.archive.read_marked(m).map_err(|err| Error::Zip {
                     location: loc.clone(),
                     err,
@@ -1059,10 +1063,6 @@ impl SplitRun<'_> {
                 (b, marks, Some(r))
             }
         };
-        if let (Some(_), Some(r)) = (job.companions, held.as_mut()) {
-            // Input, rewritten host and companions are all held for a moment.
-            r.grow(m.size);
-        }
         let (mut current, moved) = self.companion_step(&loc, &original, job.companions)?;
         let strip = self.debug_of(job.input, member) > 0;
         if let Some(f) = self
@@ -1091,12 +1091,6 @@ impl SplitRun<'_> {
             shifts.push(t.len() as i64 - original.len() as i64);
         }
         if let Some(edit) = edit {
-            if current.is_some()
-                && let Some(r) = held.as_mut()
-            {
-                // Input, trimmed copy and patched copy are all held for a moment.
-                r.grow(m.size);
-            }
             let out =
                 apply::patch_elf(current.as_deref().unwrap_or(&original), edit).map_err(|err| {
                     Error::Elf {
@@ -1746,6 +1740,18 @@ impl RewriteGuess {
     }
 }
 
+/// How many buffers of a rewritten member's size one worker holds at once, reserved before the
+/// member is admitted (a reservation that grows afterwards cannot wait for room, so it could
+/// take the budget past `--memory`; issue 11): the input and its rewritten copy, and a third
+/// when a trim, a debug strip or a companion move makes an intermediate copy before the patch.
+fn buffers_held(opts: &SplitOptions) -> u64 {
+    if opts.trim.is_active() || opts.strip_debug || opts.companions {
+        3
+    } else {
+        2
+    }
+}
+
 /// Opens and inspects the inputs, refusing any that cannot be rewritten cleanly (as
 /// [`output::open_inputs`] does), and keeps the bytes of the members [`RewriteGuess`] expects
 /// to be rewritten: every member is inflated once.
@@ -1768,6 +1774,7 @@ fn open_keeping<'b>(
             .inc_length(wheel.archive.members().iter().map(|m| m.size).sum());
         let inspect = InspectOptions {
             progress: Some(&opts.progress),
+            copies: buffers_held(opts),
             ..InspectOptions::default()
         };
         let (facts, held) = facts::inspect_wheel_with(&wheel, inspect, budget, &work);
