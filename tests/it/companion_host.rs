@@ -235,6 +235,22 @@ fn lay_down(
     (a.join(name), b.join(name))
 }
 
+/// [`check_static`] over a host laid down by [`lay_down`], with its companions beside it;
+/// returns the companions' paths.
+fn check_moved(
+    orig: &Path,
+    moved: &Path,
+    out: &wheelslim::elf::companion::MoveOutcome,
+) -> Vec<PathBuf> {
+    let comps: Vec<PathBuf> = out
+        .companions
+        .iter()
+        .map(|(s, _)| moved.parent().unwrap().join(s))
+        .collect();
+    check_static(orig, moved, &comps);
+    comps
+}
+
 fn check_static(orig: &Path, moved: &Path, companions: &[PathBuf]) {
     let readelf = need("readelf", "binutils");
     for file in std::iter::once(moved).chain(companions.iter().map(PathBuf::as_path)) {
@@ -372,12 +388,7 @@ fn the_stand_in_runtime_is_handed_the_same_containers_after_the_move() {
                     out.notes
                 );
             }
-            let comps: Vec<PathBuf> = out
-                .companions
-                .iter()
-                .map(|(s, _)| moved.parent().unwrap().join(s))
-                .collect();
-            check_static(&orig, &moved, &comps);
+            let comps = check_moved(&orig, &moved, &out);
             // Negative control: without its companion the rewritten host does not load.
             for c in &comps {
                 let hidden = c.with_extension("hidden");
@@ -659,12 +670,7 @@ fn a_host_with_both_hash_tables_and_symbolic_binding_keeps_working() {
                 .load(&moved, &wrapper_sections(&out.host))
                 .unwrap_or_else(|e| panic!("{name}: {e}"));
             assert_eq!(got, want, "{name}: {:#?}", out.notes);
-            let comps: Vec<PathBuf> = out
-                .companions
-                .iter()
-                .map(|(s, _)| moved.parent().unwrap().join(s))
-                .collect();
-            check_static(&orig, &moved, &comps);
+            check_moved(&orig, &moved, &out);
         }
     }
 }
@@ -704,12 +710,7 @@ fn a_wrapper_behind_a_relr_relocation_leaves_relr_for_rela_and_loads() {
             .load(&moved, &wrapper_sections(&out.host))
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(got, want, "{:#?}", out.notes);
-        let comps: Vec<PathBuf> = out
-            .companions
-            .iter()
-            .map(|(s, _)| moved.parent().unwrap().join(s))
-            .collect();
-        check_static(&orig, &moved, &comps);
+        check_moved(&orig, &moved, &out);
         // readelf decodes the shorter RELR table without the moved wrappers' places.
         let (ok, text, _) = run_out(Command::new("readelf").arg("-rW").arg(&moved));
         assert!(ok);
@@ -970,12 +971,7 @@ fn without_dynamic_slack_the_dynamic_section_moves_and_the_host_still_loads() {
     let want = rig.load(&orig, &wrapper_sections(&data)).unwrap();
     let got = rig.load(&moved, &wrapper_sections(&out.host)).unwrap();
     assert_eq!(got, want);
-    let comps: Vec<PathBuf> = out
-        .companions
-        .iter()
-        .map(|(s, _)| moved.parent().unwrap().join(s))
-        .collect();
-    check_static(&orig, &moved, &comps);
+    check_moved(&orig, &moved, &out);
 }
 
 #[test]
