@@ -704,7 +704,7 @@ def main() -> None:
         ),
         (
             "wheelslim trim --sm 90",
-            lambda: f"{ws_q} trim {whl} --sm 90 -w '{fresh()}/t'",
+            lambda: f"{ws_q} trim {whl} --sm 90 --max-size 4GiB -w '{fresh()}/t'",
             "cut 4 of 6 images from every container",
         ),
         (
@@ -714,7 +714,7 @@ def main() -> None:
         ),
         (
             "wheelslim trim --sm 90 -j 1",
-            lambda: f"{ws_q} -j 1 trim {whl} --sm 90 -w '{fresh()}/t'",
+            lambda: f"{ws_q} -j 1 trim {whl} --sm 90 --max-size 4GiB -w '{fresh()}/t'",
             "trim on one core",
         ),
         (
