@@ -709,7 +709,7 @@ def main() -> None:
         ),
         (
             "wheelslim split --memory 128MiB",
-            lambda: f"{ws_q} --memory 128MiB split {whl} --max-size 4GiB -w '{fresh()}/w' --runtime-dir '{out}/rt'",
+            lambda: f"{ws_q} split {whl} --memory 128MiB --max-size 4GiB -w '{fresh()}/w' --runtime-dir '{out}/rt'",
             "the same, one member in memory at a time",
         ),
         (
