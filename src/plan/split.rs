@@ -4,14 +4,14 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::Serialize;
 
-use super::vendor::{AdHoc, Fate, classify};
+use super::vendor::{AdHoc, Fate, LicensedFile, classify};
 use crate::diagnostic::{Diagnostic, Severity};
 use crate::elf::{ElfInfo, Machine};
 use crate::error::Error;
 use crate::facts::{MemberFacts, WheelFacts};
 use crate::links::{expand_entry, parent_dir, relative_rpath};
 use crate::profile::releases::{Range, Releases};
-use crate::profile::{Action, ProfileSet, detect_cuda_major, unhash};
+use crate::profile::{Action, LibraryRule, Match, ProfileSet, Upstream, detect_cuda_major, unhash};
 use crate::wheel::filename::filename_safe_name;
 use crate::wheel::{Scheme, Wheel, normalize_name};
 
@@ -242,19 +242,54 @@ pub fn plan_split(
     profiles: &ProfileSet,
     settings: &SplitSettings,
 ) -> Result<SplitPlan, Error> {
-    let mut notes = Vec::new();
-    let mut mains = Vec::new();
-    let mut sets: BTreeMap<String, RuntimeSet> = BTreeMap::new();
     let ad_hoc = &settings.ad_hoc;
     let profiles = &ad_hoc.profiles(profiles);
-    // The `--move`/`--keep` globs that named some library, to warn about the others.
-    let mut globs_used: BTreeSet<String> = BTreeSet::new();
-
+    let mut out = Collected::default();
+    let mut mains = Vec::new();
     for (input, (wheel, facts)) in inputs.iter().enumerate() {
-        let project = normalize_name(&wheel.project_name());
-        let version = wheel.filename.version.clone();
-        let platforms = wheel.filename.platform.clone();
-        let platform_key = platforms.join(".");
+        let origin = Origin {
+            wheel,
+            input,
+            inputs,
+        };
+        let w = InputWheel::new(origin, facts);
+        mains.push(plan_main(&w, profiles, settings, &mut out)?);
+    }
+    let runtime_sets = sorted_sets(out.sets);
+    warn_unused_globs(ad_hoc, &out.globs_used, &mut out.notes);
+    Ok(SplitPlan {
+        ad_hoc: AdHocGlobs {
+            moves: ad_hoc.moves.patterns().to_vec(),
+            keeps: ad_hoc.keeps.patterns().to_vec(),
+        },
+        mains,
+        runtime_sets,
+        notes: out.notes,
+    })
+}
+
+/// What planning the input wheels gathers across all of them.
+#[derive(Default)]
+struct Collected {
+    notes: Vec<Diagnostic>,
+    /// Runtime sets by key, filled by every input whose libraries move into them.
+    sets: BTreeMap<String, RuntimeSet>,
+    /// The `--move`/`--keep` globs that named some library, to warn about the others.
+    globs_used: BTreeSet<String>,
+}
+
+/// One input wheel while it is planned: what every step asks of it.
+struct InputWheel<'a> {
+    origin: Origin<'a>,
+    facts: &'a WheelFacts,
+    /// The normalized project name.
+    project: String,
+    /// The CUDA major the wheel was built for, when its file names and NEEDED entries tell.
+    cuda: Option<u32>,
+}
+
+impl<'a> InputWheel<'a> {
+    fn new(origin: Origin<'a>, facts: &'a WheelFacts) -> InputWheel<'a> {
         let cuda = detect_cuda_major(
             facts.members.iter().map(|m| m.file_name()).chain(
                 facts
@@ -264,346 +299,490 @@ pub fn plan_split(
                     .flat_map(|e| e.needed.iter().map(String::as_str)),
             ),
         );
-        let installed = |m: &MemberFacts| -> Option<String> {
-            match wheel.install_path(&m.name) {
-                (Scheme::Purelib | Scheme::Platlib, p) => Some(p.to_string()),
-                _ => None,
-            }
-        };
-
-        // 1. Libraries matched by profiles, unless they stay (see `vendor`).
-        let mut decisions: Vec<Decision> = Vec::new();
-        let mut kept = Vec::new();
-        let mut pins: BTreeMap<String, Pin> = BTreeMap::new();
-        let releases = Releases::built_in();
-        let soname_of = |m: &MemberFacts| m.host_elf().and_then(|e| e.soname.clone());
-        let classified = classify(
-            &facts.members,
-            |m| m.host_elf().is_some_and(is_movable_object) && installed(m).is_some(),
-            profiles,
+        InputWheel {
+            project: normalize_name(&origin.wheel.project_name()),
+            origin,
+            facts,
             cuda,
-            &project,
-            settings.move_unlinked,
-            ad_hoc,
-        );
-        // Vendor programs and static archives stay where they are (a program is run by path,
-        // an archive is looked for where the build expects it), with their licence said.
-        let licensed = crate::plan::vendor::licensed_files(&facts.members, profiles);
-        for f in &licensed {
-            notes.push(Diagnostic::new(
+        }
+    }
+
+    /// Where a member is installed, when that is site-packages (purelib or platlib).
+    fn installed(&self, m: &MemberFacts) -> Option<String> {
+        match self.origin.wheel.install_path(&m.name) {
+            (Scheme::Purelib | Scheme::Platlib, p) => Some(p.to_string()),
+            _ => None,
+        }
+    }
+
+    /// A shared library split may move: ELF for a machine it handles, installed in
+    /// site-packages.
+    fn is_candidate(&self, m: &MemberFacts) -> bool {
+        m.host_elf().is_some_and(is_movable_object) && self.installed(m).is_some()
+    }
+}
+
+fn soname_of(m: &MemberFacts) -> Option<String> {
+    m.host_elf().and_then(|e| e.soname.clone())
+}
+
+/// Plans one input wheel: its main wheel, and what its moved libraries add to the runtime sets.
+fn plan_main(
+    w: &InputWheel,
+    profiles: &ProfileSet,
+    settings: &SplitSettings,
+    out: &mut Collected,
+) -> Result<MainPlan, Error> {
+    let wheel = w.origin.wheel;
+    // 1. Libraries matched by profiles, unless they stay (see `vendor`).
+    let licensed = crate::plan::vendor::licensed_files(&w.facts.members, profiles);
+    note_licensed(wheel, &licensed, &mut out.notes);
+    let (mut decisions, mut kept) = decide_matched(w, profiles, settings, out)?;
+    place_variants(&mut decisions, wheel, &mut out.notes);
+
+    // 2. Bundled libraries that moved libraries need move with them (closure).
+    move_dependencies(w, settings, &mut decisions, &mut kept, out);
+
+    // Old file name → destination, for rewiring.
+    let moved = moved_by_name(w, &decisions);
+    // Folders (install paths) that hold files of this wheel after the split.
+    let removed_names: BTreeSet<&str> = decisions.iter().map(|d| d.member.name.as_str()).collect();
+    let remaining_files = remaining_files(w, &removed_names);
+    let wheel_dirs = wheel_dirs(w);
+
+    // 3. Rewire the objects that stay.
+    let staying = Staying {
+        removed_names: &removed_names,
+        moved: &moved,
+        remaining_files: &remaining_files,
+        wheel_dirs: &wheel_dirs,
+    };
+    let installed = |m: &MemberFacts| w.installed(m);
+    let (members, mut wanted_sets, mut requirements) =
+        rewire_staying(wheel, w.facts, &installed, &staying, &mut out.notes);
+
+    // 4. Runtime sets get the moved libraries, with their own rewiring.
+    let removed = remove_decided(
+        w,
+        &decisions,
+        &staying,
+        &mut wanted_sets,
+        &mut requirements,
+        out,
+    )?;
+    Ok(MainPlan {
+        input: w.origin.input,
+        input_path: wheel.path.display().to_string(),
+        file_name: wheel.filename.to_string(),
+        members,
+        removed,
+        kept,
+        licensed,
+        runtime_sets: wanted_sets.into_iter().collect(),
+        // A wheel never requires itself (its own libraries stay, see `vendor`).
+        requirements: requirements
+            .into_iter()
+            .filter(|r| normalize_name(requirement_name(r)) != w.project)
+            .collect(),
+    })
+}
+
+/// Vendor programs and static archives stay where they are (a program is run by path, an
+/// archive is looked for where the build expects it), with their licence said.
+fn note_licensed(wheel: &Wheel, licensed: &[LicensedFile], notes: &mut Vec<Diagnostic>) {
+    for f in licensed {
+        notes.push(Diagnostic::new(
+            Severity::Note,
+            &wheel.member_location(&f.member),
+            format!(
+                "kept in place ({}/{}, {}): licence {}{}",
+                f.profile,
+                f.rule,
+                f.kind.as_str(),
+                f.license.as_deref().unwrap_or("not stated"),
+                f.license_note
+                    .as_deref()
+                    .map(|n| format!("; {n}"))
+                    .unwrap_or_default()
+            ),
+        ));
+    }
+}
+
+/// Step 1 of [`plan_split`]: what becomes of each library a profile (or `--move`) matches.
+/// Those that stay are returned as kept, with a note; the others as decisions, their upstream
+/// requirements pinned.
+fn decide_matched<'a>(
+    w: &InputWheel<'a>,
+    profiles: &'a ProfileSet,
+    settings: &SplitSettings,
+    out: &mut Collected,
+) -> Result<(Vec<Decision<'a>>, Vec<KeptLibrary>), Error> {
+    let wheel = w.origin.wheel;
+    let ad_hoc = &settings.ad_hoc;
+    let mut decisions: Vec<Decision> = Vec::new();
+    let mut kept = Vec::new();
+    let mut pins: BTreeMap<String, Pin> = BTreeMap::new();
+    let classified = classify(
+        &w.facts.members,
+        |m| w.is_candidate(m),
+        profiles,
+        w.cuda,
+        &w.project,
+        settings.move_unlinked,
+        ad_hoc,
+    );
+    for (vh, fate) in &classified {
+        let (m, hit) = (vh.member, vh.hit);
+        let rule = format!("{}/{}", hit.profile.name, hit.rule.name);
+        let moved_by = ad_hoc
+            .moves
+            .matching(m.file_name(), soname_of(m).as_deref())
+            .map(str::to_string);
+        if let Fate::Kept { by } = fate {
+            out.globs_used.insert(by.clone());
+        }
+        if let Some(why) = fate.why_it_stays() {
+            out.notes.push(Diagnostic::new(
                 Severity::Note,
-                &wheel.member_location(&f.member),
+                &wheel.member_location(&m.name),
+                format!("kept in place ({rule}): {why}"),
+            ));
+            kept.push(KeptLibrary {
+                member: m.name.clone(),
+                rule,
+                fate: fate.clone(),
+            });
+            continue;
+        }
+        if let Fate::LeavesWith { library } = fate {
+            out.notes.push(Diagnostic::new(
+                Severity::Note,
+                &wheel.member_location(&m.name),
                 format!(
-                    "kept in place ({}/{}, {}): licence {}{}",
-                    f.profile,
-                    f.rule,
-                    f.kind.as_str(),
-                    f.license.as_deref().unwrap_or("not stated"),
-                    f.license_note
-                        .as_deref()
-                        .map(|n| format!("; {n}"))
-                        .unwrap_or_default()
+                    "no ELF object links it, but it goes with {library} ({rule}), which loads it from its own folder"
                 ),
             ));
         }
-        for (vh, fate) in &classified {
-            let (m, hit) = (vh.member, vh.hit);
-            let rule = format!("{}/{}", hit.profile.name, hit.rule.name);
-            let moved_by = ad_hoc
-                .moves
-                .matching(m.file_name(), soname_of(m).as_deref())
-                .map(str::to_string);
-            if let Fate::Kept { by } = fate {
-                globs_used.insert(by.clone());
+        let upstream = upstream_package(w, m, hit.rule, &rule, settings, &mut out.notes)?;
+        let dest = destination(w, m, hit, upstream, settings.unhash, &mut pins);
+        decisions.push(Decision {
+            member: m,
+            dest,
+            rule,
+            license: hit.rule.license.clone(),
+            license_note: hit.rule.license_note.clone(),
+            dependency_of: None,
+            moved_by: moved_by.inspect(|g| {
+                out.globs_used.insert(g.clone());
+            }),
+        });
+    }
+    pin_requirements(&mut decisions, &pins, Releases::built_in());
+    Ok((decisions, kept))
+}
+
+/// The upstream package a library's rule (`rule` names it) sends it to, when `--upstream` is
+/// given and a package exists for the wheel's CUDA version; without one it moves into a
+/// runtime wheel instead, with a note.
+fn upstream_package<'r>(
+    w: &InputWheel,
+    m: &MemberFacts,
+    library: &'r LibraryRule,
+    rule: &str,
+    settings: &SplitSettings,
+    notes: &mut Vec<Diagnostic>,
+) -> Result<Option<(String, &'r Upstream)>, Error> {
+    let wheel = w.origin.wheel;
+    let up = match (&library.upstream, library.action) {
+        (Some(up), Action::Upstream) if settings.upstream => up,
+        _ => return Ok(None),
+    };
+    if up.package.contains("{cuda}") && w.cuda.is_none() {
+        return Err(Error::refused(
+            format!(
+                "{}: cannot tell which CUDA version `{}` was built for, so the upstream package `{}` is ambiguous",
+                wheel.member_location(&m.name),
+                m.name,
+                up.package
+            ),
+            Some("bundle libcudart or pass a profile file whose upstream package names the CUDA version".into()),
+        ));
+    }
+    let package = up.package_for(w.cuda);
+    if package.is_none() {
+        notes.push(Diagnostic::new(
+            Severity::Note,
+            &wheel.member_location(&m.name),
+            format!(
+                "no upstream wheel `{}` exists for CUDA {}: {rule} moves into a runtime wheel instead",
+                up.package,
+                w.cuda.map_or("?".into(), |c| c.to_string())
+            ),
+        ));
+    }
+    Ok(package.map(|p| (p, up)))
+}
+
+/// Where a library that leaves the main wheel goes: nowhere (forbidden), to its upstream
+/// package (what the library asks of the package's version goes into `pins`), or into the
+/// runtime set of the profile that matched it.
+fn destination(
+    w: &InputWheel,
+    m: &MemberFacts,
+    hit: Match,
+    upstream: Option<(String, &Upstream)>,
+    unhash: bool,
+    pins: &mut BTreeMap<String, Pin>,
+) -> Destination {
+    let public = hit.rule.public_name(m.file_name());
+    match (hit.rule.action, upstream) {
+        (Action::Forbid, _) => Destination::Forbidden,
+        (_, Some((package, up))) => {
+            // The version part is filled in by `pin_requirements`, once per package.
+            let pin = pins.entry(package.clone()).or_default();
+            match &up.version {
+                Some(v) => pin.fixed = Some(v.clone()),
+                None => pin.ranges.extend(Releases::built_in().library_range(
+                    &package,
+                    m.file_name(),
+                    soname_of(m).as_deref(),
+                    m.sha256.as_ref(),
+                )),
             }
-            if let Some(why) = fate.why_it_stays() {
-                notes.push(Diagnostic::new(
-                    Severity::Note,
-                    &wheel.member_location(&m.name),
-                    format!("kept in place ({rule}): {why}"),
-                ));
-                kept.push(KeptLibrary {
-                    member: m.name.clone(),
-                    rule,
-                    fate: fate.clone(),
-                });
+            Destination::Upstream {
+                dir: up.folder.trim_end_matches('/').to_string(),
+                file: public,
+                requirement: package,
+            }
+        }
+        _ => {
+            let project = &w.project;
+            let version = &w.origin.wheel.filename.version;
+            let platform_key = w.origin.wheel.filename.platform.join(".");
+            let key = format!(
+                "{project}-runtime-{}@{version}@{platform_key}",
+                hit.profile.name
+            );
+            let package = format!(
+                "{}_runtime_{}",
+                filename_safe_name(project),
+                filename_safe_name(&hit.profile.name)
+            );
+            let file = if unhash {
+                public
+            } else {
+                m.file_name().to_string()
+            };
+            Destination::Runtime {
+                set: key,
+                dir: format!("{package}/lib"),
+                file,
+            }
+        }
+    }
+}
+
+/// Step 2 of [`plan_split`]: the bundled libraries a library moving into a runtime set needs
+/// move with it into the same set, and so on for what they need, unless they stay already or
+/// `--keep` names them.
+fn move_dependencies<'a>(
+    w: &InputWheel<'a>,
+    settings: &SplitSettings,
+    decisions: &mut Vec<Decision<'a>>,
+    kept: &mut Vec<KeptLibrary>,
+    out: &mut Collected,
+) {
+    let facts: &'a WheelFacts = w.facts;
+    let by_file: HashMap<&str, &'a MemberFacts> = facts
+        .members
+        .iter()
+        .filter(|m| w.is_candidate(m))
+        .map(|m| (m.file_name(), m))
+        .collect();
+    // `decisions` grows while it is walked: what a dependency needs is looked at in its turn.
+    let mut i = 0;
+    while i < decisions.len() {
+        let (set, dir) = match &decisions[i].dest {
+            Destination::Runtime { set, dir, .. } => (set.clone(), dir.clone()),
+            _ => {
+                i += 1;
                 continue;
             }
-            if let Fate::LeavesWith { library } = fate {
-                notes.push(Diagnostic::new(
-                    Severity::Note,
-                    &wheel.member_location(&m.name),
+        };
+        let needs: Vec<String> = decisions[i]
+            .member
+            .host_elf()
+            .map(|e| e.needed.clone())
+            .unwrap_or_default();
+        let parent_name = decisions[i].member.name.clone();
+        for n in needs {
+            let Some(dep) = by_file.get(n.as_str()) else {
+                continue;
+            };
+            keep_named_dependency(w, dep, &parent_name, &settings.ad_hoc, kept, out);
+            if !decisions.iter().any(|d| d.member.name == dep.name)
+                && !kept.iter().any(|k: &KeptLibrary| k.member == dep.name)
+            {
+                let file = if settings.unhash {
+                    unhash(dep.file_name())
+                } else {
+                    dep.file_name().to_string()
+                };
+                decisions.push(Decision {
+                    member: dep,
+                    dest: Destination::Runtime {
+                        set: set.clone(),
+                        dir: dir.clone(),
+                        file,
+                    },
+                    rule: "dependency".into(),
+                    license: None,
+                    license_note: None,
+                    dependency_of: Some(parent_name.clone()),
+                    moved_by: None,
+                });
+            }
+        }
+        i += 1;
+    }
+}
+
+/// A dependency of the moving library `parent_name` that `--keep` names and no profile matched
+/// stays where it is (once), with a note: the moved library finds it there.
+fn keep_named_dependency(
+    w: &InputWheel,
+    dep: &MemberFacts,
+    parent_name: &str,
+    ad_hoc: &AdHoc,
+    kept: &mut Vec<KeptLibrary>,
+    out: &mut Collected,
+) {
+    if let Some(by) = ad_hoc
+        .keeps
+        .matching(dep.file_name(), soname_of(dep).as_deref())
+        && !kept.iter().any(|k: &KeptLibrary| k.member == dep.name)
+    {
+        out.globs_used.insert(by.to_string());
+        kept.push(KeptLibrary {
+            member: dep.name.clone(),
+            rule: "dependency".into(),
+            fate: Fate::Kept { by: by.to_string() },
+        });
+        out.notes.push(Diagnostic::new(
+            Severity::Note,
+            &w.origin.wheel.member_location(&dep.name),
+            format!(
+                "kept in place: {parent_name} moves and needs it, but --keep {by} keeps it; the moved library finds it here"
+            ),
+        ));
+    }
+}
+
+/// The moved libraries by old file name, each with the folder it was installed in.
+fn moved_by_name<'d>(w: &InputWheel, decisions: &'d [Decision]) -> Moved<'d> {
+    let mut moved = Moved::default();
+    for d in decisions {
+        let dir = w
+            .installed(d.member)
+            .map_or(String::new(), |p| parent_dir(&p).to_string());
+        moved
+            .by_name
+            .entry(d.member.file_name())
+            .or_default()
+            .push((dir, &d.dest));
+    }
+    moved
+}
+
+/// Install paths of the wheel's files that stay.
+fn remaining_files(w: &InputWheel, removed_names: &BTreeSet<&str>) -> BTreeSet<String> {
+    w.facts
+        .members
+        .iter()
+        .filter(|m| !removed_names.contains(m.name.as_str()))
+        .filter_map(|m| w.installed(m))
+        .collect()
+}
+
+/// The folders (install paths) that hold files of the wheel.
+fn wheel_dirs(w: &InputWheel) -> BTreeSet<String> {
+    w.facts
+        .members
+        .iter()
+        .filter_map(|m| w.installed(m))
+        .map(|p| parent_dir(&p).to_string())
+        .collect()
+}
+
+/// Step 4 of [`plan_split`]: what leaves the main wheel and where to. A forbidden library is
+/// removed with a warning, an upstream one becomes a requirement, the others join their
+/// runtime set (see [`add_to_set`]).
+fn remove_decided(
+    w: &InputWheel,
+    decisions: &[Decision],
+    staying: &Staying,
+    wanted_sets: &mut BTreeSet<String>,
+    requirements: &mut BTreeSet<String>,
+    out: &mut Collected,
+) -> Result<Vec<RemovedLibrary>, Error> {
+    let mut removed = Vec::new();
+    for d in decisions {
+        match &d.dest {
+            Destination::Forbidden => {
+                removed.push(RemovedLibrary::Forbidden {
+                    member: d.member.name.clone(),
+                    rule: d.rule.clone(),
+                });
+                out.notes.push(Diagnostic::new(
+                    Severity::Warning,
+                    &w.origin.wheel.member_location(&d.member.name),
                     format!(
-                        "no ELF object links it, but it goes with {library} ({rule}), which loads it from its own folder"
+                        "removed: {} must not be bundled; the machine provides it",
+                        d.rule
                     ),
                 ));
             }
-            let public = hit.rule.public_name(m.file_name());
-            let upstream = match (&hit.rule.upstream, hit.rule.action) {
-                (Some(up), Action::Upstream) if settings.upstream => {
-                    if up.package.contains("{cuda}") && cuda.is_none() {
-                        return Err(Error::refused(
-                            format!(
-                                "{}: cannot tell which CUDA version `{}` was built for, so the upstream package `{}` is ambiguous",
-                                wheel.member_location(&m.name),
-                                m.name,
-                                up.package
-                            ),
-                            Some("bundle libcudart or pass a profile file whose upstream package names the CUDA version".into()),
-                        ));
-                    }
-                    let package = up.package_for(cuda);
-                    if package.is_none() {
-                        notes.push(Diagnostic::new(
-                            Severity::Note,
-                            &wheel.member_location(&m.name),
-                            format!(
-                                "no upstream wheel `{}` exists for CUDA {}: {rule} moves into a runtime wheel instead",
-                                up.package,
-                                cuda.map_or("?".into(), |c| c.to_string())
-                            ),
-                        ));
-                    }
-                    package.map(|p| (p, up))
-                }
-                _ => None,
-            };
-            let dest = match (hit.rule.action, upstream) {
-                (Action::Forbid, _) => Destination::Forbidden,
-                (_, Some((package, up))) => {
-                    // The version part is filled in below, once per package.
-                    let pin = pins.entry(package.clone()).or_default();
-                    match &up.version {
-                        Some(v) => pin.fixed = Some(v.clone()),
-                        None => pin.ranges.extend(releases.library_range(
-                            &package,
-                            m.file_name(),
-                            soname_of(m).as_deref(),
-                            m.sha256.as_ref(),
-                        )),
-                    }
-                    Destination::Upstream {
-                        dir: up.folder.trim_end_matches('/').to_string(),
-                        file: public.clone(),
-                        requirement: package,
-                    }
-                }
-                _ => {
-                    let key = format!(
-                        "{project}-runtime-{}@{version}@{platform_key}",
-                        hit.profile.name
-                    );
-                    let package = format!(
-                        "{}_runtime_{}",
-                        filename_safe_name(&project),
-                        filename_safe_name(&hit.profile.name)
-                    );
-                    let file = if settings.unhash {
-                        public.clone()
-                    } else {
-                        m.file_name().to_string()
-                    };
-                    Destination::Runtime {
-                        set: key,
-                        dir: format!("{package}/lib"),
-                        file,
-                    }
-                }
-            };
-            decisions.push(Decision {
-                member: m,
-                dest,
-                rule,
-                license: hit.rule.license.clone(),
-                license_note: hit.rule.license_note.clone(),
-                dependency_of: None,
-                moved_by: moved_by.inspect(|g| {
-                    globs_used.insert(g.clone());
-                }),
-            });
-        }
-
-        pin_requirements(&mut decisions, &pins, releases);
-        place_variants(&mut decisions, wheel, &mut notes);
-
-        // 2. Bundled libraries that moved libraries need move with them (closure).
-        let by_file: HashMap<&str, &MemberFacts> = facts
-            .members
-            .iter()
-            .filter(|m| m.host_elf().is_some_and(is_movable_object) && installed(m).is_some())
-            .map(|m| (m.file_name(), m))
-            .collect();
-        let mut i = 0;
-        while i < decisions.len() {
-            let (set, dir, profile_file_unhash) = match &decisions[i].dest {
-                Destination::Runtime { set, dir, .. } => {
-                    (set.clone(), dir.clone(), settings.unhash)
-                }
-                _ => {
-                    i += 1;
-                    continue;
-                }
-            };
-            let needs: Vec<String> = decisions[i]
-                .member
-                .host_elf()
-                .map(|e| e.needed.clone())
-                .unwrap_or_default();
-            let parent_name = decisions[i].member.name.clone();
-            for n in needs {
-                let Some(dep) = by_file.get(n.as_str()) else {
-                    continue;
-                };
-                if let Some(by) = ad_hoc
-                    .keeps
-                    .matching(dep.file_name(), soname_of(dep).as_deref())
-                    && !kept.iter().any(|k: &KeptLibrary| k.member == dep.name)
-                {
-                    // `--keep` names a library no profile matches, which a moved one needs.
-                    globs_used.insert(by.to_string());
-                    kept.push(KeptLibrary {
-                        member: dep.name.clone(),
-                        rule: "dependency".into(),
-                        fate: Fate::Kept { by: by.to_string() },
-                    });
-                    notes.push(Diagnostic::new(
-                        Severity::Note,
-                        &wheel.member_location(&dep.name),
-                        format!(
-                            "kept in place: {parent_name} moves and needs it, but --keep {by} keeps it; the moved library finds it here"
-                        ),
-                    ));
-                }
-                if !decisions.iter().any(|d| d.member.name == dep.name)
-                    && !kept.iter().any(|k: &KeptLibrary| k.member == dep.name)
-                {
-                    let file = if profile_file_unhash {
-                        unhash(dep.file_name())
-                    } else {
-                        dep.file_name().to_string()
-                    };
-                    decisions.push(Decision {
-                        member: dep,
-                        dest: Destination::Runtime {
-                            set: set.clone(),
-                            dir: dir.clone(),
-                            file,
-                        },
-                        rule: "dependency".into(),
-                        license: None,
-                        license_note: None,
-                        dependency_of: Some(parent_name.clone()),
-                        moved_by: None,
-                    });
-                }
+            Destination::Upstream {
+                dir, requirement, ..
+            } => {
+                let package = requirement_name(requirement).to_string();
+                requirements.insert(requirement.clone());
+                removed.push(RemovedLibrary::Upstream {
+                    member: d.member.name.clone(),
+                    package,
+                    folder: dir.clone(),
+                    moved_by: d.moved_by.clone(),
+                });
             }
-            i += 1;
-        }
-
-        // Old file name → destination, for rewiring.
-        let mut moved = Moved::default();
-        for d in &decisions {
-            let dir = installed(d.member).map_or(String::new(), |p| parent_dir(&p).to_string());
-            moved
-                .by_name
-                .entry(d.member.file_name())
-                .or_default()
-                .push((dir, &d.dest));
-        }
-        // Folders (install paths) that hold files of this wheel after the split.
-        let removed_names: BTreeSet<&str> =
-            decisions.iter().map(|d| d.member.name.as_str()).collect();
-        let remaining_files: BTreeSet<String> = facts
-            .members
-            .iter()
-            .filter(|m| !removed_names.contains(m.name.as_str()))
-            .filter_map(&installed)
-            .collect();
-        let wheel_dirs: BTreeSet<String> = facts
-            .members
-            .iter()
-            .filter_map(&installed)
-            .map(|p| parent_dir(&p).to_string())
-            .collect();
-
-        // 3. Rewire the objects that stay.
-        let staying = Staying {
-            removed_names: &removed_names,
-            moved: &moved,
-            remaining_files: &remaining_files,
-            wheel_dirs: &wheel_dirs,
-        };
-        let (members, mut wanted_sets, mut requirements) =
-            rewire_staying(wheel, facts, &installed, &staying, &mut notes);
-
-        // 4. Runtime sets get the moved libraries, with their own rewiring.
-        let mut removed = Vec::new();
-        for d in &decisions {
-            match &d.dest {
-                Destination::Forbidden => {
-                    removed.push(RemovedLibrary::Forbidden {
-                        member: d.member.name.clone(),
-                        rule: d.rule.clone(),
-                    });
-                    notes.push(Diagnostic::new(
-                        Severity::Warning,
-                        &wheel.member_location(&d.member.name),
-                        format!(
-                            "removed: {} must not be bundled; the machine provides it",
-                            d.rule
-                        ),
-                    ));
-                }
-                Destination::Upstream {
-                    dir, requirement, ..
-                } => {
-                    let package = requirement_name(requirement).to_string();
-                    requirements.insert(requirement.clone());
-                    removed.push(RemovedLibrary::Upstream {
-                        member: d.member.name.clone(),
-                        package,
-                        folder: dir.clone(),
-                        moved_by: d.moved_by.clone(),
-                    });
-                }
-                Destination::Runtime { set, dir, file } => {
-                    wanted_sets.insert(set.clone());
-                    removed.push(RemovedLibrary::Runtime {
-                        member: d.member.name.clone(),
-                        set: set.clone(),
-                        file: file.clone(),
-                        dependency_of: d.dependency_of.clone(),
-                        moved_by: d.moved_by.clone(),
-                    });
-                    let old_path = installed(d.member).unwrap_or_default();
-                    let dest = SetPlace { set, dir, file };
-                    let origin = Origin {
-                        wheel,
-                        input,
-                        inputs,
-                    };
-                    add_to_set(
-                        d, &dest, &old_path, &staying, &origin, &mut sets, &mut notes,
-                    )?;
-                }
+            Destination::Runtime { set, dir, file } => {
+                wanted_sets.insert(set.clone());
+                removed.push(RemovedLibrary::Runtime {
+                    member: d.member.name.clone(),
+                    set: set.clone(),
+                    file: file.clone(),
+                    dependency_of: d.dependency_of.clone(),
+                    moved_by: d.moved_by.clone(),
+                });
+                let old_path = w.installed(d.member).unwrap_or_default();
+                let dest = SetPlace { set, dir, file };
+                add_to_set(
+                    d,
+                    &dest,
+                    &old_path,
+                    staying,
+                    &w.origin,
+                    &mut out.sets,
+                    &mut out.notes,
+                )?;
             }
         }
-        mains.push(MainPlan {
-            input,
-            input_path: wheel.path.display().to_string(),
-            file_name: wheel.filename.to_string(),
-            members,
-            removed,
-            kept,
-            licensed,
-            runtime_sets: wanted_sets.into_iter().collect(),
-            // A wheel never requires itself (its own libraries stay, see `vendor`).
-            requirements: requirements
-                .into_iter()
-                .filter(|r| normalize_name(requirement_name(r)) != project)
-                .collect(),
-        });
     }
+    Ok(removed)
+}
+
+/// The runtime sets in key order, the lists inside each sorted.
+fn sorted_sets(sets: BTreeMap<String, RuntimeSet>) -> Vec<RuntimeSet> {
     let mut runtime_sets: Vec<RuntimeSet> = sets.into_values().collect();
     for s in &mut runtime_sets {
         s.libraries.sort_by(|a, b| a.file.cmp(&b.file));
@@ -611,9 +790,14 @@ pub fn plan_split(
         s.license_notes.sort();
         s.requirements.sort();
     }
-    // A glob that named nothing is most likely a typo: say so (the split still runs).
+    runtime_sets
+}
+
+/// A `--move` or `--keep` glob that named nothing in any input is most likely a typo: say so
+/// (the split still runs).
+fn warn_unused_globs(ad_hoc: &AdHoc, used: &BTreeSet<String>, notes: &mut Vec<Diagnostic>) {
     for (option, globs) in [("--move", &ad_hoc.moves), ("--keep", &ad_hoc.keeps)] {
-        for g in globs.patterns().iter().filter(|g| !globs_used.contains(*g)) {
+        for g in globs.patterns().iter().filter(|g| !used.contains(*g)) {
             notes.push(Diagnostic {
                 severity: Severity::Warning,
                 location: String::new(),
@@ -626,18 +810,8 @@ pub fn plan_split(
             });
         }
     }
-    Ok(SplitPlan {
-        ad_hoc: AdHocGlobs {
-            moves: ad_hoc.moves.patterns().to_vec(),
-            keeps: ad_hoc.keeps.patterns().to_vec(),
-        },
-        mains,
-        runtime_sets,
-        notes,
-    })
 }
 
-/// The distribution name of a requirement line (`nvidia-cublas-cu12>=12,<13` → `nvidia-cublas-cu12`).
 /// Completes each upstream requirement with the version its pins allow.
 fn pin_requirements(decisions: &mut [Decision], pins: &BTreeMap<String, Pin>, releases: &Releases) {
     // One requirement line per upstream package, satisfied by a release the index has.
@@ -900,6 +1074,7 @@ fn add_to_set(
     merge_library(entry, lib, inputs)
 }
 
+/// The distribution name of a requirement line (`nvidia-cublas-cu12>=12,<13` → `nvidia-cublas-cu12`).
 fn requirement_name(req: &str) -> &str {
     req.split(|c: char| "<>=!~ ;[(".contains(c))
         .next()

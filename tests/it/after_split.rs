@@ -204,16 +204,27 @@ fn readme_cibuildwheel_recipes_run_as_written() {
     let heading = "### In a cibuildwheel job";
     let bin = auditwheel_bin();
     let tmp = tempdir();
+    run_host_recipe(&readme, heading, tmp.path());
+    let cuda = standin_cuda_libraries(tmp.path());
+    let config: toml::Table = toml::from_str(&block(&readme, heading, "toml")).unwrap();
+    let linux = &config["tool"]["cibuildwheel"]["linux"];
+    let command = linux["repair-wheel-command"].as_str().unwrap();
+    let output = tmp.path().join("container/output");
+    let main = run_repair_command_twice(command, tmp.path(), &output, &bin, &cuda);
+    install_through_find_links(&readme, heading, command, tmp.path(), &output, &main);
+}
 
-    // On the host, after cibuildwheel: its output stands in for `cibuildwheel`'s.
-    let host = block(&readme, heading, "sh");
+/// On the host, after cibuildwheel: the README's lines, with two fixture builds standing in for
+/// `cibuildwheel`'s output, leave both main wheels and the one runtime wheel in `dist`.
+fn run_host_recipe(readme: &str, heading: &str, tmp: &Path) {
+    let host = block(readme, heading, "sh");
     let mut lines = host.lines().filter(|l| !l.trim().is_empty());
     assert_eq!(
         lines.next(),
         Some("cibuildwheel --output-dir wheelhouse"),
         "{host}"
     );
-    let wheelhouse = tmp.path().join("host/wheelhouse");
+    let wheelhouse = tmp.join("host/wheelhouse");
     std::fs::create_dir_all(&wheelhouse).unwrap();
     std::fs::copy(fixture(SLIMDEMO), wheelhouse.join(MAIN_NAME)).unwrap();
     std::fs::copy(
@@ -223,7 +234,7 @@ fn readme_cibuildwheel_recipes_run_as_written() {
     .unwrap();
     let path = path_with(&[&wheelslim_bin()]);
     for line in lines {
-        let out = sh(line, &tmp.path().join("host"), &path, &[]);
+        let out = sh(line, &tmp.join("host"), &path, &[]);
         assert!(
             out.status.success(),
             "{line}\n{}{}",
@@ -232,7 +243,7 @@ fn readme_cibuildwheel_recipes_run_as_written() {
         );
     }
     assert_eq!(
-        wheels_in(&tmp.path().join("host/dist")),
+        wheels_in(&tmp.join("host/dist")),
         [
             MAIN_NAME.to_string(),
             MAIN_NAME.replace("cp38", "cp39"),
@@ -240,10 +251,12 @@ fn readme_cibuildwheel_recipes_run_as_written() {
                 .to_string(),
         ]
     );
+}
 
-    // Inside the build: the stand-in CUDA libraries auditwheel grafts, with their public
-    // sonames, as a build container would have them installed.
-    let unhashed = tmp.path().join("unhashed");
+/// Inside the build: the stand-in CUDA libraries auditwheel grafts, with their public
+/// sonames, as a build container would have them installed. Returns their folder.
+fn standin_cuda_libraries(tmp: &Path) -> PathBuf {
+    let unhashed = tmp.join("unhashed");
     let out = wheelslim(&[
         "split",
         fixture(SLIMDEMO).to_str().unwrap(),
@@ -252,7 +265,7 @@ fn readme_cibuildwheel_recipes_run_as_written() {
         "--unhash",
     ]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
-    let cuda = tmp.path().join("cuda");
+    let cuda = tmp.join("cuda");
     std::fs::create_dir_all(&cuda).unwrap();
     for w in wheels_in(&unhashed) {
         for (name, data) in read_zip(&unhashed.join(w)) {
@@ -261,11 +274,20 @@ fn readme_cibuildwheel_recipes_run_as_written() {
             }
         }
     }
-    let config: toml::Table = toml::from_str(&block(&readme, heading, "toml")).unwrap();
-    let linux = &config["tool"]["cibuildwheel"]["linux"];
-    let command = linux["repair-wheel-command"].as_str().unwrap();
-    let container_tmp = tmp.path().join("container/tmp");
-    let output = tmp.path().join("container/output");
+    cuda
+}
+
+/// The README's `repair-wheel-command`, run for two builds of the unrepaired fixture: each
+/// leaves exactly one wheel in its `{dest_dir}`, both leave one runtime wheel under `output`,
+/// and the first main wheel verifies against it. Returns that main wheel.
+fn run_repair_command_twice(
+    command: &str,
+    tmp: &Path,
+    output: &Path,
+    bin: &Path,
+    cuda: &Path,
+) -> PathBuf {
+    let container_tmp = tmp.join("container/tmp");
     std::fs::create_dir_all(&container_tmp).unwrap();
     for (what, n) in [
         ("/tmp/repaired", 3),
@@ -275,14 +297,14 @@ fn readme_cibuildwheel_recipes_run_as_written() {
     ] {
         assert_eq!(command.matches(what).count(), n, "{what} in {command}");
     }
-    let built = tmp.path().join("built");
+    let built = tmp.join("built");
     std::fs::create_dir_all(&built).unwrap();
     let wheel = built.join(Path::new(UNREPAIRED).file_name().unwrap());
     std::fs::copy(fixture(UNREPAIRED), &wheel).unwrap();
-    let path = path_with(&[&bin, &wheelslim_bin()]);
+    let path = path_with(&[bin, &wheelslim_bin()]);
     let runtime_dir = output.join("runtime-wheels");
     for build in ["dest1", "dest2"] {
-        let dest = tmp.path().join(build);
+        let dest = tmp.join(build);
         std::fs::create_dir_all(&dest).unwrap();
         let line = command
             .replace(
@@ -292,7 +314,7 @@ fn readme_cibuildwheel_recipes_run_as_written() {
             .replace("/output/", &format!("{}/", output.display()))
             .replace("{wheel}", wheel.to_str().unwrap())
             .replace("{dest_dir}", dest.to_str().unwrap());
-        let out = sh(&line, tmp.path(), &path, &[("LD_LIBRARY_PATH", &cuda)]);
+        let out = sh(&line, tmp, &path, &[("LD_LIBRARY_PATH", cuda)]);
         assert!(
             out.status.success(),
             "{line}\n{}{}",
@@ -304,7 +326,7 @@ fn readme_cibuildwheel_recipes_run_as_written() {
     }
     let runtime = wheels_in(&runtime_dir);
     assert_eq!(runtime.len(), 1, "{runtime:?}");
-    let dest = tmp.path().join("dest1");
+    let dest = tmp.join("dest1");
     let main = dest.join(&wheels_in(&dest)[0]);
     let v = wheelslim(&[
         "verify",
@@ -312,10 +334,21 @@ fn readme_cibuildwheel_recipes_run_as_written() {
         runtime_dir.join(&runtime[0]).to_str().unwrap(),
     ]);
     assert_eq!(code(&v), 0, "{}", stdout(&v));
+    main
+}
 
-    // The test step: pip finds the runtime wheel through the README's PIP_FIND_LINKS (the
-    // same folder under UV_FIND_LINKS, for the build[uv] frontend).
-    let test_config: toml::Table = toml::from_str(&nth_block(&readme, heading, "toml", 1)).unwrap();
+/// The test step: pip finds the runtime wheel through the README's PIP_FIND_LINKS (the
+/// same folder under UV_FIND_LINKS, for the build[uv] frontend), which is the folder the
+/// repair command writes it to.
+fn install_through_find_links(
+    readme: &str,
+    heading: &str,
+    command: &str,
+    tmp: &Path,
+    output: &Path,
+    main: &Path,
+) {
+    let test_config: toml::Table = toml::from_str(&nth_block(readme, heading, "toml", 1)).unwrap();
     let env = test_config["tool"]["cibuildwheel"]["linux"]["environment"]
         .as_table()
         .unwrap();
@@ -326,10 +359,10 @@ fn readme_cibuildwheel_recipes_run_as_written() {
         "{command}"
     );
     let links = links.replace("/output/", &format!("{}/", output.display()));
-    let venv = Venv::new(tmp.path(), "venv");
+    let venv = Venv::new(tmp, "venv");
     run(Command::new(venv.python())
         .args(["-m", "pip", "install", "--no-index", "-q"])
-        .arg(&main)
+        .arg(main)
         .env("PIP_FIND_LINKS", &links));
     assert_eq!(imports_slimdemo(&venv), "12080 120904");
 }

@@ -294,33 +294,43 @@ fn wheels_in(dir: &Path) -> Vec<std::path::PathBuf> {
 fn split_strip_debug_fits_a_wheel_that_fits_only_without_its_debug_info() {
     need("python3", "python3");
     let tmp = tempdir();
-    let cudart = big_library(tmp.path(), "libcudart.so.12", 40, &[]);
-    let with = big_library(
-        tmp.path(),
-        "libwith.so",
-        5000,
-        &[&tmp.path().join("libcudart.so.12")],
-    );
-    let whl = make_wheel(
-        tmp.path(),
+    let whl = debug_heavy_wheel(tmp.path());
+    let p = whl.to_str().unwrap();
+    let limit = limit_between_stripped_and_full(tmp.path(), &whl);
+    let max = format!("{limit}");
+    refused_without_strip_debug(tmp.path(), p, &max);
+    let w = dry_run_with_strip_debug_estimates_a_fit(tmp.path(), p, &max);
+    estimate_over_the_limit_fails_the_dry_run(p, &w);
+    real_run_strips_and_fits(tmp.path(), p, &max, limit);
+}
+
+/// A wheel whose own library carries much debug info and needs a bundled `libcudart.so.12`.
+fn debug_heavy_wheel(tmp: &Path) -> std::path::PathBuf {
+    let cudart = big_library(tmp, "libcudart.so.12", 40, &[]);
+    let with = big_library(tmp, "libwith.so", 5000, &[&tmp.join("libcudart.so.12")]);
+    make_wheel(
+        tmp,
         "manylinux_2_17_x86_64",
         &[
             ("demo/libwith.so", &with),
             ("demo/libcudart.so.12", &cudart),
         ],
-    );
-    let p = whl.to_str().unwrap();
-    // The wheel's size with and without debug info (trim --strip-debug writes the latter).
-    let stripped_dir = tmp.path().join("stripped");
+    )
+}
+
+/// A size limit halfway between the wheel's size with and without debug info (trim
+/// --strip-debug writes the latter).
+fn limit_between_stripped_and_full(tmp: &Path, whl: &Path) -> u64 {
+    let stripped_dir = tmp.join("stripped");
     let t = wheelslim(&[
         "trim",
         "--strip-debug",
-        p,
+        whl.to_str().unwrap(),
         "-w",
         stripped_dir.to_str().unwrap(),
     ]);
     assert_eq!(code(&t), 0, "{}", stderr(&t));
-    let full = std::fs::metadata(&whl).unwrap().len();
+    let full = std::fs::metadata(whl).unwrap().len();
     let lean = std::fs::metadata(stripped_dir.join(whl.file_name().unwrap()))
         .unwrap()
         .len();
@@ -329,13 +339,18 @@ fn split_strip_debug_fits_a_wheel_that_fits_only_without_its_debug_info() {
         full > lean * 3 && limit > 300 * 1024,
         "the fixture needs much debug info: {full} vs {lean}"
     );
-    let max = format!("{limit}");
-    let dir = |n: &str| tmp.path().join(n).to_str().unwrap().to_string();
+    limit
+}
 
-    // Without --strip-debug the main wheel cannot fit, in the dry run and the real run alike.
+fn dir_in(tmp: &Path, name: &str) -> String {
+    tmp.join(name).to_str().unwrap().to_string()
+}
+
+/// Without --strip-debug the main wheel cannot fit, in the dry run and the real run alike.
+fn refused_without_strip_debug(tmp: &Path, p: &str, max: &str) {
     for dry in [true, false] {
-        let mut args = vec!["split", "--max-size", &max, p, "-w"];
-        let w = dir(if dry { "dry0" } else { "real0" });
+        let mut args = vec!["split", "--max-size", max, p, "-w"];
+        let w = dir_in(tmp, if dry { "dry0" } else { "real0" });
         args.push(&w);
         if dry {
             args.push("--dry-run");
@@ -346,15 +361,18 @@ fn split_strip_debug_fits_a_wheel_that_fits_only_without_its_debug_info() {
         // The hint names the option that makes it fit.
         assert!(stderr(&o).contains("with --strip-debug"), "{}", stderr(&o));
     }
+}
 
-    // The dry run with --strip-debug estimates the sizes after the strip and says they fit.
-    let w = dir("dry1");
+/// The dry run with --strip-debug estimates the sizes after the strip and says they fit (in
+/// text and JSON), and writes nothing. Returns the output folder it was given.
+fn dry_run_with_strip_debug_estimates_a_fit(tmp: &Path, p: &str, max: &str) -> String {
+    let w = dir_in(tmp, "dry1");
     let o = wheelslim(&[
         "split",
         "--strip-debug",
         "--dry-run",
         "--max-size",
-        &max,
+        max,
         p,
         "-w",
         &w,
@@ -365,14 +383,14 @@ fn split_strip_debug_fits_a_wheel_that_fits_only_without_its_debug_info() {
         text.contains("(main): about") && text.contains("estimated"),
         "{text}"
     );
-    assert!(wheels_in(tmp.path().join("dry1").as_path()).is_empty());
+    assert!(wheels_in(tmp.join("dry1").as_path()).is_empty());
     let j = wheelslim(&[
         "split",
         "--json",
         "--strip-debug",
         "--dry-run",
         "--max-size",
-        &max,
+        max,
         p,
         "-w",
         &w,
@@ -382,9 +400,12 @@ fn split_strip_debug_fits_a_wheel_that_fits_only_without_its_debug_info() {
     let main = est.iter().find(|e| e["kind"] == "main").unwrap();
     assert!(main["fits"].as_bool().unwrap(), "{j:#}");
     assert!(main["bytes"].as_u64().unwrap() < main["bytes_before"].as_u64().unwrap() / 2);
+    w
+}
 
-    // An estimate over the limit fails the dry run, and says it is an estimate: a runtime
-    // wheel with 1 KiB of room cannot hold libcudart even stripped.
+/// An estimate over the limit fails the dry run, and says it is an estimate: a runtime
+/// wheel with 1 KiB of room cannot hold libcudart even stripped.
+fn estimate_over_the_limit_fails_the_dry_run(p: &str, w: &str) {
     let tiny = format!("{}", 257 * 1024);
     let o = wheelslim(&[
         "split",
@@ -394,27 +415,30 @@ fn split_strip_debug_fits_a_wheel_that_fits_only_without_its_debug_info() {
         &tiny,
         p,
         "-w",
-        &w,
+        w,
     ]);
     assert_eq!(code(&o), 2, "{}", stdout(&o));
     assert!(stderr(&o).contains("estimated"), "{}", stderr(&o));
     // Without --strip-debug, the refusal of that library names the option.
-    let o = wheelslim(&["split", "--dry-run", "--max-size", &tiny, p, "-w", &w]);
+    let o = wheelslim(&["split", "--dry-run", "--max-size", &tiny, p, "-w", w]);
     assert_eq!(code(&o), 2, "{}", stdout(&o));
     assert!(
         stderr(&o).contains("libcudart.so.12") && stderr(&o).contains("with --strip-debug"),
         "{}",
         stderr(&o)
     );
+}
 
-    // The real run fits, strips both the main wheel's library and the moved one.
-    let main_dir = dir("main");
-    let rt_dir = dir("rt");
+/// The real run fits, strips both the main wheel's library and the moved one, and what it
+/// writes verifies.
+fn real_run_strips_and_fits(tmp: &Path, p: &str, max: &str, limit: u64) {
+    let main_dir = dir_in(tmp, "main");
+    let rt_dir = dir_in(tmp, "rt");
     let o = wheelslim(&[
         "split",
         "--strip-debug",
         "--max-size",
-        &max,
+        max,
         p,
         "-w",
         &main_dir,
@@ -427,9 +451,20 @@ fn split_strip_debug_fits_a_wheel_that_fits_only_without_its_debug_info() {
     let rts = wheels_in(Path::new(&rt_dir));
     assert_eq!((mains.len(), rts.len()), (1, 1), "{mains:?} {rts:?}");
     assert!(std::fs::metadata(&mains[0]).unwrap().len() <= limit);
-    // Unpacked together, as pip installs them into one site-packages.
-    let site = tmp.path().join("site");
-    for w in mains.iter().chain(&rts) {
+    stripped_libraries_load(tmp, &mains, &rts);
+    let mut args = vec!["verify".to_string()];
+    args.extend(mains.iter().chain(&rts).map(|p| p.display().to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let v = wheelslim(&args);
+    assert_eq!(code(&v), 0, "{}", stdout(&v));
+}
+
+/// Unpacked together, as pip installs them into one site-packages: both libraries lost their
+/// debug info, the main one is still well-formed (no complaint readelf or eu-elflint did not
+/// have before) and loads and runs.
+fn stripped_libraries_load(tmp: &Path, mains: &[std::path::PathBuf], rts: &[std::path::PathBuf]) {
+    let site = tmp.join("site");
+    for w in mains.iter().chain(rts) {
         for (name, data) in read_zip(w) {
             let to = site.join(&name);
             std::fs::create_dir_all(to.parent().unwrap()).unwrap();
@@ -446,7 +481,7 @@ fn split_strip_debug_fits_a_wheel_that_fits_only_without_its_debug_info() {
     assert_eq!(moved.len(), 1, "{moved:?}");
     assert_eq!(readelf_debug_bytes(&moved[0]), 0);
     assert_eq!(
-        elflint_new_complaints(&tmp.path().join("libwith.so"), &lib),
+        elflint_new_complaints(&tmp.join("libwith.so"), &lib),
         Vec::<String>::new()
     );
     let (ok, out, err) = run_out(
@@ -460,11 +495,6 @@ fn split_strip_debug_fits_a_wheel_that_fits_only_without_its_debug_info() {
     );
     assert!(ok, "{err}");
     assert_eq!(out.trim(), "21");
-    let mut args = vec!["verify".to_string()];
-    args.extend(mains.iter().chain(&rts).map(|p| p.display().to_string()));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let v = wheelslim(&args);
-    assert_eq!(code(&v), 0, "{}", stdout(&v));
 }
 
 fn walk(dir: &Path) -> Vec<std::path::PathBuf> {

@@ -576,95 +576,202 @@ fn scenarios(
     orig: OrigPath,
     loader: Option<&Path>,
 ) -> Vec<(String, Method)> {
-    let arch = b.arch;
     let input = read(consumer);
     let base_name = consumer
         .file_stem()
         .and_then(|s| s.to_str())
         .unwrap_or("x")
         .to_string();
-    let root = mkdir(&b.root.join(format!("cases_{base_name}")));
-    let orig_info = facts(&input);
-    let mut methods = Vec::new();
-    let orig_kind_runpath = orig == OrigPath::Runpath;
-    let want_paths = |list: Vec<String>, runpath: bool| {
-        if runpath {
+    let sc = Scenarios {
+        b,
+        consumer,
+        orig,
+        loader,
+        root: mkdir(&b.root.join(format!("cases_{base_name}"))),
+        orig_info: facts(&input),
+        input,
+    };
+    vec![
+        ("long path".to_string(), sc.long_path()),
+        ("short path".to_string(), sc.short_path()),
+        ("rename".to_string(), sc.rename()),
+        ("add runpath".to_string(), sc.add_runpath()),
+    ]
+}
+
+/// One consumer under the standard scenarios: each writes its case under `root` and returns
+/// the method the patch took.
+struct Scenarios<'a> {
+    b: &'a Build,
+    consumer: &'a Path,
+    orig: OrigPath,
+    loader: Option<&'a Path>,
+    input: Vec<u8>,
+    root: PathBuf,
+    orig_info: ElfInfo,
+}
+
+impl Scenarios<'_> {
+    /// A new search path is written as the consumer's own kind had it: (rpath, runpath).
+    fn want_paths(&self, list: Vec<String>) -> (Vec<String>, Vec<String>) {
+        if self.orig == OrigPath::Runpath {
             (Vec::new(), list)
         } else {
             (list, Vec::new())
         }
-    };
-
-    // 1. A long search path.
-    let case = Case::new(&root, "long", &b.dep(), "libdep.so.1");
-    let list = long_list(&case.deps);
-    let out = patch_ok(&input, &edits_path(list.clone(), PathKind::Keep));
-    assert!(
-        !matches!(out.method, Method::InPlace | Method::Unchanged),
-        "a long path cannot fit in place: {out:?}"
-    );
-    let path = case.lib_dir.join("libuse.so");
-    write_exec(&path, &out.data);
-    let (rpath, runpath) = want_paths(list, orig_kind_runpath);
-    prove_static(
-        consumer,
-        &path,
-        &Want {
-            needed: orig_info.needed.clone(),
-            rpath,
-            runpath,
-            ..Want::default()
-        },
-        &out,
-    );
-    assert_eq!(
-        load(arch, loader, &path).as_deref(),
-        Ok(USE_5),
-        "long path: {:#?}",
-        out.notes
-    );
-    // Control: the unpatched library does not find the dependency from there.
-    let control = case.lib_dir.join("libuse_orig.so");
-    write_exec(&control, &input);
-    assert!(
-        load(arch, loader, &control).is_err(),
-        "the original must not find {}",
-        case.deps.display()
-    );
-    methods.push(("long path".to_string(), out.method.clone()));
-
-    // 2. A short search path: in place when the file already had a longer one.
-    let case = Case::new(&root, "s", &b.dep(), "libdep.so.1");
-    let out = patch_ok(&input, &edits_path(vec![s(&case.deps)], PathKind::Keep));
-    if orig != OrigPath::None {
-        assert_eq!(out.method, Method::InPlace, "{:#?}", out.notes);
-        assert_eq!(out.data.len(), input.len());
     }
-    let path = case.lib_dir.join("libuse.so");
-    write_exec(&path, &out.data);
-    let (rpath, runpath) = want_paths(vec![s(&case.deps)], orig_kind_runpath);
-    prove_static(
-        consumer,
-        &path,
-        &Want {
-            needed: orig_info.needed.clone(),
-            rpath,
-            runpath,
-            ..Want::default()
-        },
-        &out,
-    );
-    assert_eq!(
-        load(arch, loader, &path).as_deref(),
-        Ok(USE_5),
-        "short path: {:#?}",
-        out.notes
-    );
-    methods.push(("short path".to_string(), out.method.clone()));
 
-    // 3. Rename NEEDED libdep.so.1 → libdep-renamed.so.1; the dependency is renamed on disk and
-    //    its SONAME patched by wheelslim too.
-    let case = Case::new(&root, "rename", &b.dep(), "unused");
+    /// The patched consumer at `path` loads from its case folder and calls its dependency.
+    fn assert_loads(&self, path: &Path, what: &str, out: &PatchOutcome) {
+        assert_eq!(
+            load(self.b.arch, self.loader, path).as_deref(),
+            Ok(USE_5),
+            "{what}: {:#?}",
+            out.notes
+        );
+    }
+
+    /// 1. A long search path.
+    fn long_path(&self) -> Method {
+        let case = Case::new(&self.root, "long", &self.b.dep(), "libdep.so.1");
+        let list = long_list(&case.deps);
+        let out = patch_ok(&self.input, &edits_path(list.clone(), PathKind::Keep));
+        assert!(
+            !matches!(out.method, Method::InPlace | Method::Unchanged),
+            "a long path cannot fit in place: {out:?}"
+        );
+        let path = case.lib_dir.join("libuse.so");
+        write_exec(&path, &out.data);
+        let (rpath, runpath) = self.want_paths(list);
+        prove_static(
+            self.consumer,
+            &path,
+            &Want {
+                needed: self.orig_info.needed.clone(),
+                rpath,
+                runpath,
+                ..Want::default()
+            },
+            &out,
+        );
+        self.assert_loads(&path, "long path", &out);
+        // Control: the unpatched library does not find the dependency from there.
+        let control = case.lib_dir.join("libuse_orig.so");
+        write_exec(&control, &self.input);
+        assert!(
+            load(self.b.arch, self.loader, &control).is_err(),
+            "the original must not find {}",
+            case.deps.display()
+        );
+        out.method
+    }
+
+    /// 2. A short search path: in place when the file already had a longer one.
+    fn short_path(&self) -> Method {
+        let case = Case::new(&self.root, "s", &self.b.dep(), "libdep.so.1");
+        let out = patch_ok(
+            &self.input,
+            &edits_path(vec![s(&case.deps)], PathKind::Keep),
+        );
+        if self.orig != OrigPath::None {
+            assert_eq!(out.method, Method::InPlace, "{:#?}", out.notes);
+            assert_eq!(out.data.len(), self.input.len());
+        }
+        let path = case.lib_dir.join("libuse.so");
+        write_exec(&path, &out.data);
+        let (rpath, runpath) = self.want_paths(vec![s(&case.deps)]);
+        prove_static(
+            self.consumer,
+            &path,
+            &Want {
+                needed: self.orig_info.needed.clone(),
+                rpath,
+                runpath,
+                ..Want::default()
+            },
+            &out,
+        );
+        self.assert_loads(&path, "short path", &out);
+        out.method
+    }
+
+    /// 3. Rename NEEDED libdep.so.1 → libdep-renamed.so.1; the dependency is renamed on disk
+    ///    and its SONAME patched by wheelslim too.
+    fn rename(&self) -> Method {
+        let case = Case::new(&self.root, "rename", &self.b.dep(), "unused");
+        renamed_dependency(self.b, &case);
+        let mut edits = edits_path(long_list(&case.deps), PathKind::Keep);
+        edits.replace_needed = vec![("libdep.so.1".into(), "libdep-renamed.so.1".into())];
+        let out = patch_ok(&self.input, &edits);
+        let path = case.lib_dir.join("libuse.so");
+        write_exec(&path, &out.data);
+        let needed: Vec<String> = self
+            .orig_info
+            .needed
+            .iter()
+            .map(|n| {
+                if n == "libdep.so.1" {
+                    "libdep-renamed.so.1".into()
+                } else {
+                    n.clone()
+                }
+            })
+            .collect();
+        let (rpath, runpath) = self.want_paths(long_list(&case.deps));
+        prove_static(
+            self.consumer,
+            &path,
+            &Want {
+                needed,
+                rpath,
+                runpath,
+                ..Want::default()
+            },
+            &out,
+        );
+        let v = readelf(&["-VW"], &path);
+        assert!(
+            v.contains("File: libdep-renamed.so.1") && !v.contains("File: libdep.so.1"),
+            "{v}"
+        );
+        self.assert_loads(&path, "rename", &out);
+        out.method
+    }
+
+    /// 4. Add a RUNPATH (to a file without one), or switch to RUNPATH.
+    fn add_runpath(&self) -> Method {
+        let case = Case::new(&self.root, "runpath", &self.b.dep(), "libdep.so.1");
+        let out = patch_ok(
+            &self.input,
+            &edits_path(vec![s(&case.deps)], PathKind::Runpath),
+        );
+        let path = case.lib_dir.join("libuse.so");
+        write_exec(&path, &out.data);
+        prove_static(
+            self.consumer,
+            &path,
+            &Want {
+                needed: self.orig_info.needed.clone(),
+                runpath: vec![s(&case.deps)],
+                ..Want::default()
+            },
+            &out,
+        );
+        self.assert_loads(&path, "runpath", &out);
+        if self.orig == OrigPath::None {
+            assert!(
+                out.notes.iter().any(|n| n.contains("added a DT_RUNPATH")),
+                "{:#?}",
+                out.notes
+            );
+        }
+        out.method
+    }
+}
+
+/// The dependency in `case.deps` as `libdep-renamed.so.1` (in place of the copy named
+/// `unused`), its SONAME patched by wheelslim and its version definition kept.
+fn renamed_dependency(b: &Build, case: &Case) {
     let dep_out = patch_ok(
         &read(&b.dep()),
         &DynamicEdits {
@@ -689,77 +796,6 @@ fn scenarios(
         readelf(&["-VW"], &dep_path).contains("Name: LIBDEP_1.0"),
         "the version definition survives"
     );
-    let mut edits = edits_path(long_list(&case.deps), PathKind::Keep);
-    edits.replace_needed = vec![("libdep.so.1".into(), "libdep-renamed.so.1".into())];
-    let out = patch_ok(&input, &edits);
-    let path = case.lib_dir.join("libuse.so");
-    write_exec(&path, &out.data);
-    let needed: Vec<String> = orig_info
-        .needed
-        .iter()
-        .map(|n| {
-            if n == "libdep.so.1" {
-                "libdep-renamed.so.1".into()
-            } else {
-                n.clone()
-            }
-        })
-        .collect();
-    let (rpath, runpath) = want_paths(long_list(&case.deps), orig_kind_runpath);
-    prove_static(
-        consumer,
-        &path,
-        &Want {
-            needed,
-            rpath,
-            runpath,
-            ..Want::default()
-        },
-        &out,
-    );
-    let v = readelf(&["-VW"], &path);
-    assert!(
-        v.contains("File: libdep-renamed.so.1") && !v.contains("File: libdep.so.1"),
-        "{v}"
-    );
-    assert_eq!(
-        load(arch, loader, &path).as_deref(),
-        Ok(USE_5),
-        "rename: {:#?}",
-        out.notes
-    );
-    methods.push(("rename".to_string(), out.method.clone()));
-
-    // 4. Add a RUNPATH (to a file without one), or switch to RUNPATH.
-    let case = Case::new(&root, "runpath", &b.dep(), "libdep.so.1");
-    let out = patch_ok(&input, &edits_path(vec![s(&case.deps)], PathKind::Runpath));
-    let path = case.lib_dir.join("libuse.so");
-    write_exec(&path, &out.data);
-    prove_static(
-        consumer,
-        &path,
-        &Want {
-            needed: orig_info.needed.clone(),
-            runpath: vec![s(&case.deps)],
-            ..Want::default()
-        },
-        &out,
-    );
-    assert_eq!(
-        load(arch, loader, &path).as_deref(),
-        Ok(USE_5),
-        "runpath: {:#?}",
-        out.notes
-    );
-    if orig == OrigPath::None {
-        assert!(
-            out.notes.iter().any(|n| n.contains("added a DT_RUNPATH")),
-            "{:#?}",
-            out.notes
-        );
-    }
-    methods.push(("add runpath".to_string(), out.method.clone()));
-    methods
 }
 
 fn count_loads(file: &Path) -> usize {

@@ -387,6 +387,7 @@ fn rela_table(
 }
 
 /// Moves the containers each target names out of `host` into a new companion per target.
+#[allow(clippy::too_many_lines)] // split on branch longhost
 pub fn move_device_code(
     host: &[u8],
     targets: &[CompanionTarget],
