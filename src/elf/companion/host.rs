@@ -410,14 +410,8 @@ fn rela_table(
 
 /// Moves the containers each target names out of `host` into a new companion per target.
 ///
-/// The stages, in order (each refuses before anything is written): [`Host::open`] reads
-/// and judges the host, [`check_sonames`] the request's names, [`Selection::take`] the
-/// containers and their companion blocks, [`Relocs::read`], [`Wrappers::find`] and
-/// [`refuse_other_references`] the relocations, [`DynSym::read`] and [`refuse_taken_names`]
-/// the symbols. Then [`NewTables::build`] grows `.dynstr`, `.dynsym`, `.gnu.version` and
-/// `.hash` and shifts `.gnu.hash`, [`RelaEdits::build`] converts the wrapper relocations,
-/// [`lay_out`] places the grown tables in a new PT_LOAD and writes every edit, [`cut_pages`]
-/// runs the shrinker and [`write_companions`] writes the companions; [`verify`] re-parses.
+/// The body is the list of stages the module documentation describes, in order; each
+/// refuses before anything is written, until `lay_out` writes the new host.
 pub fn move_device_code(
     host: &[u8],
     targets: &[CompanionTarget],

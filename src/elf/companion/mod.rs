@@ -681,7 +681,7 @@ struct ShNames {
     n_shstrtab: u32,
 }
 
-/// Where [`write`] puts each part of the file (in the read-only segment vaddrs equal offsets).
+/// Where [`write()`] puts each part of the file (in the read-only segment vaddrs equal offsets).
 #[derive(Clone, Copy)]
 struct Layout {
     page: u64,
