@@ -75,6 +75,17 @@
 //! and no re-pointed place left in RELR. Every companion passes the writer's own checks. The
 //! same input always gives the same output.
 //!
+//! # Where each step lives
+//!
+//! [`move_device_code`] is the list of stages, one short function or struct each, in the
+//! order above: reading and judging the host and the request (`Host`, `Selection`), the
+//! wrappers and what else points into a moved container (`Relocs`, `Wrappers`,
+//! `refuse_other_references`), the symbols (`DynSym`, `refuse_taken_names`), the grown and
+//! shifted hash and version tables (`NewTables`), the RELA/RELR conversion and the
+//! `DT_RELACOUNT` reorder (`RelaEdits`, `leave_relr`, over the table codecs of `tables`), the
+//! new PT_LOAD and every write (`lay_out`), the shrinker cut (`cut_pages`), the companions
+//! (`write_companions`) and the re-parse (`verify`).
+//!
 //! The placer (`place`) follows the patcher's rules (`elf::patch::layout`) but is its own
 //! code: the patcher's layout is built around exactly `.dynstr` and `.dynamic` (its slide of
 //! an executable's sections, its in-place and extend-the-last-load shortcuts), and this
@@ -94,7 +105,8 @@ use crate::elf::consts::{
     EM_AARCH64, EM_PPC64, EM_X86_64, ET_DYN, ET_EXEC, SHT_DYNSYM, SHT_REL, SHT_RELA, SHT_RELR,
     SHT_SYMTAB, SYM_SIZE,
 };
-use crate::elf::file::{DynEntry, Elf64};
+use crate::elf::file::{DynEntry, Elf64, SectionHeader};
+use crate::elf::raw::Dynamic;
 use crate::elf::shrink::{Block, SectionEdit, ShrinkMethod};
 use crate::elf::{ElfError, Machine, raw};
 use crate::fatbin::{cuda, hip};
@@ -106,6 +118,8 @@ const DT_RELACOUNT: u64 = 0x6fff_fff9;
 const GLOBAL_OBJECT: u8 = 0x11;
 /// `VER_NDX_GLOBAL`.
 const VER_GLOBAL: u16 = 1;
+/// `SHT_STRTAB` (`.dynstr`'s section type).
+const SHT_STRTAB: u32 = 3;
 
 /// Wrapper sections and the magic of their records.
 const WRAPPERS: [(&str, u32); 2] = [
@@ -361,6 +375,14 @@ struct RelaTable {
     entries: Vec<Rela>,
 }
 
+impl RelaTable {
+    /// The file offset just past its last entry.
+    fn end(&self) -> u64 {
+        self.off
+            .saturating_add(u64_of(self.entries.len()).saturating_mul(24))
+    }
+}
+
 fn rela_table(
     elf: &Elf64,
     dynamic: &[DynEntry],
@@ -387,63 +409,167 @@ fn rela_table(
 }
 
 /// Moves the containers each target names out of `host` into a new companion per target.
-#[allow(clippy::too_many_lines)] // split on branch longhost
+///
+/// The body is the list of stages the module documentation describes, in order; each
+/// refuses before anything is written, until `lay_out` writes the new host.
 pub fn move_device_code(
     host: &[u8],
     targets: &[CompanionTarget],
 ) -> Result<MoveOutcome, MoveError> {
-    // ------------------------------------------------------------------ what the host is
-    if !crate::elf::is_elf(host) {
-        return Err(MoveError::NotElf("no ELF magic".into()));
+    let h = Host::open(host, targets)?;
+    check_sonames(&h, targets)?;
+    let sel = Selection::take(&h, targets)?;
+    let relocs = Relocs::read(&h)?;
+    let wrappers = Wrappers::find(&h, &sel, &relocs)?;
+    refuse_other_references(&h, &sel, &relocs, &wrappers)?;
+    let dynsym = DynSym::read(&h, &sel, &relocs)?;
+    refuse_taken_names(&h, &dynsym, &sel)?;
+    let new = NewTables::build(&h, &dynsym, &sel, targets)?;
+    let edits = RelaEdits::build(&h, &relocs, &wrappers, new.at, new.k)?;
+    let (out, mut notes) = lay_out(&h, &dynsym, &new, &edits, &wrappers)?;
+    notes.push(format!(
+        "re-pointed {} of {} wrapper(s) through {} new undefined symbol(s) at `.dynsym` index {}; DT_RELACOUNT {} → {}",
+        wrappers.convert.len(),
+        wrappers.seen,
+        sel.new_symbols.len(),
+        new.at,
+        edits.relacount.map_or("none".to_string(), |c| c.to_string()),
+        edits
+            .rela
+            .as_ref()
+            .and_then(|r| r.count)
+            .map_or("none".to_string(), |c| c.to_string())
+    ));
+    for t in targets {
+        notes.push(format!("added DT_NEEDED `{}`", t.soname));
     }
-    match host.get(4) {
-        Some(1) => return Err(MoveError::Elf32),
-        Some(2) => {}
-        _ => return Err(MoveError::NotElf("unknown ELF class".into())),
-    }
-    if host.get(5) != Some(&1) {
-        return Err(MoveError::BigEndian);
-    }
-    let elf = Elf64::parse(host)?;
-    let (relative, symbolic, machine) = machine_types(elf.header.e_machine)?;
-    if elf.header.e_type == ET_EXEC || elf.header.e_type != ET_DYN {
-        return Err(MoveError::NotShared(elf.header.e_type));
-    }
-    if elf.header.e_phnum == crate::elf::consts::PN_XNUM
-        || (elf.header.e_shoff != 0 && elf.header.e_shnum == 0)
-    {
-        return Err(MoveError::Layout("extended header numbering".into()));
-    }
-    let dynamic = elf
-        .dynamic()?
-        .ok_or_else(|| MoveError::Malformed("no PT_DYNAMIC".into()))?;
-    let get = |t: u64| dynamic.entries.iter().find(|e| e.tag == t).map(|e| e.val);
-    if get(DT_REL).is_some() || get(DT_RELSZ).is_some_and(|s| s > 0) {
-        return Err(MoveError::Rel);
+    crate::elf::check(&out).map_err(|e| MoveError::OutputCheck(e.to_string()))?;
+    let out = cut_pages(host, &out, &sel, &mut notes)?;
+    let companions = write_companions(h.machine, targets, &sel)?;
+    verify(
+        &out,
+        &sel.new_symbols,
+        targets,
+        wrappers.convert.len().saturating_add(wrappers.relr.len()),
+        dynsym.count,
+        h.relative,
+        &wrappers.fields,
+    )?;
+    let host_bytes_removed = u64_of(host.len()).saturating_sub(u64_of(out.len()));
+    Ok(MoveOutcome {
+        host: out,
+        companions,
+        moved_bytes: sel.moved_bytes,
+        host_bytes_removed,
+        notes,
+    })
+}
+
+// ---------------------------------------------------------------------- what the host is
+
+/// The host as the rewrite reads it: a 64-bit little-endian RELA shared library of a known
+/// machine, its `.dynamic` and its dynamic string table.
+struct Host<'a> {
+    bytes: &'a [u8],
+    elf: Elf64<'a>,
+    /// The machine's `R_*_RELATIVE` and symbolic 64-bit relocation types.
+    relative: u32,
+    symbolic: u32,
+    machine: Machine,
+    dynamic: Dynamic,
+    strtab_addr: u64,
+    strsz: u64,
+    dynstr: &'a [u8],
+}
+
+impl<'a> Host<'a> {
+    /// Reads the host and refuses what cannot get companions; an empty request is refused
+    /// after the header checks and before the string table is read.
+    fn open(host: &'a [u8], targets: &[CompanionTarget]) -> Result<Host<'a>, MoveError> {
+        if !crate::elf::is_elf(host) {
+            return Err(MoveError::NotElf("no ELF magic".into()));
+        }
+        match host.get(4) {
+            Some(1) => return Err(MoveError::Elf32),
+            Some(2) => {}
+            _ => return Err(MoveError::NotElf("unknown ELF class".into())),
+        }
+        if host.get(5) != Some(&1) {
+            return Err(MoveError::BigEndian);
+        }
+        let elf = Elf64::parse(host)?;
+        let (relative, symbolic, machine) = machine_types(elf.header.e_machine)?;
+        if elf.header.e_type == ET_EXEC || elf.header.e_type != ET_DYN {
+            return Err(MoveError::NotShared(elf.header.e_type));
+        }
+        if elf.header.e_phnum == crate::elf::consts::PN_XNUM
+            || (elf.header.e_shoff != 0 && elf.header.e_shnum == 0)
+        {
+            return Err(MoveError::Layout("extended header numbering".into()));
+        }
+        let dynamic = elf
+            .dynamic()?
+            .ok_or_else(|| MoveError::Malformed("no PT_DYNAMIC".into()))?;
+        if dynamic.get(DT_REL).is_some() || dynamic.get(DT_RELSZ).is_some_and(|s| s > 0) {
+            return Err(MoveError::Rel);
+        }
+        if targets.is_empty() || targets.iter().all(|t| t.blocks.is_empty()) {
+            return Err(MoveError::Nothing);
+        }
+        let strtab_addr = dynamic
+            .get(DT_STRTAB)
+            .ok_or_else(|| MoveError::Malformed("no DT_STRTAB".into()))?;
+        let strsz = dynamic
+            .get(DT_STRSZ)
+            .ok_or_else(|| MoveError::Malformed("no DT_STRSZ".into()))?;
+        let strtab_off = elf
+            .vaddr_to_offset(strtab_addr, strsz)
+            .ok_or_else(|| MoveError::Malformed("DT_STRTAB is not file-backed".into()))?;
+        let dynstr = raw::bytes(host, strtab_off, strsz, "the dynamic string table")?;
+        Ok(Host {
+            bytes: host,
+            elf,
+            relative,
+            symbolic,
+            machine,
+            dynamic,
+            strtab_addr,
+            strsz,
+            dynstr,
+        })
     }
 
-    // ------------------------------------------------------------------ the request
-    if targets.is_empty() || targets.iter().all(|t| t.blocks.is_empty()) {
-        return Err(MoveError::Nothing);
+    fn get(&self, tag: u64) -> Option<u64> {
+        self.dynamic.get(tag)
     }
-    let strtab_addr = get(DT_STRTAB).ok_or_else(|| MoveError::Malformed("no DT_STRTAB".into()))?;
-    let strsz = get(DT_STRSZ).ok_or_else(|| MoveError::Malformed("no DT_STRSZ".into()))?;
-    let strtab_off = elf
-        .vaddr_to_offset(strtab_addr, strsz)
-        .ok_or_else(|| MoveError::Malformed("DT_STRTAB is not file-backed".into()))?;
-    let dynstr = raw::bytes(host, strtab_off, strsz, "the dynamic string table")?;
-    let string = |off: u64| -> Vec<u8> {
+
+    /// The dynamic string at `off` (empty when it is out of the table).
+    fn string(&self, off: u64) -> Vec<u8> {
         let start = to_usize(off, "a string").unwrap_or(usize::MAX);
-        dynstr
+        self.dynstr
             .get(start..)
             .map(|s| s.split(|&c| c == 0).next().unwrap_or_default().to_vec())
             .unwrap_or_default()
-    };
-    let mut taken_sonames: BTreeSet<Vec<u8>> = dynamic
+    }
+
+    /// The 64-bit word at link-time address `addr`, when the file holds it.
+    fn read_word(&self, addr: u64) -> Result<Option<u64>, MoveError> {
+        match self.elf.vaddr_to_offset(addr, 8) {
+            Some(off) => Ok(Some(raw::u64_at(self.bytes, off)?)),
+            None => Ok(None),
+        }
+    }
+}
+
+/// Each companion soname is usable, new to the host and to the other companions, and gets
+/// at least one container.
+fn check_sonames(h: &Host<'_>, targets: &[CompanionTarget]) -> Result<(), MoveError> {
+    let mut taken_sonames: BTreeSet<Vec<u8>> = h
+        .dynamic
         .entries
         .iter()
         .filter(|e| e.tag == DT_NEEDED || e.tag == DT_SONAME)
-        .map(|e| string(e.val))
+        .map(|e| h.string(e.val))
         .collect();
     for t in targets {
         check_soname(&t.soname)?;
@@ -460,274 +586,406 @@ pub fn move_device_code(
             ));
         }
     }
+    Ok(())
+}
 
-    let mut devs: Vec<DevSection> = Vec::new();
-    let mut moving: Vec<Moving> = Vec::new();
-    // Per companion: its sections in first-appearance order, each with its block bytes.
-    let mut comp_groups: Vec<Vec<(String, u64, Vec<u8>)>> = Vec::new();
-    // Per new symbol: (companion index, group index).
-    let mut new_symbols: Vec<(usize, usize, String)> = Vec::new();
-    let mut seen: BTreeSet<(String, u64)> = BTreeSet::new();
-    let mut moved_bytes = 0u64;
-    for (ti, t) in targets.iter().enumerate() {
-        let mut groups: Vec<(String, u64, Vec<u8>)> = Vec::new();
-        for b in &t.blocks {
-            if !devs.iter().any(|d| d.name == b.section) {
-                devs.push(device_section(&elf, &b.section)?);
+// ---------------------------------------------------------------------- the request
+
+/// One data block of a companion: its section, alignment and the moved containers' bytes.
+type Group = (String, u64, Vec<u8>);
+
+/// The containers to move, checked against the host's device sections, and what each
+/// companion gets.
+struct Selection {
+    /// The device sections the request names, in first-appearance order.
+    devs: Vec<DevSection>,
+    moving: Vec<Moving>,
+    /// Per companion: its sections in first-appearance order, each with its block bytes.
+    groups: Vec<Vec<Group>>,
+    /// Per new symbol: (companion index, group index, name).
+    new_symbols: Vec<(usize, usize, String)>,
+    /// `(section, offset)` of every moved container.
+    seen: BTreeSet<(String, u64)>,
+    moved_bytes: u64,
+}
+
+impl Selection {
+    fn take(h: &Host<'_>, targets: &[CompanionTarget]) -> Result<Selection, MoveError> {
+        let mut sel = Selection {
+            devs: Vec::new(),
+            moving: Vec::new(),
+            groups: Vec::new(),
+            new_symbols: Vec::new(),
+            seen: BTreeSet::new(),
+            moved_bytes: 0,
+        };
+        for (ti, t) in targets.iter().enumerate() {
+            let mut groups: Vec<Group> = Vec::new();
+            for b in &t.blocks {
+                sel.take_block(h, ti, &t.soname, &mut groups, b)?;
             }
-            let d = devs
-                .iter()
-                .find(|d| d.name == b.section)
-                .ok_or_else(|| MoveError::NoSection(b.section.clone()))?;
-            if !d.containers.contains(&(b.offset, b.size)) {
-                return Err(MoveError::NotAContainer {
-                    section: b.section.clone(),
-                    offset: b.offset,
-                    size: b.size,
-                });
-            }
-            if !seen.insert((b.section.clone(), b.offset)) {
-                return Err(MoveError::Twice {
-                    section: b.section.clone(),
-                    offset: b.offset,
-                });
-            }
-            let gi = match groups.iter().position(|g| g.0 == b.section) {
-                Some(i) => i,
-                None => {
-                    groups.push((b.section.clone(), d.align, Vec::new()));
-                    let gi = groups.len().saturating_sub(1);
-                    new_symbols.push((ti, gi, symbol_name(&t.soname, gi)));
-                    gi
-                }
-            };
-            let symbol = new_symbols
-                .iter()
-                .position(|s| s.0 == ti && s.1 == gi)
-                .ok_or_else(|| MoveError::Malformed("symbol bookkeeping".into()))?;
-            let g = groups
-                .get_mut(gi)
-                .ok_or_else(|| MoveError::Malformed("group".into()))?;
-            while u64_of(g.2.len())
-                .checked_rem(d.align)
-                .is_some_and(|r| r != 0)
-            {
-                g.2.push(0);
-            }
-            let offset = u64_of(g.2.len());
-            let bytes = raw::bytes(
-                host,
-                d.bytes_off.saturating_add(b.offset),
-                b.size,
-                "a container",
-            )?;
-            g.2.extend_from_slice(bytes);
-            moved_bytes = moved_bytes.saturating_add(b.size);
-            moving.push(Moving {
-                start: d.addr.saturating_add(b.offset),
-                len: b.size,
-                symbol,
-                offset,
+            sel.groups.push(groups);
+        }
+        Ok(sel)
+    }
+
+    /// Checks container `b` of companion `ti` and appends it to its block (a new block, and
+    /// a new symbol, for a section the companion has not had yet).
+    fn take_block(
+        &mut self,
+        h: &Host<'_>,
+        ti: usize,
+        soname: &str,
+        groups: &mut Vec<Group>,
+        b: &MovedBlock,
+    ) -> Result<(), MoveError> {
+        if !self.devs.iter().any(|d| d.name == b.section) {
+            self.devs.push(device_section(&h.elf, &b.section)?);
+        }
+        let d = self
+            .devs
+            .iter()
+            .find(|d| d.name == b.section)
+            .ok_or_else(|| MoveError::NoSection(b.section.clone()))?;
+        if !d.containers.contains(&(b.offset, b.size)) {
+            return Err(MoveError::NotAContainer {
+                section: b.section.clone(),
+                offset: b.offset,
+                size: b.size,
             });
         }
-        comp_groups.push(groups);
+        if !self.seen.insert((b.section.clone(), b.offset)) {
+            return Err(MoveError::Twice {
+                section: b.section.clone(),
+                offset: b.offset,
+            });
+        }
+        let gi = match groups.iter().position(|g| g.0 == b.section) {
+            Some(i) => i,
+            None => {
+                groups.push((b.section.clone(), d.align, Vec::new()));
+                let gi = groups.len().saturating_sub(1);
+                self.new_symbols.push((ti, gi, symbol_name(soname, gi)));
+                gi
+            }
+        };
+        let symbol = self
+            .new_symbols
+            .iter()
+            .position(|s| s.0 == ti && s.1 == gi)
+            .ok_or_else(|| MoveError::Malformed("symbol bookkeeping".into()))?;
+        let g = groups
+            .get_mut(gi)
+            .ok_or_else(|| MoveError::Malformed("group".into()))?;
+        while u64_of(g.2.len())
+            .checked_rem(d.align)
+            .is_some_and(|r| r != 0)
+        {
+            g.2.push(0);
+        }
+        let offset = u64_of(g.2.len());
+        let bytes = raw::bytes(
+            h.bytes,
+            d.bytes_off.saturating_add(b.offset),
+            b.size,
+            "a container",
+        )?;
+        g.2.extend_from_slice(bytes);
+        self.moved_bytes = self.moved_bytes.saturating_add(b.size);
+        self.moving.push(Moving {
+            start: d.addr.saturating_add(b.offset),
+            len: b.size,
+            symbol,
+            offset,
+        });
+        Ok(())
     }
-    let inside = |addr: u64| -> Option<&Moving> {
-        moving
+
+    /// The moved container holding link-time address `addr` (half-open ranges).
+    fn inside(&self, addr: u64) -> Option<&Moving> {
+        self.moving
             .iter()
             .find(|m| addr >= m.start && addr.saturating_sub(m.start) < m.len)
-    };
+    }
+}
 
-    // ------------------------------------------------------------------ relocations
-    let rela = rela_table(&elf, &dynamic.entries, DT_RELA, DT_RELASZ)?;
-    let jmprel = rela_table(&elf, &dynamic.entries, DT_JMPREL, DT_PLTRELSZ)?;
-    if let (Some(a), Some(j)) = (&rela, &jmprel) {
-        let a_end = a
-            .off
-            .saturating_add(u64_of(a.entries.len()).saturating_mul(24));
-        let j_end = j
-            .off
-            .saturating_add(u64_of(j.entries.len()).saturating_mul(24));
-        if a.off < j_end && j.off < a_end {
+// ---------------------------------------------------------------------- relocations
+
+/// The host's relocation tables, read through `.dynamic`.
+struct Relocs {
+    rela: Option<RelaTable>,
+    jmprel: Option<RelaTable>,
+    /// The places RELR relocates.
+    relr: Vec<u64>,
+}
+
+impl Relocs {
+    fn read(h: &Host<'_>) -> Result<Relocs, MoveError> {
+        let rela = rela_table(&h.elf, &h.dynamic.entries, DT_RELA, DT_RELASZ)?;
+        let jmprel = rela_table(&h.elf, &h.dynamic.entries, DT_JMPREL, DT_PLTRELSZ)?;
+        if let (Some(a), Some(j)) = (&rela, &jmprel)
+            && a.off < j.end()
+            && j.off < a.end()
+        {
             return Err(MoveError::Layout(
                 "DT_JMPREL overlaps DT_RELA; such tables are not rewritten".into(),
             ));
         }
+        let relr: Vec<u64> = match (h.get(DT_RELR), h.get(DT_RELRSZ)) {
+            (Some(addr), Some(size)) if size > 0 => {
+                let off = h
+                    .elf
+                    .vaddr_to_offset(addr, size)
+                    .ok_or_else(|| MoveError::Malformed("DT_RELR is not file-backed".into()))?;
+                tables::relr_addresses(raw::bytes(h.bytes, off, size, "the RELR table")?)?
+            }
+            _ => Vec::new(),
+        };
+        Ok(Relocs { rela, jmprel, relr })
     }
-    let relr: Vec<u64> = match (get(DT_RELR), get(DT_RELRSZ)) {
-        (Some(addr), Some(size)) if size > 0 => {
-            let off = elf
-                .vaddr_to_offset(addr, size)
-                .ok_or_else(|| MoveError::Malformed("DT_RELR is not file-backed".into()))?;
-            tables::relr_addresses(raw::bytes(host, off, size, "the RELR table")?)?
-        }
-        _ => Vec::new(),
-    };
-    let read_word = |addr: u64| -> Result<Option<u64>, MoveError> {
-        match elf.vaddr_to_offset(addr, 8) {
-            Some(off) => Ok(Some(raw::u64_at(host, off)?)),
-            None => Ok(None),
-        }
-    };
 
-    // Wrappers: which RELA entry feeds each pointer into a moved container.
-    let empty: Vec<Rela> = Vec::new();
-    let rela_entries = rela.as_ref().map_or(&empty, |t| &t.entries);
-    let mut convert: Vec<(usize, usize, i64)> = Vec::new(); // (rela index, new symbol, addend)
-    let mut wrapper_fields: Vec<u64> = Vec::new();
-    let mut wrappers_seen = 0usize;
-    // (place, new symbol, addend, wrapper section, index) of wrappers fed by RELR.
-    let mut relr_convert: Vec<(u64, usize, i64, &str, u64)> = Vec::new();
-    for (sec, magic) in WRAPPERS {
-        for s in elf
-            .shdrs
+    fn rela_entries(&self) -> &[Rela] {
+        self.rela.as_ref().map_or(&[], |t| t.entries.as_slice())
+    }
+
+    /// Whether file offset `off` lies in `DT_RELA` or `DT_JMPREL`.
+    fn holds(&self, off: u64) -> bool {
+        [&self.rela, &self.jmprel]
             .iter()
-            .skip(1)
-            .filter(|s| s.in_file() && elf.section_name(s) == sec)
-        {
-            let count = s.sh_size / WRAPPER_SIZE;
-            for i in 0..count {
-                let rec = s.sh_offset.saturating_add(i.saturating_mul(WRAPPER_SIZE));
-                if raw::u32_at(host, rec)? != magic {
-                    continue;
-                }
-                wrappers_seen = wrappers_seen.saturating_add(1);
-                let field = s
-                    .sh_addr
-                    .saturating_add(i.saturating_mul(WRAPPER_SIZE))
-                    .saturating_add(8);
-                let found = rela_entries
-                    .iter()
-                    .enumerate()
-                    .find(|(_, r)| r.offset == field);
-                match found {
-                    Some((ri, r)) => {
-                        if r.kind != relative {
-                            continue; // already symbolic (or other): not ours to judge
-                        }
-                        let target = r.addend as u64;
-                        if let Some(m) = inside(target) {
-                            let addend = m.offset.saturating_add(target.saturating_sub(m.start));
-                            let addend = i64::try_from(addend)
-                                .map_err(|_| MoveError::Layout("addend".into()))?;
-                            convert.push((ri, m.symbol, addend));
-                            wrapper_fields.push(field);
-                        }
+            .any(|t| t.as_ref().is_some_and(|t| off >= t.off && off < t.end()))
+    }
+}
+
+/// A wrapper whose pointer is a RELR place: it leaves RELR for a symbolic RELA entry.
+struct RelrWrapper {
+    field: u64,
+    /// Index of the new symbol (0-based among the new ones) and the addend from it.
+    symbol: usize,
+    addend: i64,
+    /// The wrapper section and record index, for [`MoveError::Relr`].
+    section: &'static str,
+    index: u64,
+}
+
+/// The wrappers whose pointer leads into a moved container, and how each is fed.
+struct Wrappers {
+    /// `(RELA index, new symbol, addend)` of wrappers fed by a RELATIVE RELA entry.
+    convert: Vec<(usize, usize, i64)>,
+    relr: Vec<RelrWrapper>,
+    /// Link-time address of every re-pointed data field.
+    fields: Vec<u64>,
+    /// Wrapper records found (with the right magic), re-pointed or not.
+    seen: usize,
+}
+
+impl Wrappers {
+    fn find(h: &Host<'_>, sel: &Selection, relocs: &Relocs) -> Result<Wrappers, MoveError> {
+        let mut w = Wrappers {
+            convert: Vec::new(),
+            relr: Vec::new(),
+            fields: Vec::new(),
+            seen: 0,
+        };
+        for (sec, magic) in WRAPPERS {
+            for s in h
+                .elf
+                .shdrs
+                .iter()
+                .skip(1)
+                .filter(|s| s.in_file() && h.elf.section_name(s) == sec)
+            {
+                let count = s.sh_size / WRAPPER_SIZE;
+                for i in 0..count {
+                    let rec = s.sh_offset.saturating_add(i.saturating_mul(WRAPPER_SIZE));
+                    if raw::u32_at(h.bytes, rec)? != magic {
+                        continue;
                     }
-                    None => {
-                        let word = read_word(field)?.unwrap_or(0);
-                        if let Some(m) = inside(word) {
-                            if !relr.contains(&field) {
-                                return Err(MoveError::NoRelocation {
-                                    section: sec.to_string(),
-                                    index: i,
-                                });
-                            }
-                            // A RELR entry: it leaves the RELR encoding and a RELA entry
-                            // takes its place.
-                            let addend = m.offset.saturating_add(word.saturating_sub(m.start));
-                            let addend = i64::try_from(addend)
-                                .map_err(|_| MoveError::Layout("addend".into()))?;
-                            relr_convert.push((field, m.symbol, addend, sec, i));
-                            wrapper_fields.push(field);
-                        }
-                    }
+                    w.seen = w.seen.saturating_add(1);
+                    let field = s
+                        .sh_addr
+                        .saturating_add(i.saturating_mul(WRAPPER_SIZE))
+                        .saturating_add(8);
+                    w.record(h, sel, relocs, field, sec, i)?;
                 }
             }
         }
+        Ok(w)
     }
 
-    // Anything else that points into a moved container refuses the move.
-    for (ri, r) in rela_entries.iter().enumerate() {
-        if convert.iter().any(|c| c.0 == ri) {
+    /// Wrapper `index` of `section`, data field at `field`: through which relocation its
+    /// pointer is fed, when it points into a moved container.
+    fn record(
+        &mut self,
+        h: &Host<'_>,
+        sel: &Selection,
+        relocs: &Relocs,
+        field: u64,
+        section: &'static str,
+        index: u64,
+    ) -> Result<(), MoveError> {
+        let found = relocs
+            .rela_entries()
+            .iter()
+            .enumerate()
+            .find(|(_, r)| r.offset == field);
+        if let Some((ri, r)) = found {
+            if r.kind != h.relative {
+                return Ok(()); // already symbolic (or other): not ours to judge
+            }
+            let target = r.addend as u64;
+            if let Some(m) = sel.inside(target) {
+                self.convert.push((ri, m.symbol, addend_from(m, target)?));
+                self.fields.push(field);
+            }
+            return Ok(());
+        }
+        let word = h.read_word(field)?.unwrap_or(0);
+        if let Some(m) = sel.inside(word) {
+            if !relocs.relr.contains(&field) {
+                return Err(MoveError::NoRelocation {
+                    section: section.to_string(),
+                    index,
+                });
+            }
+            // A RELR entry: it leaves the RELR encoding and a RELA entry takes its place.
+            self.relr.push(RelrWrapper {
+                field,
+                symbol: m.symbol,
+                addend: addend_from(m, word)?,
+                section,
+                index,
+            });
+            self.fields.push(field);
+        }
+        Ok(())
+    }
+}
+
+/// The addend from the new symbol of `m` that reaches `target`, inside `m`.
+fn addend_from(m: &Moving, target: u64) -> Result<i64, MoveError> {
+    let addend = m.offset.saturating_add(target.saturating_sub(m.start));
+    i64::try_from(addend).map_err(|_| MoveError::Layout("addend".into()))
+}
+
+/// Anything but a wrapper pointer that points into a moved container refuses the move.
+fn refuse_other_references(
+    h: &Host<'_>,
+    sel: &Selection,
+    relocs: &Relocs,
+    w: &Wrappers,
+) -> Result<(), MoveError> {
+    for (ri, r) in relocs.rela_entries().iter().enumerate() {
+        if w.convert.iter().any(|c| c.0 == ri) {
             continue;
         }
-        if inside(r.offset).is_some() {
+        if sel.inside(r.offset).is_some() {
             return Err(MoveError::Referenced(format!(
                 "a relocation located at {:#x}",
                 r.offset
             )));
         }
-        if (r.kind == relative || r.sym == 0) && inside(r.addend as u64).is_some() {
+        if (r.kind == h.relative || r.sym == 0) && sel.inside(r.addend as u64).is_some() {
             return Err(MoveError::Referenced(format!(
                 "the relocation at {:#x} (type {})",
                 r.offset, r.kind
             )));
         }
     }
-    for &a in &relr {
-        if !wrapper_fields.contains(&a)
-            && let Some(w) = read_word(a)?
-            && inside(w).is_some()
+    for &a in &relocs.relr {
+        if !w.fields.contains(&a)
+            && let Some(word) = h.read_word(a)?
+            && sel.inside(word).is_some()
         {
             return Err(MoveError::Referenced(format!(
                 "the RELR relocation at {a:#x}"
             )));
         }
     }
+    Ok(())
+}
 
-    // ------------------------------------------------------------------ symbols
-    let symtab_addr = get(DT_SYMTAB).ok_or_else(|| MoveError::Malformed("no DT_SYMTAB".into()))?;
-    let dynsym_index = elf
-        .shdrs
-        .iter()
-        .position(|s| s.sh_type == SHT_DYNSYM && s.sh_addr == symtab_addr && s.in_file())
-        .ok_or_else(|| {
-            MoveError::Malformed("no `.dynsym` section header matches DT_SYMTAB".into())
-        })?;
-    let dynsym_sh = *elf
-        .shdrs
-        .get(dynsym_index)
-        .ok_or_else(|| MoveError::Malformed("`.dynsym`".into()))?;
-    if dynsym_sh.sh_entsize != SYM_SIZE || dynsym_sh.sh_size % SYM_SIZE != 0 {
-        return Err(MoveError::Malformed("`.dynsym` entry size".into()));
-    }
-    let dynsym = raw::bytes(host, dynsym_sh.sh_offset, dynsym_sh.sh_size, "`.dynsym`")?;
-    let nsyms = dynsym_sh.sh_size / SYM_SIZE;
-    // Other relocation sections that index `.dynsym` must be the ones read through .dynamic.
-    let in_tables = |off: u64| {
-        [&rela, &jmprel].iter().any(|t| {
-            t.as_ref().is_some_and(|t| {
-                off >= t.off
-                    && off
-                        < t.off
-                            .saturating_add(u64_of(t.entries.len()).saturating_mul(24))
-            })
+// ---------------------------------------------------------------------- symbols
+
+/// The host's `.dynsym`: its section, bytes and every symbol's name.
+struct DynSym<'a> {
+    index: usize,
+    sh: SectionHeader,
+    bytes: &'a [u8],
+    count: u64,
+    names: Vec<Vec<u8>>,
+}
+
+impl<'a> DynSym<'a> {
+    /// Reads `.dynsym` (the section DT_SYMTAB names), refuses relocation sections indexing
+    /// it that `.dynamic` does not list (their indices would not be shifted) and exported
+    /// symbols inside a moved container.
+    fn read(h: &Host<'a>, sel: &Selection, relocs: &Relocs) -> Result<DynSym<'a>, MoveError> {
+        let symtab_addr = h
+            .get(DT_SYMTAB)
+            .ok_or_else(|| MoveError::Malformed("no DT_SYMTAB".into()))?;
+        let index = h
+            .elf
+            .shdrs
+            .iter()
+            .position(|s| s.sh_type == SHT_DYNSYM && s.sh_addr == symtab_addr && s.in_file())
+            .ok_or_else(|| {
+                MoveError::Malformed("no `.dynsym` section header matches DT_SYMTAB".into())
+            })?;
+        let sh = *h
+            .elf
+            .shdrs
+            .get(index)
+            .ok_or_else(|| MoveError::Malformed("`.dynsym`".into()))?;
+        if sh.sh_entsize != SYM_SIZE || sh.sh_size % SYM_SIZE != 0 {
+            return Err(MoveError::Malformed("`.dynsym` entry size".into()));
+        }
+        let bytes = raw::bytes(h.bytes, sh.sh_offset, sh.sh_size, "`.dynsym`")?;
+        let count = sh.sh_size / SYM_SIZE;
+        for s in h.elf.shdrs.iter().skip(1) {
+            if matches!(s.sh_type, SHT_RELA | SHT_REL)
+                && usize::try_from(s.sh_link).ok() == Some(index)
+                && s.sh_size > 0
+                && !relocs.holds(s.sh_offset)
+            {
+                return Err(MoveError::Layout(format!(
+                    "relocation section `{}` indexes `.dynsym` but is not listed in `.dynamic`",
+                    h.elf.section_name(s)
+                )));
+            }
+        }
+        let mut names: Vec<Vec<u8>> = Vec::new();
+        for k in 0..count {
+            let e = k.saturating_mul(SYM_SIZE);
+            let name = raw::u32_at(bytes, e)?;
+            names.push(h.string(u64::from(name)));
+            // An exported symbol inside a moved container would name bytes that leave the host.
+            let shndx = raw::u16_at(bytes, e.saturating_add(6))?;
+            let value = raw::u64_at(bytes, e.saturating_add(8))?;
+            if k > 0 && shndx != 0 && shndx < 0xff00 && sel.inside(value).is_some() {
+                return Err(MoveError::Referenced(format!(
+                    "the exported symbol `{}`",
+                    String::from_utf8_lossy(&h.string(u64::from(name)))
+                )));
+            }
+        }
+        Ok(DynSym {
+            index,
+            sh,
+            bytes,
+            count,
+            names,
         })
-    };
-    for s in elf.shdrs.iter().skip(1) {
-        if matches!(s.sh_type, SHT_RELA | SHT_REL)
-            && usize::try_from(s.sh_link).ok() == Some(dynsym_index)
-            && s.sh_size > 0
-            && !in_tables(s.sh_offset)
-        {
-            return Err(MoveError::Layout(format!(
-                "relocation section `{}` indexes `.dynsym` but is not listed in `.dynamic`",
-                elf.section_name(s)
-            )));
-        }
     }
-    let mut sym_names: Vec<Vec<u8>> = Vec::new();
-    for k in 0..nsyms {
-        let e = k.saturating_mul(SYM_SIZE);
-        let name = raw::u32_at(dynsym, e)?;
-        sym_names.push(string(u64::from(name)));
-        // An exported symbol inside a moved container would name bytes that leave the host.
-        let shndx = raw::u16_at(dynsym, e.saturating_add(6))?;
-        let value = raw::u64_at(dynsym, e.saturating_add(8))?;
-        if k > 0 && shndx != 0 && shndx < 0xff00 && inside(value).is_some() {
-            return Err(MoveError::Referenced(format!(
-                "the exported symbol `{}`",
-                String::from_utf8_lossy(&string(u64::from(name)))
-            )));
-        }
-    }
-    let mut taken: BTreeSet<Vec<u8>> = sym_names.iter().cloned().collect();
-    for s in elf.shdrs.iter().filter(|s| s.sh_type == SHT_SYMTAB) {
-        let link = elf.shdrs.get(to_usize(u64::from(s.sh_link), "link")?);
+}
+
+/// A new symbol's name may be neither in `.dynsym` nor in any `.symtab`.
+fn refuse_taken_names(h: &Host<'_>, dynsym: &DynSym<'_>, sel: &Selection) -> Result<(), MoveError> {
+    let mut taken: BTreeSet<Vec<u8>> = dynsym.names.iter().cloned().collect();
+    for s in h.elf.shdrs.iter().filter(|s| s.sh_type == SHT_SYMTAB) {
+        let link = h.elf.shdrs.get(to_usize(u64::from(s.sh_link), "link")?);
         if let (Ok(syms), Some(strs)) = (
-            raw::bytes(host, s.sh_offset, s.sh_size, ".symtab"),
-            link.and_then(|l| raw::bytes(host, l.sh_offset, l.sh_size, ".strtab").ok()),
+            raw::bytes(h.bytes, s.sh_offset, s.sh_size, ".symtab"),
+            link.and_then(|l| raw::bytes(h.bytes, l.sh_offset, l.sh_size, ".strtab").ok()),
         ) {
             for e in syms.chunks_exact(24) {
                 let n = e
@@ -743,305 +1001,413 @@ pub fn move_device_code(
             }
         }
     }
-    for (_, _, name) in &new_symbols {
+    for (_, _, name) in &sel.new_symbols {
         if taken.contains(name.as_bytes()) {
             return Err(MoveError::NameTaken(name.clone()));
         }
     }
+    Ok(())
+}
 
-    let gnu = match get(DT_GNU_HASH) {
-        Some(addr) => {
-            let off = elf
-                .vaddr_to_offset(addr, 16)
-                .ok_or_else(|| MoveError::Malformed("DT_GNU_HASH is not file-backed".into()))?;
-            let head = raw::bytes(host, off, 16, "`.gnu.hash`")?;
-            let (_, symoffset, size) = tables::gnu_hash_shape(head, nsyms)?;
-            let table = raw::bytes(host, off, size, "`.gnu.hash`")?;
-            Some((off, symoffset, table))
+// ---------------------------------------------------------------------- the grown tables
+
+/// The symbol tables with the new symbols: `.dynstr`, `.dynsym`, `.gnu.version` and `.hash`
+/// grown (placed in the new segment), `.gnu.hash` shifted (written in place).
+struct NewTables {
+    /// The `.dynsym` index of the first new symbol (`symoffset`, or the old count).
+    at: u32,
+    /// How many new symbols.
+    k: u32,
+    dynstr: Vec<u8>,
+    /// `.dynstr` offsets of the companion sonames, for DT_NEEDED.
+    soname_offs: Vec<u64>,
+    dynsym: Vec<u8>,
+    /// `(address of the old table, new table)`.
+    versym: Option<(u64, Vec<u8>)>,
+    sysv: Option<(u64, Vec<u8>)>,
+    /// `(file offset, shifted table)`.
+    gnu: Option<(u64, Vec<u8>)>,
+}
+
+impl NewTables {
+    fn build(
+        h: &Host<'_>,
+        dynsym: &DynSym<'_>,
+        sel: &Selection,
+        targets: &[CompanionTarget],
+    ) -> Result<NewTables, MoveError> {
+        let gnu = read_gnu_hash(h, dynsym.count)?;
+        let k = u32::try_from(sel.new_symbols.len())
+            .map_err(|_| MoveError::Layout("too many symbols".into()))?;
+        let nsyms32 = u32::try_from(dynsym.count)
+            .map_err(|_| MoveError::Malformed("too many symbols".into()))?;
+        let at = gnu.as_ref().map_or(nsyms32, |g| g.symoffset);
+        let dynstr = GrownDynstr::build(h.dynstr, sel, targets)?;
+
+        let mut new_entries = Vec::new();
+        for &n in &dynstr.name_offs {
+            new_entries.extend_from_slice(&n.to_le_bytes());
+            new_entries.extend_from_slice(&[GLOBAL_OBJECT, 0, 0, 0]);
+            new_entries.extend_from_slice(&[0u8; 16]);
         }
-        None => None,
-    };
-    let k = u32::try_from(new_symbols.len())
-        .map_err(|_| MoveError::Layout("too many symbols".into()))?;
-    let nsyms32 =
-        u32::try_from(nsyms).map_err(|_| MoveError::Malformed("too many symbols".into()))?;
-    let at = gnu.as_ref().map_or(nsyms32, |g| g.1);
-
-    // New `.dynstr`: old bytes, then symbol names, then sonames.
-    let mut new_dynstr = dynstr.to_vec();
-    let mut name_offs = Vec::new();
-    for (_, _, name) in &new_symbols {
-        name_offs.push(
-            u32::try_from(new_dynstr.len())
-                .map_err(|_| MoveError::Layout("`.dynstr` would outgrow 32-bit offsets".into()))?,
-        );
-        new_dynstr.extend_from_slice(name.as_bytes());
-        new_dynstr.push(0);
-    }
-    let mut soname_offs = Vec::new();
-    for t in targets {
-        soname_offs.push(u64_of(new_dynstr.len()));
-        new_dynstr.extend_from_slice(t.soname.as_bytes());
-        new_dynstr.push(0);
-    }
-
-    // New `.dynsym`.
-    let mut new_entries = Vec::new();
-    for &n in &name_offs {
-        new_entries.extend_from_slice(&n.to_le_bytes());
-        new_entries.extend_from_slice(&[GLOBAL_OBJECT, 0, 0, 0]);
-        new_entries.extend_from_slice(&[0u8; 16]);
-    }
-    let new_dynsym =
-        tables::insert_entries(dynsym, 24, to_usize(u64::from(at), "index")?, &new_entries)?;
-    let mut all_names: Vec<Vec<u8>> = sym_names.clone();
-    let at_us = to_usize(u64::from(at), "index")?;
-    for (j, (_, _, name)) in new_symbols.iter().enumerate() {
-        all_names.insert(at_us.saturating_add(j), name.as_bytes().to_vec());
-    }
-
-    // `.gnu.version`, `.hash`, `.gnu.hash`.
-    let versym = match get(DT_VERSYM) {
-        Some(addr) => {
-            let size = nsyms.saturating_mul(2);
-            let off = elf
-                .vaddr_to_offset(addr, size)
-                .ok_or_else(|| MoveError::Malformed("DT_VERSYM is not file-backed".into()))?;
-            let old = raw::bytes(host, off, size, "`.gnu.version`")?;
-            let new: Vec<u8> = (0..k).flat_map(|_| VER_GLOBAL.to_le_bytes()).collect();
-            Some((addr, tables::insert_entries(old, 2, at_us, &new)?))
+        let at_us = to_usize(u64::from(at), "index")?;
+        let new_dynsym = tables::insert_entries(dynsym.bytes, 24, at_us, &new_entries)?;
+        let mut all_names: Vec<Vec<u8>> = dynsym.names.clone();
+        for (j, (_, _, name)) in sel.new_symbols.iter().enumerate() {
+            all_names.insert(at_us.saturating_add(j), name.as_bytes().to_vec());
         }
-        None => None,
-    };
-    let sysv = match get(DT_HASH) {
-        Some(addr) => {
-            let off = elf
-                .vaddr_to_offset(addr, 8)
-                .ok_or_else(|| MoveError::Malformed("DT_HASH is not file-backed".into()))?;
-            let nbucket = raw::u32_at(host, off)?;
-            let nchain = raw::u32_at(host, off.saturating_add(4))?;
-            if u64::from(nchain) != nsyms {
-                return Err(MoveError::Malformed(format!(
-                    "`.hash` has {nchain} chains for {nsyms} symbols"
-                )));
-            }
-            let names: Vec<&[u8]> = all_names.iter().map(Vec::as_slice).collect();
-            Some((addr, tables::sysv_rebuild(&names, nbucket)?))
-        }
-        None => None,
-    };
-    let new_gnu = match &gnu {
-        Some((off, _, table)) => Some((*off, tables::shift_gnu_hash(table, k)?)),
-        None => None,
-    };
-
-    // RELA edits.
-    let relacount = get(DT_RELACOUNT);
-    let mut rela_out: Option<(u64, Vec<Rela>, Option<u64>)> = None;
-    if let Some(t) = &rela {
-        let mut entries = t.entries.clone();
-        tables::shift_symbols(&mut entries, at, k)?;
-        let conv: Vec<(usize, u32, i64)> = convert
-            .iter()
-            .map(|&(ri, s, a)| {
-                let idx = u32::try_from(s)
-                    .ok()
-                    .and_then(|s| at.checked_add(s))
-                    .ok_or_else(|| MoveError::Layout("symbol index".into()))?;
-                Ok((ri, idx, a))
-            })
-            .collect::<Result<_, MoveError>>()?;
-        let (entries, count) = tables::convert_and_reorder(&entries, relacount, &conv, symbolic)?;
-        rela_out = Some((t.off, entries, count));
-    }
-    // RELR wrappers: out of the RELR encoding, into RELA (after the RELACOUNT prefix, at the
-    // end of the table, which then grows and moves into the new segment).
-    let mut relr_out: Option<(u64, u64, Vec<u8>)> = None;
-    if let Some(&(_, _, _, sec, index)) = relr_convert.first() {
-        let Some((_, entries, _)) = rela_out.as_mut() else {
-            return Err(MoveError::Layout(
-                "a wrapper's pointer is a RELR relocation and the library has no DT_RELA table to take the symbolic relocation"
-                    .into(),
-            ));
+        let versym = grown_versym(h, dynsym.count, at_us, k)?;
+        let sysv = rebuilt_hash(h, dynsym.count, &all_names)?;
+        let new_gnu = match &gnu {
+            Some(g) => Some((g.off, tables::shift_gnu_hash(g.table, k)?)),
+            None => None,
         };
-        for &(field, s, addend, _, _) in &relr_convert {
-            let sym = u32::try_from(s)
-                .ok()
-                .and_then(|s| at.checked_add(s))
-                .ok_or_else(|| MoveError::Layout("symbol index".into()))?;
-            entries.push(Rela {
-                offset: field,
-                sym,
-                kind: symbolic,
-                addend,
+        Ok(NewTables {
+            at,
+            k,
+            dynstr: dynstr.bytes,
+            soname_offs: dynstr.soname_offs,
+            dynsym: new_dynsym,
+            versym,
+            sysv,
+            gnu: new_gnu,
+        })
+    }
+}
+
+/// The host's `.gnu.hash`: file offset, `symoffset` and the whole table.
+struct OldGnuHash<'a> {
+    off: u64,
+    symoffset: u32,
+    table: &'a [u8],
+}
+
+/// `.gnu.hash`, when the host has one.
+fn read_gnu_hash<'a>(h: &Host<'a>, nsyms: u64) -> Result<Option<OldGnuHash<'a>>, MoveError> {
+    let Some(addr) = h.get(DT_GNU_HASH) else {
+        return Ok(None);
+    };
+    let off = h
+        .elf
+        .vaddr_to_offset(addr, 16)
+        .ok_or_else(|| MoveError::Malformed("DT_GNU_HASH is not file-backed".into()))?;
+    let head = raw::bytes(h.bytes, off, 16, "`.gnu.hash`")?;
+    let (_, symoffset, size) = tables::gnu_hash_shape(head, nsyms)?;
+    let table = raw::bytes(h.bytes, off, size, "`.gnu.hash`")?;
+    Ok(Some(OldGnuHash {
+        off,
+        symoffset,
+        table,
+    }))
+}
+
+/// New `.dynstr`: old bytes (every old offset stays valid), then the symbol names, then the
+/// sonames, with the names' and the sonames' offsets.
+struct GrownDynstr {
+    bytes: Vec<u8>,
+    name_offs: Vec<u32>,
+    soname_offs: Vec<u64>,
+}
+
+impl GrownDynstr {
+    fn build(
+        old: &[u8],
+        sel: &Selection,
+        targets: &[CompanionTarget],
+    ) -> Result<GrownDynstr, MoveError> {
+        let mut dynstr = old.to_vec();
+        let mut name_offs = Vec::new();
+        for (_, _, name) in &sel.new_symbols {
+            name_offs.push(
+                u32::try_from(dynstr.len()).map_err(|_| {
+                    MoveError::Layout("`.dynstr` would outgrow 32-bit offsets".into())
+                })?,
+            );
+            dynstr.extend_from_slice(name.as_bytes());
+            dynstr.push(0);
+        }
+        let mut soname_offs = Vec::new();
+        for t in targets {
+            soname_offs.push(u64_of(dynstr.len()));
+            dynstr.extend_from_slice(t.soname.as_bytes());
+            dynstr.push(0);
+        }
+        Ok(GrownDynstr {
+            bytes: dynstr,
+            name_offs,
+            soname_offs,
+        })
+    }
+}
+
+/// `.gnu.version` with `VER_NDX_GLOBAL` for the `k` new symbols at index `at`.
+fn grown_versym(
+    h: &Host<'_>,
+    nsyms: u64,
+    at: usize,
+    k: u32,
+) -> Result<Option<(u64, Vec<u8>)>, MoveError> {
+    let Some(addr) = h.get(DT_VERSYM) else {
+        return Ok(None);
+    };
+    let size = nsyms.saturating_mul(2);
+    let off = h
+        .elf
+        .vaddr_to_offset(addr, size)
+        .ok_or_else(|| MoveError::Malformed("DT_VERSYM is not file-backed".into()))?;
+    let old = raw::bytes(h.bytes, off, size, "`.gnu.version`")?;
+    let new: Vec<u8> = (0..k).flat_map(|_| VER_GLOBAL.to_le_bytes()).collect();
+    Ok(Some((addr, tables::insert_entries(old, 2, at, &new)?)))
+}
+
+/// `.hash` rebuilt over the new `.dynsym` names, with the old bucket count.
+fn rebuilt_hash(
+    h: &Host<'_>,
+    nsyms: u64,
+    all_names: &[Vec<u8>],
+) -> Result<Option<(u64, Vec<u8>)>, MoveError> {
+    let Some(addr) = h.get(DT_HASH) else {
+        return Ok(None);
+    };
+    let off = h
+        .elf
+        .vaddr_to_offset(addr, 8)
+        .ok_or_else(|| MoveError::Malformed("DT_HASH is not file-backed".into()))?;
+    let nbucket = raw::u32_at(h.bytes, off)?;
+    let nchain = raw::u32_at(h.bytes, off.saturating_add(4))?;
+    if u64::from(nchain) != nsyms {
+        return Err(MoveError::Malformed(format!(
+            "`.hash` has {nchain} chains for {nsyms} symbols"
+        )));
+    }
+    let names: Vec<&[u8]> = all_names.iter().map(Vec::as_slice).collect();
+    Ok(Some((addr, tables::sysv_rebuild(&names, nbucket)?)))
+}
+
+// ---------------------------------------------------------------------- relocation edits
+
+/// `DT_RELA` after the edits: file offset, entries, and the new `DT_RELACOUNT`.
+struct NewRela {
+    off: u64,
+    entries: Vec<Rela>,
+    count: Option<u64>,
+}
+
+/// The RELR table after the wrappers left it: address, old size, new encoding.
+struct NewRelr {
+    addr: u64,
+    size: u64,
+    encoded: Vec<u8>,
+}
+
+/// The relocation tables with symbol indices shifted and the wrappers converted.
+struct RelaEdits {
+    /// The input's `DT_RELACOUNT`.
+    relacount: Option<u64>,
+    rela: Option<NewRela>,
+    relr: Option<NewRelr>,
+    /// `DT_JMPREL`: file offset and shifted entries.
+    jmprel: Option<(u64, Vec<Rela>)>,
+}
+
+impl RelaEdits {
+    fn build(
+        h: &Host<'_>,
+        relocs: &Relocs,
+        w: &Wrappers,
+        at: u32,
+        k: u32,
+    ) -> Result<RelaEdits, MoveError> {
+        let relacount = h.get(DT_RELACOUNT);
+        let mut rela = None;
+        if let Some(t) = &relocs.rela {
+            let mut entries = t.entries.clone();
+            tables::shift_symbols(&mut entries, at, k)?;
+            let conv: Vec<(usize, u32, i64)> = w
+                .convert
+                .iter()
+                .map(|&(ri, s, a)| Ok((ri, new_index(at, s)?, a)))
+                .collect::<Result<_, MoveError>>()?;
+            let (entries, count) =
+                tables::convert_and_reorder(&entries, relacount, &conv, h.symbolic)?;
+            rela = Some(NewRela {
+                off: t.off,
+                entries,
+                count,
             });
         }
-        let fields: Vec<u64> = relr_convert.iter().map(|c| c.0).collect();
-        let kept: Vec<u64> = relr
-            .iter()
-            .copied()
-            .filter(|a| !fields.contains(a))
-            .collect();
-        let encoded = tables::relr_encode(&kept)?;
-        let (addr, size) = match (get(DT_RELR), get(DT_RELRSZ)) {
-            (Some(a), Some(s)) => (a, s),
-            _ => return Err(MoveError::Malformed("DT_RELR without DT_RELRSZ".into())),
-        };
-        if u64_of(encoded.len()) > size {
-            return Err(MoveError::Relr {
-                section: sec.to_string(),
-                index,
-            });
+        let relr = leave_relr(h, relocs, w, at, rela.as_mut())?;
+        let mut jmprel = None;
+        if let Some(t) = &relocs.jmprel {
+            let mut entries = t.entries.clone();
+            tables::shift_symbols(&mut entries, at, k)?;
+            jmprel = Some((t.off, entries));
         }
-        relr_out = Some((addr, size, encoded));
+        Ok(RelaEdits {
+            relacount,
+            rela,
+            relr,
+            jmprel,
+        })
     }
-    let mut jmprel_out: Option<(u64, Vec<Rela>)> = None;
-    if let Some(t) = &jmprel {
-        let mut entries = t.entries.clone();
-        tables::shift_symbols(&mut entries, at, k)?;
-        jmprel_out = Some((t.off, entries));
-    }
+}
 
-    // `.dynamic`: the new NEEDED entries after the last old one.
-    let mut entries = dynamic.entries.clone();
-    let after_needed = entries
+/// The `.dynsym` index of new symbol `s`.
+fn new_index(at: u32, s: usize) -> Result<u32, MoveError> {
+    u32::try_from(s)
+        .ok()
+        .and_then(|s| at.checked_add(s))
+        .ok_or_else(|| MoveError::Layout("symbol index".into()))
+}
+
+/// RELR wrappers: out of the RELR encoding (re-encoded without them, never longer), into
+/// RELA (appended after the RELACOUNT prefix, at the end of the table, which then grows
+/// and moves into the new segment).
+fn leave_relr(
+    h: &Host<'_>,
+    relocs: &Relocs,
+    w: &Wrappers,
+    at: u32,
+    rela: Option<&mut NewRela>,
+) -> Result<Option<NewRelr>, MoveError> {
+    let Some(first) = w.relr.first() else {
+        return Ok(None);
+    };
+    let Some(rela) = rela else {
+        return Err(MoveError::Layout(
+            "a wrapper's pointer is a RELR relocation and the library has no DT_RELA table to take the symbolic relocation"
+                .into(),
+        ));
+    };
+    for r in &w.relr {
+        rela.entries.push(Rela {
+            offset: r.field,
+            sym: new_index(at, r.symbol)?,
+            kind: h.symbolic,
+            addend: r.addend,
+        });
+    }
+    let fields: Vec<u64> = w.relr.iter().map(|r| r.field).collect();
+    let kept: Vec<u64> = relocs
+        .relr
         .iter()
-        .rposition(|e| e.tag == DT_NEEDED)
-        .map_or(0, |i| i.saturating_add(1));
-    for (j, &off) in soname_offs.iter().enumerate() {
-        entries.insert(
-            after_needed.saturating_add(j),
-            DynEntry {
-                tag: DT_NEEDED,
-                val: off,
-            },
-        );
+        .copied()
+        .filter(|a| !fields.contains(a))
+        .collect();
+    let encoded = tables::relr_encode(&kept)?;
+    let (addr, size) = match (h.get(DT_RELR), h.get(DT_RELRSZ)) {
+        (Some(a), Some(s)) => (a, s),
+        _ => return Err(MoveError::Malformed("DT_RELR without DT_RELRSZ".into())),
+    };
+    if u64_of(encoded.len()) > size {
+        return Err(MoveError::Relr {
+            section: first.section.to_string(),
+            index: first.index,
+        });
     }
-    let move_dynamic = entries.len().saturating_add(1) > dynamic.slots;
+    Ok(Some(NewRelr {
+        addr,
+        size,
+        encoded,
+    }))
+}
 
-    // ------------------------------------------------------------------ placement
-    let section_at = |addr: u64, ty: Option<u32>| {
-        elf.shdrs
+// ---------------------------------------------------------------------- placement
+
+/// Where the placed tables are in [`place::place`]'s list (`.dynsym` is always first).
+struct Slots {
+    hash: Option<usize>,
+    versym: Option<usize>,
+    rela: Option<usize>,
+    dynstr: usize,
+}
+
+/// `.dynamic` after the edits: its entries (the new DT_NEEDED after the last old one), how
+/// many slots it has, and whether it moves (its DT_NULL slack cannot take them).
+struct NewDynamic {
+    entries: Vec<DynEntry>,
+    slots: usize,
+    moves: bool,
+}
+
+impl NewDynamic {
+    fn build(h: &Host<'_>, soname_offs: &[u64]) -> NewDynamic {
+        let mut entries = h.dynamic.entries.clone();
+        let after_needed = entries
             .iter()
-            .position(|s| s.in_file() && s.sh_addr == addr && ty.is_none_or(|t| s.sh_type == t))
-    };
-    let mut to_place: Vec<place::Table> = Vec::new();
-    // Order: .dynsym, .hash, .gnu.version, .dynstr.
-    to_place.push(place::Table {
-        section: Some(dynsym_index),
-        bytes: new_dynsym,
-        align: 8,
-        old_addr: dynsym_sh.sh_addr,
-        old_size: dynsym_sh.sh_size,
-    });
-    let mut slot_hash = None;
-    if let Some((addr, bytes)) = &sysv {
-        slot_hash = Some(to_place.len());
-        let sec = section_at(*addr, Some(crate::elf::consts::SHT_HASH));
-        to_place.push(place::Table {
-            section: sec,
-            bytes: bytes.clone(),
-            align: 8,
-            old_addr: *addr,
-            old_size: sec.and_then(|i| elf.shdrs.get(i)).map_or(0, |s| s.sh_size),
-        });
+            .rposition(|e| e.tag == DT_NEEDED)
+            .map_or(0, |i| i.saturating_add(1));
+        for (j, &off) in soname_offs.iter().enumerate() {
+            entries.insert(
+                after_needed.saturating_add(j),
+                DynEntry {
+                    tag: DT_NEEDED,
+                    val: off,
+                },
+            );
+        }
+        let moves = entries.len().saturating_add(1) > h.dynamic.slots;
+        // A moved `.dynamic` gets four spare slots.
+        let slots = if moves {
+            entries.len().saturating_add(1).saturating_add(4)
+        } else {
+            h.dynamic.slots
+        };
+        NewDynamic {
+            entries,
+            slots,
+            moves,
+        }
     }
-    let mut slot_versym = None;
-    if let Some((addr, bytes)) = &versym {
-        slot_versym = Some(to_place.len());
-        let sec = section_at(*addr, Some(crate::elf::consts::SHT_GNU_VERSYM));
-        to_place.push(place::Table {
-            section: sec,
-            bytes: bytes.clone(),
-            align: 2,
-            old_addr: *addr,
-            old_size: sec.and_then(|i| elf.shdrs.get(i)).map_or(0, |s| s.sh_size),
-        });
+
+    fn set(&mut self, tag: u64, val: u64) {
+        for e in self.entries.iter_mut().filter(|e| e.tag == tag) {
+            e.val = val;
+        }
     }
-    let mut slot_rela = None;
-    if !relr_convert.is_empty()
-        && let (Some((_, entries, _)), Some(addr)) = (&rela_out, get(DT_RELA))
-    {
-        slot_rela = Some(to_place.len());
-        let sec = section_at(addr, Some(SHT_RELA));
-        to_place.push(place::Table {
-            section: sec,
-            bytes: tables::encode_all(entries),
-            align: 8,
-            old_addr: addr,
-            old_size: get(DT_RELASZ).unwrap_or(0),
-        });
+
+    fn encode(&self) -> Result<Vec<u8>, MoveError> {
+        let mut bytes = vec![0u8; self.slots.saturating_mul(16)];
+        if self.entries.len() >= self.slots {
+            return Err(MoveError::Layout("dynamic slots".into()));
+        }
+        for (i, e) in self.entries.iter().enumerate() {
+            let o = u64_of(i).saturating_mul(DYN_SIZE);
+            raw::put_u64(&mut bytes, o, e.tag)?;
+            raw::put_u64(&mut bytes, o.saturating_add(8), e.val)?;
+        }
+        Ok(bytes)
     }
-    let slot_str = to_place.len();
-    let str_sec = section_at(strtab_addr, Some(3));
-    to_place.push(place::Table {
-        section: str_sec,
-        bytes: new_dynstr.clone(),
-        align: 1,
-        old_addr: strtab_addr,
-        old_size: strsz,
-    });
-    // `.dynamic` is encoded once addresses are known; place it with a provisional encoding
-    // of the right size when it moves.
-    let dyn_slots = if move_dynamic {
-        entries.len().saturating_add(1).saturating_add(4)
-    } else {
-        dynamic.slots
-    };
-    let dyn_section = elf
+}
+
+/// Places the grown tables in the new PT_LOAD, points `.dynamic` at them and writes every
+/// edit: the new host before the page cut, and the notes so far.
+fn lay_out(
+    h: &Host<'_>,
+    dynsym: &DynSym<'_>,
+    new: &NewTables,
+    edits: &RelaEdits,
+    w: &Wrappers,
+) -> Result<(Vec<u8>, Vec<String>), MoveError> {
+    let mut dynamic = NewDynamic::build(h, &new.soname_offs);
+    let (to_place, slots) = tables_to_place(h, dynsym, new, edits, w);
+    let dyn_section = h
+        .elf
         .shdrs
         .iter()
         .position(|s| s.sh_type == crate::elf::consts::SHT_DYNAMIC && s.in_file());
-    let provisional = vec![0u8; dyn_slots.saturating_mul(16)];
+    // `.dynamic` is encoded once addresses are known; it is placed with a provisional
+    // encoding of the right size when it moves.
+    let provisional = vec![0u8; dynamic.slots.saturating_mul(16)];
     let placed = place::place(
-        &elf,
+        &h.elf,
         &to_place,
-        move_dynamic.then_some((dyn_section, provisional)),
+        dynamic.moves.then_some((dyn_section, provisional)),
     )?;
+    set_tags(&mut dynamic, &placed, &slots, new, edits);
+    let dyn_bytes = dynamic.encode()?;
     let mut out = placed.data;
     let mut notes = placed.notes;
-    let new_addr = |slot: usize| placed.at.get(slot).map(|a| a.0);
-    let set = |entries: &mut Vec<DynEntry>, tag: u64, val: u64| {
-        for e in entries.iter_mut().filter(|e| e.tag == tag) {
-            e.val = val;
-        }
-    };
-    if let Some(a) = new_addr(0) {
-        set(&mut entries, DT_SYMTAB, a);
-    }
-    if let Some(a) = slot_hash.and_then(new_addr) {
-        set(&mut entries, DT_HASH, a);
-    }
-    if let Some(a) = slot_versym.and_then(new_addr) {
-        set(&mut entries, DT_VERSYM, a);
-    }
-    if let Some(a) = new_addr(slot_str) {
-        set(&mut entries, DT_STRTAB, a);
-    }
-    set(&mut entries, DT_STRSZ, u64_of(new_dynstr.len()));
-    if let (Some(a), Some((_, rel, _))) = (slot_rela.and_then(new_addr), &rela_out) {
-        set(&mut entries, DT_RELA, a);
-        set(
-            &mut entries,
-            DT_RELASZ,
-            u64_of(rel.len()).saturating_mul(24),
-        );
-    }
-    if let Some((_, _, encoded)) = &relr_out {
-        set(&mut entries, DT_RELRSZ, u64_of(encoded.len()));
-    }
-    if let Some((_, _, Some(count))) = &rela_out {
-        set(&mut entries, DT_RELACOUNT, *count);
-    }
-    let mut dyn_bytes = vec![0u8; dyn_slots.saturating_mul(16)];
-    if entries.len() >= dyn_slots {
-        return Err(MoveError::Layout("dynamic slots".into()));
-    }
-    for (i, e) in entries.iter().enumerate() {
-        let o = u64_of(i).saturating_mul(DYN_SIZE);
-        raw::put_u64(&mut dyn_bytes, o, e.tag)?;
-        raw::put_u64(&mut dyn_bytes, o.saturating_add(8), e.val)?;
-    }
     let dyn_file_off = match placed.dynamic_at {
         Some(a) => {
             // Its file offset: the new PT_LOAD maps it.
@@ -1049,74 +1415,203 @@ pub fn move_device_code(
             e.vaddr_to_offset(a, 1)
                 .ok_or_else(|| MoveError::Layout("moved `.dynamic`".into()))?
         }
-        None => dynamic.offset,
+        None => h.dynamic.offset,
     };
     raw::put(&mut out, dyn_file_off, &dyn_bytes)?;
-    // In-place edits (all before P, so at their input offsets).
-    if let Some((off, table)) = &new_gnu {
-        raw::put(&mut out, *off, table)?;
-    }
-    if let Some((off, entries, _)) = &rela_out
-        && slot_rela.is_none()
-    {
-        raw::put(&mut out, *off, &tables::encode_all(entries))?;
-    }
-    if let Some((addr, size, encoded)) = &relr_out {
-        let off = elf
-            .vaddr_to_offset(*addr, *size)
-            .ok_or_else(|| MoveError::Malformed("DT_RELR is not file-backed".into()))?;
-        let mut table = encoded.clone();
-        table.resize(to_usize(*size, "the RELR table")?, 0);
-        raw::put(&mut out, off, &table)?;
-        // Its section header shrinks with DT_RELRSZ.
-        let e = Elf64::parse(&out)?;
-        if let Some(i) = e
-            .shdrs
+    write_in_place(h, &mut out, new, edits, slots.rela.is_none(), w, &mut notes)?;
+    Ok((out, notes))
+}
+
+/// The tables that move into the new segment, in order: `.dynsym`, `.hash`, `.gnu.version`,
+/// `DT_RELA` (only when RELR wrappers made it grow), `.dynstr`.
+fn tables_to_place(
+    h: &Host<'_>,
+    dynsym: &DynSym<'_>,
+    new: &NewTables,
+    edits: &RelaEdits,
+    w: &Wrappers,
+) -> (Vec<place::Table>, Slots) {
+    let elf = &h.elf;
+    let section_at = |addr: u64, ty: u32| {
+        elf.shdrs
             .iter()
-            .position(|s| s.sh_type == SHT_RELR && s.sh_addr == *addr)
-        {
-            let h = e
-                .header
-                .e_shoff
-                .saturating_add(u64_of(i).saturating_mul(64))
-                .saturating_add(32);
-            raw::put_u64(&mut out, h, u64_of(encoded.len()))?;
-        }
+            .position(|s| s.in_file() && s.sh_addr == addr && s.sh_type == ty)
+    };
+    let size_of = |sec: Option<usize>| sec.and_then(|i| elf.shdrs.get(i)).map_or(0, |s| s.sh_size);
+    let mut to_place = vec![place::Table {
+        section: Some(dynsym.index),
+        bytes: new.dynsym.clone(),
+        align: 8,
+        old_addr: dynsym.sh.sh_addr,
+        old_size: dynsym.sh.sh_size,
+    }];
+    let mut slot = |table: place::Table| {
+        to_place.push(table);
+        to_place.len().saturating_sub(1)
+    };
+    let hash = new.sysv.as_ref().map(|(addr, bytes)| {
+        let sec = section_at(*addr, crate::elf::consts::SHT_HASH);
+        slot(place::Table {
+            section: sec,
+            bytes: bytes.clone(),
+            align: 8,
+            old_addr: *addr,
+            old_size: size_of(sec),
+        })
+    });
+    let versym = new.versym.as_ref().map(|(addr, bytes)| {
+        let sec = section_at(*addr, crate::elf::consts::SHT_GNU_VERSYM);
+        slot(place::Table {
+            section: sec,
+            bytes: bytes.clone(),
+            align: 2,
+            old_addr: *addr,
+            old_size: size_of(sec),
+        })
+    });
+    let mut rela = None;
+    if !w.relr.is_empty()
+        && let (Some(r), Some(addr)) = (&edits.rela, h.get(DT_RELA))
+    {
+        rela = Some(slot(place::Table {
+            section: section_at(addr, SHT_RELA),
+            bytes: tables::encode_all(&r.entries),
+            align: 8,
+            old_addr: addr,
+            old_size: h.get(DT_RELASZ).unwrap_or(0),
+        }));
+    }
+    let dynstr = slot(place::Table {
+        section: section_at(h.strtab_addr, SHT_STRTAB),
+        bytes: new.dynstr.clone(),
+        align: 1,
+        old_addr: h.strtab_addr,
+        old_size: h.strsz,
+    });
+    let slots = Slots {
+        hash,
+        versym,
+        rela,
+        dynstr,
+    };
+    (to_place, slots)
+}
+
+/// Points the DT_* tags of `.dynamic` at the placed tables and gives them their new sizes.
+fn set_tags(
+    dynamic: &mut NewDynamic,
+    placed: &place::Placed,
+    slots: &Slots,
+    new: &NewTables,
+    edits: &RelaEdits,
+) {
+    let new_addr = |slot: usize| placed.at.get(slot).map(|a| a.0);
+    if let Some(a) = new_addr(0) {
+        dynamic.set(DT_SYMTAB, a);
+    }
+    if let Some(a) = slots.hash.and_then(new_addr) {
+        dynamic.set(DT_HASH, a);
+    }
+    if let Some(a) = slots.versym.and_then(new_addr) {
+        dynamic.set(DT_VERSYM, a);
+    }
+    if let Some(a) = new_addr(slots.dynstr) {
+        dynamic.set(DT_STRTAB, a);
+    }
+    dynamic.set(DT_STRSZ, u64_of(new.dynstr.len()));
+    if let (Some(a), Some(rela)) = (slots.rela.and_then(new_addr), &edits.rela) {
+        dynamic.set(DT_RELA, a);
+        dynamic.set(DT_RELASZ, u64_of(rela.entries.len()).saturating_mul(24));
+    }
+    if let Some(relr) = &edits.relr {
+        dynamic.set(DT_RELRSZ, u64_of(relr.encoded.len()));
+    }
+    if let Some(count) = edits.rela.as_ref().and_then(|r| r.count) {
+        dynamic.set(DT_RELACOUNT, count);
+    }
+}
+
+/// The edits that stay in place (all before the end of the loaded content, so at their
+/// input offsets): `.gnu.hash`, `DT_RELA` when it did not move, the re-encoded RELR table
+/// and its section size, `DT_JMPREL`, and the zeroed wrapper words.
+fn write_in_place(
+    h: &Host<'_>,
+    out: &mut [u8],
+    new: &NewTables,
+    edits: &RelaEdits,
+    rela_stays: bool,
+    w: &Wrappers,
+    notes: &mut Vec<String>,
+) -> Result<(), MoveError> {
+    if let Some((off, table)) = &new.gnu {
+        raw::put(out, *off, table)?;
+    }
+    if let Some(rela) = &edits.rela
+        && rela_stays
+    {
+        raw::put(out, rela.off, &tables::encode_all(&rela.entries))?;
+    }
+    if let Some(relr) = &edits.relr {
+        write_relr(h, out, relr)?;
         notes.push(format!(
-            "took {} wrapper pointer(s) out of the RELR table ({size:#x} → {:#x} bytes) and into RELA",
-            relr_convert.len(),
-            encoded.len()
+            "took {} wrapper pointer(s) out of the RELR table ({:#x} → {:#x} bytes) and into RELA",
+            w.relr.len(),
+            relr.size,
+            relr.encoded.len()
         ));
     }
-    if let Some((off, entries)) = &jmprel_out {
-        raw::put(&mut out, *off, &tables::encode_all(entries))?;
+    if let Some((off, entries)) = &edits.jmprel {
+        raw::put(out, *off, &tables::encode_all(entries))?;
     }
-    for &field in &wrapper_fields {
-        if let Some(off) = elf.vaddr_to_offset(field, 8) {
-            raw::put_u64(&mut out, off, 0)?;
+    for &field in &w.fields {
+        if let Some(off) = h.elf.vaddr_to_offset(field, 8) {
+            raw::put_u64(out, off, 0)?;
         }
     }
-    notes.push(format!(
-        "re-pointed {} of {wrappers_seen} wrapper(s) through {} new undefined symbol(s) at `.dynsym` index {at}; DT_RELACOUNT {} → {}",
-        convert.len(),
-        new_symbols.len(),
-        relacount.map_or("none".to_string(), |c| c.to_string()),
-        rela_out
-            .as_ref()
-            .and_then(|r| r.2)
-            .map_or("none".to_string(), |c| c.to_string())
-    ));
-    for t in targets {
-        notes.push(format!("added DT_NEEDED `{}`", t.soname));
-    }
-    crate::elf::check(&out).map_err(|e| MoveError::OutputCheck(e.to_string()))?;
+    Ok(())
+}
 
-    // ------------------------------------------------------------------ the page cut
+/// Writes the re-encoded RELR table over the old one (the freed tail zeroed) and shrinks its
+/// section header with DT_RELRSZ.
+fn write_relr(h: &Host<'_>, out: &mut [u8], relr: &NewRelr) -> Result<(), MoveError> {
+    let off = h
+        .elf
+        .vaddr_to_offset(relr.addr, relr.size)
+        .ok_or_else(|| MoveError::Malformed("DT_RELR is not file-backed".into()))?;
+    let mut table = relr.encoded.clone();
+    table.resize(to_usize(relr.size, "the RELR table")?, 0);
+    raw::put(out, off, &table)?;
+    let e = Elf64::parse(out)?;
+    if let Some(i) = e
+        .shdrs
+        .iter()
+        .position(|s| s.sh_type == SHT_RELR && s.sh_addr == relr.addr)
+    {
+        let hdr = e
+            .header
+            .e_shoff
+            .saturating_add(u64_of(i).saturating_mul(64))
+            .saturating_add(32);
+        raw::put_u64(out, hdr, u64_of(relr.encoded.len()))?;
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------- the page cut
+
+/// Drops the moved containers from their sections with the shrinker (the others stay
+/// unchanged), so the host loses whole pages and every other address stays.
+fn cut_pages(
+    host: &[u8],
+    out: &[u8],
+    sel: &Selection,
+    notes: &mut Vec<String>,
+) -> Result<Vec<u8>, MoveError> {
     let mut edits = Vec::new();
-    for d in &devs {
+    for d in &sel.devs {
         let mut blocks = Vec::new();
         for &(off, len) in &d.containers {
-            let moved = seen.contains(&(d.name.clone(), off));
+            let moved = sel.seen.contains(&(d.name.clone(), off));
             blocks.push(Block {
                 old_offset: off,
                 old_len: len,
@@ -1133,7 +1628,7 @@ pub fn move_device_code(
             blocks,
         });
     }
-    let shrunk = crate::elf::shrink::shrink(&out, &edits, true)
+    let shrunk = crate::elf::shrink::shrink(out, &edits, true)
         .map_err(|e| MoveError::Shrink(e.to_string()))?;
     match &shrunk.method {
         ShrinkMethod::Cut { .. } => {}
@@ -1142,12 +1637,21 @@ pub fn move_device_code(
         )),
     }
     notes.extend(shrunk.notes.iter().cloned());
-    let out = shrunk.data;
+    Ok(shrunk.data)
+}
 
-    // ------------------------------------------------------------------ companions
+// ---------------------------------------------------------------------- companions
+
+/// One companion per target: a data block per section group, each named by its symbol.
+fn write_companions(
+    machine: Machine,
+    targets: &[CompanionTarget],
+    sel: &Selection,
+) -> Result<Vec<(String, Vec<u8>)>, MoveError> {
     let mut companions = Vec::new();
     for (ti, t) in targets.iter().enumerate() {
-        let groups = comp_groups
+        let groups = sel
+            .groups
             .get(ti)
             .ok_or_else(|| MoveError::Malformed("companion groups".into()))?;
         let blocks: Vec<DataBlock<'_>> = groups
@@ -1171,24 +1675,7 @@ pub fn move_device_code(
         })?;
         companions.push((t.soname.clone(), c.bytes));
     }
-
-    verify(
-        &out,
-        &new_symbols,
-        targets,
-        convert.len().saturating_add(relr_convert.len()),
-        nsyms,
-        relative,
-        &wrapper_fields,
-    )?;
-    let host_bytes_removed = u64_of(host.len()).saturating_sub(u64_of(out.len()));
-    Ok(MoveOutcome {
-        host: out,
-        companions,
-        moved_bytes,
-        host_bytes_removed,
-        notes,
-    })
+    Ok(companions)
 }
 
 /// The independent re-parse: goblin sees the new symbols undefined, the new NEEDED entries,

@@ -539,18 +539,7 @@ pub fn write(spec: &CompanionSpec<'_>) -> Result<Companion, CompanionError> {
     out.put(&[0; 24]);
     let placed_syms = write_symbols(&mut out, &syms, &sym_names, &block_at, &sections)?;
     out.put(&dynstr.bytes);
-    for s in &sections {
-        for &i in &s.blocks {
-            let b = spec
-                .blocks
-                .get(i)
-                .ok_or(CompanionError::TooLarge("block index"))?;
-            out.at(*block_at
-                .get(i)
-                .ok_or(CompanionError::TooLarge("block index"))?)?;
-            out.put(b.bytes);
-        }
-    }
+    write_blocks(&mut out, spec, &sections, &block_at)?;
     out.at(dyn_off)?;
     for (tag, value) in dynamic {
         out.u64(tag);
@@ -563,9 +552,44 @@ pub fn write(spec: &CompanionSpec<'_>) -> Result<Companion, CompanionError> {
     if len64(out.bytes.len())? != total {
         return Err(CompanionError::TooLarge("the planned size was not met"));
     }
+    let blocks = placed_blocks(spec, &block_at)?;
+    self_check(&out.bytes, &placed_syms)?;
+    Ok(Companion {
+        bytes: out.bytes,
+        blocks,
+        symbols: placed_syms,
+    })
+}
 
+/// The data blocks' bytes, section by section, each at its planned offset.
+fn write_blocks(
+    out: &mut Out,
+    spec: &CompanionSpec<'_>,
+    sections: &[Section],
+    block_at: &[u64],
+) -> Result<(), CompanionError> {
+    for s in sections {
+        for &i in &s.blocks {
+            let b = spec
+                .blocks
+                .get(i)
+                .ok_or(CompanionError::TooLarge("block index"))?;
+            out.at(*block_at
+                .get(i)
+                .ok_or(CompanionError::TooLarge("block index"))?)?;
+            out.put(b.bytes);
+        }
+    }
+    Ok(())
+}
+
+/// Where each block of `spec` landed, in the order of the spec.
+fn placed_blocks(
+    spec: &CompanionSpec<'_>,
+    block_at: &[u64],
+) -> Result<Vec<PlacedBlock>, CompanionError> {
     let mut blocks = Vec::with_capacity(spec.blocks.len());
-    for (b, &at) in spec.blocks.iter().zip(&block_at) {
+    for (b, &at) in spec.blocks.iter().zip(block_at) {
         blocks.push(PlacedBlock {
             section: b.section.clone(),
             offset: at,
@@ -573,12 +597,7 @@ pub fn write(spec: &CompanionSpec<'_>) -> Result<Companion, CompanionError> {
             len: len64(b.bytes.len())?,
         });
     }
-    self_check(&out.bytes, &placed_syms)?;
-    Ok(Companion {
-        bytes: out.bytes,
-        blocks,
-        symbols: placed_syms,
-    })
+    Ok(blocks)
 }
 
 /// The device sections, in order of first appearance, each with its blocks.
@@ -681,7 +700,7 @@ struct ShNames {
     n_shstrtab: u32,
 }
 
-/// Where [`write`] puts each part of the file (in the read-only segment vaddrs equal offsets).
+/// Where [`write()`] puts each part of the file (in the read-only segment vaddrs equal offsets).
 #[derive(Clone, Copy)]
 struct Layout {
     page: u64,

@@ -8,6 +8,11 @@
 //! library's table may; `ld.so` finds it through the PT_LOAD that maps `e_phoff`), followed by
 //! room for [`SPARE_PHDRS`] more entries that no section covers, so the shrinker's page cut,
 //! which needs one more program header per hole, can grow the table in place.
+//!
+//! [`place`] runs it in steps: `Segment::lay` finds `P` (`loaded_end`), the alignment of what
+//! follows it (`shift_alignment`), and where the segment and each table go; `Segment::splice`
+//! opens the gap; then `write_phdrs`, `write_shdrs` (with `section_moves`) and
+//! `rebase_symbols` write the headers and the symbols that follow a moved section.
 
 use super::MoveError;
 use crate::elf::consts::{
@@ -50,15 +55,180 @@ fn add(a: u64, b: u64, what: &str) -> Result<u64, MoveError> {
 
 /// Places `tables` (and `.dynamic`, when `dynamic` is given as its encoded bytes with its
 /// section index) in a new PT_LOAD, and returns the whole new file.
-#[allow(clippy::too_many_lines)] // split on branch longhost
 pub(crate) fn place(
     elf: &Elf64,
     tables: &[Table],
     dynamic: Option<(Option<usize>, Vec<u8>)>,
 ) -> Result<Placed, MoveError> {
-    let data = elf.data;
-    let len = u64::try_from(data.len()).map_err(|_| bad("file size"))?;
-    // P: the end of everything loaded from the file.
+    let seg = Segment::lay(elf, tables, dynamic.as_ref().map(|d| d.1.as_slice()))?;
+    let mut out = seg.splice(elf.data)?;
+    let mut notes = Vec::new();
+    let mut at = Vec::with_capacity(tables.len());
+    for (t, &off) in tables.iter().zip(&seg.offs) {
+        raw::put(&mut out, off, &t.bytes)?;
+        at.push((seg.addr(off), off));
+    }
+    let mut dynamic_at = None;
+    if let (Some((_, bytes)), Some(off)) = (&dynamic, seg.dyn_off) {
+        raw::put(&mut out, off, bytes)?;
+        dynamic_at = Some(seg.addr(off));
+        notes.push(format!(
+            "moved `.dynamic` into the new PT_LOAD at {:#x}: its DT_NULL slack could not take the new DT_NEEDED entries",
+            seg.addr(off)
+        ));
+    }
+    write_phdrs(elf, &seg, &mut out, &mut notes)?;
+    let moves = section_moves(elf, &seg, tables, &at, dynamic.as_ref())?;
+    write_shdrs(elf, &seg, &mut out, &moves)?;
+    let rebased = rebase_symbols(elf, &seg, &mut out, &moves)?;
+    if rebased > 0 {
+        notes.push(format!(
+            "moved {rebased} symbol(s) defined in the moved sections (section symbols, `_DYNAMIC`)"
+        ));
+    }
+    Ok(Placed {
+        data: out,
+        at,
+        dynamic_at,
+        notes,
+    })
+}
+
+/// The new segment: where it goes in the file and in memory, where each table lands in it,
+/// and how the program header table and what follows `P` move.
+struct Segment {
+    /// `P`, the end of the loaded file content, and the input's length.
+    p: u64,
+    len: u64,
+    /// How far everything from `P` on moves down (a multiple of its alignment).
+    delta: u64,
+    seg_off: u64,
+    vaddr: u64,
+    size: u64,
+    /// The largest `p_align` (the new segment's).
+    align: u64,
+    /// The PT_NULL program header the new PT_LOAD replaces, if any; without one the table
+    /// moves to the start of the new segment with one more entry.
+    null_slot: Option<usize>,
+    phnum: usize,
+    /// File offset of `.dynamic` when it moves, of each table in input order.
+    dyn_off: Option<u64>,
+    offs: Vec<u64>,
+    /// The size of the moved `.dynamic`.
+    dyn_len: Option<u64>,
+}
+
+impl Segment {
+    /// Lays out the new segment at `P` for `tables` and, when it moves, `.dynamic` (its
+    /// encoded bytes), refusing layouts the rules cannot take.
+    fn lay(elf: &Elf64, tables: &[Table], dynamic: Option<&[u8]>) -> Result<Segment, MoveError> {
+        let len = u64::try_from(elf.data.len()).map_err(|_| bad("file size"))?;
+        let p = loaded_end(elf, len)?;
+        let shift_align = shift_alignment(elf, p, len)?;
+        let null_slot = elf.phdrs.iter().position(|ph| ph.p_type == PT_NULL);
+        let phnum = if null_slot.is_some() {
+            elf.phdrs.len()
+        } else {
+            elf.phdrs.len().saturating_add(1)
+        };
+        let phnum64 = u64::try_from(phnum).map_err(|_| bad("phnum"))?;
+        let mut align = 0x1000u64;
+        let mut top = 0u64;
+        for ph in elf.loads() {
+            align = align.max(ph.p_align);
+            top = top.max(ph.mem_end().ok_or_else(|| bad("segment end"))?);
+        }
+        if !align.is_power_of_two() {
+            return Err(MoveError::Layout(format!("p_align {align:#x}")));
+        }
+        let seg_off = align_up(p, 16).ok_or_else(|| bad("offset"))?;
+        let mut cursor = seg_off;
+        if null_slot.is_none() {
+            cursor = add(
+                cursor,
+                phnum64
+                    .checked_add(SPARE_PHDRS)
+                    .and_then(|n| n.checked_mul(PHDR_SIZE))
+                    .ok_or_else(|| bad("table"))?,
+                "table",
+            )?;
+        }
+        let mut dyn_off = None;
+        let mut dyn_len = None;
+        if let Some(bytes) = dynamic {
+            let at = align_up(cursor, 8).ok_or_else(|| bad("offset"))?;
+            let n = u64::try_from(bytes.len()).map_err(|_| bad("size"))?;
+            dyn_off = Some(at);
+            dyn_len = Some(n);
+            cursor = add(at, n, "dynamic")?;
+        }
+        let mut offs = Vec::with_capacity(tables.len());
+        for t in tables {
+            let at = align_up(cursor, t.align.max(1)).ok_or_else(|| bad("offset"))?;
+            offs.push(at);
+            cursor = add(
+                at,
+                u64::try_from(t.bytes.len()).map_err(|_| bad("size"))?,
+                "table",
+            )?;
+        }
+        let size = cursor.checked_sub(seg_off).ok_or_else(|| bad("size"))?;
+        let vaddr = align_up(top, align)
+            .and_then(|v| v.checked_add(seg_off.checked_rem(align)?))
+            .filter(|v| v.checked_add(size).is_some())
+            .ok_or_else(|| bad("address"))?;
+        let delta = align_up(cursor.saturating_sub(p), shift_align).ok_or_else(|| bad("delta"))?;
+        Ok(Segment {
+            p,
+            len,
+            delta,
+            seg_off,
+            vaddr,
+            size,
+            align,
+            null_slot,
+            phnum,
+            dyn_off,
+            offs,
+            dyn_len,
+        })
+    }
+
+    /// Whether the program header table moves to the start of the new segment.
+    fn moves_table(&self) -> bool {
+        self.null_slot.is_none()
+    }
+
+    /// The address of file offset `off` inside the new segment.
+    fn addr(&self, off: u64) -> u64 {
+        self.vaddr.saturating_add(off.saturating_sub(self.seg_off))
+    }
+
+    /// Where input offset `off` is in the output (from `P` on, `delta` further down).
+    fn moved(&self, off: u64) -> u64 {
+        if off >= self.p && off <= self.len {
+            off.saturating_add(self.delta)
+        } else {
+            off
+        }
+    }
+
+    /// `data[..P]` + the new segment (zeros, filled later) + `data[P..]`.
+    fn splice(&self, data: &[u8]) -> Result<Vec<u8>, MoveError> {
+        let pu = usize::try_from(self.p).map_err(|_| bad("p"))?;
+        let du = usize::try_from(self.delta).map_err(|_| bad("delta"))?;
+        let (head, rest) = data.split_at_checked(pu).ok_or_else(|| bad("split"))?;
+        let mut out = Vec::with_capacity(data.len().saturating_add(du));
+        out.extend_from_slice(head);
+        out.resize(pu.saturating_add(du), 0);
+        out.extend_from_slice(rest);
+        Ok(out)
+    }
+}
+
+/// `P`: the end of everything loaded from the file (segments with file bytes, allocated
+/// sections), which must lie inside the file.
+fn loaded_end(elf: &Elf64, len: u64) -> Result<u64, MoveError> {
     let mut p = 0u64;
     for ph in &elf.phdrs {
         if ph.p_filesz > 0 {
@@ -75,6 +245,12 @@ pub(crate) fn place(
             "a segment or section ends past the end of the file".into(),
         ));
     }
+    Ok(p)
+}
+
+/// The alignment what follows `P` keeps when it moves (the largest of its sections', at
+/// least 8), refusing a section or header table that straddles `P`.
+fn shift_alignment(elf: &Elf64, p: u64, len: u64) -> Result<u64, MoveError> {
     let mut shift_align = 8u64;
     for s in elf.shdrs.iter().skip(1) {
         if !s.in_file() || s.sh_offset > len {
@@ -105,109 +281,34 @@ pub(crate) fn place(
             )));
         }
     }
+    Ok(shift_align)
+}
 
-    let null_slot = elf.phdrs.iter().position(|ph| ph.p_type == PT_NULL);
-    let phnum = if null_slot.is_some() {
-        elf.phdrs.len()
-    } else {
-        elf.phdrs.len().saturating_add(1)
-    };
-    let phnum64 = u64::try_from(phnum).map_err(|_| bad("phnum"))?;
-    let mut align = 0x1000u64;
-    let mut top = 0u64;
-    for ph in elf.loads() {
-        align = align.max(ph.p_align);
-        top = top.max(ph.mem_end().ok_or_else(|| bad("segment end"))?);
-    }
-    if !align.is_power_of_two() {
-        return Err(MoveError::Layout(format!("p_align {align:#x}")));
-    }
-    let seg_off = align_up(p, 16).ok_or_else(|| bad("offset"))?;
-    let mut cursor = seg_off;
-    let move_table = null_slot.is_none();
-    if move_table {
-        cursor = add(
-            cursor,
-            phnum64
-                .checked_add(SPARE_PHDRS)
-                .and_then(|n| n.checked_mul(PHDR_SIZE))
-                .ok_or_else(|| bad("table"))?,
-            "table",
-        )?;
-    }
-    let mut dyn_off = None;
-    if let Some((_, bytes)) = &dynamic {
-        let at = align_up(cursor, 8).ok_or_else(|| bad("offset"))?;
-        dyn_off = Some(at);
-        cursor = add(
-            at,
-            u64::try_from(bytes.len()).map_err(|_| bad("size"))?,
-            "dynamic",
-        )?;
-    }
-    let mut offs = Vec::with_capacity(tables.len());
-    for t in tables {
-        let at = align_up(cursor, t.align.max(1)).ok_or_else(|| bad("offset"))?;
-        offs.push(at);
-        cursor = add(
-            at,
-            u64::try_from(t.bytes.len()).map_err(|_| bad("size"))?,
-            "table",
-        )?;
-    }
-    let size = cursor.checked_sub(seg_off).ok_or_else(|| bad("size"))?;
-    let vaddr = align_up(top, align)
-        .and_then(|v| v.checked_add(seg_off.checked_rem(align)?))
-        .filter(|v| v.checked_add(size).is_some())
-        .ok_or_else(|| bad("address"))?;
-    let addr = |off: u64| vaddr.saturating_add(off.saturating_sub(seg_off));
-    let delta = align_up(cursor.saturating_sub(p), shift_align).ok_or_else(|| bad("delta"))?;
-    let moved = |off: u64| {
-        if off >= p && off <= len {
-            off.saturating_add(delta)
-        } else {
-            off
-        }
-    };
-
-    // data[..p] + new segment (zeros, then filled) + data[p..].
-    let pu = usize::try_from(p).map_err(|_| bad("p"))?;
-    let du = usize::try_from(delta).map_err(|_| bad("delta"))?;
-    let (head, rest) = data.split_at_checked(pu).ok_or_else(|| bad("split"))?;
-    let mut out = Vec::with_capacity(data.len().saturating_add(du));
-    out.extend_from_slice(head);
-    out.resize(pu.saturating_add(du), 0);
-    out.extend_from_slice(rest);
-
-    let mut notes = Vec::new();
-    let mut at = Vec::with_capacity(tables.len());
-    for (t, &off) in tables.iter().zip(&offs) {
-        raw::put(&mut out, off, &t.bytes)?;
-        at.push((addr(off), off));
-    }
-    let mut dynamic_at = None;
-    if let (Some((_, bytes)), Some(off)) = (&dynamic, dyn_off) {
-        raw::put(&mut out, off, bytes)?;
-        dynamic_at = Some(addr(off));
-        notes.push(format!(
-            "moved `.dynamic` into the new PT_LOAD at {:#x}: its DT_NULL slack could not take the new DT_NEEDED entries",
-            addr(off)
-        ));
-    }
-
-    // Program headers.
+/// The new program header table: the new PT_LOAD after the last one (in place of a PT_NULL
+/// when there is one), PT_PHDR and PT_DYNAMIC following what moved; `e_phoff` and
+/// `e_phnum` with it.
+fn write_phdrs(
+    elf: &Elf64,
+    seg: &Segment,
+    out: &mut [u8],
+    notes: &mut Vec<String>,
+) -> Result<(), MoveError> {
     let load = ProgramHeader {
         p_type: PT_LOAD,
-        p_flags: if dynamic.is_some() { PF_R | PF_W } else { PF_R },
-        p_offset: seg_off,
-        p_vaddr: vaddr,
-        p_paddr: vaddr,
-        p_filesz: size,
-        p_memsz: size,
-        p_align: align,
+        p_flags: if seg.dyn_off.is_some() {
+            PF_R | PF_W
+        } else {
+            PF_R
+        },
+        p_offset: seg.seg_off,
+        p_vaddr: seg.vaddr,
+        p_paddr: seg.vaddr,
+        p_filesz: seg.size,
+        p_memsz: seg.size,
+        p_align: seg.align,
     };
     let mut phdrs = elf.phdrs.clone();
-    if let Some(i) = null_slot {
+    if let Some(i) = seg.null_slot {
         phdrs.remove(i);
     }
     let after_last_load = phdrs
@@ -215,127 +316,170 @@ pub(crate) fn place(
         .rposition(|ph| ph.p_type == PT_LOAD)
         .map_or(0, |i| i.saturating_add(1));
     phdrs.insert(after_last_load, load);
+    let phnum64 = u64::try_from(seg.phnum).map_err(|_| bad("phnum"))?;
     let table_len = phnum64.saturating_mul(PHDR_SIZE);
     for ph in phdrs.iter_mut() {
         if ph.p_type == PT_PHDR {
-            if move_table {
-                ph.p_offset = seg_off;
-                ph.p_vaddr = vaddr;
-                ph.p_paddr = vaddr;
+            if seg.moves_table() {
+                ph.p_offset = seg.seg_off;
+                ph.p_vaddr = seg.vaddr;
+                ph.p_paddr = seg.vaddr;
             }
             ph.p_filesz = table_len;
             ph.p_memsz = table_len;
         }
         if ph.p_type == PT_DYNAMIC
-            && let (Some(off), Some((_, bytes))) = (dyn_off, &dynamic)
+            && let (Some(off), Some(n)) = (seg.dyn_off, seg.dyn_len)
         {
             ph.p_offset = off;
-            ph.p_vaddr = addr(off);
+            ph.p_vaddr = seg.addr(off);
             ph.p_paddr = ph.p_vaddr;
-            ph.p_filesz = u64::try_from(bytes.len()).map_err(|_| bad("size"))?;
-            ph.p_memsz = ph.p_filesz;
+            ph.p_filesz = n;
+            ph.p_memsz = n;
         }
     }
-    let phoff = if move_table {
+    let phoff = if seg.moves_table() {
         notes.push(format!(
-            "moved the program header table ({phnum} entries, room for {SPARE_PHDRS} more) to the start of the new PT_LOAD at {vaddr:#x}"
+            "moved the program header table ({} entries, room for {SPARE_PHDRS} more) to the start of the new PT_LOAD at {:#x}",
+            seg.phnum, seg.vaddr
         ));
-        seg_off
+        seg.seg_off
     } else {
         notes.push("the new PT_LOAD took the place of a PT_NULL program header".into());
-        moved(elf.header.e_phoff)
+        seg.moved(elf.header.e_phoff)
     };
-    let phnum16 = u16::try_from(phnum)
+    let phnum16 = u16::try_from(seg.phnum)
         .ok()
         .filter(|&n| n < 0xffff)
         .ok_or_else(|| MoveError::Layout("too many program headers".into()))?;
-    raw::put_u64(&mut out, 32, phoff)?;
-    raw::put_u16(&mut out, 56, phnum16)?;
+    raw::put_u64(out, 32, phoff)?;
+    raw::put_u16(out, 56, phnum16)?;
     for (i, ph) in phdrs.iter().enumerate() {
         let i = u64::try_from(i).map_err(|_| bad("index"))?;
         raw::put(
-            &mut out,
+            out,
             add(phoff, i.saturating_mul(PHDR_SIZE), "phdr")?,
             &ph.encode(),
         )?;
     }
+    Ok(())
+}
 
-    // Section headers: moved tables get their new place; everything after P its new offset.
-    // (section index, old address, old size, new address, new offset, new size)
-    let mut moves: Vec<(usize, u64, u64, u64, u64, u64)> = Vec::new();
-    for (t, &(a, off)) in tables.iter().zip(&at) {
+/// A section that moved into the new segment: its old place and its new one.
+struct SectionMove {
+    index: usize,
+    old_addr: u64,
+    old_size: u64,
+    addr: u64,
+    offset: u64,
+    size: u64,
+}
+
+/// The sections of the placed tables (and of a moved `.dynamic`), with their new places.
+fn section_moves(
+    elf: &Elf64,
+    seg: &Segment,
+    tables: &[Table],
+    at: &[(u64, u64)],
+    dynamic: Option<&(Option<usize>, Vec<u8>)>,
+) -> Result<Vec<SectionMove>, MoveError> {
+    let mut moves = Vec::new();
+    for (t, &(a, off)) in tables.iter().zip(at) {
         if let Some(i) = t.section {
-            let n = u64::try_from(t.bytes.len()).map_err(|_| bad("size"))?;
-            moves.push((i, t.old_addr, t.old_size, a, off, n));
+            moves.push(SectionMove {
+                index: i,
+                old_addr: t.old_addr,
+                old_size: t.old_size,
+                addr: a,
+                offset: off,
+                size: u64::try_from(t.bytes.len()).map_err(|_| bad("size"))?,
+            });
         }
     }
-    if let (Some((Some(i), bytes)), Some(off)) = (&dynamic, dyn_off)
+    if let (Some((Some(i), bytes)), Some(off)) = (dynamic, seg.dyn_off)
         && let Some(s) = elf.shdrs.get(*i)
     {
-        let n = u64::try_from(bytes.len()).map_err(|_| bad("size"))?;
-        moves.push((*i, s.sh_addr, s.sh_size, addr(off), off, n));
+        moves.push(SectionMove {
+            index: *i,
+            old_addr: s.sh_addr,
+            old_size: s.sh_size,
+            addr: seg.addr(off),
+            offset: off,
+            size: u64::try_from(bytes.len()).map_err(|_| bad("size"))?,
+        });
     }
-    if !elf.shdrs.is_empty() {
-        let base = moved(elf.header.e_shoff);
-        raw::put_u64(&mut out, 40, base)?;
-        for (i, s) in elf.shdrs.iter().enumerate() {
-            let mut n = *s;
-            if i > 0 && n.in_file() {
-                n.sh_offset = moved(n.sh_offset);
-            }
-            if let Some(m) = moves.iter().find(|m| m.0 == i) {
-                n.sh_addr = m.3;
-                n.sh_offset = m.4;
-                n.sh_size = m.5;
-            }
-            if n != *s {
-                let i = u64::try_from(i).map_err(|_| bad("index"))?;
-                let h = add(base, i.saturating_mul(SHDR_SIZE), "section header")?;
-                raw::put_u64(&mut out, add(h, 16, "shdr")?, n.sh_addr)?;
-                raw::put_u64(&mut out, add(h, 24, "shdr")?, n.sh_offset)?;
-                raw::put_u64(&mut out, add(h, 32, "shdr")?, n.sh_size)?;
-            }
+    Ok(moves)
+}
+
+/// Section headers: moved tables get their new place; everything after `P` its new offset.
+fn write_shdrs(
+    elf: &Elf64,
+    seg: &Segment,
+    out: &mut [u8],
+    moves: &[SectionMove],
+) -> Result<(), MoveError> {
+    if elf.shdrs.is_empty() {
+        return Ok(());
+    }
+    let base = seg.moved(elf.header.e_shoff);
+    raw::put_u64(out, 40, base)?;
+    for (i, s) in elf.shdrs.iter().enumerate() {
+        let mut n = *s;
+        if i > 0 && n.in_file() {
+            n.sh_offset = seg.moved(n.sh_offset);
+        }
+        if let Some(m) = moves.iter().find(|m| m.index == i) {
+            n.sh_addr = m.addr;
+            n.sh_offset = m.offset;
+            n.sh_size = m.size;
+        }
+        if n != *s {
+            let i = u64::try_from(i).map_err(|_| bad("index"))?;
+            let h = add(base, i.saturating_mul(SHDR_SIZE), "section header")?;
+            raw::put_u64(out, add(h, 16, "shdr")?, n.sh_addr)?;
+            raw::put_u64(out, add(h, 24, "shdr")?, n.sh_offset)?;
+            raw::put_u64(out, add(h, 32, "shdr")?, n.sh_size)?;
         }
     }
+    Ok(())
+}
 
-    // Symbols defined in a moved section (its section symbol, `_DYNAMIC`) follow it. The
-    // symbol tables are read where they now are in `out`.
+/// Symbols defined in a moved section (its section symbol, `_DYNAMIC`) follow it. The
+/// symbol tables are read where they now are in `out`. Returns how many moved.
+fn rebase_symbols(
+    elf: &Elf64,
+    seg: &Segment,
+    out: &mut [u8],
+    moves: &[SectionMove],
+) -> Result<usize, MoveError> {
     let mut rebased = 0usize;
     for (si, s) in elf.shdrs.iter().enumerate() {
         if !matches!(s.sh_type, SHT_SYMTAB | SHT_DYNSYM) || s.sh_entsize != SYM_SIZE {
             continue;
         }
-        let (off, size) = match moves.iter().find(|m| m.0 == si) {
-            Some(m) => (m.4, m.5),
-            None => (moved(s.sh_offset), s.sh_size),
+        let (off, size) = match moves.iter().find(|m| m.index == si) {
+            Some(m) => (m.offset, m.size),
+            None => (seg.moved(s.sh_offset), s.sh_size),
         };
         let count = size / SYM_SIZE;
         for k in 0..count {
             let e = add(off, k.saturating_mul(SYM_SIZE), "symbol")?;
-            let shndx = usize::from(raw::u16_at(&out, add(e, 6, "symbol")?)?);
-            let value = raw::u64_at(&out, add(e, 8, "symbol")?)?;
-            let hit = moves
-                .iter()
-                .find(|m| m.0 == shndx && value >= m.1 && value.saturating_sub(m.1) <= m.2);
+            let shndx = usize::from(raw::u16_at(out, add(e, 6, "symbol")?)?);
+            let value = raw::u64_at(out, add(e, 8, "symbol")?)?;
+            let hit = moves.iter().find(|m| {
+                m.index == shndx
+                    && value >= m.old_addr
+                    && value.saturating_sub(m.old_addr) <= m.old_size
+            });
             if let Some(m) = hit {
                 raw::put_u64(
-                    &mut out,
+                    out,
                     add(e, 8, "symbol")?,
-                    m.3.saturating_add(value.saturating_sub(m.1)),
+                    m.addr.saturating_add(value.saturating_sub(m.old_addr)),
                 )?;
                 rebased = rebased.saturating_add(1);
             }
         }
     }
-    if rebased > 0 {
-        notes.push(format!(
-            "moved {rebased} symbol(s) defined in the moved sections (section symbols, `_DYNAMIC`)"
-        ));
-    }
-    Ok(Placed {
-        data: out,
-        at,
-        dynamic_at,
-        notes,
-    })
+    Ok(rebased)
 }
