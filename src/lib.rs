@@ -21,6 +21,7 @@ pub mod wheel;
 mod apply;
 mod audit;
 pub mod budget;
+pub mod changes;
 mod checks;
 pub mod device;
 mod diagnostic;

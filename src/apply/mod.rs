@@ -2,18 +2,24 @@
 
 pub(crate) mod rewrite;
 
-use crate::elf::{DynamicEdits, ElfError, PathKind, patch};
+use crate::changes::Changes;
+use crate::elf::{DynamicEdits, ElfError, PathKind, patch_in_place};
 use crate::plan::ElfEdit;
 
-/// Applies a planned dynamic-section edit to an ELF object and returns the new bytes. The
-/// patcher checks its own output (layout invariants and an independent re-parse) before it
-/// returns it.
-pub fn patch_elf(input: &[u8], edit: &ElfEdit) -> Result<Vec<u8>, ElfError> {
-    let edits = DynamicEdits {
+/// Applies a planned dynamic-section edit to the ELF object in `buf`, in `buf` itself
+/// ([`crate::elf::patch_in_place`]: no second buffer as large as the object), and returns what
+/// changed, from which the input's bytes can be read back. The patcher checks its own output
+/// (layout invariants and an independent re-parse) first; on an error `buf` holds the input
+/// again.
+pub fn patch_elf_in_place(buf: &mut Vec<u8>, edit: &ElfEdit) -> Result<Changes, ElfError> {
+    Ok(patch_in_place(buf, &dynamic_edits(edit))?.changes)
+}
+
+fn dynamic_edits(edit: &ElfEdit) -> DynamicEdits {
+    DynamicEdits {
         soname: edit.set_soname.clone(),
         replace_needed: edit.rename_needed.clone(),
         search_path: edit.search_path.clone(),
         path_kind: PathKind::Keep,
-    };
-    Ok(patch(input, &edits)?.data)
+    }
 }

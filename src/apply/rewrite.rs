@@ -8,22 +8,33 @@
 
 use std::path::Path;
 
+use crate::changes::Changes;
 use crate::elf::ElfInfo;
 use crate::error::Error;
 use crate::output::sha2_digest;
 use crate::wheel::deflate::{self, Compressed};
-use crate::wheel::splice::{Original, Splice};
+use crate::wheel::splice::{Bytes, Original, Splice};
 use crate::wheel::zip::{BlockMark, Member, ZipArchive};
 
 /// The input a rewritten member was made from, owned here so that it can go as soon as the
-/// output knows what it may reuse of it.
+/// output knows what it may reuse of it (when it is held whole: an input edited in its own
+/// buffer costs only its changes).
 pub(crate) struct Input<'a> {
     pub archive: &'a ZipArchive,
     pub member: &'a Member,
     /// Its uncompressed bytes.
-    pub data: Vec<u8>,
+    pub data: Held,
     /// Where its deflate blocks begin.
     pub marks: Vec<BlockMark>,
+}
+
+/// How a rewrite holds the bytes it started from.
+pub(crate) enum Held {
+    /// Whole, in a buffer of their own beside the output.
+    Whole(Vec<u8>),
+    /// In the output's buffer: the output was made by editing them there, and these are the
+    /// changes, from which the splice planner reads the input's bytes back.
+    Edited(Changes),
 }
 
 /// A rewritten member, compressed and described.
@@ -53,7 +64,10 @@ pub(crate) fn encode(
         let orig = Original {
             archive: input.archive,
             member: input.member,
-            data: &input.data,
+            data: match &input.data {
+                Held::Whole(d) => Bytes::Whole(d),
+                Held::Edited(changes) => Bytes::Edited { out, changes },
+            },
             marks: &input.marks,
         };
         Splice::prepare(out, &orig, shifts)

@@ -18,7 +18,9 @@ mod synth;
 
 pub use check::check;
 pub use inspect::{ElfInfo, Inspected, Machine, SectionInfo, SegmentInfo, UnsupportedElf, inspect};
-pub use patch::{DynamicEdits, Method, PatchOutcome, PathKind, patch};
+pub use patch::{
+    DynamicEdits, Method, PatchOutcome, PatchedInPlace, PathKind, patch, patch_in_place,
+};
 
 /// Problems reading or editing an ELF object.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -29,7 +29,12 @@ pub(crate) fn segment_name(p_type: u32) -> String {
     }
 }
 
-fn range(off: u64, len: u64, total: usize, what: &str) -> Result<std::ops::Range<usize>, ElfError> {
+pub(crate) fn range(
+    off: u64,
+    len: u64,
+    total: usize,
+    what: &str,
+) -> Result<std::ops::Range<usize>, ElfError> {
     let end = off
         .checked_add(len)
         .filter(|&e| e <= total as u64)
@@ -86,10 +91,6 @@ pub(crate) fn put(out: &mut [u8], off: u64, src: &[u8]) -> Result<(), ElfError> 
 }
 
 pub(crate) fn put_u16(out: &mut [u8], off: u64, v: u16) -> Result<(), ElfError> {
-    put(out, off, &v.to_le_bytes())
-}
-
-pub(crate) fn put_u32(out: &mut [u8], off: u64, v: u32) -> Result<(), ElfError> {
     put(out, off, &v.to_le_bytes())
 }
 

@@ -1044,10 +1044,11 @@ impl SplitRun<'_> {
             .archive
             .member(member)
             .ok_or_else(|| Error::refused(format!("internal: {loc} vanished"), None))?;
-        // The input is held (kept by the inspect pass, or read again here) and the rewritten
-        // copy beside it; compressed output of large members is spilled. The input stays
+        // The input is held (kept by the inspect pass, or read again here), with a trimmed,
+        // stripped or moved copy beside it when there is one; the patch edits the last of
+        // them in place. Compressed output of large members is spilled. A copy's input stays
         // until the output knows which of its compressed blocks it reuses (`wheel::splice`).
-        let (original, marks, held) = match kept {
+        let (mut original, marks, held) = match kept {
             Some(mut k) => {
                 let marks = std::mem::take(&mut k.marks);
                 let (b, r) = k.into_parts();
@@ -1090,20 +1091,21 @@ impl SplitRun<'_> {
         if let Some(t) = &current {
             shifts.push(t.len() as i64 - original.len() as i64);
         }
+        let mut changes = None;
         if let Some(edit) = edit {
-            let out =
-                apply::patch_elf(current.as_deref().unwrap_or(&original), edit).map_err(|err| {
-                    Error::Elf {
-                        location: loc.clone(),
-                        err,
-                    }
-                })?;
-            current = Some(out);
+            let target = current.as_mut().unwrap_or(&mut original);
+            let c = apply::patch_elf_in_place(target, edit).map_err(|err| Error::Elf {
+                location: loc.clone(),
+                err,
+            })?;
+            changes = current.is_none().then_some(c);
         }
-        // The output, and the input it was made from when they differ.
-        let (out, original) = match current {
-            Some(c) => (c, Some(original)),
-            None => (original, None),
+        // The output, and the input it was made from when they differ: held whole beside a
+        // copy, or read back out of the output that was patched in its buffer.
+        let (out, original) = match (current, changes) {
+            (Some(c), _) => (c, Some(apply::rewrite::Held::Whole(original))),
+            (None, Some(ch)) => (original, Some(apply::rewrite::Held::Edited(ch))),
+            (None, None) => (original, None),
         };
         let input = original
             .filter(|_| !job.canonical)
@@ -1742,14 +1744,18 @@ impl RewriteGuess {
 
 /// How many buffers of a rewritten member's size one worker holds at once, reserved before the
 /// member is admitted (a reservation that grows afterwards cannot wait for room, so it could
-/// take the budget past `--memory`; issue 11): the input and its rewritten copy, and a third
-/// when a trim, a debug strip or a companion move makes an intermediate copy before the patch.
+/// take the budget past `--memory`; issue 11): the input, which the patch edits in its own
+/// buffer; a copy beside it when a trim, a debug strip or a companion move makes one; and a
+/// third when two of those run on one member (the second copy is made from the first). The
+/// patch itself makes no copy, and the splice reads the input back out of the patched bytes.
+/// (A member under the spill size, 16 MiB, also holds its compressed output until it is
+/// written, as it always has.)
 fn buffers_held(opts: &SplitOptions) -> u64 {
-    if opts.trim.is_active() || opts.strip_debug || opts.companions {
-        3
-    } else {
-        2
-    }
+    let copies = [opts.trim.is_active(), opts.strip_debug, opts.companions]
+        .into_iter()
+        .filter(|&on| on)
+        .count() as u64;
+    1 + copies.min(2)
 }
 
 /// Opens and inspects the inputs, refusing any that cannot be rewritten cleanly (as

@@ -379,7 +379,7 @@ fn trim_kept(
                     let input = crate::apply::rewrite::Input {
                         archive: &wheel.archive,
                         member,
-                        data: input,
+                        data: crate::apply::rewrite::Held::Whole(input),
                         marks,
                     };
                     // A library that read as a host object must still read as one:

@@ -30,6 +30,7 @@
 //! only on the original member's bytes (compressed and not) and the output, never on the
 //! thread count.
 
+use std::borrow::Cow;
 use std::fs::File;
 use std::io::{self, Seek, SeekFrom, Write};
 use std::path::Path;
@@ -40,6 +41,7 @@ use zlib_rs::{Inflate, InflateFlush, Status};
 
 use super::deflate::{self, CHUNK, Compressed, Stored};
 use super::zip::{BlockMark, Member, ZipArchive};
+use crate::changes::Changes;
 
 const WINDOW: usize = 32 * 1024;
 /// Runs shorter than this are deflated afresh: not worth a seam.
@@ -53,12 +55,45 @@ const PROBE_IN: usize = 64 * 1024;
 /// Compressed bytes copied at a time.
 const COPY_BUF: usize = 1 << 20;
 
+/// The uncompressed bytes of the member a rewrite started from.
+#[derive(Clone, Copy)]
+pub enum Bytes<'d> {
+    /// Held whole, beside the output.
+    Whole(&'d [u8]),
+    /// Read back out of the output, which was made by editing them in their own buffer: the
+    /// output is `out`, and `changes` says what the edit changed ([`Changes::original`]). The
+    /// planner sees exactly the bytes it would see held whole, without a second buffer.
+    Edited { out: &'d [u8], changes: &'d Changes },
+}
+
+impl<'d> Bytes<'d> {
+    fn len(&self) -> usize {
+        match self {
+            Bytes::Whole(d) => d.len(),
+            Bytes::Edited { changes, .. } => changes.len,
+        }
+    }
+
+    /// The bytes `[a, b)`; `None` when the range is not inside.
+    fn get(&self, a: usize, b: usize) -> Option<Cow<'d, [u8]>> {
+        match self {
+            Bytes::Whole(d) => d.get(a..b).map(Cow::Borrowed),
+            Bytes::Edited { out, changes } => changes.original(out, a, b),
+        }
+    }
+
+    /// True when `[a, b)` holds exactly `other`.
+    fn holds(&self, a: usize, b: usize, other: &[u8]) -> bool {
+        self.get(a, b).is_some_and(|d| *d == *other)
+    }
+}
+
 /// The member a rewrite started from.
 pub struct Original<'a, 'd> {
     pub archive: &'a ZipArchive,
     pub member: &'a Member,
     /// Its uncompressed bytes.
-    pub data: &'d [u8],
+    pub data: Bytes<'d>,
     /// Where its deflate blocks begin, from inflating it.
     pub marks: &'d [BlockMark],
 }
@@ -155,10 +190,17 @@ fn probe(orig: &Original, p: u64, at: usize) -> bool {
     let input = from_bit(&raw, p);
     let mut inf = Inflate::new(false, 15);
     let w = at.min(WINDOW);
-    if w > 0 && inf.set_dictionary(&orig.data[at - w..at]).is_err() {
-        return false;
+    if w > 0 {
+        let Some(dict) = orig.data.get(at - w, at) else {
+            return false;
+        };
+        if inf.set_dictionary(&dict).is_err() {
+            return false;
+        }
     }
-    let want = &orig.data[at..(at + PROBE_OUT).min(orig.data.len())];
+    let Some(want) = orig.data.get(at, (at + PROBE_OUT).min(orig.data.len())) else {
+        return false;
+    };
     let mut got = vec![0u8; want.len() + 1];
     let mut have = 0usize;
     let mut used = 0usize;
@@ -220,7 +262,7 @@ fn resolve(orig: &Original, b: &Boundary, start: bool) -> Option<u64> {
 fn plan(out: &[u8], orig: &Original, extra_shifts: &[i64]) -> Vec<Piece> {
     let bounds = boundaries(orig);
     let shifts = candidate_shifts(out.len(), orig.data.len(), extra_shifts);
-    let runs = find_runs(out, orig.data, &bounds, &shifts);
+    let runs = find_runs(out, &orig.data, &bounds, &shifts);
     let reuse = pin_runs(orig, &bounds, runs);
     let mut pieces = Vec::new();
     let mut pos = 0usize;
@@ -253,7 +295,7 @@ fn plan(out: &[u8], orig: &Original, extra_shifts: &[i64]) -> Vec<Piece> {
 /// Where the original's blocks begin, in its uncompressed bytes and its compressed stream,
 /// from its start to its end; empty blocks between collapse to the one with data.
 fn boundaries(orig: &Original) -> Vec<Boundary> {
-    let data = orig.data;
+    let data = &orig.data;
     let mut bounds: Vec<Boundary> = Vec::with_capacity(orig.marks.len() + 2);
     bounds.push(Boundary { at: 0, byte: 0 });
     for m in orig.marks {
@@ -305,7 +347,7 @@ fn candidate_shifts(out_len: usize, data_len: usize, extra_shifts: &[i64]) -> Ve
 /// matches too.
 fn find_runs(
     out: &[u8],
-    data: &[u8],
+    data: &Bytes,
     bounds: &[Boundary],
     shifts: &[i64],
 ) -> Vec<(usize, usize, i64)> {
@@ -326,11 +368,11 @@ fn find_runs(
         }
         if fresh_start {
             let w = a.min(WINDOW);
-            if oa < w || out[oa - w..oa] != data[a - w..a] {
+            if oa < w || !data.holds(a - w, a, &out[oa - w..oa]) {
                 return false;
             }
         }
-        out[oa..ob] == data[a..b]
+        data.holds(a, b, &out[oa..ob])
     };
     for i in 0..bounds.len() - 1 {
         let mut next = None;

@@ -73,8 +73,45 @@ pub(crate) struct Edited<'e> {
     pub vn_files: Vec<(u64, u32)>,
 }
 
+/// The new file, described rather than built: `inserted` zero bytes at `at` (everything from
+/// `at` on moves down by that much), then `list`'s bytes written over the result in order, at
+/// offsets of the new file. Nothing in a layout reads the output back, so the description can
+/// be carried out on a copy of the input ([`Writes::build`]) or on the input's own buffer
+/// ([`Writes::apply`]), which needs no second buffer as large as the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Writes {
+    pub at: u64,
+    pub inserted: u64,
+    /// The new file's length.
+    pub total: u64,
+    pub list: Vec<(u64, Vec<u8>)>,
+}
+
+impl Writes {
+    /// Records `src` at `off`; an error (never a panic) if it does not fit in the new file.
+    fn put(&mut self, off: u64, src: &[u8]) -> Result<(), ElfError> {
+        // The same check and text as a write into a buffer of the new file's length.
+        let total = usize::try_from(self.total).map_err(|_| internal("size"))?;
+        raw::range(off, src.len() as u64, total, "a write")?;
+        self.list.push((off, src.to_vec()));
+        Ok(())
+    }
+
+    fn put_u16(&mut self, off: u64, v: u16) -> Result<(), ElfError> {
+        self.put(off, &v.to_le_bytes())
+    }
+
+    fn put_u32(&mut self, off: u64, v: u32) -> Result<(), ElfError> {
+        self.put(off, &v.to_le_bytes())
+    }
+
+    fn put_u64(&mut self, off: u64, v: u64) -> Result<(), ElfError> {
+        self.put(off, &v.to_le_bytes())
+    }
+}
+
 pub(crate) struct Laid {
-    pub data: Vec<u8>,
+    pub writes: Writes,
     pub method: Method,
     pub notes: Vec<String>,
 }
@@ -193,27 +230,23 @@ impl Ctx<'_, '_> {
         }
     }
 
-    /// `data[..p] + zeros(delta) + data[p..]`, with the capacity reserved once.
-    fn assemble(&self, delta: u64) -> Result<Vec<u8>, ElfError> {
-        let data = self.elf.data;
-        let p = usize::try_from(self.p).map_err(|_| internal("p"))?;
-        let delta = usize::try_from(delta).map_err(|_| internal("delta"))?;
-        let (head, rest) = data.split_at_checked(p).ok_or_else(|| internal("split"))?;
-        let mut out = Vec::with_capacity(
-            data.len()
-                .checked_add(delta)
-                .ok_or_else(|| internal("size"))?,
-        );
-        out.extend_from_slice(head);
-        out.resize(p + delta, 0);
-        out.extend_from_slice(rest);
-        Ok(out)
+    /// The output's writes, to be made over `data[..p] + zeros(delta) + data[p..]`.
+    fn assemble(&self, delta: u64) -> Result<Writes, ElfError> {
+        let len = self.elf.data.len() as u64;
+        let total = len.checked_add(delta).ok_or_else(|| internal("size"))?;
+        usize::try_from(total).map_err(|_| internal("size"))?;
+        Ok(Writes {
+            at: self.p,
+            inserted: delta,
+            total,
+            list: Vec::new(),
+        })
     }
 
     /// Rewrites the section header table at its new place, with `edit` applied to each header.
     fn write_sections(
         &self,
-        out: &mut [u8],
+        out: &mut Writes,
         delta: u64,
         edit: impl Fn(usize, &mut SectionHeader),
     ) -> Result<(), ElfError> {
@@ -221,7 +254,7 @@ impl Ctx<'_, '_> {
             return Ok(());
         }
         let base = self.moved(self.elf.header.e_shoff, delta);
-        raw::put_u64(out, 40, base)?;
+        out.put_u64(40, base)?;
         for (i, s) in self.elf.shdrs.iter().enumerate() {
             let mut n = *s;
             if i > 0 && n.in_file() {
@@ -230,9 +263,9 @@ impl Ctx<'_, '_> {
             edit(i, &mut n);
             if n != *s {
                 let at = base + i as u64 * SHDR_SIZE;
-                raw::put_u64(out, at + 16, n.sh_addr)?;
-                raw::put_u64(out, at + 24, n.sh_offset)?;
-                raw::put_u64(out, at + 32, n.sh_size)?;
+                out.put_u64(at + 16, n.sh_addr)?;
+                out.put_u64(at + 24, n.sh_offset)?;
+                out.put_u64(at + 32, n.sh_size)?;
             }
         }
         Ok(())
@@ -240,7 +273,7 @@ impl Ctx<'_, '_> {
 
     fn write_phdrs(
         &self,
-        out: &mut [u8],
+        out: &mut Writes,
         phoff: u64,
         phdrs: &[ProgramHeader],
     ) -> Result<(), ElfError> {
@@ -248,17 +281,17 @@ impl Ctx<'_, '_> {
             .ok()
             .filter(|&n| n < 0xffff)
             .ok_or_else(|| ElfError::Unsupported("too many program headers".into()))?;
-        raw::put_u64(out, 32, phoff)?;
-        raw::put_u16(out, 56, phnum)?;
+        out.put_u64(32, phoff)?;
+        out.put_u16(56, phnum)?;
         for (i, ph) in phdrs.iter().enumerate() {
-            raw::put(out, phoff + i as u64 * PHDR_SIZE, &ph.encode())?;
+            out.put(phoff + i as u64 * PHDR_SIZE, &ph.encode())?;
         }
         Ok(())
     }
 
-    fn write_vn_files(&self, out: &mut [u8], vn_files: &[(u64, u32)]) -> Result<(), ElfError> {
+    fn write_vn_files(&self, out: &mut Writes, vn_files: &[(u64, u32)]) -> Result<(), ElfError> {
         for &(field, value) in vn_files {
-            raw::put_u32(out, field, value)?;
+            out.put_u32(field, value)?;
         }
         Ok(())
     }
@@ -304,12 +337,12 @@ pub(crate) fn lay_out(elf: &Elf64, view: &DynView, edited: Edited) -> Result<Lai
 fn in_place(ctx: &Ctx, edited: Edited) -> Result<Laid, ElfError> {
     let view = ctx.view;
     let mut out = ctx.assemble(0)?;
-    raw::put(&mut out, view.strtab.offset, edited.table)?;
+    out.put(view.strtab.offset, edited.table)?;
     let dynamic = encode_dynamic(&edited.entries, view.dynamic.slots)?;
-    raw::put(&mut out, view.dynamic.offset, &dynamic)?;
+    out.put(view.dynamic.offset, &dynamic)?;
     ctx.write_vn_files(&mut out, &edited.vn_files)?;
     Ok(Laid {
-        data: out,
+        writes: out,
         method: Method::InPlace,
         notes: Vec::new(),
     })
@@ -347,10 +380,10 @@ fn extend_last(ctx: &Ctx, mut edited: Edited, li: usize) -> Result<Laid, ElfErro
     set_tag(&mut edited.entries, DT_STRSZ, new_size);
 
     let mut out = ctx.assemble(delta)?;
-    raw::put(&mut out, view.strtab.offset, edited.table)?;
-    raw::put(&mut out, str_end, edited.tail)?;
+    out.put(view.strtab.offset, edited.table)?;
+    out.put(str_end, edited.tail)?;
     let dynamic = encode_dynamic(&edited.entries, view.dynamic.slots)?;
-    raw::put(&mut out, view.dynamic.offset, &dynamic)?;
+    out.put(view.dynamic.offset, &dynamic)?;
     ctx.write_vn_files(&mut out, &edited.vn_files)?;
 
     let mut phdrs = elf.phdrs.clone();
@@ -365,7 +398,7 @@ fn extend_last(ctx: &Ctx, mut edited: Edited, li: usize) -> Result<Laid, ElfErro
         }
     })?;
     Ok(Laid {
-        data: out,
+        writes: out,
         method: Method::AppendedDynstr,
         notes: vec![format!(
             "appended {added} bytes to `.dynstr`, the tail of the last PT_LOAD (segment [{li}]){}",
@@ -677,7 +710,7 @@ fn new_segment(
         .map(|(span, _, _)| span.names(elf))
         .unwrap_or_default();
     Ok(Laid {
-        data: out,
+        writes: out,
         method: Method::NewSegment {
             dynstr: grow_strings,
             dynamic: move_dynamic,
@@ -694,7 +727,7 @@ fn write_tables(
     ctx: &Ctx,
     plan: &Plan,
     edited: &Edited,
-    out: &mut [u8],
+    out: &mut Writes,
     notes: &mut Vec<String>,
 ) -> Result<(), ElfError> {
     let (elf, view) = (ctx.elf, ctx.view);
@@ -705,9 +738,9 @@ fn write_tables(
             span.end - span.start,
             "the moved sections",
         )?;
-        raw::put(out, plan.head_off, block)?;
+        out.put(plan.head_off, block)?;
         // The old place becomes the table's room; what the table does not cover is zeroed.
-        raw::put(out, span.start, &vec![0u8; block.len()])?;
+        out.put(span.start, &vec![0u8; block.len()])?;
         notes.push(format!(
             "moved {} ({:#x} bytes after the program header table) into the new PT_LOAD at {:#x} \
              to make room for one more program header",
@@ -722,8 +755,8 @@ fn write_tables(
     }
     match plan.str_off {
         Some(off) => {
-            raw::put(out, off, edited.table)?;
-            raw::put(out, off + view.strtab.size, edited.tail)?;
+            out.put(off, edited.table)?;
+            out.put(off + view.strtab.size, edited.tail)?;
             notes.push(format!(
                 "moved `.dynstr` ({:#x} bytes, {} of them new) into a new PT_LOAD at {:#x} \
                  (file offset {off:#x}); the old copy is left unreferenced",
@@ -732,11 +765,11 @@ fn write_tables(
                 plan.addr(off)
             ));
         }
-        None => raw::put(out, view.strtab.offset, edited.table)?,
+        None => out.put(view.strtab.offset, edited.table)?,
     }
     match plan.dyn_off {
         Some(off) => {
-            raw::put(out, off, &encode_dynamic(&edited.entries, plan.dyn_slots)?)?;
+            out.put(off, &encode_dynamic(&edited.entries, plan.dyn_slots)?)?;
             notes.push(format!(
                 "moved `.dynamic` ({} entries, no DT_NULL slack left) into a new writable \
                  PT_LOAD at {:#x} (file offset {off:#x}) with {SPARE_DYN_SLOTS} spare slots",
@@ -746,7 +779,7 @@ fn write_tables(
         }
         None => {
             let dynamic = encode_dynamic(&edited.entries, view.dynamic.slots)?;
-            raw::put(out, view.dynamic.offset, &dynamic)?;
+            out.put(view.dynamic.offset, &dynamic)?;
         }
     }
     ctx.write_vn_files(out, &edited.vn_files)?;
@@ -758,7 +791,7 @@ fn write_tables(
 fn place_program_headers(
     ctx: &Ctx,
     plan: &Plan,
-    out: &mut [u8],
+    out: &mut Writes,
     notes: &mut Vec<String>,
 ) -> Result<(), ElfError> {
     let elf = ctx.elf;
@@ -819,7 +852,7 @@ fn section_moves(ctx: &Ctx, plan: &Plan) -> Vec<(usize, u64, u64, u64, u64)> {
 /// many symbols changed.
 fn rebase_symbols(
     ctx: &Ctx,
-    out: &mut [u8],
+    out: &mut Writes,
     delta: u64,
     moves: &[(usize, u64, u64, u64, u64)],
 ) -> Result<usize, ElfError> {
@@ -843,7 +876,7 @@ fn rebase_symbols(
                 index == shndx && value >= old && value - old <= size
             });
             if let Some(&(_, old, _, new, _)) = target {
-                raw::put_u64(out, base + at + 8, new + (value - old))?;
+                out.put_u64(base + at + 8, new + (value - old))?;
                 moved += 1;
             }
         }

@@ -18,6 +18,7 @@ use super::ElfError;
 use super::check::check;
 use super::dynview::DynView;
 use super::inspect::{Inspected, inspect};
+use crate::changes::Changes;
 use crate::elf::consts::{EM_AARCH64, EM_PPC64, EM_X86_64, SHT_GNU_VERDEF, SHT_GNU_VERNEED};
 mod layout;
 mod slide;
@@ -446,6 +447,13 @@ fn verify(out: &[u8], want: &Expected) -> Result<(), ElfError> {
     Ok(())
 }
 
+/// The edit worked out, before any byte is written.
+struct Planned {
+    laid: layout::Laid,
+    want: Expected,
+    notes: Vec<String>,
+}
+
 /// Applies `edits` to the ELF object in `input` and returns the verified new bytes.
 ///
 /// The input is checked first ([`check`]); an input that already breaks the layout rules is
@@ -453,6 +461,96 @@ fn verify(out: &[u8], want: &Expected) -> Result<(), ElfError> {
 /// copy of `.dynstr`, a `.dynamic` and a program header table) and is returned only after it
 /// passes [`check`] and goblin reads back the expected SONAME, NEEDED, RPATH and RUNPATH.
 pub fn patch(input: &[u8], edits: &DynamicEdits) -> Result<PatchOutcome, ElfError> {
+    let (laid, want, notes) = match plan(input, edits)? {
+        None => {
+            return Ok(PatchOutcome {
+                data: input.to_vec(),
+                method: Method::Unchanged,
+                notes: vec!["nothing to change".into()],
+            });
+        }
+        Some(Planned { laid, want, notes }) => (laid, want, notes),
+    };
+    let data = build(input, &laid.writes)?;
+    verify(&data, &want)?;
+    Ok(PatchOutcome {
+        data,
+        method: laid.method,
+        notes,
+    })
+}
+
+/// An object edited in its own buffer ([`patch_in_place`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PatchedInPlace {
+    pub method: Method,
+    pub notes: Vec<String>,
+    /// What changed: the input's bytes can be read back from the buffer through it.
+    pub changes: Changes,
+}
+
+/// [`patch`] made in `buf` itself, which needs no second buffer as large as the object: the
+/// same checks, and the buffer ends up holding the bytes [`patch`] returns. On an error the
+/// buffer holds the input again.
+pub fn patch_in_place(buf: &mut Vec<u8>, edits: &DynamicEdits) -> Result<PatchedInPlace, ElfError> {
+    let (laid, want, notes) = match plan(buf, edits)? {
+        None => {
+            return Ok(PatchedInPlace {
+                method: Method::Unchanged,
+                notes: vec!["nothing to change".into()],
+                changes: Changes {
+                    at: buf.len(),
+                    len: buf.len(),
+                    ..Changes::default()
+                },
+            });
+        }
+        Some(Planned { laid, want, notes }) => (laid, want, notes),
+    };
+    let changes = apply_writes(buf, &laid.writes)?;
+    if let Err(e) = verify(buf, &want) {
+        changes.undo(buf);
+        return Err(e);
+    }
+    Ok(PatchedInPlace {
+        method: laid.method,
+        notes,
+        changes,
+    })
+}
+
+/// The new file [`layout::Writes`] describes, built from a copy of `input`.
+fn build(input: &[u8], writes: &layout::Writes) -> Result<Vec<u8>, ElfError> {
+    let mut out = Vec::new();
+    let total = usize::try_from(writes.total).map_err(|_| too_large())?;
+    out.try_reserve_exact(total).map_err(|_| too_large())?;
+    out.extend_from_slice(input);
+    apply_writes(&mut out, writes)?;
+    Ok(out)
+}
+
+fn too_large() -> ElfError {
+    ElfError::Unsupported("layout arithmetic overflowed (size)".into())
+}
+
+/// Carries out `writes` on `buf`, which holds the input.
+fn apply_writes(buf: &mut Vec<u8>, writes: &layout::Writes) -> Result<Changes, ElfError> {
+    let at = usize::try_from(writes.at).map_err(|_| too_large())?;
+    let inserted = usize::try_from(writes.inserted).map_err(|_| too_large())?;
+    let list: Vec<(usize, &[u8])> = writes
+        .list
+        .iter()
+        .map(|(off, b)| usize::try_from(*off).map(|o| (o, b.as_slice())))
+        .collect::<Result<_, _>>()
+        .map_err(|_| too_large())?;
+    Changes::apply(buf, at, inserted, &list).ok_or_else(|| {
+        ElfError::Unsupported("internal: a layout write falls outside the new file".into())
+    })
+}
+
+/// Reads `input` and works out the edit (see [`patch`]).
+/// `None` when nothing changes.
+fn plan(input: &[u8], edits: &DynamicEdits) -> Result<Option<Planned>, ElfError> {
     validate(edits)?;
     let elf = Elf64::parse(input)?;
     plain_numbering(&elf)?;
@@ -529,14 +627,10 @@ pub fn patch(input: &[u8], edits: &DynamicEdits) -> Result<PatchOutcome, ElfErro
         && pool.tail().is_empty()
         && vn_files.is_empty()
     {
-        return Ok(PatchOutcome {
-            data: input.to_vec(),
-            method: Method::Unchanged,
-            notes: vec!["nothing to change".into()],
-        });
+        return Ok(None);
     }
     let want = expected(&view, edits, path_tag)?;
-    let laid = layout::lay_out(
+    let mut laid = layout::lay_out(
         &elf,
         &view,
         Edited {
@@ -546,13 +640,8 @@ pub fn patch(input: &[u8], edits: &DynamicEdits) -> Result<PatchOutcome, ElfErro
             vn_files,
         },
     )?;
-    notes.extend(laid.notes);
-    verify(&laid.data, &want)?;
-    Ok(PatchOutcome {
-        data: laid.data,
-        method: laid.method,
-        notes,
-    })
+    notes.extend(std::mem::take(&mut laid.notes));
+    Ok(Some(Planned { laid, want, notes }))
 }
 
 #[cfg(test)]
@@ -801,6 +890,88 @@ mod tests {
             Some("libsomething-longer.so.1")
         );
         assert!(added.notes.iter().any(|n| n.contains("added a DT_SONAME")));
+    }
+
+    #[test]
+    fn in_place_gives_the_bytes_a_copy_gets_and_reads_the_input_back() {
+        let inputs = [
+            Synth::default().build(),
+            Synth {
+                pt_null: true,
+                note_after_phdrs: true,
+                ..Synth::default()
+            }
+            .build(),
+            Synth {
+                pt_phdr: true,
+                note_after_phdrs: true,
+                ..Synth::default()
+            }
+            .build(),
+            Synth {
+                dyn_slots: SYNTH_ENTRIES + 1,
+                extra_strings: vec!["/opt/lib"],
+                ..Synth::default()
+            }
+            .build(),
+            Synth {
+                extra_strings: vec!["/opt/lib"],
+                ..Synth::default()
+            }
+            .build(),
+        ];
+        let edits = [
+            path(&[&long()], PathKind::Keep),
+            path(&["/opt/lib"], PathKind::Runpath),
+            path(&[], PathKind::Keep),
+            DynamicEdits {
+                replace_needed: vec![("libdep.so.1".into(), "libx.so.1".into())],
+                soname: Some("libsomething-longer.so.1".into()),
+                ..DynamicEdits::default()
+            },
+            DynamicEdits {
+                replace_needed: vec![("libdep.so.1".into(), "libx.so.1".into())],
+                ..DynamicEdits::default()
+            },
+            DynamicEdits {
+                replace_needed: vec![("nope.so".into(), "b.so".into())],
+                ..DynamicEdits::default()
+            },
+        ];
+        let mut methods = Vec::new();
+        for input in &inputs {
+            for e in &edits {
+                let mut buf = input.clone();
+                match (patch(input, e), patch_in_place(&mut buf, e)) {
+                    (Ok(copy), Ok(done)) => {
+                        assert_eq!(copy.data, buf, "{e:?}");
+                        assert_eq!((&copy.method, &copy.notes), (&done.method, &done.notes));
+                        let back = done.changes.original(&buf, 0, input.len()).unwrap();
+                        assert_eq!(&*back, &input[..], "{e:?}");
+                        assert_eq!(done.changes.is_empty(), copy.data == *input);
+                        done.changes.undo(&mut buf);
+                        assert_eq!(&buf, input);
+                        methods.push(done.method);
+                    }
+                    (Err(a), Err(b)) => {
+                        assert_eq!(a, b);
+                        assert_eq!(&buf, input, "an error leaves the input as it was");
+                    }
+                    (a, b) => panic!(
+                        "{e:?}: {:?} / {:?}",
+                        a.map(|o| o.method),
+                        b.map(|o| o.method)
+                    ),
+                }
+            }
+        }
+        // Every placement was taken at least once.
+        assert!(methods.contains(&Method::InPlace));
+        assert!(
+            methods
+                .iter()
+                .any(|m| matches!(m, Method::NewSegment { .. }))
+        );
     }
 
     #[test]

@@ -67,7 +67,7 @@ fn original<'a>(
     Original {
         archive,
         member: &archive.members()[0],
-        data,
+        data: Bytes::Whole(data),
         marks,
     }
 }
@@ -216,3 +216,56 @@ fn exact_bits_resolve_for_huffman_blocks() {
         marks.len()
     );
 }
+
+#[test]
+fn an_input_read_back_out_of_its_edited_buffer_plans_the_same_splice_as_one_held_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = library_like(3_000_000, 13);
+    let (archive, marks) = zipped(dir.path(), &data, false);
+    let whole = original(&archive, &data, &marks);
+    // Writes near the start, over the insertion and just after it, and at the end (in the
+    // new file's offsets), as the ELF patcher makes them.
+    let cases: Vec<Case> = vec![
+        (data.len(), 0, vec![]),
+        (data.len(), 0, vec![(0x40, b"PATCHED!"), (70_000, b"\xff")]),
+        (
+            2_000_000,
+            8192,
+            vec![
+                (0x40, b"PATCHED!"),
+                (1_999_990, b"across the seam"),
+                (2_004_000, b"inserted"),
+                (2_008_190, b"after"),
+            ],
+        ),
+        (
+            data.len(),
+            4096,
+            vec![(data.len() + 10, b"tail"), (0x200, b"h")],
+        ),
+    ];
+    for (at, inserted, writes) in cases {
+        let mut out = data.clone();
+        let changes = Changes::apply(&mut out, at, inserted, &writes).unwrap();
+        let edited = Original {
+            data: Bytes::Edited {
+                out: &out,
+                changes: &changes,
+            },
+            ..original(&archive, &data, &marks)
+        };
+        let shifts = [inserted as i64];
+        let a = Splice::prepare(&out, &whole, &shifts);
+        let b = Splice::prepare(&out, &edited, &shifts);
+        assert_eq!(a.pieces, b.pieces, "at {at} +{inserted}");
+        assert_eq!(a.stats, b.stats);
+        assert!(b.stats.reused > out.len() as u64 / 2, "{:?}", b.stats);
+        let (ca, _) = a.compress(&out, 6, None).unwrap();
+        let (cb, _) = b.compress(&out, 6, None).unwrap();
+        assert_eq!(ca, cb);
+        assert_eq!(inflate_all(&cb), out);
+    }
+}
+
+/// Where bytes are inserted, how many, and the writes after.
+type Case<'a> = (usize, usize, Vec<(usize, &'a [u8])>);
