@@ -1,6 +1,6 @@
 //! The one reader of ELF structure: the ELF header, the program header table and the section
-//! header table of a 64-bit little-endian file, and the bounds-checked field accessors it is
-//! built from. The patcher ([`super::patch`]), the invariant checker ([`super::check`]), the
+//! header table of a 64-bit little-endian file, read through the bounds-checked accessors of
+//! `bytes.rs` (the one set every stage of `elf/` uses). The patcher ([`super::patch`]), the invariant checker ([`super::check`]), the
 //! dynamic-section view (`dynview.rs`) and the shrinker (`shrink/layout.rs`) all read headers
 //! through [`Elf64::parse`]; nothing else in `elf/` decodes a header table.
 //!
@@ -39,43 +39,7 @@ pub(crate) fn truncated(what: &str, off: u64) -> ElfError {
     ))
 }
 
-/// `len` bytes at `off`, or `Truncated` naming `what`.
-pub(crate) fn bytes_at<'a>(
-    d: &'a [u8],
-    off: u64,
-    len: u64,
-    what: &str,
-) -> Result<&'a [u8], ElfError> {
-    let start = usize::try_from(off).map_err(|_| truncated(what, off))?;
-    let n = usize::try_from(len).map_err(|_| truncated(what, off))?;
-    let end = start.checked_add(n).ok_or_else(|| truncated(what, off))?;
-    d.get(start..end).ok_or_else(|| truncated(what, off))
-}
-
-pub(crate) fn u16_at(d: &[u8], off: u64) -> Result<u16, ElfError> {
-    let b = bytes_at(d, off, 2, "a 16-bit field")?;
-    Ok(u16::from_le_bytes([b[0], b[1]]))
-}
-
-pub(crate) fn u32_at(d: &[u8], off: u64) -> Result<u32, ElfError> {
-    let b = bytes_at(d, off, 4, "a 32-bit field")?;
-    let mut a = [0u8; 4];
-    a.copy_from_slice(b);
-    Ok(u32::from_le_bytes(a))
-}
-
-pub(crate) fn u64_at(d: &[u8], off: u64) -> Result<u64, ElfError> {
-    let b = bytes_at(d, off, 8, "a 64-bit field")?;
-    let mut a = [0u8; 8];
-    a.copy_from_slice(b);
-    Ok(u64::from_le_bytes(a))
-}
-
-/// True when the non-empty half-open ranges `[a, a+a_len)` and `[b, b+b_len)` share a byte
-/// (the patcher's and the shrinker's one test).
-pub(crate) fn overlaps(a: u64, a_len: u64, b: u64, b_len: u64) -> bool {
-    a_len > 0 && b_len > 0 && a < b.saturating_add(b_len) && b < a.saturating_add(a_len)
-}
+pub(crate) use super::bytes::{bytes_at, u16_at, u32_at, u64_at};
 
 /// The NUL-terminated string starting at `off` inside `table` (without the NUL), or `None` when
 /// `off` is outside the table or the string runs off its end.

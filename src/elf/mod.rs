@@ -3,6 +3,7 @@
 //! The header tables are read by one reader, `file.rs`, for the patcher, the checker and the
 //! shrinker alike (goblin, in [`inspect`], is the independent second parser).
 
+mod bytes;
 pub mod check;
 pub mod companion;
 mod consts;

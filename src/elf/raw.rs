@@ -1,6 +1,6 @@
 //! What the patcher ([`super::patch`]) and the dynamic-section view (`dynview.rs`) read and
-//! write *through* the headers: the dynamic array, the symbol-version tables, and the
-//! bounds-checked accessors with the error texts those have always given.
+//! write *through* the headers: the dynamic array and the symbol-version tables. The
+//! bounds-checked accessors are `bytes.rs`'s, re-exported under the names the patcher uses.
 //!
 //! The headers themselves are read by the one ELF reader, `file.rs` ([`Elf64`]).
 
@@ -29,88 +29,9 @@ pub(crate) fn segment_name(p_type: u32) -> String {
     }
 }
 
-pub(crate) fn range(
-    off: u64,
-    len: u64,
-    total: usize,
-    what: &str,
-) -> Result<std::ops::Range<usize>, ElfError> {
-    let end = off
-        .checked_add(len)
-        .filter(|&e| e <= total as u64)
-        .ok_or_else(|| {
-            ElfError::Truncated(format!(
-                "{what} at {off:#x}+{len:#x} ends past the {total:#x} bytes available"
-            ))
-        })?;
-    // Both fit in usize: end <= total, which is a usize.
-    Ok(off as usize..end as usize)
-}
-
-/// The bytes `data[off..off+len]`, or an error naming `what`.
-pub(crate) fn bytes<'a>(
-    data: &'a [u8],
-    off: u64,
-    len: u64,
-    what: &str,
-) -> Result<&'a [u8], ElfError> {
-    let r = range(off, len, data.len(), what)?;
-    data.get(r)
-        .ok_or_else(|| ElfError::Truncated(format!("{what} at {off:#x}")))
-}
-
-pub(crate) fn u16_at(data: &[u8], off: u64) -> Result<u16, ElfError> {
-    let b = bytes(data, off, 2, "a 16-bit field")?;
-    let mut a = [0u8; 2];
-    a.copy_from_slice(b);
-    Ok(u16::from_le_bytes(a))
-}
-
-pub(crate) fn u32_at(data: &[u8], off: u64) -> Result<u32, ElfError> {
-    let b = bytes(data, off, 4, "a 32-bit field")?;
-    let mut a = [0u8; 4];
-    a.copy_from_slice(b);
-    Ok(u32::from_le_bytes(a))
-}
-
-pub(crate) fn u64_at(data: &[u8], off: u64) -> Result<u64, ElfError> {
-    let b = bytes(data, off, 8, "a 64-bit field")?;
-    let mut a = [0u8; 8];
-    a.copy_from_slice(b);
-    Ok(u64::from_le_bytes(a))
-}
-
-/// Writes `src` at `off` in `out`; an error (never a panic) if it does not fit.
-pub(crate) fn put(out: &mut [u8], off: u64, src: &[u8]) -> Result<(), ElfError> {
-    let r = range(off, src.len() as u64, out.len(), "a write")?;
-    let dst = out
-        .get_mut(r)
-        .ok_or_else(|| ElfError::Truncated(format!("a write at {off:#x}")))?;
-    dst.copy_from_slice(src);
-    Ok(())
-}
-
-pub(crate) fn put_u16(out: &mut [u8], off: u64, v: u16) -> Result<(), ElfError> {
-    put(out, off, &v.to_le_bytes())
-}
-
-pub(crate) fn put_u64(out: &mut [u8], off: u64, v: u64) -> Result<(), ElfError> {
-    put(out, off, &v.to_le_bytes())
-}
-
-pub(crate) use super::file::overlaps;
-
-pub(crate) fn align_up(v: u64, align: u64) -> Option<u64> {
-    if align <= 1 {
-        return Some(v);
-    }
-    let rem = v % align;
-    if rem == 0 {
-        Some(v)
-    } else {
-        v.checked_add(align - rem)
-    }
-}
+pub(crate) use super::bytes::{
+    align_up, bytes_at as bytes, overlaps, put, put_u16, put_u64, range, u16_at, u32_at, u64_at,
+};
 
 impl Elf64<'_> {
     /// The single PT_DYNAMIC segment, if any.

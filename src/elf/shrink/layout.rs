@@ -5,58 +5,17 @@
 //! every sum overflow-checked. The numbers are in `elf/consts.rs`.
 
 use crate::elf::ElfError;
+pub(crate) use crate::elf::bytes::{
+    align_up, bytes_at, overlaps, put as put_bytes, put_u16, put_u64, u16_at, u32_at, u64_at,
+    zero_range,
+};
 use crate::elf::consts::{PHDR_SIZE, PT_LOAD, SHF_ALLOC, SHT_NOBITS, SHT_NULL};
 use crate::elf::file::{Elf64, ProgramHeader, check_ident, truncated};
-pub(crate) use crate::elf::file::{bytes_at, overlaps, u16_at, u32_at, u64_at};
-
-/// Writes `bytes` at `off` of `d`, failing (never panicking) when it does not fit.
-pub(crate) fn put_bytes(d: &mut [u8], off: u64, bytes: &[u8]) -> Result<(), ElfError> {
-    let start = usize::try_from(off).map_err(|_| truncated("a patched field", off))?;
-    let end = start
-        .checked_add(bytes.len())
-        .ok_or_else(|| truncated("a patched field", off))?;
-    let dst = d
-        .get_mut(start..end)
-        .ok_or_else(|| truncated("a patched field", off))?;
-    dst.copy_from_slice(bytes);
-    Ok(())
-}
-
-pub(crate) fn put_u16(d: &mut [u8], off: u64, v: u16) -> Result<(), ElfError> {
-    put_bytes(d, off, &v.to_le_bytes())
-}
-
-pub(crate) fn put_u64(d: &mut [u8], off: u64, v: u64) -> Result<(), ElfError> {
-    put_bytes(d, off, &v.to_le_bytes())
-}
-
-/// Fills `len` bytes at `off` with zeros.
-pub(crate) fn zero_range(d: &mut [u8], off: u64, len: u64) -> Result<(), ElfError> {
-    let start = usize::try_from(off).map_err(|_| truncated("a zeroed range", off))?;
-    let n = usize::try_from(len).map_err(|_| truncated("a zeroed range", off))?;
-    let end = start
-        .checked_add(n)
-        .ok_or_else(|| truncated("a zeroed range", off))?;
-    let dst = d
-        .get_mut(start..end)
-        .ok_or_else(|| truncated("a zeroed range", off))?;
-    dst.fill(0);
-    Ok(())
-}
 
 /// `a + b`, or `Malformed` naming `what` on overflow.
 pub(crate) fn add(a: u64, b: u64, what: &str) -> Result<u64, ElfError> {
     a.checked_add(b)
         .ok_or_else(|| ElfError::Malformed(format!("{what} overflows 64 bits")))
-}
-
-/// Rounds `v` up to a multiple of `align` (a power of two, or 0/1 for none).
-pub(crate) fn align_up(v: u64, align: u64) -> Option<u64> {
-    if align <= 1 {
-        return Some(v);
-    }
-    let mask = align - 1;
-    v.checked_add(mask).map(|x| x & !mask)
 }
 
 /// Rounds `v` down to a multiple of `align` (a power of two, or 0/1 for none).
