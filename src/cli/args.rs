@@ -205,14 +205,16 @@ pub struct SplitArgs {
     /// Undo --preload-hook (one set in pyproject.toml, say).
     #[arg(long, overrides_with = "preload_hook", hide_short_help = true)]
     pub no_preload_hook: bool,
-    /// A library too big for one wheel even alone keeps every GPU architecture: its fatbin
-    /// containers / offload bundles are planned into companion shared objects that its
-    /// wrappers reach through the dynamic linker, so every output fits. `--dry-run` shows
-    /// which containers go into which companion and wheel.
+    /// The default, stated: a library too big for one wheel even alone (after --sm/--gfx and
+    /// --strip-debug, when given) keeps every GPU architecture it has: its fatbin containers
+    /// / offload bundles move into companion shared objects beside it that its wrappers reach
+    /// through the dynamic linker, so every output fits. `--dry-run` shows which containers
+    /// go into which companion and wheel. Libraries that fit are never given companions.
     #[arg(long, overrides_with = "no_companions")]
     pub companions: bool,
-    /// Undo --companions (one set in pyproject.toml, say).
-    #[arg(long, overrides_with = "companions", hide_short_help = true)]
+    /// Refuse a library too big for one wheel even alone instead of giving it companions
+    /// (the error says whether companions would make it fit).
+    #[arg(long, overrides_with = "companions")]
     pub no_companions: bool,
     /// Print the plan and write nothing.
     #[arg(long, overrides_with = "no_dry_run")]

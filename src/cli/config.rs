@@ -665,6 +665,20 @@ mod tests {
     }
 
     #[test]
+    fn companions_false_writes_the_no_form() {
+        let py = "[tool.wheelslim.split]\ncompanions = false\n";
+        assert_eq!(
+            run(py, &["wheelslim", "split", "a.whl"]).unwrap(),
+            ["wheelslim", "split", "--no-companions", "a.whl"]
+        );
+        let py = "[tool.wheelslim.split]\ncompanions = true\n";
+        assert_eq!(
+            run(py, &["wheelslim", "split", "a.whl"]).unwrap(),
+            ["wheelslim", "split", "--companions", "a.whl"]
+        );
+    }
+
+    #[test]
     fn preload_hook_comes_from_the_split_table() {
         let py = "[tool.wheelslim.split]\npreload-hook = true\n";
         assert_eq!(

@@ -38,7 +38,8 @@ pub fn run(args: &SplitArgs, printer: &Printer) -> Result<Outcome> {
         trim,
         strip_debug: args.strip_debug,
         preload_hook: args.preload_hook,
-        companions: args.companions,
+        // On by default; --companions is its explicit form (undoing a configured --no-companions).
+        companions: !args.no_companions,
         progress: printer.bytes_progress(),
     };
     let bar = opts.progress.clone();

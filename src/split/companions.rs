@@ -5,6 +5,7 @@
 use serde::Serialize;
 
 use super::{MemberKey, RUNTIME_OVERHEAD, SplitRun};
+use crate::diagnostic::{Diagnostic, Severity};
 use crate::error::Error;
 use crate::plan::companions::{
     self, CompanionAdvice, CompanionFile, Library, Verdict, library_of_member,
@@ -62,7 +63,7 @@ pub(super) fn with_companion_hint(e: Error, advice: &CompanionAdvice, given: boo
     let old = hint.unwrap_or_default();
     let hint = match (&advice.reason, given) {
         (None, false) => format!(
-            "{} (`split --companions --dry-run` shows the plan); or {old}",
+            "{} (they are the default: split without --no-companions; `split --dry-run` shows the plan); or {old}",
             advice.sentence()
         ),
         (None, true) => old,
@@ -136,7 +137,7 @@ impl SplitRun<'_> {
             // Rewritten by the trim/strip: its containers as inspected are not what is left.
             return with_note(
                 e,
-                "`split --companions --dry-run` with the same options shows whether device-code companions would make what the trim leaves fit",
+                "`split --dry-run` with the same options (without --no-companions) shows whether device-code companions would make what the trim leaves fit",
             );
         }
         let room = self.opts.max_size.saturating_sub(RUNTIME_OVERHEAD);
@@ -194,6 +195,214 @@ impl SplitRun<'_> {
                 })
                 .collect(),
         }))
+    }
+}
+
+impl SplitRun<'_> {
+    /// The inspected ELF facts of a member.
+    pub(super) fn host_info(&self, input: usize, member: &str) -> Option<&crate::elf::ElfInfo> {
+        self.inputs[input]
+            .1
+            .members
+            .iter()
+            .find(|f| f.name == member)
+            .and_then(|f| f.host_elf())
+    }
+
+    /// In a real run, a runtime library the trim or strip rewrites, once the trim is done
+    /// (`trimmed`: its bytes after it, `None` when it changed nothing; `gone`: the bytes it
+    /// removed): the library as the trim leaves it, at that size, and its companion plan
+    /// when it is still too big. The size is the dry run's estimate, so the dry run shows this
+    /// plan; the exact sizes are checked once it is compressed ([`Self::replan`]).
+    pub(super) fn plan_after_trim(
+        &self,
+        set: &RuntimeSet,
+        l: &LibraryPlan,
+        trimmed: Option<&[u8]>,
+        gone: u64,
+    ) -> Result<(Option<Library>, Option<CompanionMove>), Error> {
+        let Some(f) = self.inputs[l.input]
+            .1
+            .members
+            .iter()
+            .find(|f| f.name == l.member)
+        else {
+            return Ok((None, None));
+        };
+        let removed = self.debug_of(l.input, &l.member).saturating_add(gone);
+        let bytes = super::estimate_after(f.compressed_size, f.size, removed);
+        let after = trimmed
+            .and_then(|d| library_after_trim(&f.name, d, bytes))
+            .or_else(|| library_of_member(f))
+            .map(|lib| at_size(lib, bytes));
+        if bytes <= self.opts.max_size.saturating_sub(RUNTIME_OVERHEAD) {
+            return Ok((after, None));
+        }
+        let mv = self.companion_move(set, l, bytes, after.as_ref())?;
+        Ok((after, mv))
+    }
+
+    /// A runtime library the trim or strip rewrote, compressed: `host` bytes, and `moved`
+    /// bytes for each companion of `planned` (its plan, from `view`: the library as the trim
+    /// left it, at its estimated size). When one is over the room a wheel has, the estimate
+    /// was too low: the view is scaled by how far off it was and planned again, for the
+    /// member to be rewritten with that plan (at most twice; then the packing refuses it).
+    /// `Ok(None)`: it fits. Companions that cannot help make the refusal, saying why.
+    pub(super) fn replan(
+        &self,
+        (set, l): (&RuntimeSet, &LibraryPlan),
+        view: Option<Library>,
+        planned: Option<&CompanionMove>,
+        (host, moved): (u64, &[u64]),
+        tries: u8,
+    ) -> Result<Option<Forced>, Error> {
+        let room = self.opts.max_size.saturating_sub(RUNTIME_OVERHEAD);
+        if tries >= 2 || (host <= room && moved.iter().all(|&c| c <= room)) {
+            return Ok(None);
+        }
+        let view = view.or_else(|| {
+            let f = self.inputs[l.input]
+                .1
+                .members
+                .iter()
+                .find(|f| f.name == l.member)?;
+            library_of_member(f)
+        });
+        let Some(view) = view else {
+            return Err(self.too_big(l.input, &l.member, host));
+        };
+        // (observed, predicted) of the output that is furthest over its estimate.
+        let mut off = (host, planned.map_or(view.compressed, |m| m.host_after));
+        for (&c, p) in moved.iter().zip(planned.iter().flat_map(|m| &m.companions)) {
+            let predicted = p.file.compressed_bytes;
+            if c as u128 * off.1 as u128 > off.0 as u128 * predicted as u128 {
+                off = (c, predicted);
+            }
+        }
+        if off.0 <= off.1 {
+            return Ok(None);
+        }
+        let lib = scaled(&view, off.0, off.1.max(1));
+        match self.companion_move(set, l, lib.compressed, Some(&lib))? {
+            Some(mv) => Ok(Some(Forced {
+                mv,
+                view: lib,
+                tries: tries + 1,
+            })),
+            None => Err(self.too_big_after(l.input, &l.member, lib.compressed, Some(&lib))),
+        }
+    }
+}
+
+/// A companion plan a rewrite is made again with, after the exact sizes showed the estimate
+/// too low ([`SplitRun::replan`]).
+pub(super) struct Forced {
+    pub mv: CompanionMove,
+    /// The library as the plan saw it.
+    pub view: Library,
+    /// How many times the plan was made again.
+    pub tries: u8,
+}
+
+/// The library with every compressed size scaled by `num / den`.
+fn scaled(lib: &Library, num: u64, den: u64) -> Library {
+    let f = |x: u64| (x as u128 * num as u128 / den.max(1) as u128) as u64;
+    let mut out = lib.clone();
+    out.compressed = f(lib.compressed);
+    out.rest_compressed = f(lib.rest_compressed);
+    for b in &mut out.blocks {
+        b.compressed = f(b.compressed);
+    }
+    for h in &mut out.rest_sections {
+        h.compressed = f(h.compressed);
+    }
+    out
+}
+
+impl SplitRun<'_> {
+    /// The real run's companion moves, those planned before any work and those the rewrite
+    /// stage planned, by library: each with the runtime wheels its host and its companions
+    /// went into and their compressed sizes as written.
+    pub(super) fn written(
+        &self,
+        mut moves: Vec<CompanionMove>,
+        rewritten: &std::collections::HashMap<MemberKey, super::Rewritten>,
+        wheels: &[super::RuntimeWheel],
+    ) -> Vec<CompanionMove> {
+        let mut keys: Vec<&MemberKey> = rewritten
+            .iter()
+            .filter(|(_, r)| r.planned.is_some())
+            .map(|(k, _)| k)
+            .collect();
+        keys.sort();
+        moves.extend(
+            keys.into_iter()
+                .filter_map(|k| rewritten[k].planned.clone()),
+        );
+        for mv in &mut moves {
+            let Some(r) = rewritten.get(&mv.key) else {
+                continue;
+            };
+            mv.host_after = r.compressed.stored_len();
+            for (c, out) in mv.companions.iter_mut().zip(&r.companions) {
+                c.file.compressed_bytes = out.compressed.stored_len();
+            }
+            for rw in wheels.iter().filter(|w| w.set.name == mv.runtime_set) {
+                let Some(j) = rw
+                    .set
+                    .libraries
+                    .iter()
+                    .position(|l| (l.input, &l.member) == (mv.key.0, &mv.key.1))
+                else {
+                    continue;
+                };
+                if rw.libraries.contains(&j) {
+                    mv.host_wheel = rw.name.clone();
+                }
+                for &(h, k) in &rw.companions {
+                    if let Some(c) = mv.companions.get_mut(k).filter(|_| h == j) {
+                        c.wheel = rw.name.clone();
+                    }
+                }
+            }
+        }
+        moves.sort_by(|a, b| a.library.cmp(&b.library));
+        moves
+    }
+
+    /// A note per library whose device code moves into companions (the dry run: would move,
+    /// its sizes estimated), naming it and its companion files.
+    pub(super) fn companion_notes(&self, moves: &[CompanionMove]) -> Vec<Diagnostic> {
+        let size = crate::cli_size;
+        moves
+            .iter()
+            .map(|mv| {
+                let n = mv.companions.len();
+                let names: Vec<&str> = mv.companions.iter().map(|c| c.file.soname.as_str()).collect();
+                let mut wheels: Vec<&str> = vec![mv.host_wheel.as_str()];
+                for c in &mv.companions {
+                    if !wheels.contains(&c.wheel.as_str()) {
+                        wheels.push(&c.wheel);
+                    }
+                }
+                let dry = self.opts.dry_run;
+                let message = format!(
+                    "{} its device code into {n} companion file{} ({}) beside it in {}, keeping every GPU architecture{}: at {} compressed{} it does not fit in a wheel even alone{}",
+                    if dry { "would move" } else { "moved" },
+                    if n == 1 { "" } else { "s" },
+                    names.join(", "),
+                    wheels.join(", "),
+                    if self.trimming() { " the trim left" } else { "" },
+                    size(mv.compressed_before),
+                    if self.changes(mv.key.0, &mv.key.1) { " after the trim/strip" } else { "" },
+                    if dry { " (sizes estimated; the real run checks the exact sizes)" } else { "" },
+                );
+                let location = self.inputs[mv.key.0].0.member_location(&mv.key.1);
+                Diagnostic::new(Severity::Note, &location, message).with_hint(
+                    "its runtime wheels install together (the main wheel requires them); split --no-companions refuses such a library instead",
+                )
+            })
+            .collect()
     }
 }
 

@@ -66,9 +66,10 @@ pub struct SplitOptions {
     /// Make each main package load its runtime wheels' libraries itself, from any `sys.path`
     /// entry, before its extension modules load (`--preload-hook`; see `split::hook`).
     pub preload_hook: bool,
-    /// A library too big for one wheel even alone has its device code planned into
-    /// companion shared objects (`--companions`, see [`crate::plan::companions`]) instead of
-    /// being refused. The dry run shows the plan.
+    /// A library too big for one wheel even alone (after the trim and strip) has its device
+    /// code moved into companion shared objects (see [`crate::plan::companions`]) instead of
+    /// being refused; the CLI's default (`--no-companions` turns it off). The dry run shows
+    /// the plan.
     pub companions: bool,
     /// Counts bytes inspected, rewritten and written, phase by phase (its message names the
     /// phase). Hidden unless the caller draws it.
@@ -91,8 +92,8 @@ pub struct SplitReport {
     /// exact sizes once written).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub size_estimates: Vec<SizeEstimate>,
-    /// In a dry run with `--companions`: the device-code companions of each runtime library
-    /// too big for one wheel even alone, and the wheels they go into.
+    /// The device-code companions of each runtime library too big for one wheel even alone,
+    /// and the wheels they go into (planned in a dry run; as written in a real run).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub companions: Vec<CompanionMove>,
     pub notes: Vec<Diagnostic>,
@@ -134,6 +135,19 @@ fn estimate_after(compressed: u64, size: u64, removed: u64) -> u64 {
     (compressed as u128 * kept / size as u128) as u64
 }
 
+/// The bytes a trim removes from a member of `size` bytes (all of them when it goes): the
+/// same count in the dry run's estimate and the real run's plan after the trim.
+fn trim_gone(size: u64, report: &MemberTrim, removed: bool) -> u64 {
+    if removed {
+        return size;
+    }
+    let dropped: u64 = report.archs.iter().map(|a| a.dropped_bytes).sum();
+    report
+        .bytes_before
+        .saturating_sub(report.bytes_after)
+        .max(dropped)
+}
+
 /// One member's new bytes (or its removal, for a loose device file the trim drops).
 struct Rewritten {
     compressed: Compressed,
@@ -142,8 +156,11 @@ struct Rewritten {
     removed: bool,
     /// Bytes covered by reused input blocks.
     reused: u64,
-    /// The companions its device code moved into (`--companions`), beside it.
+    /// The companions its device code moved into, beside it.
     companions: Vec<companions::CompanionOut>,
+    /// The plan of those companions when the rewrite stage made it (a library still too big
+    /// after the trim or strip).
+    planned: Option<CompanionMove>,
 }
 
 /// Runs `split`: open and inspect, plan, guard, rewrite, pack, assemble, finish.
@@ -178,6 +195,7 @@ pub fn split(
     let mut size_estimates = run.guard_mains(&plan, &dry.estimates)?;
     companions::apply_estimates(&mut size_estimates, &with_companions);
     if opts.dry_run {
+        notes.extend(run.companion_notes(&companions));
         drop(kept);
         return Ok(SplitReport {
             schema: SCHEMA,
@@ -208,6 +226,8 @@ pub fn split(
         }
     }
     let runtime_wheels = run.pack(&plan, &rewrites.members, &canonical)?;
+    let companions = run.written(companions, &rewrites.members, &runtime_wheels);
+    notes.extend(run.companion_notes(&companions));
 
     let built = Built {
         rewritten: &rewrites.members,
@@ -318,8 +338,11 @@ struct Job<'p> {
     input: usize,
     member: String,
     edit: Option<std::borrow::Cow<'p, crate::plan::ElfEdit>>,
-    /// With `--companions`: the plan whose device code moves out of this library first.
+    /// The plan whose device code moves out of this library (made before any work).
     companions: Option<&'p CompanionMove>,
+    /// A runtime library the trim or strip rewrites: whether it fits is known once its bytes
+    /// are, so its companion plan (if it needs one) is made in the rewrite stage.
+    after_trim: Option<(&'p crate::plan::RuntimeSet, &'p crate::plan::LibraryPlan)>,
     /// Compress from the bytes alone, never reusing the input's blocks (runtime libraries
     /// under `--canonical-runtime`).
     canonical: bool,
@@ -340,7 +363,8 @@ enum TrimStep {
     Unchanged,
     /// A loose device file with nothing left for the targets: it goes.
     Removed,
-    Trimmed(Vec<u8>),
+    /// Its bytes after the trim, and the bytes the trim removed as the dry run counts them.
+    Trimmed(Vec<u8>, u64),
 }
 
 /// The new bytes the member lists refer to, besides the inputs.
@@ -722,16 +746,7 @@ impl SplitRun<'_> {
         let Some(t) = t else {
             return Ok(Some((removed, None, None)));
         };
-        let dropped: u64 = t.report.archs.iter().map(|a| a.dropped_bytes).sum();
-        let gone = if t.data.is_none() {
-            f.size
-        } else {
-            t.report
-                .bytes_before
-                .saturating_sub(t.report.bytes_after)
-                .max(dropped)
-        };
-        removed = removed.saturating_add(gone);
+        removed = removed.saturating_add(trim_gone(f.size, &t.report, t.data.is_none()));
         let after = t.data.as_deref().and_then(|d| {
             let bytes = estimate_after(f.compressed_size, f.size, removed);
             companions::library_after_trim(&f.name, d, bytes)
@@ -917,6 +932,7 @@ impl SplitRun<'_> {
                     member: member.clone(),
                     edit: edit.map(std::borrow::Cow::Borrowed),
                     companions: None,
+                    after_trim: None,
                     canonical: false,
                 });
             }
@@ -945,11 +961,15 @@ impl SplitRun<'_> {
                 } else {
                     continue;
                 };
+                // Guarded on its exact size in the rewrite stage (`guard_libraries`).
+                let after_trim = (mv.is_none() && !canonical && self.changes(l.input, &l.member))
+                    .then_some((s, l));
                 jobs.push(Job {
                     input: l.input,
                     member: l.member.clone(),
                     edit,
                     companions: mv,
+                    after_trim,
                     canonical,
                 });
             }
@@ -986,7 +1006,7 @@ impl SplitRun<'_> {
             crate::schedule::largest_first(&job_sizes, |j| {
                 let tick = Tick::new(progress, job_sizes[j]);
                 let job = &jobs[j];
-                let run = || self.rewrite_member(job, take_kept(job), &reread, &trims);
+                let run = || self.rewrite_member(job, take_kept(job), &reread, &trims, None);
                 // The bar moves as the member is compressed, batch by batch; the rest of its
                 // size counts when the job ends, however it ends.
                 deflate::with_progress(tick.sink(), run)
@@ -1028,16 +1048,18 @@ impl SplitRun<'_> {
         })
     }
 
-    /// One job: trim, strip, patch, then the shared tail ([`apply::rewrite::encode`]).
-    /// `None` when nothing changed after all.
+    /// One job: trim, strip, move device code into companions, patch, then the shared tail
+    /// ([`apply::rewrite::encode`]). `None` when nothing changed after all. `forced`: the
+    /// companion plan made from its exact size, when a first pass found the estimate too low.
     fn rewrite_member(
         &self,
         job: &Job,
         kept: Option<Kept>,
         reread: &AtomicUsize,
         trims: &Mutex<Vec<(usize, MemberTrim)>>,
+        forced: Option<&companions::Forced>,
     ) -> Result<Option<Rewritten>, Error> {
-        let (member, edit) = (&job.member, job.edit.as_deref());
+        let member = &job.member;
         let wheel = &self.inputs[job.input].0;
         let loc = wheel.member_location(member);
         let m = wheel
@@ -1064,30 +1086,58 @@ impl SplitRun<'_> {
                 (b, marks, Some(r))
             }
         };
-        let (mut current, moved) = self.companion_step(&loc, &original, job.companions)?;
         let strip = self.debug_of(job.input, member) > 0;
+        let mut current = None;
+        // Bytes the trim removes, counted as the dry run counts them.
+        let mut gone = 0;
         if let Some(f) = self
             .device_of(job.input, member)
             .filter(|_| self.trimming())
         {
             match self.trim_step(job, f, &original, strip, trims)? {
-                TrimStep::Trimmed(d) => current = Some(d),
+                TrimStep::Trimmed(d, g) => (current, gone) = (Some(d), g),
                 TrimStep::Removed => return Ok(Some(Rewritten::removed())),
-                TrimStep::Unchanged if edit.is_none() && !strip => return Ok(None),
                 TrimStep::Unchanged => {}
             }
+        }
+        let trim_shift = current
+            .as_ref()
+            .map(|t| t.len() as i64 - original.len() as i64);
+        // Trim first, then move what is left if it still does not fit (issue 14): the plan
+        // of a library still too big after the trim is made from what the trim leaves, at
+        // the size the dry run estimates, so both show the same plan.
+        let (after, planned) = match (job.after_trim, forced) {
+            (_, Some(f)) => (Some(f.view.clone()), Some(f.mv.clone())),
+            (Some((set, l)), None) => self.plan_after_trim(set, l, current.as_deref(), gone)?,
+            (None, None) => (None, None),
+        };
+        let mv = job.companions.or(planned.as_ref());
+        let origin = match (&planned, job.after_trim) {
+            (Some(_), Some((_, l))) => {
+                companions::with_origin(&l.edit, self.host_info(job.input, member))
+            }
+            _ => None,
+        };
+        let edit = origin.as_ref().or(job.edit.as_deref());
+        if current.is_none() && edit.is_none() && !strip && mv.is_none() {
+            return Ok(None);
         }
         if strip {
             let base = current.as_deref().unwrap_or(&original);
             match self.strip_step(job, m, base, original.len() as u64, trims)? {
                 Some(d) => current = Some(d),
-                None if current.is_none() && edit.is_none() => return Ok(None),
+                None if current.is_none() && edit.is_none() && mv.is_none() => return Ok(None),
                 None => {}
             }
         }
+        let base = current.as_deref().unwrap_or(&original);
+        let (host, moved) = self.companion_step(&loc, base, mv)?;
+        if host.is_some() {
+            current = host;
+        }
         // Shifts at which the output may hold the input's bytes: a trim's cut moves what
-        // follows the fatbin by its own amount, before the patch adds its own.
-        let mut shifts = Vec::new();
+        // follows the fatbin by its own amount, a move and the patch add their own.
+        let mut shifts: Vec<i64> = trim_shift.into_iter().collect();
         if let Some(t) = &current {
             shifts.push(t.len() as i64 - original.len() as i64);
         }
@@ -1127,7 +1177,23 @@ impl SplitRun<'_> {
         };
         let spill = Some(self.opts.wheel_dir.as_path());
         let e = apply::rewrite::encode(&out, input, &shifts, spill, inspect)?;
+        drop(out);
         drop(held);
+        if let Some(target) = job.after_trim {
+            // The exact sizes are the check: over the room, the plan is made again from them
+            // and the member rewritten with it (or refused, saying why).
+            let written: Vec<u64> = moved.iter().map(|c| c.compressed.stored_len()).collect();
+            let sizes = (e.compressed.stored_len(), written.as_slice());
+            let tries = forced.map_or(0, |f| f.tries);
+            if let Some(next) = self.replan(target, after, planned.as_ref(), sizes, tries)? {
+                drop((e, moved));
+                trims
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .retain(|(i, t)| !(*i == job.input && &t.member == member));
+                return self.rewrite_member(job, None, reread, trims, Some(&next));
+            }
+        }
         Ok(Some(Rewritten {
             compressed: e.compressed,
             sha256: e.sha256,
@@ -1135,6 +1201,7 @@ impl SplitRun<'_> {
             removed: false,
             reused: e.reused,
             companions: moved,
+            planned,
         }))
     }
 
@@ -1179,6 +1246,7 @@ impl SplitRun<'_> {
             return Ok(TrimStep::Unchanged);
         };
         let mut report = t.report;
+        let gone = trim_gone(original.len() as u64, &report, t.data.is_none());
         if t.data.is_some() && strip {
             report.method = format!("{}+strip-debug", report.method);
         }
@@ -1187,7 +1255,7 @@ impl SplitRun<'_> {
             .unwrap_or_else(|p| p.into_inner())
             .push((job.input, report));
         Ok(match t.data {
-            Some(d) => TrimStep::Trimmed(d),
+            Some(d) => TrimStep::Trimmed(d, gone),
             None => TrimStep::Removed,
         })
     }
@@ -1254,6 +1322,7 @@ impl Rewritten {
             removed: true,
             reused: 0,
             companions: Vec::new(),
+            planned: None,
         }
     }
 }

@@ -117,15 +117,20 @@ fn split_refusal_names_companions_and_the_dry_run_shows_the_plan() {
         LIMIT,
         "--dry-run",
     ];
-    let o = wheelslim(&base);
+    let mut refused = base.to_vec();
+    refused.push("--no-companions");
+    let o = wheelslim(&refused);
     let err = stderr(&o);
     assert_eq!(code(&o), 2, "{err}");
     assert!(err.contains("cannot fit in a wheel even alone"), "{err}");
     assert!(
         err.contains("--companions would make it fit")
-            && err.contains("`split --companions --dry-run` shows the plan"),
+            && err.contains("split without --no-companions; `split --dry-run` shows the plan"),
         "{err}"
     );
+    // Companions are the default: the plan is the same without the flag.
+    let plain = wheelslim(&base);
+    assert_eq!(code(&plain), 0, "{}", stderr(&plain));
 
     let mut with = base.to_vec();
     with.push("--companions");
@@ -141,6 +146,13 @@ fn split_refusal_names_companions_and_the_dry_run_shows_the_plan() {
         "{text}"
     );
     assert!(text.contains(".nv_fatbin +0x"), "{text}");
+    assert_eq!(stdout(&plain), text);
+    let note = stderr(&o);
+    assert!(
+        note.contains("cudafix/libfix_plain.so: would move its device code into 1 companion file (libfix_plain.wsdev1.so)")
+            && note.contains("(sizes estimated; the real run checks the exact sizes)"),
+        "{note}"
+    );
 
     let mut undone = with.clone();
     undone.push("--no-companions");
@@ -311,7 +323,7 @@ fn a_real_split_writes_companions_that_install_load_and_list_the_same_device_cod
 fn split_refusal_says_why_companions_cannot_help() {
     let tmp = tempdir();
     let w = fixture(CUDAFIX);
-    for extra in [None, Some("--companions")] {
+    for extra in [None, Some("--companions"), Some("--no-companions")] {
         let mut args = vec![
             "split",
             s(&w),
@@ -401,6 +413,18 @@ fn companions_come_from_the_configuration() {
     let mut no = args.to_vec();
     no.push("--no-companions");
     assert_eq!(code(&wheelslim_in(&no, tmp.path())), 2);
+    // `companions = false` refuses as `--no-companions` does; `--companions` undoes it.
+    std::fs::write(
+        tmp.path().join("pyproject.toml"),
+        "[tool.wheelslim.split]\ncompanions = false\n",
+    )
+    .unwrap();
+    let o = wheelslim_in(&args, tmp.path());
+    assert_eq!(code(&o), 2, "{}", stdout(&o));
+    assert!(stderr(&o).contains("--companions would make it fit"));
+    let mut yes = args.to_vec();
+    yes.push("--companions");
+    assert_eq!(code(&wheelslim_in(&yes, tmp.path())), 0);
 }
 
 /// The plan, carried out by the host rewrite on the fixtures: every container the plan moves
@@ -454,4 +478,228 @@ fn the_plan_carried_out_by_the_host_rewrite_fits() {
         planned >= 3,
         "only {planned} fixture libraries were planned"
     );
+}
+
+/// The members of the wheels `split` wrote into `dir`, by name.
+fn members_of(dir: &std::path::Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut all = std::collections::BTreeMap::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let w = e.unwrap().path();
+        let len = std::fs::metadata(&w).unwrap().len();
+        assert!(len <= 266 * 1024, "{} is {len} bytes", w.display());
+        all.extend(read_zip(&w));
+    }
+    all
+}
+
+/// The companion plans of a split's `--json` report: (soname, [(section, offset)]).
+fn plans(v: &serde_json::Value) -> Vec<(String, Vec<(String, u64)>)> {
+    v["companions"][0]["companions"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no companions in {v}"))
+        .iter()
+        .map(|c| {
+            let blocks = c["containers"].as_array().unwrap().iter();
+            let blocks = blocks.map(|b| {
+                (
+                    b["section"].as_str().unwrap().to_string(),
+                    b["offset"].as_u64().unwrap(),
+                )
+            });
+            (c["soname"].as_str().unwrap().to_string(), blocks.collect())
+        })
+        .collect()
+}
+
+/// A real split with `--sm` of a library still too big after the trim: the trim comes first,
+/// then what is left moves into companions (the default), as the dry run planned; cuobjdump
+/// over host and companion lists exactly what the trim alone leaves, and the stand-in runtime
+/// is handed the same containers as from the trimmed library.
+#[test]
+fn a_real_split_trims_first_then_moves_what_is_left() {
+    use crate::companion_host::{Rig, cuobjdump_list_or_empty, wrapper_sections};
+    let tmp = tempdir();
+    let w = fixture(CUDAFIX);
+    let run = |out: &std::path::Path, extra: &[&str]| {
+        let mut args = vec![
+            "--json",
+            "split",
+            s(&w),
+            "-w",
+            s(out),
+            "--move",
+            "libfix_plain.so",
+            "--sm",
+            "80,90,100",
+        ];
+        args.extend(extra);
+        let o = wheelslim(&args);
+        assert_eq!(code(&o), 0, "{}", stderr(&o));
+        (json(&o), stderr(&o))
+    };
+    // The trim alone, under a limit it fits: its library is over 10 KiB compressed.
+    let (trim_only, _) = run(&tmp.path().join("trim"), &[]);
+    let t = trim_only["trimmed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["member"] == "cudafix/libfix_plain.so")
+        .unwrap();
+    assert!(t["zip_after"].as_u64().unwrap() > 10 * 1024, "{t}");
+    let (dry, _) = run(
+        &tmp.path().join("dry"),
+        &["--max-size", "266KiB", "--dry-run"],
+    );
+    let out = tmp.path().join("out");
+    let (real, notes) = run(&out, &["--max-size", "266KiB"]);
+    assert_eq!(plans(&real), plans(&dry));
+    assert!(
+        notes.contains("cudafix/libfix_plain.so: moved its device code into 1 companion file (libfix_plain.wsdev1.so)")
+            && notes.contains("the trim left"),
+        "{notes}"
+    );
+    let trimmed = members_of(&tmp.path().join("trim"));
+    let written = members_of(&out);
+    let lib = "cudafix_runtime_extra/lib/";
+    let dir = tmp.path().join("lib");
+    std::fs::create_dir_all(dir.join("trimmed")).unwrap();
+    let (host, comp, alone) = (
+        dir.join("libfix_plain.so"),
+        dir.join("libfix_plain.wsdev1.so"),
+        dir.join("trimmed/libfix_plain.so"),
+    );
+    std::fs::write(&host, &written[&format!("{lib}libfix_plain.so")]).unwrap();
+    std::fs::write(&comp, &written[&format!("{lib}libfix_plain.wsdev1.so")]).unwrap();
+    std::fs::write(&alone, &trimmed[&format!("{lib}libfix_plain.so")]).unwrap();
+
+    let mut listed = cuobjdump_list_or_empty(&host);
+    listed.extend(crate::shrink_support::cuobjdump_list(&comp, true));
+    let mut expected = crate::shrink_support::cuobjdump_list(&alone, true);
+    listed.sort();
+    expected.sort();
+    assert!(!expected.is_empty());
+    assert_eq!(listed, expected);
+
+    let rig = Rig::new();
+    let want = rig
+        .load(&alone, &wrapper_sections(&std::fs::read(&alone).unwrap()))
+        .unwrap();
+    assert!(
+        want.iter().any(|l| l.starts_with("register wrapper")),
+        "{want:#?}"
+    );
+    let rt = rig.dir.path().join("rt");
+    let got = rig
+        .load_with(
+            &host,
+            &wrapper_sections(&std::fs::read(&host).unwrap()),
+            s(&rt),
+        )
+        .unwrap_or_else(|e| panic!("the host does not load: {e}"));
+    assert_eq!(got, want);
+}
+
+/// Under a limit where the estimate says the trimmed library fits but its exact size does not,
+/// the real run plans its companions from the exact size (the dry run, estimating, plans none).
+#[test]
+fn the_exact_size_after_the_trim_decides() {
+    let tmp = tempdir();
+    let out = tmp.path().join("out");
+    let w = fixture(CUDAFIX);
+    let args = [
+        "--json",
+        "split",
+        s(&w),
+        "-w",
+        s(&out),
+        "--move",
+        "libfix_plain.so",
+        "--sm",
+        "80,90,100",
+        "--max-size",
+        "268KiB",
+    ];
+    let mut dry = args.to_vec();
+    dry.push("--dry-run");
+    let d = wheelslim(&dry);
+    assert_eq!(code(&d), 0, "{}", stderr(&d));
+    assert!(json(&d).get("companions").is_none(), "{}", stdout(&d));
+    let o = wheelslim(&args);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let v = json(&o);
+    let m = &v["companions"][0];
+    assert_eq!(m["file"], "libfix_plain.so", "{v}");
+    assert!(m["compressed_before"].as_u64().unwrap() > 12 * 1024, "{m}");
+    let limit = 268 * 1024 - 256 * 1024;
+    assert!(m["host_after"].as_u64().unwrap() <= limit, "{m}");
+    for e in std::fs::read_dir(&out).unwrap() {
+        let p = e.unwrap().path();
+        assert!(
+            std::fs::metadata(&p).unwrap().len() <= 268 * 1024,
+            "{}",
+            p.display()
+        );
+    }
+    // --no-companions refuses it on its exact size, saying companions would make it fit.
+    let mut no = args.to_vec();
+    no.push("--no-companions");
+    let o = wheelslim(&no);
+    assert_eq!(code(&o), 2);
+    let err = json(&o)["error"]["hint"].as_str().unwrap().to_string();
+    assert!(err.contains("--companions would make it fit"), "{err}");
+}
+
+/// Without any flag, a real split gives a library too big alone its companions, and says so
+/// (text and `--json`), naming it and how many companion files it took.
+#[test]
+fn companions_are_the_default_and_the_summary_says_so() {
+    let tmp = tempdir();
+    let out = tmp.path().join("out");
+    let w = fixture(CUDAFIX);
+    let args = [
+        "split",
+        s(&w),
+        "-w",
+        s(&out),
+        "--move",
+        "libfix_plain.so",
+        "--max-size",
+        LIMIT,
+    ];
+    let o = wheelslim(&args);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("note: ") && err.contains("cudafix-0.1.0-cp311-cp311-manylinux_2_34_x86_64.whl!cudafix/libfix_plain.so: moved its device code into 1 companion file (libfix_plain.wsdev1.so) beside it in cudafix-runtime-extra"),
+        "{err}"
+    );
+    assert!(stdout(&o).contains("companions for "), "{}", stdout(&o));
+    let out2 = tmp.path().join("out2");
+    let mut j = vec!["--json"];
+    j.extend(args);
+    j[4] = s(&out2);
+    let v = json(&wheelslim(&j));
+    assert_eq!(
+        v["companions"][0]["companions"][0]["soname"], "libfix_plain.wsdev1.so",
+        "{v}"
+    );
+    let notes = v["notes"].as_array().unwrap();
+    assert!(
+        notes.iter().any(|n| n["severity"] == "note"
+            && n["location"]
+                .as_str()
+                .unwrap()
+                .ends_with("!cudafix/libfix_plain.so")
+            && n["message"].as_str().unwrap().contains("1 companion file")),
+        "{notes:?}"
+    );
+    let written: Vec<_> = std::fs::read_dir(&out2)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(written.iter().any(|p| {
+        read_zip(p)
+            .iter()
+            .any(|(n, _)| n.ends_with("/libfix_plain.wsdev1.so"))
+    }));
 }
