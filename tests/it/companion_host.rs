@@ -251,7 +251,7 @@ fn check_moved(
     comps
 }
 
-fn check_static(orig: &Path, moved: &Path, companions: &[PathBuf]) {
+pub(crate) fn check_static(orig: &Path, moved: &Path, companions: &[PathBuf]) {
     let readelf = need("readelf", "binutils");
     for file in std::iter::once(moved).chain(companions.iter().map(PathBuf::as_path)) {
         for args in [&["-aW"][..], &["-DW", "--dyn-syms"]] {
@@ -467,6 +467,31 @@ pub(crate) fn cuobjdump_list_or_empty(path: &Path) -> Vec<(String, String)> {
         .collect()
 }
 
+/// `data` with the first `.nvFatBinSegment`'s wrapper data pointers left without a
+/// relocation: their RELATIVE entries become R_X86_64_NONE and each place holds the link-time
+/// address, as in a non-PIE object.
+pub(crate) fn unrelocated_wrappers(data: &[u8]) -> Vec<u8> {
+    let g = goblin::elf::Elf::parse(data).unwrap();
+    let (seg, n) = wrapper_sections(data)[0];
+    let rela = g
+        .section_headers
+        .iter()
+        .find(|s| g.shdr_strtab.get_at(s.sh_name) == Some(".rela.dyn"))
+        .unwrap();
+    let mut norel = data.to_vec();
+    for k in 0..(rela.sh_size / 24) {
+        let at = (rela.sh_offset + k * 24) as usize;
+        let off = u64::from_le_bytes(norel[at..at + 8].try_into().unwrap());
+        if (seg..seg + n * 24).contains(&off) && (off - seg) % 24 == 8 {
+            let addend = norel[at + 16..at + 24].to_vec();
+            norel[at..at + 24].fill(0);
+            let place = off as usize - seg as usize + wrapper_file_off(data);
+            norel[place..place + 8].copy_from_slice(&addend);
+        }
+    }
+    norel
+}
+
 #[test]
 fn refusals_are_named() {
     let data = std::fs::read(fixture("cuda/libfix_plain.so")).unwrap();
@@ -489,27 +514,8 @@ fn refusals_are_named() {
             .contains("cannot be re-pointed, the library stays whole"),
         "{e}"
     );
-    // A wrapper without its relocation: turn the wrappers' RELATIVE entries into R_X86_64_NONE.
-    let g = goblin::elf::Elf::parse(&data).unwrap();
-    let (seg, n) = wrapper_sections(&data)[0];
-    let rela = g
-        .section_headers
-        .iter()
-        .find(|s| g.shdr_strtab.get_at(s.sh_name) == Some(".rela.dyn"))
-        .unwrap();
-    let mut norel = data.clone();
-    for k in 0..(rela.sh_size / 24) {
-        let at = (rela.sh_offset + k * 24) as usize;
-        let off = u64::from_le_bytes(norel[at..at + 8].try_into().unwrap());
-        if (seg..seg + n * 24).contains(&off) && (off - seg) % 24 == 8 {
-            // No relocation at all; the place holds the link-time address, as in a non-PIE
-            // object.
-            let addend = norel[at + 16..at + 24].to_vec();
-            norel[at..at + 24].fill(0);
-            let place = off as usize - seg as usize + wrapper_file_off(&data);
-            norel[place..place + 8].copy_from_slice(&addend);
-        }
-    }
+    // A wrapper without its relocation.
+    let norel = unrelocated_wrappers(&data);
     let e = move_device_code(&norel, &plan).unwrap_err();
     assert!(matches!(e, MoveError::NoRelocation { .. }), "{e}");
     assert!(
@@ -762,7 +768,7 @@ fn hip_blocks(data: &[u8]) -> Vec<MovedBlock> {
 }
 
 /// The HIP fixture's own check functions, loaded with the companions on LD_LIBRARY_PATH.
-fn load_hip_beside(path: &Path) -> String {
+pub(crate) fn load_hip_beside(path: &Path) -> String {
     let py = crate::common::tool_env("WHEELSLIM_PYTHON");
     let (ok, out, err) = run_out(
         Command::new(py)
@@ -820,7 +826,7 @@ fn hip_bundles_move_and_the_fixture_still_reaches_them() {
 }
 
 /// Runs the committed cross loader under qemu with the companions on LD_LIBRARY_PATH.
-fn load_cross(arch: &str, lib: &Path, calls: &[&str]) -> Vec<String> {
+pub(crate) fn load_cross(arch: &str, lib: &Path, calls: &[&str]) -> Vec<String> {
     let (qemu, loader, sysroot) = match arch {
         "aarch64" => (
             need("qemu-aarch64-static", "qemu-user-static"),

@@ -7,6 +7,7 @@ mod cli_conventions;
 mod commit;
 mod common;
 mod companion;
+mod companion_e2e;
 mod companion_host;
 mod companion_plan;
 mod debug_info;
