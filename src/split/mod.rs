@@ -1048,6 +1048,32 @@ impl SplitRun<'_> {
         })
     }
 
+    /// The input bytes of a job's member and where its deflate blocks begin: kept by the
+    /// inspect pass, or read again here (counted in `reread`) under a reservation of every
+    /// buffer the rewrite will hold ([`buffers_held`]).
+    fn hold_input<'s>(
+        &'s self,
+        job: &Job,
+        m: &crate::wheel::zip::Member,
+        loc: &crate::error::Location,
+        kept: Option<Kept<'s>>,
+        reread: &AtomicUsize,
+    ) -> Result<HeldInput<'s>, Error> {
+        if let Some(mut k) = kept {
+            let marks = std::mem::take(&mut k.marks);
+            let (b, r) = k.into_parts();
+            return Ok((b, marks, r));
+        }
+        reread.fetch_add(1, Ordering::Relaxed);
+        let r = self.budget.reserve(m.size.saturating_mul(self.copies()));
+        let wheel = &self.inputs[job.input].0;
+        let (b, marks) = wheel.archive.read_marked(m).map_err(|err| Error::Zip {
+            location: loc.clone(),
+            err,
+        })?;
+        Ok((b, marks, Some(r)))
+    }
+
     /// One job: trim, strip, move device code into companions, patch, then the shared tail
     /// ([`apply::rewrite::encode`]). `None` when nothing changed after all. `forced`: the
     /// companion plan made from its exact size, when a first pass found the estimate too low.
@@ -1070,22 +1096,7 @@ impl SplitRun<'_> {
         // stripped or moved copy beside it when there is one; the patch edits the last of
         // them in place. Compressed output of large members is spilled. A copy's input stays
         // until the output knows which of its compressed blocks it reuses (`wheel::splice`).
-        let (mut original, marks, held) = match kept {
-            Some(mut k) => {
-                let marks = std::mem::take(&mut k.marks);
-                let (b, r) = k.into_parts();
-                (b, marks, r)
-            }
-            None => {
-                reread.fetch_add(1, Ordering::Relaxed);
-                let r = self.budget.reserve(m.size.saturating_mul(self.copies()));
-                let (b, marks) = wheel.archive.read_marked(m).map_err(|err| Error::Zip {
-                    location: loc.clone(),
-                    err,
-                })?;
-                (b, marks, Some(r))
-            }
-        };
+        let (mut original, marks, held) = self.hold_input(job, m, &loc, kept, reread)?;
         let strip = self.debug_of(job.input, member) > 0;
         let mut current = None;
         // Bytes the trim removes, counted as the dry run counts them.
@@ -1810,6 +1821,13 @@ impl RewriteGuess {
             || (needs().next().is_some() && search.is_empty())
     }
 }
+
+/// A job's input bytes, where their deflate blocks begin, and the reservation that holds them.
+type HeldInput<'s> = (
+    Vec<u8>,
+    Vec<crate::wheel::zip::BlockMark>,
+    Option<crate::budget::Reservation<'s>>,
+);
 
 /// How many buffers of a rewritten member's size one worker holds at once, reserved before the
 /// member is admitted (a reservation that grows afterwards cannot wait for room, so it could
