@@ -34,6 +34,7 @@ use crate::output::{
 use crate::plan::pack::pack;
 use crate::plan::{MemberAction, SplitPlan, SplitSettings, plan_split};
 use crate::profile::{ProfileSet, detect_cuda_major};
+use crate::progress::{SharedProgress, Tick};
 use crate::trim::{MemberTrim, TrimError, TrimSettings, trim_member_in};
 use crate::verify::VerifyReport;
 use crate::wheel::deflate::{self, Compressed};
@@ -71,8 +72,8 @@ pub struct SplitOptions {
     /// being refused. The dry run shows the plan.
     pub companions: bool,
     /// Counts bytes inspected, rewritten and written, phase by phase (its message names the
-    /// phase). Hidden unless the caller draws it.
-    pub progress: indicatif::ProgressBar,
+    /// phase); [`crate::progress::none`] unless the caller draws it.
+    pub progress: SharedProgress,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -234,7 +235,7 @@ pub fn split(
             max_size: opts.max_size,
             limits: &opts.limits,
             time: opts.time,
-            progress: Some(&opts.progress),
+            progress: Some(&*opts.progress),
             links: true,
             size_is_error: true,
             what: "split",
@@ -1624,49 +1625,6 @@ impl SplitRun<'_> {
     }
 }
 
-/// Counts one rewritten member's bytes on a progress bar: what its compression reports as it
-/// goes ([`deflate::with_progress`]), never past its size, and the rest of its size when the
-/// job ends, however it ends, so each member counts exactly its size, once.
-struct Tick {
-    bar: indicatif::ProgressBar,
-    size: u64,
-    counted: std::sync::Arc<std::sync::atomic::AtomicU64>,
-}
-
-impl Tick {
-    fn new(bar: &indicatif::ProgressBar, size: u64) -> Tick {
-        Tick {
-            bar: bar.clone(),
-            size,
-            counted: Default::default(),
-        }
-    }
-
-    /// Counts `n` more bytes, up to the member's size.
-    fn add(
-        bar: &indicatif::ProgressBar,
-        size: u64,
-        counted: &std::sync::atomic::AtomicU64,
-        n: u64,
-    ) {
-        use std::sync::atomic::Ordering::Relaxed;
-        if let Ok(before) = counted.fetch_update(Relaxed, Relaxed, |c| Some((c + n).min(size))) {
-            bar.inc((before + n).min(size) - before);
-        }
-    }
-
-    fn sink(&self) -> deflate::ProgressSink {
-        let (bar, size, counted) = (self.bar.clone(), self.size, self.counted.clone());
-        std::sync::Arc::new(move |n| Tick::add(&bar, size, &counted, n))
-    }
-}
-
-impl Drop for Tick {
-    fn drop(&mut self) {
-        Tick::add(&self.bar, self.size, &self.counted, self.size);
-    }
-}
-
 /// Which members `split` will probably rewrite, guessed before the plan exists so that the
 /// inspect pass can keep their bytes instead of inflating them again later. The planner stays
 /// a pure function of the facts: the guess only decides what is cached. A wrong guess costs
@@ -1773,7 +1731,7 @@ fn open_keeping<'b>(
         opts.progress
             .inc_length(wheel.archive.members().iter().map(|m| m.size).sum());
         let inspect = InspectOptions {
-            progress: Some(&opts.progress),
+            progress: Some(&*opts.progress),
             copies: buffers_held(opts),
             ..InspectOptions::default()
         };
@@ -1973,29 +1931,4 @@ fn extension_modules<'f>(
         .collect();
     modules.sort_unstable();
     modules
-}
-
-#[cfg(test)]
-mod tick_tests {
-    use super::*;
-
-    #[test]
-    fn a_rewritten_member_counts_its_size_once_whatever_its_compression_reports() {
-        let bar = indicatif::ProgressBar::hidden();
-        {
-            let t = Tick::new(&bar, 10);
-            let sink = t.sink();
-            deflate::with_progress(sink.clone(), || {
-                deflate::report(4);
-            });
-            assert_eq!(bar.position(), 4);
-            // A splice that falls back compresses again: never counted past the size.
-            sink(9);
-            assert_eq!(bar.position(), 10);
-        }
-        assert_eq!(bar.position(), 10);
-        // A job that reports nothing (a small member, an error) counts when it ends.
-        drop(Tick::new(&bar, 5));
-        assert_eq!(bar.position(), 15);
-    }
 }
