@@ -28,8 +28,8 @@ use crate::elf::{ElfInfo, Inspected};
 use crate::error::Error;
 use crate::facts::{self, InspectOptions, Kept, MemberFacts, WheelFacts, looks_like_shared_object};
 use crate::output::{
-    self, Finish, OutMember, Output, Source, check_distinct, check_input, elf_facts,
-    order_dist_info_last, plain_facts, same_file, sha2_digest,
+    self, Finish, OutMember, Output, OutputKind, OutputSpec, Source, check_distinct, check_input,
+    elf_facts, order_dist_info_last, plain_facts, same_file, sha2_digest,
 };
 use crate::plan::pack::pack;
 use crate::plan::{MemberAction, SplitPlan, SplitSettings, plan_split};
@@ -114,7 +114,7 @@ pub struct SizeEstimate {
     /// The main wheel's file name, or the runtime set's name.
     pub output: String,
     /// `main` or `runtime`.
-    pub kind: &'static str,
+    pub kind: OutputKind,
     /// Compressed bytes of its members, after the trim and the strip (estimated).
     pub bytes: u64,
     /// Bytes before the trim and the strip.
@@ -219,12 +219,20 @@ pub fn split(
     let mut outputs_spec = Vec::new();
     for (mi, m) in plan.mains.iter().enumerate() {
         let members = run.main_members(m, &hooks[mi], &generated, &generated.mains[mi], &built)?;
-        outputs_spec.push((opts.wheel_dir.join(&m.file_name), "main", members));
+        outputs_spec.push(OutputSpec {
+            target: opts.wheel_dir.join(&m.file_name),
+            kind: OutputKind::Main,
+            members,
+        });
     }
     for (ri, rw) in runtime_wheels.iter().enumerate() {
         let gens = &generated.runtimes[ri];
         let (file, members) = run.runtime_members(rw, &generated, gens, &built)?;
-        outputs_spec.push((opts.runtime_dir.join(file), "runtime", members));
+        outputs_spec.push(OutputSpec {
+            target: opts.runtime_dir.join(file),
+            kind: OutputKind::Runtime,
+            members,
+        });
     }
 
     // Write everything to temporary files, check them, then rename them into place.
@@ -815,7 +823,7 @@ impl SplitRun<'_> {
                 let wheels = pack(&items, capacity).map_or(0, |b| b.len());
                 size_estimates.push(SizeEstimate {
                     output: set.name.clone(),
-                    kind: "runtime",
+                    kind: OutputKind::Runtime,
                     bytes: items.iter().map(|(_, b)| b).sum(),
                     bytes_before: set.libraries.iter().map(|l| l.compressed_size).sum(),
                     wheels,
@@ -851,7 +859,7 @@ impl SplitRun<'_> {
         if opts.dry_run && !est.is_empty() {
             size_estimates.push(SizeEstimate {
                 output: m.file_name.clone(),
-                kind: "main",
+                kind: OutputKind::Main,
                 bytes: total,
                 bytes_before: staying_facts().map(|f| f.compressed_size).sum(),
                 wheels: 1,

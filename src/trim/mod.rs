@@ -22,8 +22,8 @@ use crate::error::Error;
 use crate::facts::{self, InspectOptions, Kept, MemberFacts, WheelFacts};
 use crate::fatbin::loose;
 use crate::output::{
-    self, Finish, OutMember, Output, Source, check_distinct, check_input, elf_facts,
-    order_dist_info_last, same_file,
+    self, Finish, OutMember, Output, OutputKind, OutputSpec, Source, check_distinct, check_input,
+    elf_facts, order_dist_info_last, same_file,
 };
 use crate::profile::ProfileSet;
 use crate::progress::SharedProgress;
@@ -156,7 +156,11 @@ pub fn trim(
     for o in &opened {
         let (summary, out) = trimmed_wheel(o, opts);
         wheels.push(summary);
-        specs.push((o.target.clone(), "trimmed", out));
+        specs.push(OutputSpec {
+            target: o.target.clone(),
+            kind: OutputKind::Trimmed,
+            members: out,
+        });
     }
     let settings = &opts.settings;
     let mut report = TrimReport {
