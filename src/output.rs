@@ -319,7 +319,34 @@ pub fn check_written_record(w: &Wheel, facts: &[MemberFacts]) -> RecordCheck {
     check
 }
 
-/// How [`finish`] judges what was written.
+/// The command that writes the outputs: named in messages, and its own advice when an output
+/// is too large.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    Split,
+    Trim,
+}
+
+impl std::fmt::Display for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Command::Split => "split",
+            Command::Trim => "trim",
+        })
+    }
+}
+
+/// Whether [`finish`] refuses outputs whose links do not resolve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkCheck {
+    /// Every NEEDED must resolve inside the written set (split moves libraries between
+    /// wheels).
+    WholeSet,
+    /// Links are not checked: the rewrite changes none (trim).
+    Unchanged,
+}
+
+/// How [`finish`] judges what was written. An output over `max_size` is always refused.
 pub struct Finish<'a> {
     pub profiles: &'a ProfileSet,
     pub max_size: u64,
@@ -327,12 +354,10 @@ pub struct Finish<'a> {
     pub time: ZipTime,
     /// Advanced by each member's uncompressed size as it is written.
     pub progress: Option<&'a dyn Progress>,
-    /// Every NEEDED must resolve inside the written set (split); trim leaves links alone.
-    pub links: bool,
-    /// An output over `max_size` is an error (split); otherwise it is reported.
-    pub size_is_error: bool,
+    /// Whether every NEEDED must resolve inside the written set.
+    pub links: LinkCheck,
     /// The command, for messages.
-    pub what: &'static str,
+    pub what: Command,
     /// Which outputs are installed together (indices into the outputs); `None`: work it out
     /// from the wheels' names and tags.
     pub sets: Option<Vec<Vec<usize>>>,
@@ -409,11 +434,11 @@ fn write_all(
     Ok((written, origins))
 }
 
-/// Refuses an output over the size limit when that is an error; otherwise lists them.
+/// Refuses an output over the size limit; otherwise lists them.
 fn check_sizes(written: &[Written], f: &Finish) -> Result<Vec<Output>, Error> {
     let mut outputs = Vec::new();
     for Written { file: p, kind, .. } in written {
-        if f.size_is_error && p.size > f.max_size {
+        if p.size > f.max_size {
             return Err(Error::refused(
                 format!(
                     "`{}` would be {} ({} bytes), {} over the {} limit; nothing was written",
@@ -423,7 +448,7 @@ fn check_sizes(written: &[Written], f: &Finish) -> Result<Vec<Output>, Error> {
                     crate::checks::mib_text(p.size - f.max_size),
                     crate::checks::mib_text(f.max_size),
                 ),
-                Some(if f.what == "trim" {
+                Some(if f.what == Command::Trim {
                     // trim always has targets: never suggest the option just given.
                     "name fewer targets, add --unmatched drop if code for targets you did not name remains, move vendor libraries out with `wheelslim split`, or raise --max-size to a limit your index allows".into()
                 } else {
@@ -481,16 +506,16 @@ fn check_written(
         .wheels
         .iter()
         .flat_map(|w| w.violations.iter().map(move |v| (w.path.as_str(), v)))
-        .filter(|(_, v)| f.size_is_error || v.rule != "max-size")
         .filter(|(_, v)| !f.known_violations.contains(&v.key()))
         .collect();
+    let links = f.links == LinkCheck::WholeSet;
     let failed = !report.conflicts.is_empty()
-        || (f.links && !new_links.is_empty())
+        || (links && !new_links.is_empty())
         || !new_violations.is_empty();
     if failed {
         let mut lines: Vec<String> = new_links
             .iter()
-            .filter(|_| f.links)
+            .filter(|_| links)
             .map(|u| {
                 format!(
                     "{} needs {} (searched {})",

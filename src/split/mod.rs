@@ -28,8 +28,9 @@ use crate::elf::{ElfInfo, Inspected};
 use crate::error::Error;
 use crate::facts::{self, InspectOptions, Kept, MemberFacts, WheelFacts, looks_like_shared_object};
 use crate::output::{
-    self, Finish, OutMember, Output, OutputKind, OutputSpec, Source, check_distinct, check_input,
-    elf_facts, order_dist_info_last, plain_facts, same_file, sha2_digest,
+    self, Command, Finish, LinkCheck, OutMember, Output, OutputKind, OutputSpec, Source,
+    check_distinct, check_input, elf_facts, order_dist_info_last, plain_facts, same_file,
+    sha2_digest,
 };
 use crate::plan::pack::pack;
 use crate::plan::{MemberAction, SplitPlan, SplitSettings, plan_split};
@@ -244,9 +245,8 @@ pub fn split(
             limits: &opts.limits,
             time: opts.time,
             progress: Some(&*opts.progress),
-            links: true,
-            size_is_error: true,
-            what: "split",
+            links: LinkCheck::WholeSet,
+            what: Command::Split,
             sets: Some(install_sets(&plan, &runtime_wheels)),
             known_unresolved: baseline.unresolved,
             known_violations: baseline.violations,

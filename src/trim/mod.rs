@@ -22,8 +22,8 @@ use crate::error::Error;
 use crate::facts::{self, InspectOptions, Kept, MemberFacts, WheelFacts};
 use crate::fatbin::loose;
 use crate::output::{
-    self, Finish, OutMember, Output, OutputKind, OutputSpec, Source, check_distinct, check_input,
-    elf_facts, order_dist_info_last, same_file,
+    self, Command, Finish, LinkCheck, OutMember, Output, OutputKind, OutputSpec, Source,
+    check_distinct, check_input, elf_facts, order_dist_info_last, same_file,
 };
 use crate::profile::ProfileSet;
 use crate::progress::SharedProgress;
@@ -193,10 +193,8 @@ pub fn trim(
             limits: &opts.limits,
             time: opts.time,
             progress: Some(&*opts.progress),
-            links: false,
-            // `--max-size` holds for trim's outputs as for split's.
-            size_is_error: true,
-            what: "trim",
+            links: LinkCheck::Unchanged,
+            what: Command::Trim,
             sets: Some(sets),
             known_unresolved: baseline.unresolved,
             known_violations: baseline.violations,
