@@ -1052,7 +1052,7 @@ impl SplitRun<'_> {
         let m = wheel
             .archive
             .member(member)
-            .ok_or_else(|| Error::refused(format!("internal: {loc} vanished"), None))?;
+            .ok_or_else(|| Error::internal(format_args!("{loc} vanished")))?;
         // The input is held (kept by the inspect pass, or read again here) and the rewritten
         // copy beside it; compressed output of large members is spilled. The input stays
         // until the output knows which of its compressed blocks it reuses (`wheel::splice`).
@@ -1293,7 +1293,7 @@ impl SplitRun<'_> {
             let m = wheel
                 .archive
                 .member(&l.member)
-                .ok_or_else(|| Error::refused(format!("internal: {loc} vanished"), None))?;
+                .ok_or_else(|| Error::internal(format_args!("{loc} vanished")))?;
             let _r = self.budget.reserve(m.size);
             let bytes = wheel
                 .archive
@@ -1491,9 +1491,10 @@ impl SplitRun<'_> {
                     facts: elf_facts(name, &r.compressed, r.sha256, r.info.clone()),
                 });
             } else {
-                let f = by_name.get(name.as_str()).copied().ok_or_else(|| {
-                    Error::refused(format!("internal: no facts for {name}"), None)
-                })?;
+                let f = by_name
+                    .get(name.as_str())
+                    .copied()
+                    .ok_or_else(|| Error::internal(format_args!("no facts for {name}")))?;
                 members.push(OutMember {
                     name: name.clone(),
                     source: Source::Copy {
@@ -1549,9 +1550,7 @@ impl SplitRun<'_> {
                 .members
                 .iter()
                 .find(|f| f.name == l.member)
-                .ok_or_else(|| {
-                    Error::refused(format!("internal: no facts for {}", l.member), None)
-                })?;
+                .ok_or_else(|| Error::internal(format_args!("no facts for {}", l.member)))?;
             let mut mf = f.clone();
             mf.name = name.clone();
             let source = match built.canonical.get(&key) {
@@ -1888,7 +1887,7 @@ fn plan_hooks(
         let member = wheel
             .archive
             .member(&init)
-            .ok_or_else(|| Error::refused(format!("internal: {loc} vanished"), None))?;
+            .ok_or_else(|| Error::internal(format_args!("{loc} vanished")))?;
         let src = wheel.archive.read(member).map_err(|err| Error::Zip {
             location: loc.clone(),
             err,

@@ -373,10 +373,8 @@ fn trim_kept(
                     // Large outputs are compressed into a temporary file in the
                     // output folder rather than held until the wheel is written.
                     let Some(member) = wheel.archive.member(&f.name) else {
-                        let err = crate::elf::ElfError::OutputCheck(
-                            "internal: the member vanished".into(),
-                        );
-                        return Some(Err(Error::Elf { location: loc, err }));
+                        let err = Error::internal(format_args!("{loc}: the member vanished"));
+                        return Some(Err(err));
                     };
                     let input = crate::apply::rewrite::Input {
                         archive: &wheel.archive,
