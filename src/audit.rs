@@ -15,6 +15,7 @@ use crate::elf::Inspected;
 use crate::facts::{self, InspectOptions, RecordCheck, WheelFacts};
 use crate::links::{self, Resolution, Tree};
 use crate::profile::{Action, ProfileSet, detect_cuda_major};
+use crate::progress::SharedProgress;
 use crate::wheel::{Limits, Scheme, Wheel};
 
 /// Version of the `--json` schema; bumped on any incompatible change.
@@ -31,8 +32,8 @@ pub struct AuditOptions {
     pub memory_budget: u64,
     /// How many of the largest members to list.
     pub largest: usize,
-    /// Counts bytes inspected; hidden unless the caller draws it.
-    pub progress: indicatif::ProgressBar,
+    /// Counts bytes inspected; [`crate::progress::none`] unless the caller draws it.
+    pub progress: SharedProgress,
 }
 
 impl Default for AuditOptions {
@@ -42,7 +43,7 @@ impl Default for AuditOptions {
             limits: Limits::default(),
             memory_budget: 1 << 30,
             largest: 10,
-            progress: indicatif::ProgressBar::hidden(),
+            progress: crate::progress::none(),
         }
     }
 }
@@ -207,7 +208,7 @@ pub fn audit(paths: &[PathBuf], profiles: &ProfileSet, opts: &AuditOptions) -> A
                 opts.progress
                     .inc_length(wheel.archive.members().iter().map(|m| m.size).sum());
                 let inspect = InspectOptions {
-                    progress: Some(&opts.progress),
+                    progress: Some(&*opts.progress),
                     ..InspectOptions::default()
                 };
                 let facts = facts::inspect_wheel(&wheel, inspect, &budget);

@@ -20,12 +20,39 @@ use crate::wheel::record::{Record, RecordEntry, sha256_field};
 use crate::wheel::writer::{Existing, PendingFile, WheelWriter, ZipTime, commit, same_bytes};
 use crate::wheel::{Limits, Wheel};
 
+/// What an output wheel is; serialized (and shown) as `main`, `runtime` or `trimmed`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputKind {
+    /// A split's main wheel: the input's package, without the moved libraries.
+    Main,
+    /// A split's runtime wheel: the moved libraries, shared by the main wheels.
+    Runtime,
+    /// A trimmed copy of an input wheel.
+    Trimmed,
+}
+
+impl OutputKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutputKind::Main => "main",
+            OutputKind::Runtime => "runtime",
+            OutputKind::Trimmed => "trimmed",
+        }
+    }
+}
+
+impl std::fmt::Display for OutputKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One wheel written.
 #[derive(Debug, Clone, Serialize)]
 pub struct Output {
     pub path: String,
-    /// `main`, `runtime` or `trimmed`.
-    pub kind: &'static str,
+    pub kind: OutputKind,
     pub size: u64,
     pub members: usize,
 }
@@ -168,14 +195,39 @@ pub fn order_dist_info_last(members: &mut [OutMember], dist_info: &str) {
     members.sort_by_key(|m| m.name.starts_with(&prefix));
 }
 
+/// One output wheel to write: where, what kind, and its members in order (RECORD is added).
+pub struct OutputSpec<'a> {
+    pub target: PathBuf,
+    pub kind: OutputKind,
+    pub members: Vec<OutMember<'a>>,
+}
+
+impl OutputSpec<'_> {
+    /// Uncompressed bytes of its members.
+    fn size(&self) -> u64 {
+        self.members.iter().map(|m| m.size).sum()
+    }
+}
+
+/// An output in its temporary file: the file, its kind, and its members' facts (RECORD's
+/// last).
+pub struct Written {
+    pub file: PendingFile,
+    pub kind: OutputKind,
+    pub facts: Vec<MemberFacts>,
+}
+
 pub fn write_output(
-    target: &Path,
-    kind: &'static str,
-    members: Vec<OutMember>,
+    spec: OutputSpec,
     time: ZipTime,
     progress: Option<&dyn Progress>,
-) -> Result<(PendingFile, &'static str, Vec<MemberFacts>, String), Error> {
-    let mut w = WheelWriter::create(target, time)?;
+) -> Result<Written, Error> {
+    let OutputSpec {
+        target,
+        kind,
+        members,
+    } = spec;
+    let mut w = WheelWriter::create(&target, time)?;
     let dist_info = members
         .iter()
         .find_map(|m| {
@@ -222,7 +274,11 @@ pub fn write_output(
         text.len() as u64,
         sha2_digest(text.as_bytes()),
     ));
-    Ok((w.finish()?, kind, facts, record_name))
+    Ok(Written {
+        file: w.finish()?,
+        kind,
+        facts,
+    })
 }
 
 /// RECORD as written against the member list and our hashes.
@@ -263,7 +319,34 @@ pub fn check_written_record(w: &Wheel, facts: &[MemberFacts]) -> RecordCheck {
     check
 }
 
-/// How [`finish`] judges what was written.
+/// The command that writes the outputs: named in messages, and its own advice when an output
+/// is too large.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    Split,
+    Trim,
+}
+
+impl std::fmt::Display for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Command::Split => "split",
+            Command::Trim => "trim",
+        })
+    }
+}
+
+/// Whether [`finish`] refuses outputs whose links do not resolve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkCheck {
+    /// Every NEEDED must resolve inside the written set (split moves libraries between
+    /// wheels).
+    WholeSet,
+    /// Links are not checked: the rewrite changes none (trim).
+    Unchanged,
+}
+
+/// How [`finish`] judges what was written. An output over `max_size` is always refused.
 pub struct Finish<'a> {
     pub profiles: &'a ProfileSet,
     pub max_size: u64,
@@ -271,12 +354,10 @@ pub struct Finish<'a> {
     pub time: ZipTime,
     /// Advanced by each member's uncompressed size as it is written.
     pub progress: Option<&'a dyn Progress>,
-    /// Every NEEDED must resolve inside the written set (split); trim leaves links alone.
-    pub links: bool,
-    /// An output over `max_size` is an error (split); otherwise it is reported.
-    pub size_is_error: bool,
+    /// Whether every NEEDED must resolve inside the written set.
+    pub links: LinkCheck,
     /// The command, for messages.
-    pub what: &'static str,
+    pub what: Command,
     /// Which outputs are installed together (indices into the outputs); `None`: work it out
     /// from the wheels' names and tags.
     pub sets: Option<Vec<Vec<usize>>>,
@@ -292,7 +373,7 @@ pub struct Finish<'a> {
 /// (sizes, RECORD against our own hashes, upload rules, optionally links over the whole set),
 /// and renames everything into place only if all of it passed.
 pub fn finish(
-    outputs_spec: Vec<(PathBuf, &'static str, Vec<OutMember>)>,
+    outputs_spec: Vec<OutputSpec>,
     f: &Finish,
 ) -> Result<(Vec<Output>, VerifyReport), Error> {
     let (written, origins) = write_all(outputs_spec, f)?;
@@ -303,38 +384,31 @@ pub fn finish(
     Ok((outputs, report))
 }
 
-/// An output in its temporary file: the file, its kind, its members' facts, RECORD's name.
-type Written = (PendingFile, &'static str, Vec<MemberFacts>, String);
+/// Where each of a runtime wheel's copied members comes from: its name → the input member's
+/// location (`dist/x.whl!pkg/lib.so`); empty for the other outputs.
+type Origins = HashMap<String, String>;
 
 /// Writes every output to its temporary file, the largest first, and says where each runtime
 /// wheel's copied members come from (to name them if it conflicts with one already there).
-#[allow(clippy::type_complexity)]
 fn write_all(
-    outputs_spec: Vec<(PathBuf, &'static str, Vec<OutMember>)>,
+    outputs_spec: Vec<OutputSpec>,
     f: &Finish,
-) -> Result<(Vec<Written>, Vec<HashMap<String, String>>), Error> {
+) -> Result<(Vec<Written>, Vec<Origins>), Error> {
     // Write everything to temporary files, the largest outputs first.
     if let Some(p) = f.progress {
         p.set_message("writing");
         p.set_position(0);
-        p.set_length(
-            outputs_spec
-                .iter()
-                .flat_map(|(_, _, ms)| ms.iter().map(|m| m.size))
-                .sum(),
-        );
+        p.set_length(outputs_spec.iter().map(OutputSpec::size).sum());
     }
-    let sizes: Vec<u64> = outputs_spec
-        .iter()
-        .map(|(_, _, ms)| ms.iter().map(|m| m.size).sum())
-        .collect();
+    let sizes: Vec<u64> = outputs_spec.iter().map(OutputSpec::size).collect();
     // Where each runtime wheel's members come from, to name them if the runtime wheel
     // conflicts with one already there.
-    let origins: Vec<HashMap<String, String>> = outputs_spec
+    let origins: Vec<Origins> = outputs_spec
         .iter()
-        .map(|(_, kind, ms)| {
-            ms.iter()
-                .filter(|_| *kind == "runtime")
+        .map(|spec| {
+            spec.members
+                .iter()
+                .filter(|_| spec.kind == OutputKind::Runtime)
                 .filter_map(|m| match &m.source {
                     Source::Copy { wheel, member } => {
                         Some((m.name.clone(), wheel.member_location(member).to_string()))
@@ -345,27 +419,26 @@ fn write_all(
         })
         .collect();
     // Each worker takes its output's member list out of its slot.
-    type Slot<'m> = std::sync::Mutex<Option<(PathBuf, &'static str, Vec<OutMember<'m>>)>>;
+    type Slot<'m> = std::sync::Mutex<Option<OutputSpec<'m>>>;
     let specs: Vec<Slot> = outputs_spec
         .into_iter()
         .map(|s| std::sync::Mutex::new(Some(s)))
         .collect();
     let written: Vec<Written> = crate::schedule::largest_first(&sizes, |i| {
         let taken = specs[i].lock().unwrap_or_else(|p| p.into_inner()).take();
-        let (target, kind, members) =
-            taken.ok_or_else(|| Error::internal("output written twice"))?;
-        write_output(&target, kind, members, f.time, f.progress)
+        let spec = taken.ok_or_else(|| Error::internal("output written twice"))?;
+        write_output(spec, f.time, f.progress)
     })
     .into_iter()
     .collect::<Result<_, Error>>()?;
     Ok((written, origins))
 }
 
-/// Refuses an output over the size limit when that is an error; otherwise lists them.
+/// Refuses an output over the size limit; otherwise lists them.
 fn check_sizes(written: &[Written], f: &Finish) -> Result<Vec<Output>, Error> {
     let mut outputs = Vec::new();
-    for (p, kind, _, _) in written {
-        if f.size_is_error && p.size > f.max_size {
+    for Written { file: p, kind, .. } in written {
+        if p.size > f.max_size {
             return Err(Error::refused(
                 format!(
                     "`{}` would be {} ({} bytes), {} over the {} limit; nothing was written",
@@ -375,7 +448,7 @@ fn check_sizes(written: &[Written], f: &Finish) -> Result<Vec<Output>, Error> {
                     crate::checks::mib_text(p.size - f.max_size),
                     crate::checks::mib_text(f.max_size),
                 ),
-                Some(if f.what == "trim" {
+                Some(if f.what == Command::Trim {
                     // trim always has targets: never suggest the option just given.
                     "name fewer targets, add --unmatched drop if code for targets you did not name remains, move vendor libraries out with `wheelslim split`, or raise --max-size to a limit your index allows".into()
                 } else {
@@ -385,7 +458,7 @@ fn check_sizes(written: &[Written], f: &Finish) -> Result<Vec<Output>, Error> {
         }
         outputs.push(Output {
             path: p.target.display().to_string(),
-            kind,
+            kind: *kind,
             size: p.size,
             members: 0,
         });
@@ -402,7 +475,12 @@ fn check_written(
     f: &Finish,
 ) -> Result<VerifyReport, Error> {
     let mut reopened = Vec::new();
-    for (p, _, member_facts, _) in written {
+    for Written {
+        file: p,
+        facts: member_facts,
+        ..
+    } in written
+    {
         let w = Wheel::open_as(p.temp_path(), &p.target, f.limits)?;
         let f = WheelFacts {
             members: member_facts.clone(),
@@ -428,16 +506,16 @@ fn check_written(
         .wheels
         .iter()
         .flat_map(|w| w.violations.iter().map(move |v| (w.path.as_str(), v)))
-        .filter(|(_, v)| f.size_is_error || v.rule != "max-size")
         .filter(|(_, v)| !f.known_violations.contains(&v.key()))
         .collect();
+    let links = f.links == LinkCheck::WholeSet;
     let failed = !report.conflicts.is_empty()
-        || (f.links && !new_links.is_empty())
+        || (links && !new_links.is_empty())
         || !new_violations.is_empty();
     if failed {
         let mut lines: Vec<String> = new_links
             .iter()
-            .filter(|_| f.links)
+            .filter(|_| links)
             .map(|u| {
                 format!(
                     "{} needs {} (searched {})",
@@ -460,11 +538,7 @@ fn check_written(
 }
 
 /// Puts every output in place at once, or none.
-fn commit_outputs(
-    written: Vec<Written>,
-    origins: &[HashMap<String, String>],
-    f: &Finish,
-) -> Result<(), Error> {
+fn commit_outputs(written: Vec<Written>, origins: &[Origins], f: &Finish) -> Result<(), Error> {
     // Runtime wheels are shared: several builds (one per Python version, in the usual
     // cibuildwheel recipe) write theirs into one --runtime-dir, and the main wheels each build
     // wrote need the runtime wheel that was there when they were split. One of the same name
@@ -472,8 +546,13 @@ fn commit_outputs(
     // is. Main and trimmed wheels belong to their own input alone: a rerun after a change
     // replaces them, as any build tool replaces its outputs.
     let mut pending: Vec<PendingFile> = Vec::new();
-    for (i, (mut p, kind, member_facts, _)) in written.into_iter().enumerate() {
-        if kind == "runtime" {
+    for (i, w) in written.into_iter().enumerate() {
+        let Written {
+            file: mut p,
+            kind,
+            facts: member_facts,
+        } = w;
+        if kind == OutputKind::Runtime {
             p.existing = Existing::MustMatch;
             if std::fs::metadata(&p.target).is_ok_and(|m| m.is_file()) {
                 if same_bytes(p.temp_path(), &p.target).unwrap_or(false) {
@@ -493,7 +572,7 @@ fn commit_outputs(
 fn runtime_conflict(
     p: &PendingFile,
     facts: &[MemberFacts],
-    origins: &HashMap<String, String>,
+    origins: &Origins,
     limits: &Limits,
 ) -> Error {
     let target = p.target.display();

@@ -4,6 +4,8 @@
 
 use std::fmt::Debug;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::Relaxed;
 
 /// A counter of bytes in named phases ("inspecting", "writing"). Every method does nothing
 /// unless the implementation says otherwise; it is shared by the worker threads.
@@ -32,6 +34,46 @@ pub type SharedProgress = Arc<dyn Progress>;
 /// The no-op [`SharedProgress`].
 pub fn none() -> SharedProgress {
     Arc::new(NoProgress)
+}
+
+/// Counts one job's bytes on a [`Progress`]: what the job reports as it goes (through
+/// [`Tick::sink`], e.g. a compression reporting batch by batch), never past its size, and the
+/// rest of its size when the `Tick` is dropped, however the job ends, so each job counts
+/// exactly its size, once. Shared by the worker threads of one job.
+pub struct Tick {
+    progress: SharedProgress,
+    size: u64,
+    counted: Arc<AtomicU64>,
+}
+
+impl Tick {
+    pub fn new(progress: &SharedProgress, size: u64) -> Tick {
+        Tick {
+            progress: progress.clone(),
+            size,
+            counted: Arc::default(),
+        }
+    }
+
+    /// Counts `n` more bytes, up to the job's size.
+    fn add(progress: &dyn Progress, size: u64, counted: &AtomicU64, n: u64) {
+        if let Ok(before) = counted.fetch_update(Relaxed, Relaxed, |c| Some((c + n).min(size))) {
+            progress.inc((before + n).min(size) - before);
+        }
+    }
+
+    /// A counter of this job's bytes that can be handed to whoever reports them
+    /// (`wheel::deflate::with_progress` takes it as its sink).
+    pub fn sink(&self) -> Arc<dyn Fn(u64) + Send + Sync> {
+        let (progress, size, counted) = (self.progress.clone(), self.size, self.counted.clone());
+        Arc::new(move |n| Tick::add(&*progress, size, &counted, n))
+    }
+}
+
+impl Drop for Tick {
+    fn drop(&mut self) {
+        Tick::add(&*self.progress, self.size, &self.counted, self.size);
+    }
 }
 
 /// A progress that only counts, for tests: the position, and the total.
@@ -64,5 +106,31 @@ impl Progress for Counter {
     }
     fn inc(&self, n: u64) {
         self.done.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rewritten_member_counts_its_size_once_whatever_its_compression_reports() {
+        let counter = Arc::new(Counter::default());
+        let progress: SharedProgress = counter.clone();
+        {
+            let t = Tick::new(&progress, 10);
+            let sink = t.sink();
+            crate::wheel::deflate::with_progress(sink.clone(), || {
+                crate::wheel::deflate::report(4);
+            });
+            assert_eq!(counter.position(), 4);
+            // A splice that falls back compresses again: never counted past the size.
+            sink(9);
+            assert_eq!(counter.position(), 10);
+        }
+        assert_eq!(counter.position(), 10);
+        // A job that reports nothing (a small member, an error) counts when it ends.
+        drop(Tick::new(&progress, 5));
+        assert_eq!(counter.position(), 15);
     }
 }

@@ -27,14 +27,14 @@ pub fn profiles(specs: &[String]) -> Result<ProfileSet> {
 pub fn run(args: &AuditArgs, g: &GlobalArgs, printer: &Printer) -> Result<Outcome> {
     let profiles = profiles(&args.profiles)?;
     let wheels = crate::input::expand_folders(&args.wheels).map_err(crate::Error::from)?;
+    let bar = printer.bytes_progress();
     let opts = AuditOptions {
         max_size: args.max_size,
         limits: limits(&args.archive),
         memory_budget: args.archive.memory,
         largest: args.largest,
-        progress: printer.bytes_progress(),
+        progress: std::sync::Arc::new(bar.clone()),
     };
-    let bar = opts.progress.clone();
     bar.set_message("inspecting");
     let report = audit(&wheels, &profiles, &opts);
     bar.finish_and_clear();

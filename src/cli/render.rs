@@ -589,7 +589,7 @@ pub fn split(r: &crate::split::SplitReport, verbose: u8) -> String {
     split_trimmed(&mut o, r, verbose);
     crate::split::render_companions(&mut o, &r.companions, &size, cap(usize::MAX, verbose));
     for e in &r.size_estimates {
-        let parts = if e.kind == "runtime" && e.wheels > 1 {
+        let parts = if e.kind == crate::output::OutputKind::Runtime && e.wheels > 1 {
             format!(", {} wheels", e.wheels)
         } else {
             String::new()

@@ -17,6 +17,7 @@ pub fn run(args: &SplitArgs, printer: &Printer) -> Result<Outcome> {
     // Members get their share of --memory; with --sm/--gfx, decompressed device code has the
     // other half (issue 11: each had all of it, so the worst case was twice --memory).
     let memory_budget = crate::budget::Shares::of(args.archive.memory, trim.is_active()).members;
+    let bar = printer.bytes_progress();
     let opts = SplitOptions {
         settings: SplitSettings {
             upstream: args.upstream,
@@ -40,9 +41,8 @@ pub fn run(args: &SplitArgs, printer: &Printer) -> Result<Outcome> {
         preload_hook: args.preload_hook,
         // On by default; --companions is its explicit form (undoing a configured --no-companions).
         companions: !args.no_companions,
-        progress: printer.bytes_progress(),
+        progress: std::sync::Arc::new(bar.clone()),
     };
-    let bar = opts.progress.clone();
     let report = crate::input::expand_folders(&args.wheels)
         .map_err(crate::Error::from)
         .and_then(|w| split(&w, &profiles, &opts));

@@ -987,7 +987,7 @@ fn add_to_set(
     let info = d
         .member
         .host_elf()
-        .ok_or_else(|| Error::refused("internal: moved member is not ELF", None))?;
+        .ok_or_else(|| Error::internal("moved member is not ELF"))?;
     let new_path = format!("{dir}/{file}");
     let mut set_reqs = BTreeSet::new();
     let mut set_wanted = BTreeSet::new();

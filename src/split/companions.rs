@@ -483,7 +483,10 @@ pub(super) struct SetWithCompanions {
 
 /// The dry run's size estimates of runtime sets, with their companions counted.
 pub(super) fn apply_estimates(estimates: &mut [super::SizeEstimate], sets: &[SetWithCompanions]) {
-    for e in estimates.iter_mut().filter(|e| e.kind == "runtime") {
+    for e in estimates
+        .iter_mut()
+        .filter(|e| e.kind == crate::output::OutputKind::Runtime)
+    {
         if let Some(s) = sets.iter().find(|s| s.name == e.output) {
             e.bytes = s.bytes;
             e.wheels = s.wheels;

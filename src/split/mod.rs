@@ -28,12 +28,14 @@ use crate::elf::{ElfInfo, Inspected};
 use crate::error::Error;
 use crate::facts::{self, InspectOptions, Kept, MemberFacts, WheelFacts, looks_like_shared_object};
 use crate::output::{
-    self, Finish, OutMember, Output, Source, check_distinct, check_input, elf_facts,
-    order_dist_info_last, plain_facts, same_file, sha2_digest,
+    self, Command, Finish, LinkCheck, OutMember, Output, OutputKind, OutputSpec, Source,
+    check_distinct, check_input, elf_facts, order_dist_info_last, plain_facts, same_file,
+    sha2_digest,
 };
 use crate::plan::pack::pack;
 use crate::plan::{MemberAction, SplitPlan, SplitSettings, plan_split};
 use crate::profile::{ProfileSet, detect_cuda_major};
+use crate::progress::{SharedProgress, Tick};
 use crate::trim::{MemberTrim, TrimError, TrimSettings, trim_member_in};
 use crate::verify::VerifyReport;
 use crate::wheel::deflate::{self, Compressed};
@@ -72,8 +74,8 @@ pub struct SplitOptions {
     /// the plan.
     pub companions: bool,
     /// Counts bytes inspected, rewritten and written, phase by phase (its message names the
-    /// phase). Hidden unless the caller draws it.
-    pub progress: indicatif::ProgressBar,
+    /// phase); [`crate::progress::none`] unless the caller draws it.
+    pub progress: SharedProgress,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -114,7 +116,7 @@ pub struct SizeEstimate {
     /// The main wheel's file name, or the runtime set's name.
     pub output: String,
     /// `main` or `runtime`.
-    pub kind: &'static str,
+    pub kind: OutputKind,
     /// Compressed bytes of its members, after the trim and the strip (estimated).
     pub bytes: u64,
     /// Bytes before the trim and the strip.
@@ -238,12 +240,20 @@ pub fn split(
     let mut outputs_spec = Vec::new();
     for (mi, m) in plan.mains.iter().enumerate() {
         let members = run.main_members(m, &hooks[mi], &generated, &generated.mains[mi], &built)?;
-        outputs_spec.push((opts.wheel_dir.join(&m.file_name), "main", members));
+        outputs_spec.push(OutputSpec {
+            target: opts.wheel_dir.join(&m.file_name),
+            kind: OutputKind::Main,
+            members,
+        });
     }
     for (ri, rw) in runtime_wheels.iter().enumerate() {
         let gens = &generated.runtimes[ri];
         let (file, members) = run.runtime_members(rw, &generated, gens, &built)?;
-        outputs_spec.push((opts.runtime_dir.join(file), "runtime", members));
+        outputs_spec.push(OutputSpec {
+            target: opts.runtime_dir.join(file),
+            kind: OutputKind::Runtime,
+            members,
+        });
     }
 
     // Write everything to temporary files, check them, then rename them into place.
@@ -254,10 +264,9 @@ pub fn split(
             max_size: opts.max_size,
             limits: &opts.limits,
             time: opts.time,
-            progress: Some(&opts.progress),
-            links: true,
-            size_is_error: true,
-            what: "split",
+            progress: Some(&*opts.progress),
+            links: LinkCheck::WholeSet,
+            what: Command::Split,
             sets: Some(install_sets(&plan, &runtime_wheels)),
             known_unresolved: baseline.unresolved,
             known_violations: baseline.violations,
@@ -829,7 +838,7 @@ impl SplitRun<'_> {
                 let wheels = pack(&items, capacity).map_or(0, |b| b.len());
                 size_estimates.push(SizeEstimate {
                     output: set.name.clone(),
-                    kind: "runtime",
+                    kind: OutputKind::Runtime,
                     bytes: items.iter().map(|(_, b)| b).sum(),
                     bytes_before: set.libraries.iter().map(|l| l.compressed_size).sum(),
                     wheels,
@@ -865,7 +874,7 @@ impl SplitRun<'_> {
         if opts.dry_run && !est.is_empty() {
             size_estimates.push(SizeEstimate {
                 output: m.file_name.clone(),
-                kind: "main",
+                kind: OutputKind::Main,
                 bytes: total,
                 bytes_before: staying_facts().map(|f| f.compressed_size).sum(),
                 wheels: 1,
@@ -1091,7 +1100,7 @@ impl SplitRun<'_> {
         let m = wheel
             .archive
             .member(member)
-            .ok_or_else(|| Error::refused(format!("internal: {loc} vanished"), None))?;
+            .ok_or_else(|| Error::internal(format_args!("{loc} vanished")))?;
         // The input is held (kept by the inspect pass, or read again here), with a trimmed,
         // stripped or moved copy beside it when there is one; the patch edits the last of
         // them in place. Compressed output of large members is spilled. A copy's input stays
@@ -1366,7 +1375,7 @@ impl SplitRun<'_> {
             let m = wheel
                 .archive
                 .member(&l.member)
-                .ok_or_else(|| Error::refused(format!("internal: {loc} vanished"), None))?;
+                .ok_or_else(|| Error::internal(format_args!("{loc} vanished")))?;
             let _r = self.budget.reserve(m.size);
             let bytes = wheel
                 .archive
@@ -1564,9 +1573,10 @@ impl SplitRun<'_> {
                     facts: elf_facts(name, &r.compressed, r.sha256, r.info.clone()),
                 });
             } else {
-                let f = by_name.get(name.as_str()).copied().ok_or_else(|| {
-                    Error::refused(format!("internal: no facts for {name}"), None)
-                })?;
+                let f = by_name
+                    .get(name.as_str())
+                    .copied()
+                    .ok_or_else(|| Error::internal(format_args!("no facts for {name}")))?;
                 members.push(OutMember {
                     name: name.clone(),
                     source: Source::Copy {
@@ -1622,9 +1632,7 @@ impl SplitRun<'_> {
                 .members
                 .iter()
                 .find(|f| f.name == l.member)
-                .ok_or_else(|| {
-                    Error::refused(format!("internal: no facts for {}", l.member), None)
-                })?;
+                .ok_or_else(|| Error::internal(format_args!("no facts for {}", l.member)))?;
             let mut mf = f.clone();
             mf.name = name.clone();
             let source = match built.canonical.get(&key) {
@@ -1703,49 +1711,6 @@ impl SplitRun<'_> {
             ));
         }
         Ok((file, members))
-    }
-}
-
-/// Counts one rewritten member's bytes on a progress bar: what its compression reports as it
-/// goes ([`deflate::with_progress`]), never past its size, and the rest of its size when the
-/// job ends, however it ends, so each member counts exactly its size, once.
-struct Tick {
-    bar: indicatif::ProgressBar,
-    size: u64,
-    counted: std::sync::Arc<std::sync::atomic::AtomicU64>,
-}
-
-impl Tick {
-    fn new(bar: &indicatif::ProgressBar, size: u64) -> Tick {
-        Tick {
-            bar: bar.clone(),
-            size,
-            counted: Default::default(),
-        }
-    }
-
-    /// Counts `n` more bytes, up to the member's size.
-    fn add(
-        bar: &indicatif::ProgressBar,
-        size: u64,
-        counted: &std::sync::atomic::AtomicU64,
-        n: u64,
-    ) {
-        use std::sync::atomic::Ordering::Relaxed;
-        if let Ok(before) = counted.fetch_update(Relaxed, Relaxed, |c| Some((c + n).min(size))) {
-            bar.inc((before + n).min(size) - before);
-        }
-    }
-
-    fn sink(&self) -> deflate::ProgressSink {
-        let (bar, size, counted) = (self.bar.clone(), self.size, self.counted.clone());
-        std::sync::Arc::new(move |n| Tick::add(&bar, size, &counted, n))
-    }
-}
-
-impl Drop for Tick {
-    fn drop(&mut self) {
-        Tick::add(&self.bar, self.size, &self.counted, self.size);
     }
 }
 
@@ -1866,7 +1831,7 @@ fn open_keeping<'b>(
         opts.progress
             .inc_length(wheel.archive.members().iter().map(|m| m.size).sum());
         let inspect = InspectOptions {
-            progress: Some(&opts.progress),
+            progress: Some(&*opts.progress),
             copies: buffers_held(opts),
             ..InspectOptions::default()
         };
@@ -2015,7 +1980,7 @@ fn plan_hooks(
         let member = wheel
             .archive
             .member(&init)
-            .ok_or_else(|| Error::refused(format!("internal: {loc} vanished"), None))?;
+            .ok_or_else(|| Error::internal(format_args!("{loc} vanished")))?;
         let src = wheel.archive.read(member).map_err(|err| Error::Zip {
             location: loc.clone(),
             err,
@@ -2066,29 +2031,4 @@ fn extension_modules<'f>(
         .collect();
     modules.sort_unstable();
     modules
-}
-
-#[cfg(test)]
-mod tick_tests {
-    use super::*;
-
-    #[test]
-    fn a_rewritten_member_counts_its_size_once_whatever_its_compression_reports() {
-        let bar = indicatif::ProgressBar::hidden();
-        {
-            let t = Tick::new(&bar, 10);
-            let sink = t.sink();
-            deflate::with_progress(sink.clone(), || {
-                deflate::report(4);
-            });
-            assert_eq!(bar.position(), 4);
-            // A splice that falls back compresses again: never counted past the size.
-            sink(9);
-            assert_eq!(bar.position(), 10);
-        }
-        assert_eq!(bar.position(), 10);
-        // A job that reports nothing (a small member, an error) counts when it ends.
-        drop(Tick::new(&bar, 5));
-        assert_eq!(bar.position(), 15);
-    }
 }

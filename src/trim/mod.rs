@@ -22,8 +22,8 @@ use crate::error::Error;
 use crate::facts::{self, InspectOptions, Kept, MemberFacts, WheelFacts};
 use crate::fatbin::loose;
 use crate::output::{
-    self, Finish, OutMember, Output, Source, check_distinct, check_input, elf_facts,
-    order_dist_info_last, same_file,
+    self, Command, Finish, LinkCheck, OutMember, Output, OutputKind, OutputSpec, Source,
+    check_distinct, check_input, elf_facts, order_dist_info_last, same_file,
 };
 use crate::profile::ProfileSet;
 use crate::progress::SharedProgress;
@@ -156,7 +156,11 @@ pub fn trim(
     for o in &opened {
         let (summary, out) = trimmed_wheel(o, opts);
         wheels.push(summary);
-        specs.push((o.target.clone(), "trimmed", out));
+        specs.push(OutputSpec {
+            target: o.target.clone(),
+            kind: OutputKind::Trimmed,
+            members: out,
+        });
     }
     let settings = &opts.settings;
     let mut report = TrimReport {
@@ -189,10 +193,8 @@ pub fn trim(
             limits: &opts.limits,
             time: opts.time,
             progress: Some(&*opts.progress),
-            links: false,
-            // `--max-size` holds for trim's outputs as for split's.
-            size_is_error: true,
-            what: "trim",
+            links: LinkCheck::Unchanged,
+            what: Command::Trim,
             sets: Some(sets),
             known_unresolved: baseline.unresolved,
             known_violations: baseline.violations,
@@ -371,10 +373,8 @@ fn trim_kept(
                     // Large outputs are compressed into a temporary file in the
                     // output folder rather than held until the wheel is written.
                     let Some(member) = wheel.archive.member(&f.name) else {
-                        let err = crate::elf::ElfError::OutputCheck(
-                            "internal: the member vanished".into(),
-                        );
-                        return Some(Err(Error::Elf { location: loc, err }));
+                        let err = Error::internal(format_args!("{loc}: the member vanished"));
+                        return Some(Err(err));
                     };
                     let input = crate::apply::rewrite::Input {
                         archive: &wheel.archive,

@@ -793,6 +793,8 @@ fn rewritten_members_are_inflated_once() {
         (CUDAFIX, false, Some("90"), 1),
     ] {
         let tmp = tempdir();
+        // Hidden, but counting.
+        let bar = indicatif::ProgressBar::hidden();
         let opts = SplitOptions {
             settings: SplitSettings {
                 upstream: false,
@@ -817,9 +819,8 @@ fn rewritten_members_are_inflated_once() {
             },
             preload_hook: false,
             companions: false,
-            progress: indicatif::ProgressBar::hidden(),
+            progress: std::sync::Arc::new(bar.clone()),
         };
-        let bar = opts.progress.clone();
         let report = split_lib(
             &[fixture(wheel)],
             &wheelslim::profile::ProfileSet::built_in(),
@@ -951,7 +952,7 @@ fn large_rewired_members_reuse_the_input_blocks() {
             },
             preload_hook: false,
             companions: false,
-            progress: indicatif::ProgressBar::hidden(),
+            progress: wheelslim::progress::none(),
         };
         split_lib(
             std::slice::from_ref(&input),
