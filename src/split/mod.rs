@@ -1089,6 +1089,11 @@ impl SplitRun<'_> {
         let mut shifts = Vec::new();
         if let Some(t) = &current {
             shifts.push(t.len() as i64 - original.len() as i64);
+            // A companion move cuts the device code and adds a segment: what follows the cut
+            // moves by neither change in length alone.
+            if job.companions.is_some() {
+                shifts.extend(crate::elf::section_shifts(&original, t, 4));
+            }
         }
         if let Some(edit) = edit {
             let out =
