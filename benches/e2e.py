@@ -73,6 +73,9 @@ class Lib:
     share: float  # share of the total uncompressed size
     needs: list[str] = field(default_factory=list)  # keys
     fatbin_share: float = 0.0  # part of `share` that is a CUDA fatbin
+    # Part of `share` that is read-only data placed after the fatbin (like cuBLASLt's
+    # `.cask_resource`), so that host bytes follow the device code.
+    resource_share: float = 0.0
     folder: str = f"{PKG}.libs"
     hashed: bool = True
 
@@ -274,6 +277,16 @@ PAYLOAD_ASM = """
         .section .note.GNU-stack, "", %progbits
 """
 
+RESOURCE_ASM = """
+        .section .cask_resource, "a"
+        .balign 64
+        .globl {key}_resource
+        .hidden {key}_resource
+{key}_resource:
+        .incbin "{file}"
+        .section .note.GNU-stack, "", %progbits
+"""
+
 
 def fatbin_asm(file: str, spans: list[tuple[int, int]]) -> str:
     lines = ['        .section .nv_fatbin, "a"']
@@ -306,7 +319,8 @@ def build_lib(lib: Lib, size: int, libs_by_key: dict[str, Lib], build: Path, see
     d = build / lib.key
     d.mkdir(parents=True, exist_ok=True)
     fatbin = int(size * lib.fatbin_share / lib.share) if lib.fatbin_share else 0
-    payload = max(64 * 1024, size - fatbin)
+    resource = int(size * lib.resource_share / lib.share) if lib.resource_share else 0
+    payload = max(64 * 1024, size - fatbin - resource)
     write_payload(d / "payload.bin", payload, seed)
     externs = "\n".join(f"extern int {libs_by_key[n].key}_version(void);" for n in lib.needs)
     calls = "".join(f" + {libs_by_key[n].key}_version()" for n in lib.needs)
@@ -316,6 +330,11 @@ def build_lib(lib: Lib, size: int, libs_by_key: dict[str, Lib], build: Path, see
         spans = write_fatbin(d / "fatbin.bin", fatbin, seed + 1)
         (d / "fatbin.S").write_text(fatbin_asm("fatbin.bin", spans))
         sources.append(d / "fatbin.S")
+    if resource:
+        # Linked after fatbin.S: ld places this orphan section after `.nv_fatbin`.
+        write_payload(d / "resource.bin", resource, seed + 1000)
+        (d / "resource.S").write_text(RESOURCE_ASM.format(key=lib.key, file="resource.bin"))
+        sources.append(d / "resource.S")
         extra = f"""
 struct wrapper {{ unsigned magic, version; const void *data, *prelinked; }};
 extern const struct wrapper *const bench_fatbin_wrappers[{len(spans)}];
@@ -349,7 +368,7 @@ EXPORT int bench_fatbin_count(void)
     if rpath:
         cmd.append("-Wl,-rpath," + ":".join(rpath))
     subprocess.run(cmd, check=True, cwd=d)
-    for f in ("payload.bin", "fatbin.bin"):
+    for f in ("payload.bin", "fatbin.bin", "resource.bin"):
         (d / f).unlink(missing_ok=True)
     return out
 

@@ -75,3 +75,34 @@ impl ElfError {
 pub fn is_elf(data: &[u8]) -> bool {
     data.starts_with(b"\x7fELF")
 }
+
+/// The shifts (offset in `after` minus offset in `before`) of the sections a rewrite moved
+/// whole: sections with the same index, name and type in both that occupy file bytes, the
+/// shift covering the most bytes first, at most `max`, 0 left out. They are hints for reusing
+/// `before`'s compressed blocks ([`crate::wheel::splice`]) when a rewrite both cuts bytes and
+/// adds some elsewhere, so that no single change in length says where the rest went (a
+/// companion move: the page cut, then the new segment). A wrong hint costs only a comparison.
+/// Empty when either does not parse.
+pub fn section_shifts(before: &[u8], after: &[u8], max: usize) -> Vec<i64> {
+    let (Ok(a), Ok(b)) = (file::Elf64::parse(before), file::Elf64::parse(after)) else {
+        return Vec::new();
+    };
+    let mut by: Vec<(i64, u64)> = Vec::new();
+    for (x, y) in a.shdrs.iter().zip(&b.shdrs) {
+        if !x.in_file() || !y.in_file() || x.sh_name != y.sh_name || x.sh_type != y.sh_type {
+            continue;
+        }
+        let (Ok(from), Ok(to)) = (i64::try_from(x.sh_offset), i64::try_from(y.sh_offset)) else {
+            continue;
+        };
+        let shift = to.wrapping_sub(from);
+        let bytes = x.sh_size.min(y.sh_size);
+        match by.iter_mut().find(|(s, _)| *s == shift) {
+            Some(e) => e.1 = e.1.saturating_add(bytes),
+            None => by.push((shift, bytes)),
+        }
+    }
+    by.retain(|&(s, n)| s != 0 && n > 0);
+    by.sort_by(|p, q| q.1.cmp(&p.1).then(p.0.cmp(&q.0)));
+    by.into_iter().take(max).map(|(s, _)| s).collect()
+}

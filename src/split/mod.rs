@@ -1160,6 +1160,11 @@ impl SplitRun<'_> {
         let mut shifts: Vec<i64> = trim_shift.into_iter().collect();
         if let Some(t) = &current {
             shifts.push(t.len() as i64 - original.len() as i64);
+            // A companion move cuts the device code and adds a segment: what follows the cut
+            // moves by neither change in length alone.
+            if job.companions.is_some() {
+                shifts.extend(crate::elf::section_shifts(&original, t, 4));
+            }
         }
         let mut changes = None;
         if let Some(edit) = edit {

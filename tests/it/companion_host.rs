@@ -1203,3 +1203,51 @@ fn real_libraries_from_the_environment() {
         }
     }
 }
+
+/// The shifts `split` hands the deflate splice for a moved host (`elf::section_shifts`) cover
+/// every section the move left unchanged somewhere else in the file (read with goblin), so
+/// its compressed blocks can be reused there. No shift is 0 (the splice tries that anyway).
+#[test]
+fn section_shifts_cover_every_section_the_move_kept_but_moved() {
+    for rel in [
+        "cuda/libfix_plain.so",
+        "cuda/libfix_rdc.so",
+        "cuda/libfix_concat.so",
+    ] {
+        let data = std::fs::read(fixture(rel)).unwrap();
+        let plan = vec![CompanionTarget {
+            soname: "libhost_device.so".into(),
+            blocks: all_blocks(&data),
+        }];
+        let out = move_device_code(&data, &plan).unwrap_or_else(|e| panic!("{rel}: {e}"));
+        let shifts = wheelslim::elf::section_shifts(&data, &out.host, 4);
+        assert!(!shifts.contains(&0), "{rel}: {shifts:?}");
+        assert!(wheelslim::elf::section_shifts(&data, &data, 4).is_empty());
+        let a = goblin::elf::Elf::parse(&data).unwrap();
+        let b = goblin::elf::Elf::parse(&out.host).unwrap();
+        let mut moved = 0;
+        for (x, y) in a.section_headers.iter().zip(&b.section_headers) {
+            let (xo, yo, n) = (
+                x.sh_offset as usize,
+                y.sh_offset as usize,
+                x.sh_size as usize,
+            );
+            if x.sh_type == goblin::elf::section_header::SHT_NOBITS
+                || n == 0
+                || xo == yo
+                || y.sh_size as usize != n
+                || data.get(xo..xo + n) != out.host.get(yo..yo + n)
+            {
+                continue;
+            }
+            moved += 1;
+            let shift = yo as i64 - xo as i64;
+            let name = a.shdr_strtab.get_at(x.sh_name).unwrap_or("?");
+            assert!(
+                shifts.contains(&shift),
+                "{rel}: `{name}` moved by {shift} unchanged, not among {shifts:?}"
+            );
+        }
+        assert!(moved > 0, "{rel}: the move shifted no section whole");
+    }
+}
