@@ -1162,7 +1162,7 @@ impl SplitRun<'_> {
             shifts.push(t.len() as i64 - original.len() as i64);
             // A companion move cuts the device code and adds a segment: what follows the cut
             // moves by neither change in length alone.
-            if job.companions.is_some() {
+            if mv.is_some() {
                 shifts.extend(crate::elf::section_shifts(&original, t, 4));
             }
         }
