@@ -15,8 +15,10 @@
 //!   bytes stay in memory after the worker is done with them (`split` keeps the members it will
 //!   rewrite, so they are not inflated twice). Retained bytes count against the budget, but when
 //!   no other reservation is being worked on the next one is granted whatever is retained.
-//!   Retaining itself is bounded by the budget ([`Reservation::try_retain`]; the first retained
-//!   member may exceed it).
+//!   Retaining itself is bounded by the budget, with room left for the largest reservation
+//!   still to come ([`Reservation::try_retain_leaving`]), so that a retained member and the
+//!   next one inflated fit the budget together (the first retained member may exceed it only
+//!   when nothing else is to come).
 //!
 //! `--memory` is shared out explicitly ([`Shares`], issue 11): a command that may decompress
 //! device code (`trim` and `split` with `--sm`/`--gfx`) gives half of it to members and half to
@@ -225,13 +227,25 @@ impl Reservation<'_> {
     /// Retains these bytes if the retained total stays within the budget (or nothing is
     /// retained yet, so one member larger than the budget can still be kept); otherwise gives
     /// the reservation back unchanged.
+    #[cfg(test)]
     pub fn try_retain(self) -> Result<Self, Self> {
+        self.try_retain_leaving(0)
+    }
+
+    /// Like [`Reservation::try_retain`], leaving `room` bytes free beside what is retained:
+    /// `room` is the largest reservation still to come in the same pass. Retained bytes do not
+    /// make the next worker wait when nothing else is worked on, so without this room a
+    /// retained member and the next one inflated would be held at once past the budget (the
+    /// 861 MiB `libtorch_cuda.so` kept while the 469 MiB `libtorch_cpu.so` was inspected).
+    /// The first retained member may exceed the budget only when nothing else is to come.
+    pub fn try_retain_leaving(self, room: u64) -> Result<Self, Self> {
         if self.retained {
             return Ok(self);
         }
         let fits = {
             let st = self.budget.lock();
-            st.retained == 0 || st.retained + self.bytes <= self.budget.cap()
+            (st.retained == 0 && room == 0)
+                || st.retained.saturating_add(self.bytes).saturating_add(room) <= self.budget.cap()
         };
         if fits { Ok(self.retain()) } else { Err(self) }
     }
@@ -436,6 +450,23 @@ mod tests {
         let c = b.reserve(40).try_retain().unwrap();
         assert!(b.reserve(1).try_retain().is_err());
         assert_eq!(b.retained(), 100);
+        drop((a, c));
+    }
+
+    #[test]
+    fn retaining_leaves_room_for_the_largest_reservation_to_come() {
+        let b = Budget::new(100);
+        // 60 retained and 50 still to come would hold 110 at once: refused.
+        let refused = b.reserve(60).try_retain_leaving(50).unwrap_err();
+        drop(refused);
+        assert_eq!(b.retained(), 0);
+        // Even the first retained member: one larger than the budget is kept only when
+        // nothing else is to come.
+        assert!(b.reserve(150).try_retain_leaving(1).is_err());
+        let a = b.reserve(60).try_retain_leaving(40).unwrap();
+        assert!(b.reserve(10).try_retain_leaving(31).is_err());
+        let c = b.reserve(10).try_retain_leaving(30).unwrap();
+        assert_eq!(b.retained(), 70);
         drop((a, c));
     }
 

@@ -168,6 +168,9 @@ pub struct Kept<'b> {
     /// reuse the blocks it leaves unchanged ([`crate::wheel::splice`]).
     pub marks: Vec<crate::wheel::zip::BlockMark>,
     reservation: Option<crate::budget::Reservation<'b>>,
+    /// The largest reservation the pass may still make when these bytes were described (see
+    /// [`Pending`]): retaining them must leave that much room in the budget.
+    room: u64,
 }
 
 impl<'b> Kept<'b> {
@@ -185,9 +188,10 @@ impl<'b> Kept<'b> {
 
     /// Keeps the bytes past the inspect pass: they stay reserved, as retained bytes, until
     /// this is dropped (see [`Budget`]). `None` (the bytes are dropped) when the budget has
-    /// no room left for retained bytes.
+    /// no room left for them beside the largest member the pass may still inflate.
     pub fn retain(mut self) -> Option<Kept<'b>> {
-        match self.reservation.take().map(|r| r.try_retain()) {
+        let room = self.room;
+        match self.reservation.take().map(|r| r.try_retain_leaving(room)) {
             Some(Err(_)) => None,
             Some(Ok(r)) => {
                 self.reservation = Some(r);
@@ -304,10 +308,13 @@ pub fn inspect_wheel_with<'b, T: Send>(
 ) -> (WheelFacts, Vec<Option<T>>) {
     let members = wheel.archive.members();
     let sizes: Vec<u64> = members.iter().map(|m| m.size).collect();
+    let pending = Pending::new(members, opts);
     let results: Vec<(MemberFacts, Vec<Diagnostic>, Option<T>)> =
         crate::schedule::largest_first(&sizes, |i| {
             let progress = MemberProgress::new(opts.progress, sizes[i]);
-            inspect_member(wheel, &members[i], opts, budget, work, &progress)
+            inspect_member(wheel, &members[i], opts, budget, work, &progress, || {
+                pending.done(i)
+            })
         });
     let mut diagnostics = Vec::new();
     let mut facts = Vec::with_capacity(results.len());
@@ -328,6 +335,57 @@ pub fn inspect_wheel_with<'b, T: Send>(
     )
 }
 
+/// The members of one inspect pass that have not been inflated yet, for the room a retained
+/// member must leave ([`Kept::retain`]). Every member that is not a folder or unreadable
+/// counts, by what its reservation would be (its size times [`InspectOptions::copies`]): which
+/// ones are ELF is known only once their first bytes are read. A member counts until it has
+/// streamed, so one being inflated beside the retained member is counted too (its bytes are
+/// held at once with the retained ones).
+struct Pending {
+    /// Member indexes, the largest reservation first.
+    order: Vec<(u64, usize)>,
+    done: Vec<std::sync::atomic::AtomicBool>,
+    /// Every entry of `order` before this one is done.
+    first: std::sync::atomic::AtomicUsize,
+}
+
+impl Pending {
+    fn new(members: &[Member], opts: InspectOptions) -> Pending {
+        let mut order: Vec<(u64, usize)> = members
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| opts.describe && !m.is_dir && m.problem.is_none())
+            .map(|(i, m)| (m.size.saturating_mul(opts.copies.max(1)), i))
+            .collect();
+        order.sort_by_key(|&(bytes, i)| (std::cmp::Reverse(bytes), i));
+        let done = (0..members.len())
+            .map(|_| std::sync::atomic::AtomicBool::new(false))
+            .collect();
+        Pending {
+            order,
+            done,
+            first: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+
+    /// Member `i` has streamed; returns the largest reservation of a member that has not.
+    fn done(&self, i: usize) -> u64 {
+        use std::sync::atomic::Ordering;
+        if let Some(d) = self.done.get(i) {
+            d.store(true, Ordering::SeqCst);
+        }
+        let mut k = self.first.load(Ordering::SeqCst);
+        while let Some(&(bytes, j)) = self.order.get(k) {
+            if !self.done[j].load(Ordering::SeqCst) {
+                return bytes;
+            }
+            k += 1;
+            self.first.fetch_max(k, Ordering::SeqCst);
+        }
+        0
+    }
+}
+
 fn inspect_member<'b, T>(
     wheel: &Wheel,
     m: &Member,
@@ -335,6 +393,7 @@ fn inspect_member<'b, T>(
     budget: &'b Budget,
     work: &(dyn Fn(&MemberFacts, Kept<'b>) -> Option<T> + Sync),
     progress: &MemberProgress,
+    streamed: impl FnOnce() -> u64,
 ) -> (MemberFacts, Vec<Diagnostic>, Option<T>) {
     let mut diags = Vec::new();
     let loc = wheel.member_location(&m.name);
@@ -378,8 +437,9 @@ fn inspect_member<'b, T>(
         }
         false
     };
-    let (streamed, reservation) = match stream_member(wheel, m, budget, opts.copies, keep, progress)
-    {
+    let result = stream_member(wheel, m, budget, opts.copies, keep, progress);
+    let room = streamed();
+    let (streamed, reservation) = match result {
         Ok(s) => s,
         Err(err) => {
             diags.push(Diagnostic::from_error(&Error::Zip { location: loc, err }));
@@ -416,6 +476,7 @@ fn inspect_member<'b, T>(
                     bytes,
                     marks: streamed.marks,
                     reservation,
+                    room,
                 },
             );
         }
@@ -652,5 +713,56 @@ mod progress_tests {
             assert!(at >= size, "{name}: {at} counted of its {size} bytes");
         }
         assert_eq!(bar.position(), total);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(name: &str, size: u64, is_dir: bool) -> Member {
+        Member {
+            name: name.to_string(),
+            method: crate::wheel::zip::Method::Stored,
+            flags: 0,
+            crc32: 0,
+            compressed_size: size,
+            size,
+            local_header_offset: 0,
+            data_offset: 0,
+            unix_mode: None,
+            dos_time: 0,
+            dos_date: 0,
+            is_dir,
+            is_symlink: false,
+            problem: None,
+        }
+    }
+
+    #[test]
+    fn pending_is_the_largest_reservation_not_yet_streamed() {
+        let members = [
+            member("big.so", 800, false),
+            member("dir/", 5000, true),
+            member("mid.so", 400, false),
+            member("small.py", 10, false),
+        ];
+        let opts = InspectOptions {
+            copies: 2,
+            ..InspectOptions::default()
+        };
+        let p = Pending::new(&members, opts);
+        // The largest is done: the next largest, times the copies, is still to come (folders
+        // hold nothing).
+        assert_eq!(p.done(0), 800);
+        // Done out of order: the middle one still counts until it has streamed.
+        assert_eq!(p.done(3), 800);
+        assert_eq!(p.done(2), 0);
+        // A pass that describes nothing holds nothing.
+        let hash_only = InspectOptions {
+            describe: false,
+            ..opts
+        };
+        assert_eq!(Pending::new(&members, hash_only).done(3), 0);
     }
 }

@@ -101,7 +101,7 @@ pub struct SplitReport {
     pub notes: Vec<Diagnostic>,
     /// Rewritten members whose bytes the inspect pass did not keep, so they were inflated a
     /// second time: the guess of what will be rewritten was wrong, or `--memory` had no room
-    /// left to keep them (0 on ordinary wheels).
+    /// to keep them beside the largest member still to be inspected (0 on ordinary wheels).
     #[serde(skip)]
     pub members_read_twice: usize,
     /// Uncompressed bytes of rewritten members whose compressed blocks were copied from the
@@ -1724,7 +1724,9 @@ impl SplitRun<'_> {
 /// a pure function of the facts: the guess only decides what is cached. A wrong guess costs
 /// memory until the plan is known (kept, not rewritten) or a second inflate (rewritten, not
 /// kept; counted in [`SplitReport::members_read_twice`]). What is kept is bounded by the
-/// memory budget (`--memory`): past it, a rewritten member is inflated again instead.
+/// memory budget (`--memory`), with room left for the largest member the pass has still to
+/// inflate (so the two are never held at once past it): past it, a rewritten member is
+/// inflated again instead.
 ///
 /// The libraries that move, and the profile (so the runtime wheel) each moves to, are known
 /// from the archive's file names alone: profiles match auditwheel's hashed names. A library
