@@ -48,10 +48,18 @@ enum Lane {
     Device = 1,
 }
 
+/// The most bytes any decompression of device code will produce unless a caller asks for
+/// another cap.
+pub const DEFAULT_DECOMPRESS_CAP: u64 = 4 << 30;
+
+/// Below this many decompressed bytes no expansion ratio is enforced on device code: tiny
+/// streams of zero-filled images can honestly exceed the ratio `fatbin` allows.
+pub const EXPANSION_FLOOR: u64 = 8 << 20;
+
 /// The process's budget for decompressed device code (entries, concat groups and CCOB
 /// bundles being rebuilt, with their rebuilt copies). Its cap is the device share of
-/// `--memory` ([`Shares::device`]), set by [`crate::fatbin::limit_decompression`].
-pub static DEVICE: Budget = Budget::for_device(2 * crate::fatbin::DEFAULT_DECOMPRESS_CAP);
+/// `--memory` ([`Shares::device`]), set by `fatbin::limit_decompression`.
+pub static DEVICE: Budget = Budget::for_device(2 * DEFAULT_DECOMPRESS_CAP);
 
 /// How one `--memory` is shared out between members and decompressed device code, so that
 /// the two together stay within it (see the module documentation).
@@ -70,14 +78,11 @@ pub struct Shares {
 impl Shares {
     /// The shares of `memory` for a command that decompresses device code (`decompresses`:
     /// `trim`/`split` with targets) or not. One decompression gets a quarter of `memory`,
-    /// between [`crate::fatbin::EXPANSION_FLOOR`] and [`crate::fatbin::DEFAULT_DECOMPRESS_CAP`];
+    /// between [`EXPANSION_FLOOR`] and [`DEFAULT_DECOMPRESS_CAP`];
     /// device code gets twice that, and members the rest (all of `memory` for a command that
     /// decompresses nothing). Below 32 MiB the floor makes the two shares sum past `memory`.
     pub fn of(memory: u64, decompresses: bool) -> Shares {
-        let per_decompression = (memory / 4).clamp(
-            crate::fatbin::EXPANSION_FLOOR,
-            crate::fatbin::DEFAULT_DECOMPRESS_CAP,
-        );
+        let per_decompression = (memory / 4).clamp(EXPANSION_FLOOR, DEFAULT_DECOMPRESS_CAP);
         let device = per_decompression.saturating_mul(2);
         let members = if decompresses {
             memory.saturating_sub(device).max(memory / 2).max(1)

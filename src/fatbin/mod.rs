@@ -29,18 +29,15 @@ pub mod hip;
 pub mod loose;
 pub mod select;
 
-/// The most bytes any decompression here will produce unless a caller asks for another cap.
-pub const DEFAULT_DECOMPRESS_CAP: u64 = 4 << 30;
+// The two bounds of one decompression are the memory budget's (`budget.rs` owns what memory
+// device code may take; this module only applies it).
+pub use crate::budget::{DEFAULT_DECOMPRESS_CAP, EXPANSION_FLOOR};
 
 /// How many times its compressed stream a piece of device code may claim to expand to.
 /// Compiled device code and PTX compress 3-30x with LZ4, zstd or zlib; a claim far past that
 /// is a bomb, and refusing it bounds what any container can cost to a multiple of the bytes
 /// that hold it (and so of the member those bytes came from).
 pub const MAX_EXPANSION: u64 = 256;
-
-/// Below this many decompressed bytes no ratio is enforced: tiny streams of zero-filled
-/// images can honestly exceed [`MAX_EXPANSION`].
-pub const EXPANSION_FLOOR: u64 = 8 << 20;
 
 /// The most bytes a stream of `compressed` bytes may honestly decompress to.
 pub fn expansion_cap(compressed: usize) -> u64 {
