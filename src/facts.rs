@@ -46,7 +46,7 @@ pub struct MemberFacts {
     pub device: Option<crate::device::DeviceFacts>,
     /// Where the member's deflate blocks begin, kept only for ELF objects with device-code
     /// sections: how many compressed bytes each container takes is read off them (see
-    /// [`crate::plan::companions::compressed_range`]).
+    /// [`crate::wheel::zip::compressed_range`]).
     #[serde(skip)]
     pub block_marks: Vec<crate::wheel::zip::BlockMark>,
 }
@@ -72,7 +72,7 @@ impl MemberFacts {
 
     /// Estimated compressed bytes of the member's bytes `start..end`.
     pub fn compressed_range(&self, start: u64, end: u64) -> u64 {
-        crate::plan::companions::compressed_range(
+        crate::wheel::zip::compressed_range(
             &self.block_marks,
             self.size,
             self.compressed_size,

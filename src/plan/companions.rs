@@ -32,7 +32,6 @@ use serde::Serialize;
 use crate::device::{CUDA_SECTIONS, DeviceFacts, HIP_SECTIONS};
 use crate::elf::{ElfInfo, Machine};
 pub use crate::fatbin::family::{cuda_family, family_order, gfx_family, hip_family, join_families};
-use crate::wheel::zip::BlockMark;
 
 /// Estimated compressed bytes of a companion's own ELF headers, hash and symbol tables, and
 /// its zip entry, besides its containers.
@@ -375,37 +374,8 @@ pub fn companion_sonames(host: &str, n: usize, taken: &dyn Fn(&str) -> bool) -> 
     out
 }
 
-/// Estimated compressed bytes of `start..end` of a member of `size` bytes that deflate made
-/// `compressed` bytes of, from the block boundaries inflate saw (`marks`): the compressed
-/// offset of an uncompressed offset is interpolated between the boundaries around it. With
-/// no marks (a stored member, or none kept) this is the member's average ratio.
-pub fn compressed_range(
-    marks: &[BlockMark],
-    size: u64,
-    compressed: u64,
-    start: u64,
-    end: u64,
-) -> u64 {
-    let at = |x: u64| -> u64 {
-        let x = x.min(size);
-        // The last boundary at or before x, and the first after it.
-        let i = marks.partition_point(|m| m.output <= x);
-        let (o0, c0) = if i == 0 {
-            (0, 0)
-        } else {
-            (marks[i - 1].output, marks[i - 1].input)
-        };
-        let (o1, c1) = marks
-            .get(i)
-            .map_or((size, compressed), |m| (m.output, m.input));
-        if o1 <= o0 {
-            return c0.min(compressed);
-        }
-        let c = c0 as u128 + (c1.saturating_sub(c0) as u128 * (x - o0) as u128) / (o1 - o0) as u128;
-        (c as u64).min(compressed)
-    };
-    at(end).saturating_sub(at(start))
-}
+// Where the compressed bytes of a range come from is the archive's business (block marks).
+pub use crate::wheel::zip::compressed_range;
 
 /// The planner's view of a host ELF object whose device code `device` describes; `estimate`
 /// gives the compressed bytes of a file range. `None` for a member with no device sections.

@@ -1098,6 +1098,38 @@ pub struct BlockMark {
     pub output: u64,
 }
 
+/// Estimated compressed bytes of `start..end` of a member of `size` bytes that deflate made
+/// `compressed` bytes of, from the block boundaries inflate saw (`marks`): the compressed
+/// offset of an uncompressed offset is interpolated between the boundaries around it. With
+/// no marks (a stored member, or none kept) this is the member's average ratio.
+pub fn compressed_range(
+    marks: &[BlockMark],
+    size: u64,
+    compressed: u64,
+    start: u64,
+    end: u64,
+) -> u64 {
+    let at = |x: u64| -> u64 {
+        let x = x.min(size);
+        // The last boundary at or before x, and the first after it.
+        let i = marks.partition_point(|m| m.output <= x);
+        let (o0, c0) = if i == 0 {
+            (0, 0)
+        } else {
+            (marks[i - 1].output, marks[i - 1].input)
+        };
+        let (o1, c1) = marks
+            .get(i)
+            .map_or((size, compressed), |m| (m.output, m.input));
+        if o1 <= o0 {
+            return c0.min(compressed);
+        }
+        let c = c0 as u128 + (c1.saturating_sub(c0) as u128 * (x - o0) as u128) / (o1 - o0) as u128;
+        (c as u64).min(compressed)
+    };
+    at(end).saturating_sub(at(start))
+}
+
 /// An empty buffer with room for a member of `size` bytes. The size comes from the archive, so
 /// a machine (or a memory limit) that cannot back it is an error, not an abort.
 pub fn buffer_for(size: u64) -> Result<Vec<u8>, ZipError> {

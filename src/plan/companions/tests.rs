@@ -1,4 +1,5 @@
 use super::*;
+use crate::wheel::zip::BlockMark;
 
 const MIB: u64 = 1024 * 1024;
 
