@@ -242,9 +242,10 @@ impl SplitRun<'_> {
         Ok((after, mv))
     }
 
-    /// A runtime library the trim or strip rewrote, compressed: `host` bytes, and `moved`
-    /// bytes for each companion of `planned` (its plan, from `view`: the library as the trim
-    /// left it, at its estimated size). When one is over the room a wheel has, the estimate
+    /// A runtime library whose device code moved (planned before any work, or after the trim
+    /// or strip rewrote it), compressed: `host` bytes, and `moved` bytes for each companion
+    /// of `planned` (its plan, from `view`: the library as the trim left it at its estimated
+    /// size, or `None` for the input's own view). When one is over the room a wheel has, the estimate
     /// was too low: the view is scaled by how far off it was and planned again, for the
     /// member to be rewritten with that plan (at most twice; then the packing refuses it).
     /// `Ok(None)`: it fits. Companions that cannot help make the refusal, saying why.

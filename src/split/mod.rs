@@ -352,6 +352,9 @@ struct Job<'p> {
     /// A runtime library the trim or strip rewrites: whether it fits is known once its bytes
     /// are, so its companion plan (if it needs one) is made in the rewrite stage.
     after_trim: Option<(&'p crate::plan::RuntimeSet, &'p crate::plan::LibraryPlan)>,
+    /// A runtime library whose plan was made before any work (`companions`): its set and
+    /// plan, for the plan to be made again when the exact sizes show the estimate too low.
+    planned_in: Option<(&'p crate::plan::RuntimeSet, &'p crate::plan::LibraryPlan)>,
     /// Compress from the bytes alone, never reusing the input's blocks (runtime libraries
     /// under `--canonical-runtime`).
     canonical: bool,
@@ -942,6 +945,7 @@ impl SplitRun<'_> {
                     edit: edit.map(std::borrow::Cow::Borrowed),
                     companions: None,
                     after_trim: None,
+                    planned_in: None,
                     canonical: false,
                 });
             }
@@ -979,6 +983,7 @@ impl SplitRun<'_> {
                     edit,
                     companions: mv,
                     after_trim,
+                    planned_in: mv.map(|_| (s, l)),
                     canonical,
                 });
             }
@@ -1131,7 +1136,8 @@ impl SplitRun<'_> {
             (Some((set, l)), None) => self.plan_after_trim(set, l, current.as_deref(), gone)?,
             (None, None) => (None, None),
         };
-        let mv = job.companions.or(planned.as_ref());
+        // A plan made again from the exact sizes replaces the one made before any work.
+        let mv = planned.as_ref().or(job.companions);
         let origin = match (&planned, job.after_trim) {
             (Some(_), Some((_, l))) => {
                 companions::with_origin(&l.edit, self.host_info(job.input, member))
@@ -1204,13 +1210,13 @@ impl SplitRun<'_> {
         let e = apply::rewrite::encode(&out, input, &shifts, spill, inspect)?;
         drop(out);
         drop(held);
-        if let Some(target) = job.after_trim {
+        if let Some(target) = job.after_trim.or(job.planned_in) {
             // The exact sizes are the check: over the room, the plan is made again from them
             // and the member rewritten with it (or refused, saying why).
             let written: Vec<u64> = moved.iter().map(|c| c.compressed.stored_len()).collect();
             let sizes = (e.compressed.stored_len(), written.as_slice());
             let tries = forced.map_or(0, |f| f.tries);
-            if let Some(next) = self.replan(target, after, planned.as_ref(), sizes, tries)? {
+            if let Some(next) = self.replan(target, after, mv, sizes, tries)? {
                 drop((e, moved));
                 trims
                     .lock()

@@ -9,8 +9,10 @@
 //!
 //! The HIP case uses `libhipfix_ccob.so`: the uncompressed-bundle `libhipfix.so` is planned
 //! but the real run refuses it, because the plan's per-container compressed estimate (the
-//! member's average ratio; the fixture is one deflate block) is far above what its bundles
-//! really compress to, so the host after the move is over the room the plan promised.
+//! member's average ratio; the fixture is one deflate block) is far from what its two
+//! near-identical bundles really compress to, so the host after the move is over the room the
+//! plan promised; the plan made again from the exact sizes scales every estimate alike and
+//! finds no fit either (moving both bundles would fit: a finer replan is still to come).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
