@@ -274,20 +274,6 @@ fn group_duplicates(items: Vec<(String, u64, [u8; 32])>, across: bool) -> Vec<Du
     out
 }
 
-/// The provider check for NEEDED names not found in the wheel: libraries that profiles say the
-/// machine supplies (`forbid`: drivers, system toolkits).
-pub fn provided_by_machine<'a>(
-    profiles: &'a ProfileSet,
-    cuda: Option<u32>,
-) -> impl Fn(&str) -> Option<String> + 'a {
-    move |name: &str| {
-        profiles
-            .match_library(name, None, cuda)
-            .filter(|m| m.rule.action == Action::Forbid)
-            .map(|m| format!("{} ({})", m.rule.name, m.profile.name))
-    }
-}
-
 fn audit_wheel(
     wheel: &Wheel,
     facts: WheelFacts,
@@ -484,7 +470,7 @@ fn link_resolutions(
         wheel.filename.platform.iter().map(String::as_str),
     );
     let tree = Tree::with_system(objects, system);
-    let provided = provided_by_machine(profiles, cuda);
+    let provided = crate::profile::provided_by_machine(profiles, cuda);
     let mut resolutions: HashMap<String, Vec<NeededReport>> = HashMap::new();
     for (i, obj) in tree.objects().iter().enumerate() {
         let links = tree.load(i, &provided);

@@ -9,12 +9,12 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-use crate::audit::provided_by_machine;
 use crate::budget::Budget;
 use crate::checks::{Violation, platform_checks, upload_checks};
 use crate::diagnostic::Diagnostic;
 use crate::facts::{self, InspectOptions, RecordCheck, WheelFacts};
 use crate::links::{self, Resolution, Tree, expand_entry, parent_dir};
+use crate::profile::provided_by_machine;
 use crate::profile::{ProfileSet, detect_cuda_major, unhash};
 use crate::progress::SharedProgress;
 use crate::wheel::{Limits, Scheme, Wheel, normalize_name};

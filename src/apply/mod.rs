@@ -1,6 +1,7 @@
 //! The apply stage: performs planned edits on member bytes.
 
 pub(crate) mod rewrite;
+pub mod trim;
 
 use crate::changes::Changes;
 use crate::elf::{DynamicEdits, ElfError, PathKind, patch_in_place};

@@ -651,6 +651,20 @@ pub fn detect_cuda_major<'a>(names: impl IntoIterator<Item = &'a str>) -> Option
     found
 }
 
+/// The provider check for NEEDED names not found in the wheel: libraries that profiles say the
+/// machine supplies (`forbid`: drivers, system toolkits).
+pub fn provided_by_machine<'a>(
+    profiles: &'a ProfileSet,
+    cuda: Option<u32>,
+) -> impl Fn(&str) -> Option<String> + 'a {
+    move |name: &str| {
+        profiles
+            .match_library(name, None, cuda)
+            .filter(|m| m.rule.action == Action::Forbid)
+            .map(|m| format!("{} ({})", m.rule.name, m.profile.name))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

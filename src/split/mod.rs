@@ -22,6 +22,7 @@ use runtime::{
 };
 
 use crate::apply;
+use crate::apply::trim::{MemberTrim, TrimError, TrimSettings, trim_member_in};
 use crate::budget::Budget;
 use crate::diagnostic::{Diagnostic, Severity};
 use crate::elf::{ElfInfo, Inspected};
@@ -36,7 +37,6 @@ use crate::plan::pack::pack;
 use crate::plan::{MemberAction, SplitPlan, SplitSettings, plan_split};
 use crate::profile::{ProfileSet, detect_cuda_major};
 use crate::progress::{SharedProgress, Tick};
-use crate::trim::{MemberTrim, TrimError, TrimSettings, trim_member_in};
 use crate::verify::VerifyReport;
 use crate::wheel::deflate::{self, Compressed};
 use crate::wheel::writer::{ZipTime, normalized_mode};
@@ -300,7 +300,7 @@ struct SplitRun<'r> {
     inputs: Vec<(Wheel, WheelFacts)>,
     /// Each input's loose cubins, PTX files and code objects, judged with the others of
     /// their group.
-    loose: Vec<crate::trim::LoosePlan>,
+    loose: Vec<crate::apply::trim::LoosePlan>,
 }
 
 /// What a dry run works out of the trim and the strip.
@@ -522,7 +522,9 @@ impl<'r> SplitRun<'r> {
     ) -> SplitRun<'r> {
         let loose = inputs
             .iter()
-            .map(|(_, f)| crate::trim::plan_loose(crate::trim::loose_members(f), &opts.trim))
+            .map(|(_, f)| {
+                crate::apply::trim::plan_loose(crate::apply::trim::loose_members(f), &opts.trim)
+            })
             .collect();
         SplitRun {
             opts,
@@ -711,7 +713,7 @@ impl SplitRun<'_> {
                 .filter(|(n, _)| *n == i)
                 .map(|(_, t)| t)
                 .collect();
-            crate::trim::check_losses(w, f, &mine, &self.opts.trim)?;
+            crate::apply::trim::check_losses(w, f, &mine, &self.opts.trim)?;
         }
         dry.trims.sort_by(|a, b| a.1.member.cmp(&b.1.member));
         Ok(dry)
@@ -1041,7 +1043,7 @@ impl SplitRun<'_> {
                 .filter(|(n, _)| *n == i)
                 .map(|(_, t)| t)
                 .collect();
-            crate::trim::check_losses(w, f, &mine, &self.opts.trim)?;
+            crate::apply::trim::check_losses(w, f, &mine, &self.opts.trim)?;
         }
         // Sizes after the trim: what the summary and `--json` report is what was written.
         let mut trimmed: Vec<MemberTrim> = trimmed

@@ -4,16 +4,14 @@
 //! Each member is inflated once: it is described and, while its bytes are in memory, trimmed
 //! and deflated (see [`facts::inspect_wheel_with`]). Untouched members are copied raw.
 
-mod member;
-
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-pub use member::{
-    ArchChange, LoosePlan, Loss, MemberTrim, TrimError, TrimSettings, Trimmed, loose_file,
-    plan_loose, trim_member, trim_member_in,
+pub use crate::apply::trim::{
+    ArchChange, LoosePlan, Loss, MemberTrim, TrimError, TrimSettings, Trimmed, check_losses,
+    loose_file, loose_members, plan_loose, trim_member, trim_member_in,
 };
 
 use crate::budget::Budget;
@@ -477,106 +475,4 @@ fn trimmed_wheel<'o>(o: &'o Opened, opts: &TrimOptions) -> (WheelTrim, Vec<OutMe
         loose_groups_unmatched: plan.unmatched_groups,
     };
     (summary, out)
-}
-
-/// The loose device files of a wheel: (member, what it holds).
-pub fn loose_members(facts: &WheelFacts) -> impl Iterator<Item = (&str, &loose::LooseInfo)> {
-    facts
-        .members
-        .iter()
-        .filter_map(|f| Some((f.name.as_str(), f.device.as_ref()?.loose.as_ref()?)))
-}
-
-/// Refuses a trim that would leave device code nobody asked to lose:
-///
-/// * a library, loose device file or group of loose files left with no device code for any
-///   GPU, unless `--unmatched drop` asked for code that matches no target to go (with the
-///   default `--unmatched keep` such code is kept, so this is a last check);
-/// * a wheel that held device code left with none at all, unless `--allow-no-device-code`.
-///
-/// Losses the user chose (no PTX left for newer GPUs under `--ptx none`) are reported, not
-/// refused.
-pub fn check_losses(
-    wheel: &Wheel,
-    facts: &WheelFacts,
-    reports: &[&MemberTrim],
-    settings: &TrimSettings,
-) -> Result<(), Error> {
-    let targets = settings.targets();
-    let held = |r: &MemberTrim| -> String {
-        r.lost
-            .iter()
-            .find(|l| l.gpus == "all")
-            .map(|l| l.had.join(", "))
-            .unwrap_or_default()
-    };
-    let what = |r: &MemberTrim| -> String {
-        let loc = wheel.member_location(&r.member);
-        match &r.group {
-            Some(g) => format!("`{loc}` (loose files `{g}`)"),
-            None => format!("`{loc}`"),
-        }
-    };
-    if !settings.drops_unmatched()
-        && let Some(r) = reports.iter().find(|r| r.emptied())
-    {
-        return Err(Error::refused(
-            format!(
-                "trimming to {targets} would leave {} with no device code for any GPU (it held {})",
-                what(r),
-                held(r)
-            ),
-            Some(
-                "add the GPUs it was built for to --sm/--gfx; to drop code that matches none \
-                 of the targets on purpose, pass --unmatched drop"
-                    .into(),
-            ),
-        ));
-    }
-    let by_name: HashMap<&str, &MemberTrim> =
-        reports.iter().map(|r| (r.member.as_str(), *r)).collect();
-    let device: Vec<&MemberFacts> = facts
-        .members
-        .iter()
-        .filter(|f| f.device.as_ref().is_some_and(|d| !d.is_empty()))
-        .collect();
-    let left = device.iter().any(|f| {
-        by_name
-            .get(f.name.as_str())
-            .is_none_or(|r| r.method != "dropped" && !r.emptied())
-    });
-    if device.is_empty() || left || settings.allow_no_device_code {
-        return Ok(());
-    }
-    let mut listed: Vec<String> = Vec::new();
-    let mut seen_groups: Vec<&str> = Vec::new();
-    for r in reports.iter().filter(|r| r.emptied()) {
-        if let Some(g) = &r.group {
-            if seen_groups.contains(&g.as_str()) {
-                continue;
-            }
-            seen_groups.push(g);
-        }
-        listed.push(format!("`{}` held {}", r.member, held(r)));
-    }
-    let total = listed.len();
-    let shown = total.min(3);
-    let more = listed.len() - shown;
-    let mut list = listed[..shown].join("; ");
-    if more > 0 {
-        list.push_str(&format!("; and {more} more"));
-    }
-    Err(Error::refused(
-        format!(
-            "trimming to {targets} would leave `{}` with no device code for any GPU: nothing in \
-             its {total} member(s) or group(s) with device code matches the targets, and \
-             --unmatched drop drops it all ({list})",
-            wheel.path.display()
-        ),
-        Some(
-            "check --sm/--gfx against the GPUs the wheel was built for; to write it without \
-             device code anyway, add --allow-no-device-code"
-                .into(),
-        ),
-    ))
 }

@@ -5,6 +5,10 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
 
+use crate::error::Error;
+use crate::facts::{MemberFacts, WheelFacts};
+use crate::wheel::Wheel;
+
 use crate::device::{DeviceFacts, section_bytes};
 use crate::elf::ElfInfo;
 use crate::elf::shrink::{Block, SectionEdit, ShrinkMethod, shrink};
@@ -682,4 +686,105 @@ pub enum TrimError {
     DeviceCode(#[from] FatbinError),
     #[error("{0}")]
     Elf(crate::elf::ElfError),
+}
+/// The loose device files of a wheel: (member, what it holds).
+pub fn loose_members(facts: &WheelFacts) -> impl Iterator<Item = (&str, &loose::LooseInfo)> {
+    facts
+        .members
+        .iter()
+        .filter_map(|f| Some((f.name.as_str(), f.device.as_ref()?.loose.as_ref()?)))
+}
+
+/// Refuses a trim that would leave device code nobody asked to lose:
+///
+/// * a library, loose device file or group of loose files left with no device code for any
+///   GPU, unless `--unmatched drop` asked for code that matches no target to go (with the
+///   default `--unmatched keep` such code is kept, so this is a last check);
+/// * a wheel that held device code left with none at all, unless `--allow-no-device-code`.
+///
+/// Losses the user chose (no PTX left for newer GPUs under `--ptx none`) are reported, not
+/// refused.
+pub fn check_losses(
+    wheel: &Wheel,
+    facts: &WheelFacts,
+    reports: &[&MemberTrim],
+    settings: &TrimSettings,
+) -> Result<(), Error> {
+    let targets = settings.targets();
+    let held = |r: &MemberTrim| -> String {
+        r.lost
+            .iter()
+            .find(|l| l.gpus == "all")
+            .map(|l| l.had.join(", "))
+            .unwrap_or_default()
+    };
+    let what = |r: &MemberTrim| -> String {
+        let loc = wheel.member_location(&r.member);
+        match &r.group {
+            Some(g) => format!("`{loc}` (loose files `{g}`)"),
+            None => format!("`{loc}`"),
+        }
+    };
+    if !settings.drops_unmatched()
+        && let Some(r) = reports.iter().find(|r| r.emptied())
+    {
+        return Err(Error::refused(
+            format!(
+                "trimming to {targets} would leave {} with no device code for any GPU (it held {})",
+                what(r),
+                held(r)
+            ),
+            Some(
+                "add the GPUs it was built for to --sm/--gfx; to drop code that matches none \
+                 of the targets on purpose, pass --unmatched drop"
+                    .into(),
+            ),
+        ));
+    }
+    let by_name: HashMap<&str, &MemberTrim> =
+        reports.iter().map(|r| (r.member.as_str(), *r)).collect();
+    let device: Vec<&MemberFacts> = facts
+        .members
+        .iter()
+        .filter(|f| f.device.as_ref().is_some_and(|d| !d.is_empty()))
+        .collect();
+    let left = device.iter().any(|f| {
+        by_name
+            .get(f.name.as_str())
+            .is_none_or(|r| r.method != "dropped" && !r.emptied())
+    });
+    if device.is_empty() || left || settings.allow_no_device_code {
+        return Ok(());
+    }
+    let mut listed: Vec<String> = Vec::new();
+    let mut seen_groups: Vec<&str> = Vec::new();
+    for r in reports.iter().filter(|r| r.emptied()) {
+        if let Some(g) = &r.group {
+            if seen_groups.contains(&g.as_str()) {
+                continue;
+            }
+            seen_groups.push(g);
+        }
+        listed.push(format!("`{}` held {}", r.member, held(r)));
+    }
+    let total = listed.len();
+    let shown = total.min(3);
+    let more = listed.len() - shown;
+    let mut list = listed[..shown].join("; ");
+    if more > 0 {
+        list.push_str(&format!("; and {more} more"));
+    }
+    Err(Error::refused(
+        format!(
+            "trimming to {targets} would leave `{}` with no device code for any GPU: nothing in \
+             its {total} member(s) or group(s) with device code matches the targets, and \
+             --unmatched drop drops it all ({list})",
+            wheel.path.display()
+        ),
+        Some(
+            "check --sm/--gfx against the GPUs the wheel was built for; to write it without \
+             device code anyway, add --allow-no-device-code"
+                .into(),
+        ),
+    ))
 }
