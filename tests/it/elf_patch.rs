@@ -640,6 +640,21 @@ impl Scenarios<'_> {
             !matches!(out.method, Method::InPlace | Method::Unchanged),
             "a long path cannot fit in place: {out:?}"
         );
+        self.prove_search_path(&case, list, "long path", &out);
+        // Control: the unpatched library does not find the dependency from there.
+        let control = case.lib_dir.join("libuse_orig.so");
+        write_exec(&control, &self.input);
+        assert!(
+            load(self.b.arch, self.loader, &control).is_err(),
+            "the original must not find {}",
+            case.deps.display()
+        );
+        out.method
+    }
+
+    /// Writes the patched library into the case's folder, proves its NEEDED and search paths
+    /// with readelf (`list` is the search path asked for) and loads it.
+    fn prove_search_path(&self, case: &Case, list: Vec<String>, what: &str, out: &PatchOutcome) {
         let path = case.lib_dir.join("libuse.so");
         write_exec(&path, &out.data);
         let (rpath, runpath) = self.want_paths(list);
@@ -652,18 +667,9 @@ impl Scenarios<'_> {
                 runpath,
                 ..Want::default()
             },
-            &out,
+            out,
         );
-        self.assert_loads(&path, "long path", &out);
-        // Control: the unpatched library does not find the dependency from there.
-        let control = case.lib_dir.join("libuse_orig.so");
-        write_exec(&control, &self.input);
-        assert!(
-            load(self.b.arch, self.loader, &control).is_err(),
-            "the original must not find {}",
-            case.deps.display()
-        );
-        out.method
+        self.assert_loads(&path, what, out);
     }
 
     /// 2. A short search path: in place when the file already had a longer one.
@@ -677,21 +683,7 @@ impl Scenarios<'_> {
             assert_eq!(out.method, Method::InPlace, "{:#?}", out.notes);
             assert_eq!(out.data.len(), self.input.len());
         }
-        let path = case.lib_dir.join("libuse.so");
-        write_exec(&path, &out.data);
-        let (rpath, runpath) = self.want_paths(vec![s(&case.deps)]);
-        prove_static(
-            self.consumer,
-            &path,
-            &Want {
-                needed: self.orig_info.needed.clone(),
-                rpath,
-                runpath,
-                ..Want::default()
-            },
-            &out,
-        );
-        self.assert_loads(&path, "short path", &out);
+        self.prove_search_path(&case, vec![s(&case.deps)], "short path", &out);
         out.method
     }
 
