@@ -30,6 +30,9 @@ pub enum OutputKind {
     Runtime,
     /// A trimmed copy of an input wheel.
     Trimmed,
+    /// A split's companion wheel: device code moved out of the project's own libraries,
+    /// installed beside them (possibly shared by main wheels of several Python versions).
+    Companion,
 }
 
 impl OutputKind {
@@ -38,6 +41,7 @@ impl OutputKind {
             OutputKind::Main => "main",
             OutputKind::Runtime => "runtime",
             OutputKind::Trimmed => "trimmed",
+            OutputKind::Companion => "companion",
         }
     }
 }
@@ -408,7 +412,7 @@ fn write_all(
         .map(|spec| {
             spec.members
                 .iter()
-                .filter(|_| spec.kind == OutputKind::Runtime)
+                .filter(|_| matches!(spec.kind, OutputKind::Runtime | OutputKind::Companion))
                 .filter_map(|m| match &m.source {
                     Source::Copy { wheel, member } => {
                         Some((m.name.clone(), wheel.member_location(member).to_string()))
@@ -552,7 +556,7 @@ fn commit_outputs(written: Vec<Written>, origins: &[Origins], f: &Finish) -> Res
             kind,
             facts: member_facts,
         } = w;
-        if kind == OutputKind::Runtime {
+        if matches!(kind, OutputKind::Runtime | OutputKind::Companion) {
             p.existing = Existing::MustMatch;
             if std::fs::metadata(&p.target).is_ok_and(|m| m.is_file()) {
                 if same_bytes(p.temp_path(), &p.target).unwrap_or(false) {

@@ -177,7 +177,28 @@ fn plan_room(room: u64) -> u64 {
 /// (`room_for_libraries(max_size)`); `taken(name)` says whether a file name is already used
 /// in the wheel (a companion soname must not be).
 pub fn plan(lib: &Library, room: u64, taken: &dyn Fn(&str) -> bool) -> Verdict {
-    if lib.compressed <= room {
+    plan_rooms(
+        lib,
+        Rooms {
+            host: room,
+            companion: room,
+        },
+        taken,
+    )
+}
+
+/// The compressed bytes a plan may give the host, where it stays, and each companion.
+/// A runtime library has a wheel's room for either; the project's own library shares its
+/// main wheel with the project's other files, so its host has less.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rooms {
+    pub host: u64,
+    pub companion: u64,
+}
+
+/// [`plan`] with a room for the host and another for each companion.
+pub fn plan_rooms(lib: &Library, rooms: Rooms, taken: &dyn Fn(&str) -> bool) -> Verdict {
+    if lib.compressed <= rooms.host {
         return Verdict::Fits;
     }
     if let Some(why) = &lib.unsupported {
@@ -186,20 +207,23 @@ pub fn plan(lib: &Library, room: u64, taken: &dyn Fn(&str) -> bool) -> Verdict {
     if lib.blocks.is_empty() {
         return Verdict::CannotFit(CannotFit::NoDeviceCode);
     }
-    let cap = plan_room(room);
+    let caps = Caps {
+        host: plan_room(rooms.host),
+        companion: plan_room(rooms.companion),
+    };
     let host_fixed = lib
         .rest_compressed
         .saturating_add(PER_BLOCK_COST * lib.blocks.len() as u64);
-    if host_fixed > cap {
+    if host_fixed > caps.host {
         return Verdict::CannotFit(CannotFit::Host {
             rest: lib.rest_compressed,
-            room,
+            room: rooms.host,
             largest: lib.rest_sections.clone(),
         });
     }
     let order = ordered(&lib.blocks);
-    let plain = pack_plain(&lib.blocks, &order, host_fixed, cap);
-    let grouped = pack_grouped(&lib.blocks, host_fixed, cap);
+    let plain = pack_plain(&lib.blocks, &order, host_fixed, caps);
+    let grouped = pack_grouped(&lib.blocks, host_fixed, caps);
     let bins = match (plain, grouped) {
         (Some(p), Some(g)) if g.len() <= p.len() => g,
         (Some(p), _) => p,
@@ -209,11 +233,24 @@ pub fn plan(lib: &Library, room: u64, taken: &dyn Fn(&str) -> bool) -> Verdict {
             let big = order[0];
             return Verdict::CannotFit(CannotFit::Block {
                 block: lib.blocks[big].clone(),
-                room,
+                room: rooms.companion,
             });
         }
     };
     finish(lib, &bins, taken)
+}
+
+/// The bins' capacities, each less the estimate's margin: bin 0 (the host), and the rest.
+#[derive(Clone, Copy)]
+struct Caps {
+    host: u64,
+    companion: u64,
+}
+
+impl Caps {
+    fn of(self, bin: usize) -> u64 {
+        if bin == 0 { self.host } else { self.companion }
+    }
 }
 
 /// Compressed bytes a container costs in a companion.
@@ -257,17 +294,17 @@ fn cost_in(blocks: &[Block], items: &[usize], i: usize) -> u64 {
 
 /// Puts `items` whole into the first bin (from `from`) with room, or a new one; false when
 /// they fit no bin, not even a new companion.
-fn place(blocks: &[Block], bins: &mut Vec<Bin>, items: &[usize], from: usize, cap: u64) -> bool {
+fn place(blocks: &[Block], bins: &mut Vec<Bin>, items: &[usize], from: usize, caps: Caps) -> bool {
     for (i, bin) in bins.iter_mut().enumerate().skip(from) {
         let c = cost_in(blocks, items, i);
-        if bin.0 + c <= cap {
+        if bin.0 + c <= caps.of(i) {
             bin.0 += c;
             bin.1.extend_from_slice(items);
             return true;
         }
     }
     let c = COMPANION_FIXED_COST + cost_in(blocks, items, 1);
-    if c > cap {
+    if c > caps.companion {
         return false;
     }
     bins.push((c, items.to_vec()));
@@ -275,10 +312,10 @@ fn place(blocks: &[Block], bins: &mut Vec<Bin>, items: &[usize], from: usize, ca
 }
 
 /// First-fit decreasing, container by container.
-fn pack_plain(blocks: &[Block], order: &[usize], host_fixed: u64, cap: u64) -> Option<Vec<Bin>> {
+fn pack_plain(blocks: &[Block], order: &[usize], host_fixed: u64, caps: Caps) -> Option<Vec<Bin>> {
     let mut bins = new_bins(host_fixed);
     for &i in order {
-        if !place(blocks, &mut bins, &[i], 0, cap) {
+        if !place(blocks, &mut bins, &[i], 0, caps) {
             return None;
         }
     }
@@ -287,7 +324,7 @@ fn pack_plain(blocks: &[Block], order: &[usize], host_fixed: u64, cap: u64) -> O
 
 /// Whole families first, the largest family first; a family too big for any one bin fills
 /// bins of its own, container by container.
-fn pack_grouped(blocks: &[Block], host_fixed: u64, cap: u64) -> Option<Vec<Bin>> {
+fn pack_grouped(blocks: &[Block], host_fixed: u64, caps: Caps) -> Option<Vec<Bin>> {
     let mut families: std::collections::BTreeMap<&str, Vec<usize>> = Default::default();
     for i in ordered(blocks) {
         families.entry(&blocks[i].family).or_default().push(i);
@@ -302,12 +339,12 @@ fn pack_grouped(blocks: &[Block], host_fixed: u64, cap: u64) -> Option<Vec<Bin>>
     groups.sort_by(|a, b| b.2.cmp(&a.2).then(a.0.cmp(b.0)));
     let mut bins = new_bins(host_fixed);
     for (_, items, _) in &groups {
-        if place(blocks, &mut bins, items, 0, cap) {
+        if place(blocks, &mut bins, items, 0, caps) {
             continue;
         }
         let first_own = bins.len();
         for &i in items {
-            if !place(blocks, &mut bins, &[i], first_own, cap) {
+            if !place(blocks, &mut bins, &[i], first_own, caps) {
                 return None;
             }
         }

@@ -7,11 +7,12 @@ use serde::Serialize;
 use super::{MemberKey, RUNTIME_OVERHEAD, SplitRun};
 use crate::diagnostic::{Diagnostic, Severity};
 use crate::error::Error;
+use crate::plan::companions::Rooms;
 use crate::plan::companions::{
     self, CompanionAdvice, CompanionFile, Library, Verdict, library_of_member,
 };
 use crate::plan::pack::pack;
-use crate::plan::{ElfEdit, LibraryPlan, RuntimeSet, SplitPlan};
+use crate::plan::{ElfEdit, LibraryPlan, MainPlan, RuntimeSet, SplitPlan};
 
 /// One companion of a plan and the runtime wheel it goes into.
 #[derive(Debug, Clone, Serialize)]
@@ -29,12 +30,29 @@ pub struct CompanionMove {
     /// The host's (input, member), for the real run's rewrite.
     #[serde(skip)]
     pub(super) key: MemberKey,
+    /// For the project's own library, which stays in its main wheel: the index of that main
+    /// wheel in the plan. Its companions then go into wheels of their own
+    /// ([`super::devcode`]), which the main wheel requires.
+    #[serde(skip)]
+    pub(super) main: Option<usize>,
+    /// The compressed bytes the plan gave the host (for the plan to be made again).
+    #[serde(skip)]
+    pub(super) room: u64,
+    /// Why the host keeps its installed size (the moved containers were zeroed in place, not
+    /// cut), when it does; set once written.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub zeroed: Option<String>,
+    /// True for the project's own library (its companions are in their own wheels).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub own: bool,
     /// `wheel!member` of the host library.
     pub library: String,
-    /// The runtime set it moves into, and its file name in the set's `lib/`.
+    /// The runtime set it moves into, and its file name in the set's `lib/` (for the
+    /// project's own library: the companion wheels' name, and its file name).
     pub runtime_set: String,
     pub file: String,
-    /// The runtime wheel the host goes into.
+    /// The runtime wheel the host goes into (its main wheel's file name for the project's own
+    /// library).
     pub host_wheel: String,
     /// Compressed bytes of the host now (after the trim, estimated, when there is one).
     pub compressed_before: u64,
@@ -52,6 +70,41 @@ fn at_size(mut lib: Library, bytes: u64) -> Library {
     lib.compressed = bytes;
     lib.rest_compressed = bytes.saturating_sub(moved);
     lib
+}
+
+/// Where a library too big for its wheel lives, and so where its companions go.
+#[derive(Clone, Copy)]
+pub(super) enum Home<'p> {
+    /// A runtime library: its companions go beside it, into its set's wheels.
+    Set(&'p RuntimeSet, &'p LibraryPlan),
+    /// The project's own library, which stays in main wheel `main` (an index into the plan's
+    /// mains); its other members leave the host `host_room` compressed bytes. Its companions
+    /// go into wheels of their own ([`super::devcode`]), installed into the host's folder.
+    Main {
+        main: usize,
+        plan: &'p MainPlan,
+        member: &'p str,
+        edit: Option<&'p ElfEdit>,
+        host_room: u64,
+    },
+}
+
+impl Home<'_> {
+    /// The host's (input, member).
+    pub(super) fn key(&self) -> (usize, &str) {
+        match self {
+            Home::Set(_, l) => (l.input, &l.member),
+            Home::Main { plan, member, .. } => (plan.input, member),
+        }
+    }
+
+    /// The host's edit before `$ORIGIN` is added.
+    pub(super) fn edit(&self) -> Option<&ElfEdit> {
+        match self {
+            Home::Set(_, l) => Some(&l.edit),
+            Home::Main { edit, .. } => *edit,
+        }
+    }
 }
 
 /// Makes a refusal of a library too big alone say what companions would do: that
@@ -94,10 +147,10 @@ impl SplitRun<'_> {
     /// view of it after the trim); `None` for a member with no device-code sections.
     pub(super) fn companion_verdict(
         &self,
-        input: usize,
-        member: &str,
+        (input, member): (usize, &str),
         bytes: u64,
         trimmed: Option<&Library>,
+        rooms: Rooms,
     ) -> Option<(Library, Verdict)> {
         let facts = &self.inputs[input].1;
         let lib = match trimmed {
@@ -110,9 +163,60 @@ impl SplitRun<'_> {
             .iter()
             .flat_map(|(_, f)| f.members.iter().map(|m| m.file_name()))
             .collect();
-        let room = self.opts.max_size.saturating_sub(RUNTIME_OVERHEAD);
-        let v = companions::plan(&lib, room, &|n: &str| names.contains(n));
+        let v = companions::plan_rooms(&lib, rooms, &|n: &str| names.contains(n));
         Some((lib, v))
+    }
+
+    /// The rooms of a plan for a library at home in `home`.
+    pub(super) fn rooms(&self, home: &Home) -> Rooms {
+        let room = self.opts.max_size.saturating_sub(RUNTIME_OVERHEAD);
+        match home {
+            Home::Set(..) => Rooms {
+                host: room,
+                companion: room,
+            },
+            Home::Main {
+                plan, host_room, ..
+            } => Rooms {
+                host: *host_room,
+                companion: self.devcode_room(plan.input),
+            },
+        }
+    }
+
+    /// The refusal of a library at `bytes` that does not fit at home: too big for a runtime
+    /// wheel alone, or for the room its main wheel's other members leave.
+    pub(super) fn refusal(&self, home: &Home, bytes: u64, trimmed: Option<&Library>) -> Error {
+        match home {
+            Home::Set(_, l) => self.too_big_after(l.input, &l.member, bytes, trimmed),
+            Home::Main {
+                plan,
+                member,
+                host_room,
+                ..
+            } => {
+                let loc = self.inputs[plan.input].0.member_location(member);
+                let e = Error::refused(
+                    format!(
+                        "{loc} is {} compressed, over the {} its main wheel `{}` has room for beside its other members",
+                        crate::cli_size(bytes),
+                        crate::cli_size(*host_room),
+                        plan.file_name
+                    ),
+                    Some(format!(
+                        "trim its device code to the GPUs you ship for (--sm/--gfx), or ask the index for a larger limit and pass --max-size (now {})",
+                        crate::cli_size(self.opts.max_size)
+                    )),
+                );
+                match self.companion_verdict(home.key(), bytes, trimmed, self.rooms(home)) {
+                    Some((lib, v)) => match CompanionAdvice::new(member, &lib, *host_room, &v) {
+                        Some(a) => with_companion_hint(e, &a, self.opts.companions),
+                        None => e,
+                    },
+                    None => e,
+                }
+            }
+        }
     }
 
     /// The refusal of a library too big for a runtime wheel alone, with what companions
@@ -141,7 +245,11 @@ impl SplitRun<'_> {
             );
         }
         let room = self.opts.max_size.saturating_sub(RUNTIME_OVERHEAD);
-        match self.companion_verdict(input, member, bytes, trimmed) {
+        let rooms = Rooms {
+            host: room,
+            companion: room,
+        };
+        match self.companion_verdict((input, member), bytes, trimmed, rooms) {
             Some((lib, v)) => match CompanionAdvice::new(member, &lib, room, &v) {
                 Some(a) => with_companion_hint(e, &a, self.opts.companions),
                 None => e,
@@ -150,19 +258,19 @@ impl SplitRun<'_> {
         }
     }
 
-    /// With `--companions`, the plan for a library too big alone: `Ok(None)` when
+    /// With `--companions`, the plan for a library too big for its home: `Ok(None)` when
     /// companions cannot help (the caller refuses it). A real run carries it out in the
     /// rewrite stage ([`host_rewrite`]).
     pub(super) fn companion_move(
         &self,
-        set: &RuntimeSet,
-        l: &LibraryPlan,
+        home: &Home,
         bytes: u64,
         trimmed: Option<&Library>,
     ) -> Result<Option<CompanionMove>, Error> {
         if !self.opts.companions {
             return Ok(None);
         }
+        let (input, member) = home.key();
         let Some((
             _,
             Verdict::Companions {
@@ -170,30 +278,40 @@ impl SplitRun<'_> {
                 kept,
                 files,
             },
-        )) = self.companion_verdict(l.input, &l.member, bytes, trimmed)
+        )) = self.companion_verdict((input, member), bytes, trimmed, self.rooms(home))
         else {
             return Ok(None);
         };
-        let location = self.inputs[l.input]
-            .0
-            .member_location(&l.member)
-            .to_string();
+        let location = self.inputs[input].0.member_location(member).to_string();
+        let (main, runtime_set, file, host_wheel) = match home {
+            Home::Set(set, l) => (None, set.name.clone(), l.file.clone(), set.name.clone()),
+            Home::Main { main, plan, .. } => (
+                Some(*main),
+                self.devcode_name(plan.input),
+                member.rsplit('/').next().unwrap_or(member).to_string(),
+                plan.file_name.clone(),
+            ),
+        };
         Ok(Some(CompanionMove {
-            key: (l.input, l.member.clone()),
+            key: (input, member.to_string()),
+            room: self.rooms(home).host,
+            zeroed: None,
+            main,
+            own: main.is_some(),
             library: location,
-            runtime_set: set.name.clone(),
-            file: l.file.clone(),
-            host_wheel: set.name.clone(),
-            compressed_before: bytes,
-            host_after,
-            kept_containers: kept.len(),
             companions: files
                 .into_iter()
                 .map(|file| PlacedCompanion {
                     file,
-                    wheel: set.name.clone(),
+                    wheel: runtime_set.clone(),
                 })
                 .collect(),
+            runtime_set,
+            file,
+            host_wheel,
+            compressed_before: bytes,
+            host_after,
+            kept_containers: kept.len(),
         }))
     }
 }
@@ -216,29 +334,29 @@ impl SplitRun<'_> {
     /// plan; the exact sizes are checked once it is compressed ([`Self::replan`]).
     pub(super) fn plan_after_trim(
         &self,
-        set: &RuntimeSet,
-        l: &LibraryPlan,
+        home: &Home,
         trimmed: Option<&[u8]>,
         gone: u64,
     ) -> Result<(Option<Library>, Option<CompanionMove>), Error> {
-        let Some(f) = self.inputs[l.input]
+        let (input, member) = home.key();
+        let Some(f) = self.inputs[input]
             .1
             .members
             .iter()
-            .find(|f| f.name == l.member)
+            .find(|f| f.name == member)
         else {
             return Ok((None, None));
         };
-        let removed = self.debug_of(l.input, &l.member).saturating_add(gone);
+        let removed = self.debug_of(input, member).saturating_add(gone);
         let bytes = super::estimate_after(f.compressed_size, f.size, removed);
         let after = trimmed
             .and_then(|d| library_after_trim(&f.name, d, bytes))
             .or_else(|| library_of_member(f))
             .map(|lib| at_size(lib, bytes));
-        if bytes <= self.opts.max_size.saturating_sub(RUNTIME_OVERHEAD) {
+        if bytes <= self.rooms(home).host {
             return Ok((after, None));
         }
-        let mv = self.companion_move(set, l, bytes, after.as_ref())?;
+        let mv = self.companion_move(home, bytes, after.as_ref())?;
         Ok((after, mv))
     }
 
@@ -251,26 +369,27 @@ impl SplitRun<'_> {
     /// `Ok(None)`: it fits. Companions that cannot help make the refusal, saying why.
     pub(super) fn replan(
         &self,
-        (set, l): (&RuntimeSet, &LibraryPlan),
+        home: &Home,
         view: Option<Library>,
         planned: Option<&CompanionMove>,
         (host, moved): (u64, &[u64]),
         tries: u8,
     ) -> Result<Option<Forced>, Error> {
-        let room = self.opts.max_size.saturating_sub(RUNTIME_OVERHEAD);
-        if tries >= 2 || (host <= room && moved.iter().all(|&c| c <= room)) {
+        let rooms = self.rooms(home);
+        if tries >= 2 || (host <= rooms.host && moved.iter().all(|&c| c <= rooms.companion)) {
             return Ok(None);
         }
+        let (input, member) = home.key();
         let view = view.or_else(|| {
-            let f = self.inputs[l.input]
+            let f = self.inputs[input]
                 .1
                 .members
                 .iter()
-                .find(|f| f.name == l.member)?;
+                .find(|f| f.name == member)?;
             library_of_member(f)
         });
         let Some(view) = view else {
-            return Err(self.too_big(l.input, &l.member, host));
+            return Err(self.refusal(home, host, None));
         };
         // (observed, predicted) of the output that is furthest over its estimate.
         let mut off = (host, planned.map_or(view.compressed, |m| m.host_after));
@@ -284,13 +403,13 @@ impl SplitRun<'_> {
             return Ok(None);
         }
         let lib = scaled(&view, off.0, off.1.max(1));
-        match self.companion_move(set, l, lib.compressed, Some(&lib))? {
+        match self.companion_move(home, lib.compressed, Some(&lib))? {
             Some(mv) => Ok(Some(Forced {
                 mv,
                 view: lib,
                 tries: tries + 1,
             })),
-            None => Err(self.too_big_after(l.input, &l.member, lib.compressed, Some(&lib))),
+            None => Err(self.refusal(home, lib.compressed, Some(&lib))),
         }
     }
 }
@@ -345,10 +464,14 @@ impl SplitRun<'_> {
                 continue;
             };
             mv.host_after = r.compressed.stored_len();
+            mv.zeroed = r.zeroed.clone();
             for (c, out) in mv.companions.iter_mut().zip(&r.companions) {
                 c.file.compressed_bytes = out.compressed.stored_len();
             }
-            for rw in wheels.iter().filter(|w| w.set.name == mv.runtime_set) {
+            for rw in wheels
+                .iter()
+                .filter(|w| !mv.own && w.set.name == mv.runtime_set)
+            {
                 let Some(j) = rw
                     .set
                     .libraries
@@ -387,6 +510,24 @@ impl SplitRun<'_> {
                     }
                 }
                 let dry = self.opts.dry_run;
+                let location = self.inputs[mv.key.0].0.member_location(&mv.key.1);
+                if mv.own {
+                    let message = format!(
+                        "{} its device code into {n} companion file{} ({}) in wheels of their own ({}), installed beside it, keeping every GPU architecture: at {} compressed{} it leaves {} over the limit{}",
+                        if dry { "would move" } else { "moved" },
+                        if n == 1 { "" } else { "s" },
+                        names.join(", "),
+                        wheels[1..].join(", "),
+                        size(mv.compressed_before),
+                        if self.changes(mv.key.0, &mv.key.1) { " after the trim/strip" } else { "" },
+                        mv.host_wheel,
+                        if dry { " (sizes estimated; the real run checks the exact sizes)" } else { "" },
+                    );
+                    let message = with_zeroed(message, mv);
+                    return Diagnostic::new(Severity::Note, &location, message).with_hint(
+                        "the main wheel requires its companion wheels exactly, so they install with it; split --no-companions refuses such a wheel instead",
+                    );
+                }
                 let message = format!(
                     "{} its device code into {n} companion file{} ({}) beside it in {}, keeping every GPU architecture{}: at {} compressed{} it does not fit in a wheel even alone{}",
                     if dry { "would move" } else { "moved" },
@@ -398,12 +539,22 @@ impl SplitRun<'_> {
                     if self.changes(mv.key.0, &mv.key.1) { " after the trim/strip" } else { "" },
                     if dry { " (sizes estimated; the real run checks the exact sizes)" } else { "" },
                 );
-                let location = self.inputs[mv.key.0].0.member_location(&mv.key.1);
+                let message = with_zeroed(message, mv);
                 Diagnostic::new(Severity::Note, &location, message).with_hint(
                     "its runtime wheels install together (the main wheel requires them); split --no-companions refuses such a library instead",
                 )
             })
             .collect()
+    }
+}
+
+/// A companion note, with why the host keeps its installed size when it does.
+fn with_zeroed(message: String, mv: &CompanionMove) -> String {
+    match &mv.zeroed {
+        Some(z) => format!(
+            "{message}; {z}, so installed it takes as much room as before plus its companions"
+        ),
+        None => message,
     }
 }
 
@@ -422,7 +573,7 @@ pub(super) fn place(
     let entry = |name: &str, bytes: u64| (name.to_string(), bytes + 200 + 2 * name.len() as u64);
     for set in &plan.runtime_sets {
         let mine: Vec<usize> = (0..moves.len())
-            .filter(|&i| moves[i].runtime_set == set.name)
+            .filter(|&i| !moves[i].own && moves[i].runtime_set == set.name)
             .collect();
         if mine.is_empty() {
             continue;
@@ -601,6 +752,14 @@ pub(super) struct CompanionOut {
     pub info: Option<crate::elf::ElfInfo>,
 }
 
+/// A host whose device code moved: its bytes, its companions (compressed), and why the moved
+/// containers were only zeroed in place, when the page cut could not drop them.
+pub(super) struct HostMoved {
+    pub host: Vec<u8>,
+    pub companions: Vec<CompanionOut>,
+    pub zeroed: Option<String>,
+}
+
 /// Carries out a companion plan on a host's bytes: the rewritten host and its companions,
 /// compressed. A refusal names the library and says what to do; nothing is written then.
 pub(super) fn host_rewrite(
@@ -608,7 +767,7 @@ pub(super) fn host_rewrite(
     host: &[u8],
     files: &[CompanionFile],
     spill: Option<&std::path::Path>,
-) -> Result<(Vec<u8>, Vec<CompanionOut>), Error> {
+) -> Result<HostMoved, Error> {
     let out = crate::elf::companion::move_device_code(host, &companions::targets(files))
         .map_err(|e| {
             Error::refused(
@@ -636,7 +795,16 @@ pub(super) fn host_rewrite(
             info: e.info,
         });
     }
-    Ok((out.host, written))
+    let zeroed = out
+        .notes
+        .iter()
+        .find(|n| n.starts_with("the moved containers were zeroed in place"))
+        .cloned();
+    Ok(HostMoved {
+        host: out.host,
+        companions: written,
+        zeroed,
+    })
 }
 
 #[cfg(test)]
@@ -682,7 +850,7 @@ mod tests {
         };
         for host in [fixture(), b"not an ELF object".to_vec()] {
             let Err(Error::Refused { message, hint }) =
-                host_rewrite(&loc, &host, std::slice::from_ref(&file), None)
+                host_rewrite(&loc, &host, std::slice::from_ref(&file), None).map(|_| ())
             else {
                 panic!("the move was not refused");
             };

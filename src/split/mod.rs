@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use serde::Serialize;
 
 mod companions;
+mod devcode;
 mod hook;
 mod runtime;
 
@@ -160,6 +161,8 @@ struct Rewritten {
     reused: u64,
     /// The companions its device code moved into, beside it.
     companions: Vec<companions::CompanionOut>,
+    /// Why the moved containers were only zeroed in the host, when they were.
+    zeroed: Option<String>,
     /// The plan of those companions when the rewrite stage made it (a library still too big
     /// after the trim or strip).
     planned: Option<CompanionMove>,
@@ -193,10 +196,12 @@ pub fn split(
     } else {
         DryTrim::default()
     };
-    let (companions, with_companions) = run.guard_libraries(&plan, &dry)?;
-    let mut size_estimates = run.guard_mains(&plan, &dry.estimates)?;
+    let (mut companions, with_companions) = run.guard_libraries(&plan, &dry)?;
+    let (mut size_estimates, own) = run.guard_mains(&plan, &dry)?;
+    companions.extend(own);
     companions::apply_estimates(&mut size_estimates, &with_companions);
     if opts.dry_run {
+        run.place_own(&mut companions);
         notes.extend(run.companion_notes(&companions));
         drop(kept);
         return Ok(SplitReport {
@@ -228,7 +233,8 @@ pub fn split(
         }
     }
     let runtime_wheels = run.pack(&plan, &rewrites.members, &canonical)?;
-    let companions = run.written(companions, &rewrites.members, &runtime_wheels);
+    let mut companions = run.written(companions, &rewrites.members, &runtime_wheels);
+    let devcode = run.pack_devcode(&plan, &mut companions, &rewrites.members)?;
     notes.extend(run.companion_notes(&companions));
 
     let built = Built {
@@ -236,7 +242,7 @@ pub fn split(
         canonical: &canonical,
         licenses: &set_licenses,
     };
-    let generated = run.generate(&plan, &hooks, &runtime_wheels, &built);
+    let generated = run.generate(&plan, &hooks, &runtime_wheels, &devcode, &built);
     let mut outputs_spec = Vec::new();
     for (mi, m) in plan.mains.iter().enumerate() {
         let members = run.main_members(m, &hooks[mi], &generated, &generated.mains[mi], &built)?;
@@ -255,6 +261,14 @@ pub fn split(
             members,
         });
     }
+    for (di, dw) in devcode.iter().enumerate() {
+        let members = run.devcode_members(dw, &generated, &generated.devcode[di], &built)?;
+        outputs_spec.push(OutputSpec {
+            target: opts.runtime_dir.join(dw.file_name()),
+            kind: OutputKind::Companion,
+            members,
+        });
+    }
 
     // Write everything to temporary files, check them, then rename them into place.
     let (outputs, report) = output::finish(
@@ -267,7 +281,7 @@ pub fn split(
             progress: Some(&*opts.progress),
             links: LinkCheck::WholeSet,
             what: Command::Split,
-            sets: Some(install_sets(&plan, &runtime_wheels)),
+            sets: Some(install_sets(&plan, &runtime_wheels, &devcode)),
             known_unresolved: baseline.unresolved,
             known_violations: baseline.violations,
         },
@@ -349,16 +363,24 @@ struct Job<'p> {
     edit: Option<std::borrow::Cow<'p, crate::plan::ElfEdit>>,
     /// The plan whose device code moves out of this library (made before any work).
     companions: Option<&'p CompanionMove>,
-    /// A runtime library the trim or strip rewrites: whether it fits is known once its bytes
-    /// are, so its companion plan (if it needs one) is made in the rewrite stage.
-    after_trim: Option<(&'p crate::plan::RuntimeSet, &'p crate::plan::LibraryPlan)>,
-    /// A runtime library whose plan was made before any work (`companions`): its set and
-    /// plan, for the plan to be made again when the exact sizes show the estimate too low.
-    planned_in: Option<(&'p crate::plan::RuntimeSet, &'p crate::plan::LibraryPlan)>,
+    /// A library the trim or strip rewrites: whether it fits is known once its bytes are, so
+    /// its companion plan (if it needs one) is made in the rewrite stage.
+    after_trim: Option<companions::Home<'p>>,
+    /// A library whose plan was made before any work (`companions`): where it lives, for the
+    /// plan to be made again when the exact sizes show the estimate too low.
+    planned_in: Option<companions::Home<'p>>,
     /// Compress from the bytes alone, never reusing the input's blocks (runtime libraries
     /// under `--canonical-runtime`).
     canonical: bool,
 }
+
+/// What the companion step made: the host's new bytes, its companions, and why the moved
+/// containers were only zeroed in place when they were.
+type MovedStep = (
+    Option<Vec<u8>>,
+    Vec<companions::CompanionOut>,
+    Option<String>,
+);
 
 /// What the rewrite stage made.
 struct Rewrites {
@@ -404,11 +426,12 @@ struct Gen {
     size: u64,
 }
 
-/// Every generated file, and which belong to each main and each runtime wheel.
+/// Every generated file, and which belong to each main, runtime and companion wheel.
 struct Generated {
     files: Vec<Compressed>,
     mains: Vec<Vec<Gen>>,
     runtimes: Vec<Vec<Gen>>,
+    devcode: Vec<Vec<Gen>>,
 }
 
 impl Generated {
@@ -476,9 +499,14 @@ fn guard_targets(paths: &[PathBuf], opts: &SplitOptions, plan: &SplitPlan) -> Re
     Ok(())
 }
 
-/// Each main wheel is installed with the runtime wheels of the sets it requires (indices
-/// into the outputs: the mains first, then the runtime wheels).
-fn install_sets(plan: &SplitPlan, runtime_wheels: &[RuntimeWheel]) -> Vec<Vec<usize>> {
+/// Each main wheel is installed with the runtime wheels of the sets it requires and its
+/// companion wheels (indices into the outputs: the mains first, then the runtime wheels,
+/// then the companion wheels).
+fn install_sets(
+    plan: &SplitPlan,
+    runtime_wheels: &[RuntimeWheel],
+    devcode: &[devcode::DevcodeWheel],
+) -> Vec<Vec<usize>> {
     plan.mains
         .iter()
         .enumerate()
@@ -487,6 +515,11 @@ fn install_sets(plan: &SplitPlan, runtime_wheels: &[RuntimeWheel]) -> Vec<Vec<us
             for (k, rw) in runtime_wheels.iter().enumerate() {
                 if m.runtime_sets.contains(&rw.set.key) {
                     set.push(plan.mains.len() + k);
+                }
+            }
+            for (k, dw) in devcode.iter().enumerate() {
+                if dw.mains.contains(&i) {
+                    set.push(plan.mains.len() + runtime_wheels.len() + k);
                 }
             }
             set
@@ -795,7 +828,8 @@ impl SplitRun<'_> {
                     continue;
                 }
                 let trimmed = dry.libraries.get(&(l.input, l.member.clone()));
-                if let Some(m) = self.companion_move(set, l, bytes, trimmed)? {
+                let home = companions::Home::Set(set, l);
+                if let Some(m) = self.companion_move(&home, bytes, trimmed)? {
                     moves.push(m);
                     continue;
                 }
@@ -816,14 +850,28 @@ impl SplitRun<'_> {
     /// real run and the dry run (without a trim, nothing makes those members smaller).
     /// With a trim or strip, the dry run judges the estimated sizes the same way, and reports
     /// them.
-    fn guard_mains(&self, plan: &SplitPlan, est: &Estimates) -> Result<Vec<SizeEstimate>, Error> {
+    ///
+    /// The project's own libraries that leave their main wheel over the limit have their
+    /// device code moved into companions of their own wheels instead ([`devcode`]), planned
+    /// here (the real run's trimmed ones in the rewrite stage), and returned.
+    fn guard_mains(
+        &self,
+        plan: &SplitPlan,
+        dry: &DryTrim,
+    ) -> Result<(Vec<SizeEstimate>, Vec<CompanionMove>), Error> {
         let opts = self.opts;
+        let est = &dry.estimates;
         let mut size_estimates = Vec::new();
+        let mut moves = Vec::new();
         if !opts.dry_run && (self.trimming() || opts.strip_debug) {
-            return Ok(size_estimates);
+            for (mi, m) in plan.mains.iter().enumerate() {
+                let staying = self.staying(m, est);
+                moves.extend(self.own_moves(mi, m, &staying, dry, false)?.1);
+            }
+            return Ok((size_estimates, moves));
         }
-        for m in &plan.mains {
-            self.guard_main(m, est, &mut size_estimates)?;
+        for (mi, m) in plan.mains.iter().enumerate() {
+            moves.extend(self.guard_main(mi, m, dry, &mut size_estimates)?);
         }
         if opts.dry_run && !est.is_empty() {
             let capacity = opts.max_size.saturating_sub(RUNTIME_OVERHEAD);
@@ -851,17 +899,156 @@ impl SplitRun<'_> {
                 });
             }
         }
-        Ok(size_estimates)
+        Ok((size_estimates, moves))
     }
 
-    /// [`Self::guard_mains`] for one main wheel.
-    fn guard_main(
+    /// The members that stay in a main wheel, at their (estimated) compressed sizes.
+    fn staying(&self, m: &crate::plan::MainPlan, est: &Estimates) -> Vec<(String, u64)> {
+        let facts = &self.inputs[m.input].1;
+        m.members
+            .iter()
+            .filter_map(|a| match a {
+                MemberAction::Copy { member } | MemberAction::Edit { member, .. } => {
+                    facts.members.iter().find(|f| &f.name == member)
+                }
+                MemberAction::Remove { .. } => None,
+            })
+            .map(|f| (f.name.clone(), est.of(m.input, &f.name, f.compressed_size)))
+            .collect()
+    }
+
+    /// The compressed bytes main wheel `m` has for `member` beside its other staying members
+    /// (each at `size(name, compressed)`, its headers counted) and its own files.
+    fn host_room(
         &self,
         m: &crate::plan::MainPlan,
-        est: &Estimates,
-        size_estimates: &mut Vec<SizeEstimate>,
-    ) -> Result<(), Error> {
+        member: &str,
+        size: &dyn Fn(&str, u64) -> u64,
+    ) -> u64 {
+        let facts = &self.inputs[m.input].1;
+        let others: u64 = m
+            .members
+            .iter()
+            .filter_map(|a| match a {
+                MemberAction::Copy { member: n } | MemberAction::Edit { member: n, .. } => Some(n),
+                MemberAction::Remove { .. } => None,
+            })
+            .filter(|n| n.as_str() != member)
+            .filter_map(|n| facts.members.iter().find(|f| &f.name == n))
+            .map(|f| size(&f.name, f.compressed_size) + devcode::entry_cost(&f.name))
+            .sum();
+        self.opts
+            .max_size
+            .saturating_sub(devcode::MAIN_MARGIN)
+            .saturating_sub(devcode::entry_cost(member))
+            .saturating_sub(others)
+    }
+
+    /// With companions, the plans of the main wheel's own libraries with device code that
+    /// leave it over the limit, and its staying bytes afterwards.
+    ///
+    /// Without a trim or strip (planned before any work), the largest are chosen first, each
+    /// counted at the smallest its host can get (every container moved), until the wheel would
+    /// fit; then each is planned, largest first, for the room the others leave (those planned
+    /// at their size after the move, those still to plan at that smallest size, the rest as
+    /// they are). With one, a library's size is known only once it is trimmed, so each is
+    /// judged alone, in the dry run and the real run alike: it moves when its size
+    /// (estimated) is over the room the others leave at their sizes in the input. In the real
+    /// run those the trim or strip rewrites are planned in the rewrite stage; `in_dry_run`
+    /// says whether to plan them here.
+    fn own_moves(
+        &self,
+        mi: usize,
+        m: &crate::plan::MainPlan,
+        staying: &[(String, u64)],
+        dry: &DryTrim,
+        in_dry_run: bool,
+    ) -> Result<(u64, Vec<CompanionMove>), Error> {
         let opts = self.opts;
+        let mut sizes: HashMap<&str, u64> = staying.iter().map(|(n, b)| (n.as_str(), *b)).collect();
+        let mut moves = Vec::new();
+        if !opts.companions {
+            return Ok((sizes.values().sum(), moves));
+        }
+        let alone = self.trimming() || opts.strip_debug;
+        let view = |name: &str| -> Option<crate::plan::companions::Library> {
+            let key = (m.input, name.to_string());
+            dry.libraries.get(&key).cloned().or_else(|| {
+                let f = self.inputs[m.input]
+                    .1
+                    .members
+                    .iter()
+                    .find(|f| f.name == name)?;
+                crate::plan::companions::library_of_member(f)
+            })
+        };
+        let mut order: Vec<(&str, u64, u64)> = staying
+            .iter()
+            .filter(|(n, _)| self.has_device(m.input, n))
+            .filter(|(n, _)| in_dry_run || !self.changes(m.input, n))
+            .filter_map(|(n, b)| {
+                let lib = view(n)?;
+                let least = lib.rest_compressed
+                    + crate::plan::companions::PER_BLOCK_COST * lib.blocks.len() as u64;
+                // The plan keeps a margin of 1/64 for its estimates.
+                Some((n.as_str(), *b, (least + least / 63 + 1).min(*b)))
+            })
+            .collect();
+        order.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+        if !alone {
+            // Those to move: the largest, until the wheel would fit with them at their least.
+            let mut least: HashMap<&str, u64> = HashMap::new();
+            for &(n, _, l) in &order {
+                let room = self.host_room(m, n, &|o, b| least.get(o).copied().unwrap_or(b));
+                if sizes.get(n).copied().unwrap_or(0) <= room {
+                    break;
+                }
+                least.insert(n, l);
+            }
+            order.retain(|(n, _, _)| least.contains_key(n));
+        }
+        let mut pending: HashMap<&str, u64> = order.iter().map(|&(n, _, l)| (n, l)).collect();
+        for &(name, bytes, _) in &order {
+            pending.remove(name);
+            let host_room = if alone {
+                self.host_room(m, name, &|_, b| b)
+            } else {
+                let at = |o: &str, b: u64| pending.get(o).or(sizes.get(o)).copied().unwrap_or(b);
+                self.host_room(m, name, &at)
+            };
+            if bytes <= host_room {
+                continue;
+            }
+            let edit = m.members.iter().find_map(|a| match a {
+                MemberAction::Edit { member, edit } if member == name => Some(edit),
+                _ => None,
+            });
+            let home = companions::Home::Main {
+                main: mi,
+                plan: m,
+                member: name,
+                edit,
+                host_room,
+            };
+            let trimmed = dry.libraries.get(&(m.input, name.to_string()));
+            if let Some(mv) = self.companion_move(&home, bytes, trimmed)? {
+                sizes.insert(name, mv.host_after);
+                moves.push(mv);
+            }
+        }
+        Ok((sizes.values().sum(), moves))
+    }
+
+    /// [`Self::guard_mains`] for one main wheel: the companion plans of its own libraries.
+    fn guard_main(
+        &self,
+        mi: usize,
+        m: &crate::plan::MainPlan,
+        dry: &DryTrim,
+        size_estimates: &mut Vec<SizeEstimate>,
+    ) -> Result<Vec<CompanionMove>, Error> {
+        let opts = self.opts;
+        let est = &dry.estimates;
         let facts = &self.inputs[m.input].1;
         let staying_facts = || {
             m.members.iter().filter_map(|a| match a {
@@ -871,10 +1058,13 @@ impl SplitRun<'_> {
                 MemberAction::Remove { .. } => None,
             })
         };
-        let mut staying: Vec<(String, u64)> = staying_facts()
-            .map(|f| (f.name.clone(), est.of(m.input, &f.name, f.compressed_size)))
-            .collect();
-        let total: u64 = staying.iter().map(|(_, b)| b).sum();
+        let mut staying = self.staying(m, est);
+        let mut total: u64 = staying.iter().map(|(_, b)| b).sum();
+        let mut moves = Vec::new();
+        let alone = self.trimming() || opts.strip_debug;
+        if total > opts.max_size || alone {
+            (total, moves) = self.own_moves(mi, m, &staying, dry, true)?;
+        }
         let any_estimate = staying.iter().any(|(n, _)| est.has(m.input, n));
         if opts.dry_run && !est.is_empty() {
             size_estimates.push(SizeEstimate {
@@ -887,7 +1077,12 @@ impl SplitRun<'_> {
             });
         }
         if total <= opts.max_size {
-            return Ok(());
+            return Ok(moves);
+        }
+        for mv in &moves {
+            if let Some(s) = staying.iter_mut().find(|(n, _)| *n == mv.key.1) {
+                s.1 = mv.host_after;
+            }
         }
         staying.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
         let any_device = staying.iter().any(|(n, _)| self.has_device(m.input, n));
@@ -932,22 +1127,51 @@ impl SplitRun<'_> {
     /// The members to rewrite: the plan's edits, and what the trim or the strip changes.
     fn jobs<'p>(&self, plan: &'p SplitPlan, moves: &'p [CompanionMove]) -> Vec<Job<'p>> {
         let mut jobs = Vec::new();
-        for m in &plan.mains {
+        for (mi, m) in plan.mains.iter().enumerate() {
             for a in &m.members {
                 let (member, edit) = match a {
                     MemberAction::Edit { member, edit } => (member, Some(edit)),
-                    MemberAction::Copy { member } if self.changes(m.input, member) => {
-                        (member, None)
+                    MemberAction::Copy { member } => (member, None),
+                    MemberAction::Remove { .. } => continue,
+                };
+                let key = (m.input, member.clone());
+                let mv = moves.iter().find(|mv| mv.key == key);
+                if mv.is_none() && edit.is_none() && !self.changes(m.input, member) {
+                    continue;
+                }
+                let home = companions::Home::Main {
+                    main: mi,
+                    plan: m,
+                    member,
+                    edit,
+                    host_room: mv
+                        .map_or_else(|| self.host_room(m, member, &|_, b| b), |mv| mv.room),
+                };
+                // The project's own library too big for its main wheel once trimmed is planned
+                // in the rewrite stage, like a runtime library.
+                let after_trim = (mv.is_none()
+                    && self.opts.companions
+                    && self.changes(m.input, member)
+                    && self.has_device(m.input, member))
+                .then_some(home);
+                let edit = match mv {
+                    Some(_) => {
+                        let plain = crate::plan::ElfEdit::default();
+                        let base = edit.unwrap_or(&plain);
+                        match companions::with_origin(base, self.host_info(m.input, member)) {
+                            Some(e) => Some(std::borrow::Cow::Owned(e)),
+                            None => edit.map(std::borrow::Cow::Borrowed),
+                        }
                     }
-                    _ => continue,
+                    None => edit.map(std::borrow::Cow::Borrowed),
                 };
                 jobs.push(Job {
                     input: m.input,
                     member: member.clone(),
-                    edit: edit.map(std::borrow::Cow::Borrowed),
-                    companions: None,
-                    after_trim: None,
-                    planned_in: None,
+                    edit,
+                    companions: mv,
+                    after_trim,
+                    planned_in: mv.map(|_| home),
                     canonical: false,
                 });
             }
@@ -977,15 +1201,16 @@ impl SplitRun<'_> {
                     continue;
                 };
                 // Guarded on its exact size in the rewrite stage (`guard_libraries`).
+                let home = companions::Home::Set(s, l);
                 let after_trim = (mv.is_none() && !canonical && self.changes(l.input, &l.member))
-                    .then_some((s, l));
+                    .then_some(home);
                 jobs.push(Job {
                     input: l.input,
                     member: l.member.clone(),
                     edit,
                     companions: mv,
                     after_trim,
-                    planned_in: mv.map(|_| (s, l)),
+                    planned_in: mv.map(|_| home),
                     canonical,
                 });
             }
@@ -1135,14 +1360,16 @@ impl SplitRun<'_> {
         // the size the dry run estimates, so both show the same plan.
         let (after, planned) = match (job.after_trim, forced) {
             (_, Some(f)) => (Some(f.view.clone()), Some(f.mv.clone())),
-            (Some((set, l)), None) => self.plan_after_trim(set, l, current.as_deref(), gone)?,
+            (Some(home), None) => self.plan_after_trim(&home, current.as_deref(), gone)?,
             (None, None) => (None, None),
         };
         // A plan made again from the exact sizes replaces the one made before any work.
         let mv = planned.as_ref().or(job.companions);
         let origin = match (&planned, job.after_trim) {
-            (Some(_), Some((_, l))) => {
-                companions::with_origin(&l.edit, self.host_info(job.input, member))
+            (Some(_), Some(home)) => {
+                let plain = crate::plan::ElfEdit::default();
+                let edit = home.edit().unwrap_or(&plain);
+                companions::with_origin(edit, self.host_info(job.input, member))
             }
             _ => None,
         };
@@ -1159,7 +1386,7 @@ impl SplitRun<'_> {
             }
         }
         let base = current.as_deref().unwrap_or(&original);
-        let (host, moved) = self.companion_step(&loc, base, mv)?;
+        let (host, moved, zeroed) = self.companion_step(&loc, base, mv)?;
         if host.is_some() {
             current = host;
         }
@@ -1218,7 +1445,7 @@ impl SplitRun<'_> {
             let written: Vec<u64> = moved.iter().map(|c| c.compressed.stored_len()).collect();
             let sizes = (e.compressed.stored_len(), written.as_slice());
             let tries = forced.map_or(0, |f| f.tries);
-            if let Some(next) = self.replan(target, after, mv, sizes, tries)? {
+            if let Some(next) = self.replan(&target, after, mv, sizes, tries)? {
                 drop((e, moved));
                 trims
                     .lock()
@@ -1234,6 +1461,7 @@ impl SplitRun<'_> {
             removed: false,
             reused: e.reused,
             companions: moved,
+            zeroed,
             planned,
         }))
     }
@@ -1245,14 +1473,14 @@ impl SplitRun<'_> {
         loc: &crate::wheel::Location,
         original: &[u8],
         mv: Option<&CompanionMove>,
-    ) -> Result<(Option<Vec<u8>>, Vec<companions::CompanionOut>), Error> {
+    ) -> Result<MovedStep, Error> {
         let Some(mv) = mv else {
-            return Ok((None, Vec::new()));
+            return Ok((None, Vec::new(), None));
         };
         let files: Vec<_> = mv.companions.iter().map(|c| c.file.clone()).collect();
         let spill = Some(self.opts.wheel_dir.as_path());
-        let (host, outs) = companions::host_rewrite(loc, original, &files, spill)?;
-        Ok((Some(host), outs))
+        let h = companions::host_rewrite(loc, original, &files, spill)?;
+        Ok((Some(h.host), h.companions, h.zeroed))
     }
 
     /// Trims a member's device code (`--sm`, `--gfx`), recording the trim.
@@ -1355,6 +1583,7 @@ impl Rewritten {
             removed: true,
             reused: 0,
             companions: Vec::new(),
+            zeroed: None,
             planned: None,
         }
     }
@@ -1488,6 +1717,7 @@ impl SplitRun<'_> {
         plan: &SplitPlan,
         hooks: &[Vec<HookPatch>],
         runtime_wheels: &[RuntimeWheel],
+        devcode: &[devcode::DevcodeWheel],
         built: &Built,
     ) -> Generated {
         let runtime_names = runtime_names(runtime_wheels);
@@ -1495,6 +1725,7 @@ impl SplitRun<'_> {
             files: Vec::new(),
             mains: Vec::new(),
             runtimes: Vec::new(),
+            devcode: Vec::new(),
         };
         for (mi, m) in plan.mains.iter().enumerate() {
             let wheel = &self.inputs[m.input].0;
@@ -1521,6 +1752,15 @@ impl SplitRun<'_> {
                     meta.add("Requires-Dist", r);
                 }
             }
+            let mut own: Vec<&devcode::DevcodeWheel> =
+                devcode.iter().filter(|d| d.mains.contains(&mi)).collect();
+            own.sort_by(|a, b| a.name.cmp(&b.name));
+            own.dedup_by(|a, b| a.name == b.name);
+            for d in own {
+                if !existing.contains(&normalize_name(&d.name)) {
+                    meta.add("Requires-Dist", &format!("{}=={}", d.name, d.version));
+                }
+            }
             let name = format!("{}/METADATA", wheel.dist_info);
             let mut gens = vec![g.add(&name, meta.to_text().as_bytes())];
             for h in &hooks[mi] {
@@ -1542,6 +1782,10 @@ impl SplitRun<'_> {
             let wheel_file = runtime_wheel_file(set);
             gens.push(g.add(&format!("{dist_info}/WHEEL"), wheel_file.as_bytes()));
             g.runtimes.push(gens);
+        }
+        for dw in devcode {
+            let gens = self.devcode_generated(dw, &mut g);
+            g.devcode.push(gens);
         }
         g
     }

@@ -9,6 +9,7 @@ mod common;
 mod companion;
 mod companion_e2e;
 mod companion_host;
+mod companion_own;
 mod companion_plan;
 mod debug_info;
 mod device;
