@@ -607,12 +607,20 @@ impl CompanionAdvice {
                 if self.files == 1 { "" } else { "s" },
                 self.companions
                     .iter()
-                    .map(|c| format!(
-                        "{} {} {}",
-                        c.soname,
-                        mib_text(c.compressed_bytes),
-                        c.families.join("+")
-                    ))
+                    .map(|c| {
+                        // Each family may be a group (`sm_8x+sm_9x`): name each one once.
+                        let mut each: Vec<String> = c
+                            .families
+                            .iter()
+                            .flat_map(|f| f.split('+').map(str::to_string))
+                            .collect();
+                        format!(
+                            "{} {} {}",
+                            c.soname,
+                            mib_text(c.compressed_bytes),
+                            join_families(&mut each)
+                        )
+                    })
                     .collect::<Vec<_>>()
                     .join(", "),
                 mib_text(self.host_after.unwrap_or(0)),

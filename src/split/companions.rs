@@ -128,8 +128,22 @@ pub(super) fn with_companion_hint(e: Error, advice: &CompanionAdvice, given: boo
     }
 }
 
+/// Puts a sentence first in a refusal's hint.
+pub(super) fn with_hint_first(e: Error, first: &str) -> Error {
+    match e {
+        Error::Refused { message, hint } => Error::Refused {
+            message,
+            hint: Some(match hint {
+                Some(h) => format!("{first}; or {h}"),
+                None => first.to_string(),
+            }),
+        },
+        other => other,
+    }
+}
+
 /// Adds a sentence to a refusal's hint.
-fn with_note(e: Error, note: &str) -> Error {
+pub(super) fn with_note(e: Error, note: &str) -> Error {
     match e {
         Error::Refused { message, hint } => Error::Refused {
             message,
@@ -270,6 +284,17 @@ impl SplitRun<'_> {
         if !self.opts.companions {
             return Ok(None);
         }
+        Ok(self.plan_move(home, bytes, trimmed))
+    }
+
+    /// The companion plan for a library too big for its home, whether or not companions are
+    /// on (a refusal says what they would do); `None` when they cannot help.
+    pub(super) fn plan_move(
+        &self,
+        home: &Home,
+        bytes: u64,
+        trimmed: Option<&Library>,
+    ) -> Option<CompanionMove> {
         let (input, member) = home.key();
         let Some((
             _,
@@ -280,7 +305,7 @@ impl SplitRun<'_> {
             },
         )) = self.companion_verdict((input, member), bytes, trimmed, self.rooms(home))
         else {
-            return Ok(None);
+            return None;
         };
         let location = self.inputs[input].0.member_location(member).to_string();
         let (main, runtime_set, file, host_wheel) = match home {
@@ -292,7 +317,7 @@ impl SplitRun<'_> {
                 plan.file_name.clone(),
             ),
         };
-        Ok(Some(CompanionMove {
+        Some(CompanionMove {
             key: (input, member.to_string()),
             room: self.rooms(home).host,
             zeroed: None,
@@ -312,7 +337,7 @@ impl SplitRun<'_> {
             compressed_before: bytes,
             host_after,
             kept_containers: kept.len(),
-        }))
+        })
     }
 }
 

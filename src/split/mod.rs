@@ -964,35 +964,31 @@ impl SplitRun<'_> {
         dry: &DryTrim,
         in_dry_run: bool,
     ) -> Result<(u64, Vec<CompanionMove>), Error> {
+        if !self.opts.companions {
+            return Ok((staying.iter().map(|(_, b)| b).sum(), Vec::new()));
+        }
+        Ok(self.own_plan(mi, m, staying, dry, in_dry_run))
+    }
+
+    /// [`Self::own_moves`] whether or not companions are on (a refusal says what they would
+    /// do).
+    fn own_plan(
+        &self,
+        mi: usize,
+        m: &crate::plan::MainPlan,
+        staying: &[(String, u64)],
+        dry: &DryTrim,
+        in_dry_run: bool,
+    ) -> (u64, Vec<CompanionMove>) {
         let opts = self.opts;
         let mut sizes: HashMap<&str, u64> = staying.iter().map(|(n, b)| (n.as_str(), *b)).collect();
         let mut moves = Vec::new();
-        if !opts.companions {
-            return Ok((sizes.values().sum(), moves));
-        }
         let alone = self.trimming() || opts.strip_debug;
-        let view = |name: &str| -> Option<crate::plan::companions::Library> {
-            let key = (m.input, name.to_string());
-            dry.libraries.get(&key).cloned().or_else(|| {
-                let f = self.inputs[m.input]
-                    .1
-                    .members
-                    .iter()
-                    .find(|f| f.name == name)?;
-                crate::plan::companions::library_of_member(f)
-            })
-        };
         let mut order: Vec<(&str, u64, u64)> = staying
             .iter()
             .filter(|(n, _)| self.has_device(m.input, n))
             .filter(|(n, _)| in_dry_run || !self.changes(m.input, n))
-            .filter_map(|(n, b)| {
-                let lib = view(n)?;
-                let least = lib.rest_compressed
-                    + crate::plan::companions::PER_BLOCK_COST * lib.blocks.len() as u64;
-                // The plan keeps a margin of 1/64 for its estimates.
-                Some((n.as_str(), *b, (least + least / 63 + 1).min(*b)))
-            })
+            .filter_map(|(n, b)| Some((n.as_str(), *b, self.least_host(m, n, *b, dry)?)))
             .collect();
         order.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
         if !alone {
@@ -1031,12 +1027,12 @@ impl SplitRun<'_> {
                 host_room,
             };
             let trimmed = dry.libraries.get(&(m.input, name.to_string()));
-            if let Some(mv) = self.companion_move(&home, bytes, trimmed)? {
+            if let Some(mv) = self.plan_move(&home, bytes, trimmed) {
                 sizes.insert(name, mv.host_after);
                 moves.push(mv);
             }
         }
-        Ok((sizes.values().sum(), moves))
+        (sizes.values().sum(), moves)
     }
 
     /// [`Self::guard_mains`] for one main wheel: the companion plans of its own libraries.
@@ -1118,7 +1114,100 @@ impl SplitRun<'_> {
             any_device,
             debug,
         );
+        let e = self.own_companion_hint(mi, m, &staying, dry, e);
         Err(if any_estimate { as_estimate(e) } else { e })
+    }
+
+    /// The smallest a library of main wheel `m` at `bytes` compressed can get with every one
+    /// of its containers moved (with the plan's margin); `None` when it has none.
+    fn least_host(
+        &self,
+        m: &crate::plan::MainPlan,
+        name: &str,
+        bytes: u64,
+        dry: &DryTrim,
+    ) -> Option<u64> {
+        let key = (m.input, name.to_string());
+        let lib = dry.libraries.get(&key).cloned().or_else(|| {
+            let f = self.inputs[m.input]
+                .1
+                .members
+                .iter()
+                .find(|f| f.name == name)?;
+            crate::plan::companions::library_of_member(f)
+        })?;
+        let least =
+            lib.rest_compressed + crate::plan::companions::PER_BLOCK_COST * lib.blocks.len() as u64;
+        // The plan keeps a margin of 1/64 for its estimates.
+        Some((least + least / 63 + 1).min(bytes))
+    }
+
+    /// A main wheel's size refusal, with what companions would do: that they make it fit
+    /// (when they are off), or why they cannot, for its largest library with device code.
+    fn own_companion_hint(
+        &self,
+        mi: usize,
+        m: &crate::plan::MainPlan,
+        staying: &[(String, u64)],
+        dry: &DryTrim,
+        e: Error,
+    ) -> Error {
+        let (after, would) = self.own_plan(mi, m, staying, dry, true);
+        if !self.opts.companions && after <= self.opts.max_size && !would.is_empty() {
+            let files: usize = would.iter().map(|mv| mv.companions.len()).sum();
+            let libs: Vec<&str> = would.iter().map(|mv| mv.file.as_str()).collect();
+            let sentence = format!(
+                "--companions would make it fit: the device code of {} ({}) moves into {files} companion file{} in wheels of their own ({}), leaving the main wheel at about {} compressed (they are the default: split without --no-companions; `split --dry-run` shows the plan)",
+                if libs.len() == 1 {
+                    "one library"
+                } else {
+                    "its libraries"
+                },
+                libs.join(", "),
+                if files == 1 { "" } else { "s" },
+                self.devcode_name(m.input),
+                crate::cli_size(after)
+            );
+            return companions::with_hint_first(e, &sentence);
+        }
+        let Some((name, bytes)) = staying
+            .iter()
+            .filter(|(n, _)| self.has_device(m.input, n))
+            .max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(&a.0)))
+        else {
+            return e;
+        };
+        // Its room with all the other libraries' device code gone.
+        let least: HashMap<&str, u64> = staying
+            .iter()
+            .filter(|(n, _)| n != name && self.has_device(m.input, n))
+            .filter_map(|(n, b)| Some((n.as_str(), self.least_host(m, n, *b, dry)?)))
+            .collect();
+        let host_room = self.host_room(m, name, &|n, b| least.get(n).copied().unwrap_or(b));
+        if host_room == 0 {
+            return companions::with_note(
+                e,
+                "companions cannot make it fit: the main wheel's other members take all its room even with the device code of every library moved out",
+            );
+        }
+        let home = companions::Home::Main {
+            main: mi,
+            plan: m,
+            member: name,
+            edit: None,
+            host_room,
+        };
+        let trimmed = dry.libraries.get(&(m.input, name.clone()));
+        let Some((lib, v)) = self.companion_verdict(home.key(), *bytes, trimmed, self.rooms(&home))
+        else {
+            return e;
+        };
+        match crate::plan::companions::CompanionAdvice::new(name, &lib, host_room, &v) {
+            Some(a) if a.reason.is_some() => {
+                companions::with_companion_hint(e, &a, self.opts.companions)
+            }
+            _ => e,
+        }
     }
 }
 

@@ -219,24 +219,40 @@ fn identical_companions_of_two_python_versions_share_one_wheel() {
     }
 }
 
-/// Without companions the main wheel over the limit is refused as before, and nothing is
-/// written.
+/// Without companions the main wheel over the limit is refused as before, the hint saying
+/// first that companions would make it fit; under a limit where even the hosts' other bytes
+/// are too much, the refusal says why companions cannot help. Nothing is written.
 #[test]
-fn without_companions_the_main_wheel_is_refused() {
+fn a_refused_main_wheel_says_what_companions_would_do() {
     let tmp = tempdir();
     let out = tmp.path().join("out");
-    let o = wheelslim(&[
-        "split",
-        s(&fixture(CUDAFIX)),
-        "-w",
-        s(&out),
-        "--max-size",
-        LIMIT,
-        "--no-companions",
-    ]);
-    assert_eq!(code(&o), 2, "{}", stderr(&o));
-    assert!(stderr(&o).contains("over the"), "{}", stderr(&o));
-    assert!(std::fs::read_dir(&out).map_or(true, |mut d| d.next().is_none()));
+    let input = fixture(CUDAFIX);
+    for (limit, extra, says) in [
+        (
+            LIMIT,
+            Some("--no-companions"),
+            "hint: --companions would make it fit",
+        ),
+        (
+            "40KiB",
+            None,
+            "companions cannot make it fit: the main wheel's other members take all its room",
+        ),
+        (
+            "60KiB",
+            None,
+            "companions cannot make it fit: the host's non-device data",
+        ),
+    ] {
+        let mut args = vec!["split", s(&input), "-w", s(&out)];
+        args.extend(["--max-size", limit]);
+        args.extend(extra);
+        let o = wheelslim(&args);
+        assert_eq!(code(&o), 2, "{}", stderr(&o));
+        let err = stderr(&o);
+        assert!(err.contains("over the") && err.contains(says), "{err}");
+        assert!(std::fs::read_dir(&out).map_or(true, |mut d| d.next().is_none()));
+    }
 }
 
 /// Real wheels whose own libraries need companions (not in `./test.sh`: they are hundreds of
