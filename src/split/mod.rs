@@ -819,7 +819,6 @@ impl SplitRun<'_> {
             for l in set
                 .libraries
                 .iter()
-                .filter(|_| !opts.canonical_runtime)
                 .filter(|l| opts.dry_run || !self.changes(l.input, &l.member))
             {
                 // An edit (a search path) changes a library's compressed size by a few bytes.
@@ -831,6 +830,11 @@ impl SplitRun<'_> {
                 let home = companions::Home::Set(set, l);
                 if let Some(m) = self.companion_move(&home, bytes, trimmed)? {
                     moves.push(m);
+                    continue;
+                }
+                // Re-deflated (`--canonical-runtime`), its size is known only once packed:
+                // the packing judges it then.
+                if opts.canonical_runtime {
                     continue;
                 }
                 let e = self.too_big_after(l.input, &l.member, bytes, trimmed);
@@ -1291,8 +1295,7 @@ impl SplitRun<'_> {
                 };
                 // Guarded on its exact size in the rewrite stage (`guard_libraries`).
                 let home = companions::Home::Set(s, l);
-                let after_trim = (mv.is_none() && !canonical && self.changes(l.input, &l.member))
-                    .then_some(home);
+                let after_trim = (mv.is_none() && self.changes(l.input, &l.member)).then_some(home);
                 jobs.push(Job {
                     input: l.input,
                     member: l.member.clone(),

@@ -703,3 +703,69 @@ fn companions_are_the_default_and_the_summary_says_so() {
             .any(|(n, _)| n.ends_with("/libfix_plain.wsdev1.so"))
     }));
 }
+
+/// `--canonical-runtime` re-deflates the runtime wheels' libraries; a library too big alone
+/// still gets its companions (it was refused as too big before): every wheel fits, the
+/// companion sits beside its host, `verify` passes, and cuobjdump over host and companion
+/// lists the original's entries.
+#[test]
+fn canonical_runtime_wheels_get_companions_too() {
+    let tmp = tempdir();
+    let out = tmp.path().join("out");
+    let o = wheelslim(&[
+        "split",
+        s(&fixture(CUDAFIX)),
+        "-w",
+        s(&out),
+        "--move",
+        "libfix_plain.so",
+        "--max-size",
+        LIMIT,
+        "--canonical-runtime",
+    ]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let mut wheels: Vec<_> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    wheels.sort();
+    let dir = tmp.path().join("lib");
+    std::fs::create_dir_all(&dir).unwrap();
+    for w in &wheels {
+        assert!(std::fs::metadata(w).unwrap().len() <= 270 * 1024, "{w:?}");
+        for (n, b) in read_zip(w) {
+            if n.starts_with("cudafix_runtime_extra/lib/libfix_plain") {
+                std::fs::write(dir.join(n.rsplit('/').next().unwrap()), b).unwrap();
+            }
+        }
+    }
+    let (host, comp) = (
+        dir.join("libfix_plain.so"),
+        dir.join("libfix_plain.wsdev1.so"),
+    );
+    assert!(host.is_file() && comp.is_file(), "{wheels:?}");
+    let mut args = vec!["verify"];
+    args.extend(wheels.iter().map(|w| s(w)));
+    let report = stdout(&wheelslim(&args));
+    assert!(
+        report
+            .lines()
+            .filter(|l| !l.ends_with(": ok") && !l.contains("checked:"))
+            .all(|l| l.starts_with("unresolved: ") && l.contains("needs libcudart.so.13 ")),
+        "{report}"
+    );
+    let orig = tmp.path().join("libfix_plain.so");
+    let original = read_zip(&fixture(CUDAFIX))
+        .into_iter()
+        .find(|(n, _)| n == "cudafix/libfix_plain.so")
+        .unwrap()
+        .1;
+    std::fs::write(&orig, original).unwrap();
+    let mut listed = crate::companion_host::cuobjdump_list_or_empty(&host);
+    listed.extend(crate::shrink_support::cuobjdump_list(&comp, true));
+    let mut expected = crate::shrink_support::cuobjdump_list(&orig, true);
+    listed.sort();
+    expected.sort();
+    assert!(!expected.is_empty());
+    assert_eq!(listed, expected);
+}
