@@ -441,6 +441,23 @@ fn decide_matched<'a>(
             .map(str::to_string);
         if let Fate::Kept { by } = fate {
             out.globs_used.insert(by.clone());
+            if hit.rule.action == Action::Forbid {
+                // Asked for, so done; but the wheel keeps what no machine should get from it.
+                out.notes.push(
+                    Diagnostic::new(
+                        Severity::Warning,
+                        &wheel.member_location(&m.name),
+                        format!(
+                            "--keep {by} keeps it in the main wheel, but {rule} forbids bundling it: {}; the wheel goes on carrying it (`audit` reports it as forbidden-library)",
+                            hit.rule
+                                .license_note
+                                .as_deref()
+                                .unwrap_or("the machine provides it")
+                        ),
+                    )
+                    .with_hint("leave it out of --keep so split removes it, unless you know every machine that installs this wheel lacks it"),
+                );
+            }
         }
         if let Some(why) = fate.why_it_stays() {
             out.notes.push(Diagnostic::new(

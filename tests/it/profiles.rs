@@ -563,6 +563,30 @@ fn forbidden_removals_are_listed_and_look_alikes_stay() {
     forbidden.sort();
     assert_eq!(forbidden, ["fw/lib/libcuda.so.1", "fw/lib/libhccl.so"]);
     assert_eq!(removed.len(), 2, "{removed:?}");
+
+    // `--keep` wins over a forbid rule, as asked, but says what that keeps.
+    let kept = d.join("kept");
+    let o = wheelslim(&[
+        "split",
+        input.to_str().unwrap(),
+        "-w",
+        kept.to_str().unwrap(),
+        "--keep",
+        "libcuda.so.1",
+    ]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.lines().any(|l| l.starts_with("warning: ")
+            && l.contains(
+                "fw/lib/libcuda.so.1: --keep libcuda.so.1 keeps it in the main wheel, but"
+            )
+            && l.contains("forbids bundling it")),
+        "{err}"
+    );
+    let zip = read_zip(&kept.join(input.file_name().unwrap()));
+    assert!(member(&zip, "fw/lib/libcuda.so.1").is_some());
+    assert!(member(&zip, "fw/lib/libhccl.so").is_none());
 }
 
 /// A CUDA 10.2 wheel has no upstream wheels: `--upstream` must not point it at `-cu12`
