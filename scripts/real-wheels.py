@@ -277,6 +277,41 @@ def compare(mode, base_json, out_json, sm, gfx):
          if bad else "LD_BIND_NOW=1 dlopen: %d/%d load (input: %d)" % (loaded, tried, base_loaded))
 
 
+def companions_of(out, key):
+    """Device-code companions wheelslim wrote beside the library `key` (libx.wsdev1.so beside
+    libx.so.2, in the same folder): its device code is theirs and its own together."""
+    folder, base = os.path.split(key)
+    stem = base.split(".so")[0]
+    pat = re.compile(re.escape(stem) + r"\.wsdev\d+\.so$")
+    return sorted(k for k in out["elves"]
+                  if os.path.dirname(k) == folder and pat.match(os.path.basename(k)))
+
+
+def with_companions(out, key, o):
+    """The output library `o` (at `key`) as the oracles see it together with its companions:
+    their cuobjdump entries and bundle targets added to its own."""
+    comps = companions_of(out, key)
+    if not comps:
+        return o
+    o = dict(o)
+    if any("cuobj" in out["elves"][c] for c in comps):
+        own = o.get("cuobj") or {}
+        entries = list(own.get("entries", [])) if own.get("rc", 1) == 0 else []
+        for c in comps:
+            cu = out["elves"][c].get("cuobj") or {}
+            if cu.get("rc", 1) != 0:
+                return o  # the oracle cannot read a companion: judged on the host alone
+            entries += cu.get("entries", [])
+        o["cuobj"] = {"rc": 0, "entries": entries}
+    if any("hip" in out["elves"][c] for c in comps):
+        own = o.get("hip") or {}
+        targets = list(own.get("targets", [])) if own.get("rc", 1) == 0 else []
+        for c in comps:
+            targets += (out["elves"][c].get("hip") or {}).get("targets", [])
+        o["hip"] = {"rc": 0, "targets": sorted(targets)}
+    return o
+
+
 def device_check(mode, base, out, base_dev, out_names, sm, gfx):
     targets = [sm_num(t) for t in sm.split(",")] if sm else []
     bad = []
@@ -284,13 +319,17 @@ def device_check(mode, base, out, base_dev, out_names, sm, gfx):
     nfiles = 0
     for rel in base_dev:
         b = base["elves"][rel]
-        o = out["elves"].get(rel)
-        if o is None:
+        key = rel if rel in out["elves"] else None
+        if key is None:
             cands = out_names.get(norm_name(os.path.basename(rel)), [])
-            o = out["elves"][cands[0]] if len(cands) == 1 else None
-        if o is None:
+            key = cands[0] if len(cands) == 1 else None
+        if key is None:
             bad.append("%s: gone from the outputs" % rel)
             continue
+        o = with_companions(out, key, out["elves"][key])
+        if "hip" in b and o is not out["elves"][key]:
+            b = dict(b)
+            b["hip"] = dict(b["hip"], targets=sorted(b["hip"]["targets"]))
         nfiles += 1
         if "cuobj" in b:
             if b["cuobj"]["rc"] != 0:

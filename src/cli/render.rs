@@ -574,14 +574,34 @@ pub fn split(r: &crate::split::SplitReport, verbose: u8) -> String {
         split_main(&mut o, m);
     }
     for s in &r.plan.runtime_sets {
-        let total: u64 = s.libraries.iter().map(|l| l.size).sum();
+        // Its libraries' device-code companions install beside them.
+        let companions: Vec<&crate::split::PlacedCompanion> = r
+            .companions
+            .iter()
+            .filter(|mv| !mv.own && mv.runtime_set == s.name)
+            .flat_map(|mv| &mv.companions)
+            .collect();
+        // A dry run's hosts are at their size before the move: the moved containers count
+        // there instead of in the companions (what a cut saves on page rounding aside).
+        let total: u64 = s.libraries.iter().map(|l| l.size).sum::<u64>()
+            + companions
+                .iter()
+                .filter(|_| !r.dry_run)
+                .map(|c| c.installed_bytes)
+                .sum::<u64>();
+        let with = match companions.len() {
+            0 => String::new(),
+            1 => " and 1 device-code companion".to_string(),
+            n => format!(" and {n} device-code companions"),
+        };
         let _ = writeln!(
             o,
-            "runtime {} {} [{}]: {} libraries, {} installed, into {}",
+            "runtime {} {} [{}]: {} libraries{with}, {}{} installed, into {}",
             s.name,
             s.version,
             s.platforms.join("."),
             s.libraries.len(),
+            if r.dry_run && !companions.is_empty() { "about " } else { "" },
             size(total),
             s.lib_dir()
         );

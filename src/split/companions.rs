@@ -21,7 +21,16 @@ pub struct PlacedCompanion {
     pub file: CompanionFile,
     /// The runtime wheel (distribution name) it goes into, beside its host's set.
     pub wheel: String,
+    /// Its size installed, once written (0 in a dry run).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub installed_bytes: u64,
 }
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+
 
 /// The companion plan of one runtime library (`split --companions --dry-run`; `companions[]`
 /// in `--json`).
@@ -329,6 +338,7 @@ impl SplitRun<'_> {
                 .map(|file| PlacedCompanion {
                     file,
                     wheel: runtime_set.clone(),
+                    installed_bytes: 0,
                 })
                 .collect(),
             runtime_set,
@@ -492,6 +502,7 @@ impl SplitRun<'_> {
             mv.zeroed = r.zeroed.clone();
             for (c, out) in mv.companions.iter_mut().zip(&r.companions) {
                 c.file.compressed_bytes = out.compressed.stored_len();
+                c.installed_bytes = out.compressed.size;
             }
             for rw in wheels
                 .iter()

@@ -674,6 +674,20 @@ fn companions_are_the_default_and_the_summary_says_so() {
         "{err}"
     );
     assert!(stdout(&o).contains("companions for "), "{}", stdout(&o));
+    // The runtime set's line counts the companion and its installed bytes with the host's.
+    let installed: u64 = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| s(p).contains("runtime_extra"))
+        .flat_map(|p| read_zip(&p))
+        .filter(|(n, _)| n.ends_with(".so"))
+        .map(|(_, b)| b.len() as u64)
+        .sum();
+    let line = format!(
+        "runtime cudafix-runtime-extra 0.1.0 [manylinux_2_34_x86_64]: 1 libraries and 1 device-code companion, {:.1} KiB installed",
+        installed as f64 / 1024.0
+    );
+    assert!(stdout(&o).contains(&line), "{line}\n{}", stdout(&o));
     let out2 = tmp.path().join("out2");
     let mut j = vec!["--json"];
     j.extend(args);
