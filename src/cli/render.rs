@@ -601,7 +601,11 @@ pub fn split(r: &crate::split::SplitReport, verbose: u8) -> String {
             s.version,
             s.platforms.join("."),
             s.libraries.len(),
-            if r.dry_run && !companions.is_empty() { "about " } else { "" },
+            if r.dry_run && !companions.is_empty() {
+                "about "
+            } else {
+                ""
+            },
             size(total),
             s.lib_dir()
         );

@@ -30,8 +30,6 @@ fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
-
-
 /// The companion plan of one runtime library (`split --companions --dry-run`; `companions[]`
 /// in `--json`).
 #[derive(Debug, Clone, Serialize)]
@@ -194,8 +192,9 @@ impl SplitRun<'_> {
     pub(super) fn rooms(&self, home: &Home) -> Rooms {
         let room = self.opts.max_size.saturating_sub(RUNTIME_OVERHEAD);
         match home {
-            Home::Set(..) => Rooms {
-                host: room,
+            // The packing counts each file's zip entry too.
+            Home::Set(_, l) => Rooms {
+                host: room.saturating_sub(super::devcode::entry_cost(&l.file)),
                 companion: room,
             },
             Home::Main {
@@ -411,7 +410,15 @@ impl SplitRun<'_> {
         tries: u8,
     ) -> Result<Option<Forced>, Error> {
         let rooms = self.rooms(home);
-        if tries >= 2 || (host <= rooms.host && moved.iter().all(|&c| c <= rooms.companion)) {
+        // As the packing counts them: a companion with its zip entry.
+        let companion_fits = |(&c, p): (&u64, &PlacedCompanion)| {
+            c + super::devcode::entry_cost(&p.file.soname) <= rooms.companion
+        };
+        let all_fit = moved
+            .iter()
+            .zip(planned.iter().flat_map(|m| &m.companions))
+            .all(companion_fits);
+        if tries >= 2 || (host <= rooms.host && all_fit) {
             return Ok(None);
         }
         let (input, member) = home.key();
@@ -437,6 +444,16 @@ impl SplitRun<'_> {
         if off.0 <= off.1 {
             return Ok(None);
         }
+        // First with each output's own error put where it was made; then, as before, with
+        // every estimate scaled alike by the worst one.
+        let fine = refined(&view, planned, host, moved);
+        if let Some(mv) = self.companion_move(home, fine.compressed, Some(&fine))? {
+            return Ok(Some(Forced {
+                mv,
+                view: fine,
+                tries: tries + 1,
+            }));
+        }
         let lib = scaled(&view, off.0, off.1.max(1));
         match self.companion_move(home, lib.compressed, Some(&lib))? {
             Some(mv) => Ok(Some(Forced {
@@ -457,6 +474,54 @@ pub(super) struct Forced {
     pub view: Library,
     /// How many times the plan was made again.
     pub tries: u8,
+}
+
+/// The library as the exact sizes of a rewrite show it: each companion's containers scaled by
+/// how far that companion was over its estimate, and the host's excess over its estimate put
+/// on the containers it kept (in proportion to their estimates), or on its other bytes when
+/// it kept none. Near-identical containers that compress to almost nothing beside each other
+/// in the input (two bundles in one deflate block) cost their full size apart: this puts the
+/// error on them, so the next plan moves them, where scaling everything alike would call the
+/// host's other bytes too big as well.
+fn refined(view: &Library, planned: Option<&CompanionMove>, host: u64, moved: &[u64]) -> Library {
+    let mut out = view.clone();
+    let files: Vec<&CompanionFile> = planned
+        .map(|m| m.companions.iter().map(|c| &c.file).collect())
+        .unwrap_or_default();
+    let home_of = |b: &companions::Block| {
+        files.iter().position(|f| {
+            f.containers
+                .iter()
+                .any(|c| (c.section.as_str(), c.offset) == (b.section.as_str(), b.offset))
+        })
+    };
+    for (k, f) in files.iter().enumerate() {
+        let Some(&obs) = moved.get(k) else { continue };
+        let pred = f.compressed_bytes.max(1);
+        if obs <= pred {
+            continue;
+        }
+        for b in out.blocks.iter_mut().filter(|b| home_of(b) == Some(k)) {
+            b.compressed = (b.compressed as u128 * obs as u128 / pred as u128) as u64;
+        }
+    }
+    let predicted = planned.map_or(view.compressed, |m| m.host_after);
+    let excess = host.saturating_sub(predicted);
+    let kept: u64 = out
+        .blocks
+        .iter()
+        .filter(|b| home_of(b).is_none())
+        .map(|b| b.compressed)
+        .sum();
+    if excess > 0 && kept > 0 {
+        for b in out.blocks.iter_mut().filter(|b| home_of(b).is_none()) {
+            b.compressed += (excess as u128 * b.compressed as u128 / kept as u128) as u64;
+        }
+    } else {
+        out.rest_compressed += excess;
+    }
+    out.compressed = out.rest_compressed + out.blocks.iter().map(|b| b.compressed).sum::<u64>();
+    out
 }
 
 /// The library with every compressed size scaled by `num / den`.
@@ -490,6 +555,8 @@ impl SplitRun<'_> {
             .map(|(k, _)| k)
             .collect();
         keys.sort();
+        // A plan made again from the exact sizes replaces the one made before any work.
+        moves.retain(|m| !keys.contains(&&m.key));
         moves.extend(
             keys.into_iter()
                 .filter_map(|k| rewritten[k].planned.clone()),

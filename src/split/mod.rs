@@ -822,8 +822,9 @@ impl SplitRun<'_> {
                 .filter(|l| opts.dry_run || !self.changes(l.input, &l.member))
             {
                 // An edit (a search path) changes a library's compressed size by a few bytes.
+                // The packing counts its zip entry too.
                 let bytes = est.of(l.input, &l.member, l.compressed_size);
-                if bytes <= capacity {
+                if bytes + devcode::entry_cost(&l.file) <= capacity {
                     continue;
                 }
                 let trimmed = dry.libraries.get(&(l.input, l.member.clone()));
@@ -1293,9 +1294,10 @@ impl SplitRun<'_> {
                 } else {
                     continue;
                 };
-                // Guarded on its exact size in the rewrite stage (`guard_libraries`).
+                // Guarded on its exact size in the rewrite stage (`guard_libraries`): a
+                // trimmed library, and an edited one (its search path changes its size).
                 let home = companions::Home::Set(s, l);
-                let after_trim = (mv.is_none() && self.changes(l.input, &l.member)).then_some(home);
+                let after_trim = mv.is_none().then_some(home);
                 jobs.push(Job {
                     input: l.input,
                     member: l.member.clone(),
