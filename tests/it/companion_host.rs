@@ -653,6 +653,9 @@ fn a_host_with_both_hash_tables_and_symbolic_binding_keeps_working() {
         ("both", &["-Wl,--hash-style=both"][..]),
         ("sysv", &["-Wl,--hash-style=sysv"][..]),
         ("symbolic", &["-Wl,--hash-style=both", "-Wl,-Bsymbolic"][..]),
+        // Full RELRO: `.dynamic` and the GOT are read-only once relocated, and every symbol
+        // binds at load time.
+        ("relro_now", &["-Wl,-z,relro", "-Wl,-z,now"][..]),
     ] {
         let data = build_c_host(&rig, name, flags);
         let blocks = all_blocks(&data);
@@ -975,6 +978,37 @@ fn without_dynamic_slack_the_dynamic_section_moves_and_the_host_still_loads() {
     );
     let (orig, moved) = lay_down(rig.dir.path(), "noslack", &data, &out);
     let want = rig.load(&orig, &wrapper_sections(&data)).unwrap();
+    let got = rig.load(&moved, &wrapper_sections(&out.host)).unwrap();
+    assert_eq!(got, want);
+    check_moved(&orig, &moved, &out);
+
+    // Full RELRO (`-z relro -z now`): the old `.dynamic` lies in PT_GNU_RELRO, made read-only
+    // once relocated; the moved one is in the new writable segment, and PT_GNU_RELRO still
+    // covers only what the input's did.
+    let data = without_dynamic_slack(&build_c_host(&rig, "relro", &["-Wl,-z,relro,-z,now"]));
+    let relro = |d: &[u8]| {
+        let g = goblin::elf::Elf::parse(d).unwrap();
+        g.program_headers
+            .iter()
+            .filter(|p| p.p_type == goblin::elf::program_header::PT_GNU_RELRO)
+            .map(|p| (p.p_vaddr, p.p_memsz))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(relro(&data).len(), 1);
+    let targets = vec![CompanionTarget {
+        soname: "librelro_device.so".into(),
+        blocks: all_blocks(&data),
+    }];
+    let out = move_device_code(&data, &targets).unwrap();
+    assert!(
+        out.notes.iter().any(|n| n.contains("moved `.dynamic`")),
+        "{:#?}",
+        out.notes
+    );
+    assert_eq!(relro(&out.host), relro(&data));
+    let (orig, moved) = lay_down(rig.dir.path(), "relro", &data, &out);
+    let want = rig.load(&orig, &wrapper_sections(&data)).unwrap();
+    assert!(want.contains(&"host_value 42".to_string()), "{want:#?}");
     let got = rig.load(&moved, &wrapper_sections(&out.host)).unwrap();
     assert_eq!(got, want);
     check_moved(&orig, &moved, &out);
