@@ -72,6 +72,32 @@ pub(crate) fn encode(
         };
         Splice::prepare(out, &orig, shifts)
     });
+    finish(out, splice, spill, inspect)
+}
+
+/// [`encode`] for a new member made of an input's bytes that the caller still holds (the
+/// containers a companion takes from its host unchanged): `from`'s compressed blocks are
+/// reused where `out` holds its bytes at one of `shifts`; without it, `out` is deflated
+/// afresh.
+pub(crate) fn encode_from(
+    out: &[u8],
+    from: Option<&Original<'_, '_>>,
+    shifts: &[i64],
+    spill: Option<&Path>,
+    inspect: impl FnOnce(&[u8]) -> Result<Option<ElfInfo>, Error>,
+) -> Result<Encoded, Error> {
+    let splice = from.map(|orig| Splice::prepare(out, orig, shifts));
+    finish(out, splice, spill, inspect)
+}
+
+/// The rest of [`encode`]: read the output back, then compress it (reusing what `splice`
+/// found).
+fn finish(
+    out: &[u8],
+    splice: Option<Splice<'_>>,
+    spill: Option<&Path>,
+    inspect: impl FnOnce(&[u8]) -> Result<Option<ElfInfo>, Error>,
+) -> Result<Encoded, Error> {
     let info = inspect(out)?;
     let sha256 = sha2_digest(out);
     let io_err = |e| {

@@ -865,11 +865,14 @@ pub(super) struct HostMoved {
 
 /// Carries out a companion plan on a host's bytes: the rewritten host and its companions,
 /// compressed. A refusal names the library and says what to do; nothing is written then.
+/// `from`: the input member `host` is (not a trimmed or stripped copy of it), whose compressed
+/// blocks each companion reuses wherever it holds the input's containers unchanged.
 pub(super) fn host_rewrite(
     loc: &crate::wheel::Location,
     host: &[u8],
     files: &[CompanionFile],
     spill: Option<&std::path::Path>,
+    from: Option<&crate::wheel::splice::Original<'_, '_>>,
 ) -> Result<HostMoved, Error> {
     let out = crate::elf::companion::move_device_code(host, &companions::targets(files))
         .map_err(|e| {
@@ -881,7 +884,18 @@ pub(super) fn host_rewrite(
             )
         })?;
     let mut written = Vec::with_capacity(out.companions.len());
-    for (soname, bytes) in &out.companions {
+    for (k, (soname, bytes)) in out.companions.iter().enumerate() {
+        // Where the companion holds the input's bytes: one shift per run of containers that
+        // lie together in both.
+        let mut shifts: Vec<i64> = out
+            .placements
+            .get(k)
+            .into_iter()
+            .flatten()
+            .map(|&(at_host, at_companion, _)| at_companion as i64 - at_host as i64)
+            .collect();
+        shifts.sort_unstable();
+        shifts.dedup();
         let inspect = |b: &[u8]| match crate::elf::inspect(b) {
             Ok(crate::elf::Inspected::Host(i)) => Ok(Some(*i)),
             Ok(_) => Ok(None),
@@ -890,7 +904,7 @@ pub(super) fn host_rewrite(
                 err,
             }),
         };
-        let e = crate::apply::rewrite::encode(bytes, None, &[], spill, inspect)?;
+        let e = crate::apply::rewrite::encode_from(bytes, from, &shifts, spill, inspect)?;
         written.push(CompanionOut {
             soname: soname.clone(),
             compressed: e.compressed,
@@ -953,7 +967,7 @@ mod tests {
         };
         for host in [fixture(), b"not an ELF object".to_vec()] {
             let Err(Error::Refused { message, hint }) =
-                host_rewrite(&loc, &host, std::slice::from_ref(&file), None).map(|_| ())
+                host_rewrite(&loc, &host, std::slice::from_ref(&file), None, None).map(|_| ())
             else {
                 panic!("the move was not refused");
             };

@@ -1479,11 +1479,10 @@ impl SplitRun<'_> {
                 None => {}
             }
         }
-        let base = current.as_deref().unwrap_or(&original);
-        let (host, moved, zeroed) = self.companion_step(&loc, base, mv)?;
-        if host.is_some() {
-            current = host;
-        }
+        let input = (job.input, m, marks.as_slice());
+        let (host, moved, zeroed) =
+            self.companion_step(&loc, (current.as_deref(), &original), mv, input)?;
+        current = host.or(current);
         // Shifts at which the output may hold the input's bytes: a trim's cut moves what
         // follows the fatbin by its own amount, a move and the patch add their own.
         let mut shifts: Vec<i64> = trim_shift.into_iter().collect();
@@ -1561,19 +1560,34 @@ impl SplitRun<'_> {
     }
 
     /// Moves a host's device code into the companions of its plan (`--companions`); `None`
-    /// without a plan.
+    /// without a plan. The host is `current` (a trimmed or stripped copy) or else `original`,
+    /// the input member (input index, member, block marks in `input`), whose compressed
+    /// blocks the companions then reuse.
     fn companion_step(
         &self,
         loc: &crate::wheel::Location,
-        original: &[u8],
+        (current, original): (Option<&[u8]>, &[u8]),
         mv: Option<&CompanionMove>,
+        input: (
+            usize,
+            &crate::wheel::zip::Member,
+            &[crate::wheel::zip::BlockMark],
+        ),
     ) -> Result<MovedStep, Error> {
         let Some(mv) = mv else {
             return Ok((None, Vec::new(), None));
         };
         let files: Vec<_> = mv.companions.iter().map(|c| c.file.clone()).collect();
         let spill = Some(self.opts.wheel_dir.as_path());
-        let h = companions::host_rewrite(loc, original, &files, spill)?;
+        let (i, member, marks) = input;
+        let from = current.is_none().then(|| crate::wheel::splice::Original {
+            archive: &self.inputs[i].0.archive,
+            member,
+            data: crate::wheel::splice::Bytes::Whole(original),
+            marks,
+        });
+        let host = current.unwrap_or(original);
+        let h = companions::host_rewrite(loc, host, &files, spill, from.as_ref())?;
         Ok((Some(h.host), h.companions, h.zeroed))
     }
 

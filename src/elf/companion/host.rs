@@ -153,6 +153,10 @@ pub struct MoveOutcome {
     pub host: Vec<u8>,
     /// `(soname, ELF bytes)`, in the order of the targets.
     pub companions: Vec<(String, Vec<u8>)>,
+    /// Per companion, where each of its containers came from: `(offset in the host that was
+    /// given, offset in the companion, length)`, so a writer can reuse the input's compressed
+    /// bytes of what moved unchanged.
+    pub placements: Vec<Vec<(u64, u64, u64)>>,
     /// Container bytes moved into companions.
     pub moved_bytes: u64,
     /// How much smaller the host file is (0 when the shrinker had to zero in place).
@@ -445,7 +449,7 @@ pub fn move_device_code(
     }
     crate::elf::check(&out).map_err(|e| MoveError::OutputCheck(e.to_string()))?;
     let out = cut_pages(host, &out, &sel, &mut notes)?;
-    let companions = write_companions(h.machine, targets, &sel)?;
+    let (companions, placements) = write_companions(h.machine, targets, &sel)?;
     verify(
         &out,
         &sel.new_symbols,
@@ -459,6 +463,7 @@ pub fn move_device_code(
     Ok(MoveOutcome {
         host: out,
         companions,
+        placements,
         moved_bytes: sel.moved_bytes,
         host_bytes_removed,
         notes,
@@ -607,6 +612,9 @@ struct Selection {
     /// `(section, offset)` of every moved container.
     seen: BTreeSet<(String, u64)>,
     moved_bytes: u64,
+    /// Per companion, each container's `(group index, offset in the group, offset in the
+    /// host, length)`.
+    origins: Vec<Vec<(usize, u64, u64, u64)>>,
 }
 
 impl Selection {
@@ -618,6 +626,7 @@ impl Selection {
             new_symbols: Vec::new(),
             seen: BTreeSet::new(),
             moved_bytes: 0,
+            origins: Vec::new(),
         };
         for (ti, t) in targets.iter().enumerate() {
             let mut groups: Vec<Group> = Vec::new();
@@ -691,6 +700,12 @@ impl Selection {
             "a container",
         )?;
         g.2.extend_from_slice(bytes);
+        while self.origins.len() <= ti {
+            self.origins.push(Vec::new());
+        }
+        if let Some(o) = self.origins.get_mut(ti) {
+            o.push((gi, offset, d.bytes_off.saturating_add(b.offset), b.size));
+        }
         self.moved_bytes = self.moved_bytes.saturating_add(b.size);
         self.moving.push(Moving {
             start: d.addr.saturating_add(b.offset),
@@ -1642,13 +1657,17 @@ fn cut_pages(
 
 // ---------------------------------------------------------------------- companions
 
+/// A companion's bytes and where its containers came from (see [`MoveOutcome::placements`]).
+type Written = (Vec<(String, Vec<u8>)>, Vec<Vec<(u64, u64, u64)>>);
+
 /// One companion per target: a data block per section group, each named by its symbol.
 fn write_companions(
     machine: Machine,
     targets: &[CompanionTarget],
     sel: &Selection,
-) -> Result<Vec<(String, Vec<u8>)>, MoveError> {
+) -> Result<Written, MoveError> {
     let mut companions = Vec::new();
+    let mut placements = Vec::new();
     for (ti, t) in targets.iter().enumerate() {
         let groups = sel
             .groups
@@ -1673,9 +1692,20 @@ fn write_companions(
             soname: t.soname.clone(),
             blocks,
         })?;
+        let placed = sel
+            .origins
+            .get(ti)
+            .into_iter()
+            .flatten()
+            .filter_map(|&(gi, in_group, from, len)| {
+                let at = c.blocks.get(gi)?.offset.checked_add(in_group)?;
+                Some((from, at, len))
+            })
+            .collect();
+        placements.push(placed);
         companions.push((t.soname.clone(), c.bytes));
     }
-    Ok(companions)
+    Ok((companions, placements))
 }
 
 /// The independent re-parse: goblin sees the new symbols undefined, the new NEEDED entries,
