@@ -874,24 +874,15 @@ pub(super) fn host_rewrite(
     spill: Option<&std::path::Path>,
     from: Option<&crate::wheel::splice::Original<'_, '_>>,
 ) -> Result<HostMoved, Error> {
-    let out = crate::elf::companion::move_device_code(host, &companions::targets(files))
-        .map_err(|e| {
-            Error::refused(
-                format!("{loc}: its device code cannot be moved into companions: {e}"),
-                Some(
-                    "split without --companions after trimming its device code (--sm/--gfx) until it fits, keep the library in the main wheel (leave it out of --move), or ask the index for a larger limit".into(),
-                ),
-            )
-        })?;
-    let mut written = Vec::with_capacity(out.companions.len());
-    for (k, (soname, bytes)) in out.companions.iter().enumerate() {
+    // Each companion is compressed as soon as it is written, and its bytes let go: one is held
+    // beside the host at a time.
+    let mut written = Vec::with_capacity(files.len());
+    let mut failed: Option<Error> = None;
+    let mut encode_one = |soname: &str, bytes: Vec<u8>, placed: &[(u64, u64, u64)]| {
         // Where the companion holds the input's bytes: one shift per run of containers that
         // lie together in both.
-        let mut shifts: Vec<i64> = out
-            .placements
-            .get(k)
-            .into_iter()
-            .flatten()
+        let mut shifts: Vec<i64> = placed
+            .iter()
             .map(|&(at_host, at_companion, _)| at_companion as i64 - at_host as i64)
             .collect();
         shifts.sort_unstable();
@@ -904,14 +895,37 @@ pub(super) fn host_rewrite(
                 err,
             }),
         };
-        let e = crate::apply::rewrite::encode_from(bytes, from, &shifts, spill, inspect)?;
-        written.push(CompanionOut {
-            soname: soname.clone(),
-            compressed: e.compressed,
-            sha256: e.sha256,
-            info: e.info,
-        });
-    }
+        match crate::apply::rewrite::encode_from(&bytes, from, &shifts, spill, inspect) {
+            Ok(e) => {
+                written.push(CompanionOut {
+                    soname: soname.to_string(),
+                    compressed: e.compressed,
+                    sha256: e.sha256,
+                    info: e.info,
+                });
+                Ok(())
+            }
+            Err(e) => {
+                let text = e.to_string();
+                failed = Some(e);
+                Err(text)
+            }
+        }
+    };
+    let targets = companions::targets(files);
+    let moved = crate::elf::companion::move_device_code_each(host, &targets, &mut encode_one);
+    let out = match (moved, failed) {
+        (Ok(out), None) => out,
+        (Err(_), Some(e)) | (Ok(_), Some(e)) => return Err(e),
+        (Err(e), None) => {
+            return Err(Error::refused(
+                format!("{loc}: its device code cannot be moved into companions: {e}"),
+                Some(
+                    "split without --companions after trimming its device code (--sm/--gfx) until it fits, keep the library in the main wheel (leave it out of --move), or ask the index for a larger limit".into(),
+                ),
+            ));
+        }
+    };
     let zeroed = out
         .notes
         .iter()

@@ -237,6 +237,9 @@ pub enum MoveError {
         "the rewritten library failed its own check, so it was not produced: {0}; this is a wheelslim bug, please report it"
     )]
     OutputCheck(String),
+    /// The caller of [`move_device_code_each`] stopped the move (it has its own error).
+    #[error("the companions could not be written: {0}")]
+    Stopped(String),
 }
 
 impl MoveError {
@@ -258,6 +261,7 @@ impl MoveError {
             MoveError::Malformed(_) => {
                 "the library could not be read as expected; run `wheelslim audit` on the wheel"
             }
+            MoveError::Stopped(_) => "see the error of the companion that could not be written",
             _ => {
                 "the library stays whole: ship it as it is, trim it with --sm/--gfx, or rebuild it as position-independent code with RELA relocations"
             }
@@ -420,9 +424,28 @@ pub fn move_device_code(
     host: &[u8],
     targets: &[CompanionTarget],
 ) -> Result<MoveOutcome, MoveError> {
+    let mut companions = Vec::new();
+    let mut out = move_device_code_each(host, targets, &mut |soname, bytes, _| {
+        companions.push((soname.to_string(), bytes));
+        Ok(())
+    })?;
+    out.companions = companions;
+    Ok(out)
+}
+
+/// [`move_device_code`], handing each companion to `each` (soname, bytes, and where its
+/// containers came from as in [`MoveOutcome::placements`]) as soon as it is written and
+/// letting it go, so that one companion at a time is held beside the host: for
+/// companions of hundreds of MB, written out as they come. [`MoveOutcome::companions`] is then
+/// empty. An error from `each` stops the move ([`MoveError::Stopped`] with its text).
+pub fn move_device_code_each(
+    host: &[u8],
+    targets: &[CompanionTarget],
+    each: &mut Each<'_>,
+) -> Result<MoveOutcome, MoveError> {
     let h = Host::open(host, targets)?;
     check_sonames(&h, targets)?;
-    let sel = Selection::take(&h, targets)?;
+    let mut sel = Selection::take(&h, targets)?;
     let relocs = Relocs::read(&h)?;
     let wrappers = Wrappers::find(&h, &sel, &relocs)?;
     refuse_other_references(&h, &sel, &relocs, &wrappers)?;
@@ -449,7 +472,7 @@ pub fn move_device_code(
     }
     crate::elf::check(&out).map_err(|e| MoveError::OutputCheck(e.to_string()))?;
     let out = cut_pages(host, &out, &sel, &mut notes)?;
-    let (companions, placements) = write_companions(h.machine, targets, &sel)?;
+    let placements = write_companions(h.machine, targets, &mut sel, each)?;
     verify(
         &out,
         &sel.new_symbols,
@@ -462,7 +485,7 @@ pub fn move_device_code(
     let host_bytes_removed = u64_of(host.len()).saturating_sub(u64_of(out.len()));
     Ok(MoveOutcome {
         host: out,
-        companions,
+        companions: Vec::new(),
         placements,
         moved_bytes: sel.moved_bytes,
         host_bytes_removed,
@@ -1657,22 +1680,28 @@ fn cut_pages(
 
 // ---------------------------------------------------------------------- companions
 
-/// A companion's bytes and where its containers came from (see [`MoveOutcome::placements`]).
-type Written = (Vec<(String, Vec<u8>)>, Vec<Vec<(u64, u64, u64)>>);
+/// Where each companion's containers came from (see [`MoveOutcome::placements`]).
+type Placements = Vec<Vec<(u64, u64, u64)>>;
 
-/// One companion per target: a data block per section group, each named by its symbol.
+/// What takes each companion as it is written: soname, bytes, and where its containers came
+/// from.
+pub type Each<'a> = dyn FnMut(&str, Vec<u8>, &[(u64, u64, u64)]) -> Result<(), String> + 'a;
+
+/// One companion per target: a data block per section group, each named by its symbol,
+/// handed to `each` as soon as it is written. Each target's groups go once its companion is
+/// written, so one copy of the moved containers is held at a time.
 fn write_companions(
     machine: Machine,
     targets: &[CompanionTarget],
-    sel: &Selection,
-) -> Result<Written, MoveError> {
-    let mut companions = Vec::new();
+    sel: &mut Selection,
+    each: &mut Each<'_>,
+) -> Result<Placements, MoveError> {
     let mut placements = Vec::new();
-    for (ti, t) in targets.iter().enumerate() {
-        let groups = sel
-            .groups
-            .get(ti)
-            .ok_or_else(|| MoveError::Malformed("companion groups".into()))?;
+    let all_groups = std::mem::take(&mut sel.groups);
+    if all_groups.len() != targets.len() {
+        return Err(MoveError::Malformed("companion groups".into()));
+    }
+    for ((ti, t), groups) in targets.iter().enumerate().zip(all_groups) {
         let blocks: Vec<DataBlock<'_>> = groups
             .iter()
             .enumerate()
@@ -1692,7 +1721,7 @@ fn write_companions(
             soname: t.soname.clone(),
             blocks,
         })?;
-        let placed = sel
+        let placed: Vec<(u64, u64, u64)> = sel
             .origins
             .get(ti)
             .into_iter()
@@ -1702,10 +1731,11 @@ fn write_companions(
                 Some((from, at, len))
             })
             .collect();
+        drop(groups);
+        each(&t.soname, c.bytes, &placed).map_err(MoveError::Stopped)?;
         placements.push(placed);
-        companions.push((t.soname.clone(), c.bytes));
     }
-    Ok((companions, placements))
+    Ok(placements)
 }
 
 /// The independent re-parse: goblin sees the new symbols undefined, the new NEEDED entries,

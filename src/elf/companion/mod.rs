@@ -70,7 +70,9 @@ mod host;
 #[cfg(test)]
 mod tests;
 
-pub use host::{CompanionTarget, MoveError, MoveOutcome, MovedBlock, move_device_code};
+pub use host::{
+    CompanionTarget, MoveError, MoveOutcome, MovedBlock, move_device_code, move_device_code_each,
+};
 
 use super::{ElfError, Machine};
 use hash::{bucket_count, gnu_hash, gnu_table, rem, sysv_table};
