@@ -471,8 +471,11 @@ pub fn move_device_code_each(
         notes.push(format!("added DT_NEEDED `{}`", t.soname));
     }
     crate::elf::check(&out).map_err(|e| MoveError::OutputCheck(e.to_string()))?;
-    let out = cut_pages(host, &out, &sel, &mut notes)?;
-    let placements = write_companions(h.machine, targets, &mut sel, each)?;
+    let cut = cut_pages(host, &out, &sel, &mut notes)?;
+    // The copy the cut was made from goes before the companions are written.
+    drop(out);
+    let out = cut;
+    let placements = write_companions(&h, targets, &mut sel, each)?;
     verify(
         &out,
         &sel.new_symbols,
@@ -619,8 +622,10 @@ fn check_sonames(h: &Host<'_>, targets: &[CompanionTarget]) -> Result<(), MoveEr
 
 // ---------------------------------------------------------------------- the request
 
-/// One data block of a companion: its section, alignment and the moved containers' bytes.
-type Group = (String, u64, Vec<u8>);
+/// One data block of a companion: its section, alignment and length. Its bytes (the moved
+/// containers, each at its offset in [`Selection::origins`]) are gathered only when the
+/// companion is written.
+type Group = (String, u64, u64);
 
 /// The containers to move, checked against the host's device sections, and what each
 /// companion gets.
@@ -695,7 +700,7 @@ impl Selection {
         let gi = match groups.iter().position(|g| g.0 == b.section) {
             Some(i) => i,
             None => {
-                groups.push((b.section.clone(), d.align, Vec::new()));
+                groups.push((b.section.clone(), d.align, 0));
                 let gi = groups.len().saturating_sub(1);
                 self.new_symbols.push((ti, gi, symbol_name(soname, gi)));
                 gi
@@ -709,20 +714,17 @@ impl Selection {
         let g = groups
             .get_mut(gi)
             .ok_or_else(|| MoveError::Malformed("group".into()))?;
-        while u64_of(g.2.len())
-            .checked_rem(d.align)
-            .is_some_and(|r| r != 0)
-        {
-            g.2.push(0);
-        }
-        let offset = u64_of(g.2.len());
-        let bytes = raw::bytes(
+        let offset = g
+            .2
+            .checked_next_multiple_of(d.align.max(1))
+            .ok_or_else(|| MoveError::Malformed("a companion block's length".into()))?;
+        raw::bytes(
             h.bytes,
             d.bytes_off.saturating_add(b.offset),
             b.size,
             "a container",
         )?;
-        g.2.extend_from_slice(bytes);
+        g.2 = offset.saturating_add(b.size);
         while self.origins.len() <= ti {
             self.origins.push(Vec::new());
         }
@@ -1680,6 +1682,34 @@ fn cut_pages(
 
 // ---------------------------------------------------------------------- companions
 
+/// The bytes of a companion's data blocks: each group's containers copied from the host at
+/// their offsets (`origins`: group index, offset in the group, offset in the host, length),
+/// zero between them.
+fn gather(
+    host: &[u8],
+    groups: &[Group],
+    origins: &[(usize, u64, u64, u64)],
+) -> Result<Vec<Vec<u8>>, MoveError> {
+    let mut data: Vec<Vec<u8>> = Vec::with_capacity(groups.len());
+    for (_, _, len) in groups {
+        let n = usize::try_from(*len)
+            .map_err(|_| MoveError::Malformed("a companion block's length".into()))?;
+        data.push(vec![0u8; n]);
+    }
+    for &(gi, at, from, len) in origins {
+        let bytes = raw::bytes(host, from, len, "a container")?;
+        let dst = data
+            .get_mut(gi)
+            .and_then(|d| {
+                let at = usize::try_from(at).ok()?;
+                d.get_mut(at..at.checked_add(bytes.len())?)
+            })
+            .ok_or_else(|| MoveError::Malformed("a container's place in its companion".into()))?;
+        dst.copy_from_slice(bytes);
+    }
+    Ok(data)
+}
+
 /// Where each companion's containers came from (see [`MoveOutcome::placements`]).
 type Placements = Vec<Vec<(u64, u64, u64)>>;
 
@@ -1691,21 +1721,25 @@ pub type Each<'a> = dyn FnMut(&str, Vec<u8>, &[(u64, u64, u64)]) -> Result<(), S
 /// handed to `each` as soon as it is written. Each target's groups go once its companion is
 /// written, so one copy of the moved containers is held at a time.
 fn write_companions(
-    machine: Machine,
+    h: &Host<'_>,
     targets: &[CompanionTarget],
     sel: &mut Selection,
     each: &mut Each<'_>,
 ) -> Result<Placements, MoveError> {
+    let machine = h.machine;
     let mut placements = Vec::new();
     let all_groups = std::mem::take(&mut sel.groups);
     if all_groups.len() != targets.len() {
         return Err(MoveError::Malformed("companion groups".into()));
     }
     for ((ti, t), groups) in targets.iter().enumerate().zip(all_groups) {
+        let origins = sel.origins.get(ti).map_or(&[][..], Vec::as_slice);
+        let data = gather(h.bytes, &groups, origins)?;
         let blocks: Vec<DataBlock<'_>> = groups
             .iter()
+            .zip(&data)
             .enumerate()
-            .map(|(gi, (section, align, bytes))| DataBlock {
+            .map(|(gi, ((section, align, _), bytes))| DataBlock {
                 section: section.clone(),
                 align: *align,
                 bytes,
@@ -1731,7 +1765,7 @@ fn write_companions(
                 Some((from, at, len))
             })
             .collect();
-        drop(groups);
+        drop(data);
         each(&t.soname, c.bytes, &placed).map_err(MoveError::Stopped)?;
         placements.push(placed);
     }
