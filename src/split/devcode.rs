@@ -409,26 +409,7 @@ impl SplitRun<'_> {
             });
         }
         let dist_info = dw.dist_info();
-        for c in &dw.licenses {
-            let (wheel, facts) = &self.inputs[c.input];
-            let Some(f) = facts.members.iter().find(|f| f.name == c.member) else {
-                continue;
-            };
-            let name = format!("{dist_info}/licenses/{}", c.dest);
-            let mut mf = f.clone();
-            mf.name = name.clone();
-            members.push(OutMember {
-                name,
-                source: Source::Copy {
-                    wheel,
-                    member: &c.member,
-                },
-                sha256: c.sha256,
-                size: f.size,
-                mode: 0o100644,
-                facts: mf,
-            });
-        }
+        members.extend(self.license_members(&dist_info, &dw.licenses));
         members.sort_by(|a, b| a.name.cmp(&b.name));
         order_dist_info_last(&mut members, &dist_info);
         Ok(members)

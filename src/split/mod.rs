@@ -2037,26 +2037,7 @@ impl SplitRun<'_> {
             });
         }
         let dist_info = runtime_dist_info(rw);
-        for c in built.licenses_of(rw) {
-            let (wheel, facts) = &self.inputs[c.input];
-            let Some(f) = facts.members.iter().find(|f| f.name == c.member) else {
-                continue;
-            };
-            let name = format!("{dist_info}/licenses/{}", c.dest);
-            let mut mf = f.clone();
-            mf.name = name.clone();
-            members.push(OutMember {
-                name,
-                source: Source::Copy {
-                    wheel,
-                    member: &c.member,
-                },
-                sha256: c.sha256,
-                size: f.size,
-                mode: 0o100644,
-                facts: mf,
-            });
-        }
+        members.extend(self.license_members(&dist_info, built.licenses_of(rw)));
         members.sort_by(|a, b| a.name.cmp(&b.name));
         order_dist_info_last(&mut members, &dist_info);
         let file = format!(
@@ -2076,6 +2057,38 @@ impl SplitRun<'_> {
             ));
         }
         Ok((file, members))
+    }
+}
+
+impl SplitRun<'_> {
+    /// The members of licence files copied from the inputs into `{dist_info}/licenses/`.
+    fn license_members<'o>(
+        &'o self,
+        dist_info: &str,
+        licenses: &'o [LicenseCopy],
+    ) -> Vec<OutMember<'o>> {
+        let mut members = Vec::new();
+        for c in licenses {
+            let (wheel, facts) = &self.inputs[c.input];
+            let Some(f) = facts.members.iter().find(|f| f.name == c.member) else {
+                continue;
+            };
+            let name = format!("{dist_info}/licenses/{}", c.dest);
+            let mut mf = f.clone();
+            mf.name = name.clone();
+            members.push(OutMember {
+                name,
+                source: Source::Copy {
+                    wheel,
+                    member: &c.member,
+                },
+                sha256: c.sha256,
+                size: f.size,
+                mode: 0o100644,
+                facts: mf,
+            });
+        }
+        members
     }
 }
 

@@ -714,10 +714,9 @@ impl Selection {
         let g = groups
             .get_mut(gi)
             .ok_or_else(|| MoveError::Malformed("group".into()))?;
-        let offset = g
-            .2
-            .checked_next_multiple_of(d.align.max(1))
-            .ok_or_else(|| MoveError::Malformed("a companion block's length".into()))?;
+        let offset =
+            g.2.checked_next_multiple_of(d.align.max(1))
+                .ok_or_else(|| MoveError::Malformed("a companion block's length".into()))?;
         raw::bytes(
             h.bytes,
             d.bytes_off.saturating_add(b.offset),
