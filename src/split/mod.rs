@@ -869,9 +869,9 @@ impl SplitRun<'_> {
         let mut size_estimates = Vec::new();
         let mut moves = Vec::new();
         if !opts.dry_run && (self.trimming() || opts.strip_debug) {
-            for (mi, m) in plan.mains.iter().enumerate() {
+            for (mi, m) in plan.mains.iter().enumerate().filter(|_| opts.companions) {
                 let staying = self.staying(m, est);
-                moves.extend(self.own_moves(mi, m, &staying, dry, false)?.1);
+                moves.extend(self.own_plan(mi, m, &staying, dry, false).1);
             }
             return Ok((size_estimates, moves));
         }
@@ -949,8 +949,9 @@ impl SplitRun<'_> {
             .saturating_sub(others)
     }
 
-    /// With companions, the plans of the main wheel's own libraries with device code that
-    /// leave it over the limit, and its staying bytes afterwards.
+    /// The companion plans of the main wheel's own libraries with device code that leave it
+    /// over the limit, and its staying bytes afterwards (made whether or not companions are
+    /// on: a refusal says what they would do).
     ///
     /// Without a trim or strip (planned before any work), the largest are chosen first, each
     /// counted at the smallest its host can get (every container moved), until the wheel would
@@ -961,22 +962,6 @@ impl SplitRun<'_> {
     /// (estimated) is over the room the others leave at their sizes in the input. In the real
     /// run those the trim or strip rewrites are planned in the rewrite stage; `in_dry_run`
     /// says whether to plan them here.
-    fn own_moves(
-        &self,
-        mi: usize,
-        m: &crate::plan::MainPlan,
-        staying: &[(String, u64)],
-        dry: &DryTrim,
-        in_dry_run: bool,
-    ) -> Result<(u64, Vec<CompanionMove>), Error> {
-        if !self.opts.companions {
-            return Ok((staying.iter().map(|(_, b)| b).sum(), Vec::new()));
-        }
-        Ok(self.own_plan(mi, m, staying, dry, in_dry_run))
-    }
-
-    /// [`Self::own_moves`] whether or not companions are on (a refusal says what they would
-    /// do).
     fn own_plan(
         &self,
         mi: usize,
@@ -1063,8 +1048,8 @@ impl SplitRun<'_> {
         let mut total: u64 = staying.iter().map(|(_, b)| b).sum();
         let mut moves = Vec::new();
         let alone = self.trimming() || opts.strip_debug;
-        if total > opts.max_size || alone {
-            (total, moves) = self.own_moves(mi, m, &staying, dry, true)?;
+        if opts.companions && (total > opts.max_size || alone) {
+            (total, moves) = self.own_plan(mi, m, &staying, dry, true);
         }
         let any_estimate = staying.iter().any(|(n, _)| est.has(m.input, n));
         if opts.dry_run && !est.is_empty() {

@@ -190,3 +190,22 @@ pub fn cuobjdump_counts(path: &Path) -> std::collections::BTreeMap<String, usize
     }
     counts
 }
+
+/// `wheelslim verify` over `wheels`: its report, after checking that its only problem is
+/// the CUDA fixture's `libcudart.so.13`, which no wheel here provides (unresolved in the
+/// input already).
+pub fn verify_only_cudart_unresolved(wheels: &[PathBuf]) -> String {
+    let mut args = vec!["verify"];
+    args.extend(wheels.iter().map(|w| w.to_str().unwrap()));
+    let report = stdout(&wheelslim(&args));
+    for l in report
+        .lines()
+        .filter(|l| !l.ends_with(": ok") && !l.contains("checked:"))
+    {
+        assert!(
+            l.starts_with("unresolved: ") && l.contains("needs libcudart.so.13 "),
+            "{report}"
+        );
+    }
+    report
+}

@@ -111,18 +111,7 @@ fn own_libraries_keep_their_place_and_their_device_code_moves_to_a_companion_whe
         assert!(record.contains(&format!("{n},sha256=")), "{record}");
     }
 
-    let mut args = vec!["verify"];
-    args.extend(wheels.iter().map(|w| s(w)));
-    let report = stdout(&wheelslim(&args));
-    for l in report
-        .lines()
-        .filter(|l| !l.ends_with(": ok") && !l.contains("checked:"))
-    {
-        assert!(
-            l.starts_with("unresolved: ") && l.contains("needs libcudart.so.13 "),
-            "{report}"
-        );
-    }
+    verify_only_cudart_unresolved(&wheels);
 
     let again = split_own(&[&input], &tmp.path().join("again"));
     assert_eq!(again.len(), wheels.len());

@@ -242,21 +242,8 @@ fn a_real_split_writes_companions_that_install_load_and_list_the_same_device_cod
         host_in.is_some() && comp_in.is_some(),
         "host or companion missing from {wheels:?}"
     );
-    let mut args = vec!["verify"];
-    args.extend(wheels.iter().map(|w| s(w)));
-    let v = wheelslim(&args);
-    let report = stdout(&v);
-    // The fixture needs a CUDA runtime no wheel here provides (unresolved in the input
-    // already); that is the only problem, and the host's NEEDED companion resolves.
-    for l in report
-        .lines()
-        .filter(|l| !l.ends_with(": ok") && !l.contains("checked:"))
-    {
-        assert!(
-            l.starts_with("unresolved: ") && l.contains("needs libcudart.so.13 "),
-            "{report}"
-        );
-    }
+    // The host's NEEDED companion resolves: the fixture's libcudart is the only problem.
+    let report = verify_only_cudart_unresolved(&wheels);
     assert!(
         report.contains(&format!("{}: ok", s(comp_in.as_ref().unwrap()))),
         "{report}"
@@ -758,16 +745,7 @@ fn canonical_runtime_wheels_get_companions_too() {
         dir.join("libfix_plain.wsdev1.so"),
     );
     assert!(host.is_file() && comp.is_file(), "{wheels:?}");
-    let mut args = vec!["verify"];
-    args.extend(wheels.iter().map(|w| s(w)));
-    let report = stdout(&wheelslim(&args));
-    assert!(
-        report
-            .lines()
-            .filter(|l| !l.ends_with(": ok") && !l.contains("checked:"))
-            .all(|l| l.starts_with("unresolved: ") && l.contains("needs libcudart.so.13 ")),
-        "{report}"
-    );
+    verify_only_cudart_unresolved(&wheels);
     let orig = tmp.path().join("libfix_plain.so");
     let original = read_zip(&fixture(CUDAFIX))
         .into_iter()
