@@ -220,10 +220,19 @@ pub fn audit(paths: &[PathBuf], profiles: &ProfileSet, opts: &AuditOptions) -> A
                         all_hashes.push((wheel.member_location(&f.name).to_string(), f.size, h));
                     }
                 }
-                let companions = crate::plan::companions::advise(
+                // What split would do: vendor libraries judged alone by a runtime wheel's
+                // room, the project's own together by the main wheel's.
+                let (wheel, facts, advice) =
+                    crate::split::companion_advice(wheel, facts, profiles, opts.max_size);
+                let mut companions: Vec<_> = crate::plan::companions::advise(
                     &facts.members,
                     crate::checks::room_for_libraries(opts.max_size),
-                );
+                )
+                .into_iter()
+                .filter(|a| advice.moved.as_ref().is_none_or(|m| m.contains(&a.member)))
+                .collect();
+                companions.extend(advice.own);
+                companions.sort_by(|a, b| a.member.cmp(&b.member));
                 let mut report = audit_wheel(&wheel, facts, device, profiles, opts);
                 report.companions = companions;
                 wheels.push(report);

@@ -437,14 +437,15 @@ fn problems(o: &mut String, w: &WheelAudit, verbose: u8) {
     }
 }
 
-/// `audit`: per library too big for one wheel, whether companions would make it fit.
+/// `audit`: per library too big for its wheel (a runtime wheel's room, or what the main
+/// wheel's other members leave), whether companions would make it fit.
 fn companion_advice(o: &mut String, all: &[crate::plan::companions::CompanionAdvice]) {
     if all.is_empty() {
         return;
     }
     let _ = writeln!(
         o,
-        "\n  Device-code companions (libraries too big for one wheel)"
+        "\n  Device-code companions (libraries too big for their wheel)"
     );
     for a in all {
         let _ = writeln!(

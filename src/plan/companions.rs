@@ -553,6 +553,23 @@ pub struct CompanionAdvice {
     /// Why companions cannot make it fit.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The project's own library, which stays in its main wheel: its room is what the main
+    /// wheel's other members leave, and its companions go into wheels of their own.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub own: bool,
+}
+
+impl CompanionSummary {
+    /// The summary of one planned companion file.
+    pub fn of(f: &CompanionFile) -> Self {
+        CompanionSummary {
+            soname: f.soname.clone(),
+            families: f.families.clone(),
+            containers: f.containers.len(),
+            stored_bytes: f.stored_bytes,
+            compressed_bytes: f.compressed_bytes,
+        }
+    }
 }
 
 impl CompanionAdvice {
@@ -568,6 +585,7 @@ impl CompanionAdvice {
             kept_containers: 0,
             companions: Vec::new(),
             reason: None,
+            own: false,
         };
         match verdict {
             Verdict::Fits => return None,
@@ -581,16 +599,7 @@ impl CompanionAdvice {
                 a.files = files.len();
                 a.host_after = Some(*host_after);
                 a.kept_containers = kept.len();
-                a.companions = files
-                    .iter()
-                    .map(|f| CompanionSummary {
-                        soname: f.soname.clone(),
-                        families: f.families.clone(),
-                        containers: f.containers.len(),
-                        stored_bytes: f.stored_bytes,
-                        compressed_bytes: f.compressed_bytes,
-                    })
-                    .collect();
+                a.companions = files.iter().map(CompanionSummary::of).collect();
             }
         }
         Some(a)

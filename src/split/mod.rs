@@ -11,11 +11,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde::Serialize;
 
+mod advice;
 mod companions;
 mod devcode;
 mod hook;
 mod runtime;
 
+pub use advice::{WheelAdvice, companion_advice};
 pub use companions::{CompanionMove, PlacedCompanion, render as render_companions};
 
 use runtime::{
@@ -1142,30 +1144,53 @@ impl SplitRun<'_> {
         dry: &DryTrim,
         e: Error,
     ) -> Error {
-        let (after, would) = self.own_plan(mi, m, staying, dry, true);
-        if !self.opts.companions && after <= self.opts.max_size && !would.is_empty() {
-            let files: usize = would.iter().map(|mv| mv.companions.len()).sum();
-            let libs: Vec<&str> = would.iter().map(|mv| mv.file.as_str()).collect();
-            let sentence = format!(
-                "--companions would make it fit: the device code of {} ({}) moves into {files} companion file{} in wheels of their own ({}), leaving the main wheel at about {} compressed (they are the default: split without --no-companions; `split --dry-run` shows the plan)",
-                if libs.len() == 1 {
-                    "one library"
-                } else {
-                    "its libraries"
-                },
-                libs.join(", "),
-                if files == 1 { "" } else { "s" },
-                self.devcode_name(m.input),
-                crate::cli_size(after)
-            );
-            return companions::with_hint_first(e, &sentence);
+        match self.own_verdict(mi, m, staying, dry) {
+            OwnVerdict::Fits { after, moves } if !self.opts.companions => {
+                let files: usize = moves.iter().map(|mv| mv.companions.len()).sum();
+                let libs: Vec<&str> = moves.iter().map(|mv| mv.file.as_str()).collect();
+                let sentence = format!(
+                    "--companions would make it fit: the device code of {} ({}) moves into {files} companion file{} in wheels of their own ({}), leaving the main wheel at about {} compressed (they are the default: split without --no-companions; `split --dry-run` shows the plan)",
+                    if libs.len() == 1 {
+                        "one library"
+                    } else {
+                        "its libraries"
+                    },
+                    libs.join(", "),
+                    if files == 1 { "" } else { "s" },
+                    self.devcode_name(m.input),
+                    crate::cli_size(after)
+                );
+                companions::with_hint_first(e, &sentence)
+            }
+            OwnVerdict::NoRoom => companions::with_note(
+                e,
+                &format!("companions cannot make it fit: {OTHERS_TAKE_ALL}"),
+            ),
+            OwnVerdict::Cannot(a) => companions::with_companion_hint(e, &a, self.opts.companions),
+            OwnVerdict::Fits { .. } | OwnVerdict::Short { .. } | OwnVerdict::Nothing => e,
+        }
+    }
+
+    /// What companions do for main wheel `m` over the limit ([`OwnVerdict`]): the plan of
+    /// [`Self::own_plan`], and when it does not make the wheel fit, why not for its largest
+    /// library with device code.
+    fn own_verdict(
+        &self,
+        mi: usize,
+        m: &crate::plan::MainPlan,
+        staying: &[(String, u64)],
+        dry: &DryTrim,
+    ) -> OwnVerdict {
+        let (after, moves) = self.own_plan(mi, m, staying, dry, true);
+        if after <= self.opts.max_size && !moves.is_empty() {
+            return OwnVerdict::Fits { after, moves };
         }
         let Some((name, bytes)) = staying
             .iter()
             .filter(|(n, _)| self.has_device(m.input, n))
             .max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(&a.0)))
         else {
-            return e;
+            return OwnVerdict::Nothing;
         };
         // Its room with all the other libraries' device code gone.
         let least: HashMap<&str, u64> = staying
@@ -1175,10 +1200,7 @@ impl SplitRun<'_> {
             .collect();
         let host_room = self.host_room(m, name, &|n, b| least.get(n).copied().unwrap_or(b));
         if host_room == 0 {
-            return companions::with_note(
-                e,
-                "companions cannot make it fit: the main wheel's other members take all its room even with the device code of every library moved out",
-            );
+            return OwnVerdict::NoRoom;
         }
         let home = companions::Home::Main {
             main: mi,
@@ -1190,15 +1212,33 @@ impl SplitRun<'_> {
         let trimmed = dry.libraries.get(&(m.input, name.clone()));
         let Some((lib, v)) = self.companion_verdict(home.key(), *bytes, trimmed, self.rooms(&home))
         else {
-            return e;
+            return OwnVerdict::Nothing;
         };
         match crate::plan::companions::CompanionAdvice::new(name, &lib, host_room, &v) {
-            Some(a) if a.reason.is_some() => {
-                companions::with_companion_hint(e, &a, self.opts.companions)
-            }
-            _ => e,
+            Some(a) if a.reason.is_some() => OwnVerdict::Cannot(a),
+            _ => OwnVerdict::Short { after },
         }
     }
+}
+
+/// Why companions cannot help a main wheel whose other members leave no room.
+const OTHERS_TAKE_ALL: &str = "the main wheel's other members take all its room even with the device code of every library moved out";
+
+/// What companions do for a main wheel over the limit because of its own libraries.
+enum OwnVerdict {
+    /// The plan makes it fit, at `after` compressed bytes.
+    Fits {
+        after: u64,
+        moves: Vec<CompanionMove>,
+    },
+    /// The plan moves what it can, and the wheel is still over, at `after`.
+    Short { after: u64 },
+    /// The other members take all the room of its largest library with device code.
+    NoRoom,
+    /// Its largest library with device code cannot fit with companions, and why.
+    Cannot(crate::plan::companions::CompanionAdvice),
+    /// No library in it has device code the planner can move.
+    Nothing,
 }
 
 /// The rewrite stage: the ELF objects that need it, in parallel, under the memory budget.

@@ -244,6 +244,98 @@ fn a_refused_main_wheel_says_what_companions_would_do() {
     }
 }
 
+/// `audit` says what `split` does for the project's own libraries (one planner): where the
+/// split moves their device code, audit lists the same libraries with the same number of
+/// companion files and the same host size; where split refuses, audit gives the same reason.
+#[test]
+fn audit_advice_for_own_libraries_is_the_split_plan() {
+    let tmp = tempdir();
+    let input = fixture(CUDAFIX);
+    let audit_of = |limit: &str| -> Vec<serde_json::Value> {
+        let o = wheelslim(&["--json", "audit", s(&input), "--max-size", limit]);
+        let v: serde_json::Value =
+            serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", stderr(&o)));
+        v["wheels"][0]["companions"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    };
+    let advice = audit_of(LIMIT);
+    let dry = wheelslim(&[
+        "--json",
+        "split",
+        s(&input),
+        "-w",
+        s(&tmp.path().join("w")),
+        "--max-size",
+        LIMIT,
+        "--dry-run",
+    ]);
+    assert_eq!(code(&dry), 0, "{}", stderr(&dry));
+    let v: serde_json::Value = serde_json::from_slice(&dry.stdout).unwrap();
+    let planned = v["companions"].as_array().unwrap();
+    let key = |lib: &str| lib.rsplit_once('!').map_or(lib, |(_, m)| m).to_string();
+    let mut from_split: Vec<(String, usize, u64)> = planned
+        .iter()
+        .map(|c| {
+            let files = c["companions"].as_array().unwrap().len();
+            (
+                key(c["library"].as_str().unwrap()),
+                files,
+                c["host_after"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let mut from_audit: Vec<(String, usize, u64)> = advice
+        .iter()
+        .map(|a| {
+            assert_eq!(a["own"], true, "{a:#}");
+            assert_eq!(a["fits_with_companions"], true, "{a:#}");
+            let after = a["host_after"].as_u64().unwrap();
+            (
+                a["member"].as_str().unwrap().to_string(),
+                a["files"].as_u64().unwrap() as usize,
+                after,
+            )
+        })
+        .collect();
+    from_split.sort();
+    from_audit.sort();
+    assert!(!from_split.is_empty());
+    assert_eq!(from_audit, from_split);
+    let text = wheelslim(&["audit", s(&input), "--max-size", LIMIT]);
+    assert!(
+        stdout(&text).contains("--companions would make it fit"),
+        "{}",
+        stdout(&text)
+    );
+
+    // Where split refuses, audit says why, in split's words.
+    for limit in ["40KiB", "60KiB"] {
+        let o = wheelslim(&[
+            "split",
+            s(&input),
+            "-w",
+            s(&tmp.path().join("w")),
+            "--max-size",
+            limit,
+        ]);
+        assert_eq!(code(&o), 2, "{}", stderr(&o));
+        let advice = audit_of(limit);
+        assert_eq!(advice.len(), 1, "{advice:#?}");
+        let a = &advice[0];
+        assert_eq!(a["fits_with_companions"], false, "{a:#}");
+        let why = a["reason"].as_str().unwrap();
+        assert!(
+            stderr(&o).contains(why),
+            "split: {}\naudit: {why}",
+            stderr(&o)
+        );
+    }
+    // Under a limit the main wheel fits, audit has nothing to say.
+    assert!(audit_of("1MiB").is_empty());
+}
+
 /// Real wheels whose own libraries need companions (not in `./test.sh`: they are hundreds of
 /// MB). `WHEELSLIM_OWN_REAL` lists `wheel|split options` items separated by `;`, for example
 /// `nvidia_nccl_cu12-2.27.3-….whl|--sm 80,90,100`. Each wheel is trimmed alone (`trim` with
