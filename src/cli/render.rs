@@ -639,6 +639,17 @@ pub fn split(r: &crate::split::SplitReport, verbose: u8) -> String {
             size(out.size)
         );
     }
+    if verbose > 0 && !r.dry_run {
+        // How the rewritten members were compressed: the input's blocks copied where the
+        // bytes stayed, and members the inspect pass could not keep for the rewrite.
+        let _ = writeln!(
+            o,
+            "reused {} of the inputs' compressed blocks in rewritten members; {} member{} inflated a second time",
+            size(r.reused_bytes),
+            r.members_read_twice,
+            if r.members_read_twice == 1 { "" } else { "s" }
+        );
+    }
     split_verified(&mut o, r);
     o
 }

@@ -853,6 +853,8 @@ pub(super) struct CompanionOut {
     pub compressed: crate::wheel::deflate::Compressed,
     pub sha256: [u8; 32],
     pub info: Option<crate::elf::ElfInfo>,
+    /// Uncompressed bytes covered by reused input blocks.
+    pub reused: u64,
 }
 
 /// A host whose device code moved: its bytes, its companions (compressed), and why the moved
@@ -902,6 +904,7 @@ pub(super) fn host_rewrite(
                     compressed: e.compressed,
                     sha256: e.sha256,
                     info: e.info,
+                    reused: e.reused,
                 });
                 Ok(())
             }

@@ -1577,7 +1577,7 @@ impl SplitRun<'_> {
             sha256: e.sha256,
             info: e.info,
             removed: false,
-            reused: e.reused,
+            reused: e.reused + moved.iter().map(|c| c.reused).sum::<u64>(),
             companions: moved,
             zeroed,
             planned,
@@ -2131,13 +2131,18 @@ impl SplitRun<'_> {
 /// that stays is rewritten when it needs one that moves (its search path changes). A library
 /// that moves keeps working through `$ORIGIN` next to the ones moving with it, so it is
 /// rewritten only when it needs one that goes elsewhere, has another search path, or is
-/// renamed. With `--sm`/`--gfx`, everything with device code is rewritten.
+/// renamed. With `--sm`/`--gfx`, everything with device code is rewritten. With companions
+/// on, so is a library with device code likely to need them: a moving one over a runtime
+/// wheel's room, or any staying one when what stays is over the limit.
 struct RewriteGuess {
     /// File name → profile, for the libraries profiles move.
     moving: HashMap<String, String>,
     unhash: bool,
     trimming: bool,
     strip_debug: bool,
+    /// With companions on: the compressed bytes a runtime wheel has for one library, and
+    /// whether the members that stay come to more than the limit.
+    companions: Option<(u64, bool)>,
 }
 
 impl RewriteGuess {
@@ -2149,7 +2154,7 @@ impl RewriteGuess {
             .map(|m| m.name.rsplit('/').next().unwrap_or(&m.name))
             .collect();
         let cuda = detect_cuda_major(names.iter().copied());
-        let moving = names
+        let moving: HashMap<String, String> = names
             .iter()
             .filter(|n| looks_like_shared_object(n))
             .filter_map(|n| {
@@ -2157,17 +2162,39 @@ impl RewriteGuess {
                 Some((n.to_string(), hit.profile.name.clone()))
             })
             .collect();
+        let staying: u64 = wheel
+            .archive
+            .members()
+            .iter()
+            .filter(|m| !moving.contains_key(m.name.rsplit('/').next().unwrap_or(&m.name)))
+            .map(|m| m.compressed_size)
+            .sum();
+        let companions = opts.companions.then(|| {
+            (
+                crate::checks::room_for_libraries(opts.max_size),
+                staying > opts.max_size,
+            )
+        });
         RewriteGuess {
             moving,
             unhash: opts.settings.unhash,
             trimming: opts.trim.is_active(),
             strip_debug: opts.strip_debug,
+            companions,
         }
     }
 
     fn rewrites(&self, f: &MemberFacts) -> bool {
         if self.trimming && f.device.is_some() {
             return true;
+        }
+        if let Some((room, main_over)) = self.companions
+            && f.device.is_some()
+        {
+            let moves = self.moving.contains_key(f.file_name());
+            if (moves && f.compressed_size > room) || (!moves && main_over) {
+                return true;
+            }
         }
         let Some(info) = f.host_elf() else {
             return false;
