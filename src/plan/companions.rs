@@ -223,12 +223,22 @@ pub fn plan_rooms(lib: &Library, rooms: Rooms, taken: &dyn Fn(&str) -> bool) -> 
     }
     let order = ordered(&lib.blocks);
     let plain = pack_plain(&lib.blocks, &order, host_fixed, caps);
-    let grouped = pack_grouped(&lib.blocks, host_fixed, caps);
-    let bins = match (plain, grouped) {
-        (Some(p), Some(g)) if g.len() <= p.len() => g,
-        (Some(p), _) => p,
-        (None, Some(g)) => g,
-        (None, None) => {
+    // Families together first, with neighbours together where that takes no more files:
+    // containers that lie together in the host and in a companion reuse the input's
+    // compressed blocks as one run, so the companion is not deflated again.
+    let candidates = [
+        pack_grouped(&lib.blocks, host_fixed, caps, Fill::InPlace),
+        pack_grouped(&lib.blocks, host_fixed, caps, Fill::Largest),
+        plain,
+    ];
+    let fewest = candidates.iter().flatten().map(Vec::len).min();
+    let chosen = candidates
+        .into_iter()
+        .flatten()
+        .find(|b| Some(b.len()) == fewest);
+    let bins = match chosen {
+        Some(b) => b,
+        None => {
             // Only possible when a container fits neither the host nor a companion.
             let big = order[0];
             return Verdict::CannotFit(CannotFit::Block {
@@ -322,11 +332,35 @@ fn pack_plain(blocks: &[Block], order: &[usize], host_fixed: u64, caps: Caps) ->
     Some(bins)
 }
 
+/// How a family too big for one bin fills the bins of its own.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Fill {
+    /// In the order the containers lie, each bin filled before the next is opened, so
+    /// neighbours stay together.
+    InPlace,
+    /// Largest first, each into the first of its bins with room (fewer files, scattered).
+    Largest,
+}
+
+/// Indices in the order the blocks lie (section, offset).
+fn in_place(blocks: &[Block]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..blocks.len()).collect();
+    order.sort_by(|&a, &b| {
+        let (x, y) = (&blocks[a], &blocks[b]);
+        x.section.cmp(&y.section).then(x.offset.cmp(&y.offset))
+    });
+    order
+}
+
 /// Whole families first, the largest family first; a family too big for any one bin fills
-/// bins of its own, container by container.
-fn pack_grouped(blocks: &[Block], host_fixed: u64, caps: Caps) -> Option<Vec<Bin>> {
+/// bins of its own, container by container (`fill`).
+fn pack_grouped(blocks: &[Block], host_fixed: u64, caps: Caps, fill: Fill) -> Option<Vec<Bin>> {
     let mut families: std::collections::BTreeMap<&str, Vec<usize>> = Default::default();
-    for i in ordered(blocks) {
+    let order = match fill {
+        Fill::InPlace => in_place(blocks),
+        Fill::Largest => ordered(blocks),
+    };
+    for i in order {
         families.entry(&blocks[i].family).or_default().push(i);
     }
     let mut groups: Vec<(&str, Vec<usize>, u64)> = families
@@ -344,7 +378,12 @@ fn pack_grouped(blocks: &[Block], host_fixed: u64, caps: Caps) -> Option<Vec<Bin
         }
         let first_own = bins.len();
         for &i in items {
-            if !place(blocks, &mut bins, &[i], first_own, caps) {
+            // In place: only the bin being filled, or a new one.
+            let from = match fill {
+                Fill::InPlace => (bins.len() - 1).max(first_own),
+                Fill::Largest => first_own,
+            };
+            if !place(blocks, &mut bins, &[i], from, caps) {
                 return None;
             }
         }

@@ -146,6 +146,54 @@ fn grouping_never_costs_a_file() {
 }
 
 /// cuBLASLt 12.9's shape: about 200 MiB compressed of sections that are not device code.
+/// Containers of one family, of mixed sizes, too many for one companion: where it takes no
+/// more files than the largest-first packing, each companion holds neighbours (a run of the
+/// containers in the order they lie), so it reuses the input's compressed blocks as a few
+/// long runs instead of one seam per container.
+#[test]
+fn neighbours_stay_together_when_it_costs_no_file() {
+    let sizes = [3.0, 0.5, 7.0, 1.0, 2.5, 6.0, 0.25, 4.0, 5.5, 1.5, 3.5, 2.0];
+    let blocks: Vec<Block> = (0..60)
+        .map(|i| {
+            block(
+                ".nv_fatbin",
+                i as u64 * 0x10_0000,
+                sizes[i % sizes.len()],
+                "sm_8x+sm_9x",
+            )
+        })
+        .collect();
+    let l = lib(20.0, blocks.clone());
+    let v = plan(&l, ROOM, &none);
+    check_complete(&l, &v);
+    let (kept, files, _) = companions(&v);
+    assert!(kept.is_empty());
+    let order = ordered(&blocks);
+    let caps = Caps {
+        host: plan_room(ROOM),
+        companion: plan_room(ROOM),
+    };
+    let host_fixed = l.rest_compressed + PER_BLOCK_COST * blocks.len() as u64;
+    let largest_first = pack_plain(&blocks, &order, host_fixed, caps).unwrap();
+    assert!(
+        files.len() + 1 <= largest_first.len(),
+        "{} files",
+        files.len()
+    );
+    let mut next = 0u64;
+    for f in files {
+        for c in &f.containers {
+            assert_eq!(
+                c.offset, next,
+                "{} breaks the run at {:#x}",
+                f.soname, c.offset
+            );
+            next += 0x10_0000;
+        }
+    }
+    assert_eq!(next, 60 * 0x10_0000);
+}
+
 #[test]
 fn a_host_too_big_without_device_code_cannot_fit_and_says_why() {
     let mut l = lib(200.0, vec![block(".nv_fatbin", 0, 80.0, "sm_8x")]);
