@@ -59,9 +59,10 @@ pub(crate) fn place(
     elf: &Elf64,
     tables: &[Table],
     dynamic: Option<(Option<usize>, Vec<u8>)>,
+    vacant: &[(u64, u64)],
 ) -> Result<Placed, MoveError> {
     let seg = Segment::lay(elf, tables, dynamic.as_ref().map(|d| d.1.as_slice()))?;
-    let mut out = seg.splice(elf.data)?;
+    let mut out = seg.splice(elf.data, vacant)?;
     let mut notes = Vec::new();
     let mut at = Vec::with_capacity(tables.len());
     for (t, &off) in tables.iter().zip(&seg.offs) {
@@ -213,15 +214,40 @@ impl Segment {
         }
     }
 
-    /// `data[..P]` + the new segment (zeros, filled later) + `data[P..]`.
-    fn splice(&self, data: &[u8]) -> Result<Vec<u8>, MoveError> {
+    /// `data[..P]` + the new segment (zeros, filled later) + `data[P..]`, with the `vacant`
+    /// ranges of `data[..P]` left zero. The buffer starts zeroed (for a large one, pages the
+    /// system hands out untouched), and only the bytes kept are copied into it.
+    fn splice(&self, data: &[u8], vacant: &[(u64, u64)]) -> Result<Vec<u8>, MoveError> {
         let pu = usize::try_from(self.p).map_err(|_| bad("p"))?;
         let du = usize::try_from(self.delta).map_err(|_| bad("delta"))?;
         let (head, rest) = data.split_at_checked(pu).ok_or_else(|| bad("split"))?;
-        let mut out = Vec::with_capacity(data.len().saturating_add(du));
-        out.extend_from_slice(head);
-        out.resize(pu.saturating_add(du), 0);
-        out.extend_from_slice(rest);
+        let mut out = vec![0u8; data.len().saturating_add(du)];
+        let mut holes: Vec<(usize, usize)> = vacant
+            .iter()
+            .filter_map(|&(off, len)| {
+                let s = usize::try_from(off).ok()?.min(pu);
+                let e = usize::try_from(off.saturating_add(len)).ok()?.min(pu);
+                (s < e).then_some((s, e))
+            })
+            .collect();
+        holes.sort_unstable();
+        let mut copy = |from: usize, to: usize, src: &[u8]| -> Result<(), MoveError> {
+            out.get_mut(from..to)
+                .filter(|d| d.len() == src.len())
+                .ok_or_else(|| bad("splice"))?
+                .copy_from_slice(src);
+            Ok(())
+        };
+        let mut at = 0usize;
+        for (s, e) in holes {
+            if s > at {
+                copy(at, s, head.get(at..s).ok_or_else(|| bad("splice"))?)?;
+            }
+            at = at.max(e);
+        }
+        copy(at, pu, head.get(at..).ok_or_else(|| bad("splice"))?)?;
+        let from = pu.saturating_add(du);
+        copy(from, from.saturating_add(rest.len()), rest)?;
         Ok(out)
     }
 }

@@ -159,3 +159,27 @@ fn relr_encoding_round_trips_and_removing_places_never_lengthens_it() {
     assert!(relr_encode(&[0x1001]).is_err());
     assert!(relr_encode(&[]).unwrap().is_empty());
 }
+
+/// A companion's group is the host's own slice when its containers lie there as in the group
+/// with only zeros between them; otherwise it is copied, zero between the containers, and
+/// both give the same bytes.
+#[test]
+fn a_group_is_borrowed_from_the_host_only_when_it_is_the_same_bytes() {
+    let mut host = vec![0u8; 64];
+    host[8..16].copy_from_slice(&[1; 8]);
+    host[24..32].copy_from_slice(&[2; 8]);
+    // Two containers 16 bytes apart in both, a zero gap between them.
+    let mine = [(0u64, 8u64, 8u64), (16, 24, 8)];
+    let b = super::borrowed(&host, 24, &mine).expect("borrowed");
+    assert_eq!(b, super::copied(&host, 24, &mine).unwrap().as_slice());
+    // Something else in the gap: copied, with zeros there.
+    host[18] = 7;
+    assert!(super::borrowed(&host, 24, &mine).is_none());
+    let c = super::copied(&host, 24, &mine).unwrap();
+    assert_eq!(&c[8..16], &[0; 8]);
+    assert_eq!(&c[16..24], &[2; 8]);
+    // Another distance in the group than in the host: copied.
+    assert!(super::borrowed(&host, 24, &[(0, 8, 8), (8, 24, 8)]).is_none());
+    // A group that would run past the end of the host: copied.
+    assert!(super::borrowed(&host, 80, &mine).is_none());
+}
