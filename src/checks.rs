@@ -386,8 +386,12 @@ pub fn limit_to_ask_mib(bytes: u64) -> u64 {
     (bytes + RUNTIME_OVERHEAD).div_ceil(1024 * 1024)
 }
 
-/// Sizes for people: MiB with one decimal.
+/// Sizes for people: MiB with one decimal (smaller ones in KiB or bytes).
 pub fn mib_text(bytes: u64) -> String {
+    // Under a MiB, in KiB or bytes: a small limit once read "0.0 MiB over the 0.0 MiB limit".
+    if bytes < 1024 * 1024 {
+        return crate::cli_size(bytes);
+    }
     format!("{:.1} MiB", mib(bytes))
 }
 

@@ -78,7 +78,7 @@ fn no_trim_hint_for_a_library_without_device_code() {
     assert!(!err.contains("--sm"), "{err}");
     assert!(err.contains("no device code"), "{err}");
     assert!(err.contains("limit of at least 1 MiB"), "{err}");
-    assert!(err.contains("0.2 MiB limit"), "{err}");
+    assert!(err.contains("200.0 KiB limit"), "{err}");
 }
 
 /// `trim --max-size` is enforced: the output is named with its size and the limit, and nothing
@@ -103,7 +103,7 @@ fn trim_enforces_max_size() {
         err.contains("cudafix-0.1.0-cp311-cp311-manylinux_2_34_x86_64.whl` would be"),
         "{err}"
     );
-    assert!(err.contains("over the 0.0 MiB limit"), "{err}");
+    assert!(err.contains("over the 20.0 KiB limit"), "{err}");
     assert!(err.contains("nothing was written"), "{err}");
     assert!(err.contains("name fewer targets"), "{err}");
     assert!(!err.contains("(--sm/--gfx)"), "no --sm after --sm: {err}");

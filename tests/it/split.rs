@@ -529,7 +529,7 @@ fn a_library_over_the_limit_fails_and_writes_nothing() {
     assert_eq!(code(&o), 2, "{}", stdout(&o));
     let err = stderr(&o);
     assert!(err.contains("cannot fit in a wheel even alone"), "{err}");
-    assert!(err.contains("under the 0.2 MiB limit"), "{err}");
+    assert!(err.contains("under the 200.0 KiB limit"), "{err}");
     assert!(
         err.contains("slimdemo.libs/lib"),
         "names the library: {err}"

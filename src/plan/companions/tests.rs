@@ -175,11 +175,8 @@ fn neighbours_stay_together_when_it_costs_no_file() {
     };
     let host_fixed = l.rest_compressed + PER_BLOCK_COST * blocks.len() as u64;
     let largest_first = pack_plain(&blocks, &order, host_fixed, caps).unwrap();
-    assert!(
-        files.len() + 1 <= largest_first.len(),
-        "{} files",
-        files.len()
-    );
+    // The bins there count the host too: no more companions than largest first takes.
+    assert!(files.len() < largest_first.len(), "{} files", files.len());
     let mut next = 0u64;
     for f in files {
         for c in &f.containers {
