@@ -612,11 +612,11 @@ impl CompanionSummary {
 }
 
 impl CompanionAdvice {
-    /// The advice for one library from its plan; `None` when it fits as it is.
-    pub fn new(member: &str, lib: &Library, room: u64, verdict: &Verdict) -> Option<Self> {
-        let mut a = CompanionAdvice {
+    /// Advice with nothing worked out yet: no companions, no reason.
+    pub fn blank(member: &str, compressed_size: u64, room: u64) -> Self {
+        CompanionAdvice {
             member: member.to_string(),
-            compressed_size: lib.compressed,
+            compressed_size,
             room,
             fits_with_companions: false,
             files: 0,
@@ -625,7 +625,12 @@ impl CompanionAdvice {
             companions: Vec::new(),
             reason: None,
             own: false,
-        };
+        }
+    }
+
+    /// The advice for one library from its plan; `None` when it fits as it is.
+    pub fn new(member: &str, lib: &Library, room: u64, verdict: &Verdict) -> Option<Self> {
+        let mut a = CompanionAdvice::blank(member, lib.compressed, room);
         match verdict {
             Verdict::Fits => return None,
             Verdict::CannotFit(why) => a.reason = Some(why.why()),

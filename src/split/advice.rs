@@ -97,31 +97,16 @@ impl SplitRun<'_> {
         total: u64,
     ) -> Vec<CompanionAdvice> {
         let max = self.opts.max_size;
-        let largest = || {
-            staying
-                .iter()
-                .filter(|(n, _)| self.has_device(m.input, n))
-                .max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(&a.0)))
-        };
+        let largest = || self.largest_with_device(m.input, staying);
         let cannot = |name: &str, bytes: u64, room: u64, why: String| CompanionAdvice {
-            member: name.to_string(),
-            compressed_size: bytes,
-            room,
-            fits_with_companions: false,
-            files: 0,
-            host_after: None,
-            kept_containers: 0,
-            companions: Vec::new(),
             reason: Some(why),
             own: true,
+            ..CompanionAdvice::blank(name, bytes, room)
         };
         match self.own_verdict(mi, m, staying, dry) {
             OwnVerdict::Fits { moves, .. } => moves
                 .iter()
                 .map(|mv| CompanionAdvice {
-                    member: mv.key.1.clone(),
-                    compressed_size: mv.compressed_before,
-                    room: mv.room,
                     fits_with_companions: true,
                     files: mv.companions.len(),
                     host_after: Some(mv.host_after),
@@ -131,8 +116,8 @@ impl SplitRun<'_> {
                         .iter()
                         .map(|c| CompanionSummary::of(&c.file))
                         .collect(),
-                    reason: None,
                     own: true,
+                    ..CompanionAdvice::blank(&mv.key.1, mv.compressed_before, mv.room)
                 })
                 .collect(),
             OwnVerdict::Cannot(mut a) => {

@@ -1171,6 +1171,18 @@ impl SplitRun<'_> {
         }
     }
 
+    /// The largest of `staying` (member, compressed bytes) with device code (ties by name).
+    fn largest_with_device<'s>(
+        &self,
+        input: usize,
+        staying: &'s [(String, u64)],
+    ) -> Option<&'s (String, u64)> {
+        staying
+            .iter()
+            .filter(|(n, _)| self.has_device(input, n))
+            .max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(&a.0)))
+    }
+
     /// What companions do for main wheel `m` over the limit ([`OwnVerdict`]): the plan of
     /// [`Self::own_plan`], and when it does not make the wheel fit, why not for its largest
     /// library with device code.
@@ -1185,11 +1197,7 @@ impl SplitRun<'_> {
         if after <= self.opts.max_size && !moves.is_empty() {
             return OwnVerdict::Fits { after, moves };
         }
-        let Some((name, bytes)) = staying
-            .iter()
-            .filter(|(n, _)| self.has_device(m.input, n))
-            .max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(&a.0)))
-        else {
+        let Some((name, bytes)) = self.largest_with_device(m.input, staying) else {
             return OwnVerdict::Nothing;
         };
         // Its room with all the other libraries' device code gone.
