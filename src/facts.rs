@@ -141,6 +141,51 @@ pub struct InspectOptions<'a> {
     /// then counted before the member is admitted; growing the reservation afterwards cannot
     /// wait (see [`crate::budget`]), so it could take the budget past its cap.
     pub copies: u64,
+    /// Which members described from their parts ([`crate::elf::sparse`]) the work given to
+    /// [`inspect_wheel_with`] needs whole; those are read whole again, the others never reach
+    /// it.
+    pub whole: Whole<'a>,
+    /// Host ELF objects this large or larger are held only in the parts their readers look at
+    /// while they are described ([`SPARSE_FROM`]).
+    pub sparse_from: u64,
+    /// Sections this large or larger may be left out of a member held in parts
+    /// ([`elf::sparse::MIN_HOLE`]; smaller in tests, to leave out the fixtures' sections).
+    pub sparse_hole: u64,
+}
+
+/// Members of at least this many bytes are described from their parts: below it, holding one
+/// whole per worker stays well under the 256 MiB over what is rewritten that issue 11 allows.
+pub const SPARSE_FROM: u64 = 64 << 20;
+
+/// Which members described from their parts the inspect pass's work needs whole.
+#[derive(Clone, Copy)]
+pub enum Whole<'a> {
+    /// None: the work does nothing with them (describing only).
+    Never,
+    /// Every one (the safe default for a work that does not say).
+    Always,
+    /// Those the test says yes to, from their facts.
+    When(&'a (dyn Fn(&MemberFacts) -> bool + Sync)),
+}
+
+impl Whole<'_> {
+    fn wants(&self, f: &MemberFacts) -> bool {
+        match self {
+            Whole::Never => false,
+            Whole::Always => true,
+            Whole::When(test) => test(f),
+        }
+    }
+}
+
+impl std::fmt::Debug for Whole<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Whole::Never => "Never",
+            Whole::Always => "Always",
+            Whole::When(_) => "When(..)",
+        })
+    }
 }
 
 impl Default for InspectOptions<'_> {
@@ -149,6 +194,9 @@ impl Default for InspectOptions<'_> {
             describe: true,
             progress: None,
             copies: 1,
+            whole: Whole::Always,
+            sparse_from: SPARSE_FROM,
+            sparse_hole: elf::sparse::MIN_HOLE,
         }
     }
 }
@@ -157,7 +205,23 @@ struct Streamed {
     hash: HashState,
     kept: Option<Vec<u8>>,
     marks: Vec<crate::wheel::zip::BlockMark>,
+    /// For a member held in parts: its first bytes and where inflate can resume.
+    parts: Option<(Vec<u8>, crate::wheel::access::Access)>,
 }
+
+/// How the inspect pass holds a member while it is described.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Hold {
+    /// Not at all: hashed as it streams.
+    No,
+    Whole,
+    /// In the parts its readers look at ([`crate::elf::sparse`]).
+    Parts,
+}
+
+/// Bytes of a member held in parts that the inspect pass keeps as they stream: the ELF
+/// header and, nearly always, the program headers.
+const PARTS_HEAD: usize = 64 * 1024;
 
 /// A member's uncompressed bytes, kept in memory under the shared budget (see
 /// [`inspect_wheel_with`]). Dropping it returns its bytes to the budget.
@@ -243,54 +307,153 @@ impl Drop for MemberProgress<'_> {
     }
 }
 
-/// Inflates one member once: hashes it, and keeps its bytes when `keep(first_bytes)` says so.
+/// Inflates one member once: hashes it, and keeps its bytes (whole, or the first of them and
+/// an index to read the rest again) as `hold(first_bytes)` says.
 fn stream_member<'b>(
     wheel: &Wheel,
     m: &Member,
     budget: &'b Budget,
     copies: u64,
-    keep: impl Fn(&[u8]) -> bool,
+    hold: impl Fn(&[u8]) -> Hold,
     progress: &MemberProgress,
 ) -> Result<(Streamed, Option<crate::budget::Reservation<'b>>), ZipError> {
+    use crate::wheel::zip::Event;
     let mut hash = HashState::default();
     let mut kept: Option<Vec<u8>> = None;
-    let mut decided = false;
+    let mut how: Option<Hold> = None;
     let mut reservation = None;
-    // Bytes seen before the decision (the sniff needs the first few).
+    // Bytes seen before the decision (the sniff needs the first few), and the first bytes of
+    // a member held in parts.
     let mut head: Vec<u8> = Vec::new();
     let mut marks = Vec::new();
-    wheel.archive.stream_marked(m, Some(&mut marks), |chunk| {
+    let mut index: Option<crate::wheel::access::Builder> = None;
+    wheel.archive.stream_events(m, true, |event| {
+        let chunk = match event {
+            Event::Data(chunk) => chunk,
+            Event::Block(mark) => {
+                marks.push(mark);
+                if let Some(b) = index.as_mut() {
+                    b.block(mark);
+                }
+                return Ok(true);
+            }
+        };
         progress.add(chunk.len());
         hash.update(chunk);
-        if !decided {
-            head.extend_from_slice(chunk);
-            if head.len() >= 64 || head.len() as u64 == m.size {
-                decided = true;
-                if keep(&head) {
-                    reservation = Some(budget.reserve(m.size.saturating_mul(copies.max(1))));
-                    let mut v = crate::wheel::zip::buffer_for(m.size)?;
-                    v.extend_from_slice(&head);
-                    kept = Some(v);
+        match how {
+            None => {
+                head.extend_from_slice(chunk);
+                if head.len() >= 64 || head.len() as u64 == m.size {
+                    let h = hold(&head);
+                    how = Some(h);
+                    if h != Hold::No {
+                        reservation = Some(budget.reserve(m.size.saturating_mul(copies.max(1))));
+                    }
+                    match h {
+                        Hold::Whole => {
+                            let mut v = crate::wheel::zip::buffer_for(m.size)?;
+                            v.extend_from_slice(&head);
+                            kept = Some(v);
+                        }
+                        Hold::Parts => {
+                            let mut b = crate::wheel::access::Builder::new(&wheel.archive, m);
+                            b.data(&head);
+                            head.truncate(PARTS_HEAD);
+                            index = Some(b);
+                        }
+                        Hold::No => {}
+                    }
                 }
             }
-        } else if let Some(v) = kept.as_mut() {
-            v.extend_from_slice(chunk);
+            Some(Hold::Whole) => {
+                if let Some(v) = kept.as_mut() {
+                    v.extend_from_slice(chunk);
+                }
+            }
+            Some(Hold::Parts) => {
+                let room = PARTS_HEAD.saturating_sub(head.len()).min(chunk.len());
+                head.extend_from_slice(&chunk[..room]);
+                if let Some(b) = index.as_mut() {
+                    b.data(chunk);
+                }
+            }
+            Some(Hold::No) => {}
         }
         Ok(true)
     })?;
-    if !decided && keep(&head) {
+    if how.is_none() && hold(&head) != Hold::No {
         // Empty member: nothing was streamed.
         kept = Some(head);
+        return Ok((
+            Streamed {
+                hash,
+                kept,
+                marks: Vec::new(),
+                parts: None,
+            },
+            reservation,
+        ));
     }
-    if kept.is_none() {
+    let parts = index.map(|b| (head, b.finish()));
+    if kept.is_none() && parts.is_none() {
         marks = Vec::new();
     }
-    Ok((Streamed { hash, kept, marks }, reservation))
+    Ok((
+        Streamed {
+            hash,
+            kept,
+            marks,
+            parts,
+        },
+        reservation,
+    ))
+}
+
+/// Reads back the parts of a member held in parts that its readers look at, into a buffer as
+/// long as the member whose other pages are never touched; returns it and its holes.
+fn read_parts(
+    wheel: &Wheel,
+    m: &Member,
+    min_hole: u64,
+    head: &[u8],
+    access: &crate::wheel::access::Access,
+) -> Result<(Vec<u8>, elf::sparse::Ranges), ZipError> {
+    let mut bytes = crate::wheel::zip::zeroed_for(m.size)?;
+    let n = head.len().min(bytes.len());
+    bytes[..n].copy_from_slice(&head[..n]);
+    let holes = elf::sparse::assemble(&mut bytes, n, min_hole, &mut |buf, ranges| {
+        access.fill(&wheel.archive, m, buf, ranges)
+    })?;
+    Ok((bytes, holes))
+}
+
+/// Fills the holes of a member read in parts, making it whole, and checks it against the
+/// archive's CRC.
+fn fill_holes(
+    wheel: &Wheel,
+    m: &Member,
+    bytes: &mut [u8],
+    holes: &[(u64, u64)],
+    access: &crate::wheel::access::Access,
+) -> Result<(), ZipError> {
+    access.fill(&wheel.archive, m, bytes, holes)?;
+    let actual = crc32fast::hash(bytes);
+    if actual != m.crc32 {
+        return Err(ZipError::Crc {
+            expected: m.crc32,
+            actual,
+        });
+    }
+    Ok(())
 }
 
 /// Inspects every member of a wheel. Problems with single members become diagnostics; the rest
 /// of the wheel is still described.
 pub fn inspect_wheel(wheel: &Wheel, opts: InspectOptions, budget: &Budget) -> WheelFacts {
+    let opts = InspectOptions {
+        whole: Whole::Never,
+        ..opts
+    };
     inspect_wheel_with(wheel, opts, budget, &|_: &MemberFacts, _: Kept| None::<()>).0
 }
 
@@ -425,19 +588,23 @@ fn inspect_member<'b, T>(
     // alone: it is hashed as it streams but never held whole (a 4 GiB text file named `x.so`
     // must not cost 4 GiB).
     let not_elf_head: std::cell::RefCell<Option<Vec<u8>>> = std::cell::RefCell::new(None);
-    let keep = |head: &[u8]| {
+    let hold = |head: &[u8]| {
         if !opts.describe || m.is_symlink {
-            return false;
+            return Hold::No;
         }
-        if elf::is_elf(head) || crate::fatbin::loose::classify(&name, head).is_some() {
-            return true;
+        let loose = crate::fatbin::loose::classify(&name, head).is_some();
+        if !loose && m.size >= opts.sparse_from && is_host_elf64(head) {
+            return Hold::Parts;
+        }
+        if elf::is_elf(head) || loose {
+            return Hold::Whole;
         }
         if so_like {
             *not_elf_head.borrow_mut() = Some(head.to_vec());
         }
-        false
+        Hold::No
     };
-    let result = stream_member(wheel, m, budget, opts.copies, keep, progress);
+    let result = stream_member(wheel, m, budget, opts.copies, hold, progress);
     let room = streamed();
     let (streamed, reservation) = match result {
         Ok(s) => s,
@@ -460,7 +627,19 @@ fn inspect_member<'b, T>(
         return (facts, diags, None);
     }
     let mut out = None;
-    if let Some(bytes) = streamed.kept {
+    let kept = streamed.kept;
+    if let Some((head, access)) = &streamed.parts {
+        let held = Held {
+            head,
+            access,
+            marks: streamed.marks,
+            reservation,
+            room,
+        };
+        let out = describe_parts(wheel, m, opts, held, work, &mut facts, &mut diags);
+        return (facts, diags, out);
+    }
+    if let Some(bytes) = kept {
         describe(&name, &bytes, &loc, so_like, &mut facts, &mut diags);
         if facts
             .device
@@ -482,6 +661,78 @@ fn inspect_member<'b, T>(
         }
     }
     (facts, diags, out)
+}
+
+/// What the inspect pass holds of a member held in parts once it has streamed.
+struct Held<'h, 'b> {
+    head: &'h [u8],
+    access: &'h crate::wheel::access::Access,
+    marks: Vec<crate::wheel::zip::BlockMark>,
+    reservation: Option<crate::budget::Reservation<'b>>,
+    room: u64,
+}
+
+/// Describes a member held in parts from the parts its readers look at, and reads it whole
+/// for `work` when [`InspectOptions::whole`] says the work needs it.
+fn describe_parts<'b, T>(
+    wheel: &Wheel,
+    m: &Member,
+    opts: InspectOptions,
+    held: Held<'_, 'b>,
+    work: &(dyn Fn(&MemberFacts, Kept<'b>) -> Option<T> + Sync),
+    facts: &mut MemberFacts,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<T> {
+    let loc = wheel.member_location(&m.name);
+    let so_like = looks_like_shared_object(&m.name);
+    let read = read_parts(wheel, m, opts.sparse_hole, held.head, held.access).and_then(
+        |(mut bytes, holes)| {
+            describe(&m.name, &bytes, &loc, so_like, facts, diags);
+            let wanted = !matches!(facts.content, Content::Unreadable) && opts.whole.wants(facts);
+            if wanted {
+                fill_holes(wheel, m, &mut bytes, &holes, held.access)?;
+                return Ok(Some(bytes));
+            }
+            Ok(None)
+        },
+    );
+    let kept = match read {
+        Ok(whole) => whole,
+        Err(err) => {
+            diags.push(Diagnostic::from_error(&Error::Zip {
+                location: loc.clone(),
+                err,
+            }));
+            facts.content = Content::Unreadable;
+            None
+        }
+    };
+    if facts
+        .device
+        .as_ref()
+        .is_some_and(|d| !d.cuda.is_empty() || !d.hip.is_empty())
+    {
+        facts.block_marks = held.marks.clone();
+    }
+    work(
+        facts,
+        Kept {
+            bytes: kept?,
+            marks: held.marks,
+            reservation: held.reservation,
+            room: held.room,
+        },
+    )
+}
+
+/// A 64-bit little-endian ELF object for a CPU (not a GPU code object): what
+/// [`crate::elf::sparse`] can describe from its parts.
+fn is_host_elf64(head: &[u8]) -> bool {
+    head.len() >= 64
+        && elf::is_elf(head)
+        && head[4] == 2
+        && head[5] == 1
+        && !matches!(u16::from_le_bytes([head[18], head[19]]), 190 | 224)
 }
 
 /// Describes a kept member: ELF facts, device code inside it, or a loose device file.
@@ -737,6 +988,53 @@ mod tests {
             is_symlink: false,
             problem: None,
         }
+    }
+
+    /// Every fixture and hostile wheel gives the same facts, diagnostics, hashes and block
+    /// marks when every host ELF member is held in parts with every section left out that can
+    /// be, as when it is held whole; and a member read whole again for the work is exactly
+    /// the archive's bytes.
+    #[test]
+    fn members_held_in_parts_give_the_facts_of_whole_ones() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures");
+        let mut wheels: Vec<std::path::PathBuf> = ["wheels", "hostile"]
+            .iter()
+            .flat_map(|d| std::fs::read_dir(root.join(d)).unwrap())
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "whl"))
+            .collect();
+        wheels.sort();
+        let budget = Budget::new(u64::MAX);
+        let parts = InspectOptions {
+            sparse_from: 0,
+            sparse_hole: 1,
+            ..InspectOptions::default()
+        };
+        let mut compared = 0;
+        for path in &wheels {
+            let Ok(wheel) = Wheel::open(path, &crate::wheel::Limits::default()) else {
+                continue;
+            };
+            let key = |f: &WheelFacts| {
+                let extra: Vec<_> = f
+                    .members
+                    .iter()
+                    .map(|m| (m.sha256, m.block_marks.clone()))
+                    .collect();
+                (serde_json::to_string(f).unwrap(), extra)
+            };
+            let a = inspect_wheel(&wheel, InspectOptions::default(), &budget);
+            let b = inspect_wheel(&wheel, parts, &budget);
+            assert!(key(&a) == key(&b), "{}", path.display());
+            let work = |f: &MemberFacts, k: Kept| {
+                let m = wheel.archive.member(&f.name).unwrap();
+                Some(wheel.archive.read(m).is_ok_and(|d| d == k.bytes))
+            };
+            let (_, same) = inspect_wheel_with(&wheel, parts, &budget, &work);
+            assert!(same.iter().flatten().all(|&s| s), "{}", path.display());
+            compared += 1;
+        }
+        assert!(compared > 60, "{compared} wheels");
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod inspect;
 pub mod patch;
 mod raw;
 pub mod shrink;
+pub mod sparse;
 pub mod strip;
 #[cfg(test)]
 mod synth;

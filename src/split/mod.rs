@@ -2267,12 +2267,14 @@ fn open_keeping<'b>(
         let wheel = Wheel::open(p, &opts.limits)?;
         let guess = RewriteGuess::new(&wheel, profiles, opts);
         let work = |f: &MemberFacts, k: Kept<'b>| guess.rewrites(f).then(|| k.retain()).flatten();
+        let rewrites = |f: &MemberFacts| guess.rewrites(f);
         opts.progress.set_message("inspecting");
         opts.progress
             .inc_length(wheel.archive.members().iter().map(|m| m.size).sum());
         let inspect = InspectOptions {
             progress: Some(&*opts.progress),
             copies: buffers_held(opts),
+            whole: facts::Whole::When(&rewrites),
             ..InspectOptions::default()
         };
         let (facts, held) = facts::inspect_wheel_with(&wheel, inspect, budget, &work);

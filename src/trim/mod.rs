@@ -266,9 +266,18 @@ fn open_and_trim(
         .inc_length(wheel.archive.members().iter().map(|m| m.size).sum());
     // A kept member is reserved with room for its trimmed copy (about as large, held while
     // both are compressed and compared): counted before it is admitted, not after.
+    // A large member described from its parts is read whole again only when the trim may
+    // change it: it has device code, or debug sections to strip.
+    let may_change = |f: &MemberFacts| {
+        f.device.is_some()
+            || (opts.strip_debug
+                && f.host_elf()
+                    .is_some_and(|i| crate::elf::strip::debug_bytes(i) > 0))
+    };
     let inspect = InspectOptions {
         progress: Some(&*opts.progress),
         copies: 2,
+        whole: facts::Whole::When(&may_change),
         ..InspectOptions::default()
     };
     let work = |f: &MemberFacts, kept: Kept| trim_kept(&wheel, f, kept, opts, spill);

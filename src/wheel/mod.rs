@@ -1,6 +1,7 @@
 //! Wheels: the filename, the archive, and the `.dist-info` files (`WHEEL`, `METADATA`,
 //! `RECORD`), read once and kept in memory; member data stays in the archive until asked for.
 
+pub mod access;
 pub mod deflate;
 pub mod filename;
 pub mod headers;

@@ -64,6 +64,14 @@ pub enum Bytes<'d> {
     /// output is `out`, and `changes` says what the edit changed ([`Changes::original`]). The
     /// planner sees exactly the bytes it would see held whole, without a second buffer.
     Edited { out: &'d [u8], changes: &'d Changes },
+    /// Only the bytes around offset `at` of a member of `len` bytes: `before` ends there and
+    /// `after` begins there. Enough to find where a block begins ([`resume_bit`]).
+    Window {
+        at: usize,
+        before: &'d [u8],
+        after: &'d [u8],
+        len: usize,
+    },
 }
 
 impl<'d> Bytes<'d> {
@@ -71,6 +79,7 @@ impl<'d> Bytes<'d> {
         match self {
             Bytes::Whole(d) => d.len(),
             Bytes::Edited { changes, .. } => changes.len,
+            Bytes::Window { len, .. } => *len,
         }
     }
 
@@ -79,6 +88,18 @@ impl<'d> Bytes<'d> {
         match self {
             Bytes::Whole(d) => d.get(a..b).map(Cow::Borrowed),
             Bytes::Edited { out, changes } => changes.original(out, a, b),
+            Bytes::Window {
+                at, before, after, ..
+            } => {
+                if b <= *at && a >= at - before.len() {
+                    let from = before.len() - (at - a);
+                    Some(Cow::Borrowed(&before[from..from + (b - a)]))
+                } else if a >= *at && b <= at + after.len() {
+                    Some(Cow::Borrowed(&after[a - at..b - at]))
+                } else {
+                    None
+                }
+            }
         }
     }
 
@@ -255,6 +276,44 @@ fn resolve(orig: &Original, b: &Boundary, start: bool) -> Option<u64> {
         }
     }
     found
+}
+
+/// Where a Huffman-coded block of member `m`'s stream begins, at an even bit, when inflate
+/// stopped at a block boundary just before compressed byte `byte` with `at` bytes produced:
+/// `before` holds (up to) the 32 KiB produced before it and `after` (up to) the 16 KiB after.
+/// `None` when no single candidate decodes back to `after` (the caller tries another
+/// boundary). This is how [`super::access`] finds the bits it can resume inflating at.
+pub(crate) fn resume_bit(
+    archive: &ZipArchive,
+    member: &Member,
+    at: u64,
+    byte: u64,
+    before: &[u8],
+    after: &[u8],
+) -> Option<u64> {
+    let (Ok(at), Ok(len)) = (usize::try_from(at), usize::try_from(member.size)) else {
+        return None;
+    };
+    let orig = Original {
+        archive,
+        member,
+        data: Bytes::Window {
+            at,
+            before,
+            after,
+            len,
+        },
+        marks: &[],
+    };
+    resolve(&orig, &Boundary { at, byte }, true)
+}
+
+/// Compressed bytes that begin with the byte holding bit `p` (even within its byte, as
+/// [`resume_bit`] gives), made into input that inflate decodes from bit `p` on; the bytes that
+/// follow `raw` in the stream are then given to inflate unchanged.
+pub(crate) fn resumable(raw: &[u8], p: u64) -> Vec<u8> {
+    debug_assert!(p % 2 == 0);
+    from_bit(raw, p)
 }
 
 /// Finds runs of the original's blocks that the output holds unchanged (at one of `shifts`),

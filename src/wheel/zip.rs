@@ -965,6 +965,30 @@ impl ZipArchive {
         mut marks: Option<&mut Vec<BlockMark>>,
         mut sink: impl FnMut(&[u8]) -> Result<bool, ZipError>,
     ) -> Result<(), ZipError> {
+        if let Some(marks) = marks.as_deref_mut() {
+            marks.clear();
+        }
+        let want = marks.is_some();
+        self.stream_events(m, want, |e| match e {
+            Event::Data(d) => sink(d),
+            Event::Block(b) => {
+                if let Some(marks) = marks.as_deref_mut() {
+                    marks.push(b);
+                }
+                Ok(true)
+            }
+        })
+    }
+
+    /// Inflates a member, handing `sink` its bytes in order and, when `marks` is set, an
+    /// [`Event::Block`] right after the bytes that end each deflate block (never twice for
+    /// one place). Size and CRC are checked at the end, as in [`Self::stream_until`].
+    pub fn stream_events(
+        &self,
+        m: &Member,
+        marks: bool,
+        mut sink: impl FnMut(Event<'_>) -> Result<bool, ZipError>,
+    ) -> Result<(), ZipError> {
         const IN_CHUNK: usize = 256 * 1024;
         const OUT_CHUNK: usize = 512 * 1024;
         let mut raw = self.raw_reader(m)?;
@@ -983,7 +1007,7 @@ impl ZipArchive {
                     }
                     crc.update(&buf[..n]);
                     produced += n as u64;
-                    if !sink(&buf[..n])? {
+                    if !sink(Event::Data(&buf[..n]))? {
                         return Ok(());
                     }
                 }
@@ -996,9 +1020,7 @@ impl ZipArchive {
                 let mut outbuf = vec![0u8; fit(m.size.saturating_add(1), OUT_CHUNK)];
                 let (mut in_start, mut in_end) = (0usize, 0usize);
                 let mut input_done = false;
-                if let Some(marks) = marks.as_deref_mut() {
-                    marks.clear();
-                }
+                let mut last_mark: Option<BlockMark> = None;
                 loop {
                     if in_start == in_end && !input_done {
                         in_end = raw.read(&mut inbuf).map_err(io_err)?;
@@ -1019,7 +1041,7 @@ impl ZipArchive {
                             return Err(ZipError::InflatesTooLong { declared: m.size });
                         }
                         crc.update(&outbuf[..out]);
-                        if !sink(&outbuf[..out])? {
+                        if !sink(Event::Data(&outbuf[..out]))? {
                             return Ok(());
                         }
                     }
@@ -1027,17 +1049,16 @@ impl ZipArchive {
                         break;
                     }
                     // Input left and room left: inflate stopped because a block ended.
-                    if status == Status::Ok
-                        && in_start < in_end
-                        && out < outbuf.len()
-                        && let Some(marks) = marks.as_deref_mut()
-                    {
+                    if status == Status::Ok && in_start < in_end && out < outbuf.len() && marks {
                         let mark = BlockMark {
                             input: inflater.total_in(),
                             output: inflater.total_out(),
                         };
-                        if marks.last() != Some(&mark) {
-                            marks.push(mark);
+                        if last_mark != Some(mark) {
+                            last_mark = Some(mark);
+                            if !sink(Event::Block(mark))? {
+                                return Ok(());
+                            }
                         }
                     }
                     if consumed == 0 && out == 0 && input_done {
@@ -1086,6 +1107,15 @@ impl ZipArchive {
         })?;
         Ok(out)
     }
+}
+
+/// What [`ZipArchive::stream_events`] hands its sink.
+#[derive(Debug, Clone, Copy)]
+pub enum Event<'a> {
+    /// The next uncompressed bytes.
+    Data(&'a [u8]),
+    /// A deflate block ends after the bytes handed so far, and the next begins here.
+    Block(BlockMark),
 }
 
 /// Where a deflate block of a member begins, as inflate saw it: `output` bytes had been produced
@@ -1139,6 +1169,17 @@ pub fn buffer_for(size: u64) -> Result<Vec<u8>, ZipError> {
         .and_then(|n| v.try_reserve_exact(n).ok())
         .ok_or(ZipError::NoMemory { size })?;
     Ok(v)
+}
+
+/// A zeroed buffer of `size` bytes whose pages are not touched until written: `vec![0; n]`
+/// asks the allocator for zeroed memory, which a large block gets straight from the system,
+/// so the parts never written take no memory ([`crate::elf::sparse`]). That allocation aborts
+/// when it fails, so the same size is first tried (and given back) the fallible way: a machine
+/// or a memory limit that cannot back it gives an error, not an abort.
+pub fn zeroed_for(size: u64) -> Result<Vec<u8>, ZipError> {
+    let n = usize::try_from(size).map_err(|_| ZipError::NoMemory { size })?;
+    drop(buffer_for(size)?);
+    Ok(vec![0u8; n])
 }
 
 /// Error from [`ZipArchive::open`]: the file could not be read, or it is not a usable archive.
