@@ -134,46 +134,171 @@ pub struct CudaSummary {
 pub fn scan_cuda(
     sections: &[(&str, &[u8])],
 ) -> Result<(Vec<usize>, CudaSummary), (String, FatbinError)> {
-    let mut counts = Vec::with_capacity(sections.len());
-    let mut summary = CudaSummary::default();
-    for (name, bytes) in sections {
-        let mut n = 0usize;
-        for c in cuda::containers(bytes) {
-            let c = c.map_err(|e| ((*name).to_string(), e))?;
-            select::add_bytes_per_arch(&mut summary.per_arch, &c);
-            n += 1;
-        }
-        counts.push(n);
-    }
-    let mut targets: Vec<CudaArch> = summary
-        .per_arch
-        .keys()
-        .filter(|k| k.starts_with("sm_"))
-        .filter_map(|k| k.parse().ok())
-        .collect();
-    targets.sort_by_key(|t: &CudaArch| (t.sm, t.to_string()));
-    targets.dedup();
-    let selections: Vec<select::Selection> = targets
+    let sources: Vec<(&str, Source)> = sections
         .iter()
-        .map(|&t| select::Selection {
-            targets: vec![t],
+        .map(|&(name, bytes)| (name, Source::Held(bytes)))
+        .collect();
+    let mut spans = Vec::new();
+    let scanned = scan_sources(&sources, &mut spans)?;
+    // Held bytes never leave the walk unsure.
+    Ok(scanned.unwrap_or_default())
+}
+
+/// Where a CUDA section's bytes come from.
+enum Source<'a> {
+    Held(&'a [u8]),
+    /// Read again, a window at a time, from a member held in parts ([`crate::elf::sparse`]):
+    /// its `len` bytes at an offset of the section.
+    Read {
+        len: usize,
+        read: &'a cuda::ReadAt<'a>,
+    },
+}
+
+/// Walks one section's containers; `Ok(false)` when a section read again could not be walked
+/// for sure (see [`cuda::walk_windows`]).
+fn walk(
+    src: &Source,
+    checked: bool,
+    each: &mut dyn FnMut(&cuda::Container),
+) -> Result<bool, FatbinError> {
+    match src {
+        Source::Held(bytes) => {
+            let walk = cuda::containers(bytes);
+            let walk = if checked { walk } else { walk.rechecked() };
+            for c in walk {
+                each(&c?);
+            }
+            Ok(true)
+        }
+        Source::Read { len, read } => {
+            Ok(cuda::walk_windows(*len, cuda::WINDOW, read, checked, &mut |c| each(&c)).is_some())
+        }
+    }
+}
+
+/// What a trim to one SASS architecture alone would keep, summed while the containers are
+/// walked: from the container where the architecture first appears on (`from`, counted over
+/// all sections); the containers before it are added by a second walk, only when there are
+/// any (a library's containers nearly always name every architecture in the first one).
+struct TrimSum {
+    selection: select::Selection,
+    from: usize,
+    kept: u64,
+}
+
+fn trim_sum(target: CudaArch, from: usize) -> TrimSum {
+    TrimSum {
+        selection: select::Selection {
+            targets: vec![target],
             ptx: select::PtxPolicy::Newest,
             unmatched: select::UnmatchedPolicy::Keep,
-        })
-        .collect();
-    let mut kept = vec![0u64; targets.len()];
-    if !targets.is_empty() {
-        for (name, bytes) in sections {
-            for c in cuda::containers(bytes).rechecked() {
-                let c = c.map_err(|e| ((*name).to_string(), e))?;
-                for (k, sel) in kept.iter_mut().zip(&selections) {
-                    *k = k.saturating_add(sel.choose_container(&c).kept_bytes(&c));
+        },
+        from,
+        kept: 0,
+    }
+}
+
+/// Bytes of container descriptions [`scan_sources`] keeps to sum late architectures without a
+/// second walk: a library's few hundred containers take a few hundred KiB; millions of tiny
+/// ones (issue 11 item 2) go past it and are walked again instead.
+const EARLY_CAP: usize = 16 << 20;
+
+/// About what a container's description takes in memory.
+fn description_bytes(c: &cuda::Container) -> usize {
+    let entries = c.entries.iter().map(|e| {
+        std::mem::size_of::<cuda::Entry>()
+            + e.identifier.as_ref().map_or(0, String::len)
+            + e.options.as_ref().map_or(0, String::len)
+            + e.members.len() * std::mem::size_of::<cuda::ConcatMember>()
+    });
+    std::mem::size_of::<cuda::Container>() + entries.sum::<usize>()
+}
+
+/// [`scan_cuda`] over sources, also recording each section's container spans into `spans`
+/// (one list per section); `Ok(None)` when a section read again was not walked for sure.
+#[allow(clippy::type_complexity)]
+fn scan_sources(
+    sections: &[(&str, Source)],
+    spans: &mut Vec<CudaSection>,
+) -> Result<Option<(Vec<usize>, CudaSummary)>, (String, FatbinError)> {
+    let mut counts = Vec::with_capacity(sections.len());
+    let mut summary = CudaSummary::default();
+    let mut sums: std::collections::BTreeMap<CudaArch, TrimSum> = Default::default();
+    let mut index = 0usize;
+    // Descriptions of the containers walked, for the sums of architectures that first appear
+    // in a later container, while they stay small ([`EARLY_CAP`]); past that, a second walk.
+    let mut early: Option<(Vec<cuda::Container>, usize)> = Some((Vec::new(), 0));
+    for (name, src) in sections {
+        let mut n = 0usize;
+        let mut section = CudaSection {
+            name: (*name).to_string(),
+            size: 0,
+            containers: 0,
+            spans: Vec::new(),
+            families: Vec::new(),
+        };
+        let sure = walk(src, true, &mut |c| {
+            let before = summary.per_arch.len();
+            select::add_bytes_per_arch(&mut summary.per_arch, c);
+            if summary.per_arch.len() != before {
+                for k in summary.per_arch.keys().filter(|k| k.starts_with("sm_")) {
+                    if let Ok(t) = k.parse::<CudaArch>() {
+                        sums.entry(t).or_insert_with(|| trim_sum(t, index));
+                    }
                 }
+            }
+            for s in sums.values_mut() {
+                let kept = s.selection.choose_container(c).kept_bytes(c);
+                s.kept = s.kept.saturating_add(kept);
+            }
+            if let Some((list, bytes)) = early.as_mut() {
+                *bytes = bytes.saturating_add(description_bytes(c));
+                if *bytes <= EARLY_CAP {
+                    list.push(c.clone());
+                } else {
+                    early = None;
+                }
+            }
+            section.add_span(c);
+            n += 1;
+            index += 1;
+        })
+        .map_err(|e| ((*name).to_string(), e))?;
+        if !sure {
+            return Ok(None);
+        }
+        section.spans.shrink_to_fit();
+        spans.push(section);
+        counts.push(n);
+    }
+    if let (true, Some((list, _))) = (sums.values().any(|s| s.from > 0), early.as_ref()) {
+        for (index, c) in list.iter().enumerate() {
+            for s in sums.values_mut().filter(|s| index < s.from) {
+                let kept = s.selection.choose_container(c).kept_bytes(c);
+                s.kept = s.kept.saturating_add(kept);
+            }
+        }
+    } else if sums.values().any(|s| s.from > 0) {
+        let mut index = 0usize;
+        for (name, src) in sections {
+            let sure = walk(src, false, &mut |c| {
+                for s in sums.values_mut().filter(|s| index < s.from) {
+                    let kept = s.selection.choose_container(c).kept_bytes(c);
+                    s.kept = s.kept.saturating_add(kept);
+                }
+                index += 1;
+            })
+            .map_err(|e| ((*name).to_string(), e))?;
+            if !sure {
+                return Ok(None);
             }
         }
     }
-    summary.trims = targets.into_iter().zip(kept).collect();
-    Ok((counts, summary))
+    let mut trims: Vec<(CudaArch, u64)> = sums.into_iter().map(|(t, s)| (t, s.kept)).collect();
+    trims.sort_by_key(|(t, _)| (t.sm, t.to_string()));
+    summary.trims = trims;
+    Ok(Some((counts, summary)))
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -217,19 +342,35 @@ pub fn section_bytes<'a>(data: &'a [u8], s: &SectionInfo) -> Result<&'a [u8], Fa
 
 /// Parses the device-code sections of a host ELF object. The error names the section.
 pub fn scan_elf(data: &[u8], info: &ElfInfo) -> Result<DeviceFacts, (String, FatbinError)> {
+    scan_elf_parts(data, info, &[], &|_, _| Err(String::new()))
+}
+
+/// [`scan_elf`] over a member held in parts: CUDA sections that lie in `holes` (ranges of
+/// `data` left zero, [`crate::elf::sparse`]) are read again through `read` (member offset,
+/// buffer) a window at a time instead of being held; should a window walk be unsure, they are
+/// read whole and walked as [`scan_elf`] does.
+pub fn scan_elf_parts(
+    data: &[u8],
+    info: &ElfInfo,
+    holes: &[(u64, u64)],
+    read: &cuda::ReadAt,
+) -> Result<DeviceFacts, (String, FatbinError)> {
     let mut facts = DeviceFacts::default();
-    let mut cuda_sections: Vec<(&str, &[u8])> = Vec::new();
+    let in_hole = |s: &SectionInfo| {
+        let end = s.offset.saturating_add(s.size);
+        holes.iter().any(|&(a, b)| a < end && s.offset < b)
+    };
+    let mut read_again: Vec<(&SectionInfo, Box<cuda::ReadAt>)> = Vec::new();
+    let mut held: Vec<(&SectionInfo, &[u8])> = Vec::new();
     for s in info.sections.iter().filter(|s| s.in_file && s.size > 0) {
         if CUDA_SECTIONS.contains(&s.name.as_str()) {
             let bytes = section_bytes(data, s).map_err(|e| (s.name.clone(), e))?;
-            cuda_sections.push((&s.name, bytes));
-            facts.cuda.push(CudaSection {
-                name: s.name.clone(),
-                size: s.size,
-                containers: 0,
-                spans: Vec::new(),
-                families: Vec::new(),
-            });
+            if in_hole(s) {
+                let base = s.offset;
+                read_again.push((s, Box::new(move |at, out| read(base + at, out))));
+            } else {
+                held.push((s, bytes));
+            }
         } else if HIP_SECTIONS.contains(&s.name.as_str()) {
             let bytes = section_bytes(data, s).map_err(|e| (s.name.clone(), e))?;
             let bundles = hip::parse_section(bytes).map_err(|e| (s.name.clone(), e))?;
@@ -240,14 +381,64 @@ pub fn scan_elf(data: &[u8], info: &ElfInfo) -> Result<DeviceFacts, (String, Fat
             });
         }
     }
-    let (counts, summary) = scan_cuda(&cuda_sections)?;
-    for ((s, n), (_, bytes)) in facts.cuda.iter_mut().zip(counts).zip(&cuda_sections) {
-        s.containers = n;
-        s.spans.reserve_exact(n);
-        // Sound: the scan above checked every container of these bytes.
-        for c in cuda::containers(bytes).rechecked().flatten() {
-            s.add_span(&c);
+    // In section order, as the sections lie in the file.
+    let mut order: Vec<(&SectionInfo, Source)> = held
+        .iter()
+        .map(|&(s, b)| (s, Source::Held(b)))
+        .chain(read_again.iter().map(|(s, r)| {
+            let len = usize::try_from(s.size).unwrap_or(usize::MAX);
+            (*s, Source::Read { len, read: &**r })
+        }))
+        .collect();
+    let position = |s: &SectionInfo| info.sections.iter().position(|t| std::ptr::eq(t, s));
+    order.sort_by_key(|(s, _)| position(s));
+    let sizes: Vec<u64> = order.iter().map(|(s, _)| s.size).collect();
+    let sources: Vec<(&str, Source)> = order
+        .into_iter()
+        .map(|(s, src)| (s.name.as_str(), src))
+        .collect();
+    let mut sections = Vec::new();
+    let (counts, summary) = match scan_sources(&sources, &mut sections)? {
+        Some(done) => done,
+        None => {
+            // Unsure from windows: read those sections whole and walk them as held.
+            let whole: Vec<Vec<u8>> = read_again
+                .iter()
+                .map(|(s, r)| {
+                    let mut v = vec![0u8; usize::try_from(s.size).unwrap_or(0)];
+                    r(0, &mut v).map(|()| v).map_err(|_| {
+                        (
+                            s.name.clone(),
+                            FatbinError::Truncated {
+                                what: "device-code section (reading it again failed)",
+                                offset: usize::try_from(s.offset).unwrap_or(usize::MAX),
+                                needed: s.size,
+                                available: 0,
+                            },
+                        )
+                    })
+                })
+                .collect::<Result<_, _>>()?;
+            let mut again: Vec<(&SectionInfo, &[u8])> = held.clone();
+            again.extend(
+                read_again
+                    .iter()
+                    .map(|(s, _)| *s)
+                    .zip(whole.iter().map(|v| &v[..])),
+            );
+            again.sort_by_key(|(s, _)| position(s));
+            let sources: Vec<(&str, Source)> = again
+                .iter()
+                .map(|&(s, b)| (s.name.as_str(), Source::Held(b)))
+                .collect();
+            sections.clear();
+            scan_sources(&sources, &mut sections)?.unwrap_or_default()
         }
+    };
+    for ((mut c, n), size) in sections.into_iter().zip(counts).zip(sizes) {
+        c.size = size;
+        c.containers = n;
+        facts.cuda.push(c);
     }
     facts.cuda_summary = summary;
     Ok(facts)

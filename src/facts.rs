@@ -1,6 +1,9 @@
 //! The inspect stage: turns an opened wheel into plain facts. Every member is inflated once, in
 //! parallel, hashed for RECORD on the way; ELF objects and loose device files are kept in memory
-//! just long enough to be described (under a shared memory budget), then dropped.
+//! just long enough to be described (under a shared memory budget), then dropped. A host
+//! library of [`SPARSE_FROM`] bytes or more is not kept whole: only the parts its readers look
+//! at are read back from the archive after it has streamed ([`crate::elf::sparse`],
+//! [`crate::wheel::access`]), and it is read whole again only for a work that needs it.
 
 use serde::Serialize;
 
@@ -415,13 +418,14 @@ fn read_parts(
     wheel: &Wheel,
     m: &Member,
     min_hole: u64,
+    cuda_holes: bool,
     head: &[u8],
     access: &crate::wheel::access::Access,
 ) -> Result<(Vec<u8>, elf::sparse::Ranges), ZipError> {
     let mut bytes = crate::wheel::zip::zeroed_for(m.size)?;
     let n = head.len().min(bytes.len());
     bytes[..n].copy_from_slice(&head[..n]);
-    let holes = elf::sparse::assemble(&mut bytes, n, min_hole, &mut |buf, ranges| {
+    let holes = elf::sparse::assemble(&mut bytes, n, min_hole, cuda_holes, &mut |buf, ranges| {
         access.fill(&wheel.archive, m, buf, ranges)
     })?;
     Ok((bytes, holes))
@@ -640,7 +644,7 @@ fn inspect_member<'b, T>(
         return (facts, diags, out);
     }
     if let Some(bytes) = kept {
-        describe(&name, &bytes, &loc, so_like, &mut facts, &mut diags);
+        describe(&name, &bytes, &loc, so_like, None, &mut facts, &mut diags);
         if facts
             .device
             .as_ref()
@@ -685,17 +689,51 @@ fn describe_parts<'b, T>(
 ) -> Option<T> {
     let loc = wheel.member_location(&m.name);
     let so_like = looks_like_shared_object(&m.name);
-    let read = read_parts(wheel, m, opts.sparse_hole, held.head, held.access).and_then(
-        |(mut bytes, holes)| {
-            describe(&m.name, &bytes, &loc, so_like, facts, diags);
-            let wanted = !matches!(facts.content, Content::Unreadable) && opts.whole.wants(facts);
-            if wanted {
-                fill_holes(wheel, m, &mut bytes, &holes, held.access)?;
-                return Ok(Some(bytes));
-            }
-            Ok(None)
-        },
-    );
+    // Device code is walked from the archive again, a window at a time, unless the work
+    // may need the member whole (then it is read once, with the rest).
+    let cuda_holes = matches!(opts.whole, Whole::Never);
+    // Windows are read in order: a reader that goes on from where the last one stopped
+    // inflates each byte once.
+    let reader: std::cell::RefCell<Option<crate::wheel::access::Reader>> = Default::default();
+    let again = |at: u64, out: &mut [u8]| {
+        let mut r = reader.borrow_mut();
+        let stored = m.method != crate::wheel::zip::Method::Deflated;
+        if stored {
+            return held
+                .access
+                .read_into(&wheel.archive, m, at, out)
+                .map_err(|e| e.to_string());
+        }
+        if r.as_ref().is_none_or(|r| r.position() != at) {
+            *r = Some(
+                held.access
+                    .reader(&wheel.archive, m, at)
+                    .map_err(|e| e.to_string())?,
+            );
+        }
+        match r.as_mut() {
+            Some(r) => r.read_exact(out).map_err(|e| e.to_string()),
+            None => Err(String::new()),
+        }
+    };
+    let read = read_parts(
+        wheel,
+        m,
+        opts.sparse_hole,
+        cuda_holes,
+        held.head,
+        held.access,
+    )
+    .and_then(|(mut bytes, holes)| {
+        let parts: Again = Some((&holes, &again));
+        describe(&m.name, &bytes, &loc, so_like, parts, facts, diags);
+        let wanted = !matches!(facts.content, Content::Unreadable) && opts.whole.wants(facts);
+        if wanted {
+            fill_holes(wheel, m, &mut bytes, &holes, held.access)?;
+            return Ok(Some(bytes));
+        }
+        Ok(None)
+    });
     let kept = match read {
         Ok(whole) => whole,
         Err(err) => {
@@ -736,11 +774,16 @@ fn is_host_elf64(head: &[u8]) -> bool {
 }
 
 /// Describes a kept member: ELF facts, device code inside it, or a loose device file.
+/// For a member held in parts: its holes, and how to read its bytes again (see
+/// [`crate::device::scan_elf_parts`]).
+type Again<'a> = Option<(&'a [(u64, u64)], &'a crate::fatbin::cuda::ReadAt<'a>)>;
+
 fn describe(
     name: &str,
     bytes: &[u8],
     loc: &crate::error::Location,
     so_like: bool,
+    again: Again,
     facts: &mut MemberFacts,
     diags: &mut Vec<Diagnostic>,
 ) {
@@ -807,7 +850,10 @@ fn describe(
                 Inspected::Unsupported(u) => {
                     diags.push(Diagnostic::new(Severity::Note, loc, u.reason.clone()));
                 }
-                Inspected::Host(info) => match crate::device::scan_elf(bytes, info) {
+                Inspected::Host(info) => match again.map_or_else(
+                    || crate::device::scan_elf(bytes, info),
+                    |(holes, read)| crate::device::scan_elf_parts(bytes, info, holes, read),
+                ) {
                     Ok(d) if !d.is_empty() => facts.device = Some(d),
                     Ok(_) => {}
                     Err((section, err)) => diags.push(device_error(Some(&section), err)),

@@ -120,16 +120,19 @@ fn covered(r: &[(u64, u64)], a: u64, b: u64) -> bool {
 /// parts of the ELF object its readers look at, by calling `fill` with the ranges to read; and
 /// returns the holes, the ranges left zero (none when the whole file was filled).
 ///
-/// Only sections of at least `min_hole` bytes are left out ([`MIN_HOLE`] outside tests).
+/// Only sections of at least `min_hole` bytes are left out ([`MIN_HOLE`] outside tests), and
+/// CUDA device-code sections only with `cuda_holes` (for a caller that walks them from the
+/// archive again, [`crate::device::scan_elf_parts`]).
 pub fn assemble<E>(
     buf: &mut [u8],
     head: usize,
     min_hole: u64,
+    cuda_holes: bool,
     fill: &mut Fill<'_, E>,
 ) -> Result<Ranges, E> {
     let len = buf.len() as u64;
     let mut filled: Ranges = vec![(0, head as u64)];
-    let holes = plan(buf, &mut filled, min_hole, fill)?.unwrap_or_default();
+    let holes = plan(buf, &mut filled, min_hole, cuda_holes, fill)?.unwrap_or_default();
     let taken = normalize(filled.iter().chain(&holes).copied().collect());
     fill(buf, &complement(&taken, len))?;
     Ok(holes)
@@ -141,6 +144,7 @@ fn plan<E>(
     buf: &mut [u8],
     filled: &mut Ranges,
     min_hole: u64,
+    cuda_holes: bool,
     fill: &mut Fill<'_, E>,
 ) -> Result<Option<Ranges>, E> {
     let len = buf.len() as u64;
@@ -247,10 +251,8 @@ fn plan<E>(
         names.iter().position(|&c| c == 0).map(|n| &names[..n])
     };
     let device = |name: &[u8]| {
-        crate::device::CUDA_SECTIONS
-            .iter()
-            .chain(crate::device::HIP_SECTIONS)
-            .any(|d| d.as_bytes() == name)
+        let is = |list: &[&str]| list.iter().any(|d| d.as_bytes() == name);
+        is(crate::device::HIP_SECTIONS) || (!cuda_holes && is(crate::device::CUDA_SECTIONS))
     };
     let mut holes = Vec::new();
     for s in sections.iter().skip(1) {
@@ -351,7 +353,7 @@ mod tests {
         buf[..4].copy_from_slice(b"\x7fELF");
         buf[4] = 1;
         let mut asked = Vec::new();
-        let holes = assemble::<()>(&mut buf, 64, MIN_HOLE, &mut |_, r| {
+        let holes = assemble::<()>(&mut buf, 64, MIN_HOLE, false, &mut |_, r| {
             asked.extend_from_slice(r);
             Ok(())
         })
@@ -378,7 +380,7 @@ mod tests {
                 let whole = std::fs::read(&path).unwrap();
                 let mut buf = vec![0u8; whole.len()];
                 buf[..64].copy_from_slice(&whole[..64]);
-                let holes = assemble::<()>(&mut buf, 64, 1, &mut |b, r| {
+                let holes = assemble::<()>(&mut buf, 64, 1, false, &mut |b, r| {
                     for &(x, y) in r {
                         b[x as usize..y as usize].copy_from_slice(&whole[x as usize..y as usize]);
                     }

@@ -313,6 +313,103 @@ impl Iterator for Containers<'_> {
     }
 }
 
+/// Reads the bytes at an offset of a section into the buffer given.
+pub type ReadAt<'r> = dyn Fn(u64, &mut [u8]) -> Result<(), String> + 'r;
+
+/// Bytes of a section held at once by [`walk_windows`], unless one container is larger.
+pub const WINDOW: usize = 32 << 20;
+
+/// Walks the containers of a section of `len` bytes read window by window through `read`,
+/// holding `window` bytes ([`WINDOW`]; or one container, when larger) at a time: hands `each` the
+/// containers [`containers`] would give over the whole section, in order, with offsets from
+/// its start. `None` as soon as the walk cannot be sure of giving exactly that (a container
+/// [`containers`] would refuse, a read that fails): the caller then walks the section whole,
+/// which gives the same containers or the exact error.
+pub fn walk_windows(
+    len: usize,
+    window: usize,
+    read: &ReadAt,
+    checked: bool,
+    each: &mut dyn FnMut(Container),
+) -> Option<()> {
+    // The window from `at` on: what the old one holds of it is kept, and only the rest is
+    // read, so a reader that reads on from where it stopped inflates each byte once.
+    let slide = |old: Vec<u8>, base: usize, at: usize, want: usize| -> Option<Vec<u8>> {
+        let want = want.min(len.checked_sub(at)?);
+        let end = base.saturating_add(old.len());
+        let mut v = if at >= base && at < end {
+            let mut v = old;
+            v.drain(..at.checked_sub(base)?);
+            v
+        } else {
+            Vec::new()
+        };
+        let have = v.len();
+        if want > have {
+            v.resize(want, 0);
+            let from = at.checked_add(have)?;
+            read(u64_of(from), v.get_mut(have..)?).ok()?;
+        }
+        Some(v)
+    };
+    let (mut base, mut win) = (0usize, Vec::new());
+    let mut pos = 0usize;
+    while pos < len {
+        let end = base.saturating_add(win.len());
+        if pos < base || pos >= end {
+            win = slide(std::mem::take(&mut win), base, pos, window)?;
+            base = pos;
+        }
+        let Some((i, _)) = next_non_zero(&win, pos.checked_sub(base)?) else {
+            pos = base.saturating_add(win.len());
+            continue;
+        };
+        let start = base.checked_add(i)?;
+        if start % CONTAINER_ALIGN != 0 {
+            return None;
+        }
+        if i.saturating_add(CONTAINER_HEADER_LEN) > win.len() {
+            // The header runs past the window: start the next one here.
+            if start.checked_add(CONTAINER_HEADER_LEN)? > len {
+                return None;
+            }
+            win = slide(
+                std::mem::take(&mut win),
+                base,
+                start,
+                window.max(CONTAINER_HEADER_LEN),
+            )?;
+            (base, pos) = (start, start);
+            continue;
+        }
+        let (h, size) = (
+            le_u16(&win, i.checked_add(6)?)?,
+            le_u64(&win, i.checked_add(8)?)?,
+        );
+        let need = usize::from(h).checked_add(usize::try_from(size).ok()?)?;
+        if start.checked_add(need)? > len {
+            return None;
+        }
+        if i.saturating_add(need) > win.len() {
+            // Loaded from `start`, the container fits: `start + need` is within the section.
+            win = slide(std::mem::take(&mut win), base, start, window.max(need))?;
+            (base, pos) = (start, start);
+            continue;
+        }
+        let mut c = parse_container_with(&win, i, checked).ok()?;
+        if c.end() > win.len() || c.len != need {
+            return None;
+        }
+        pos = base.checked_add(c.end())?;
+        c.offset = c.offset.checked_add(base)?;
+        for e in &mut c.entries {
+            e.offset = e.offset.checked_add(base)?;
+        }
+        each(c);
+    }
+    Some(())
+}
+
 /// Parse the container whose header starts at `offset` of `data`.
 pub fn parse_container(data: &[u8], offset: usize) -> Result<Container, FatbinError> {
     parse_container_with(data, offset, true)

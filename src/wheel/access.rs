@@ -82,9 +82,19 @@ impl Access {
         start: u64,
         out: &mut [u8],
     ) -> Result<(), ZipError> {
-        let bad = |what: &str| ZipError::BadDeflate(format!("reading the member again: {what}"));
+        self.reader(archive, m, start)?.read_exact(out)
+    }
+
+    /// A reader of the member's bytes from offset `start` on, inflating from the nearest
+    /// point before it; reading on from where it stopped costs no second inflate.
+    pub fn reader<'a>(
+        &'a self,
+        archive: &'a ZipArchive,
+        m: &'a Member,
+        start: u64,
+    ) -> Result<Reader<'a>, ZipError> {
         let i = self.points.partition_point(|p| p.out <= start);
-        let (mut at, bit, window): (u64, u64, &[u8]) = match i {
+        let (at, bit, window): (u64, u64, &[u8]) = match i {
             0 => (0, 0, &[]),
             _ => {
                 let p = &self.points[i - 1];
@@ -95,54 +105,23 @@ impl Access {
         if !window.is_empty() {
             inf.set_dictionary(window).map_err(|e| bad(e.as_str()))?;
         }
-        let mut raw_at = bit / 8;
-        let mut first = true;
-        let mut inbuf: Vec<u8> = Vec::new();
-        let mut used = 0usize;
+        let mut r = Reader {
+            archive,
+            member: m,
+            inf,
+            at,
+            bit,
+            raw_at: bit / 8,
+            first: true,
+            inbuf: Vec::new(),
+            used: 0,
+        };
         let mut scratch = vec![0u8; OUT_CHUNK];
-        let mut filled = 0usize;
-        while filled < out.len() {
-            if used == inbuf.len() {
-                let left = m.compressed_size.saturating_sub(raw_at);
-                if left == 0 {
-                    return Err(bad("the stream ends early"));
-                }
-                let mut raw = vec![0u8; left.min(IN_CHUNK as u64) as usize];
-                archive.read_raw_at(m, raw_at, &mut raw)?;
-                raw_at += raw.len() as u64;
-                inbuf = if first {
-                    splice::resumable(&raw, bit)
-                } else {
-                    raw
-                };
-                first = false;
-                used = 0;
-            }
-            // Straight into `out` once the bytes before `start` are behind.
-            let dest: &mut [u8] = if at >= start {
-                &mut out[filled..]
-            } else {
-                let skip = (start - at).min(OUT_CHUNK as u64) as usize;
-                &mut scratch[..skip]
-            };
-            let (i0, o0) = (inf.total_in(), inf.total_out());
-            let status = inf
-                .decompress(&inbuf[used..], dest, InflateFlush::NoFlush)
-                .map_err(|e| bad(e.as_str()))?;
-            used += (inf.total_in() - i0) as usize;
-            let n = (inf.total_out() - o0) as usize;
-            if at >= start {
-                filled += n;
-            }
-            at += n as u64;
-            if filled < out.len() && status == Status::StreamEnd {
-                return Err(bad("the stream ends early"));
-            }
-            if n == 0 && inf.total_in() == i0 && used < inbuf.len() {
-                return Err(bad("inflate makes no progress"));
-            }
+        while r.at < start {
+            let skip = (start - r.at).min(OUT_CHUNK as u64) as usize;
+            r.read_exact(&mut scratch[..skip])?;
         }
-        Ok(())
+        Ok(r)
     }
 
     /// Fills the byte ranges `ranges` (`[start, end)`, in the member) of `buf`, a buffer as
@@ -191,6 +170,75 @@ impl Access {
         pieces
             .into_par_iter()
             .try_for_each(|(a, piece)| self.read_into(archive, m, a, piece))
+    }
+}
+
+fn bad(what: &str) -> ZipError {
+    ZipError::BadDeflate(format!("reading the member again: {what}"))
+}
+
+/// Reads a deflated member's bytes in order from some offset on ([`Access::reader`]).
+pub struct Reader<'a> {
+    archive: &'a ZipArchive,
+    member: &'a Member,
+    inf: Inflate,
+    /// The member offset of the next byte.
+    at: u64,
+    bit: u64,
+    raw_at: u64,
+    first: bool,
+    inbuf: Vec<u8>,
+    used: usize,
+}
+
+impl Reader<'_> {
+    /// The member offset of the next byte it reads.
+    pub fn position(&self) -> u64 {
+        self.at
+    }
+
+    /// Fills `out` with the next bytes.
+    pub fn read_exact(&mut self, out: &mut [u8]) -> Result<(), ZipError> {
+        let m = self.member;
+        let mut filled = 0usize;
+        while filled < out.len() {
+            if self.used == self.inbuf.len() {
+                let left = m.compressed_size.saturating_sub(self.raw_at);
+                if left == 0 {
+                    return Err(bad("the stream ends early"));
+                }
+                let mut raw = vec![0u8; left.min(IN_CHUNK as u64) as usize];
+                self.archive.read_raw_at(m, self.raw_at, &mut raw)?;
+                self.raw_at += raw.len() as u64;
+                self.inbuf = if self.first {
+                    splice::resumable(&raw, self.bit)
+                } else {
+                    raw
+                };
+                self.first = false;
+                self.used = 0;
+            }
+            let (i0, o0) = (self.inf.total_in(), self.inf.total_out());
+            let status = self
+                .inf
+                .decompress(
+                    &self.inbuf[self.used..],
+                    &mut out[filled..],
+                    InflateFlush::NoFlush,
+                )
+                .map_err(|e| bad(e.as_str()))?;
+            self.used += (self.inf.total_in() - i0) as usize;
+            let n = (self.inf.total_out() - o0) as usize;
+            filled += n;
+            self.at += n as u64;
+            if filled < out.len() && status == Status::StreamEnd {
+                return Err(bad("the stream ends early"));
+            }
+            if n == 0 && self.inf.total_in() == i0 && self.used < self.inbuf.len() {
+                return Err(bad("inflate makes no progress"));
+            }
+        }
+        Ok(())
     }
 }
 

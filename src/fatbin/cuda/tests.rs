@@ -863,3 +863,67 @@ fn concat_member_with_an_empty_old_record() {
         decompress_entry(&data, g).unwrap()
     );
 }
+
+/// The containers of `data` as [`walk_windows`] reads them, `window` bytes at a time.
+fn windowed(data: &[u8], window: usize, checked: bool) -> Option<Vec<Container>> {
+    let read = |at: u64, out: &mut [u8]| {
+        let at = at as usize;
+        out.copy_from_slice(&data[at..at + out.len()]);
+        Ok(())
+    };
+    let mut got = Vec::new();
+    walk_windows(data.len(), window, &read, checked, &mut |c| got.push(c))?;
+    Some(got)
+}
+
+/// Read a window at a time, a section gives exactly the containers a walk over it held
+/// whole gives: with gaps, trailing zeros, containers larger than the window and headers
+/// cut by a window's end; and the walk gives up (for the caller to walk it whole) wherever
+/// the whole walk would refuse the bytes.
+#[test]
+fn windows_give_the_containers_of_the_whole_section() {
+    let one = sample();
+    let mut data = Vec::new();
+    for gap in [0usize, 24, 8, 0, 64] {
+        data.extend_from_slice(&[0; 64][..gap]);
+        data.extend_from_slice(&one);
+        while data.len() % CONTAINER_ALIGN != 0 {
+            data.push(0);
+        }
+    }
+    data.extend_from_slice(&[0; 13]);
+    let whole = parse_section(&data).unwrap();
+    assert_eq!(whole.len(), 5);
+    for window in [
+        1,
+        7,
+        16,
+        40,
+        one.len() - 1,
+        one.len(),
+        one.len() + 9,
+        4096,
+        WINDOW,
+    ] {
+        for checked in [true, false] {
+            let got = windowed(&data, window, checked);
+            assert_eq!(got.as_ref(), Some(&whole), "window {window}");
+        }
+    }
+    assert_eq!(windowed(&[0; 40], 16, true), Some(Vec::new()));
+    assert_eq!(windowed(&[], 16, true), Some(Vec::new()));
+
+    let mut misaligned = vec![0u8; 4];
+    misaligned.extend_from_slice(&one);
+    let mut gap = one.clone();
+    gap.extend_from_slice(&[0, 0, 0, 7, 0, 0, 0, 0]);
+    let mut magic = data.clone();
+    magic[one.len() + 24] ^= 0xff;
+    let cut = data[..data.len() - 40].to_vec();
+    for bad in [&misaligned, &gap, &magic, &cut] {
+        assert!(parse_section(bad).is_err());
+        for window in [16, 100, WINDOW] {
+            assert_eq!(windowed(bad, window, true), None, "window {window}");
+        }
+    }
+}
