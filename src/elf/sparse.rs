@@ -92,18 +92,21 @@ fn normalize(mut r: Ranges) -> Ranges {
     out
 }
 
-/// `[0, len)` less `taken` (normalized).
-fn complement(taken: &[(u64, u64)], len: u64) -> Ranges {
+/// `[a, b)` minus the sorted, disjoint `holes`.
+pub(crate) fn subtract(a: u64, b: u64, holes: &[(u64, u64)]) -> Vec<(u64, u64)> {
     let mut out = Vec::new();
-    let mut at = 0;
-    for &(a, b) in taken {
-        if a > at {
-            out.push((at, a));
+    let mut x = a;
+    for &(s, e) in holes {
+        if e <= x || s >= b {
+            continue;
         }
-        at = at.max(b);
+        if s > x {
+            out.push((x, s));
+        }
+        x = x.max(e);
     }
-    if at < len {
-        out.push((at, len));
+    if x < b {
+        out.push((x, b));
     }
     out
 }
@@ -134,7 +137,7 @@ pub fn assemble<E>(
     let mut filled: Ranges = vec![(0, head as u64)];
     let holes = plan(buf, &mut filled, min_hole, cuda_holes, fill)?.unwrap_or_default();
     let taken = normalize(filled.iter().chain(&holes).copied().collect());
-    fill(buf, &complement(&taken, len))?;
+    fill(buf, &subtract(0, len, &taken))?;
     Ok(holes)
 }
 
@@ -153,12 +156,7 @@ fn plan<E>(
         let have = normalize(filled.clone());
         let todo: Ranges = want
             .iter()
-            .flat_map(|&(a, b)| {
-                complement(&have, b)
-                    .into_iter()
-                    .map(move |(x, y)| (x.max(a), y.min(b)))
-                    .filter(|(x, y)| x < y)
-            })
+            .flat_map(|&(a, b)| subtract(a, b, &have))
             .collect();
         fill(buf, &todo)?;
         filled.extend(want);
@@ -340,11 +338,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn complement_and_normalize() {
+    fn subtract_and_normalize() {
         let n = normalize(vec![(5, 9), (0, 2), (8, 12), (3, 3)]);
         assert_eq!(n, vec![(0, 2), (5, 12)]);
-        assert_eq!(complement(&n, 20), vec![(2, 5), (12, 20)]);
-        assert_eq!(complement(&[], 4), vec![(0, 4)]);
+        assert_eq!(subtract(0, 20, &n), vec![(2, 5), (12, 20)]);
+        assert_eq!(subtract(3, 11, &n), vec![(3, 5)]);
+        assert_eq!(subtract(0, 4, &[]), vec![(0, 4)]);
     }
 
     #[test]

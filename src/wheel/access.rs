@@ -70,19 +70,9 @@ impl Access {
         }
         match m.method {
             Method::Stored => archive.read_raw_at(m, start, out),
-            Method::Deflated => self.inflate_into(archive, m, start, out),
+            Method::Deflated => self.reader(archive, m, start)?.read_exact(out),
             Method::Other(c) => Err(ZipError::UnsupportedMethod(c)),
         }
-    }
-
-    fn inflate_into(
-        &self,
-        archive: &ZipArchive,
-        m: &Member,
-        start: u64,
-        out: &mut [u8],
-    ) -> Result<(), ZipError> {
-        self.reader(archive, m, start)?.read_exact(out)
     }
 
     /// A reader of the member's bytes from offset `start` on, inflating from the nearest
@@ -354,53 +344,8 @@ impl<'a> Builder<'a> {
 mod tests {
     use super::*;
     use crate::wheel::zip::Event;
-    use std::io::Write;
 
-    /// A zip holding `data` as one member, deflated by our own writer (1 MiB chunks with sync
-    /// flushes) or by the `zip` crate.
-    fn archive_of(data: &[u8], ours: bool) -> (ZipArchive, tempfile::TempDir) {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("t.zip");
-        if ours {
-            let c = super::super::deflate::compress(data, super::super::deflate::DEFAULT_LEVEL);
-            let mut w = super::super::writer::WheelWriter::create(
-                &path,
-                super::super::writer::ZipTime::from_unix(315_532_800),
-            )
-            .unwrap();
-            w.add_compressed("lib.so", &c, 0o100755).unwrap();
-            let pending = w.finish().unwrap();
-            super::super::writer::commit(vec![pending]).unwrap();
-        } else {
-            let mut z = ::zip::ZipWriter::new(std::fs::File::create(&path).unwrap());
-            let o = ::zip::write::SimpleFileOptions::default()
-                .compression_method(::zip::CompressionMethod::Deflated);
-            z.start_file("lib.so", o).unwrap();
-            z.write_all(data).unwrap();
-            z.finish().unwrap();
-        }
-        let a = ZipArchive::open(&path, &super::super::Limits::default()).unwrap();
-        (a, dir)
-    }
-
-    /// Bytes shaped like a library: names, small integers, noise and zero runs.
-    fn library_like(n: usize) -> Vec<u8> {
-        let mut v = Vec::with_capacity(n);
-        let mut x: u32 = 0x1234_5678;
-        while v.len() < n {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            match x % 4 {
-                0 => v.extend_from_slice(format!("fn_{}_{} ", x % 1013, x % 7).as_bytes()),
-                1 => v.extend_from_slice(&(x % 7000).to_le_bytes()),
-                2 => v.push((x >> 9) as u8),
-                _ => v.extend_from_slice(&[0, 0, (x >> 20) as u8 & 3, 0]),
-            }
-        }
-        v.truncate(n);
-        v
-    }
+    use crate::wheel::splice::tests::{archive_of, library_like};
 
     fn index(a: &ZipArchive, m: &Member) -> Access {
         let mut b = Builder::new(a, m);
@@ -418,9 +363,10 @@ mod tests {
     #[test]
     fn any_range_reads_back_the_same_bytes() {
         let n = 22 << 20;
-        let data = library_like(n);
+        let data = library_like(n, 7);
         for ours in [true, false] {
-            let (a, _dir) = archive_of(&data, ours);
+            let dir = tempfile::tempdir().unwrap();
+            let a = archive_of(dir.path(), &data, ours);
             let m = a.members()[0].clone();
             let access = index(&a, &m);
             let points = access.points.len();
@@ -457,8 +403,9 @@ mod tests {
 
     #[test]
     fn a_range_past_the_end_is_an_error() {
-        let data = library_like(1 << 20);
-        let (a, _dir) = archive_of(&data, false);
+        let data = library_like(1 << 20, 7);
+        let dir = tempfile::tempdir().unwrap();
+        let a = archive_of(dir.path(), &data, false);
         let m = a.members()[0].clone();
         let access = index(&a, &m);
         let mut out = vec![0u8; 10];

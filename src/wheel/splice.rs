@@ -825,4 +825,4 @@ pub fn compress_reusing(
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

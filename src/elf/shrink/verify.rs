@@ -92,25 +92,6 @@ fn out_bytes<'a>(d: &'a [u8], l: &Layout, v: u64, len: u64) -> Result<&'a [u8], 
     bytes_at(d, off, len, "output memory").map_err(|e| e.to_string())
 }
 
-/// `[a, b)` minus the sorted, disjoint `holes`.
-fn subtract(a: u64, b: u64, holes: &[(u64, u64)]) -> Vec<(u64, u64)> {
-    let mut out = Vec::new();
-    let mut x = a;
-    for &(s, e) in holes {
-        if e <= x || s >= b {
-            continue;
-        }
-        if s > x {
-            out.push((x, s));
-        }
-        x = x.max(e);
-    }
-    if x < b {
-        out.push((x, b));
-    }
-    out
-}
-
 /// Sorts and merges ranges.
 fn normalise(mut v: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
     v.retain(|r| r.1 > r.0);
@@ -331,7 +312,7 @@ fn check_unchanged_memory(out: &[u8], ol: &Layout, e: &CutExpect, holes: &[(u64,
     // also changed, is not mapped in any file we accept to cut).
     let skip = normalise(changed.into_iter().chain(holes.iter().copied()).collect());
     for s in inl.segments.iter().filter(|s| s.is_load()) {
-        for (a, b) in subtract(s.vaddr, s.mem_end(), &skip) {
+        for (a, b) in crate::elf::sparse::subtract(s.vaddr, s.mem_end(), &skip) {
             same_memory(ind, inl, out, ol, a, b)?;
         }
     }
@@ -403,7 +384,7 @@ fn check_regions(out: &[u8], ol: &Layout, e: &CutExpect, holes: &[(u64, u64)]) -
         placed.sort_by_key(|pl| pl.new_addr);
         let mut x = r.start;
         let zero_upto = |x: u64, to: u64| -> Check {
-            for (a, b) in subtract(
+            for (a, b) in crate::elf::sparse::subtract(
                 x,
                 to,
                 &normalise(table_v.into_iter().chain(holes.iter().copied()).collect()),

@@ -3,7 +3,7 @@ use crate::wheel::zip::Limits;
 
 /// Bytes shaped like a library: text-like runs, tables and noise, so deflate picks dynamic
 /// Huffman blocks of varied sizes.
-fn library_like(n: usize, seed: u32) -> Vec<u8> {
+pub(crate) fn library_like(n: usize, seed: u32) -> Vec<u8> {
     let mut v = Vec::with_capacity(n);
     let mut x = seed;
     let mut next = || {
@@ -26,7 +26,7 @@ fn library_like(n: usize, seed: u32) -> Vec<u8> {
 }
 
 /// A zip holding `data` as `lib.so`, deflated by `how`, opened as an archive.
-fn archive_of(dir: &Path, data: &[u8], ours: bool) -> ZipArchive {
+pub(crate) fn archive_of(dir: &Path, data: &[u8], ours: bool) -> ZipArchive {
     let path = dir.join(if ours { "ours.zip" } else { "zip.zip" });
     if ours {
         // Our own writer's stream: 1 MiB chunks, sync flushes (empty stored blocks).
