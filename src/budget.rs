@@ -244,15 +244,22 @@ impl Reservation<'_> {
     /// 861 MiB `libtorch_cuda.so` kept while the 469 MiB `libtorch_cpu.so` was inspected).
     /// The first retained member may exceed the budget only when nothing else is to come.
     pub fn try_retain_leaving(self, room: u64) -> Result<Self, Self> {
-        if self.retained {
-            return Ok(self);
+        if self.could_retain_leaving(room) {
+            Ok(self.retain())
+        } else {
+            Err(self)
         }
-        let fits = {
-            let st = self.budget.lock();
-            (st.retained == 0 && room == 0)
-                || st.retained.saturating_add(self.bytes).saturating_add(room) <= self.budget.cap()
-        };
-        if fits { Ok(self.retain()) } else { Err(self) }
+    }
+
+    /// Whether [`Reservation::try_retain_leaving`] would retain these bytes now (another
+    /// worker may retain first).
+    pub fn could_retain_leaving(&self, room: u64) -> bool {
+        if self.retained {
+            return true;
+        }
+        let st = self.budget.lock();
+        (st.retained == 0 && room == 0)
+            || st.retained.saturating_add(self.bytes).saturating_add(room) <= self.budget.cap()
     }
 
     #[cfg(test)]

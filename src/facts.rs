@@ -149,7 +149,8 @@ pub struct InspectOptions<'a> {
     /// it.
     pub whole: Whole<'a>,
     /// Host ELF objects this large or larger are held only in the parts their readers look at
-    /// while they are described ([`SPARSE_FROM`]).
+    /// while they are described ([`SPARSE_FROM`]): always when the pass only describes
+    /// ([`Whole::Never`]), and otherwise when holding one whole would not fit the budget.
     pub sparse_from: u64,
     /// Sections this large or larger may be left out of a member held in parts
     /// ([`elf::sparse::MIN_HOLE`]; smaller in tests, to leave out the fixtures' sections).
@@ -169,6 +170,10 @@ pub enum Whole<'a> {
     Always,
     /// Those the test says yes to, from their facts.
     When(&'a (dyn Fn(&MemberFacts) -> bool + Sync)),
+    /// Those the test says yes to, which the work keeps past the pass ([`Kept::retain`]):
+    /// only when the budget would let it keep them, else they are left to be read again
+    /// later rather than made whole and dropped.
+    Retained(&'a (dyn Fn(&MemberFacts) -> bool + Sync)),
 }
 
 impl Whole<'_> {
@@ -176,7 +181,7 @@ impl Whole<'_> {
         match self {
             Whole::Never => false,
             Whole::Always => true,
-            Whole::When(test) => test(f),
+            Whole::When(test) | Whole::Retained(test) => test(f),
         }
     }
 }
@@ -187,6 +192,7 @@ impl std::fmt::Debug for Whole<'_> {
             Whole::Never => "Never",
             Whole::Always => "Always",
             Whole::When(_) => "When(..)",
+            Whole::Retained(_) => "Retained(..)",
         })
     }
 }
@@ -597,7 +603,12 @@ fn inspect_member<'b, T>(
             return Hold::No;
         }
         let loose = crate::fatbin::loose::classify(&name, head).is_some();
-        if !loose && m.size >= opts.sparse_from && is_host_elf64(head) {
+        // A work that may need the member whole (a rewrite) gets it whole from the stream,
+        // inflated once, unless holding it would not fit `--memory`: then it is described
+        // from its parts and read whole again only if the work needs it (CPU for memory).
+        let whole_fits = !matches!(opts.whole, Whole::Never)
+            && m.size.saturating_mul(opts.copies.max(1)) <= budget.cap();
+        if !loose && !whole_fits && m.size >= opts.sparse_from && is_host_elf64(head) {
             return Hold::Parts;
         }
         if elf::is_elf(head) || loose {
@@ -727,7 +738,12 @@ fn describe_parts<'b, T>(
     .and_then(|(mut bytes, holes)| {
         let parts: Again = Some((&holes, &again));
         describe(&m.name, &bytes, &loc, so_like, parts, facts, diags);
-        let wanted = !matches!(facts.content, Content::Unreadable) && opts.whole.wants(facts);
+        let keepable = || match (&opts.whole, held.reservation.as_ref()) {
+            (Whole::Retained(_), Some(r)) => r.could_retain_leaving(held.room),
+            _ => true,
+        };
+        let wanted =
+            !matches!(facts.content, Content::Unreadable) && opts.whole.wants(facts) && keepable();
         if wanted {
             fill_holes(wheel, m, &mut bytes, &holes, held.access)?;
             return Ok(Some(bytes));
@@ -1076,7 +1092,10 @@ mod tests {
                 let m = wheel.archive.member(&f.name).unwrap();
                 Some(wheel.archive.read(m).is_ok_and(|d| d == k.bytes))
             };
-            let (_, same) = inspect_wheel_with(&wheel, parts, &budget, &work);
+            // Under a budget too small to hold them whole, members are read in parts and made
+            // whole for the work.
+            let small = Budget::new(1);
+            let (_, same) = inspect_wheel_with(&wheel, parts, &small, &work);
             assert!(same.iter().flatten().all(|&s| s), "{}", path.display());
             compared += 1;
         }

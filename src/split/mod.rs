@@ -2274,7 +2274,7 @@ fn open_keeping<'b>(
         let inspect = InspectOptions {
             progress: Some(&*opts.progress),
             copies: buffers_held(opts),
-            whole: facts::Whole::When(&rewrites),
+            whole: facts::Whole::Retained(&rewrites),
             ..InspectOptions::default()
         };
         let (facts, held) = facts::inspect_wheel_with(&wheel, inspect, budget, &work);
