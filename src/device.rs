@@ -360,17 +360,17 @@ pub fn scan_elf_parts(
         let end = s.offset.saturating_add(s.size);
         holes.iter().any(|&(a, b)| a < end && s.offset < b)
     };
-    let mut read_again: Vec<(&SectionInfo, Box<cuda::ReadAt>)> = Vec::new();
-    let mut held: Vec<(&SectionInfo, &[u8])> = Vec::new();
+    // CUDA sections in file order, each with where its bytes are: held (`None`) or read
+    // again from the member.
+    type ReadAgain<'r> = Option<Box<cuda::ReadAt<'r>>>;
+    let mut cuda: Vec<(&SectionInfo, &[u8], ReadAgain)> = Vec::new();
     for s in info.sections.iter().filter(|s| s.in_file && s.size > 0) {
         if CUDA_SECTIONS.contains(&s.name.as_str()) {
             let bytes = section_bytes(data, s).map_err(|e| (s.name.clone(), e))?;
-            if in_hole(s) {
-                let base = s.offset;
-                read_again.push((s, Box::new(move |at, out| read(base + at, out))));
-            } else {
-                held.push((s, bytes));
-            }
+            let base = s.offset;
+            let again: ReadAgain =
+                in_hole(s).then(|| Box::new(move |at, out: &mut [u8]| read(base + at, out)) as _);
+            cuda.push((s, bytes, again));
         } else if HIP_SECTIONS.contains(&s.name.as_str()) {
             let bytes = section_bytes(data, s).map_err(|e| (s.name.clone(), e))?;
             let bundles = hip::parse_section(bytes).map_err(|e| (s.name.clone(), e))?;
@@ -381,32 +381,30 @@ pub fn scan_elf_parts(
             });
         }
     }
-    // In section order, as the sections lie in the file.
-    let mut order: Vec<(&SectionInfo, Source)> = held
+    let sources: Vec<(&str, Source)> = cuda
         .iter()
-        .map(|&(s, b)| (s, Source::Held(b)))
-        .chain(read_again.iter().map(|(s, r)| {
-            let len = usize::try_from(s.size).unwrap_or(usize::MAX);
-            (*s, Source::Read { len, read: &**r })
-        }))
-        .collect();
-    let position = |s: &SectionInfo| info.sections.iter().position(|t| std::ptr::eq(t, s));
-    order.sort_by_key(|(s, _)| position(s));
-    let sizes: Vec<u64> = order.iter().map(|(s, _)| s.size).collect();
-    let sources: Vec<(&str, Source)> = order
-        .into_iter()
-        .map(|(s, src)| (s.name.as_str(), src))
+        .map(|(s, bytes, again)| {
+            let src = match again {
+                Some(r) => Source::Read {
+                    len: bytes.len(),
+                    read: &**r,
+                },
+                None => Source::Held(bytes),
+            };
+            (s.name.as_str(), src)
+        })
         .collect();
     let mut sections = Vec::new();
     let (counts, summary) = match scan_sources(&sources, &mut sections)? {
         Some(done) => done,
         None => {
             // Unsure from windows: read those sections whole and walk them as held.
-            let whole: Vec<Vec<u8>> = read_again
+            let whole: Vec<Option<Vec<u8>>> = cuda
                 .iter()
-                .map(|(s, r)| {
-                    let mut v = vec![0u8; usize::try_from(s.size).unwrap_or(0)];
-                    r(0, &mut v).map(|()| v).map_err(|_| {
+                .map(|(s, bytes, again)| {
+                    let Some(r) = again else { return Ok(None) };
+                    let mut v = vec![0u8; bytes.len()];
+                    r(0, &mut v).map(|()| Some(v)).map_err(|_| {
                         (
                             s.name.clone(),
                             FatbinError::Truncated {
@@ -419,24 +417,19 @@ pub fn scan_elf_parts(
                     })
                 })
                 .collect::<Result<_, _>>()?;
-            let mut again: Vec<(&SectionInfo, &[u8])> = held.clone();
-            again.extend(
-                read_again
-                    .iter()
-                    .map(|(s, _)| *s)
-                    .zip(whole.iter().map(|v| &v[..])),
-            );
-            again.sort_by_key(|(s, _)| position(s));
-            let sources: Vec<(&str, Source)> = again
+            let sources: Vec<(&str, Source)> = cuda
                 .iter()
-                .map(|&(s, b)| (s.name.as_str(), Source::Held(b)))
+                .zip(&whole)
+                .map(|((s, bytes, _), w)| {
+                    (s.name.as_str(), Source::Held(w.as_deref().unwrap_or(bytes)))
+                })
                 .collect();
             sections.clear();
             scan_sources(&sources, &mut sections)?.unwrap_or_default()
         }
     };
-    for ((mut c, n), size) in sections.into_iter().zip(counts).zip(sizes) {
-        c.size = size;
+    for ((mut c, n), (s, _, _)) in sections.into_iter().zip(counts).zip(&cuda) {
+        c.size = s.size;
         c.containers = n;
         facts.cuda.push(c);
     }
