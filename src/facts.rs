@@ -12,7 +12,10 @@ use crate::diagnostic::{Diagnostic, Severity};
 use crate::elf::{self, Inspected};
 use crate::error::Error;
 use crate::progress::Progress;
+use std::sync::Arc;
+
 use crate::wheel::Wheel;
+use crate::wheel::access::{Access, Sequential};
 use crate::wheel::record::{HashState, sha256_field};
 use crate::wheel::zip::{Member, ZipError};
 
@@ -148,18 +151,58 @@ pub struct InspectOptions<'a> {
     /// [`inspect_wheel_with`] needs whole; those are read whole again, the others never reach
     /// it.
     pub whole: Whole<'a>,
-    /// Host ELF objects this large or larger are held only in the parts their readers look at
-    /// while they are described ([`SPARSE_FROM`]): always when the pass only describes
-    /// ([`Whole::Never`]), and otherwise when holding one whole would not fit the budget.
-    pub sparse_from: u64,
-    /// Sections this large or larger may be left out of a member held in parts
-    /// ([`elf::sparse::MIN_HOLE`]; smaller in tests, to leave out the fixtures' sections).
-    pub sparse_hole: u64,
+    /// Which host ELF objects are held only in the parts their readers look at while they
+    /// are described, and how.
+    pub sparse: Sparse,
+    /// The work reads the CUDA sections of a member held in parts itself, through
+    /// [`Kept::apart`]: a member it needs whole is handed over with them left out, so that the
+    /// work can hold the few containers it keeps instead of every one (`trim`).
+    pub cuda_apart: bool,
 }
 
 /// Members of at least this many bytes are described from their parts: below it, holding one
 /// whole per worker stays well under the 256 MiB over what is rewritten that issue 11 allows.
 pub const SPARSE_FROM: u64 = 64 << 20;
+
+/// Which host ELF objects the inspect pass holds in parts ([`crate::elf::sparse`]), and how.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sparse {
+    /// Objects this large or larger ([`SPARSE_FROM`]): always when the pass only describes
+    /// ([`Whole::Never`]), and otherwise when holding one whole would not fit the budget.
+    pub from: u64,
+    /// Sections this large or larger may be left out ([`elf::sparse::MIN_HOLE`]).
+    pub hole: u64,
+    /// Bytes kept as the object streams ([`PARTS_HEAD`]): the ELF header and, nearly
+    /// always, the program headers. Nothing in them is left out.
+    pub head: usize,
+}
+
+impl Default for Sparse {
+    fn default() -> Self {
+        Sparse {
+            from: SPARSE_FROM,
+            hole: elf::sparse::MIN_HOLE,
+            head: PARTS_HEAD,
+        }
+    }
+}
+
+impl Sparse {
+    /// Every host object held in parts, with every section left out that can be: what tests
+    /// use to take that path with small fixtures.
+    pub const EVERYTHING: Sparse = Sparse {
+        from: 0,
+        hole: 1,
+        head: 64,
+    };
+
+    /// Never: every object is held whole.
+    pub const NEVER: Sparse = Sparse {
+        from: u64::MAX,
+        hole: u64::MAX,
+        head: PARTS_HEAD,
+    };
+}
 
 /// Which members described from their parts the inspect pass's work needs whole.
 #[derive(Clone, Copy)]
@@ -204,8 +247,8 @@ impl Default for InspectOptions<'_> {
             progress: None,
             copies: 1,
             whole: Whole::Always,
-            sparse_from: SPARSE_FROM,
-            sparse_hole: elf::sparse::MIN_HOLE,
+            sparse: Sparse::default(),
+            cuda_apart: false,
         }
     }
 }
@@ -215,7 +258,7 @@ struct Streamed {
     kept: Option<Vec<u8>>,
     marks: Vec<crate::wheel::zip::BlockMark>,
     /// For a member held in parts: its first bytes and where inflate can resume.
-    parts: Option<(Vec<u8>, crate::wheel::access::Access)>,
+    parts: Option<(Vec<u8>, Arc<Access>)>,
 }
 
 /// How the inspect pass holds a member while it is described.
@@ -244,6 +287,118 @@ pub struct Kept<'b> {
     /// The largest reservation the pass may still make when these bytes were described (see
     /// [`Pending`]): retaining them must leave that much room in the budget.
     room: u64,
+    /// The CUDA sections left out of `bytes` (zero there), with [`InspectOptions::cuda_apart`].
+    pub apart: Option<Apart>,
+}
+
+/// The CUDA sections of a member held in parts that [`Kept::bytes`] leaves out, and the index
+/// to read them from the archive again. The member's CRC is not yet checked: a work that
+/// writes anything made from these bytes checks it first ([`ApartReader::check`]).
+#[derive(Debug)]
+pub struct Apart {
+    /// File ranges `[start, end)`, sorted.
+    pub holes: elf::sparse::Ranges,
+    access: Arc<Access>,
+}
+
+impl Apart {
+    /// A reader of the member that notes the CRC-32 of each hole as it is read through.
+    pub fn reader<'a>(&'a self, wheel: &'a Wheel, m: &'a Member) -> ApartReader<'a> {
+        ApartReader {
+            apart: self,
+            seq: Sequential::new(&self.access, &wheel.archive, m),
+            member: m,
+            crcs: std::cell::RefCell::new(
+                self.holes
+                    .iter()
+                    .map(|&(a, _)| (a, crc32fast::Hasher::new()))
+                    .collect(),
+            ),
+        }
+    }
+}
+
+/// Reads a member's bytes again ([`Apart::reader`]), hashing each hole that is read in order
+/// from its start.
+pub struct ApartReader<'a> {
+    apart: &'a Apart,
+    seq: Sequential<'a>,
+    member: &'a Member,
+    /// Per hole: the offset up to which it was hashed, and the hash of its bytes so far.
+    crcs: std::cell::RefCell<Vec<(u64, crc32fast::Hasher)>>,
+}
+
+impl ApartReader<'_> {
+    /// The file ranges left out.
+    pub fn holes(&self) -> &[(u64, u64)] {
+        &self.apart.holes
+    }
+
+    /// Fills `out` with the member's bytes from `at`.
+    pub fn read(&self, at: u64, out: &mut [u8]) -> Result<(), ZipError> {
+        self.seq.read(at, out)?;
+        let mut crcs = self.crcs.borrow_mut();
+        let end = at.saturating_add(out.len() as u64);
+        let hole = self
+            .apart
+            .holes
+            .iter()
+            .position(|&(a, b)| a <= at && end <= b);
+        if let Some((upto, h)) = hole.and_then(|i| crcs.get_mut(i))
+            && *upto == at
+        {
+            h.update(out);
+            *upto = end;
+        }
+        Ok(())
+    }
+
+    /// Reads the holes `ranges` (each one whole) into `bytes`.
+    pub fn fill(&self, bytes: &mut [u8], ranges: &[(u64, u64)]) -> Result<(), ZipError> {
+        for &(a, b) in ranges {
+            let out = usize::try_from(a)
+                .ok()
+                .zip(usize::try_from(b).ok())
+                .and_then(|(a, b)| bytes.get_mut(a..b))
+                .ok_or_else(|| ZipError::BadDeflate("a hole past the member's end".into()))?;
+            self.read(a, out)?;
+        }
+        Ok(())
+    }
+
+    /// Checks the member against the archive's CRC-32: `bytes` (the member with the holes
+    /// left zero) outside the holes, each hole as it was read, and what of a hole was not
+    /// read in order read again now.
+    pub fn check(&self, bytes: &[u8]) -> Result<(), ZipError> {
+        const CHUNK: usize = 1 << 20;
+        let mut crcs = self.crcs.borrow_mut();
+        for (&(_, b), (upto, h)) in self.apart.holes.iter().zip(crcs.iter_mut()) {
+            let mut buf = vec![0u8; CHUNK];
+            while *upto < b {
+                let n = (b - *upto).min(CHUNK as u64) as usize;
+                self.seq.read(*upto, &mut buf[..n])?;
+                h.update(&buf[..n]);
+                *upto += n as u64;
+            }
+        }
+        let mut all = crc32fast::Hasher::new();
+        let mut at = 0usize;
+        for (&(a, b), (_, h)) in self.apart.holes.iter().zip(crcs.iter()) {
+            let (a, b) = (a as usize, b as usize);
+            all.update(bytes.get(at..a).unwrap_or_default());
+            all.combine(h);
+            at = b;
+        }
+        all.update(bytes.get(at..).unwrap_or_default());
+        let actual = all.finalize();
+        if actual != self.member.crc32 {
+            return Err(ZipError::Crc {
+                expected: self.member.crc32,
+                actual,
+            });
+        }
+        Ok(())
+    }
 }
 
 impl<'b> Kept<'b> {
@@ -323,6 +478,7 @@ fn stream_member<'b>(
     m: &Member,
     budget: &'b Budget,
     copies: u64,
+    sparse_head: usize,
     hold: impl Fn(&[u8]) -> Hold,
     progress: &MemberProgress,
 ) -> Result<(Streamed, Option<crate::budget::Reservation<'b>>), ZipError> {
@@ -367,7 +523,7 @@ fn stream_member<'b>(
                         Hold::Parts => {
                             let mut b = crate::wheel::access::Builder::new(&wheel.archive, m);
                             b.data(&head);
-                            head.truncate(PARTS_HEAD);
+                            head.truncate(sparse_head);
                             index = Some(b);
                         }
                         Hold::No => {}
@@ -380,7 +536,7 @@ fn stream_member<'b>(
                 }
             }
             Some(Hold::Parts) => {
-                let room = PARTS_HEAD.saturating_sub(head.len()).min(chunk.len());
+                let room = sparse_head.saturating_sub(head.len()).min(chunk.len());
                 head.extend_from_slice(&chunk[..room]);
                 if let Some(b) = index.as_mut() {
                     b.data(chunk);
@@ -403,7 +559,7 @@ fn stream_member<'b>(
             reservation,
         ));
     }
-    let parts = index.map(|b| (head, b.finish()));
+    let parts = index.map(|b| (head, Arc::new(b.finish())));
     if kept.is_none() && parts.is_none() {
         marks = Vec::new();
     }
@@ -608,7 +764,7 @@ fn inspect_member<'b, T>(
         // from its parts and read whole again only if the work needs it (CPU for memory).
         let whole_fits = !matches!(opts.whole, Whole::Never)
             && m.size.saturating_mul(opts.copies.max(1)) <= budget.cap();
-        if !loose && !whole_fits && m.size >= opts.sparse_from && is_host_elf64(head) {
+        if !loose && !whole_fits && m.size >= opts.sparse.from && is_host_elf64(head) {
             return Hold::Parts;
         }
         if elf::is_elf(head) || loose {
@@ -619,7 +775,15 @@ fn inspect_member<'b, T>(
         }
         Hold::No
     };
-    let result = stream_member(wheel, m, budget, opts.copies, hold, progress);
+    let result = stream_member(
+        wheel,
+        m,
+        budget,
+        opts.copies,
+        opts.sparse.head,
+        hold,
+        progress,
+    );
     let room = streamed();
     let (streamed, reservation) = match result {
         Ok(s) => s,
@@ -671,6 +835,7 @@ fn inspect_member<'b, T>(
                     marks: streamed.marks,
                     reservation,
                     room,
+                    apart: None,
                 },
             );
         }
@@ -681,7 +846,7 @@ fn inspect_member<'b, T>(
 /// What the inspect pass holds of a member held in parts once it has streamed.
 struct Held<'h, 'b> {
     head: &'h [u8],
-    access: &'h crate::wheel::access::Access,
+    access: &'h Arc<Access>,
     marks: Vec<crate::wheel::zip::BlockMark>,
     reservation: Option<crate::budget::Reservation<'b>>,
     room: u64,
@@ -701,36 +866,17 @@ fn describe_parts<'b, T>(
     let loc = wheel.member_location(&m.name);
     let so_like = looks_like_shared_object(&m.name);
     // Device code is walked from the archive again, a window at a time, unless the work
-    // may need the member whole (then it is read once, with the rest).
-    let cuda_holes = matches!(opts.whole, Whole::Never);
+    // may need the member whole and does not read device code itself (then it is read once,
+    // with the rest).
+    let cuda_holes = matches!(opts.whole, Whole::Never) || opts.cuda_apart;
     // Windows are read in order: a reader that goes on from where the last one stopped
     // inflates each byte once.
-    let reader: std::cell::RefCell<Option<crate::wheel::access::Reader>> = Default::default();
-    let again = |at: u64, out: &mut [u8]| {
-        let mut r = reader.borrow_mut();
-        let stored = m.method != crate::wheel::zip::Method::Deflated;
-        if stored {
-            return held
-                .access
-                .read_into(&wheel.archive, m, at, out)
-                .map_err(|e| e.to_string());
-        }
-        if r.as_ref().is_none_or(|r| r.position() != at) {
-            *r = Some(
-                held.access
-                    .reader(&wheel.archive, m, at)
-                    .map_err(|e| e.to_string())?,
-            );
-        }
-        match r.as_mut() {
-            Some(r) => r.read_exact(out).map_err(|e| e.to_string()),
-            None => Err(String::new()),
-        }
-    };
+    let seq = Sequential::new(held.access, &wheel.archive, m);
+    let again = |at: u64, out: &mut [u8]| seq.read(at, out).map_err(|e| e.to_string());
     let read = read_parts(
         wheel,
         m,
-        opts.sparse_hole,
+        opts.sparse.hole,
         cuda_holes,
         held.head,
         held.access,
@@ -744,11 +890,28 @@ fn describe_parts<'b, T>(
         };
         let wanted =
             !matches!(facts.content, Content::Unreadable) && opts.whole.wants(facts) && keepable();
-        if wanted {
-            fill_holes(wheel, m, &mut bytes, &holes, held.access)?;
-            return Ok(Some(bytes));
+        if !wanted {
+            return Ok(None);
         }
-        Ok(None)
+        let apart = if opts.cuda_apart {
+            cuda_ranges(facts, &holes)
+        } else {
+            Vec::new()
+        };
+        if apart.is_empty() {
+            fill_holes(wheel, m, &mut bytes, &holes, held.access)?;
+            return Ok(Some((bytes, None)));
+        }
+        let rest: elf::sparse::Ranges = holes
+            .iter()
+            .flat_map(|&(a, b)| elf::sparse::subtract(a, b, &apart))
+            .collect();
+        held.access.fill(&wheel.archive, m, &mut bytes, &rest)?;
+        let apart = Apart {
+            holes: apart,
+            access: Arc::clone(held.access),
+        };
+        Ok(Some((bytes, Some(apart))))
     });
     let kept = match read {
         Ok(whole) => whole,
@@ -768,15 +931,40 @@ fn describe_parts<'b, T>(
     {
         facts.block_marks = held.marks.clone();
     }
+    let (bytes, apart) = kept?;
     work(
         facts,
         Kept {
-            bytes: kept?,
+            bytes,
             marks: held.marks,
             reservation: held.reservation,
             room: held.room,
+            apart,
         },
     )
+}
+
+/// The file ranges of the member's CUDA sections that lie in its holes (adjacent sections
+/// make one hole), sorted.
+fn cuda_ranges(facts: &MemberFacts, holes: &[(u64, u64)]) -> elf::sparse::Ranges {
+    let Some(info) = facts.host_elf() else {
+        return Vec::new();
+    };
+    let mut out: elf::sparse::Ranges = info
+        .sections
+        .iter()
+        .filter(|s| s.in_file && s.size > 0)
+        .filter(|s| crate::device::CUDA_SECTIONS.contains(&s.name.as_str()))
+        .map(|s| (s.offset, s.offset.saturating_add(s.size)))
+        .filter(|&(a, b)| holes.iter().any(|&(x, y)| x <= a && b <= y))
+        .collect();
+    out.sort_unstable();
+    out.dedup();
+    // Sections that overlap one another (never in a real object) are read with the rest.
+    if out.windows(2).any(|w| w[1].0 < w[0].1) {
+        return Vec::new();
+    }
+    out
 }
 
 /// A 64-bit little-endian ELF object for a CPU (not a GPU code object): what
@@ -1068,8 +1256,7 @@ mod tests {
         wheels.sort();
         let budget = Budget::new(u64::MAX);
         let parts = InspectOptions {
-            sparse_from: 0,
-            sparse_hole: 1,
+            sparse: Sparse::EVERYTHING,
             ..InspectOptions::default()
         };
         let mut compared = 0;
@@ -1100,6 +1287,69 @@ mod tests {
             compared += 1;
         }
         assert!(compared > 60, "{compared} wheels");
+    }
+
+    /// A work that reads CUDA sections itself gets a member held in parts with exactly those
+    /// left out: zero in its bytes, read back from the archive as they are, and checked with
+    /// the rest against the archive's CRC (which a changed byte fails).
+    #[test]
+    fn cuda_sections_left_out_read_back_and_check() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/wheels");
+        let path = root.join("cudafix-0.1.0-cp311-cp311-manylinux_2_34_x86_64.whl");
+        let wheel = Wheel::open(&path, &crate::wheel::Limits::default()).unwrap();
+        let opts = InspectOptions {
+            sparse: Sparse::EVERYTHING,
+            cuda_apart: true,
+            ..InspectOptions::default()
+        };
+        let budget = Budget::new(1);
+        let work = |f: &MemberFacts, mut k: Kept| {
+            let a = k.apart.take()?;
+            let m = wheel.archive.member(&f.name).unwrap();
+            let whole = wheel.archive.read(m).unwrap();
+            let info = f.host_elf().unwrap();
+            let cuda: Vec<(u64, u64)> = info
+                .sections
+                .iter()
+                .filter(|s| crate::device::CUDA_SECTIONS.contains(&s.name.as_str()))
+                .map(|s| (s.offset, s.offset + s.size))
+                .collect();
+            assert_eq!(a.holes, cuda, "{}", f.name);
+            let r = a.reader(&wheel, m);
+            for &(x, y) in &a.holes {
+                let (x, y) = (x as usize, y as usize);
+                assert!(k.bytes[x..y].iter().all(|&b| b == 0), "{}", f.name);
+                // In two reads, the second going on from the first.
+                let mut got = vec![0u8; y - x];
+                let half = got.len() / 2;
+                r.read(x as u64, &mut got[..half]).unwrap();
+                r.read((x + half) as u64, &mut got[half..]).unwrap();
+                assert!(got == whole[x..y], "{}", f.name);
+            }
+            let outside = (0..whole.len())
+                .find(|&i| {
+                    !a.holes
+                        .iter()
+                        .any(|&(x, y)| x as usize <= i && i < y as usize)
+                })
+                .unwrap();
+            assert_eq!(k.bytes[outside], whole[outside]);
+            let checked = r.check(&k.bytes).is_ok();
+            k.bytes[outside] ^= 1;
+            let caught = matches!(r.check(&k.bytes), Err(ZipError::Crc { .. }));
+            // A hole never read is read for the check.
+            let fresh = a.reader(&wheel, m);
+            k.bytes[outside] ^= 1;
+            Some(checked && caught && fresh.check(&k.bytes).is_ok())
+        };
+        let (_, done) = inspect_wheel_with(&wheel, opts, &budget, &work);
+        let done: Vec<bool> = done.into_iter().flatten().collect();
+        assert!(
+            done.len() >= 5,
+            "{} members had sections left out",
+            done.len()
+        );
+        assert!(done.iter().all(|&ok| ok));
     }
 
     #[test]

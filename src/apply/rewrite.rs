@@ -32,6 +32,8 @@ pub(crate) struct Input<'a> {
 pub(crate) enum Held {
     /// Whole, in a buffer of their own beside the output.
     Whole(Vec<u8>),
+    /// Whole but for these ranges, left zero ([`crate::facts::Kept::apart`]): never reused.
+    Holed(Vec<u8>, Vec<(u64, u64)>),
     /// In the output's buffer: the output was made by editing them there, and these are the
     /// changes, from which the splice planner reads the input's bytes back.
     Edited(Changes),
@@ -67,6 +69,7 @@ pub(crate) fn encode(
             data: match &input.data {
                 Held::Whole(d) => Bytes::Whole(d),
                 Held::Edited(changes) => Bytes::Edited { out, changes },
+                Held::Holed(data, holes) => Bytes::Holed { data, holes },
             },
             marks: &input.marks,
         };

@@ -222,7 +222,7 @@ pub struct Trimmed {
     pub report: MemberTrim,
 }
 
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct Tally {
     archs: BTreeMap<String, ArchChange>,
     unmatched: usize,
@@ -403,6 +403,56 @@ fn cuda_blocks(
     Ok(changed.then_some(blocks))
 }
 
+/// [`cuda_blocks`] over a section read a window at a time through `read` (offsets from the
+/// section start): one window and the rebuilt containers are held, never the section. Where
+/// the windowed walk cannot be sure of giving what the whole walk gives
+/// ([`cuda::walk_windows`]), or a container does not rebuild, the section is read whole and
+/// walked as before, which gives the same blocks or the exact error.
+fn cuda_blocks_read(
+    si: &crate::elf::SectionInfo,
+    window: usize,
+    containers: usize,
+    read: &cuda::ReadAt,
+    sel: &Selection,
+    tally: &mut Tally,
+) -> Result<Option<Vec<Block>>, FatbinError> {
+    let failed_read = || FatbinError::Truncated {
+        what: "device-code section (reading it again failed)",
+        offset: usize::try_from(si.offset).unwrap_or(usize::MAX),
+        needed: si.size,
+        available: 0,
+    };
+    let len = usize::try_from(si.size).map_err(|_| failed_read())?;
+    let before = tally.clone();
+    let mut changed = false;
+    let mut blocks = Vec::with_capacity(containers);
+    let mut each = |c: Container, win: &[u8], base: usize| -> Option<()> {
+        let choice = sel.choose_container(&c);
+        tally.cuda(&c, &choice);
+        let new_bytes = if choice.keeps_everything() {
+            win.get(c.offset..c.end())?.to_vec()
+        } else {
+            changed = true;
+            cuda::rebuild_container_with(win, &c, &choice.edits()).ok()?
+        };
+        blocks.push(Block {
+            old_offset: u64::try_from(base.checked_add(c.offset)?).ok()?,
+            old_len: c.len as u64,
+            new_bytes,
+            align: 8,
+        });
+        Some(())
+    };
+    if cuda::walk_windows_with_bytes(len, window, read, false, &mut each).is_some() {
+        return Ok(changed.then_some(blocks));
+    }
+    drop(blocks);
+    *tally = before;
+    let mut whole = vec![0u8; len];
+    read(0, &mut whole).map_err(|_| failed_read())?;
+    cuda_blocks(&whole, containers, sel, tally)
+}
+
 /// A loose `.fatbin` trimmed with `sel`: its containers, each kept whole or rebuilt, laid out
 /// 8-aligned in one buffer. `None` when every container keeps everything.
 fn loose_fatbin(
@@ -492,12 +542,40 @@ pub fn trim_member(
     settings: &TrimSettings,
 ) -> Result<Option<Trimmed>, TrimError> {
     let none = LoosePlan::default();
-    trim_member_in(member, data, compressed_size, info, device, settings, &none)
+    trim_member_in(
+        member,
+        data,
+        compressed_size,
+        info,
+        device,
+        settings,
+        &none,
+        None,
+    )
+}
+
+/// CUDA sections of a large member that its bytes leave out (zero there), and how to read
+/// them from the archive (see [`crate::facts::Kept::apart`]): the trim reads each a window at
+/// a time and holds only the containers it keeps, never the whole section beside the rest.
+pub struct Apart<'a> {
+    /// File ranges `[start, end)` of the sections left out.
+    pub holes: &'a [(u64, u64)],
+    /// Reads the member's bytes at a file offset, in order.
+    pub read: &'a cuda::ReadAt<'a>,
+}
+
+impl Apart<'_> {
+    /// True when the section at file range `[a, b)` was left out.
+    fn holds_out(&self, a: u64, b: u64) -> bool {
+        self.holes.iter().any(|&(s, e)| s == a && e == b)
+    }
 }
 
 /// Trims the device code of one member whose bytes are `data`. `Ok(None)`: nothing to do.
 /// Loose cubins, PTX files and code objects follow `loose` (made by [`plan_loose`] over the
-/// whole wheel); one it did not plan is judged on its own.
+/// whole wheel); one it did not plan is judged on its own. CUDA sections `apart` names are
+/// read through it rather than from `data`.
+#[allow(clippy::too_many_arguments)]
 pub fn trim_member_in(
     member: &str,
     data: &[u8],
@@ -506,84 +584,128 @@ pub fn trim_member_in(
     device: &DeviceFacts,
     settings: &TrimSettings,
     loose: &LoosePlan,
+    apart: Option<&Apart>,
 ) -> Result<Option<Trimmed>, TrimError> {
-    let mut tally = Tally::default();
-    let report =
-        |method: &str, reason: Option<String>, after: u64, tally: Tally, notes: Vec<String>| {
-            let lost = tally.losses();
-            let (archs, unmatched_containers) = tally.finish();
-            MemberTrim {
-                member: member.to_string(),
-                method: method.to_string(),
-                reason,
-                bytes_before: data.len() as u64,
-                bytes_after: after,
-                zip_before: compressed_size,
-                zip_after: 0,
-                archs,
-                unmatched_containers,
-                notes,
-                group: None,
-                lost,
-            }
-        };
-    // Loose device files.
-    if let Some(l) = &device.loose {
-        if loose::group_key(member, l.kind).is_some() {
-            return Ok(loose_file(member, l, compressed_size, settings, loose));
-        }
-        let decision = loose::decide(l, settings.cuda.as_ref(), settings.gfx.as_ref());
-        return match decision.action {
-            LooseAction::Keep | LooseAction::Drop => Ok(None),
-            LooseAction::Trim => {
-                let blocks = match l.kind {
-                    // Written straight into the output: a block per container cost about 150
-                    // bytes each for millions of tiny containers (issue 11 item 2).
-                    LooseKind::Fatbin => match (&settings.cuda, device.cuda.first()) {
-                        (Some(sel), Some(_)) => {
-                            return Ok(loose_fatbin(data, sel, &mut tally)?.map(|out| {
-                                let after = out.len() as u64;
-                                Trimmed {
-                                    data: Some(out),
-                                    report: report(
-                                        "rebuilt",
-                                        Some(decision.reason),
-                                        after,
-                                        tally,
-                                        Vec::new(),
-                                    ),
-                                }
-                            }));
-                        }
-                        _ => None,
-                    },
-                    LooseKind::OffloadBundle => match (&settings.gfx, device.hip.first()) {
-                        (Some(sel), Some(s)) => hip_blocks(data, &s.bundles, sel, &mut tally)?,
-                        _ => None,
-                    },
-                    _ => None,
-                };
-                let Some(blocks) = blocks else {
-                    return Ok(None);
-                };
-                let mut out = Vec::new();
-                for b in blocks {
-                    let align = b.align as usize;
-                    while out.len() % align != 0 {
-                        out.push(0);
-                    }
-                    out.extend_from_slice(&b.new_bytes);
-                }
-                let after = out.len() as u64;
-                Ok(Some(Trimmed {
-                    data: Some(out),
-                    report: report("rebuilt", Some(decision.reason), after, tally, Vec::new()),
-                }))
-            }
-        };
+    let plan = trim_plan(
+        member,
+        data,
+        compressed_size,
+        info,
+        device,
+        settings,
+        loose,
+        apart,
+    )?;
+    match plan {
+        TrimPlan::Done(t) => Ok(t),
+        TrimPlan::Sections(p) if p.unedited.is_empty() => p.apply(data),
+        TrimPlan::Sections(_) => Err(TrimError::Elf(crate::elf::ElfError::OutputCheck(
+            "a device section left out of the bytes is not rewritten (fill it first)".into(),
+        ))),
     }
+}
+
+/// What a trim does to one member, before the sections of a shared object are rewritten.
+pub enum TrimPlan {
+    /// Nothing to do (`None`), or done: a loose device file.
+    Done(Option<Trimmed>),
+    /// New containers for the device sections of a shared object: [`SectionPlan::apply`].
+    Sections(SectionPlan),
+}
+
+/// The rebuilt containers of a shared object's device sections, to be written into it.
+pub struct SectionPlan {
+    subject: Subject,
+    edits: Vec<SectionEdit>,
+    tally: Tally,
+    allow_cut: bool,
+    /// File ranges of sections [`Apart`] left out that no edit rewrites: the shared object's
+    /// bytes must hold them (read from the archive) before [`SectionPlan::apply`].
+    pub unedited: Vec<(u64, u64)>,
+}
+
+impl SectionPlan {
+    /// Rewrites `data` (the member's bytes, with every section [`Apart`] left out that is in
+    /// [`SectionPlan::unedited`] filled) with the new containers.
+    pub fn apply(self, data: &[u8]) -> Result<Option<Trimmed>, TrimError> {
+        let outcome = shrink(data, &self.edits, self.allow_cut).map_err(TrimError::Elf)?;
+        let (method, reason) = match &outcome.method {
+            ShrinkMethod::Cut { .. } => ("cut", None),
+            ShrinkMethod::Zeroed { reason } => ("zeroed", Some(reason.clone())),
+        };
+        let after = outcome.data.len() as u64;
+        Ok(Some(Trimmed {
+            report: self
+                .subject
+                .report(method, reason, after, self.tally, outcome.notes),
+            data: Some(outcome.data),
+        }))
+    }
+}
+
+/// The member a trim reports on.
+struct Subject {
+    member: String,
+    bytes_before: u64,
+    zip_before: u64,
+}
+
+impl Subject {
+    fn report(
+        &self,
+        method: &str,
+        reason: Option<String>,
+        after: u64,
+        tally: Tally,
+        notes: Vec<String>,
+    ) -> MemberTrim {
+        let lost = tally.losses();
+        let (archs, unmatched_containers) = tally.finish();
+        MemberTrim {
+            member: self.member.clone(),
+            method: method.to_string(),
+            reason,
+            bytes_before: self.bytes_before,
+            bytes_after: after,
+            zip_before: self.zip_before,
+            zip_after: 0,
+            archs,
+            unmatched_containers,
+            notes,
+            group: None,
+            lost,
+        }
+    }
+}
+
+/// [`trim_member_in`] up to the rewrite of a shared object's sections, so that a caller
+/// holding the member with sections left out ([`Apart`]) can fill those the trim does not
+/// rewrite before it is applied.
+#[allow(clippy::too_many_arguments)]
+pub fn trim_plan(
+    member: &str,
+    data: &[u8],
+    compressed_size: u64,
+    info: Option<&ElfInfo>,
+    device: &DeviceFacts,
+    settings: &TrimSettings,
+    loose: &LoosePlan,
+    apart: Option<&Apart>,
+) -> Result<TrimPlan, TrimError> {
+    let subject = Subject {
+        member: member.to_string(),
+        bytes_before: data.len() as u64,
+        zip_before: compressed_size,
+    };
+    if let Some(l) = &device.loose {
+        return trim_loose(&subject, data, l, device, settings, loose).map(TrimPlan::Done);
+    }
+    let mut tally = Tally::default();
     // Sections inside a shared object.
-    let Some(info) = info else { return Ok(None) };
+    let Some(info) = info else {
+        return Ok(TrimPlan::Done(None));
+    };
+    let mut edited = Vec::new();
     let mut edits = Vec::new();
     for s in &device.cuda {
         let Some(sel) = settings.cuda.as_ref().filter(|s| !s.targets.is_empty()) else {
@@ -592,8 +714,16 @@ pub fn trim_member_in(
         let Some(si) = info.section(&s.name) else {
             continue;
         };
-        let bytes = section_bytes(data, si)?;
-        if let Some(blocks) = cuda_blocks(bytes, s.containers, sel, &mut tally)? {
+        let end = si.offset.saturating_add(si.size);
+        let blocks = match apart.filter(|a| a.holds_out(si.offset, end)) {
+            Some(a) => {
+                let read = |at: u64, out: &mut [u8]| (a.read)(si.offset.saturating_add(at), out);
+                cuda_blocks_read(si, cuda::WINDOW, s.containers, &read, sel, &mut tally)?
+            }
+            None => cuda_blocks(section_bytes(data, si)?, s.containers, sel, &mut tally)?,
+        };
+        if let Some(blocks) = blocks {
+            edited.push((si.offset, end));
             edits.push(SectionEdit {
                 name: s.name.clone(),
                 blocks,
@@ -616,18 +746,93 @@ pub fn trim_member_in(
         }
     }
     if edits.is_empty() {
-        return Ok(None);
+        return Ok(TrimPlan::Done(None));
     }
-    let outcome = shrink(data, &edits, settings.allow_cut).map_err(TrimError::Elf)?;
-    let (method, reason) = match &outcome.method {
-        ShrinkMethod::Cut { .. } => ("cut", None),
-        ShrinkMethod::Zeroed { reason } => ("zeroed", Some(reason.clone())),
-    };
-    let after = outcome.data.len() as u64;
-    Ok(Some(Trimmed {
-        report: report(method, reason, after, tally, outcome.notes),
-        data: Some(outcome.data),
+    let unedited = apart
+        .map(|a| {
+            a.holes
+                .iter()
+                .filter(|h| !edited.contains(h))
+                .copied()
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(TrimPlan::Sections(SectionPlan {
+        subject,
+        edits,
+        tally,
+        allow_cut: settings.allow_cut,
+        unedited,
     }))
+}
+
+/// [`trim_plan`] for a loose device file (`l`): trimmed whole, in one buffer.
+fn trim_loose(
+    subject: &Subject,
+    data: &[u8],
+    l: &loose::LooseInfo,
+    device: &DeviceFacts,
+    settings: &TrimSettings,
+    loose: &LoosePlan,
+) -> Result<Option<Trimmed>, TrimError> {
+    let member = subject.member.as_str();
+    let compressed_size = subject.zip_before;
+    let mut tally = Tally::default();
+    let report = |method: &str, reason: Option<String>, after: u64, tally: Tally, notes| {
+        subject.report(method, reason, after, tally, notes)
+    };
+    if loose::group_key(member, l.kind).is_some() {
+        return Ok(loose_file(member, l, compressed_size, settings, loose));
+    }
+    let decision = loose::decide(l, settings.cuda.as_ref(), settings.gfx.as_ref());
+    match decision.action {
+        LooseAction::Keep | LooseAction::Drop => Ok(None),
+        LooseAction::Trim => {
+            let blocks = match l.kind {
+                // Written straight into the output: a block per container cost about 150
+                // bytes each for millions of tiny containers (issue 11 item 2).
+                LooseKind::Fatbin => match (&settings.cuda, device.cuda.first()) {
+                    (Some(sel), Some(_)) => {
+                        return Ok(loose_fatbin(data, sel, &mut tally)?.map(|out| {
+                            let after = out.len() as u64;
+                            Trimmed {
+                                data: Some(out),
+                                report: report(
+                                    "rebuilt",
+                                    Some(decision.reason),
+                                    after,
+                                    tally,
+                                    Vec::new(),
+                                ),
+                            }
+                        }));
+                    }
+                    _ => None,
+                },
+                LooseKind::OffloadBundle => match (&settings.gfx, device.hip.first()) {
+                    (Some(sel), Some(s)) => hip_blocks(data, &s.bundles, sel, &mut tally)?,
+                    _ => None,
+                },
+                _ => None,
+            };
+            let Some(blocks) = blocks else {
+                return Ok(None);
+            };
+            let mut out = Vec::new();
+            for b in blocks {
+                let align = b.align as usize;
+                while out.len() % align != 0 {
+                    out.push(0);
+                }
+                out.extend_from_slice(&b.new_bytes);
+            }
+            let after = out.len() as u64;
+            Ok(Some(Trimmed {
+                data: Some(out),
+                report: report("rebuilt", Some(decision.reason), after, tally, Vec::new()),
+            }))
+        }
+    }
 }
 
 /// A loose cubin, PTX file or code object: kept whole (`None`) or dropped, as its group was
@@ -787,4 +992,66 @@ pub fn check_losses(
                 .into(),
         ),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Rebuilt a window at a time, the containers of every CUDA fixture's sections are the
+    /// same blocks, with the same tally, as rebuilt from the whole section, at every window
+    /// size (one container per window and less, up to the whole section), for several targets.
+    #[test]
+    fn containers_rebuilt_from_windows_are_those_of_the_whole_section() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures");
+        let mut compared = 0;
+        for lib in [
+            "cuda/libfix_plain.so",
+            "cuda/libfix_concat.so",
+            "cuda/libfix_rdc.so",
+            "cuda/libfix_compress_all.so",
+            "cuda_old/libold_toolkits.so",
+        ] {
+            let data = std::fs::read(root.join(lib)).unwrap();
+            let crate::elf::Inspected::Host(info) = crate::elf::inspect(&data).unwrap() else {
+                panic!("{lib}");
+            };
+            for si in info
+                .sections
+                .iter()
+                .filter(|s| crate::device::CUDA_SECTIONS.contains(&s.name.as_str()))
+            {
+                let bytes = section_bytes(&data, si).unwrap();
+                let count = cuda::containers(bytes).count();
+                for sm in ["90", "50", "80,120"] {
+                    let sel = Selection::parse_targets(sm).unwrap();
+                    let mut t0 = Tally::default();
+                    let want = cuda_blocks(bytes, count, &sel, &mut t0).unwrap();
+                    for window in [1, 7, 4096, 20_000, 1 << 20] {
+                        let (reads, longest) = (std::cell::Cell::new(0), std::cell::Cell::new(0));
+                        let read = |at: u64, out: &mut [u8]| {
+                            reads.set(reads.get() + 1);
+                            longest.set(longest.get().max(out.len()));
+                            let at = at as usize;
+                            out.copy_from_slice(&bytes[at..at + out.len()]);
+                            Ok(())
+                        };
+                        let mut t1 = Tally::default();
+                        let got = cuda_blocks_read(si, window, count, &read, &sel, &mut t1);
+                        let got = got.unwrap();
+                        assert!(got == want, "{lib} {} --sm {sm} window {window}", si.name);
+                        assert_eq!(t0.clone().finish(), t1.clone().finish());
+                        assert_eq!(t0.losses(), t1.losses());
+                        if window < bytes.len() / 2 && count > 2 {
+                            // Walked from windows, not read whole after giving up.
+                            assert!(reads.get() > 1, "{lib}: one read at window {window}");
+                            assert!(longest.get() < bytes.len(), "{lib}: read whole");
+                        }
+                        compared += 1;
+                    }
+                }
+            }
+        }
+        assert!(compared >= 90, "{compared}");
+    }
 }

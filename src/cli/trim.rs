@@ -50,6 +50,7 @@ pub fn run(args: &TrimArgs, printer: &Printer) -> Result<Outcome> {
         dry_run: args.dry_run,
         strip_debug: args.strip_debug,
         progress: std::sync::Arc::new(bar.clone()),
+        sparse: crate::facts::Sparse::default(),
     };
     let wheels = crate::input::expand_folders(&args.wheels).map_err(crate::Error::from)?;
     let report = trim(&wheels, &ProfileSet::built_in(), &opts);

@@ -332,6 +332,31 @@ pub fn walk_windows(
     checked: bool,
     each: &mut dyn FnMut(Container),
 ) -> Option<()> {
+    walk_windows_with_bytes(len, window, read, checked, &mut |mut c, _, base| {
+        c.offset = c.offset.checked_add(base)?;
+        for e in &mut c.entries {
+            e.offset = e.offset.checked_add(base)?;
+        }
+        each(c);
+        Some(())
+    })
+}
+
+/// What [`walk_windows_with_bytes`] calls for each container: the container (offsets
+/// relative to the window), the window's bytes, and the window's offset in the section.
+pub type WindowVisit<'a> = dyn FnMut(Container, &[u8], usize) -> Option<()> + 'a;
+
+/// [`walk_windows`], handing `each` every container with the window that holds it and the
+/// window's offset in the section (`base`): the container's offsets are the window's, so
+/// that it can be rebuilt from the window's bytes. `each` returning `None` stops the walk
+/// with `None`.
+pub fn walk_windows_with_bytes(
+    len: usize,
+    window: usize,
+    read: &ReadAt,
+    checked: bool,
+    each: &mut WindowVisit,
+) -> Option<()> {
     // The window from `at` on: what the old one holds of it is kept, and only the rest is
     // read, so a reader that reads on from where it stopped inflates each byte once.
     let slide = |old: Vec<u8>, base: usize, at: usize, want: usize| -> Option<Vec<u8>> {
@@ -396,16 +421,12 @@ pub fn walk_windows(
             (base, pos) = (start, start);
             continue;
         }
-        let mut c = parse_container_with(&win, i, checked).ok()?;
+        let c = parse_container_with(&win, i, checked).ok()?;
         if c.end() > win.len() || c.len != need {
             return None;
         }
         pos = base.checked_add(c.end())?;
-        c.offset = c.offset.checked_add(base)?;
-        for e in &mut c.entries {
-            e.offset = e.offset.checked_add(base)?;
-        }
-        each(c);
+        each(c, &win, base)?;
     }
     Some(())
 }

@@ -790,6 +790,7 @@ impl SplitRun<'_> {
             device,
             &self.opts.trim,
             &self.loose[input],
+            None,
         )
         .map_err(|e| trim_error(&loc, e))?;
         let Some(t) = t else {
@@ -1642,6 +1643,7 @@ impl SplitRun<'_> {
             f.device.as_ref().unwrap_or(&Default::default()),
             &self.opts.trim,
             &self.loose[job.input],
+            None,
         )
         .map_err(|e| trim_error(&loc, e))?;
         let Some(t) = trimmed else {

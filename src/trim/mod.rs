@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 pub use crate::apply::trim::{
-    ArchChange, LoosePlan, Loss, MemberTrim, TrimError, TrimSettings, Trimmed, check_losses,
-    loose_file, loose_members, plan_loose, trim_member, trim_member_in,
+    Apart, ArchChange, LoosePlan, Loss, MemberTrim, TrimError, TrimPlan, TrimSettings, Trimmed,
+    check_losses, loose_file, loose_members, plan_loose, trim_member, trim_member_in, trim_plan,
 };
 
 use crate::budget::Budget;
@@ -45,6 +45,9 @@ pub struct TrimOptions {
     pub strip_debug: bool,
     /// Counts bytes inspected (and trimmed) and written; hidden unless the caller draws it.
     pub progress: SharedProgress,
+    /// Which members that do not fit `memory_budget` whole are described from their parts
+    /// (the default outside tests, which take that path with small fixtures).
+    pub sparse: facts::Sparse,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -274,10 +277,15 @@ fn open_and_trim(
                 && f.host_elf()
                     .is_some_and(|i| crate::elf::strip::debug_bytes(i) > 0))
     };
+    // A large member's CUDA sections are read again by the trim a window at a time, so
+    // that only the containers it keeps are held beside the rest (not with --strip-debug,
+    // which needs the member whole even where the trim changes nothing).
     let inspect = InspectOptions {
         progress: Some(&*opts.progress),
         copies: 2,
         whole: facts::Whole::When(&may_change),
+        cuda_apart: !opts.strip_debug,
+        sparse: opts.sparse,
         ..InspectOptions::default()
     };
     let work = |f: &MemberFacts, kept: Kept| trim_kept(&wheel, f, kept, opts, spill);
@@ -347,8 +355,24 @@ fn trim_kept(
     // The output is about as large as the input while both are held: the inspect pass
     // reserved room for both (`InspectOptions::copies`).
     let loc = wheel.member_location(&f.name);
+    let Some(member) = wheel.archive.member(&f.name) else {
+        let err = Error::internal(format_args!("{loc}: the member vanished"));
+        return Some(Err(err));
+    };
+    let reader = kept.apart.as_ref().map(|a| a.reader(wheel, member));
+    let read = |at: u64, out: &mut [u8]| match &reader {
+        Some(r) => r.read(at, out).map_err(|e| e.to_string()),
+        None => Err("nothing was left out".to_string()),
+    };
+    let apart = reader.as_ref().map(|r| Apart {
+        holes: r.holes(),
+        read: &read,
+    });
+    // Sections left out that the trim does not rewrite are read into the bytes before it
+    // writes them.
+    let mut filled = Vec::new();
     let trimmed = match device {
-        Some(device) if targets => trim_member_in(
+        Some(device) if targets => match trim_plan(
             &f.name,
             &kept.bytes,
             f.compressed_size,
@@ -356,9 +380,34 @@ fn trim_kept(
             device,
             &opts.settings,
             &no_plan,
-        ),
+            apart.as_ref(),
+        ) {
+            Ok(TrimPlan::Done(t)) => Ok(t),
+            Ok(TrimPlan::Sections(p)) => {
+                if let Some(r) = &reader
+                    && let Err(err) = r.fill(&mut kept.bytes, &p.unedited)
+                {
+                    return Some(Err(Error::Zip { location: loc, err }));
+                }
+                filled.clone_from(&p.unedited);
+                p.apply(&kept.bytes)
+            }
+            Err(e) => Err(e),
+        },
         _ => Ok(None),
     };
+    // Bytes read again from the archive are checked against its CRC before anything made
+    // from them is written.
+    if let (Ok(Some(_)), Some(r)) = (&trimmed, &reader)
+        && let Err(err) = r.check(&kept.bytes)
+    {
+        return Some(Err(Error::Zip { location: loc, err }));
+    }
+    let holes = kept.apart.take().map(|a| {
+        let mut h = a.holes;
+        h.retain(|r| !filled.contains(r));
+        h
+    });
     let trimmed = match trimmed {
         Ok(t) if strip => strip_debug_of(f, &kept.bytes, t).map_err(|err| {
             TrimError::Elf(crate::elf::ElfError::OutputCheck(format!(
@@ -379,14 +428,14 @@ fn trim_kept(
                 Some(d) => {
                     // Large outputs are compressed into a temporary file in the
                     // output folder rather than held until the wheel is written.
-                    let Some(member) = wheel.archive.member(&f.name) else {
-                        let err = Error::internal(format_args!("{loc}: the member vanished"));
-                        return Some(Err(err));
+                    let data = match holes {
+                        Some(h) => crate::apply::rewrite::Held::Holed(input, h),
+                        None => crate::apply::rewrite::Held::Whole(input),
                     };
                     let input = crate::apply::rewrite::Input {
                         archive: &wheel.archive,
                         member,
-                        data: crate::apply::rewrite::Held::Whole(input),
+                        data,
                         marks,
                     };
                     // A library that read as a host object must still read as one:

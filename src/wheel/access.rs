@@ -232,6 +232,41 @@ impl Reader<'_> {
     }
 }
 
+/// Reads a member at the offsets asked for, going on with the same inflate while each read
+/// starts where the last one stopped (so a walk in order inflates each byte once), and from
+/// the nearest point before it otherwise. A stored member is read directly.
+pub struct Sequential<'a> {
+    access: &'a Access,
+    archive: &'a ZipArchive,
+    member: &'a Member,
+    reader: std::cell::RefCell<Option<Reader<'a>>>,
+}
+
+impl<'a> Sequential<'a> {
+    pub fn new(access: &'a Access, archive: &'a ZipArchive, member: &'a Member) -> Self {
+        Sequential {
+            access,
+            archive,
+            member,
+            reader: std::cell::RefCell::new(None),
+        }
+    }
+
+    /// Fills `out` with the member's bytes from offset `at`.
+    pub fn read(&self, at: u64, out: &mut [u8]) -> Result<(), ZipError> {
+        if self.member.method != Method::Deflated {
+            return self.access.read_into(self.archive, self.member, at, out);
+        }
+        let mut r = self.reader.borrow_mut();
+        let reader = match r.take() {
+            Some(reader) if reader.position() == at => reader,
+            _ => self.access.reader(self.archive, self.member, at)?,
+        };
+        let reader = r.insert(reader);
+        reader.read_exact(out)
+    }
+}
+
 /// A boundary waiting for the bytes after it before its bit is looked for.
 struct Candidate {
     at: u64,

@@ -64,6 +64,12 @@ pub enum Bytes<'d> {
     /// output is `out`, and `changes` says what the edit changed ([`Changes::original`]). The
     /// planner sees exactly the bytes it would see held whole, without a second buffer.
     Edited { out: &'d [u8], changes: &'d Changes },
+    /// Held whole but for `holes` (sorted file ranges left zero, whose bytes are not known
+    /// here): a range that meets one is never matched.
+    Holed {
+        data: &'d [u8],
+        holes: &'d [(u64, u64)],
+    },
     /// Only the bytes around offset `at` of a member of `len` bytes: `before` ends there and
     /// `after` begins there. Enough to find where a block begins ([`resume_bit`]).
     Window {
@@ -79,6 +85,7 @@ impl<'d> Bytes<'d> {
         match self {
             Bytes::Whole(d) => d.len(),
             Bytes::Edited { changes, .. } => changes.len,
+            Bytes::Holed { data, .. } => data.len(),
             Bytes::Window { len, .. } => *len,
         }
     }
@@ -88,6 +95,13 @@ impl<'d> Bytes<'d> {
         match self {
             Bytes::Whole(d) => d.get(a..b).map(Cow::Borrowed),
             Bytes::Edited { out, changes } => changes.original(out, a, b),
+            Bytes::Holed { data, holes } => {
+                let (x, y) = (a as u64, b as u64);
+                if holes.iter().any(|&(s, e)| s < y && x < e) {
+                    return None;
+                }
+                data.get(a..b).map(Cow::Borrowed)
+            }
             Bytes::Window {
                 at, before, after, ..
             } => {

@@ -868,3 +868,118 @@ fn split_shares_the_loose_rules() {
     );
     assert!(!tmp.path().join("w2").join(&name).exists());
 }
+
+/// The members of a wheel (name and bytes) and its trim report, as `trim_lib` gives them.
+type TrimmedLib = (Vec<(String, Vec<u8>)>, String);
+
+/// Trims `wheel` through the library with `sparse` (see `TrimOptions::sparse`) and a budget
+/// too small to hold any member whole; returns the output wheel's members and the report,
+/// compressed sizes left out.
+fn trim_lib(
+    wheel: &Path,
+    out: &Path,
+    sm: &str,
+    sparse: wheelslim::facts::Sparse,
+) -> Result<TrimmedLib, String> {
+    use wheelslim::trim::{TrimOptions, TrimSettings, trim};
+    let opts = TrimOptions {
+        settings: TrimSettings {
+            cuda: Some(wheelslim::fatbin::select::Selection::parse_targets(sm).unwrap()),
+            gfx: None,
+            allow_cut: true,
+            allow_no_device_code: false,
+        },
+        wheel_dir: out.to_path_buf(),
+        max_size: 100 << 20,
+        limits: Default::default(),
+        memory_budget: 1,
+        time: wheelslim::wheel::writer::ZipTime::EPOCH,
+        dry_run: false,
+        strip_debug: false,
+        progress: std::sync::Arc::new(indicatif::ProgressBar::hidden()),
+        sparse,
+    };
+    let report = trim(
+        &[wheel.to_path_buf()],
+        &wheelslim::profile::ProfileSet::built_in(),
+        &opts,
+    )
+    .map_err(|e| e.to_string())?;
+    let mut json = serde_json::to_value(&report).unwrap();
+    json["wheels"][0]["output"] = serde_json::Value::Null;
+    json["wheels"][0]["size_after"] = serde_json::Value::Null;
+    json["outputs"][0]["path"] = serde_json::Value::Null;
+    json["outputs"][0]["size"] = serde_json::Value::Null;
+    for m in json["wheels"][0]["members"].as_array_mut().unwrap() {
+        m["zip_after"] = serde_json::Value::Null;
+    }
+    let members = read_zip(&out.join(wheel.file_name().unwrap()));
+    Ok((members, json.to_string()))
+}
+
+/// A large library is trimmed from its parts: its CUDA sections are read again from the
+/// archive a window at a time and only the containers kept are held, never the section
+/// beside the rest of the library. Every member of the wheel, and the report, are the same
+/// byte for byte as when it is held whole; only the compression may differ (the deflate
+/// blocks of the sections left out are never reused, as their bytes are not at hand to
+/// compare). The fixtures are small, so the test holds every member in parts with every
+/// section left out that can be (`facts` checks that they are then really left out).
+#[test]
+fn trimming_from_parts_gives_the_same_wheel() {
+    let tmp = tempdir();
+    let mut wheels = vec![fixture(CUDAFIX), fixture(SLIMDEMO)];
+    for (dir, so) in [
+        ("cuda_old", "libold_toolkits.so"),
+        ("aarch64", "libfix_a64.so"),
+    ] {
+        let lib = std::fs::read(fixture(&format!("{dir}/{so}"))).unwrap();
+        let platform = if dir == "aarch64" {
+            "manylinux_2_34_aarch64"
+        } else {
+            "manylinux_2_34_x86_64"
+        };
+        let d = tmp.path().join(dir);
+        std::fs::create_dir_all(&d).unwrap();
+        wheels.push(make_wheel(&d, platform, &[(&format!("pkg/{so}"), &lib)]));
+    }
+    let (mut compared, mut trimmed) = (0, 0);
+    for wheel in &wheels {
+        for sm in ["90", "80,90", "50", "120", "75"] {
+            let t = tmp.path().join(format!("{compared}"));
+            let whole = trim_lib(wheel, &t.join("whole"), sm, wheelslim::facts::Sparse::NEVER);
+            let parts = trim_lib(
+                wheel,
+                &t.join("parts"),
+                sm,
+                wheelslim::facts::Sparse::EVERYTHING,
+            );
+            match (&whole, &parts) {
+                (Ok(w), Ok(p)) => {
+                    assert!(
+                        w.1 == p.1,
+                        "{} --sm {sm}:\n{}\n{}",
+                        wheel.display(),
+                        w.1,
+                        p.1
+                    );
+                    let differ: Vec<&str> =
+                        w.0.iter()
+                            .zip(&p.0)
+                            .filter(|(a, b)| a != b)
+                            .map(|(a, _)| a.0.as_str())
+                            .collect();
+                    assert!(
+                        w.0.len() == p.0.len() && differ.is_empty(),
+                        "{} --sm {sm}: {differ:?} differ",
+                        wheel.display()
+                    );
+                    trimmed += 1;
+                }
+                _ => assert_eq!(whole, parts, "{} --sm {sm}", wheel.display()),
+            }
+            compared += 1;
+        }
+    }
+    assert_eq!(compared, 20);
+    assert!(trimmed >= 12, "only {trimmed} trims wrote a wheel");
+}
