@@ -158,6 +158,13 @@ pub struct InspectOptions<'a> {
     /// [`Kept::apart`]: a member it needs whole is handed over with them left out, so that the
     /// work can hold the few containers it keeps instead of every one (`trim`).
     pub cuda_apart: bool,
+    /// Large host objects ([`Sparse::from`]) this says yes to are held in parts even where
+    /// holding one whole would fit the budget, and read again whole only if
+    /// [`InspectOptions::whole`] wants them: for members the work is unlikely to rewrite,
+    /// judged before they are read, so that a large library it leaves alone never costs its
+    /// size (`split` without a trim or strip; a second inflate of a library it does rewrite
+    /// after all is the price).
+    pub parts_first: Option<MemberTest<'a>>,
 }
 
 /// Members of at least this many bytes are described from their parts: below it, holding one
@@ -202,6 +209,16 @@ impl Sparse {
         hole: u64::MAX,
         head: PARTS_HEAD,
     };
+}
+
+/// A test of a member from its central-directory entry alone, before it is read.
+#[derive(Clone, Copy)]
+pub struct MemberTest<'a>(pub &'a (dyn Fn(&Member) -> bool + Sync));
+
+impl std::fmt::Debug for MemberTest<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MemberTest(..)")
+    }
 }
 
 /// Which members described from their parts the inspect pass's work needs whole.
@@ -249,6 +266,7 @@ impl Default for InspectOptions<'_> {
             whole: Whole::Always,
             sparse: Sparse::default(),
             cuda_apart: false,
+            parts_first: None,
         }
     }
 }
@@ -763,6 +781,7 @@ fn inspect_member<'b, T>(
         // inflated once, unless holding it would not fit `--memory`: then it is described
         // from its parts and read whole again only if the work needs it (CPU for memory).
         let whole_fits = !matches!(opts.whole, Whole::Never)
+            && !opts.parts_first.is_some_and(|test| (test.0)(m))
             && m.size.saturating_mul(opts.copies.max(1)) <= budget.cap();
         if !loose && !whole_fits && m.size >= opts.sparse.from && is_host_elf64(head) {
             return Hold::Parts;
@@ -867,8 +886,10 @@ fn describe_parts<'b, T>(
     let so_like = looks_like_shared_object(&m.name);
     // Device code is walked from the archive again, a window at a time, unless the work
     // may need the member whole and does not read device code itself (then it is read once,
-    // with the rest).
-    let cuda_holes = matches!(opts.whole, Whole::Never) || opts.cuda_apart;
+    // with the rest); a member held in parts first (`parts_first`) is unlikely to be needed.
+    let cuda_holes = matches!(opts.whole, Whole::Never)
+        || opts.cuda_apart
+        || opts.parts_first.is_some_and(|test| (test.0)(m));
     // Windows are read in order: a reader that goes on from where the last one stopped
     // inflates each byte once.
     let seq = Sequential::new(held.access, &wheel.archive, m);
@@ -942,6 +963,58 @@ fn describe_parts<'b, T>(
             apart,
         },
     )
+}
+
+/// Reads a member again whole but for its CUDA sections, inflating it once: the sections
+/// are left zero and an index is kept to read them again a window at a time ([`Apart`]), as
+/// [`InspectOptions::cuda_apart`] hands a member over. For a work that must read again a
+/// large library the inspect pass could not keep (`split --sm`). `None` when the member is
+/// under `from` bytes ([`Sparse::from`]) or has no CUDA section in its file; the member's
+/// size and CRC are checked as it streams.
+#[allow(clippy::type_complexity)]
+pub fn read_apart(
+    wheel: &Wheel,
+    m: &Member,
+    facts: &MemberFacts,
+    from: u64,
+) -> Result<Option<(Vec<u8>, Vec<crate::wheel::zip::BlockMark>, Apart)>, ZipError> {
+    use crate::wheel::zip::Event;
+    let holes = cuda_ranges(facts, &[(0, u64::MAX)]);
+    if holes.is_empty() || m.size < from {
+        return Ok(None);
+    }
+    let mut bytes = crate::wheel::zip::zeroed_for(m.size)?;
+    let mut marks = Vec::new();
+    let mut index = crate::wheel::access::Builder::new(&wheel.archive, m);
+    let mut at = 0u64;
+    wheel.archive.stream_events(m, true, |event| {
+        let chunk = match event {
+            Event::Data(chunk) => chunk,
+            Event::Block(mark) => {
+                marks.push(mark);
+                index.block(mark);
+                return Ok(true);
+            }
+        };
+        index.data(chunk);
+        let end = at.saturating_add(chunk.len() as u64);
+        for (a, b) in elf::sparse::subtract(at, end, &holes) {
+            let (Ok(a), Ok(b)) = (usize::try_from(a), usize::try_from(b)) else {
+                continue;
+            };
+            let from = a - at as usize;
+            if let (Some(out), Some(src)) = (bytes.get_mut(a..b), chunk.get(from..from + (b - a))) {
+                out.copy_from_slice(src);
+            }
+        }
+        at = end;
+        Ok(true)
+    })?;
+    let apart = Apart {
+        holes,
+        access: Arc::new(index.finish()),
+    };
+    Ok(Some((bytes, marks, apart)))
 }
 
 /// The file ranges of the member's CUDA sections that lie in its holes (adjacent sections

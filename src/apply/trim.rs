@@ -605,6 +605,77 @@ pub fn trim_member_in(
     }
 }
 
+/// A trim of a member whose CUDA sections may be left out of its bytes ([`trim_held`]).
+pub struct HeldTrim {
+    /// What the trim made, as [`trim_member_in`] gives it.
+    pub trimmed: Option<Trimmed>,
+    /// The sections still left out of the bytes (zero there): those the trim rewrote from
+    /// the archive without reading them into the bytes.
+    pub holes: Vec<(u64, u64)>,
+}
+
+/// Why [`trim_held`] failed: reading the member again, or the trim.
+#[derive(Debug)]
+pub enum HeldTrimError {
+    Zip(crate::wheel::zip::ZipError),
+    Trim(TrimError),
+}
+
+/// [`trim_member_in`] of a member whose CUDA sections `reader` may have left out of `data`
+/// ([`crate::facts::Kept::apart`]): the sections the trim rewrites are read through it a
+/// window at a time, and only the containers kept are held; those it leaves as they are
+/// are read into `data` before the rewrite. When the trim makes a copy, the member is first
+/// checked against the archive's CRC (nothing made from bytes read again is written
+/// unchecked). Without a reader, this is `trim_member_in` with nothing left out.
+#[allow(clippy::too_many_arguments)]
+pub fn trim_held(
+    member: &str,
+    data: &mut [u8],
+    compressed_size: u64,
+    info: Option<&ElfInfo>,
+    device: &DeviceFacts,
+    settings: &TrimSettings,
+    loose: &LoosePlan,
+    reader: Option<&crate::facts::ApartReader>,
+) -> Result<HeldTrim, HeldTrimError> {
+    let read = |at: u64, out: &mut [u8]| match reader {
+        Some(r) => r.read(at, out).map_err(|e| e.to_string()),
+        None => Err("nothing was left out".to_string()),
+    };
+    let apart = reader.map(|r| Apart {
+        holes: r.holes(),
+        read: &read,
+    });
+    let plan = trim_plan(
+        member,
+        data,
+        compressed_size,
+        info,
+        device,
+        settings,
+        loose,
+        apart.as_ref(),
+    )
+    .map_err(HeldTrimError::Trim)?;
+    let mut filled = Vec::new();
+    let trimmed = match plan {
+        TrimPlan::Done(t) => t,
+        TrimPlan::Sections(p) => {
+            if let Some(r) = reader {
+                r.fill(data, &p.unedited).map_err(HeldTrimError::Zip)?;
+            }
+            filled.clone_from(&p.unedited);
+            p.apply(data).map_err(HeldTrimError::Trim)?
+        }
+    };
+    if let (Some(_), Some(r)) = (&trimmed, reader) {
+        r.check(data).map_err(HeldTrimError::Zip)?;
+    }
+    let mut holes = reader.map(|r| r.holes().to_vec()).unwrap_or_default();
+    holes.retain(|r| !filled.contains(r));
+    Ok(HeldTrim { trimmed, holes })
+}
+
 /// What a trim does to one member, before the sections of a shared object are rewritten.
 pub enum TrimPlan {
     /// Nothing to do (`None`), or done: a loose device file.

@@ -42,6 +42,7 @@ pub fn run(args: &SplitArgs, printer: &Printer) -> Result<Outcome> {
         // On by default; --companions is its explicit form (undoing a configured --no-companions).
         companions: !args.no_companions,
         progress: std::sync::Arc::new(bar.clone()),
+        sparse: crate::facts::Sparse::default(),
     };
     let report = crate::input::expand_folders(&args.wheels)
         .map_err(crate::Error::from)

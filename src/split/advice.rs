@@ -53,6 +53,7 @@ pub fn companion_advice(
         preload_hook: false,
         companions: true,
         progress: crate::progress::none(),
+        sparse: crate::facts::Sparse::default(),
     };
     let budget = Budget::new(0);
     let run = SplitRun::new(&opts, &budget, vec![(wheel, facts)]);

@@ -25,7 +25,7 @@ use runtime::{
 };
 
 use crate::apply;
-use crate::apply::trim::{MemberTrim, TrimError, TrimSettings, trim_member_in};
+use crate::apply::trim::{MemberTrim, TrimError, TrimSettings};
 use crate::budget::Budget;
 use crate::diagnostic::{Diagnostic, Severity};
 use crate::elf::{ElfInfo, Inspected};
@@ -79,6 +79,10 @@ pub struct SplitOptions {
     /// Counts bytes inspected, rewritten and written, phase by phase (its message names the
     /// phase); [`crate::progress::none`] unless the caller draws it.
     pub progress: SharedProgress,
+    /// Which large libraries are described from their parts, and which the rewrite reads
+    /// without their CUDA sections ([`facts::read_apart`]); the default outside tests, which
+    /// take those paths with small fixtures.
+    pub sparse: facts::Sparse,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -399,8 +403,9 @@ enum TrimStep {
     Unchanged,
     /// A loose device file with nothing left for the targets: it goes.
     Removed,
-    /// Its bytes after the trim, and the bytes the trim removed as the dry run counts them.
-    Trimmed(Vec<u8>, u64),
+    /// Its bytes after the trim, the bytes the trim removed as the dry run counts them, and
+    /// the CUDA sections still left out of the input (read apart, [`facts::Apart`]).
+    Trimmed(Vec<u8>, u64, Option<Vec<(u64, u64)>>),
 }
 
 /// The new bytes the member lists refer to, besides the inputs.
@@ -462,6 +467,31 @@ impl Generated {
 }
 
 /// The error of a trim of the member at `location`.
+/// Shifts at which a rewritten member's output may hold the input's bytes: a trim's cut
+/// moves what follows the fatbin by its own amount, a move and the patch add their own.
+fn output_shifts(trim: Option<i64>, current: Option<&[u8]>, input: &[u8], moved: bool) -> Vec<i64> {
+    let mut shifts: Vec<i64> = trim.into_iter().collect();
+    if let Some(t) = current {
+        shifts.push(t.len() as i64 - input.len() as i64);
+        // A companion move cuts the device code and adds a segment: what follows the cut
+        // moves by neither change in length alone.
+        if moved {
+            shifts.extend(crate::elf::section_shifts(input, t, 4));
+        }
+    }
+    shifts
+}
+
+fn held_trim_error(location: &crate::error::Location, e: crate::trim::HeldTrimError) -> Error {
+    match e {
+        crate::trim::HeldTrimError::Zip(err) => Error::Zip {
+            location: location.clone(),
+            err,
+        },
+        crate::trim::HeldTrimError::Trim(e) => trim_error(location, e),
+    }
+}
+
 fn trim_error(location: &crate::error::Location, e: TrimError) -> Error {
     match e {
         TrimError::DeviceCode(err) => Error::DeviceCode {
@@ -769,30 +799,36 @@ impl SplitRun<'_> {
         };
         let wheel = &self.inputs[input].0;
         let loc = wheel.member_location(&f.name);
-        let bytes = match kept.remove(&(input, f.name.clone())) {
-            Some(k) => k.into_parts().0,
+        let Some(m) = wheel.archive.member(&f.name) else {
+            return Ok(None);
+        };
+        let (mut bytes, apart) = match kept.remove(&(input, f.name.clone())) {
+            Some(mut k) => {
+                let apart = k.apart.take();
+                (k.into_parts().0, apart)
+            }
             None => {
-                let Some(m) = wheel.archive.member(&f.name) else {
-                    return Ok(None);
-                };
                 let _r = self.budget.reserve(m.size);
-                wheel.archive.read(m).map_err(|err| Error::Zip {
+                let b = wheel.archive.read(m).map_err(|err| Error::Zip {
                     location: loc.clone(),
                     err,
-                })?
+                })?;
+                (b, None)
             }
         };
-        let t = trim_member_in(
+        let reader = apart.as_ref().map(|a| a.reader(wheel, m));
+        let t = crate::trim::trim_held(
             &f.name,
-            &bytes,
+            &mut bytes,
             f.compressed_size,
             f.host_elf(),
             device,
             &self.opts.trim,
             &self.loose[input],
-            None,
+            reader.as_ref(),
         )
-        .map_err(|e| trim_error(&loc, e))?;
+        .map_err(|e| held_trim_error(&loc, e))?
+        .trimmed;
         let Some(t) = t else {
             return Ok(Some((removed, None, None)));
         };
@@ -1430,17 +1466,29 @@ impl SplitRun<'_> {
     ) -> Result<HeldInput<'s>, Error> {
         if let Some(mut k) = kept {
             let marks = std::mem::take(&mut k.marks);
+            let apart = k.apart.take();
             let (b, r) = k.into_parts();
-            return Ok((b, marks, r));
+            return Ok((b, marks, r, apart));
         }
         reread.fetch_add(1, Ordering::Relaxed);
         let r = self.budget.reserve(m.size.saturating_mul(self.copies()));
         let wheel = &self.inputs[job.input].0;
-        let (b, marks) = wheel.archive.read_marked(m).map_err(|err| Error::Zip {
+        let zip = |err| Error::Zip {
             location: loc.clone(),
             err,
-        })?;
-        Ok((b, marks, Some(r)))
+        };
+        // A large library the trim rewrites is read without its CUDA sections, which the
+        // trim reads again a window at a time, holding only the containers it keeps.
+        if let Some(f) = self
+            .device_of(job.input, &job.member)
+            .filter(|_| self.trimming() && !self.opts.strip_debug)
+            && let Some((b, marks, apart)) =
+                facts::read_apart(wheel, m, f, self.opts.sparse.from).map_err(zip)?
+        {
+            return Ok((b, marks, Some(r), Some(apart)));
+        }
+        let (b, marks) = wheel.archive.read_marked(m).map_err(zip)?;
+        Ok((b, marks, Some(r), None))
     }
 
     /// One job: trim, strip, move device code into companions, patch, then the shared tail
@@ -1465,7 +1513,11 @@ impl SplitRun<'_> {
         // stripped or moved copy beside it when there is one; the patch edits the last of
         // them in place. Compressed output of large members is spilled. A copy's input stays
         // until the output knows which of its compressed blocks it reuses (`wheel::splice`).
-        let (mut original, marks, held) = self.hold_input(job, m, &loc, kept, reread)?;
+        let (mut original, marks, held, apart) = self.hold_input(job, m, &loc, kept, reread)?;
+        // CUDA sections the inspect pass left out of a large library (`cuda_apart`): the trim
+        // reads them again, and whatever still needs them whole gets them first.
+        let reader = apart.as_ref().map(|a| a.reader(wheel, m));
+        let mut holes = reader.as_ref().map(|r| r.holes().to_vec());
         let strip = self.debug_of(job.input, member) > 0;
         let mut current = None;
         // Bytes the trim removes, counted as the dry run counts them.
@@ -1474,8 +1526,8 @@ impl SplitRun<'_> {
             .device_of(job.input, member)
             .filter(|_| self.trimming())
         {
-            match self.trim_step(job, f, &original, strip, trims)? {
-                TrimStep::Trimmed(d, g) => (current, gone) = (Some(d), g),
+            match self.trim_step(job, f, &mut original, reader.as_ref(), strip, trims)? {
+                TrimStep::Trimmed(d, g, h) => ((current, gone), holes) = ((Some(d), g), h),
                 TrimStep::Removed => return Ok(Some(Rewritten::removed())),
                 TrimStep::Unchanged => {}
             }
@@ -1493,18 +1545,21 @@ impl SplitRun<'_> {
         };
         // A plan made again from the exact sizes replaces the one made before any work.
         let mv = planned.as_ref().or(job.companions);
-        let origin = match (&planned, job.after_trim) {
-            (Some(_), Some(home)) => {
-                let plain = crate::plan::ElfEdit::default();
-                let edit = home.edit().unwrap_or(&plain);
-                companions::with_origin(edit, self.host_info(job.input, member))
-            }
-            _ => None,
-        };
+        let origin = self.origin_edit(job, planned.is_some());
         let edit = origin.as_ref().or(job.edit.as_deref());
         if current.is_none() && edit.is_none() && !strip && mv.is_none() {
             return Ok(None);
         }
+        // What works on the input itself (a strip, a move, the patch) needs it whole.
+        if let (None, Some(r), Some(h)) = (&current, &reader, holes.take()) {
+            r.fill(&mut original, &h)
+                .and_then(|()| r.check(&original))
+                .map_err(|err| Error::Zip {
+                    location: loc.clone(),
+                    err,
+                })?;
+        }
+        drop(reader);
         if strip {
             let base = current.as_deref().unwrap_or(&original);
             match self.strip_step(job, m, base, original.len() as u64, trims)? {
@@ -1517,17 +1572,7 @@ impl SplitRun<'_> {
         let (host, moved, zeroed) =
             self.companion_step(&loc, (current.as_deref(), &original), mv, input)?;
         current = host.or(current);
-        // Shifts at which the output may hold the input's bytes: a trim's cut moves what
-        // follows the fatbin by its own amount, a move and the patch add their own.
-        let mut shifts: Vec<i64> = trim_shift.into_iter().collect();
-        if let Some(t) = &current {
-            shifts.push(t.len() as i64 - original.len() as i64);
-            // A companion move cuts the device code and adds a segment: what follows the cut
-            // moves by neither change in length alone.
-            if mv.is_some() {
-                shifts.extend(crate::elf::section_shifts(&original, t, 4));
-            }
-        }
+        let shifts = output_shifts(trim_shift, current.as_deref(), &original, mv.is_some());
         let mut changes = None;
         if let Some(edit) = edit {
             let target = current.as_mut().unwrap_or(&mut original);
@@ -1540,7 +1585,10 @@ impl SplitRun<'_> {
         // The output, and the input it was made from when they differ: held whole beside a
         // copy, or read back out of the output that was patched in its buffer.
         let (out, original) = match (current, changes) {
-            (Some(c), _) => (c, Some(apply::rewrite::Held::Whole(original))),
+            (Some(c), _) => match holes.filter(|h| !h.is_empty()) {
+                Some(h) => (c, Some(apply::rewrite::Held::Holed(original, h))),
+                None => (c, Some(apply::rewrite::Held::Whole(original))),
+            },
             (None, Some(ch)) => (original, Some(apply::rewrite::Held::Edited(ch))),
             (None, None) => (original, None),
         };
@@ -1593,6 +1641,15 @@ impl SplitRun<'_> {
         }))
     }
 
+    /// The edit of a library whose companion plan was made after its trim (the plan's origin
+    /// added to the job's edit); `None` otherwise.
+    fn origin_edit(&self, job: &Job, planned: bool) -> Option<crate::plan::ElfEdit> {
+        let home = job.after_trim.filter(|_| planned)?;
+        let plain = crate::plan::ElfEdit::default();
+        let edit = home.edit().unwrap_or(&plain);
+        companions::with_origin(edit, self.host_info(job.input, &job.member))
+    }
+
     /// Moves a host's device code into the companions of its plan (`--companions`); `None`
     /// without a plan. The host is `current` (a trimmed or stripped copy) or else `original`,
     /// the input member (input index, member, block marks in `input`), whose compressed
@@ -1625,17 +1682,19 @@ impl SplitRun<'_> {
         Ok((Some(h.host), h.companions, h.zeroed))
     }
 
-    /// Trims a member's device code (`--sm`, `--gfx`), recording the trim.
+    /// Trims a member's device code (`--sm`, `--gfx`), recording the trim; with the CUDA
+    /// sections `reader` left out of `original`, also the sections still left out of it.
     fn trim_step(
         &self,
         job: &Job,
         f: &MemberFacts,
-        original: &[u8],
+        original: &mut [u8],
+        reader: Option<&facts::ApartReader>,
         strip: bool,
         trims: &Mutex<Vec<(usize, MemberTrim)>>,
     ) -> Result<TrimStep, Error> {
         let loc = self.inputs[job.input].0.member_location(&job.member);
-        let trimmed = trim_member_in(
+        let held = crate::trim::trim_held(
             &job.member,
             original,
             f.compressed_size,
@@ -1643,10 +1702,11 @@ impl SplitRun<'_> {
             f.device.as_ref().unwrap_or(&Default::default()),
             &self.opts.trim,
             &self.loose[job.input],
-            None,
+            reader,
         )
-        .map_err(|e| trim_error(&loc, e))?;
-        let Some(t) = trimmed else {
+        .map_err(|e| held_trim_error(&loc, e))?;
+        let holes = reader.map(|_| held.holes);
+        let Some(t) = held.trimmed else {
             return Ok(TrimStep::Unchanged);
         };
         let mut report = t.report;
@@ -1659,7 +1719,7 @@ impl SplitRun<'_> {
             .unwrap_or_else(|p| p.into_inner())
             .push((job.input, report));
         Ok(match t.data {
-            Some(d) => TrimStep::Trimmed(d, gone),
+            Some(d) => TrimStep::Trimmed(d, gone, holes),
             None => TrimStep::Removed,
         })
     }
@@ -2194,6 +2254,21 @@ impl RewriteGuess {
         }
     }
 
+    /// Whether the member could be rewritten into a copy beside it (a trim, a debug strip or
+    /// a companion move), judged from its name and sizes before it is read: `rewrites` says
+    /// yes to it for such a reason if it has device code or debug sections.
+    fn may_copy(&self, m: &crate::wheel::zip::Member) -> bool {
+        if self.trimming || self.strip_debug {
+            return true;
+        }
+        let Some((room, main_over)) = self.companions else {
+            return false;
+        };
+        let file = m.name.rsplit('/').next().unwrap_or(&m.name);
+        let moves = self.moving.contains_key(file);
+        (moves && m.compressed_size > room) || (!moves && main_over)
+    }
+
     fn rewrites(&self, f: &MemberFacts) -> bool {
         if self.trimming && f.device.is_some() {
             return true;
@@ -2234,6 +2309,7 @@ type HeldInput<'s> = (
     Vec<u8>,
     Vec<crate::wheel::zip::BlockMark>,
     Option<crate::budget::Reservation<'s>>,
+    Option<facts::Apart>,
 );
 
 /// How many buffers of a rewritten member's size one worker holds at once, reserved before the
@@ -2270,6 +2346,10 @@ fn open_keeping<'b>(
         let guess = RewriteGuess::new(&wheel, profiles, opts);
         let work = |f: &MemberFacts, k: Kept<'b>| guess.rewrites(f).then(|| k.retain()).flatten();
         let rewrites = |f: &MemberFacts| guess.rewrites(f);
+        // A large library that no trim, strip or companion move can need is rewritten only to
+        // edit its search path or NEEDED, if at all: it is described from its parts and made
+        // whole only then, so one left alone never costs its size.
+        let parts_first = |m: &crate::wheel::zip::Member| !guess.may_copy(m);
         opts.progress.set_message("inspecting");
         opts.progress
             .inc_length(wheel.archive.members().iter().map(|m| m.size).sum());
@@ -2277,6 +2357,12 @@ fn open_keeping<'b>(
             progress: Some(&*opts.progress),
             copies: buffers_held(opts),
             whole: facts::Whole::Retained(&rewrites),
+            parts_first: Some(facts::MemberTest(&parts_first)),
+            // A large library the trim rewrites is kept without its CUDA sections, which the
+            // trim reads again a window at a time (not with --strip-debug, which needs the
+            // library whole even where the trim changes nothing).
+            cuda_apart: opts.trim.is_active() && !opts.strip_debug,
+            sparse: opts.sparse,
             ..InspectOptions::default()
         };
         let (facts, held) = facts::inspect_wheel_with(&wheel, inspect, budget, &work);

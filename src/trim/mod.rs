@@ -10,8 +10,9 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 pub use crate::apply::trim::{
-    Apart, ArchChange, LoosePlan, Loss, MemberTrim, TrimError, TrimPlan, TrimSettings, Trimmed,
-    check_losses, loose_file, loose_members, plan_loose, trim_member, trim_member_in, trim_plan,
+    Apart, ArchChange, HeldTrim, HeldTrimError, LoosePlan, Loss, MemberTrim, TrimError, TrimPlan,
+    TrimSettings, Trimmed, check_losses, loose_file, loose_members, plan_loose, trim_held,
+    trim_member, trim_member_in, trim_plan,
 };
 
 use crate::budget::Budget;
@@ -360,54 +361,29 @@ fn trim_kept(
         return Some(Err(err));
     };
     let reader = kept.apart.as_ref().map(|a| a.reader(wheel, member));
-    let read = |at: u64, out: &mut [u8]| match &reader {
-        Some(r) => r.read(at, out).map_err(|e| e.to_string()),
-        None => Err("nothing was left out".to_string()),
-    };
-    let apart = reader.as_ref().map(|r| Apart {
-        holes: r.holes(),
-        read: &read,
-    });
     // Sections left out that the trim does not rewrite are read into the bytes before it
-    // writes them.
-    let mut filled = Vec::new();
-    let trimmed = match device {
-        Some(device) if targets => match trim_plan(
+    // writes them; those it rewrites stay out.
+    let held = match device {
+        Some(device) if targets => trim_held(
             &f.name,
-            &kept.bytes,
+            &mut kept.bytes,
             f.compressed_size,
             info,
             device,
             &opts.settings,
             &no_plan,
-            apart.as_ref(),
-        ) {
-            Ok(TrimPlan::Done(t)) => Ok(t),
-            Ok(TrimPlan::Sections(p)) => {
-                if let Some(r) = &reader
-                    && let Err(err) = r.fill(&mut kept.bytes, &p.unedited)
-                {
-                    return Some(Err(Error::Zip { location: loc, err }));
-                }
-                filled.clone_from(&p.unedited);
-                p.apply(&kept.bytes)
-            }
-            Err(e) => Err(e),
-        },
-        _ => Ok(None),
+            reader.as_ref(),
+        ),
+        _ => Ok(HeldTrim {
+            trimmed: None,
+            holes: Vec::new(),
+        }),
     };
-    // Bytes read again from the archive are checked against its CRC before anything made
-    // from them is written.
-    if let (Ok(Some(_)), Some(r)) = (&trimmed, &reader)
-        && let Err(err) = r.check(&kept.bytes)
-    {
-        return Some(Err(Error::Zip { location: loc, err }));
-    }
-    let holes = kept.apart.take().map(|a| {
-        let mut h = a.holes;
-        h.retain(|r| !filled.contains(r));
-        h
-    });
+    let (trimmed, holes) = match held {
+        Ok(h) => (Ok(h.trimmed), kept.apart.take().map(|_| h.holes)),
+        Err(HeldTrimError::Zip(err)) => return Some(Err(Error::Zip { location: loc, err })),
+        Err(HeldTrimError::Trim(e)) => (Err(e), None),
+    };
     let trimmed = match trimmed {
         Ok(t) if strip => strip_debug_of(f, &kept.bytes, t).map_err(|err| {
             TrimError::Elf(crate::elf::ElfError::OutputCheck(format!(

@@ -820,6 +820,7 @@ fn rewritten_members_are_inflated_once() {
             preload_hook: false,
             companions: false,
             progress: std::sync::Arc::new(bar.clone()),
+            sparse: wheelslim::facts::Sparse::default(),
         };
         let report = split_lib(
             &[fixture(wheel)],
@@ -953,6 +954,7 @@ fn large_rewired_members_reuse_the_input_blocks() {
             preload_hook: false,
             companions: false,
             progress: wheelslim::progress::none(),
+            sparse: wheelslim::facts::Sparse::default(),
         };
         split_lib(
             std::slice::from_ref(&input),
@@ -990,4 +992,136 @@ fn large_rewired_members_reuse_the_input_blocks() {
     let venv = Venv::new(tmp.path(), "venv");
     venv.pip_install(&["--find-links", s(&tmp.path().join("out")), "slimdemo"]);
     assert_eq!(venv.call_slimdemo("").unwrap(), "12080 120904 12080");
+}
+
+/// Every output wheel of `split` with the trim on, by name, with its members (name and bytes).
+type SplitMembers = Vec<(String, Vec<(String, Vec<u8>)>)>;
+
+/// Splits `wheel` with `--sm sm` through the library, describing libraries from their parts
+/// as `sparse` says under `memory_budget`; the output wheels' members, or the error.
+fn split_sm(
+    wheel: &Path,
+    out: &Path,
+    sm: &str,
+    sparse: wheelslim::facts::Sparse,
+    memory_budget: u64,
+) -> Result<SplitMembers, String> {
+    use wheelslim::plan::SplitSettings;
+    use wheelslim::split::{SplitOptions, split as split_lib};
+    use wheelslim::trim::TrimSettings;
+    let opts = SplitOptions {
+        settings: SplitSettings {
+            upstream: false,
+            unhash: false,
+            move_unlinked: false,
+            ad_hoc: Default::default(),
+        },
+        wheel_dir: out.join("w"),
+        runtime_dir: out.join("w"),
+        max_size: 100 << 20,
+        limits: Default::default(),
+        memory_budget,
+        time: wheelslim::wheel::writer::ZipTime::EPOCH,
+        dry_run: false,
+        canonical_runtime: false,
+        strip_debug: false,
+        trim: TrimSettings {
+            cuda: Some(wheelslim::fatbin::select::Selection::parse_targets(sm).unwrap()),
+            gfx: None,
+            allow_cut: true,
+            allow_no_device_code: false,
+        },
+        preload_hook: false,
+        companions: true,
+        progress: wheelslim::progress::none(),
+        sparse,
+    };
+    split_lib(
+        &[wheel.to_path_buf()],
+        &wheelslim::profile::ProfileSet::built_in(),
+        &opts,
+    )
+    .map_err(|e| e.to_string())?;
+    let mut names: Vec<String> = std::fs::read_dir(out.join("w"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    Ok(names
+        .into_iter()
+        .map(|n| {
+            let members = read_zip(&out.join("w").join(&n));
+            (n, members)
+        })
+        .collect())
+}
+
+/// `split --sm` of a large library reads it without its CUDA sections, kept from the inspect
+/// pass or read again later (`facts::read_apart`), and the trim reads those a window at a
+/// time. With every library taken for large (`Sparse::EVERYTHING`) and budgets that keep it
+/// or not, each output wheel holds the same members, byte for byte, as when it is held whole.
+#[test]
+fn split_with_sm_from_parts_gives_the_same_wheels() {
+    let tmp = tempdir();
+    let mut wheels = vec![fixture(CUDAFIX)];
+    for (dir, so) in [
+        ("cuda_old", "libold_toolkits.so"),
+        ("aarch64", "libfix_a64.so"),
+    ] {
+        let lib = std::fs::read(fixture(&format!("{dir}/{so}"))).unwrap();
+        let platform = if dir == "aarch64" {
+            "manylinux_2_34_aarch64"
+        } else {
+            "manylinux_2_34_x86_64"
+        };
+        let d = tmp.path().join(dir);
+        std::fs::create_dir_all(&d).unwrap();
+        wheels.push(make_wheel(&d, platform, &[(&format!("pkg/{so}"), &lib)]));
+    }
+    let (mut compared, mut written) = (0, 0);
+    for wheel in &wheels {
+        for sm in ["90", "80,90", "50"] {
+            let t = tmp.path().join(format!("{compared}"));
+            let whole = split_sm(
+                wheel,
+                &t.join("whole"),
+                sm,
+                wheelslim::facts::Sparse::NEVER,
+                1 << 30,
+            );
+            for budget in [1, 256 << 10, 1 << 30] {
+                let parts = split_sm(
+                    wheel,
+                    &t.join(format!("parts{budget}")),
+                    sm,
+                    wheelslim::facts::Sparse::EVERYTHING,
+                    budget,
+                );
+                if let (Ok(w), Ok(p)) = (&whole, &parts) {
+                    assert_eq!(w.len(), p.len(), "{} --sm {sm}", wheel.display());
+                    for (a, b) in w.iter().zip(p) {
+                        assert_eq!(a.0, b.0);
+                        let differ: Vec<&str> =
+                            a.1.iter()
+                                .zip(&b.1)
+                                .filter(|(x, y)| x != y)
+                                .map(|(x, _)| x.0.as_str())
+                                .collect();
+                        assert!(
+                            a.1.len() == b.1.len() && differ.is_empty(),
+                            "{} --sm {sm} at {budget}: {differ:?} differ in {}",
+                            wheel.display(),
+                            a.0
+                        );
+                    }
+                    written += 1;
+                } else {
+                    assert_eq!(whole, parts, "{} --sm {sm} at {budget}", wheel.display());
+                }
+                compared += 1;
+            }
+        }
+    }
+    assert_eq!(compared, 27);
+    assert!(written >= 18, "only {written} splits wrote wheels");
 }
