@@ -531,8 +531,8 @@ fn hip_blocks(
     Ok(changed.then_some(blocks))
 }
 
-/// [`trim_member_in`] for a member judged on its own (a loose cubin, PTX file or code
-/// object as a group of one).
+/// Trims the device code of one member whose bytes are `data`, judged on its own (a loose
+/// cubin, PTX file or code object as a group of one). `Ok(None)`: nothing to do.
 pub fn trim_member(
     member: &str,
     data: &[u8],
@@ -542,7 +542,7 @@ pub fn trim_member(
     settings: &TrimSettings,
 ) -> Result<Option<Trimmed>, TrimError> {
     let none = LoosePlan::default();
-    trim_member_in(
+    let plan = trim_plan(
         member,
         data,
         compressed_size,
@@ -551,13 +551,18 @@ pub fn trim_member(
         settings,
         &none,
         None,
-    )
+    )?;
+    match plan {
+        TrimPlan::Done(t) => Ok(t),
+        // Nothing was left out of `data`, so every section is at hand.
+        TrimPlan::Sections(p) => p.apply(data),
+    }
 }
 
 /// CUDA sections of a large member that its bytes leave out (zero there), and how to read
 /// them from the archive (see [`crate::facts::Kept::apart`]): the trim reads each a window at
 /// a time and holds only the containers it keeps, never the whole section beside the rest.
-pub struct Apart<'a> {
+struct Apart<'a> {
     /// File ranges `[start, end)` of the sections left out.
     pub holes: &'a [(u64, u64)],
     /// Reads the member's bytes at a file offset, in order.
@@ -571,43 +576,9 @@ impl Apart<'_> {
     }
 }
 
-/// Trims the device code of one member whose bytes are `data`. `Ok(None)`: nothing to do.
-/// Loose cubins, PTX files and code objects follow `loose` (made by [`plan_loose`] over the
-/// whole wheel); one it did not plan is judged on its own. CUDA sections `apart` names are
-/// read through it rather than from `data`.
-#[allow(clippy::too_many_arguments)]
-pub fn trim_member_in(
-    member: &str,
-    data: &[u8],
-    compressed_size: u64,
-    info: Option<&ElfInfo>,
-    device: &DeviceFacts,
-    settings: &TrimSettings,
-    loose: &LoosePlan,
-    apart: Option<&Apart>,
-) -> Result<Option<Trimmed>, TrimError> {
-    let plan = trim_plan(
-        member,
-        data,
-        compressed_size,
-        info,
-        device,
-        settings,
-        loose,
-        apart,
-    )?;
-    match plan {
-        TrimPlan::Done(t) => Ok(t),
-        TrimPlan::Sections(p) if p.unedited.is_empty() => p.apply(data),
-        TrimPlan::Sections(_) => Err(TrimError::Elf(crate::elf::ElfError::OutputCheck(
-            "a device section left out of the bytes is not rewritten (fill it first)".into(),
-        ))),
-    }
-}
-
 /// A trim of a member whose CUDA sections may be left out of its bytes ([`trim_held`]).
 pub struct HeldTrim {
-    /// What the trim made, as [`trim_member_in`] gives it.
+    /// What the trim made; `None`: nothing to do.
     pub trimmed: Option<Trimmed>,
     /// The sections still left out of the bytes (zero there): those the trim rewrote from
     /// the archive without reading them into the bytes.
@@ -621,12 +592,15 @@ pub enum HeldTrimError {
     Trim(TrimError),
 }
 
-/// [`trim_member_in`] of a member whose CUDA sections `reader` may have left out of `data`
+/// Trims the device code of one member whose bytes are `data`; `Ok(None)` in
+/// [`HeldTrim::trimmed`]: nothing to do. Loose cubins, PTX files and code objects follow
+/// `loose` (made by [`plan_loose`] over the whole wheel); one it did not plan is judged on its
+/// own. The member's CUDA sections `reader` may have left out of `data`
 /// ([`crate::facts::Kept::apart`]): the sections the trim rewrites are read through it a
 /// window at a time, and only the containers kept are held; those it leaves as they are
 /// are read into `data` before the rewrite. When the trim makes a copy, the member is first
 /// checked against the archive's CRC (nothing made from bytes read again is written
-/// unchecked). Without a reader, this is `trim_member_in` with nothing left out.
+/// unchecked). Without a reader, nothing is left out.
 #[allow(clippy::too_many_arguments)]
 pub fn trim_held(
     member: &str,
@@ -677,7 +651,7 @@ pub fn trim_held(
 }
 
 /// What a trim does to one member, before the sections of a shared object are rewritten.
-pub enum TrimPlan {
+enum TrimPlan {
     /// Nothing to do (`None`), or done: a loose device file.
     Done(Option<Trimmed>),
     /// New containers for the device sections of a shared object: [`SectionPlan::apply`].
@@ -685,7 +659,7 @@ pub enum TrimPlan {
 }
 
 /// The rebuilt containers of a shared object's device sections, to be written into it.
-pub struct SectionPlan {
+struct SectionPlan {
     subject: Subject,
     edits: Vec<SectionEdit>,
     tally: Tally,
@@ -749,11 +723,11 @@ impl Subject {
     }
 }
 
-/// [`trim_member_in`] up to the rewrite of a shared object's sections, so that a caller
-/// holding the member with sections left out ([`Apart`]) can fill those the trim does not
-/// rewrite before it is applied.
+/// A trim up to the rewrite of a shared object's sections, so that a caller holding the
+/// member with sections left out ([`Apart`]) can fill those the trim does not rewrite before
+/// it is applied ([`trim_held`]).
 #[allow(clippy::too_many_arguments)]
-pub fn trim_plan(
+fn trim_plan(
     member: &str,
     data: &[u8],
     compressed_size: u64,

@@ -10,9 +10,8 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 pub use crate::apply::trim::{
-    Apart, ArchChange, HeldTrim, HeldTrimError, LoosePlan, Loss, MemberTrim, TrimError, TrimPlan,
-    TrimSettings, Trimmed, check_losses, loose_file, loose_members, plan_loose, trim_held,
-    trim_member, trim_member_in, trim_plan,
+    ArchChange, HeldTrim, HeldTrimError, LoosePlan, Loss, MemberTrim, TrimError, TrimSettings,
+    Trimmed, check_losses, loose_file, loose_members, plan_loose, trim_held, trim_member,
 };
 
 use crate::budget::Budget;

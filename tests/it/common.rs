@@ -209,3 +209,20 @@ pub fn verify_only_cudart_unresolved(wheels: &[PathBuf]) -> String {
     }
     report
 }
+
+/// A wheel each around the CUDA 10.2/11.x fixture library and the aarch64 one (x86_64 and
+/// aarch64 tags), made under `dir`: libraries with device code that the fixture wheels lack.
+pub fn single_library_wheels(dir: &Path) -> Vec<PathBuf> {
+    [
+        ("cuda_old", "libold_toolkits.so", "manylinux_2_34_x86_64"),
+        ("aarch64", "libfix_a64.so", "manylinux_2_34_aarch64"),
+    ]
+    .into_iter()
+    .map(|(sub, so, platform)| {
+        let lib = std::fs::read(fixture(&format!("{sub}/{so}"))).unwrap();
+        let d = dir.join(sub);
+        std::fs::create_dir_all(&d).unwrap();
+        make_wheel(&d, platform, &[(&format!("pkg/{so}"), &lib)])
+    })
+    .collect()
+}

@@ -783,9 +783,7 @@ fn a_runtime_set_over_the_limit_is_divided_into_parts_that_install_together() {
 /// serializes the work and keeps fewer members (it must not make a worker wait for itself).
 #[test]
 fn rewritten_members_are_inflated_once() {
-    use wheelslim::plan::SplitSettings;
-    use wheelslim::split::{SplitOptions, split as split_lib};
-    use wheelslim::trim::TrimSettings;
+    use wheelslim::split::split as split_lib;
     for (wheel, unhash, sm, memory_budget) in [
         (SLIMDEMO, false, None, 1 << 30),
         (SLIMDEMO, true, None, 1),
@@ -795,33 +793,13 @@ fn rewritten_members_are_inflated_once() {
         let tmp = tempdir();
         // Hidden, but counting.
         let bar = indicatif::ProgressBar::hidden();
-        let opts = SplitOptions {
-            settings: SplitSettings {
-                upstream: false,
-                unhash,
-                move_unlinked: false,
-                ad_hoc: Default::default(),
-            },
-            wheel_dir: tmp.path().join("w"),
-            runtime_dir: tmp.path().join("rt"),
-            max_size: 100 << 20,
-            limits: Default::default(),
-            memory_budget,
-            time: wheelslim::wheel::writer::ZipTime::EPOCH,
-            dry_run: false,
-            canonical_runtime: false,
-            strip_debug: false,
-            trim: TrimSettings {
-                cuda: sm.map(|s| wheelslim::fatbin::select::Selection::parse_targets(s).unwrap()),
-                gfx: None,
-                allow_cut: true,
-                allow_no_device_code: false,
-            },
-            preload_hook: false,
-            companions: false,
-            progress: std::sync::Arc::new(bar.clone()),
-            sparse: wheelslim::facts::Sparse::default(),
-        };
+        let mut opts = lib_split_options(&tmp.path().join("w"));
+        opts.runtime_dir = tmp.path().join("rt");
+        opts.settings.unhash = unhash;
+        opts.memory_budget = memory_budget;
+        opts.trim.cuda =
+            sm.map(|s| wheelslim::fatbin::select::Selection::parse_targets(s).unwrap());
+        opts.progress = std::sync::Arc::new(bar.clone());
         let report = split_lib(
             &[fixture(wheel)],
             &wheelslim::profile::ProfileSet::built_in(),
@@ -910,9 +888,7 @@ fn filler(n: usize) -> Vec<u8> {
 /// write: the `zip` crate and pip read it (CRC-32 checked), the loader loads it.
 #[test]
 fn large_rewired_members_reuse_the_input_blocks() {
-    use wheelslim::plan::SplitSettings;
-    use wheelslim::split::{SplitOptions, split as split_lib};
-    use wheelslim::trim::TrimSettings;
+    use wheelslim::split::split as split_lib;
     let tmp = tempdir();
     let fixture_path = fixture(SLIMDEMO);
     let input = tmp
@@ -929,33 +905,8 @@ fn large_rewired_members_reuse_the_input_blocks() {
         data
     });
     let run_split = |dir: &str| {
-        let opts = SplitOptions {
-            settings: SplitSettings {
-                upstream: false,
-                unhash: true,
-                move_unlinked: false,
-                ad_hoc: Default::default(),
-            },
-            wheel_dir: tmp.path().join(dir),
-            runtime_dir: tmp.path().join(dir),
-            max_size: 100 << 20,
-            limits: Default::default(),
-            memory_budget: 1 << 30,
-            time: wheelslim::wheel::writer::ZipTime::EPOCH,
-            dry_run: false,
-            canonical_runtime: false,
-            strip_debug: false,
-            trim: TrimSettings {
-                cuda: None,
-                gfx: None,
-                allow_cut: true,
-                allow_no_device_code: false,
-            },
-            preload_hook: false,
-            companions: false,
-            progress: wheelslim::progress::none(),
-            sparse: wheelslim::facts::Sparse::default(),
-        };
+        let mut opts = lib_split_options(&tmp.path().join(dir));
+        opts.settings.unhash = true;
         split_lib(
             std::slice::from_ref(&input),
             &wheelslim::profile::ProfileSet::built_in(),
@@ -1006,37 +957,12 @@ fn split_sm(
     sparse: wheelslim::facts::Sparse,
     memory_budget: u64,
 ) -> Result<SplitMembers, String> {
-    use wheelslim::plan::SplitSettings;
-    use wheelslim::split::{SplitOptions, split as split_lib};
-    use wheelslim::trim::TrimSettings;
-    let opts = SplitOptions {
-        settings: SplitSettings {
-            upstream: false,
-            unhash: false,
-            move_unlinked: false,
-            ad_hoc: Default::default(),
-        },
-        wheel_dir: out.join("w"),
-        runtime_dir: out.join("w"),
-        max_size: 100 << 20,
-        limits: Default::default(),
-        memory_budget,
-        time: wheelslim::wheel::writer::ZipTime::EPOCH,
-        dry_run: false,
-        canonical_runtime: false,
-        strip_debug: false,
-        trim: TrimSettings {
-            cuda: Some(wheelslim::fatbin::select::Selection::parse_targets(sm).unwrap()),
-            gfx: None,
-            allow_cut: true,
-            allow_no_device_code: false,
-        },
-        preload_hook: false,
-        companions: true,
-        progress: wheelslim::progress::none(),
-        sparse,
-    };
-    split_lib(
+    let mut opts = lib_split_options(&out.join("w"));
+    opts.memory_budget = memory_budget;
+    opts.trim.cuda = Some(wheelslim::fatbin::select::Selection::parse_targets(sm).unwrap());
+    opts.companions = true;
+    opts.sparse = sparse;
+    wheelslim::split::split(
         &[wheel.to_path_buf()],
         &wheelslim::profile::ProfileSet::built_in(),
         &opts,
@@ -1064,20 +990,7 @@ fn split_sm(
 fn split_with_sm_from_parts_gives_the_same_wheels() {
     let tmp = tempdir();
     let mut wheels = vec![fixture(CUDAFIX)];
-    for (dir, so) in [
-        ("cuda_old", "libold_toolkits.so"),
-        ("aarch64", "libfix_a64.so"),
-    ] {
-        let lib = std::fs::read(fixture(&format!("{dir}/{so}"))).unwrap();
-        let platform = if dir == "aarch64" {
-            "manylinux_2_34_aarch64"
-        } else {
-            "manylinux_2_34_x86_64"
-        };
-        let d = tmp.path().join(dir);
-        std::fs::create_dir_all(&d).unwrap();
-        wheels.push(make_wheel(&d, platform, &[(&format!("pkg/{so}"), &lib)]));
-    }
+    wheels.extend(single_library_wheels(tmp.path()));
     let (mut compared, mut written) = (0, 0);
     for wheel in &wheels {
         for sm in ["90", "80,90", "50"] {
@@ -1124,4 +1037,35 @@ fn split_with_sm_from_parts_gives_the_same_wheels() {
     }
     assert_eq!(compared, 27);
     assert!(written >= 18, "only {written} splits wrote wheels");
+}
+
+/// Options for `split` through the library: everything off, outputs in `out`, a 1 GiB budget.
+fn lib_split_options(out: &Path) -> wheelslim::split::SplitOptions {
+    wheelslim::split::SplitOptions {
+        settings: wheelslim::plan::SplitSettings {
+            upstream: false,
+            unhash: false,
+            move_unlinked: false,
+            ad_hoc: Default::default(),
+        },
+        wheel_dir: out.to_path_buf(),
+        runtime_dir: out.to_path_buf(),
+        max_size: 100 << 20,
+        limits: Default::default(),
+        memory_budget: 1 << 30,
+        time: wheelslim::wheel::writer::ZipTime::EPOCH,
+        dry_run: false,
+        canonical_runtime: false,
+        strip_debug: false,
+        trim: wheelslim::trim::TrimSettings {
+            cuda: None,
+            gfx: None,
+            allow_cut: true,
+            allow_no_device_code: false,
+        },
+        preload_hook: false,
+        companions: false,
+        progress: wheelslim::progress::none(),
+        sparse: wheelslim::facts::Sparse::default(),
+    }
 }

@@ -928,20 +928,7 @@ fn trim_lib(
 fn trimming_from_parts_gives_the_same_wheel() {
     let tmp = tempdir();
     let mut wheels = vec![fixture(CUDAFIX), fixture(SLIMDEMO)];
-    for (dir, so) in [
-        ("cuda_old", "libold_toolkits.so"),
-        ("aarch64", "libfix_a64.so"),
-    ] {
-        let lib = std::fs::read(fixture(&format!("{dir}/{so}"))).unwrap();
-        let platform = if dir == "aarch64" {
-            "manylinux_2_34_aarch64"
-        } else {
-            "manylinux_2_34_x86_64"
-        };
-        let d = tmp.path().join(dir);
-        std::fs::create_dir_all(&d).unwrap();
-        wheels.push(make_wheel(&d, platform, &[(&format!("pkg/{so}"), &lib)]));
-    }
+    wheels.extend(single_library_wheels(tmp.path()));
     let (mut compared, mut trimmed) = (0, 0);
     for wheel in &wheels {
         for sm in ["90", "80,90", "50", "120", "75"] {
