@@ -39,6 +39,17 @@ pub(crate) enum Held {
     Edited(Changes),
 }
 
+impl Held {
+    /// `data` with `holes` left zero: [`Held::Holed`], or [`Held::Whole`] when there are none.
+    pub(crate) fn holed(data: Vec<u8>, holes: Vec<(u64, u64)>) -> Held {
+        if holes.is_empty() {
+            Held::Whole(data)
+        } else {
+            Held::Holed(data, holes)
+        }
+    }
+}
+
 /// A rewritten member, compressed and described.
 pub(crate) struct Encoded {
     pub compressed: Compressed,

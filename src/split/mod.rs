@@ -405,7 +405,7 @@ enum TrimStep {
     Removed,
     /// Its bytes after the trim, the bytes the trim removed as the dry run counts them, and
     /// the CUDA sections still left out of the input (read apart, [`facts::Apart`]).
-    Trimmed(Vec<u8>, u64, Option<Vec<(u64, u64)>>),
+    Trimmed(Vec<u8>, u64, Vec<(u64, u64)>),
 }
 
 /// The new bytes the member lists refer to, besides the inputs.
@@ -1517,7 +1517,10 @@ impl SplitRun<'_> {
         // CUDA sections the inspect pass left out of a large library (`cuda_apart`): the trim
         // reads them again, and whatever still needs them whole gets them first.
         let reader = apart.as_ref().map(|a| a.reader(wheel, m));
-        let mut holes = reader.as_ref().map(|r| r.holes().to_vec());
+        let mut holes = reader
+            .as_ref()
+            .map(|r| r.holes().to_vec())
+            .unwrap_or_default();
         let strip = self.debug_of(job.input, member) > 0;
         let mut current = None;
         // Bytes the trim removes, counted as the dry run counts them.
@@ -1551,8 +1554,8 @@ impl SplitRun<'_> {
             return Ok(None);
         }
         // What works on the input itself (a strip, a move, the patch) needs it whole.
-        if let (None, Some(r), Some(h)) = (&current, &reader, holes.take()) {
-            r.fill(&mut original, &h)
+        if let (None, Some(r)) = (&current, &reader) {
+            r.fill(&mut original, &std::mem::take(&mut holes))
                 .and_then(|()| r.check(&original))
                 .map_err(|err| Error::Zip {
                     location: loc.clone(),
@@ -1585,10 +1588,7 @@ impl SplitRun<'_> {
         // The output, and the input it was made from when they differ: held whole beside a
         // copy, or read back out of the output that was patched in its buffer.
         let (out, original) = match (current, changes) {
-            (Some(c), _) => match holes.filter(|h| !h.is_empty()) {
-                Some(h) => (c, Some(apply::rewrite::Held::Holed(original, h))),
-                None => (c, Some(apply::rewrite::Held::Whole(original))),
-            },
+            (Some(c), _) => (c, Some(apply::rewrite::Held::holed(original, holes))),
             (None, Some(ch)) => (original, Some(apply::rewrite::Held::Edited(ch))),
             (None, None) => (original, None),
         };
@@ -1705,7 +1705,6 @@ impl SplitRun<'_> {
             reader,
         )
         .map_err(|e| held_trim_error(&loc, e))?;
-        let holes = reader.map(|_| held.holes);
         let Some(t) = held.trimmed else {
             return Ok(TrimStep::Unchanged);
         };
@@ -1719,7 +1718,7 @@ impl SplitRun<'_> {
             .unwrap_or_else(|p| p.into_inner())
             .push((job.input, report));
         Ok(match t.data {
-            Some(d) => TrimStep::Trimmed(d, gone, holes),
+            Some(d) => TrimStep::Trimmed(d, gone, held.holes),
             None => TrimStep::Removed,
         })
     }

@@ -379,9 +379,9 @@ fn trim_kept(
         }),
     };
     let (trimmed, holes) = match held {
-        Ok(h) => (Ok(h.trimmed), kept.apart.take().map(|_| h.holes)),
+        Ok(h) => (Ok(h.trimmed), h.holes),
         Err(HeldTrimError::Zip(err)) => return Some(Err(Error::Zip { location: loc, err })),
-        Err(HeldTrimError::Trim(e)) => (Err(e), None),
+        Err(HeldTrimError::Trim(e)) => (Err(e), Vec::new()),
     };
     let trimmed = match trimmed {
         Ok(t) if strip => strip_debug_of(f, &kept.bytes, t).map_err(|err| {
@@ -403,10 +403,7 @@ fn trim_kept(
                 Some(d) => {
                     // Large outputs are compressed into a temporary file in the
                     // output folder rather than held until the wheel is written.
-                    let data = match holes {
-                        Some(h) => crate::apply::rewrite::Held::Holed(input, h),
-                        None => crate::apply::rewrite::Held::Whole(input),
-                    };
+                    let data = crate::apply::rewrite::Held::holed(input, holes);
                     let input = crate::apply::rewrite::Input {
                         archive: &wheel.archive,
                         member,
