@@ -30,7 +30,7 @@ pub(crate) fn segment_name(p_type: u32) -> String {
 }
 
 pub(crate) use super::bytes::{
-    align_up, bytes_at as bytes, overlaps, put, put_u16, put_u64, range, u16_at, u32_at, u64_at,
+    align_up, bytes_at as bytes, overlaps, put_u64, range, u16_at, u32_at, u64_at,
 };
 
 impl Elf64<'_> {

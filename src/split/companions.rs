@@ -865,22 +865,35 @@ pub(super) struct HostMoved {
     pub zeroed: Option<String>,
 }
 
+/// The input member a host is (not a trimmed or stripped copy of it): its archive, entry and
+/// block marks, whose compressed blocks each companion reuses wherever it holds the input's
+/// containers unchanged.
+#[derive(Clone, Copy)]
+pub(super) struct InputMember<'a> {
+    pub archive: &'a crate::wheel::zip::ZipArchive,
+    pub member: &'a crate::wheel::zip::Member,
+    pub marks: &'a [crate::wheel::zip::BlockMark],
+}
+
 /// Carries out a companion plan on a host's bytes: the rewritten host and its companions,
 /// compressed. A refusal names the library and says what to do; nothing is written then.
-/// `from`: the input member `host` is (not a trimmed or stripped copy of it), whose compressed
-/// blocks each companion reuses wherever it holds the input's containers unchanged.
+/// `host` is laid out and cut in its own buffer and given back as it was. `from`: the input
+/// member `host` is, when it is not a trimmed or stripped copy.
 pub(super) fn host_rewrite(
     loc: &crate::wheel::Location,
-    host: &[u8],
+    host: &mut Vec<u8>,
     files: &[CompanionFile],
     spill: Option<&std::path::Path>,
-    from: Option<&crate::wheel::splice::Original<'_, '_>>,
+    from: Option<InputMember<'_>>,
 ) -> Result<HostMoved, Error> {
     // Each companion is compressed as soon as it is written, and its bytes let go: one is held
     // beside the host at a time.
     let mut written = Vec::with_capacity(files.len());
     let mut failed: Option<Error> = None;
-    let mut encode_one = |soname: &str, bytes: Vec<u8>, placed: &[(u64, u64, u64)]| {
+    let mut encode_one = |soname: &str,
+                          bytes: Vec<u8>,
+                          placed: &[(u64, u64, u64)],
+                          input: &[u8]| {
         // Where the companion holds the input's bytes: one shift per run of containers that
         // lie together in both.
         let mut shifts: Vec<i64> = placed
@@ -897,7 +910,14 @@ pub(super) fn host_rewrite(
                 err,
             }),
         };
-        match crate::apply::rewrite::encode_from(&bytes, from, &shifts, spill, inspect) {
+        let original = from.map(|f| crate::wheel::splice::Original {
+            archive: f.archive,
+            member: f.member,
+            data: crate::wheel::splice::Bytes::Whole(input),
+            marks: f.marks,
+        });
+        match crate::apply::rewrite::encode_from(&bytes, original.as_ref(), &shifts, spill, inspect)
+        {
             Ok(e) => {
                 written.push(CompanionOut {
                     soname: soname.to_string(),
@@ -982,9 +1002,9 @@ mod tests {
             stored_bytes: 16,
             compressed_bytes: 16,
         };
-        for host in [fixture(), b"not an ELF object".to_vec()] {
+        for mut host in [fixture(), b"not an ELF object".to_vec()] {
             let Err(Error::Refused { message, hint }) =
-                host_rewrite(&loc, &host, std::slice::from_ref(&file), None, None).map(|_| ())
+                host_rewrite(&loc, &mut host, std::slice::from_ref(&file), None, None).map(|_| ())
             else {
                 panic!("the move was not refused");
             };

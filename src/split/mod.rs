@@ -1573,7 +1573,7 @@ impl SplitRun<'_> {
         }
         let input = (job.input, m, marks.as_slice());
         let (host, moved, zeroed) =
-            self.companion_step(&loc, (current.as_deref(), &original), mv, input)?;
+            self.companion_step(&loc, (current.as_mut(), &mut original), mv, input)?;
         current = host.or(current);
         let shifts = output_shifts(trim_shift, current.as_deref(), &original, mv.is_some());
         let mut changes = None;
@@ -1657,7 +1657,7 @@ impl SplitRun<'_> {
     fn companion_step(
         &self,
         loc: &crate::wheel::Location,
-        (current, original): (Option<&[u8]>, &[u8]),
+        (current, original): (Option<&mut Vec<u8>>, &mut Vec<u8>),
         mv: Option<&CompanionMove>,
         input: (
             usize,
@@ -1671,14 +1671,13 @@ impl SplitRun<'_> {
         let files: Vec<_> = mv.companions.iter().map(|c| c.file.clone()).collect();
         let spill = Some(self.opts.wheel_dir.as_path());
         let (i, member, marks) = input;
-        let from = current.is_none().then(|| crate::wheel::splice::Original {
+        let from = current.is_none().then(|| companions::InputMember {
             archive: &self.inputs[i].0.archive,
             member,
-            data: crate::wheel::splice::Bytes::Whole(original),
             marks,
         });
         let host = current.unwrap_or(original);
-        let h = companions::host_rewrite(loc, host, &files, spill, from.as_ref())?;
+        let h = companions::host_rewrite(loc, host, &files, spill, from)?;
         Ok((Some(h.host), h.companions, h.zeroed))
     }
 

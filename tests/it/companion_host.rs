@@ -585,6 +585,58 @@ fn the_output_is_deterministic() {
     assert_eq!(a, b);
 }
 
+/// The move lays the new host out in the input's own buffer (`move_device_code_each`): the
+/// buffer is given back byte for byte, whether the move succeeds, is refused, or is stopped
+/// by the caller once a companion is written.
+#[test]
+fn the_input_buffer_is_given_back_as_it_was() {
+    use wheelslim::elf::companion::move_device_code_each;
+    for rel in ["cuda/libfix_rdc.so", "cuda/libfix_concat.so"] {
+        let data = std::fs::read(fixture(rel)).unwrap();
+        let blocks = all_blocks(&data);
+        let half = blocks.len().div_ceil(2);
+        let plan = vec![
+            CompanionTarget {
+                soname: "libhost_device1.so".into(),
+                blocks: blocks[..half].to_vec(),
+            },
+            CompanionTarget {
+                soname: "libhost_device2.so".into(),
+                blocks: blocks[half..].to_vec(),
+            },
+        ];
+        let plan: Vec<_> = plan.into_iter().filter(|t| !t.blocks.is_empty()).collect();
+        let mut buf = data.clone();
+        let mut seen = Vec::new();
+        let out = move_device_code_each(&mut buf, &plan, &mut |soname, bytes, _, input| {
+            assert_eq!(
+                input,
+                &data[..],
+                "{rel}: a companion is handed the input host"
+            );
+            seen.push((soname.to_string(), bytes));
+            Ok(())
+        })
+        .unwrap_or_else(|e| panic!("{rel}: {e}"));
+        assert_eq!(buf, data, "{rel}: the buffer changed after a move");
+        let whole = move_device_code(&data, &plan).unwrap();
+        assert_eq!(out.host, whole.host, "{rel}");
+        assert_eq!(seen, whole.companions, "{rel}");
+        assert!(out.host.len() < data.len(), "{rel}: the host was not cut");
+        // Stopped after the first companion: an error, and the buffer as it was.
+        let mut buf = data.clone();
+        let stopped = move_device_code_each(&mut buf, &plan, &mut |_, _, _, _| Err("full".into()));
+        assert_eq!(stopped.unwrap_err(), MoveError::Stopped("full".into()));
+        assert_eq!(buf, data, "{rel}: the buffer changed after a stop");
+        // Refused before anything is laid out.
+        let mut buf = data.clone();
+        let mut wrong = plan.clone();
+        wrong[0].blocks[0].offset += 1;
+        assert!(move_device_code_each(&mut buf, &wrong, &mut |_, _, _, _| Ok(())).is_err());
+        assert_eq!(buf, data, "{rel}: the buffer changed after a refusal");
+    }
+}
+
 /// A host built here from C: two real containers (from the plain fixture) in `.nv_fatbin`,
 /// two wrappers, a constructor registering both, and an exported `host_value` reading a
 /// global through a symbolic relocation against a defined (hashed) symbol, whose index

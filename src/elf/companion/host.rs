@@ -83,8 +83,15 @@
 //! `refuse_other_references`), the symbols (`DynSym`, `refuse_taken_names`), the grown and
 //! shifted hash and version tables (`NewTables`), the RELA/RELR conversion and the
 //! `DT_RELACOUNT` reorder (`RelaEdits`, `leave_relr`, over the table codecs of `tables`), the
-//! new PT_LOAD and every write (`lay_out`), the shrinker cut (`cut_pages`), the companions
-//! (`write_companions`) and the re-parse (`verify`).
+//! new PT_LOAD and every write (`lay_out`, which only lists them: `place::Laid`), all of it
+//! in `prepare`; then the companions (`write_companions`), the layout applied in the input's
+//! own buffer and the shrinker cut from it (`cut_pages`), the buffer given back
+//! (`Changes::undo`), and the re-parse (`verify`).
+//!
+//! **Memory.** A host of a GiB is held once: the layout is a list of edits, applied in the
+//! input's buffer only for the cut and undone after it, so the cut copy is the one new buffer
+//! as large as the host. The companions are written before it, one at a time, so a companion
+//! and the cut host are never held together.
 //!
 //! The placer (`place`) follows the patcher's rules (`elf::patch::layout`) but is its own
 //! code: the patcher's layout is built around exactly `.dynstr` and `.dynamic` (its slide of
@@ -418,14 +425,15 @@ fn rela_table(
 
 /// Moves the containers each target names out of `host` into a new companion per target.
 ///
-/// The body is the list of stages the module documentation describes, in order; each
-/// refuses before anything is written, until `lay_out` writes the new host.
+/// The stages the module documentation describes, in order; each refuses before anything is
+/// written.
 pub fn move_device_code(
     host: &[u8],
     targets: &[CompanionTarget],
 ) -> Result<MoveOutcome, MoveError> {
     let mut companions = Vec::new();
-    let mut out = move_device_code_each(host, targets, &mut |soname, bytes, _| {
+    let mut buf = host.to_vec();
+    let mut out = move_device_code_each(&mut buf, targets, &mut |soname, bytes, _, _| {
         companions.push((soname.to_string(), bytes));
         Ok(())
     })?;
@@ -433,19 +441,80 @@ pub fn move_device_code(
     Ok(out)
 }
 
-/// [`move_device_code`], handing each companion to `each` (soname, bytes, and where its
-/// containers came from as in [`MoveOutcome::placements`]) as soon as it is written and
-/// letting it go, so that one companion at a time is held beside the host: for
-/// companions of hundreds of MB, written out as they come. [`MoveOutcome::companions`] is then
-/// empty. An error from `each` stops the move ([`MoveError::Stopped`] with its text).
+/// What the stages before the page cut leave for it and for the checks after it, once the
+/// host's bytes are no longer borrowed.
+struct Prepared {
+    sel: Selection,
+    machine: Machine,
+    relative: u32,
+    /// The new host as edits over the input: the gap at `p` of `delta` bytes, then writes.
+    p: usize,
+    delta: usize,
+    writes: Vec<(usize, Vec<u8>)>,
+    notes: Vec<String>,
+    /// Wrappers re-pointed (RELA and RELR), and their data fields.
+    converted: usize,
+    fields: Vec<u64>,
+    old_nsyms: u64,
+}
+
+/// [`move_device_code`], handing each companion to `each` (soname, bytes, where its
+/// containers came from as in [`MoveOutcome::placements`], and the input host they came
+/// from) as soon as it is written and letting it go, so that one companion at a time is held
+/// beside the host: for companions of hundreds of MB, written out as they come.
+/// [`MoveOutcome::companions`] is then empty. An error from `each` stops the move
+/// ([`MoveError::Stopped`] with its text).
+///
+/// The new host is laid out in `host`'s own buffer and cut from it, and `host` is given back
+/// as it was before this returns, on success and on error alike: a library of a GiB is not
+/// held twice.
 pub fn move_device_code_each(
-    host: &[u8],
+    host: &mut Vec<u8>,
     targets: &[CompanionTarget],
     each: &mut Each<'_>,
 ) -> Result<MoveOutcome, MoveError> {
+    let mut prep = prepare(host, targets)?;
+    let placements = write_companions(host, prep.machine, targets, &mut prep.sel, each)?;
+    let edits = kept_blocks(host, &prep.sel)?;
+    let writes: Vec<(usize, &[u8])> = prep
+        .writes
+        .iter()
+        .map(|(off, b)| (*off, b.as_slice()))
+        .collect();
+    let input_len = host.len();
+    let changes = crate::changes::Changes::apply(host, prep.p, prep.delta, &writes)
+        .ok_or_else(|| MoveError::Layout("an edit falls outside the new file".into()))?;
+    let cut = crate::elf::check(host)
+        .map_err(|e| MoveError::OutputCheck(e.to_string()))
+        .and_then(|()| cut_pages(host, &edits, &mut prep.notes));
+    changes.undo(host);
+    let out = cut?;
+    verify(
+        &out,
+        &prep.sel.new_symbols,
+        targets,
+        prep.converted,
+        prep.old_nsyms,
+        prep.relative,
+        &prep.fields,
+    )?;
+    let host_bytes_removed = u64_of(input_len).saturating_sub(u64_of(out.len()));
+    Ok(MoveOutcome {
+        host: out,
+        companions: Vec::new(),
+        placements,
+        moved_bytes: prep.sel.moved_bytes,
+        host_bytes_removed,
+        notes: prep.notes,
+    })
+}
+
+/// Every stage up to the layout of the new host: reading and judging the host and the
+/// request, the wrappers, the symbols, the grown tables and the relocation edits.
+fn prepare(host: &[u8], targets: &[CompanionTarget]) -> Result<Prepared, MoveError> {
     let h = Host::open(host, targets)?;
     check_sonames(&h, targets)?;
-    let mut sel = Selection::take(&h, targets)?;
+    let sel = Selection::take(&h, targets)?;
     let relocs = Relocs::read(&h)?;
     let wrappers = Wrappers::find(&h, &sel, &relocs)?;
     refuse_other_references(&h, &sel, &relocs, &wrappers)?;
@@ -453,16 +522,7 @@ pub fn move_device_code_each(
     refuse_taken_names(&h, &dynsym, &sel)?;
     let new = NewTables::build(&h, &dynsym, &sel, targets)?;
     let edits = RelaEdits::build(&h, &relocs, &wrappers, new.at, new.k)?;
-    // The moved containers' bytes are not copied into the laid-out file: the cut drops them
-    // (or zeroes them where it cannot cut), so those pages are never written and take no
-    // memory (issue 14's bench: 57 of the laid-out file's 134 MiB resident).
-    let vacant: Vec<(u64, u64)> = sel
-        .origins
-        .iter()
-        .flatten()
-        .map(|&(_, _, at, len)| (at, len))
-        .collect();
-    let (out, mut notes) = lay_out(&h, &dynsym, &new, &edits, &wrappers, &vacant)?;
+    let (laid, mut notes) = lay_out(&h, &dynsym, &new, &edits, &wrappers)?;
     notes.push(format!(
         "re-pointed {} of {} wrapper(s) through {} new undefined symbol(s) at `.dynsym` index {}; DT_RELACOUNT {} → {}",
         wrappers.convert.len(),
@@ -479,29 +539,17 @@ pub fn move_device_code_each(
     for t in targets {
         notes.push(format!("added DT_NEEDED `{}`", t.soname));
     }
-    crate::elf::check(&out).map_err(|e| MoveError::OutputCheck(e.to_string()))?;
-    let cut = cut_pages(host, &out, &sel, &mut notes)?;
-    // The copy the cut was made from goes before the companions are written.
-    drop(out);
-    let out = cut;
-    let placements = write_companions(&h, targets, &mut sel, each)?;
-    verify(
-        &out,
-        &sel.new_symbols,
-        targets,
-        wrappers.convert.len().saturating_add(wrappers.relr.len()),
-        dynsym.count,
-        h.relative,
-        &wrappers.fields,
-    )?;
-    let host_bytes_removed = u64_of(host.len()).saturating_sub(u64_of(out.len()));
-    Ok(MoveOutcome {
-        host: out,
-        companions: Vec::new(),
-        placements,
-        moved_bytes: sel.moved_bytes,
-        host_bytes_removed,
+    Ok(Prepared {
+        machine: h.machine,
+        relative: h.relative,
+        p: laid.p,
+        delta: laid.delta,
+        writes: laid.writes,
         notes,
+        converted: wrappers.convert.len().saturating_add(wrappers.relr.len()),
+        fields: wrappers.fields,
+        old_nsyms: dynsym.count,
+        sel,
     })
 }
 
@@ -1429,15 +1477,14 @@ impl NewDynamic {
 }
 
 /// Places the grown tables in the new PT_LOAD, points `.dynamic` at them and writes every
-/// edit: the new host before the page cut, and the notes so far.
-fn lay_out(
-    h: &Host<'_>,
+/// edit: the new host before the page cut, as edits over the input, and the notes so far.
+fn lay_out<'b>(
+    h: &Host<'b>,
     dynsym: &DynSym<'_>,
     new: &NewTables,
     edits: &RelaEdits,
     w: &Wrappers,
-    vacant: &[(u64, u64)],
-) -> Result<(Vec<u8>, Vec<String>), MoveError> {
+) -> Result<(place::Laid<'b>, Vec<String>), MoveError> {
     let mut dynamic = NewDynamic::build(h, &new.soname_offs);
     let (to_place, slots) = tables_to_place(h, dynsym, new, edits, w);
     let dyn_section = h
@@ -1452,22 +1499,14 @@ fn lay_out(
         &h.elf,
         &to_place,
         dynamic.moves.then_some((dyn_section, provisional)),
-        vacant,
     )?;
     set_tags(&mut dynamic, &placed, &slots, new, edits);
     let dyn_bytes = dynamic.encode()?;
-    let mut out = placed.data;
+    let mut out = placed.laid;
     let mut notes = placed.notes;
-    let dyn_file_off = match placed.dynamic_at {
-        Some(a) => {
-            // Its file offset: the new PT_LOAD maps it.
-            let e = Elf64::parse(&out)?;
-            e.vaddr_to_offset(a, 1)
-                .ok_or_else(|| MoveError::Layout("moved `.dynamic`".into()))?
-        }
-        None => h.dynamic.offset,
-    };
-    raw::put(&mut out, dyn_file_off, &dyn_bytes)?;
+    // A moved `.dynamic` is where the new PT_LOAD maps it.
+    let dyn_file_off = placed.dynamic_at.map_or(h.dynamic.offset, |(_, off)| off);
+    out.put(dyn_file_off, &dyn_bytes)?;
     write_in_place(h, &mut out, new, edits, slots.rela.is_none(), w, &mut notes)?;
     Ok((out, notes))
 }
@@ -1586,7 +1625,7 @@ fn set_tags(
 /// and its section size, `DT_JMPREL`, and the zeroed wrapper words.
 fn write_in_place(
     h: &Host<'_>,
-    out: &mut [u8],
+    out: &mut place::Laid<'_>,
     new: &NewTables,
     edits: &RelaEdits,
     rela_stays: bool,
@@ -1594,12 +1633,12 @@ fn write_in_place(
     notes: &mut Vec<String>,
 ) -> Result<(), MoveError> {
     if let Some((off, table)) = &new.gnu {
-        raw::put(out, *off, table)?;
+        out.put(*off, table)?;
     }
     if let Some(rela) = &edits.rela
         && rela_stays
     {
-        raw::put(out, rela.off, &tables::encode_all(&rela.entries))?;
+        out.put(rela.off, &tables::encode_all(&rela.entries))?;
     }
     if let Some(relr) = &edits.relr {
         write_relr(h, out, relr)?;
@@ -1611,11 +1650,11 @@ fn write_in_place(
         ));
     }
     if let Some((off, entries)) = &edits.jmprel {
-        raw::put(out, *off, &tables::encode_all(entries))?;
+        out.put(*off, &tables::encode_all(entries))?;
     }
     for &field in &w.fields {
         if let Some(off) = h.elf.vaddr_to_offset(field, 8) {
-            raw::put_u64(out, off, 0)?;
+            out.put_u64(off, 0)?;
         }
     }
     Ok(())
@@ -1623,40 +1662,36 @@ fn write_in_place(
 
 /// Writes the re-encoded RELR table over the old one (the freed tail zeroed) and shrinks its
 /// section header with DT_RELRSZ.
-fn write_relr(h: &Host<'_>, out: &mut [u8], relr: &NewRelr) -> Result<(), MoveError> {
+fn write_relr(h: &Host<'_>, out: &mut place::Laid<'_>, relr: &NewRelr) -> Result<(), MoveError> {
     let off = h
         .elf
         .vaddr_to_offset(relr.addr, relr.size)
         .ok_or_else(|| MoveError::Malformed("DT_RELR is not file-backed".into()))?;
     let mut table = relr.encoded.clone();
     table.resize(to_usize(relr.size, "the RELR table")?, 0);
-    raw::put(out, off, &table)?;
-    let e = Elf64::parse(out)?;
-    if let Some(i) = e
+    out.put(off, &table)?;
+    // The section headers keep their indices; the table may have moved (`e_shoff`).
+    if let Some(i) = h
+        .elf
         .shdrs
         .iter()
         .position(|s| s.sh_type == SHT_RELR && s.sh_addr == relr.addr)
     {
-        let hdr = e
-            .header
-            .e_shoff
+        let hdr = out
+            .u64_at(40)?
             .saturating_add(u64_of(i).saturating_mul(64))
             .saturating_add(32);
-        raw::put_u64(out, hdr, u64_of(relr.encoded.len()))?;
+        out.put_u64(hdr, u64_of(relr.encoded.len()))?;
     }
     Ok(())
 }
 
 // ---------------------------------------------------------------------- the page cut
 
-/// Drops the moved containers from their sections with the shrinker (the others stay
-/// unchanged), so the host loses whole pages and every other address stays.
-fn cut_pages(
-    host: &[u8],
-    out: &[u8],
-    sel: &Selection,
-    notes: &mut Vec<String>,
-) -> Result<Vec<u8>, MoveError> {
+/// The shrinker's edit of each device section the request names: the moved containers
+/// dropped, the others as they are (their bytes copied out of the input host before it is
+/// laid out).
+fn kept_blocks(host: &[u8], sel: &Selection) -> Result<Vec<SectionEdit>, MoveError> {
     let mut edits = Vec::new();
     for d in &sel.devs {
         let mut blocks = Vec::new();
@@ -1678,7 +1713,18 @@ fn cut_pages(
             blocks,
         });
     }
-    let shrunk = crate::elf::shrink::shrink(out, &edits, true)
+    Ok(edits)
+}
+
+/// Drops the moved containers from their sections of the laid-out host `out` with the
+/// shrinker (`edits`, from [`kept_blocks`]), so the host loses whole pages and every other
+/// address stays.
+fn cut_pages(
+    out: &[u8],
+    edits: &[SectionEdit],
+    notes: &mut Vec<String>,
+) -> Result<Vec<u8>, MoveError> {
+    let shrunk = crate::elf::shrink::shrink(out, edits, true)
         .map_err(|e| MoveError::Shrink(e.to_string()))?;
     match &shrunk.method {
         ShrinkMethod::Cut { .. } => {}
@@ -1766,20 +1812,20 @@ fn copied(host: &[u8], len: u64, mine: &[(u64, u64, u64)]) -> Result<Vec<u8>, Mo
 /// Where each companion's containers came from (see [`MoveOutcome::placements`]).
 type Placements = Vec<Vec<(u64, u64, u64)>>;
 
-/// What takes each companion as it is written: soname, bytes, and where its containers came
-/// from.
-pub type Each<'a> = dyn FnMut(&str, Vec<u8>, &[(u64, u64, u64)]) -> Result<(), String> + 'a;
+/// What takes each companion as it is written: soname, bytes, where its containers came
+/// from, and the input host they came from.
+pub type Each<'a> = dyn FnMut(&str, Vec<u8>, &[(u64, u64, u64)], &[u8]) -> Result<(), String> + 'a;
 
 /// One companion per target: a data block per section group, each named by its symbol,
 /// handed to `each` as soon as it is written. Each target's groups go once its companion is
 /// written, so one copy of the moved containers is held at a time.
 fn write_companions(
-    h: &Host<'_>,
+    host: &[u8],
+    machine: Machine,
     targets: &[CompanionTarget],
     sel: &mut Selection,
     each: &mut Each<'_>,
 ) -> Result<Placements, MoveError> {
-    let machine = h.machine;
     let mut placements = Vec::new();
     let all_groups = std::mem::take(&mut sel.groups);
     if all_groups.len() != targets.len() {
@@ -1787,7 +1833,7 @@ fn write_companions(
     }
     for ((ti, t), groups) in targets.iter().enumerate().zip(all_groups) {
         let origins = sel.origins.get(ti).map_or(&[][..], Vec::as_slice);
-        let data = gather(h.bytes, &groups, origins)?;
+        let data = gather(host, &groups, origins)?;
         let blocks: Vec<DataBlock<'_>> = groups
             .iter()
             .zip(&data)
@@ -1819,7 +1865,7 @@ fn write_companions(
             })
             .collect();
         drop(data);
-        each(&t.soname, c.bytes, &placed).map_err(MoveError::Stopped)?;
+        each(&t.soname, c.bytes, &placed, host).map_err(MoveError::Stopped)?;
         placements.push(placed);
     }
     Ok(placements)

@@ -10,8 +10,8 @@
 //! which needs one more program header per hole, can grow the table in place.
 //!
 //! [`place`] runs it in steps: `Segment::lay` finds `P` (`loaded_end`), the alignment of what
-//! follows it (`shift_alignment`), and where the segment and each table go; `Segment::splice`
-//! opens the gap; then `write_phdrs`, `write_shdrs` (with `section_moves`) and
+//! follows it (`shift_alignment`), and where the segment and each table go; the new file is
+//! then written as edits over the input ([`Laid`]: the gap at `P`, then each write): `write_phdrs`, `write_shdrs` (with `section_moves`) and
 //! `rebase_symbols` write the headers and the symbols that follow a moved section.
 
 use super::MoveError;
@@ -20,7 +20,7 @@ use crate::elf::consts::{
     SHT_SYMTAB, SYM_SIZE,
 };
 use crate::elf::file::{Elf64, ProgramHeader};
-use crate::elf::raw::{self, align_up};
+use crate::elf::raw::align_up;
 
 /// Program headers left free after a moved table, for the shrinker's splits.
 pub(crate) const SPARE_PHDRS: u64 = 4;
@@ -37,12 +37,90 @@ pub(crate) struct Table {
 }
 
 /// Where each table landed: `(vaddr, file offset)` in input order.
-pub(crate) struct Placed {
-    pub data: Vec<u8>,
+pub(crate) struct Placed<'b> {
+    /// The new file, as edits over the input.
+    pub laid: Laid<'b>,
     pub at: Vec<(u64, u64)>,
-    /// Address of `.dynamic` when it moved.
-    pub dynamic_at: Option<u64>,
+    /// Address and file offset of `.dynamic` when it moved.
+    pub dynamic_at: Option<(u64, u64)>,
     pub notes: Vec<String>,
+}
+
+/// The new host as edits over the input bytes `base`: `delta` zero bytes inserted at `p`
+/// (the new segment's gap), then `writes` (offsets in the result) in order. Nothing is
+/// copied here: [`crate::changes::Changes::apply`] makes the new file in the input's own
+/// buffer, and its `undo` gives the input back, so a library of a GiB is not held twice.
+pub(crate) struct Laid<'b> {
+    base: &'b [u8],
+    pub p: usize,
+    pub delta: usize,
+    pub writes: Vec<(usize, Vec<u8>)>,
+}
+
+impl Laid<'_> {
+    fn len(&self) -> usize {
+        self.base.len().saturating_add(self.delta)
+    }
+
+    /// Writes `src` at `off` of the new file; an error (never a panic) if it does not fit.
+    pub(crate) fn put(&mut self, off: u64, src: &[u8]) -> Result<(), MoveError> {
+        let r = crate::elf::bytes::range(off, u64_of(src.len()), self.len(), "a write")?;
+        self.writes.push((r.start, src.to_vec()));
+        Ok(())
+    }
+
+    pub(crate) fn put_u16(&mut self, off: u64, v: u16) -> Result<(), MoveError> {
+        self.put(off, &v.to_le_bytes())
+    }
+
+    pub(crate) fn put_u64(&mut self, off: u64, v: u64) -> Result<(), MoveError> {
+        self.put(off, &v.to_le_bytes())
+    }
+
+    /// The new file's `len` bytes at `off`, with every write so far.
+    pub(crate) fn read(&self, off: u64, len: u64) -> Result<Vec<u8>, MoveError> {
+        let r = crate::elf::bytes::range(off, len, self.len(), "a read")?;
+        let mut out = vec![0u8; r.len()];
+        let (p, gap_end) = (self.p, self.p.saturating_add(self.delta));
+        for (i, b) in out.iter_mut().enumerate() {
+            let at = r.start.saturating_add(i);
+            let from = if at < p {
+                Some(at)
+            } else if at >= gap_end {
+                Some(at.saturating_sub(self.delta))
+            } else {
+                None
+            };
+            if let Some(v) = from.and_then(|f| self.base.get(f)) {
+                *b = *v;
+            }
+        }
+        for (w, bytes) in &self.writes {
+            let (ws, we) = (*w, w.saturating_add(bytes.len()));
+            let (s, e) = (ws.max(r.start), we.min(r.end));
+            if s < e
+                && let (Some(dst), Some(src)) = (
+                    out.get_mut(s.saturating_sub(r.start)..e.saturating_sub(r.start)),
+                    bytes.get(s.saturating_sub(ws)..e.saturating_sub(ws)),
+                )
+            {
+                dst.copy_from_slice(src);
+            }
+        }
+        Ok(out)
+    }
+
+    pub(crate) fn u16_at(&self, off: u64) -> Result<u16, MoveError> {
+        Ok(crate::elf::bytes::u16_at(&self.read(off, 2)?, 0)?)
+    }
+
+    pub(crate) fn u64_at(&self, off: u64) -> Result<u64, MoveError> {
+        Ok(crate::elf::bytes::u64_at(&self.read(off, 8)?, 0)?)
+    }
+}
+
+fn u64_of(n: usize) -> u64 {
+    u64::try_from(n).unwrap_or(u64::MAX)
 }
 
 fn bad(what: &str) -> MoveError {
@@ -54,25 +132,29 @@ fn add(a: u64, b: u64, what: &str) -> Result<u64, MoveError> {
 }
 
 /// Places `tables` (and `.dynamic`, when `dynamic` is given as its encoded bytes with its
-/// section index) in a new PT_LOAD, and returns the whole new file.
-pub(crate) fn place(
-    elf: &Elf64,
+/// section index) in a new PT_LOAD, and returns the new file as edits over the input.
+pub(crate) fn place<'b>(
+    elf: &Elf64<'b>,
     tables: &[Table],
     dynamic: Option<(Option<usize>, Vec<u8>)>,
-    vacant: &[(u64, u64)],
-) -> Result<Placed, MoveError> {
+) -> Result<Placed<'b>, MoveError> {
     let seg = Segment::lay(elf, tables, dynamic.as_ref().map(|d| d.1.as_slice()))?;
-    let mut out = seg.splice(elf.data, vacant)?;
+    let mut out = Laid {
+        base: elf.data,
+        p: usize::try_from(seg.p).map_err(|_| bad("p"))?,
+        delta: usize::try_from(seg.delta).map_err(|_| bad("delta"))?,
+        writes: Vec::new(),
+    };
     let mut notes = Vec::new();
     let mut at = Vec::with_capacity(tables.len());
     for (t, &off) in tables.iter().zip(&seg.offs) {
-        raw::put(&mut out, off, &t.bytes)?;
+        out.put(off, &t.bytes)?;
         at.push((seg.addr(off), off));
     }
     let mut dynamic_at = None;
     if let (Some((_, bytes)), Some(off)) = (&dynamic, seg.dyn_off) {
-        raw::put(&mut out, off, bytes)?;
-        dynamic_at = Some(seg.addr(off));
+        out.put(off, bytes)?;
+        dynamic_at = Some((seg.addr(off), off));
         notes.push(format!(
             "moved `.dynamic` into the new PT_LOAD at {:#x}: its DT_NULL slack could not take the new DT_NEEDED entries",
             seg.addr(off)
@@ -88,7 +170,7 @@ pub(crate) fn place(
         ));
     }
     Ok(Placed {
-        data: out,
+        laid: out,
         at,
         dynamic_at,
         notes,
@@ -213,43 +295,6 @@ impl Segment {
             off
         }
     }
-
-    /// `data[..P]` + the new segment (zeros, filled later) + `data[P..]`, with the `vacant`
-    /// ranges of `data[..P]` left zero. The buffer starts zeroed (for a large one, pages the
-    /// system hands out untouched), and only the bytes kept are copied into it.
-    fn splice(&self, data: &[u8], vacant: &[(u64, u64)]) -> Result<Vec<u8>, MoveError> {
-        let pu = usize::try_from(self.p).map_err(|_| bad("p"))?;
-        let du = usize::try_from(self.delta).map_err(|_| bad("delta"))?;
-        let (head, rest) = data.split_at_checked(pu).ok_or_else(|| bad("split"))?;
-        let mut out = vec![0u8; data.len().saturating_add(du)];
-        let mut holes: Vec<(usize, usize)> = vacant
-            .iter()
-            .filter_map(|&(off, len)| {
-                let s = usize::try_from(off).ok()?.min(pu);
-                let e = usize::try_from(off.saturating_add(len)).ok()?.min(pu);
-                (s < e).then_some((s, e))
-            })
-            .collect();
-        holes.sort_unstable();
-        let mut copy = |from: usize, to: usize, src: &[u8]| -> Result<(), MoveError> {
-            out.get_mut(from..to)
-                .filter(|d| d.len() == src.len())
-                .ok_or_else(|| bad("splice"))?
-                .copy_from_slice(src);
-            Ok(())
-        };
-        let mut at = 0usize;
-        for (s, e) in holes {
-            if s > at {
-                copy(at, s, head.get(at..s).ok_or_else(|| bad("splice"))?)?;
-            }
-            at = at.max(e);
-        }
-        copy(at, pu, head.get(at..).ok_or_else(|| bad("splice"))?)?;
-        let from = pu.saturating_add(du);
-        copy(from, from.saturating_add(rest.len()), rest)?;
-        Ok(out)
-    }
 }
 
 /// `P`: the end of everything loaded from the file (segments with file bytes, allocated
@@ -316,7 +361,7 @@ fn shift_alignment(elf: &Elf64, p: u64, len: u64) -> Result<u64, MoveError> {
 fn write_phdrs(
     elf: &Elf64,
     seg: &Segment,
-    out: &mut [u8],
+    out: &mut Laid<'_>,
     notes: &mut Vec<String>,
 ) -> Result<(), MoveError> {
     let load = ProgramHeader {
@@ -378,12 +423,11 @@ fn write_phdrs(
         .ok()
         .filter(|&n| n < 0xffff)
         .ok_or_else(|| MoveError::Layout("too many program headers".into()))?;
-    raw::put_u64(out, 32, phoff)?;
-    raw::put_u16(out, 56, phnum16)?;
+    out.put_u64(32, phoff)?;
+    out.put_u16(56, phnum16)?;
     for (i, ph) in phdrs.iter().enumerate() {
         let i = u64::try_from(i).map_err(|_| bad("index"))?;
-        raw::put(
-            out,
+        out.put(
             add(phoff, i.saturating_mul(PHDR_SIZE), "phdr")?,
             &ph.encode(),
         )?;
@@ -441,14 +485,14 @@ fn section_moves(
 fn write_shdrs(
     elf: &Elf64,
     seg: &Segment,
-    out: &mut [u8],
+    out: &mut Laid<'_>,
     moves: &[SectionMove],
 ) -> Result<(), MoveError> {
     if elf.shdrs.is_empty() {
         return Ok(());
     }
     let base = seg.moved(elf.header.e_shoff);
-    raw::put_u64(out, 40, base)?;
+    out.put_u64(40, base)?;
     for (i, s) in elf.shdrs.iter().enumerate() {
         let mut n = *s;
         if i > 0 && n.in_file() {
@@ -462,9 +506,9 @@ fn write_shdrs(
         if n != *s {
             let i = u64::try_from(i).map_err(|_| bad("index"))?;
             let h = add(base, i.saturating_mul(SHDR_SIZE), "section header")?;
-            raw::put_u64(out, add(h, 16, "shdr")?, n.sh_addr)?;
-            raw::put_u64(out, add(h, 24, "shdr")?, n.sh_offset)?;
-            raw::put_u64(out, add(h, 32, "shdr")?, n.sh_size)?;
+            out.put_u64(add(h, 16, "shdr")?, n.sh_addr)?;
+            out.put_u64(add(h, 24, "shdr")?, n.sh_offset)?;
+            out.put_u64(add(h, 32, "shdr")?, n.sh_size)?;
         }
     }
     Ok(())
@@ -475,7 +519,7 @@ fn write_shdrs(
 fn rebase_symbols(
     elf: &Elf64,
     seg: &Segment,
-    out: &mut [u8],
+    out: &mut Laid<'_>,
     moves: &[SectionMove],
 ) -> Result<usize, MoveError> {
     let mut rebased = 0usize;
@@ -490,16 +534,15 @@ fn rebase_symbols(
         let count = size / SYM_SIZE;
         for k in 0..count {
             let e = add(off, k.saturating_mul(SYM_SIZE), "symbol")?;
-            let shndx = usize::from(raw::u16_at(out, add(e, 6, "symbol")?)?);
-            let value = raw::u64_at(out, add(e, 8, "symbol")?)?;
+            let shndx = usize::from(out.u16_at(add(e, 6, "symbol")?)?);
+            let value = out.u64_at(add(e, 8, "symbol")?)?;
             let hit = moves.iter().find(|m| {
                 m.index == shndx
                     && value >= m.old_addr
                     && value.saturating_sub(m.old_addr) <= m.old_size
             });
             if let Some(m) = hit {
-                raw::put_u64(
-                    out,
+                out.put_u64(
                     add(e, 8, "symbol")?,
                     m.addr.saturating_add(value.saturating_sub(m.old_addr)),
                 )?;
