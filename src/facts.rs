@@ -55,6 +55,11 @@ pub struct MemberFacts {
     /// [`crate::wheel::zip::compressed_range`]).
     #[serde(skip)]
     pub block_marks: Vec<crate::wheel::zip::BlockMark>,
+    /// For a library described from its parts with its CUDA sections as holes
+    /// ([`InspectOptions::cuda_apart`]) and not kept by the pass: the index its stream left,
+    /// so that [`read_apart`] reads again only what lies outside its CUDA sections.
+    #[serde(skip)]
+    pub access: Option<Arc<Access>>,
 }
 
 impl MemberFacts {
@@ -369,6 +374,31 @@ impl ApartReader<'_> {
             *upto = end;
         }
         Ok(())
+    }
+
+    /// [`ApartReader::read`], first reading through what of the hole lies between where its
+    /// bytes were last read in order and `at`, so that the hole goes on being hashed in order:
+    /// a work that reads a hole's pieces in rising order (a companion's containers) then
+    /// inflates each byte once, and [`ApartReader::check`] need not read any of it again. A
+    /// read behind that point is read as it is.
+    pub fn read_on(&self, at: u64, out: &mut [u8]) -> Result<(), ZipError> {
+        const CHUNK: usize = 1 << 20;
+        let end = at.saturating_add(out.len() as u64);
+        let upto = self
+            .apart
+            .holes
+            .iter()
+            .position(|&(a, b)| a <= at && end <= b)
+            .and_then(|i| self.crcs.borrow().get(i).map(|c| c.0));
+        if let Some(mut pos) = upto.filter(|&u| u < at) {
+            let mut buf = vec![0u8; CHUNK];
+            while pos < at {
+                let n = (at - pos).min(CHUNK as u64) as usize;
+                self.read(pos, &mut buf[..n])?;
+                pos += n as u64;
+            }
+        }
+        self.read(at, out)
     }
 
     /// Reads the holes `ranges` (each one whole) into `bytes`.
@@ -752,6 +782,7 @@ fn inspect_member<'b, T>(
         content: Content::Other,
         device: None,
         block_marks: Vec::new(),
+        access: None,
     };
     if m.is_dir {
         return (facts, diags, None);
@@ -952,7 +983,14 @@ fn describe_parts<'b, T>(
     {
         facts.block_marks = held.marks.clone();
     }
-    let (bytes, apart) = kept?;
+    let Some((bytes, apart)) = kept else {
+        // Not kept: a later rewrite may read it again, and the index spares it the CUDA
+        // sections and every byte before what it reads (a few MiB per GiB).
+        if opts.cuda_apart && !cuda_ranges(facts, &[(0, u64::MAX)]).is_empty() {
+            facts.access = Some(Arc::clone(held.access));
+        }
+        return None;
+    };
     work(
         facts,
         Kept {
@@ -982,6 +1020,18 @@ pub fn read_apart(
     let holes = cuda_ranges(facts, &[(0, u64::MAX)]);
     if holes.is_empty() || m.size < from {
         return Ok(None);
+    }
+    if let Some(access) = &facts.access {
+        // The inspect pass left an index: only the bytes outside the holes are inflated,
+        // from the nearest point before each range, in parallel.
+        let mut bytes = crate::wheel::zip::zeroed_for(m.size)?;
+        let rest = elf::sparse::subtract(0, m.size, &holes);
+        access.fill(&wheel.archive, m, &mut bytes, &rest)?;
+        let apart = Apart {
+            holes,
+            access: Arc::clone(access),
+        };
+        return Ok(Some((bytes, facts.block_marks.clone(), apart)));
     }
     let mut bytes = crate::wheel::zip::zeroed_for(m.size)?;
     let mut marks = Vec::new();

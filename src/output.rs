@@ -168,6 +168,7 @@ pub fn plain_facts(name: &str, size: u64, sha256: [u8; 32]) -> MemberFacts {
         content: Content::Other,
         device: None,
         block_marks: Vec::new(),
+        access: None,
     }
 }
 
@@ -190,6 +191,7 @@ pub fn elf_facts(
         },
         device: None,
         block_marks: Vec::new(),
+        access: None,
     }
 }
 

@@ -80,7 +80,11 @@ pub(crate) fn encode(
             data: match &input.data {
                 Held::Whole(d) => Bytes::Whole(d),
                 Held::Edited(changes) => Bytes::Edited { out, changes },
-                Held::Holed(data, holes) => Bytes::Holed { data, holes },
+                Held::Holed(data, holes) => Bytes::Holed {
+                    data,
+                    holes,
+                    known: &[],
+                },
             },
             marks: &input.marks,
         };

@@ -875,6 +875,64 @@ pub(super) struct InputMember<'a> {
     pub marks: &'a [crate::wheel::zip::BlockMark],
 }
 
+/// A host held without its CUDA sections ([`crate::facts::Apart`]), read back for the
+/// companion move as it needs them; the containers are those the inspect pass parsed.
+pub(super) struct HeldApart<'r, 'a> {
+    pub reader: &'r crate::facts::ApartReader<'a>,
+    pub device: &'r crate::device::DeviceFacts,
+}
+
+impl crate::elf::companion::Apart for HeldApart<'_, '_> {
+    fn holes(&self) -> &[(u64, u64)] {
+        self.reader.holes()
+    }
+
+    fn containers(&self, name: &str) -> Option<Vec<(u64, u64)>> {
+        self.device
+            .cuda
+            .iter()
+            .find(|s| s.name == name)
+            .filter(|s| s.spans.len() == s.containers)
+            .map(|s| s.spans.iter().map(|c| (c.offset, c.len)).collect())
+    }
+
+    fn read(&self, at: u64, out: &mut [u8]) -> Result<(), String> {
+        self.reader.read_on(at, out).map_err(|e| e.to_string())
+    }
+
+    fn check(&self, host: &[u8]) -> Result<(), String> {
+        self.reader.check(host).map_err(|e| e.to_string())
+    }
+}
+
+/// Where a companion holds the input host's bytes, as `(offset in the host, bytes)`: one
+/// range per run of containers that lie at the same distance in both (`placed`: offset in
+/// the host, offset in the companion, length). For a host held without its device code, these
+/// are the only bytes of its holes the splice can compare.
+fn known_spans<'b>(placed: &[(u64, u64, u64)], companion: &'b [u8]) -> Vec<(u64, &'b [u8])> {
+    let mut sorted = placed.to_vec();
+    sorted.sort_unstable();
+    let mut spans: Vec<(u64, u64, u64)> = Vec::new();
+    for (from, at, len) in sorted {
+        match spans.last_mut() {
+            Some((f, a, l))
+                if from >= *f && from - *f == at.wrapping_sub(*a) && from >= *f + *l =>
+            {
+                *l = from + len - *f;
+            }
+            _ => spans.push((from, at, len)),
+        }
+    }
+    spans
+        .into_iter()
+        .filter_map(|(from, at, len)| {
+            let a = usize::try_from(at).ok()?;
+            let b = a.checked_add(usize::try_from(len).ok()?)?;
+            Some((from, companion.get(a..b)?))
+        })
+        .collect()
+}
+
 /// Carries out a companion plan on a host's bytes: the rewritten host and its companions,
 /// compressed. A refusal names the library and says what to do; nothing is written then.
 /// `host` is laid out and cut in its own buffer and given back as it was. `from`: the input
@@ -885,6 +943,7 @@ pub(super) fn host_rewrite(
     files: &[CompanionFile],
     spill: Option<&std::path::Path>,
     from: Option<InputMember<'_>>,
+    apart: Option<&HeldApart<'_, '_>>,
 ) -> Result<HostMoved, Error> {
     // Each companion is compressed as soon as it is written, and its bytes let go: one is held
     // beside the host at a time.
@@ -910,10 +969,19 @@ pub(super) fn host_rewrite(
                 err,
             }),
         };
+        let known = known_spans(placed, &bytes);
+        let data = match apart {
+            Some(a) => crate::wheel::splice::Bytes::Holed {
+                data: input,
+                holes: a.reader.holes(),
+                known: &known,
+            },
+            None => crate::wheel::splice::Bytes::Whole(input),
+        };
         let original = from.map(|f| crate::wheel::splice::Original {
             archive: f.archive,
             member: f.member,
-            data: crate::wheel::splice::Bytes::Whole(input),
+            data,
             marks: f.marks,
         });
         match crate::apply::rewrite::encode_from(&bytes, original.as_ref(), &shifts, spill, inspect)
@@ -936,7 +1004,9 @@ pub(super) fn host_rewrite(
         }
     };
     let targets = companions::targets(files);
-    let moved = crate::elf::companion::move_device_code_each(host, &targets, &mut encode_one);
+    let source = apart.map(|a| a as &dyn crate::elf::companion::Apart);
+    let moved =
+        crate::elf::companion::move_device_code_apart(host, &targets, source, &mut encode_one);
     let out = match (moved, failed) {
         (Ok(out), None) => out,
         (Err(_), Some(e)) | (Ok(_), Some(e)) => return Err(e),
@@ -1003,9 +1073,15 @@ mod tests {
             compressed_bytes: 16,
         };
         for mut host in [fixture(), b"not an ELF object".to_vec()] {
-            let Err(Error::Refused { message, hint }) =
-                host_rewrite(&loc, &mut host, std::slice::from_ref(&file), None, None).map(|_| ())
-            else {
+            let Err(Error::Refused { message, hint }) = host_rewrite(
+                &loc,
+                &mut host,
+                std::slice::from_ref(&file),
+                None,
+                None,
+                None,
+            )
+            .map(|_| ()) else {
                 panic!("the move was not refused");
             };
             assert!(

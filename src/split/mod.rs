@@ -1477,11 +1477,14 @@ impl SplitRun<'_> {
             location: loc.clone(),
             err,
         };
-        // A large library the trim rewrites is read without its CUDA sections, which the
-        // trim reads again a window at a time, holding only the containers it keeps.
+        // A large library the trim or a companion move rewrites is read without its CUDA
+        // sections, which they read again a window at a time, holding only the containers
+        // the trim keeps or the companion being written.
+        let rewrites_device =
+            self.trimming() || job.companions.is_some() || job.after_trim.is_some();
         if let Some(f) = self
             .device_of(job.input, &job.member)
-            .filter(|_| self.trimming() && !self.opts.strip_debug)
+            .filter(|_| rewrites_device && !self.opts.strip_debug)
             && let Some((b, marks, apart)) =
                 facts::read_apart(wheel, m, f, self.opts.sparse.from).map_err(zip)?
         {
@@ -1553,16 +1556,11 @@ impl SplitRun<'_> {
         if current.is_none() && edit.is_none() && !strip && mv.is_none() {
             return Ok(None);
         }
-        // What works on the input itself (a strip, a move, the patch) needs it whole.
-        if let (None, Some(r)) = (&current, &reader) {
-            r.fill(&mut original, &std::mem::take(&mut holes))
-                .and_then(|()| r.check(&original))
-                .map_err(|err| Error::Zip {
-                    location: loc.clone(),
-                    err,
-                })?;
-        }
-        drop(reader);
+        // A strip or the patch needs the input whole; a companion move does not (issue 14).
+        let apart_move = mv.is_some() && !strip;
+        let reader = reader.filter(|_| current.is_none());
+        let reader =
+            self.whole_unless_moved(job, &loc, reader, apart_move, &mut original, &mut holes)?;
         if strip {
             let base = current.as_deref().unwrap_or(&original);
             match self.strip_step(job, m, base, original.len() as u64, trims)? {
@@ -1571,9 +1569,14 @@ impl SplitRun<'_> {
                 None => {}
             }
         }
-        let input = (job.input, m, marks.as_slice());
-        let (host, moved, zeroed) =
-            self.companion_step(&loc, (current.as_mut(), &mut original), mv, input)?;
+        let (host, moved, zeroed) = self.companion_step(
+            &loc,
+            (current.as_mut(), &mut original),
+            mv,
+            (job.input, m, marks.as_slice()),
+            reader.as_ref(),
+        )?;
+        drop(reader);
         current = host.or(current);
         let shifts = output_shifts(trim_shift, current.as_deref(), &original, mv.is_some());
         let mut changes = None;
@@ -1641,6 +1644,38 @@ impl SplitRun<'_> {
         }))
     }
 
+    /// Makes a library the inspect pass kept without its CUDA sections whole (the holes read
+    /// back and the member checked against its CRC; `reader` is `None` for a trimmed copy,
+    /// which stands on its own while the input keeps its holes for the splice), unless its device code is about to move
+    /// into companions from it as it is (`apart_move`, with the device facts that need): then
+    /// the reader is handed on for the move, which reads the containers back as it writes
+    /// them, so a library of a GiB is never held whole (issue 14's cost target).
+    fn whole_unless_moved<'r>(
+        &self,
+        job: &Job,
+        loc: &crate::wheel::Location,
+        reader: Option<facts::ApartReader<'r>>,
+        apart_move: bool,
+        original: &mut [u8],
+        holes: &mut Vec<(u64, u64)>,
+    ) -> Result<Option<facts::ApartReader<'r>>, Error> {
+        let Some(r) = reader else {
+            return Ok(None);
+        };
+        if apart_move && self.device_of(job.input, &job.member).is_some() {
+            return Ok(Some(r));
+        }
+        if !holes.is_empty() {
+            r.fill(original, &std::mem::take(holes))
+                .and_then(|()| r.check(original))
+                .map_err(|err| Error::Zip {
+                    location: loc.clone(),
+                    err,
+                })?;
+        }
+        Ok(None)
+    }
+
     /// The edit of a library whose companion plan was made after its trim (the plan's origin
     /// added to the job's edit); `None` otherwise.
     fn origin_edit(&self, job: &Job, planned: bool) -> Option<crate::plan::ElfEdit> {
@@ -1664,10 +1699,20 @@ impl SplitRun<'_> {
             &crate::wheel::zip::Member,
             &[crate::wheel::zip::BlockMark],
         ),
+        reader: Option<&facts::ApartReader<'_>>,
     ) -> Result<MovedStep, Error> {
         let Some(mv) = mv else {
             return Ok((None, Vec::new(), None));
         };
+        // A host held without its CUDA sections: the move reads its containers back.
+        let apart = reader
+            .zip(self.device_of(input.0, &input.1.name))
+            .and_then(|(reader, f)| {
+                Some(companions::HeldApart {
+                    reader,
+                    device: f.device.as_ref()?,
+                })
+            });
         let files: Vec<_> = mv.companions.iter().map(|c| c.file.clone()).collect();
         let spill = Some(self.opts.wheel_dir.as_path());
         let (i, member, marks) = input;
@@ -1677,7 +1722,7 @@ impl SplitRun<'_> {
             marks,
         });
         let host = current.unwrap_or(original);
-        let h = companions::host_rewrite(loc, host, &files, spill, from)?;
+        let h = companions::host_rewrite(loc, host, &files, spill, from, apart.as_ref())?;
         Ok((Some(h.host), h.companions, h.zeroed))
     }
 
@@ -2356,10 +2401,11 @@ fn open_keeping<'b>(
             copies: buffers_held(opts),
             whole: facts::Whole::Retained(&rewrites),
             parts_first: Some(facts::MemberTest(&parts_first)),
-            // A large library the trim rewrites is kept without its CUDA sections, which the
-            // trim reads again a window at a time (not with --strip-debug, which needs the
-            // library whole even where the trim changes nothing).
-            cuda_apart: opts.trim.is_active() && !opts.strip_debug,
+            // A large library the trim or a companion move rewrites is kept without its CUDA
+            // sections, which they read again a window at a time (not with --strip-debug,
+            // which needs the library whole even where the trim changes nothing). One that is
+            // only patched is made whole before its patch.
+            cuda_apart: (opts.trim.is_active() || opts.companions) && !opts.strip_debug,
             sparse: opts.sparse,
             ..InspectOptions::default()
         };

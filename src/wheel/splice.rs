@@ -65,10 +65,13 @@ pub enum Bytes<'d> {
     /// planner sees exactly the bytes it would see held whole, without a second buffer.
     Edited { out: &'d [u8], changes: &'d Changes },
     /// Held whole but for `holes` (sorted file ranges left zero, whose bytes are not known
-    /// here): a range that meets one is never matched.
+    /// here), except for the `known` ranges of them, `(offset, bytes)`, whose bytes are held
+    /// elsewhere (a companion holds containers read back from the archive): a range that
+    /// meets a hole and is not inside one known range is never matched.
     Holed {
         data: &'d [u8],
         holes: &'d [(u64, u64)],
+        known: &'d [(u64, &'d [u8])],
     },
     /// Only the bytes around offset `at` of a member of `len` bytes: `before` ends there and
     /// `after` begins there. Enough to find where a block begins ([`resume_bit`]).
@@ -95,10 +98,14 @@ impl<'d> Bytes<'d> {
         match self {
             Bytes::Whole(d) => d.get(a..b).map(Cow::Borrowed),
             Bytes::Edited { out, changes } => changes.original(out, a, b),
-            Bytes::Holed { data, holes } => {
+            Bytes::Holed { data, holes, known } => {
                 let (x, y) = (a as u64, b as u64);
                 if holes.iter().any(|&(s, e)| s < y && x < e) {
-                    return None;
+                    let &(at, bytes) = known
+                        .iter()
+                        .find(|&&(at, k)| at <= x && y <= at.saturating_add(k.len() as u64))?;
+                    let from = usize::try_from(x - at).ok()?;
+                    return bytes.get(from..from + (b - a)).map(Cow::Borrowed);
                 }
                 data.get(a..b).map(Cow::Borrowed)
             }

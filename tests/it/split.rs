@@ -1039,6 +1039,88 @@ fn split_with_sm_from_parts_gives_the_same_wheels() {
     assert!(written >= 18, "only {written} splits wrote wheels");
 }
 
+/// `split` with device-code companions (no trim) of a library held without its CUDA
+/// sections: the move reads its containers back from the archive as it writes each companion
+/// (`elf::companion::Apart`), and the cut is made in the input's own buffer. With every
+/// library taken for large (`Sparse::EVERYTHING`) and budgets that keep it from the inspect
+/// pass or not, every output wheel holds the same members, byte for byte uncompressed, as
+/// when the library is held whole; and companions are written.
+#[test]
+fn companions_from_parts_give_the_same_wheels() {
+    let crc = |b: &[u8]| crc32fast::hash(b);
+    let tmp = tempdir();
+    let wheel = fixture(CUDAFIX);
+    let (mut compared, mut with_companions) = (0, 0);
+    let run = |lib: &str, out: &Path, sparse, budget| {
+        let mut opts = lib_split_options(&out.join("w"));
+        opts.memory_budget = budget;
+        opts.companions = true;
+        opts.max_size = 270 << 10;
+        opts.sparse = sparse;
+        opts.settings.ad_hoc =
+            wheelslim::plan::vendor::AdHoc::new(&[lib.to_string()], &[]).unwrap();
+        wheelslim::split::split(
+            std::slice::from_ref(&wheel),
+            &wheelslim::profile::ProfileSet::built_in(),
+            &opts,
+        )
+        .map_err(|e| e.to_string())?;
+        let mut names: Vec<String> = std::fs::read_dir(out.join("w"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        Ok::<SplitMembers, String>(
+            names
+                .into_iter()
+                .map(|n| (n.clone(), read_zip(&out.join("w").join(&n))))
+                .collect(),
+        )
+    };
+    // Plain, rdc (`__nv_relfatbin`), several containers in one section, LZ4-compressed.
+    for lib in [
+        "libfix_plain.so",
+        "libfix_rdc.so",
+        "libfix_concat.so",
+        "libfix_lz4.so",
+    ] {
+        let t = tmp.path().join(lib);
+        let never = wheelslim::facts::Sparse::NEVER;
+        let whole = run(lib, &t.join("whole"), never, 1 << 30);
+        for budget in [1, 256 << 10, 1 << 30] {
+            let every = wheelslim::facts::Sparse::EVERYTHING;
+            let parts = run(lib, &t.join(format!("p{budget}")), every, budget);
+            // Compared member by member, naming what differs (the bytes are too long to print).
+            let digest = |r: &Result<SplitMembers, String>| match r {
+                Ok(w) => Ok(w
+                    .iter()
+                    .map(|(n, ms)| {
+                        (
+                            n.clone(),
+                            ms.iter().map(|m| (m.0.clone(), crc(&m.1))).collect(),
+                        )
+                    })
+                    .collect::<Vec<(String, Vec<(String, u32)>)>>()),
+                Err(e) => Err(e.clone()),
+            };
+            assert_eq!(digest(&whole), digest(&parts), "--move {lib} at {budget}");
+            assert!(whole == parts, "--move {lib} at {budget}");
+            compared += 1;
+        }
+        let moved = whole
+            .iter()
+            .flatten()
+            .flat_map(|w| &w.1)
+            .any(|m| m.0.contains(".wsdev"));
+        with_companions += usize::from(moved);
+    }
+    assert_eq!(compared, 12);
+    assert!(
+        with_companions >= 3,
+        "only {with_companions} splits wrote companions"
+    );
+}
+
 /// Options for `split` through the library: everything off, outputs in `out`, a 1 GiB budget.
 fn lib_split_options(out: &Path) -> wheelslim::split::SplitOptions {
     wheelslim::split::SplitOptions {

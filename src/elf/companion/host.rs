@@ -171,6 +171,31 @@ pub struct MoveOutcome {
     pub notes: Vec<String>,
 }
 
+/// A host held without its largest device sections: their file ranges are left zero in the
+/// bytes given (a library of a GiB is held without the device code it is made of), and are
+/// read back from where the host is stored only as the companions and the cut need them.
+pub trait Apart {
+    /// The file ranges left zero, sorted.
+    fn holes(&self) -> &[(u64, u64)];
+    /// The containers `(offset from the section start, length)` of device section `name`,
+    /// as they were parsed when the host was read; `None` when they are not known.
+    fn containers(&self, name: &str) -> Option<Vec<(u64, u64)>>;
+    /// Fills `out` with the host's bytes from file offset `at` (cheapest in rising order).
+    fn read(&self, at: u64, out: &mut [u8]) -> Result<(), String>;
+    /// Checks `host` (its bytes outside the holes, and each hole as it was read) against the
+    /// checksum it was stored with.
+    fn check(&self, host: &[u8]) -> Result<(), String>;
+}
+
+/// Whether `[off, off+len)` lies in one of `apart`'s holes (any overlap counts).
+fn in_hole(apart: Option<&dyn Apart>, off: u64, len: u64) -> bool {
+    apart.is_some_and(|a| {
+        a.holes()
+            .iter()
+            .any(|&(s, e)| off < e && s < off.saturating_add(len.max(1)))
+    })
+}
+
 /// Why device code could not be moved. Each says what is wrong and what to do.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MoveError {
@@ -247,6 +272,10 @@ pub enum MoveError {
     /// The caller of [`move_device_code_each`] stopped the move (it has its own error).
     #[error("the companions could not be written: {0}")]
     Stopped(String),
+    #[error(
+        "its device code could not be read back from the wheel: {0}; the library stays as it is"
+    )]
+    ReadBack(String),
 }
 
 impl MoveError {
@@ -265,7 +294,7 @@ impl MoveError {
             | MoveError::NameTaken(_) => {
                 "this is a wheelslim bug: the planned move does not fit the library; please report it"
             }
-            MoveError::Malformed(_) => {
+            MoveError::Malformed(_) | MoveError::ReadBack(_) => {
                 "the library could not be read as expected; run `wheelslim audit` on the wheel"
             }
             MoveError::Stopped(_) => "see the error of the companion that could not be written",
@@ -320,7 +349,11 @@ struct DevSection {
     align: u64,
 }
 
-fn device_section(elf: &Elf64, name: &str) -> Result<DevSection, MoveError> {
+fn device_section(
+    elf: &Elf64,
+    name: &str,
+    apart: Option<&dyn Apart>,
+) -> Result<DevSection, MoveError> {
     let align = match name {
         ".nv_fatbin" | "__nv_relfatbin" => 8,
         ".hip_fatbin" => 4096,
@@ -337,7 +370,9 @@ fn device_section(elf: &Elf64, name: &str) -> Result<DevSection, MoveError> {
         .find(|s| s.in_file() && s.is_alloc() && elf.section_name(s) == name)
         .ok_or_else(|| MoveError::NoSection(name.to_string()))?;
     let bytes = raw::bytes(elf.data, s.sh_offset, s.sh_size, name)?;
-    let containers = if align == 8 {
+    let containers = if let Some(a) = apart.filter(|&a| in_hole(Some(a), s.sh_offset, s.sh_size)) {
+        known_containers(a, name, s.sh_size)?
+    } else if align == 8 {
         cuda::parse_section(bytes)
             .map_err(|e| MoveError::Malformed(format!("`{name}`: {e}")))?
             .iter()
@@ -357,6 +392,26 @@ fn device_section(elf: &Elf64, name: &str) -> Result<DevSection, MoveError> {
         containers,
         align,
     })
+}
+
+/// The containers of a section left out of the host's bytes, as they were parsed when it
+/// was read: in order, apart, and inside the section.
+fn known_containers(a: &dyn Apart, name: &str, size: u64) -> Result<Vec<(u64, u64)>, MoveError> {
+    let list = a.containers(name).ok_or_else(|| {
+        MoveError::Malformed(format!(
+            "`{name}` was left out and its containers are not known"
+        ))
+    })?;
+    let mut end = 0u64;
+    for &(off, len) in &list {
+        if off < end || off.checked_add(len).is_none_or(|e| e > size) {
+            return Err(MoveError::Malformed(format!(
+                "`{name}`: the container at {off:#x} ({len:#x} bytes) is out of order or past the section"
+            )));
+        }
+        end = off.saturating_add(len);
+    }
+    Ok(list)
 }
 
 /// The symbol name for section group `n` of companion `soname`.
@@ -473,9 +528,25 @@ pub fn move_device_code_each(
     targets: &[CompanionTarget],
     each: &mut Each<'_>,
 ) -> Result<MoveOutcome, MoveError> {
-    let mut prep = prepare(host, targets)?;
-    let placements = write_companions(host, prep.machine, targets, &mut prep.sel, each)?;
-    let edits = kept_blocks(host, &prep.sel)?;
+    move_device_code_apart(host, targets, None, each)
+}
+
+/// [`move_device_code_each`] on a host held without some of its device sections
+/// ([`Apart`]): each container is read back as the companions and the cut need it, in rising
+/// order, and the host is checked against its stored checksum before the cut. The host
+/// handed to `each` is then the bytes given, holes and all.
+pub fn move_device_code_apart(
+    host: &mut Vec<u8>,
+    targets: &[CompanionTarget],
+    apart: Option<&dyn Apart>,
+    each: &mut Each<'_>,
+) -> Result<MoveOutcome, MoveError> {
+    let mut prep = prepare(host, targets, apart)?;
+    let placements = write_companions(host, prep.machine, targets, &mut prep.sel, apart, each)?;
+    let edits = kept_blocks(host, &prep.sel, apart)?;
+    if let Some(a) = apart {
+        a.check(host).map_err(MoveError::ReadBack)?;
+    }
     let writes: Vec<(usize, &[u8])> = prep
         .writes
         .iter()
@@ -511,10 +582,14 @@ pub fn move_device_code_each(
 
 /// Every stage up to the layout of the new host: reading and judging the host and the
 /// request, the wrappers, the symbols, the grown tables and the relocation edits.
-fn prepare(host: &[u8], targets: &[CompanionTarget]) -> Result<Prepared, MoveError> {
+fn prepare(
+    host: &[u8],
+    targets: &[CompanionTarget],
+    apart: Option<&dyn Apart>,
+) -> Result<Prepared, MoveError> {
     let h = Host::open(host, targets)?;
     check_sonames(&h, targets)?;
-    let sel = Selection::take(&h, targets)?;
+    let sel = Selection::take(&h, targets, apart)?;
     let relocs = Relocs::read(&h)?;
     let wrappers = Wrappers::find(&h, &sel, &relocs)?;
     refuse_other_references(&h, &sel, &relocs, &wrappers)?;
@@ -703,7 +778,11 @@ struct Selection {
 }
 
 impl Selection {
-    fn take(h: &Host<'_>, targets: &[CompanionTarget]) -> Result<Selection, MoveError> {
+    fn take(
+        h: &Host<'_>,
+        targets: &[CompanionTarget],
+        apart: Option<&dyn Apart>,
+    ) -> Result<Selection, MoveError> {
         let mut sel = Selection {
             devs: Vec::new(),
             moving: Vec::new(),
@@ -716,7 +795,7 @@ impl Selection {
         for (ti, t) in targets.iter().enumerate() {
             let mut groups: Vec<Group> = Vec::new();
             for b in &t.blocks {
-                sel.take_block(h, ti, &t.soname, &mut groups, b)?;
+                sel.take_block(h, ti, &t.soname, &mut groups, b, apart)?;
             }
             sel.groups.push(groups);
         }
@@ -732,9 +811,10 @@ impl Selection {
         soname: &str,
         groups: &mut Vec<Group>,
         b: &MovedBlock,
+        apart: Option<&dyn Apart>,
     ) -> Result<(), MoveError> {
         if !self.devs.iter().any(|d| d.name == b.section) {
-            self.devs.push(device_section(&h.elf, &b.section)?);
+            self.devs.push(device_section(&h.elf, &b.section, apart)?);
         }
         let d = self
             .devs
@@ -1691,19 +1771,24 @@ fn write_relr(h: &Host<'_>, out: &mut place::Laid<'_>, relr: &NewRelr) -> Result
 /// The shrinker's edit of each device section the request names: the moved containers
 /// dropped, the others as they are (their bytes copied out of the input host before it is
 /// laid out).
-fn kept_blocks(host: &[u8], sel: &Selection) -> Result<Vec<SectionEdit>, MoveError> {
+fn kept_blocks(
+    host: &[u8],
+    sel: &Selection,
+    apart: Option<&dyn Apart>,
+) -> Result<Vec<SectionEdit>, MoveError> {
     let mut edits = Vec::new();
     for d in &sel.devs {
         let mut blocks = Vec::new();
         for &(off, len) in &d.containers {
             let moved = sel.seen.contains(&(d.name.clone(), off));
+            let at = d.bytes_off.saturating_add(off);
             blocks.push(Block {
                 old_offset: off,
                 old_len: len,
                 new_bytes: if moved {
                     Vec::new()
                 } else {
-                    raw::bytes(host, d.bytes_off.saturating_add(off), len, "a container")?.to_vec()
+                    container_bytes(host, at, len, apart)?
                 },
                 align: d.align,
             });
@@ -1761,6 +1846,65 @@ fn gather<'h>(
         }
     }
     Ok(data)
+}
+
+/// Zero blocks of each group's length, for a companion whose containers are filled in after
+/// it is written ([`fill_placed`]).
+fn zeros(groups: &[Group]) -> Result<Vec<std::borrow::Cow<'static, [u8]>>, MoveError> {
+    groups
+        .iter()
+        .map(|g| {
+            Ok(std::borrow::Cow::Owned(vec![
+                0u8;
+                to_usize(
+                    g.2,
+                    "a companion block"
+                )?
+            ]))
+        })
+        .collect()
+}
+
+/// Puts each container into the written companion `file` (`placed`: offset in the host,
+/// offset in the companion, length), read back in rising order of where it lies in the host.
+fn fill_placed(
+    host: &[u8],
+    file: &mut [u8],
+    placed: &[(u64, u64, u64)],
+    apart: Option<&dyn Apart>,
+) -> Result<(), MoveError> {
+    let mut order = placed.to_vec();
+    order.sort_unstable();
+    for (from, at, len) in order {
+        let dst = usize::try_from(at)
+            .ok()
+            .zip(usize::try_from(len).ok())
+            .and_then(|(at, l)| file.get_mut(at..at.checked_add(l)?))
+            .ok_or_else(|| MoveError::Malformed("a container's place in its companion".into()))?;
+        match apart.filter(|&a| in_hole(Some(a), from, len)) {
+            Some(a) => a.read(from, dst).map_err(MoveError::ReadBack)?,
+            None => dst.copy_from_slice(raw::bytes(host, from, len, "a container")?),
+        }
+    }
+    Ok(())
+}
+
+/// The `len` bytes of a container at file offset `at` of the host: from the bytes given, or
+/// read back when it lies in a hole.
+fn container_bytes(
+    host: &[u8],
+    at: u64,
+    len: u64,
+    apart: Option<&dyn Apart>,
+) -> Result<Vec<u8>, MoveError> {
+    match apart.filter(|&a| in_hole(Some(a), at, len)) {
+        Some(a) => {
+            let mut out = vec![0u8; to_usize(len, "a container")?];
+            a.read(at, &mut out).map_err(MoveError::ReadBack)?;
+            Ok(out)
+        }
+        None => Ok(raw::bytes(host, at, len, "a container")?.to_vec()),
+    }
 }
 
 /// The host's slice that is exactly a group of `len` bytes holding `mine` (offset in the
@@ -1824,6 +1968,7 @@ fn write_companions(
     machine: Machine,
     targets: &[CompanionTarget],
     sel: &mut Selection,
+    apart: Option<&dyn Apart>,
     each: &mut Each<'_>,
 ) -> Result<Placements, MoveError> {
     let mut placements = Vec::new();
@@ -1833,7 +1978,13 @@ fn write_companions(
     }
     for ((ti, t), groups) in targets.iter().enumerate().zip(all_groups) {
         let origins = sel.origins.get(ti).map_or(&[][..], Vec::as_slice);
-        let data = gather(host, &groups, origins)?;
+        // Containers read back from the archive go straight into the companion's file once
+        // it is laid out: it is written around blocks of zeros (pages never touched), so one
+        // copy of them is held, not two.
+        let data = match apart {
+            Some(_) => zeros(&groups)?,
+            None => gather(host, &groups, origins)?,
+        };
         let blocks: Vec<DataBlock<'_>> = groups
             .iter()
             .zip(&data)
@@ -1865,7 +2016,11 @@ fn write_companions(
             })
             .collect();
         drop(data);
-        each(&t.soname, c.bytes, &placed, host).map_err(MoveError::Stopped)?;
+        let mut bytes = c.bytes;
+        if apart.is_some() {
+            fill_placed(host, &mut bytes, &placed, apart)?;
+        }
+        each(&t.soname, bytes, &placed, host).map_err(MoveError::Stopped)?;
         placements.push(placed);
     }
     Ok(placements)

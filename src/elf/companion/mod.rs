@@ -71,7 +71,8 @@ mod host;
 mod tests;
 
 pub use host::{
-    CompanionTarget, MoveError, MoveOutcome, MovedBlock, move_device_code, move_device_code_each,
+    Apart, CompanionTarget, MoveError, MoveOutcome, MovedBlock, move_device_code,
+    move_device_code_apart, move_device_code_each,
 };
 
 use super::{ElfError, Machine};
