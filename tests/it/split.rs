@@ -962,13 +962,22 @@ fn split_sm(
     opts.trim.cuda = Some(wheelslim::fatbin::select::Selection::parse_targets(sm).unwrap());
     opts.companions = true;
     opts.sparse = sparse;
+    split_members(wheel, &opts)
+}
+
+/// Splits `wheel` through the library with `opts`; the output wheels' members, or the error.
+fn split_members(
+    wheel: &Path,
+    opts: &wheelslim::split::SplitOptions,
+) -> Result<SplitMembers, String> {
     wheelslim::split::split(
         &[wheel.to_path_buf()],
         &wheelslim::profile::ProfileSet::built_in(),
-        &opts,
+        opts,
     )
     .map_err(|e| e.to_string())?;
-    let mut names: Vec<String> = std::fs::read_dir(out.join("w"))
+    let dir = &opts.wheel_dir;
+    let mut names: Vec<String> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
@@ -976,7 +985,7 @@ fn split_sm(
     Ok(names
         .into_iter()
         .map(|n| {
-            let members = read_zip(&out.join("w").join(&n));
+            let members = read_zip(&dir.join(&n));
             (n, members)
         })
         .collect())
@@ -1059,23 +1068,7 @@ fn companions_from_parts_give_the_same_wheels() {
         opts.sparse = sparse;
         opts.settings.ad_hoc =
             wheelslim::plan::vendor::AdHoc::new(&[lib.to_string()], &[]).unwrap();
-        wheelslim::split::split(
-            std::slice::from_ref(&wheel),
-            &wheelslim::profile::ProfileSet::built_in(),
-            &opts,
-        )
-        .map_err(|e| e.to_string())?;
-        let mut names: Vec<String> = std::fs::read_dir(out.join("w"))
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        Ok::<SplitMembers, String>(
-            names
-                .into_iter()
-                .map(|n| (n.clone(), read_zip(&out.join("w").join(&n))))
-                .collect(),
-        )
+        split_members(&wheel, &opts)
     };
     // Plain, rdc (`__nv_relfatbin`), several containers in one section, LZ4-compressed.
     for lib in [
