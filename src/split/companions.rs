@@ -1041,6 +1041,25 @@ mod tests {
     }
 
     #[test]
+    fn known_spans_merge_containers_at_the_same_distance_only() {
+        let companion: Vec<u8> = (0..200u8).collect();
+        // Two containers 8 bytes apart in both, then one at another distance.
+        let placed = [(1000, 10, 20), (1028, 38, 12), (2000, 100, 16)];
+        let spans = known_spans(&placed, &companion);
+        assert_eq!(spans.len(), 2);
+        assert_eq!(spans[0], (1000, &companion[10..50]));
+        assert_eq!(spans[1], (2000, &companion[100..116]));
+        // Out of order in, the same out; a placement past the companion is left out.
+        let shuffled = [
+            (2000, 100, 16),
+            (1028, 38, 12),
+            (1000, 10, 20),
+            (3000, 190, 20),
+        ];
+        assert_eq!(known_spans(&shuffled, &companion), spans);
+    }
+
+    #[test]
     fn origin_is_added_once_and_kept_when_present() {
         let edit = ElfEdit::default();
         let added = with_origin(&edit, None).expect("no search path: $ORIGIN is added");

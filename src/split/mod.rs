@@ -1688,7 +1688,8 @@ impl SplitRun<'_> {
     /// Moves a host's device code into the companions of its plan (`--companions`); `None`
     /// without a plan. The host is `current` (a trimmed or stripped copy) or else `original`,
     /// the input member (input index, member, block marks in `input`), whose compressed
-    /// blocks the companions then reuse.
+    /// blocks the companions then reuse; `reader`, when the input is held without its CUDA
+    /// sections, reads them back for the move.
     fn companion_step(
         &self,
         loc: &crate::wheel::Location,
