@@ -1881,12 +1881,27 @@ fn fill_placed(
             .zip(usize::try_from(len).ok())
             .and_then(|(at, l)| file.get_mut(at..at.checked_add(l)?))
             .ok_or_else(|| MoveError::Malformed("a container's place in its companion".into()))?;
-        match apart.filter(|&a| in_hole(Some(a), from, len)) {
-            Some(a) => a.read(from, dst).map_err(MoveError::ReadBack)?,
-            None => dst.copy_from_slice(raw::bytes(host, from, len, "a container")?),
-        }
+        read_container(host, from, dst, apart)?;
     }
     Ok(())
+}
+
+/// Fills `dst` with the host's bytes from file offset `at`: from the bytes given, or read
+/// back when they lie in one of `apart`'s holes.
+fn read_container(
+    host: &[u8],
+    at: u64,
+    dst: &mut [u8],
+    apart: Option<&dyn Apart>,
+) -> Result<(), MoveError> {
+    let len = u64_of(dst.len());
+    match apart.filter(|&a| in_hole(Some(a), at, len)) {
+        Some(a) => a.read(at, dst).map_err(MoveError::ReadBack),
+        None => {
+            dst.copy_from_slice(raw::bytes(host, at, len, "a container")?);
+            Ok(())
+        }
+    }
 }
 
 /// The `len` bytes of a container at file offset `at` of the host: from the bytes given, or
@@ -1897,14 +1912,9 @@ fn container_bytes(
     len: u64,
     apart: Option<&dyn Apart>,
 ) -> Result<Vec<u8>, MoveError> {
-    match apart.filter(|&a| in_hole(Some(a), at, len)) {
-        Some(a) => {
-            let mut out = vec![0u8; to_usize(len, "a container")?];
-            a.read(at, &mut out).map_err(MoveError::ReadBack)?;
-            Ok(out)
-        }
-        None => Ok(raw::bytes(host, at, len, "a container")?.to_vec()),
-    }
+    let mut out = vec![0u8; to_usize(len, "a container")?];
+    read_container(host, at, &mut out, apart)?;
+    Ok(out)
 }
 
 /// The host's slice that is exactly a group of `len` bytes holding `mine` (offset in the
