@@ -360,8 +360,9 @@ fn install_through_find_links(
     );
     let links = links.replace("/output/", &format!("{}/", output.display()));
     let venv = Venv::new(tmp, "venv");
-    run(Command::new(venv.python())
-        .args(["-m", "pip", "install", "--no-index", "-q"])
+    run(venv
+        .pip()
+        .args(["install", "--no-index", "-q"])
         .arg(main)
         .env("PIP_FIND_LINKS", &links));
     assert_eq!(imports_slimdemo(&venv), "12080 120904");

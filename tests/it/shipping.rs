@@ -184,18 +184,9 @@ fn release_wheel_is_static_and_installs_into_a_fresh_venv() {
     let readelf = need("readelf", "binutils");
     let out = tempdir();
     let wheel = release_wheel("x86_64-unknown-linux-musl", &musl_gcc, out.path());
-    let python = crate::common::tool_env("WHEELSLIM_MATURIN")
-        .parent()
-        .unwrap()
-        .join("python");
-    let venv = out.path().join("venv");
-    crate::common::run(Command::new(&python).args(["-m", "venv"]).arg(&venv));
-    crate::common::run(
-        Command::new(venv.join("bin/python"))
-            .args(["-m", "pip", "install", "-q", "--no-index", "--no-deps"])
-            .arg(&wheel),
-    );
-    let exe = venv.join("bin/wheelslim");
+    let venv = crate::split::Venv::new(out.path(), "venv");
+    venv.pip_install(&["--no-deps", wheel.to_str().unwrap()]);
+    let exe = venv.python().with_file_name("wheelslim");
     let version = crate::common::run(Command::new(&exe).arg("--version"));
     assert_eq!(version.trim(), "wheelslim 0.1.0");
     let audit = Command::new(&exe)

@@ -19,8 +19,23 @@ impl Venv {
             .unwrap_or_else(|_| {
                 panic!("WHEELSLIM_PYTHON is not set: run the tests with ./test.sh")
             });
-        run(Command::new(python).args(["-m", "venv"]).arg(&dir));
+        // No pip of its own: `python -m venv` would spend seconds in ensurepip for each of the
+        // suite's venvs. pip runs from the tools venv against this interpreter instead
+        // ([`Venv::pip`]), which installs into this venv exactly as its own pip would.
+        run(Command::new(python)
+            .args(["-m", "venv", "--without-pip"])
+            .arg(&dir));
         Venv { dir }
+    }
+
+    /// `pip` (the tools venv's) working on this venv's interpreter: `pip --python`.
+    pub(crate) fn pip(&self) -> Command {
+        let tools = std::env::var("WHEELSLIM_PYTHON").unwrap_or_else(|_| {
+            panic!("WHEELSLIM_PYTHON is not set: run the tests with ./test.sh")
+        });
+        let mut cmd = Command::new(tools);
+        cmd.args(["-m", "pip", "--python"]).arg(self.python());
+        cmd
     }
 
     pub(crate) fn python(&self) -> PathBuf {
@@ -36,15 +51,9 @@ impl Venv {
     }
 
     pub(crate) fn pip_install(&self, args: &[&str]) -> String {
-        run(Command::new(self.python())
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--no-index",
-                "--disable-pip-version-check",
-                "-q",
-            ])
+        run(self
+            .pip()
+            .args(["install", "--no-index", "--disable-pip-version-check", "-q"])
             .args(args))
     }
 
@@ -337,19 +346,13 @@ fn preload_hook_finds_the_runtime_on_any_sys_path_entry() {
         let name = dir.file_name().unwrap().to_str().unwrap();
         let venv = Venv::new(tmp.path(), &format!("user-{name}"));
         run(Command::new(venv.python())
-            .args(["-m", "venv", "--system-site-packages"])
+            .args(["-m", "venv", "--without-pip", "--system-site-packages"])
             .arg(&venv.dir));
         venv.pip_install(&["--no-deps", s(&dir.join(MAIN_NAME))]);
         let base = tmp.path().join(format!("userbase-{name}"));
-        run(Command::new(venv.python())
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--no-index",
-                "--disable-pip-version-check",
-                "-q",
-            ])
+        run(venv
+            .pip()
+            .args(["install", "--no-index", "--disable-pip-version-check", "-q"])
             .args(["--no-deps", "--user", s(&dir.join(RUNTIME_NAME))])
             .env("PYTHONUSERBASE", &base));
         let site = python_in(
