@@ -1,5 +1,6 @@
 use super::*;
 use crate::wheel::zip::Limits;
+use std::fs::File;
 
 /// Bytes shaped like a library: text-like runs, tables and noise, so deflate picks dynamic
 /// Huffman blocks of varied sizes.
@@ -269,3 +270,63 @@ fn an_input_read_back_out_of_its_edited_buffer_plans_the_same_splice_as_one_held
 
 /// Where bytes are inserted, how many, and the writes after.
 type Case<'a> = (usize, usize, Vec<(usize, &'a [u8])>);
+
+/// A plan whose runs do not meet the rest of the stream where it says (a run that starts or
+/// ends a few bits off, or decodes to more than it claims) fails the seam checks, and the
+/// member is deflated afresh: still the output's bytes.
+#[test]
+fn a_run_that_does_not_meet_the_rest_of_the_stream_is_deflated_afresh() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = library_like(3_000_000, 21);
+    let (archive, marks) = zipped(dir.path(), &data, false);
+    let orig = original(&archive, &data, &marks);
+    let mut out = data.clone();
+    out.splice(1_500_000..1_500_000, vec![7; 3000]);
+    let plan = Splice::prepare(&out, &orig, &[]);
+    let runs: Vec<usize> = (0..plan.pieces.len())
+        .filter(|&i| matches!(plan.pieces[i], Piece::Reuse(_)))
+        .collect();
+    assert!(runs.len() >= 2, "{:?}", plan.pieces);
+    assert!(
+        plan.pieces
+            .iter()
+            .all(|p| !matches!(p, Piece::Reuse(r) if r.tail.is_none())),
+        "every run has a block near its end to check from: {:?}",
+        plan.pieces
+    );
+    let (good, stats) = plan.compress(&out, 6, None).unwrap();
+    assert_eq!(inflate_all(&good), out);
+    assert!(stats.runs >= 2, "{stats:?}");
+    type Tamper = fn(&mut Run);
+    let tampers: [(&str, Tamper); 5] = [
+        ("starts 2 bits late", |r| r.bit_start += 2),
+        ("ends 2 bits late", |r| r.bit_end = r.bit_end.map(|e| e + 2)),
+        ("ends 2 bits early", |r| {
+            r.bit_end = r.bit_end.map(|e| e - 2)
+        }),
+        ("claims a byte less", |r| r.len -= 1),
+        ("checked from a wrong bit", |r| {
+            r.tail = r.tail.map(|(into, bit)| (into, bit + 2));
+        }),
+    ];
+    for (what, tamper) in tampers {
+        for &i in &runs {
+            let mut bad = Splice {
+                source: plan.source,
+                pieces: plan.pieces.clone(),
+                len: plan.len,
+                stats: plan.stats,
+            };
+            let Piece::Reuse(run) = &mut bad.pieces[i] else {
+                unreachable!()
+            };
+            if what.starts_with("ends") && run.bit_end.is_none() {
+                continue;
+            }
+            tamper(run);
+            let (c, stats) = bad.compress(&out, 6, None).unwrap();
+            assert_eq!(stats.runs, 0, "{what} (run {i}): {stats:?}");
+            assert_eq!(inflate_all(&c), out, "{what} (run {i})");
+        }
+    }
+}
