@@ -294,8 +294,11 @@ impl MoveError {
             | MoveError::NameTaken(_) => {
                 "this is a wheelslim bug: the planned move does not fit the library; please report it"
             }
-            MoveError::Malformed(_) | MoveError::ReadBack(_) => {
+            MoveError::Malformed(_) => {
                 "the library could not be read as expected; run `wheelslim audit` on the wheel"
+            }
+            MoveError::ReadBack(_) => {
+                "the wheel did not read back as it read the first time: if it changed while wheelslim ran, run again once it is complete; otherwise test it with `unzip -t`"
             }
             MoveError::Stopped(_) => "see the error of the companion that could not be written",
             _ => {
